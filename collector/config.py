@@ -1,0 +1,281 @@
+"""The collector's configuration: one typed, validated, picklable object built from config/main.yaml.
+
+Validation happens here and only here, so a bad file fails at start-up (or is rejected on SIGHUP) with
+one line naming the field and the problem, instead of surfacing later inside a worker. msgspec does
+the type checking and gives the path of the offending field; the few rules it cannot express
+(durations, cross-field checks) are in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+import yaml
+
+from collector.exchange import PRESETS, Endpoints
+
+DataType = Literal[
+    "trades", "funding", "candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d",
+    "liquidations", "open_interest",
+]
+ALL_DATA_TYPES: tuple[str, ...] = DataType.__args__  # type: ignore[attr-defined]
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w|y)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+FOREVER = ("forever", "never", "none", "")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message is one line naming the field."""
+
+
+def parse_duration(value: str | int | float | None, field: str) -> timedelta | None:
+    """'7d', '12h', '90m', '1y', a number of seconds, or forever/null (None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in FOREVER):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{field}: expected a duration like '7d', got {value!r}")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError(f"{field}: duration must be positive, got {value!r}")
+        return timedelta(seconds=value)
+    m = _DURATION.match(value)
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{field}: expected a duration like '30s', '5m', '12h', '7d', '1y' or 'forever', got {value!r}")
+    return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class DatabaseConfig(_Section):
+    """Where rows go. No url and no host means the embedded PostgreSQL in `embedded_dir`."""
+
+    url: str | None = None
+    host: str | None = None
+    port: Port = 5432
+    user: str = "postgres"
+    password: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    database: str = "collector"
+    mode: Literal["auto", "timescaledb", "postgres"] = "auto"
+    embedded_dir: str = "data/postgres"
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("password", "password_env", "password_file") if getattr(self, n)]
+        if len(given) > 1:
+            raise ValueError(f"database: give only one of password, password_env, password_file (got {', '.join(given)})")
+        if self.url and self.host:
+            raise ValueError("database: give either url or host/port/user/database, not both")
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url and not self.host
+
+    def resolve_password(self) -> str | None:
+        """Read the password at connect time so it never sits in the config object that gets logged."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"database.password_env: environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"database.password_file: cannot read {self.password_file}: {e.strerror}") from e
+        return self.password
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"DatabaseConfig(url={'<set>' if self.url else None}, host={self.host!r}, database={self.database!r})"
+
+
+class CollectionConfig(_Section):
+    data_types: list[DataType] = msgspec.field(default_factory=lambda: list(ALL_DATA_TYPES))
+    # Empty: every USDT-M perpetual in TRADING. Otherwise only these (still validated against the venue).
+    symbols: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.data_types:
+            raise ValueError("collection.data_types: at least one data type is needed")
+        bad = [s for s in self.symbols if not re.fullmatch(r"[A-Z0-9]{2,30}", s)]
+        if bad:
+            raise ValueError(f"collection.symbols: not a Binance symbol name: {bad[0]!r}")
+
+
+class ExchangeConfig(_Section):
+    """Endpoints: a preset (binance, testnet) or explicit URLs (e.g. a local simulator)."""
+
+    preset: Literal["binance", "testnet"] | None = "binance"
+    rest_url: str | None = None
+    ws_url: str | None = None
+    # A stream silent this long has its connection restarted. Binance sends markPrice every 3 s for every
+    # symbol, so 60 s of silence on a connection means it is broken, not that the market is quiet.
+    silent_timeout_s: Positive = 60.0
+    # Share of Binance's 2400/min REST weight this collector may use, leaving room for anything else
+    # running from the same IP.
+    rest_weight_per_min: PositiveInt = 1200
+    universe_refresh_s: Positive = 3600.0
+
+    def __post_init__(self) -> None:
+        if (self.rest_url is None) != (self.ws_url is None):
+            raise ValueError("exchange: give both rest_url and ws_url, or neither (and a preset)")
+        if self.rest_url is None and self.preset is None:
+            raise ValueError("exchange: set a preset (binance, testnet) or rest_url and ws_url")
+        try:
+            self.endpoints()
+        except ValueError as e:
+            raise ValueError(f"exchange: {e}") from None
+
+    def endpoints(self) -> Endpoints:
+        if self.rest_url is not None and self.ws_url is not None:
+            return Endpoints(self.rest_url, self.ws_url)
+        assert self.preset is not None
+        return PRESETS[self.preset]
+
+
+class TradeFilterConfig(_Section):
+    """The smart trade filter: see collector/filters/trades.py for what each rule keeps."""
+
+    keep_all: bool = False
+    price_change_pct: Positive = 0.5
+    # Seconds between periodic samples of a symbol, per tier (0 = busiest).
+    tier_intervals_s: list[Positive] = msgspec.field(default_factory=lambda: [60.0, 120.0, 300.0, 900.0])
+    tier_multipliers: list[Positive] = msgspec.field(default_factory=lambda: [2.0, 1.8, 1.5, 1.2])
+    tier_cutoffs: list[Fraction] = msgspec.field(default_factory=lambda: [0.02, 0.10, 0.30])
+    score_weights: list[Annotated[float, msgspec.Meta(ge=0)]] = msgspec.field(
+        default_factory=lambda: [0.4, 0.3, 0.2, 0.1])
+    threshold_quantile: Fraction = 0.90
+    stats_window: str = "24h"
+    tier_interval: str = "24h"
+
+    def __post_init__(self) -> None:
+        for name, want in (("tier_intervals_s", 4), ("tier_multipliers", 4), ("tier_cutoffs", 3), ("score_weights", 4)):
+            if len(getattr(self, name)) != want:
+                raise ValueError(f"filters.trades.{name}: expected {want} values, got {len(getattr(self, name))}")
+        if self.tier_cutoffs != sorted(self.tier_cutoffs):
+            raise ValueError("filters.trades.tier_cutoffs: must be increasing, e.g. [0.02, 0.10, 0.30]")
+        parse_duration(self.stats_window, "filters.trades.stats_window")
+        parse_duration(self.tier_interval, "filters.trades.tier_interval")
+
+
+class FundingFilterConfig(_Section):
+    min_interval_s: Positive = 60.0
+
+
+class OpenInterestConfig(_Section):
+    interval_s: Positive = 300.0
+
+
+class FiltersConfig(_Section):
+    trades: TradeFilterConfig = msgspec.field(default_factory=TradeFilterConfig)
+    funding: FundingFilterConfig = msgspec.field(default_factory=FundingFilterConfig)
+    open_interest: OpenInterestConfig = msgspec.field(default_factory=OpenInterestConfig)
+
+
+DEFAULT_RETENTION = {
+    "trades": "7d", "funding": "30d", "liquidations": "30d", "open_interest": "30d",
+    "candles_1m": "90d", "candles_5m": "180d", "candles_30m": "1y", "candles_4h": "2y", "candles_1d": "forever",
+}
+
+
+class RetentionConfig(_Section):
+    trades: str | None = DEFAULT_RETENTION["trades"]
+    funding: str | None = DEFAULT_RETENTION["funding"]
+    liquidations: str | None = DEFAULT_RETENTION["liquidations"]
+    open_interest: str | None = DEFAULT_RETENTION["open_interest"]
+    candles_1m: str | None = DEFAULT_RETENTION["candles_1m"]
+    candles_5m: str | None = DEFAULT_RETENTION["candles_5m"]
+    candles_30m: str | None = DEFAULT_RETENTION["candles_30m"]
+    candles_4h: str | None = DEFAULT_RETENTION["candles_4h"]
+    candles_1d: str | None = DEFAULT_RETENTION["candles_1d"]
+
+    def __post_init__(self) -> None:
+        self.periods()
+
+    def periods(self) -> dict[str, timedelta | None]:
+        """Retention per table; None keeps forever."""
+        return {name: parse_duration(getattr(self, name), f"retention.{name}") for name in DEFAULT_RETENTION}
+
+
+class WriterConfig(_Section):
+    # A table's rows are loaded once this many are waiting: big enough that COPY's per-statement cost
+    # is amortised, small enough to bound memory.
+    batch_rows: PositiveInt = 20000
+    # ...or once the oldest waiting row is this old: keeps event-to-commit latency under a second.
+    flush_interval_ms: PositiveInt = 250
+    # Batches a worker may have in flight to the writer before it starts holding them itself.
+    queue_batches: PositiveInt = 256
+    spool_dir: str = "data/spool"
+    spool_max_mb: PositiveInt = 2048
+
+
+class MonitoringConfig(_Section):
+    metrics_enabled: bool = True
+    health_check_host: str = "127.0.0.1"
+    health_check_port: Port = 8080
+    stats_interval: Positive = 300.0
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    filename: str = "logs/cryptofeed_monitor.log"
+    max_bytes: PositiveInt = 50 * 1024 * 1024
+    backup_count: Annotated[int, msgspec.Meta(ge=0)] = 5
+
+
+class Config(_Section):
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    collection: CollectionConfig = msgspec.field(default_factory=CollectionConfig)
+    exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
+    filters: FiltersConfig = msgspec.field(default_factory=FiltersConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
+    monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+
+def config_from_dict(raw: object, source: str = "<config>") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        path = ""
+        if " - at `$" in text:
+            text, _, where = text.rpartition(" - at `$")
+            path = where.rstrip("`").lstrip(".")
+        if path and not text.startswith(path.split("[")[0].split(".")[0]):
+            text = f"{path}: {text}"
+        raise ConfigError(f"{source}: {text}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML file; raises ConfigError with one line naming the field."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return config_from_dict(raw, str(p))

@@ -1,0 +1,237 @@
+"""cryptofeed's BinanceFutures bound to configured endpoints, hardened for months of unattended running.
+
+Stock cryptofeed takes its endpoints from class attributes, refuses `ws://` (so it cannot talk to a
+loopback simulator), reconnects the whole connection (hundreds of streams) on any exception raised while
+handling one frame, doubles its reconnect delay without bound, and never notices a connection that was
+opened but never delivers a frame (the failure mode of Binance's 2026 URL change). Everything that
+changes that behaviour lives here, in one place; the rest of the collector only sees
+`bind_feed_class(endpoints)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from contextlib import suppress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cryptofeed.connection import (
+    AsyncConnection,
+    ConnectionClosed,
+    RestEndpoint,
+    Routes,
+    WebsocketEndpoint,
+    WSAsyncConn,
+)
+from cryptofeed.connection_handler import ConnectionHandler
+from cryptofeed.exchanges import BinanceFutures
+
+log = logging.getLogger(__name__)
+
+# Reconnect backoff: start fast (a dropped connection costs market data), cap so that a long outage is
+# retried at least every 30 s instead of cryptofeed's unbounded doubling.
+RECONNECT_DELAY_INITIAL = 1.0
+RECONNECT_DELAY_CAP = 30.0
+# A frame is logged in full at most this many times per error kind: enough to diagnose, never a log flood.
+LOGGED_SAMPLES_PER_KIND = 3
+LOGGED_FRAME_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Base URLs of the venue: REST (`https://fapi.binance.com`) and WebSocket (`wss://fstream.binance.com`)."""
+
+    rest: str
+    ws: str
+
+    def __post_init__(self) -> None:
+        rest, ws = urlsplit(self.rest), urlsplit(self.ws)
+        if rest.scheme not in ("http", "https") or not rest.netloc:
+            raise ValueError(f"exchange REST endpoint must be an http(s) URL, got {self.rest!r}")
+        if ws.scheme not in ("ws", "wss") or not ws.netloc:
+            raise ValueError(f"exchange WebSocket endpoint must be a ws(s) URL, got {self.ws!r}")
+        object.__setattr__(self, "rest", self.rest.rstrip("/"))
+        object.__setattr__(self, "ws", self.ws.rstrip("/"))
+
+
+PRESETS: dict[str, Endpoints] = {
+    "binance": Endpoints("https://fapi.binance.com", "wss://fstream.binance.com"),
+    "testnet": Endpoints("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com"),
+}
+
+
+class FrameErrors:
+    """Counts frames that could not be handled, by kind, and logs a few samples of each kind."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def record(self, kind: str, frame: str | bytes, conn_id: str, exc: BaseException | None = None) -> None:
+        self.counts[kind] += 1
+        n = self.counts[kind]
+        if n <= LOGGED_SAMPLES_PER_KIND:
+            text = frame if isinstance(frame, str) else bytes(frame).decode("utf-8", "replace")
+            log.warning("%s: skipped a frame (%s, %d so far): %s%s", conn_id, kind, n,
+                        text[:LOGGED_FRAME_CHARS], f" ({type(exc).__name__}: {exc})" if exc else "")
+        elif n in (10, 100, 1000) or n % 10000 == 0:
+            log.warning("%s: %d frames skipped as %s so far", conn_id, n, kind)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class WSConnection(WSAsyncConn):
+    """WSAsyncConn that also accepts `ws://` and counts a connection that never delivers as silent.
+
+    cryptofeed's watchdog only trips when `last_message` is set, so a connection that opens and then
+    delivers nothing would be watched forever. Stamping the open time makes silence from the start
+    count as silence.
+    """
+
+    def __init__(self, address: str, conn_id: str, subscription: dict | None = None, **kwargs: object) -> None:
+        if not address.startswith(("wss://", "ws://")):
+            raise ValueError(f"Invalid address, must be a ws(s) address. Provided address is: {address!r}")
+        self.address = address
+        AsyncConnection.__init__(self, f"{conn_id}.ws.{self.conn_count}", subscription=subscription)
+        self.ws_kwargs = kwargs
+
+    async def _open(self) -> None:
+        await super()._open()
+        self.last_message = time.time()
+
+
+class SupervisedConnection(ConnectionHandler):
+    """cryptofeed's ConnectionHandler with unlimited retries and a capped backoff.
+
+    The base class doubles the delay forever and gives up after `retries`; a collector that runs for
+    months must keep trying, at a bounded interval, and must still stop promptly when asked.
+    """
+
+    def __init__(self, *args: object, stop: asyncio.Event, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop = stop
+
+    async def _pause(self, seconds: float) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def run(self) -> None:
+        delay = RECONNECT_DELAY_INITIAL
+        try:
+            await self._pause(self.start_delay)
+            while self.running and not self._stop.is_set():
+                watchdog = None
+                try:
+                    async with self.conn.connect() as connection:
+                        await self.subscribe(connection)
+                        delay = RECONNECT_DELAY_INITIAL
+                        if self.timeout != -1:
+                            watchdog = asyncio.get_running_loop().create_task(self._watcher())
+                        try:
+                            await self._handler(connection, self.handler)
+                        finally:
+                            if watchdog is not None:
+                                watchdog.cancel()
+                                with suppress(asyncio.CancelledError):
+                                    await watchdog
+                    if not self.running or self._stop.is_set():
+                        break
+                    log.warning("%s: connection closed by the server - reconnecting", self.conn.uuid)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # any failure: reconnect, never give up
+                    if not self.running or self._stop.is_set():
+                        break
+                    log.warning("%s: connection failed (%s: %s) - reconnecting in %.1fs",
+                                self.conn.uuid, type(e).__name__, e, delay)
+                    await self._pause(delay)
+                    delay = min(delay * 2, RECONNECT_DELAY_CAP)
+        finally:
+            with suppress(Exception):
+                await self.conn.close()
+
+
+class CollectorBinanceFutures(BinanceFutures):
+    """BinanceFutures driven by SupervisedConnection, tolerant of bad frames and callback failures.
+
+    Subclasses replace `handle_frame`; a frame that raises is counted in `frame_errors` and skipped,
+    so one bad frame never costs the hundreds of streams sharing its connection.
+    """
+
+    # Bound per class by bind_feed_class().
+    websocket_endpoints: list[WebsocketEndpoint]
+    rest_endpoints: list[RestEndpoint]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("retries", -1)
+        super().__init__(*args, **kwargs)
+        self.frame_errors = FrameErrors()
+        self.connections: list[SupervisedConnection] = []
+
+    async def message_handler(self, msg: str, conn: AsyncConnection, timestamp: float) -> None:
+        try:
+            await self.handle_frame(msg, conn, timestamp)
+        except Exception as e:
+            self.frame_errors.record(type(e).__name__, msg, conn.uuid, e)
+
+    async def handle_frame(self, msg: str, conn: AsyncConnection, timestamp: float) -> None:
+        """cryptofeed's own parsing (Decimal numbers, one object per event) and callbacks."""
+        await BinanceFutures.message_handler(self, msg, conn, timestamp)
+
+    def connect(self) -> list[tuple[AsyncConnection, object, object]]:
+        ret = list(self._connect_rest())
+        addresses = self._address() if self.subscription else []
+        if isinstance(addresses, str):
+            addresses = [addresses]
+        options = self.websocket_endpoints[0].options
+        for address in addresses:
+            conn = WSConnection(address, self.id, subscription=self.subscription, **options)
+            ret.append((conn, self.subscribe, self.message_handler))
+        return ret
+
+    async def _setup(self) -> None:
+        # Always re-read exchangeInfo from *this* class's endpoint: cryptofeed caches symbols per
+        # exchange id, process-wide, which would leak one endpoint's universe into another's.
+        await self.load_symbols(conn=self.http_conn, refresh=True)
+        self._ensure_symbol_mapping()
+        self._build_subscription()
+
+    async def _run(self, stop_event: asyncio.Event) -> None:
+        """Connections only: the collector does its own batching, so cryptofeed's backends are not used."""
+        await self._setup()
+        self.connections = [
+            SupervisedConnection(conn, sub, handler, -1, timeout=self.timeout, timeout_interval=self.timeout_interval,
+                                 log_on_error=False, start_delay=self.start_delay, stop=stop_event)
+            for conn, sub, handler in self.connect()
+        ]
+        async with asyncio.TaskGroup() as tg:
+            for handler in self.connections:
+                tg.create_task(handler.run(), name=f"feed.{self.id}.conn.{handler.conn.id}")
+            await stop_event.wait()
+            for handler in self.connections:
+                await handler.request_stop()
+
+
+def bind_feed_class(endpoints: Endpoints, base: type[CollectorBinanceFutures] = CollectorBinanceFutures,
+                    ) -> type[CollectorBinanceFutures]:
+    """A subclass of `base` whose class-level endpoints point at `endpoints`."""
+    ws_options = dict(BinanceFutures.websocket_endpoints[0].options or {})
+    return type(
+        f"{base.__name__}@{urlsplit(endpoints.ws).netloc}",
+        (base,),
+        {
+            "websocket_endpoints": [WebsocketEndpoint(endpoints.ws, options=ws_options)],
+            "rest_endpoints": [RestEndpoint(endpoints.rest, routes=Routes(
+                "/fapi/v1/exchangeInfo",
+                l2book="/fapi/v1/depth?symbol={}&limit={}",
+                open_interest="/fapi/v1/openInterest?symbol={}",
+            ))],
+        },
+    )
+
+
+__all__ = ["PRESETS", "CollectorBinanceFutures", "ConnectionClosed", "Endpoints", "FrameErrors", "bind_feed_class"]

@@ -1,0 +1,105 @@
+"""Binance USDT-M futures stream frames as typed msgspec structs.
+
+Why not cryptofeed's parser: it turns every number into a Decimal and builds an object per event
+(~10 µs a frame), although the filter drops ~99% of trades. Here one C-level decode produces a struct
+whose prices stay the exchange's decimal strings (stored exactly as NUMERIC when a row is kept) and
+whose integers are ints; the filter converts just price and quantity to float.
+
+Unknown fields are ignored (Binance adds fields without notice); an unknown event type or a missing
+required field is a `msgspec.ValidationError`, which the feed counts and skips.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class AggTrade(msgspec.Struct, tag_field="e", tag="aggTrade"):
+    E: int  # event time, ms
+    s: str  # symbol
+    a: int  # aggregate trade id: consecutive per symbol, so a jump is a gap
+    p: str  # price
+    q: str  # quantity (base asset)
+    f: int  # first trade id
+    l: int  # noqa: E741 - Binance's name: last trade id
+    T: int  # trade time, ms
+    m: bool  # buyer is the maker: the aggressor sold
+
+
+class MarkPrice(msgspec.Struct, tag_field="e", tag="markPriceUpdate"):
+    E: int
+    s: str
+    p: str  # mark price
+    i: str = ""  # index price
+    P: str = ""  # estimated settle price
+    r: str = ""  # funding rate ("" on symbols without funding)
+    T: int = 0  # next funding time, ms
+
+
+class LiquidationOrder(msgspec.Struct):
+    s: str
+    S: str  # side
+    o: str  # order type
+    f: str  # time in force
+    q: str  # original quantity
+    p: str  # price
+    ap: str  # average price
+    X: str  # order status
+    l: str  # noqa: E741 - last filled quantity
+    z: str  # filled accumulated quantity
+    T: int  # trade time, ms
+
+
+class ForceOrder(msgspec.Struct, tag_field="e", tag="forceOrder"):
+    E: int
+    o: LiquidationOrder
+
+
+class KlineBody(msgspec.Struct):
+    t: int  # open time, ms
+    T: int  # close time, ms
+    s: str
+    i: str  # interval
+    o: str
+    c: str
+    h: str
+    l: str  # noqa: E741 - low
+    v: str  # base volume
+    n: int  # number of trades
+    x: bool  # closed
+    q: str  # quote volume
+    V: str  # taker buy base volume
+    Q: str  # taker buy quote volume
+    f: int = -1
+    L: int = -1
+
+
+class Kline(msgspec.Struct, tag_field="e", tag="kline"):
+    E: int
+    s: str
+    k: KlineBody
+
+
+Event = AggTrade | MarkPrice | ForceOrder | Kline
+
+
+class Frame(msgspec.Struct):
+    """A combined-stream frame: `{"stream": "btcusdt@aggTrade", "data": {...}}`.
+
+    `!markPrice@arr` carries a list of MarkPrice; every other stream one event.
+    """
+
+    stream: str
+    data: AggTrade | MarkPrice | ForceOrder | Kline | list[MarkPrice]
+
+
+class OpenInterest(msgspec.Struct):
+    """The REST answer of /fapi/v1/openInterest."""
+
+    symbol: str
+    openInterest: str
+    time: int
+
+
+frame_decoder = msgspec.json.Decoder(Frame)
+open_interest_decoder = msgspec.json.Decoder(OpenInterest)
