@@ -166,11 +166,20 @@ class CollectorBinanceFutures(BinanceFutures):
     websocket_endpoints: list[WebsocketEndpoint]
     rest_endpoints: list[RestEndpoint]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, exchange_symbols: list[str] | None = None,
+                 channels: list[str] | None = None, **kwargs: object) -> None:
+        """`exchange_symbols` (e.g. BTCUSDT) with `channels`: resolved against exchangeInfo at start,
+        so the caller need not know cryptofeed's normalised names; unknown symbols are logged and left out."""
         kwargs.setdefault("retries", -1)
-        super().__init__(*args, **kwargs)
+        self._exchange_symbols = exchange_symbols
+        if exchange_symbols is None:
+            super().__init__(*args, channels=channels, **kwargs)
+        else:
+            super().__init__(*args, **kwargs)
+            self._init_channels = channels
         self.frame_errors = FrameErrors()
         self.connections: list[SupervisedConnection] = []
+        self.unknown_symbols: list[str] = []
 
     async def message_handler(self, msg: str, conn: AsyncConnection, timestamp: float) -> None:
         try:
@@ -197,7 +206,14 @@ class CollectorBinanceFutures(BinanceFutures):
         # Always re-read exchangeInfo from *this* class's endpoint: cryptofeed caches symbols per
         # exchange id, process-wide, which would leak one endpoint's universe into another's.
         await self.load_symbols(conn=self.http_conn, refresh=True)
-        self._ensure_symbol_mapping()
+        self._apply_symbol_mapping()
+        if self._exchange_symbols is not None:
+            known = self.exchange_symbol_mapping
+            self.unknown_symbols = [s for s in self._exchange_symbols if s not in known]
+            if self.unknown_symbols:
+                log.warning("%s: %d symbols are not listed in TRADING by the exchange and are skipped: %s",
+                            self.id, len(self.unknown_symbols), ", ".join(self.unknown_symbols[:20]))
+            self._init_symbols = [known[s] for s in self._exchange_symbols if s in known]
         self._build_subscription()
 
     async def _run(self, stop_event: asyncio.Event) -> None:
