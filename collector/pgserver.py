@@ -59,6 +59,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _running_port(datadir: Path) -> int | None:
+    """The port of a live server on this data directory (from postmaster.pid), else None."""
+    try:
+        lines = (datadir / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return port
+
+
 def _run_as() -> str | None:
     """The user to run the server as: ourselves unless we are root."""
     if os.geteuid() != 0:
@@ -96,6 +107,7 @@ class EmbeddedPostgres:
     _tmp: Path | None = field(default=None, init=False, repr=False)
     _bindir: Path | None = field(default=None, init=False, repr=False)
     _user: str | None = field(default=None, init=False, repr=False)
+    _owned: bool = field(default=False, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -131,9 +143,16 @@ class EmbeddedPostgres:
                 _chown_tree(datadir, self._user)
             self._cmd([str(self._bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust",
                        "-E", "UTF8", "--locale=C"])
+        running = _running_port(datadir)
+        if running is not None:
+            # Already up (e.g. the collector is running and `python -m collector check` attaches to it):
+            # use it, and leave it running on stop().
+            self.port, self._owned = running, False
+            return self.url
         if self.port is None:
             self.port = free_port()
         self._pg_ctl_start()
+        self._owned = True
         self._ensure_database()
         log.info("embedded PostgreSQL (%s) on 127.0.0.1:%s, data in %s", self._bindir, self.port, datadir)
         return self.url
@@ -147,7 +166,7 @@ class EmbeddedPostgres:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
 
     def stop(self, mode: str = "fast") -> None:
-        if self._bindir is None or self.datadir is None:
+        if self._bindir is None or self.datadir is None or not self._owned:
             return
         subprocess.run([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"],
                        user=self._user, capture_output=True, check=False)
