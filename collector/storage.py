@@ -1,0 +1,557 @@
+"""The SQL schema, for TimescaleDB or plain PostgreSQL, and the maintenance that keeps it bounded.
+
+One schema, two back-ends:
+- TimescaleDB: hypertables, retention and compression policies, candles_5m..1d as continuous aggregates
+  over candles_1m. The database itself runs maintenance as background jobs.
+- Plain PostgreSQL: native range partitions by time, created ahead (and on demand by the writer) and dropped
+  whole when expired; candles_5m..1d are real tables filled by `rollup_candles`.
+
+Every table's key makes a replayed batch harmless: the writer's recovery path inserts with
+ON CONFLICT DO NOTHING, so a batch whose commit outcome was unknown can be loaded again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, NamedTuple
+
+import psycopg
+from psycopg import sql
+
+from collector.encode import CANDLE_TABLES, COLUMNS, valid_symbol
+
+Mode = Literal["auto", "timescaledb", "postgres"]
+
+# Bump when the DDL changes and add a step to _MIGRATIONS; a database newer than this refuses to start.
+SCHEMA_VERSION = 1
+
+# Arbitrary constant key for pg_advisory_xact_lock: two processes running ensure_schema at once serialise.
+_SCHEMA_LOCK_KEY = 0x434F4C4C  # "COLL"
+
+DAY = timedelta(days=1)
+
+# Default retention (None = forever). Trades are the bulk (hundreds of millions of rows a week in keep_all),
+# so they go first; derived candles are tiny and worth keeping longer the coarser they are.
+DEFAULT_RETENTION: dict[str, timedelta | None] = {
+    "trades": 7 * DAY,
+    "funding": 30 * DAY,
+    "liquidations": 30 * DAY,
+    "open_interest": 30 * DAY,
+    "candles_1m": 90 * DAY,
+    "candles_5m": 180 * DAY,
+    "candles_30m": 365 * DAY,
+    "candles_4h": 730 * DAY,
+    "candles_1d": None,
+}
+
+# Partition (plain PostgreSQL) / chunk (TimescaleDB) span per time-partitioned table. Why these:
+# - trades daily: by far the largest table and the shortest retention (7 d), so whole days drop cleanly and
+#   a day's partition stays small enough for its indexes to live in memory while it is being written.
+# - funding / liquidations / open_interest / candles_1m weekly: ~10^5..10^7 rows a week across 500 symbols;
+#   with 30..90 d retention a week overshoots retention by at most 7 days.
+# - candles_5m / 30m / 4h monthly: <10^6 rows a month; 180 d..2 y retention in ~6..24 partitions.
+# - candles_1d yearly: ~180k rows a year and no retention.
+Span = Literal["day", "week", "month", "year"]
+SPANS: dict[str, Span] = {
+    "trades": "day",
+    "funding": "week",
+    "liquidations": "week",
+    "open_interest": "week",
+    "candles_1m": "week",
+    "candles_5m": "month",
+    "candles_30m": "month",
+    "candles_4h": "month",
+    "candles_1d": "year",
+}
+SPAN_LENGTH: dict[Span, timedelta] = {"day": DAY, "week": 7 * DAY, "month": 31 * DAY, "year": 366 * DAY}
+
+# Primary keys: (symbol, time, ...) serves "one symbol over a time range" and "latest row of a symbol"
+# (backward index scan) directly; the trailing columns make each event unique so a replay is a no-op.
+KEYS: dict[str, tuple[str, ...]] = {
+    "trades": ("symbol", "time", "trade_id"),
+    "funding": ("symbol", "time"),
+    "liquidations": ("symbol", "time", "side", "price", "quantity"),
+    "open_interest": ("symbol", "time"),
+    **{t: ("symbol", "time") for t in CANDLE_TABLES},
+    "gaps": ("symbol", "from_id", "to_id"),
+}
+
+_COLUMN_TYPES: dict[str, str] = {
+    "time": "TIMESTAMPTZ NOT NULL",
+    "symbol": "TEXT NOT NULL",
+    "trade_id": "BIGINT NOT NULL",
+    "price": "NUMERIC NOT NULL",
+    "amount": "NUMERIC NOT NULL",
+    "usd_value": "DOUBLE PRECISION NOT NULL",
+    "side": "TEXT NOT NULL",
+    "save_reason": "TEXT NOT NULL",
+    "first_trade_id": "BIGINT",
+    "last_trade_id": "BIGINT",
+    "mark_price": "NUMERIC NOT NULL",
+    "index_price": "NUMERIC",
+    "funding_rate": "NUMERIC",
+    "next_funding_time": "TIMESTAMPTZ",
+    "order_type": "TEXT",
+    "avg_price": "NUMERIC",
+    "quantity": "NUMERIC NOT NULL",
+    "filled_quantity": "NUMERIC",
+    "status": "TEXT",
+    "open_interest": "NUMERIC NOT NULL",
+    "close_time": "TIMESTAMPTZ NOT NULL",
+    "open": "NUMERIC NOT NULL",
+    "high": "NUMERIC NOT NULL",
+    "low": "NUMERIC NOT NULL",
+    "close": "NUMERIC NOT NULL",
+    "volume": "NUMERIC NOT NULL",
+    "quote_volume": "NUMERIC NOT NULL",
+    "trades": "BIGINT NOT NULL",
+    "taker_buy_volume": "NUMERIC NOT NULL",
+    "taker_buy_quote_volume": "NUMERIC NOT NULL",
+    "from_id": "BIGINT NOT NULL",
+    "to_id": "BIGINT NOT NULL",
+    "detected_at": "TIMESTAMPTZ NOT NULL",
+    "filled_at": "TIMESTAMPTZ",
+}
+
+TIME_TABLES = tuple(SPANS)
+# In TimescaleDB mode these are continuous aggregates (read-only views), in plain mode tables.
+DERIVED_CANDLES: dict[str, timedelta] = {
+    "candles_5m": timedelta(minutes=5),
+    "candles_30m": timedelta(minutes=30),
+    "candles_4h": timedelta(hours=4),
+    "candles_1d": DAY,
+}
+# Each derived interval is built from the next finer one: first/last/max/min/sum compose exactly, so the
+# result equals rolling up 1m directly while reading 5..8 rows per bucket instead of up to 1440.
+_ROLLUP_SOURCE = {"candles_5m": "candles_1m", "candles_30m": "candles_5m", "candles_4h": "candles_30m",
+                  "candles_1d": "candles_4h"}
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be brought to (or is beyond) the schema this code knows."""
+
+
+# --- DDL ----------------------------------------------------------------------------------------------------------
+
+
+def _table_ddl(table: str, partitioned: bool) -> sql.Composed:
+    cols = [sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_COLUMN_TYPES[c])) for c in COLUMNS[table]]
+    cols.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, KEYS[table]))))
+    tail = sql.SQL(" PARTITION BY RANGE (time)") if partitioned else sql.SQL("")
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}){}").format(
+        sql.Identifier(table), sql.SQL(", ").join(cols), tail)
+
+
+_COMMON_DDL = [
+    """CREATE TABLE IF NOT EXISTS symbol_tiers (
+        computed_at TIMESTAMPTZ NOT NULL,
+        symbol TEXT NOT NULL,
+        tier SMALLINT NOT NULL,
+        threshold_usd DOUBLE PRECISION NOT NULL,
+        p90_usd DOUBLE PRECISION,
+        score DOUBLE PRECISION,
+        PRIMARY KEY (computed_at, symbol))""",
+    # latest tiers per symbol on restart: DISTINCT ON (symbol) ORDER BY symbol, computed_at DESC
+    "CREATE INDEX IF NOT EXISTS symbol_tiers_symbol_latest ON symbol_tiers (symbol, computed_at DESC)",
+]
+
+
+def _plain_indexes() -> list[str]:
+    # BRIN on time: "every symbol over the last hour" (check, dashboards) cannot use the (symbol, time, ...)
+    # keys; a BRIN on append-ordered time costs almost nothing to maintain (a few pages per partition),
+    # unlike a btree on the 50k rows/s trades stream. No index on save_reason: 5-ish values, always
+    # queried together with a time range, which the BRIN narrows first.
+    return [f"CREATE INDEX IF NOT EXISTS {t}_time_brin ON {t} USING brin (time)" for t in TIME_TABLES]
+
+
+def _create_plain(conn: psycopg.Connection, now: datetime) -> None:
+    for t in TIME_TABLES:
+        conn.execute(_table_ddl(t, partitioned=True))
+    conn.execute(_table_ddl("gaps", partitioned=False))
+    for stmt in _plain_indexes():
+        conn.execute(stmt)
+    ensure_partitions(conn, now)
+
+
+# TimescaleDB chunk intervals: same reasoning as SPANS (a chunk per day of trades, a week for the rest);
+# derived candles are continuous aggregates whose own chunking TimescaleDB derives from the source.
+_CHUNK_INTERVAL = {
+    "trades": "1 day",
+    "funding": "7 days",
+    "liquidations": "7 days",
+    "open_interest": "7 days",
+    "candles_1m": "7 days",
+}
+# Compress once a chunk is no longer written: trades chunks are a day and only the current day is hot, so
+# after 1 day; the weekly tables after 7 days so the chunk being filled is never compressed under the writer.
+_COMPRESS_AFTER = {"trades": "1 day", "funding": "7 days", "liquidations": "7 days",
+                   "open_interest": "7 days", "candles_1m": "7 days"}
+# Continuous-aggregate refresh: end_offset leaves the still-open bucket to real-time aggregation,
+# start_offset spans several buckets so late 1m candles are folded in; schedule about once per bucket.
+_CAGG_POLICY = {
+    "candles_5m": ("1 hour", "5 minutes", "5 minutes"),
+    "candles_30m": ("6 hours", "30 minutes", "30 minutes"),
+    "candles_4h": ("2 days", "4 hours", "1 hour"),
+    "candles_1d": ("7 days", "1 day", "1 hour"),
+}
+_CAGG_BUCKET = {"candles_5m": "5 minutes", "candles_30m": "30 minutes", "candles_4h": "4 hours",
+                "candles_1d": "1 day"}
+
+
+def _interval_sql(d: timedelta) -> str:
+    return f"{int(d.total_seconds())} seconds"
+
+
+def _create_timescale(conn: psycopg.Connection, retention: Mapping[str, timedelta | None]) -> None:
+    """Hypertables, compression, retention, continuous aggregates, exactly per the TimescaleDB 2.x docs.
+
+    create_hypertable(relation, dimension => by_range(column, interval), if_not_exists => ...):
+      https://docs.tigerdata.com/api/latest/hypertable/create_hypertable/ (generalized API, TimescaleDB 2.13+)
+    ALTER TABLE ... SET (timescaledb.compress, timescaledb.compress_segmentby, timescaledb.compress_orderby):
+      https://docs.tigerdata.com/api/latest/compression/alter_table_compression/
+    add_compression_policy(hypertable, compress_after => INTERVAL, if_not_exists => BOOL):
+      https://docs.tigerdata.com/api/latest/compression/add_compression_policy/
+    CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous) ... GROUP BY time_bucket(...) WITH NO DATA:
+      https://docs.tigerdata.com/api/latest/continuous-aggregates/create_materialized_view/
+    first(value, time) / last(value, time):
+      https://docs.tigerdata.com/api/latest/hyperfunctions/first/ and .../last/
+    add_continuous_aggregate_policy(continuous_aggregate, start_offset, end_offset, schedule_interval,
+      if_not_exists): https://docs.tigerdata.com/api/latest/continuous-aggregates/add_continuous_aggregate_policy/
+    """
+    for t, chunk in _CHUNK_INTERVAL.items():
+        conn.execute(_table_ddl(t, partitioned=False))
+        conn.execute(f"SELECT create_hypertable('{t}', by_range('time', INTERVAL '{chunk}'), if_not_exists => TRUE)")
+        conn.execute(f"ALTER TABLE {t} SET (timescaledb.compress, timescaledb.compress_segmentby = 'symbol', "
+                     f"timescaledb.compress_orderby = 'time DESC')")
+        conn.execute(f"SELECT add_compression_policy('{t}', compress_after => INTERVAL '{_COMPRESS_AFTER[t]}', "
+                     f"if_not_exists => TRUE)")
+    conn.execute(_table_ddl("gaps", partitioned=False))
+    for view, bucket in _CAGG_BUCKET.items():
+        # The aggregate itself lives in <view>_agg; <view> is a plain view adding close_time. Why: a
+        # continuous aggregate may only use immutable expressions, and timestamptz + interval is merely
+        # stable in PostgreSQL, so close_time (bucket end - 1 ms, as Binance reports it) is computed on read.
+        # materialized_only = false: the still-open bucket is served by real-time aggregation.
+        conn.execute(f"""
+            CREATE MATERIALIZED VIEW IF NOT EXISTS {view}_agg
+            WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+            SELECT time_bucket(INTERVAL '{bucket}', time) AS bucket, symbol,
+                   first(open, time) AS open, max(high) AS high, min(low) AS low, last(close, time) AS close,
+                   sum(volume) AS volume, sum(quote_volume) AS quote_volume, sum(trades) AS trades,
+                   sum(taker_buy_volume) AS taker_buy_volume, sum(taker_buy_quote_volume) AS taker_buy_quote_volume
+            FROM candles_1m
+            GROUP BY time_bucket(INTERVAL '{bucket}', time), symbol
+            WITH NO DATA""")
+        conn.execute(f"""
+            CREATE OR REPLACE VIEW {view} AS
+            SELECT bucket AS time, symbol, bucket + INTERVAL '{bucket}' - INTERVAL '1 millisecond' AS close_time,
+                   open, high, low, close, volume, quote_volume, trades::bigint AS trades,
+                   taker_buy_volume, taker_buy_quote_volume
+            FROM {view}_agg""")
+        start, end, every = _CAGG_POLICY[view]
+        conn.execute(f"SELECT add_continuous_aggregate_policy('{view}_agg', start_offset => INTERVAL '{start}', "
+                     f"end_offset => INTERVAL '{end}', schedule_interval => INTERVAL '{every}', "
+                     f"if_not_exists => TRUE)")
+    _apply_timescale_retention(conn, retention)
+
+
+def _apply_timescale_retention(conn: psycopg.Connection, retention: Mapping[str, timedelta | None]) -> None:
+    """(Re)set one retention policy per hypertable / continuous aggregate, so a changed config takes effect.
+
+    add_retention_policy(relation, drop_after => INTERVAL) / remove_retention_policy(relation, if_exists):
+    https://docs.tigerdata.com/api/latest/data-retention/add_retention_policy/
+    """
+    for t in TIME_TABLES:
+        rel = f"{t}_agg" if t in DERIVED_CANDLES else t
+        conn.execute(f"SELECT remove_retention_policy('{rel}', if_exists => TRUE)")
+        keep = retention.get(t, DEFAULT_RETENTION.get(t))
+        if keep is not None:
+            conn.execute(f"SELECT add_retention_policy('{rel}', drop_after => INTERVAL '{_interval_sql(keep)}')")
+
+
+# --- versioning -------------------------------------------------------------------------------------------------
+
+
+def _timescale_possible(conn: psycopg.Connection) -> bool:
+    if conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone() is None:
+        return False
+    try:
+        with conn.transaction():  # savepoint: a failed CREATE EXTENSION must not poison the outer transaction
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.Error:
+        return False  # e.g. available but not in shared_preload_libraries
+    return True
+
+
+def schema_mode(conn: psycopg.Connection) -> Literal["timescaledb", "postgres"] | None:
+    """The back-end the schema was created for, or None before ensure_schema ran."""
+    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = conn.execute("SELECT mode FROM schema_version ORDER BY version DESC LIMIT 1").fetchone()
+    return row[0] if row else None  # type: ignore[return-value]
+
+
+def ensure_schema(conn: psycopg.Connection, mode: Mode = "auto",
+                  retention: Mapping[str, timedelta | None] | None = None,
+                  now: datetime | None = None) -> Literal["timescaledb", "postgres"]:
+    """Create or upgrade the schema; idempotent. Returns the back-end in use.
+
+    The version and back-end are recorded in `schema_version`; a database written by newer code raises
+    SchemaError instead of being written with an outdated layout. `mode='auto'` picks TimescaleDB when the
+    extension can be created, else plain partitions; once chosen, the stored mode wins.
+    """
+    retention = DEFAULT_RETENTION if retention is None else {**DEFAULT_RETENTION, **retention}
+    now = now or datetime.now(UTC)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+        conn.execute("""CREATE TABLE IF NOT EXISTS schema_version (
+            version INTEGER PRIMARY KEY, mode TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())""")
+        row = conn.execute("SELECT version, mode FROM schema_version ORDER BY version DESC LIMIT 1").fetchone()
+        if row is not None:
+            version, stored = row
+            if version > SCHEMA_VERSION:
+                raise SchemaError(f"database schema version {version} is newer than this collector's "
+                                  f"{SCHEMA_VERSION}: upgrade the collector (refusing to write)")
+            if mode != "auto" and mode != stored:
+                raise SchemaError(f"database was created for {stored}, not {mode}")
+            chosen = stored
+        elif mode == "timescaledb":
+            if not _timescale_possible(conn):
+                raise SchemaError("mode 'timescaledb' asked for but the timescaledb extension cannot be created "
+                                  "(not installed, or missing from shared_preload_libraries)")
+            chosen = "timescaledb"
+        elif mode == "auto":
+            chosen = "timescaledb" if _timescale_possible(conn) else "postgres"
+        else:
+            chosen = "postgres"
+        for stmt in _COMMON_DDL:
+            conn.execute(stmt)
+        current = 0 if row is None else row[0]
+        for v in range(current + 1, SCHEMA_VERSION + 1):
+            _MIGRATIONS[v](conn, chosen, retention, now)
+            conn.execute("INSERT INTO schema_version (version, mode) VALUES (%s, %s)", (v, chosen))
+        if current == SCHEMA_VERSION:
+            if chosen == "timescaledb":
+                _apply_timescale_retention(conn, retention)
+            else:
+                ensure_partitions(conn, now)
+    return chosen  # type: ignore[return-value]
+
+
+def _v1(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None], now: datetime) -> None:
+    if mode == "timescaledb":
+        _create_timescale(conn, retention)
+    else:
+        _create_plain(conn, now)
+
+
+_MIGRATIONS = {1: _v1}
+
+
+# --- partitions (plain PostgreSQL) ----------------------------------------------------------------------------
+
+
+def span_start(span: Span, t: datetime) -> datetime:
+    """Start (UTC) of the partition of `span` containing t; weeks start on Monday (ISO)."""
+    t = t.astimezone(UTC)
+    day = datetime(t.year, t.month, t.day, tzinfo=UTC)
+    if span == "day":
+        return day
+    if span == "week":
+        return day - timedelta(days=day.weekday())
+    if span == "month":
+        return datetime(t.year, t.month, 1, tzinfo=UTC)
+    return datetime(t.year, 1, 1, tzinfo=UTC)
+
+
+def span_next(span: Span, start: datetime) -> datetime:
+    if span == "day":
+        return start + DAY
+    if span == "week":
+        return start + 7 * DAY
+    if span == "month":
+        return datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
+    return datetime(start.year + 1, 1, 1, tzinfo=UTC)
+
+
+def partition_name(table: str, start: datetime) -> str:
+    return f"{table}_p{start:%Y%m%d}"
+
+
+_PARTITION_RE = re.compile(r"^(?P<table>[a-z0-9_]+)_p(?P<date>\d{8})$")
+
+# Partitions kept ready ahead of the clock: a day of trades, a span for the others (so at least the next
+# partition always exists). The writer also creates partitions on demand, so this only keeps COPY on its
+# fast path; 2 days covers a maintenance run being skipped or the clock crossing midnight mid-flush.
+DEFAULT_AHEAD = timedelta(days=2)
+
+
+def ensure_partitions_for(conn: psycopg.Connection, table: str, lo: datetime, hi: datetime) -> list[str]:
+    """Create every partition of `table` covering [lo, hi] (inclusive); returns the names created."""
+    span = SPANS[table]
+    start = span_start(span, lo)
+    created: list[str] = []
+    existing = _partitions(conn, table)
+    while start <= hi:
+        end = span_next(span, start)
+        name = partition_name(table, start)
+        if name not in existing:
+            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                sql.Identifier(name), sql.Identifier(table), sql.Literal(start), sql.Literal(end)))
+            created.append(name)
+        start = end
+    return created
+
+
+def ensure_partitions(conn: psycopg.Connection, now: datetime, ahead: timedelta = DEFAULT_AHEAD,
+                      tables: tuple[str, ...] = TIME_TABLES) -> list[str]:
+    """Make sure every time-partitioned table has partitions from `now` to `now + ahead`.
+
+    No DEFAULT partition, on purpose: rows landing in it would later block creating the partition that
+    should hold them (PostgreSQL refuses to attach over rows sitting in the default). Instead partitions are
+    created ahead here and, for backfills or a stalled maintenance, on demand by the writer when COPY
+    reports "no partition of relation ... found for row".
+    """
+    created: list[str] = []
+    for t in tables:
+        created += ensure_partitions_for(conn, t, now, now + ahead)
+    return created
+
+
+def _partitions(conn: psycopg.Connection, table: str) -> set[str]:
+    rows = conn.execute("""SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                           WHERE i.inhparent = to_regclass(%s)""", (table,)).fetchall()
+    return {r[0] for r in rows}
+
+
+def drop_expired(conn: psycopg.Connection, now: datetime,
+                 retention: Mapping[str, timedelta | None] | None = None) -> list[str]:
+    """Drop partitions lying entirely before now - retention; returns their names (oldest first per table).
+
+    A partition that still holds one row younger than the cut-off is kept whole: retention is honoured to
+    within one partition span, never by deleting rows one by one.
+    """
+    retention = DEFAULT_RETENTION if retention is None else {**DEFAULT_RETENTION, **retention}
+    dropped: list[str] = []
+    for t in TIME_TABLES:
+        keep = retention.get(t)
+        if keep is None:
+            continue
+        cutoff = now - keep
+        span = SPANS[t]
+        for name in sorted(_partitions(conn, t)):
+            m = _PARTITION_RE.match(name)
+            if not m or m["table"] != t:
+                continue  # not ours: leave it alone
+            start = datetime.strptime(m["date"], "%Y%m%d").replace(tzinfo=UTC)
+            if span_next(span, start) <= cutoff:
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                dropped.append(name)
+    return dropped
+
+
+# --- candle rollups (plain PostgreSQL) --------------------------------------------------------------------------
+
+_BIN_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"  # a UTC midnight: 4h and 1d buckets align to 00:00 UTC
+
+
+def _rollup_sql(target: str, source: str, width: timedelta) -> sql.Composed:
+    w = sql.Literal(width)
+    return sql.SQL("""
+        INSERT INTO {target} AS t (time, symbol, close_time, open, high, low, close, volume, quote_volume,
+                                   trades, taker_buy_volume, taker_buy_quote_volume)
+        SELECT b, symbol, b + {w} - INTERVAL '1 millisecond',
+               (array_agg(open ORDER BY time))[1], max(high), min(low), (array_agg(close ORDER BY time DESC))[1],
+               sum(volume), sum(quote_volume), sum(trades), sum(taker_buy_volume), sum(taker_buy_quote_volume)
+        FROM (SELECT date_bin({w}, time, {origin}) AS b, * FROM {source}
+              WHERE time >= date_bin({w}, %(since)s, {origin})
+                AND time < date_bin({w}, %(until)s - INTERVAL '1 microsecond', {origin}) + {w}) s
+        GROUP BY b, symbol
+        ON CONFLICT (symbol, time) DO UPDATE SET
+            close_time = EXCLUDED.close_time, open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+            close = EXCLUDED.close, volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume,
+            trades = EXCLUDED.trades, taker_buy_volume = EXCLUDED.taker_buy_volume,
+            taker_buy_quote_volume = EXCLUDED.taker_buy_quote_volume
+        WHERE (t.open, t.high, t.low, t.close, t.volume, t.quote_volume, t.trades, t.taker_buy_volume,
+               t.taker_buy_quote_volume)
+              IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
+               EXCLUDED.quote_volume, EXCLUDED.trades, EXCLUDED.taker_buy_volume, EXCLUDED.taker_buy_quote_volume)
+        """).format(target=sql.Identifier(target), source=sql.Identifier(source), w=w,
+                    origin=sql.SQL(_BIN_ORIGIN))
+
+
+def rollup_candles(conn: psycopg.Connection, since: datetime, until: datetime) -> dict[str, int]:
+    """Recompute every 5m/30m/4h/1d candle whose bucket overlaps [since, until) from candles_1m.
+
+    Same values as Binance's own klines of that interval: open of the first 1m candle, close of the last,
+    max high, min low, summed volumes and trade counts, close_time = bucket end - 1 ms; buckets in UTC.
+    Idempotent (upsert, rows rewritten only when they changed); the still-open bucket is recomputed on the
+    next call. In TimescaleDB mode the continuous aggregates do this and the call returns {}.
+    Returns rows inserted or changed per table.
+    """
+    if schema_mode(conn) == "timescaledb":
+        return {}
+    changed: dict[str, int] = {}
+    with conn.transaction():
+        for target, width in DERIVED_CANDLES.items():
+            lo = span_start("day", since) - width  # generous: partition bounds only
+            ensure_partitions_for(conn, target, lo, until)
+            cur = conn.execute(_rollup_sql(target, _ROLLUP_SOURCE[target], width), {"since": since, "until": until})
+            changed[target] = cur.rowcount
+    return changed
+
+
+# --- tiers ---------------------------------------------------------------------------------------------------
+
+
+class TierRow(NamedTuple):
+    tier: int
+    threshold_usd: float
+    p90_usd: float | None
+    score: float | None
+
+
+def store_tiers(conn: psycopg.Connection, assignments: Mapping[str, object], computed_at: datetime) -> int:
+    """Append one tier computation (symbol -> TierRow or any object with the same attributes).
+
+    History is kept (one row per symbol per computation); re-storing the same computed_at is a no-op.
+    """
+    rows = []
+    for symbol, a in assignments.items():
+        if not valid_symbol(symbol):
+            raise ValueError(f"invalid symbol: {symbol!r}")
+        if isinstance(a, tuple):
+            tier, thr, p90, score = a
+        else:
+            tier, thr = a.tier, a.threshold_usd  # type: ignore[attr-defined]
+            p90, score = getattr(a, "p90_usd", None), getattr(a, "score", None)
+        rows.append((computed_at, symbol, int(tier), float(thr), p90, score))
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany("""INSERT INTO symbol_tiers (computed_at, symbol, tier, threshold_usd, p90_usd, score)
+                           VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""", rows)
+    return len(rows)
+
+
+def load_latest_tiers(conn: psycopg.Connection) -> dict[str, TierRow]:
+    """Each symbol's most recent tier, so a restart resumes where the last computation left off."""
+    rows = conn.execute("""SELECT DISTINCT ON (symbol) symbol, tier, threshold_usd, p90_usd, score
+                           FROM symbol_tiers ORDER BY symbol, computed_at DESC""").fetchall()
+    return {r[0]: TierRow(*r[1:]) for r in rows}
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What check.py and the writer need to know about a table, whichever the back-end."""
+
+    name: str
+    key: tuple[str, ...]
+    retention: timedelta | None
+    span: timedelta
+
+
+def table_info(retention: Mapping[str, timedelta | None] | None = None) -> dict[str, TableInfo]:
+    retention = DEFAULT_RETENTION if retention is None else {**DEFAULT_RETENTION, **retention}
+    return {t: TableInfo(t, KEYS[t], retention.get(t), SPAN_LENGTH[SPANS[t]]) for t in TIME_TABLES}

@@ -1,0 +1,214 @@
+"""storage.py against a real PostgreSQL: schema, partitions, retention, rollups, tiers."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from collector import storage
+from collector.encode import COLUMNS
+from collector.storage import (
+    SchemaError,
+    TierRow,
+    drop_expired,
+    ensure_partitions,
+    ensure_partitions_for,
+    ensure_schema,
+    load_latest_tiers,
+    rollup_candles,
+    store_tiers,
+)
+
+NOW = datetime(2025, 3, 12, 15, 30, tzinfo=UTC)  # a Wednesday
+
+
+def partitions(conn: psycopg.Connection, table: str) -> list[str]:
+    return sorted(r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = %s::regclass", (table,)).fetchall())
+
+
+def test_schema_is_idempotent_and_matches_the_copy_columns(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert ensure_schema(conn, "auto", now=NOW) == "postgres"
+        before = partitions(conn, "trades")
+        assert ensure_schema(conn, "postgres", now=NOW) == "postgres"
+        assert ensure_schema(conn, "auto", now=NOW) == "postgres"
+        assert partitions(conn, "trades") == before
+        assert conn.execute("SELECT version, mode FROM schema_version").fetchall() == [(1, "postgres")]
+        for table, cols in COLUMNS.items():
+            got = tuple(r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position",
+                (table,)).fetchall())
+            assert got == cols, table
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                  "WHERE table_name = 'trades'").fetchall())
+        assert types["time"] == "timestamp with time zone" and types["price"] == "numeric"
+
+
+def test_newer_schema_in_database_is_refused(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        conn.execute("INSERT INTO schema_version (version, mode) VALUES (99, 'postgres')")
+        with pytest.raises(SchemaError, match="newer"):
+            ensure_schema(conn, "auto", now=NOW)
+
+
+def test_mode_mismatch_and_missing_timescaledb_are_clear_errors(db_url: str, timescaledb_available: bool) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        if not timescaledb_available:
+            with pytest.raises(SchemaError, match="timescaledb"):
+                ensure_schema(conn, "timescaledb", now=NOW)
+        ensure_schema(conn, "postgres", now=NOW)
+        with pytest.raises(SchemaError, match="created for postgres"):
+            ensure_schema(conn, "timescaledb", now=NOW)
+
+
+def test_partitions_are_created_ahead(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        assert partitions(conn, "trades") == ["trades_p20250312", "trades_p20250313", "trades_p20250314"]
+        assert partitions(conn, "funding") == ["funding_p20250310"]  # Monday; +2 days stays in the week
+        assert partitions(conn, "candles_5m") == ["candles_5m_p20250301"]
+        assert partitions(conn, "candles_1d") == ["candles_1d_p20250101"]
+        created = ensure_partitions(conn, NOW + timedelta(days=5))
+        assert "trades_p20250319" in created and "funding_p20250317" in created
+        assert ensure_partitions(conn, NOW + timedelta(days=5)) == []
+        # a row in a partition that exists lands; bounds are half-open at UTC midnight
+        conn.execute("INSERT INTO trades VALUES ('2025-03-13 23:59:59.999+00', 'BTCUSDT', 1, 1, 1, 1, 'buy', "
+                     "'keep_all', 1, 1)")
+        assert conn.execute("SELECT tableoid::regclass::text FROM trades").fetchone() == ("trades_p20250313",)
+
+
+def _insert_trade(conn: psycopg.Connection, t: datetime, i: int) -> None:
+    conn.execute("INSERT INTO trades VALUES (%s, 'BTCUSDT', %s, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (t, i))
+
+
+def test_drop_expired_drops_exactly_the_expired_partitions(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        ensure_partitions_for(conn, "trades", NOW - timedelta(days=12), NOW)
+        ensure_partitions_for(conn, "funding", NOW - timedelta(days=70), NOW)
+        for d in range(12):
+            _insert_trade(conn, NOW - timedelta(days=d), d)
+        for d in range(0, 70, 7):
+            conn.execute("INSERT INTO funding (time, symbol, mark_price) VALUES (%s, 'BTCUSDT', 1)",
+                         (NOW - timedelta(days=d),))
+        dropped = drop_expired(conn, NOW, {"trades": timedelta(days=7)})
+        # trades: cutoff 2025-03-05 15:30 -> every day ending at or before it goes (up to 03-04)
+        assert [d for d in dropped if d.startswith("trades")] == [
+            "trades_p20250228", *(f"trades_p202503{d:02d}" for d in range(1, 5))]
+        assert partitions(conn, "trades")[0] == "trades_p20250305"
+        oldest = conn.execute("SELECT min(time) FROM trades").fetchone()[0]
+        assert oldest == NOW - timedelta(days=7)  # 03-05 15:30 is inside 03-05's partition: kept
+        assert conn.execute("SELECT count(*) FROM trades").fetchone() == (8,)
+        # funding, 30 days: cutoff 02-10 15:30; weeks starting <= 02-03 (ending <= 02-10) go
+        assert [d for d in dropped if d.startswith("funding")] == [
+            "funding_p20241230", "funding_p20250106", "funding_p20250113", "funding_p20250120",
+            "funding_p20250127", "funding_p20250203"]
+        assert min(partitions(conn, "funding")) == "funding_p20250210"
+        assert conn.execute("SELECT min(time) FROM funding").fetchone()[0] >= NOW - timedelta(days=37)
+        assert drop_expired(conn, NOW, {"trades": timedelta(days=7)}) == []  # idempotent
+
+
+def _candle_rows(start: datetime, minutes: int, missing: set[int], symbol: str, rng: random.Random) -> list[tuple]:
+    rows = []
+    price = Decimal("100.00")
+    for m in range(minutes):
+        if m in missing:
+            continue
+        o = price
+        c = (o + Decimal(rng.randint(-50, 50)) / 100).quantize(Decimal("0.01"))
+        h = max(o, c) + Decimal(rng.randint(0, 20)) / 100
+        lo = min(o, c) - Decimal(rng.randint(0, 20)) / 100
+        t = start + timedelta(minutes=m)
+        rows.append((t, symbol, t + timedelta(seconds=59.999), o, h, lo, c, Decimal(rng.randint(1, 999)) / 1000,
+                     Decimal(rng.randint(1, 99999)) / 100, rng.randint(1, 500), Decimal(rng.randint(0, 999)) / 1000,
+                     Decimal(rng.randint(0, 9999)) / 100))
+        price = c
+    return rows
+
+
+def _expected(rows: list[tuple], width: timedelta) -> dict[tuple[str, datetime], tuple]:
+    """Binance's kline of `width` for each UTC-aligned bucket, computed by hand from the 1m rows."""
+    origin = datetime(2000, 1, 1, tzinfo=UTC)
+    buckets: dict[tuple[str, datetime], list[tuple]] = {}
+    for r in sorted(rows, key=lambda r: r[0]):
+        b = origin + ((r[0] - origin) // width) * width
+        buckets.setdefault((r[1], b), []).append(r)
+    out = {}
+    for (sym, b), rs in buckets.items():
+        out[(sym, b)] = (b + width - timedelta(milliseconds=1), rs[0][3], max(r[4] for r in rs),
+                         min(r[5] for r in rs), rs[-1][6], sum(r[7] for r in rs), sum(r[8] for r in rs),
+                         sum(r[9] for r in rs), sum(r[10] for r in rs), sum(r[11] for r in rs))
+    return out
+
+
+def test_rollup_equals_hand_computed_klines(db_url: str) -> None:
+    rng = random.Random(7)
+    start = datetime(2025, 3, 9, 22, 0, tzinfo=UTC)  # crosses UTC midnight: 4h and 1d alignment matters
+    minutes = 10 * 60
+    rows = _candle_rows(start, minutes, {3, 4, 61, 125, 300}, "BTCUSDT", rng)  # holes, one a bucket's first
+    rows += _candle_rows(start, minutes, {0, 599}, "ETHUSDT", rng)  # first and last minute missing
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        ensure_partitions_for(conn, "candles_1m", start, start + timedelta(minutes=minutes))
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO candles_1m VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
+        changed = rollup_candles(conn, start, start + timedelta(minutes=minutes))
+        assert changed["candles_5m"] == 2 * 120
+        for table, width in storage.DERIVED_CANDLES.items():
+            got = {(r[0], r[1]): tuple(r[2:]) for r in conn.execute(
+                f"SELECT symbol, time, close_time, open, high, low, close, volume, quote_volume, trades, "
+                f"taker_buy_volume, taker_buy_quote_volume FROM {table}").fetchall()}
+            assert got == _expected(rows, width), table
+        days = {r[0] for r in conn.execute("SELECT time FROM candles_1d").fetchall()}
+        assert days == {datetime(2025, 3, 9, tzinfo=UTC), datetime(2025, 3, 10, tzinfo=UTC)}
+        four = {r[0] for r in conn.execute("SELECT time FROM candles_4h").fetchall()}
+        assert four == {datetime(2025, 3, 9, 20, tzinfo=UTC), datetime(2025, 3, 10, 0, tzinfo=UTC),
+                        datetime(2025, 3, 10, 4, tzinfo=UTC)}
+        # idempotent: nothing changes on a rerun
+        assert set(rollup_candles(conn, start, start + timedelta(minutes=minutes)).values()) == {0}
+        # a late 1m candle for a hole updates every level, touching only its buckets
+        late = _candle_rows(start + timedelta(minutes=61), 1, set(), "BTCUSDT", rng)
+        conn.execute("INSERT INTO candles_1m VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", late[0])
+        changed = rollup_candles(conn, late[0][0], late[0][0] + timedelta(minutes=1))
+        assert changed == {"candles_5m": 1, "candles_30m": 1, "candles_4h": 1, "candles_1d": 1}
+        got5 = {(r[0], r[1]): tuple(r[2:]) for r in conn.execute(
+            "SELECT symbol, time, close_time, open, high, low, close, volume, quote_volume, trades, "
+            "taker_buy_volume, taker_buy_quote_volume FROM candles_5m").fetchall()}
+        assert got5 == _expected(rows + late, timedelta(minutes=5))
+
+
+def test_tiers_round_trip_latest_wins(db_url: str) -> None:
+    t1 = NOW - timedelta(hours=1)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        store_tiers(conn, {"BTCUSDT": TierRow(1, 100_000.0, 80_000.0, 0.9), "ETHUSDT": (2, 50_000.0, None, None)}, t1)
+        store_tiers(conn, {"BTCUSDT": TierRow(2, 90_000.5, 70_000.0, 0.7)}, NOW)
+        store_tiers(conn, {"BTCUSDT": TierRow(2, 90_000.5, 70_000.0, 0.7)}, NOW)  # replay: no-op
+        assert load_latest_tiers(conn) == {"BTCUSDT": TierRow(2, 90_000.5, 70_000.0, 0.7),
+                                           "ETHUSDT": TierRow(2, 50_000.0, None, None)}
+        assert conn.execute("SELECT count(*) FROM symbol_tiers").fetchone() == (3,)
+        with pytest.raises(ValueError):
+            store_tiers(conn, {"bad'sym": TierRow(1, 1.0, None, None)}, NOW)
+
+
+@pytest.mark.timescale
+def test_timescaledb_schema(db_url: str, timescaledb_available: bool) -> None:
+    if not timescaledb_available:
+        pytest.skip("TimescaleDB extension not installed on this server (set TEST_DATABASE_URL to one that has it)")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert ensure_schema(conn, "timescaledb", now=NOW) == "timescaledb"
+        assert ensure_schema(conn, "auto", now=NOW) == "timescaledb"
+        hts = {r[0] for r in conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")}
+        assert {"trades", "funding", "liquidations", "open_interest", "candles_1m"} <= hts
+        jobs = conn.execute("SELECT proc_name, hypertable_name FROM timescaledb_information.jobs").fetchall()
+        procs = {p for p, _ in jobs}
+        assert {"policy_retention", "policy_compression", "policy_refresh_continuous_aggregate"} <= procs
+        retained = {h for p, h in jobs if p == "policy_retention"}
+        assert "candles_1d" not in retained and "trades" in retained
