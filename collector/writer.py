@@ -1,0 +1,585 @@
+"""The writer process's core: encoded batches in, one binary COPY per table per flush out.
+
+Workers do all the encoding (collector.encode); the writer only groups batches per table, concatenates their
+bytes between COPY_HEADER and COPY_TRAILER and streams them with `cursor.copy()` in one transaction per
+table flush. It never re-encodes a row.
+
+Failure model (a batch lands whole or is retried, never half, never twice):
+- transient errors (connection lost, server restart, lock or statement timeout): the pending batches stay
+  in memory, the connection is dropped, and the flush is retried with exponential backoff. While the
+  backlog exceeds `max_pending_bytes` the run loop stops reading the (bounded) multiprocessing queue, so
+  back-pressure reaches the workers instead of the writer's memory growing without bound.
+- a commit whose outcome is unknown (connection lost during COMMIT) may have landed: the retry then fails
+  with a unique violation and the batches are loaded through a TEMP staging table with
+  INSERT ... SELECT ... ON CONFLICT DO NOTHING. That slower path is taken only on recovery.
+- "no partition of relation ... found for row" (plain PostgreSQL, backfill or stalled maintenance): the
+  missing partitions are created from the batches' event-time range and the COPY is retried at once.
+- a batch the database rejects on its own (bad data): isolated by loading batches one by one; the culprit
+  goes to the dead-letter spool (or is counted and dropped when no spool is configured) so that one bad
+  batch cannot block a table forever.
+On shutdown everything pending is flushed; what still cannot be written by the deadline is spooled to disk
+and loaded again by the next writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import queue as queue_mod
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import psycopg
+from psycopg import errors, sql
+
+from collector import storage
+from collector.encode import CANDLE_TABLES, COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
+
+log = logging.getLogger(__name__)
+
+# --- tunables --------------------------------------------------------------------------------------------------
+
+# Flush a table when its oldest pending batch has waited this long. Workers already hold rows up to a few
+# hundred ms before sending; 0.25 s here plus a ~10..100 ms COPY keeps event-to-commit under 1 s.
+MAX_AGE_S = 0.25
+# ...or when this many rows are pending: ~2 MB of trades, a COPY of ~50..100 ms, large enough that the
+# per-transaction cost (COMMIT fsync, round trips) is amortised, small enough to keep latency flat.
+MAX_ROWS = 20_000
+# ...or this many bytes (wide candle rows reach the byte limit before the row limit).
+MAX_BYTES = 4 << 20
+# Stop taking batches off the queue above this backlog (DB down or slow): ~minutes of keep_all traffic;
+# beyond it the bounded multiprocessing queue fills and workers apply their own policy.
+MAX_PENDING_BYTES = 256 << 20
+# Retry backoff after a failed flush: first retry fast (a dropped connection usually reconnects at once),
+# then doubling up to 30 s so a down database is not hammered.
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+# A table lock (ALTER, a manual LOCK, a long DROP) must not hang the writer: give up the attempt after 5 s
+# and retry with backoff; 60 s bounds any single statement (a 4 MB COPY takes well under a second).
+LOCK_TIMEOUT_MS = 5_000
+STATEMENT_TIMEOUT_MS = 60_000
+# Partition upkeep and retention (plain PostgreSQL): hourly is plenty with 2 days of partitions ahead.
+MAINTENANCE_EVERY_S = 3600.0
+# Run-loop wake-up cap: the loop also wakes for every queue item, so this only bounds flush-timer jitter.
+MAX_WAIT_S = 0.5
+# Histogram bucket upper bounds for COPY latency, seconds (last bucket: above 2.5 s).
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# EWMA weight of the newest COPY latency: ~the last 10 flushes dominate.
+EWMA_ALPHA = 0.1
+# How many batches to take off the queue in one go before checking flush timers.
+DRAIN_MAX = 1_000
+
+_COUNT_FIELD = {"trades": "trades", "funding": "funding", "liquidations": "liquidations",
+                "open_interest": "open_interest", **{t: "candles" for t in CANDLE_TABLES}}
+
+
+@dataclass
+class WriterStats:
+    """Counters for health reporting. Row counts and last_*_time (event ms) move only on commit."""
+
+    trades_count: int = 0
+    funding_count: int = 0
+    liquidations_count: int = 0
+    open_interest_count: int = 0
+    candles_count: int = 0
+    errors: int = 0
+    last_trades_time: int | None = None
+    last_funding_time: int | None = None
+    last_liquidations_time: int | None = None
+    last_open_interest_time: int | None = None
+    last_candles_time: int | None = None
+    rows_written: dict[str, int] = field(default_factory=dict)
+    batches_written: dict[str, int] = field(default_factory=dict)
+    replayed_flushes: int = 0
+    partitions_created: int = 0
+    rejected_batches: int = 0
+    refused_batches: int = 0
+    copy_latency_last_s: float = 0.0
+    copy_latency_ewma_s: float = 0.0
+    copy_latency_hist: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    commit_lag_last_ms: int = 0
+    pending_rows: int = 0
+    pending_bytes: int = 0
+    kept: dict[str, int] = field(default_factory=dict)
+    received: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+
+    def record_copy(self, table: str, batches: list[Batch], seconds: float, commit_ms: int) -> None:
+        rows = sum(b.rows for b in batches)
+        kind = _COUNT_FIELD.get(table)
+        if kind is not None:
+            setattr(self, f"{kind}_count", getattr(self, f"{kind}_count") + rows)
+            last = max(b.last_event_ms for b in batches)
+            prev = getattr(self, f"last_{kind}_time")
+            setattr(self, f"last_{kind}_time", last if prev is None else max(prev, last))
+        self.rows_written[table] = self.rows_written.get(table, 0) + rows
+        self.batches_written[table] = self.batches_written.get(table, 0) + len(batches)
+        self.copy_latency_last_s = seconds
+        self.copy_latency_ewma_s = seconds if self.copy_latency_ewma_s == 0.0 else (
+            EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * self.copy_latency_ewma_s)
+        i = 0
+        while i < len(LATENCY_BUCKETS_S) and seconds > LATENCY_BUCKETS_S[i]:
+            i += 1
+        self.copy_latency_hist[i] += 1
+        self.commit_lag_last_ms = max(0, commit_ms - min(b.created_ms for b in batches))
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain-dict copy (for shared-memory stats or logging)."""
+        out = dict(self.__dict__)
+        for k in ("rows_written", "batches_written", "kept", "received"):
+            out[k] = dict(out[k])
+        out["copy_latency_hist"] = list(self.copy_latency_hist)
+        return out
+
+
+class _Transient(Exception):
+    """A flush failed for a reason that retrying later can fix."""
+
+
+def _is_no_partition(exc: BaseException) -> bool:
+    return isinstance(exc, errors.CheckViolation) and "no partition of relation" in str(exc)
+
+
+def _ms_to_dt(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+class Writer:
+    """Groups batches per table and COPYs them; see the module docstring for the failure model.
+
+    Single-threaded on purpose: the caller (run() or a test) drives it with add() / tick() / close(), so
+    there is no background thread whose failure could go unnoticed. `clock` (monotonic seconds) and `wall`
+    (Unix seconds) are injectable so tests move time instead of sleeping.
+    """
+
+    def __init__(self, dsn: str, *, mode: storage.Mode = "auto",
+                 retention: Mapping[str, timedelta | None] | None = None,
+                 max_age_s: float = MAX_AGE_S, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES,
+                 max_pending_bytes: int = MAX_PENDING_BYTES, lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+                 statement_timeout_ms: int = STATEMENT_TIMEOUT_MS, spool_dir: Path | None = None,
+                 maintenance_every_s: float = MAINTENANCE_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.dsn = dsn
+        self.mode = mode
+        self.retention = retention
+        self.max_age_s = max_age_s
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.max_pending_bytes = max_pending_bytes
+        self.lock_timeout_ms = lock_timeout_ms
+        self.statement_timeout_ms = statement_timeout_ms
+        self.spool_dir = spool_dir
+        self.maintenance_every_s = maintenance_every_s
+        self.clock = clock
+        self.wall = wall
+        self.stats = WriterStats()
+        self.backend: Literal["timescaledb", "postgres"] | None = None
+        self._conn: psycopg.Connection | None = None
+        self._pending: dict[str, list[Batch]] = {}
+        self._since: dict[str, float] = {}  # table -> clock() when its oldest pending batch arrived
+        self._pending_bytes = 0
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_INITIAL_S
+        self._next_maintenance = 0.0
+        self._rollup_range: tuple[int, int] | None = None  # candles_1m event ms committed, not rolled up yet
+        self._spool_loaded = False
+
+    # --- input ------------------------------------------------------------------------------------------------
+
+    def add(self, batch: Batch) -> None:
+        """Queue a batch for its table (never blocks, never touches the database)."""
+        if batch.kept:
+            for k, v in batch.kept.items():
+                self.stats.kept[k] = self.stats.kept.get(k, 0) + v
+        if batch.received:
+            for k, v in batch.received.items():
+                self.stats.received[k] = self.stats.received.get(k, 0) + v
+        if batch.rows == 0:
+            return
+        if batch.table not in COLUMNS or (self.backend == "timescaledb" and batch.table in storage.DERIVED_CANDLES):
+            # derived candles are continuous aggregates under TimescaleDB: computed, never written
+            self.stats.refused_batches += 1
+            return
+        pend = self._pending.setdefault(batch.table, [])
+        if not pend:
+            self._since[batch.table] = self.clock()
+        pend.append(batch)
+        self._pending_bytes += len(batch.data)
+        self._sync_pending()
+
+    def accepting(self) -> bool:
+        """False while the backlog is over max_pending_bytes: stop reading the queue (back-pressure)."""
+        return self._pending_bytes < self.max_pending_bytes
+
+    def pending_rows(self) -> int:
+        return sum(b.rows for bs in self._pending.values() for b in bs)
+
+    def _sync_pending(self) -> None:
+        self.stats.pending_bytes = self._pending_bytes
+        self.stats.pending_rows = self.pending_rows()
+
+    # --- timing -----------------------------------------------------------------------------------------------
+
+    def due_tables(self, now: float | None = None) -> list[str]:
+        now = self.clock() if now is None else now
+        due = []
+        for table, batches in self._pending.items():
+            if not batches:
+                continue
+            rows = sum(b.rows for b in batches)
+            nbytes = sum(len(b.data) for b in batches)
+            if rows >= self.max_rows or nbytes >= self.max_bytes or now - self._since[table] >= self.max_age_s:
+                due.append(table)
+        return due
+
+    def next_wakeup(self) -> float:
+        """Seconds until something is due (a flush timer, a retry or maintenance), capped at MAX_WAIT_S."""
+        now = self.clock()
+        t = now + MAX_WAIT_S
+        for table, batches in self._pending.items():
+            if batches:
+                t = min(t, self._since[table] + self.max_age_s)
+        if self._pending and any(self._pending.values()):
+            t = max(t, self._retry_at)
+        return max(0.0, min(t - now, MAX_WAIT_S))
+
+    # --- driving ----------------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Flush what is due (unless backing off) and run maintenance when its time has come."""
+        now = self.clock()
+        if now < self._retry_at:
+            return
+        due = self.due_tables(now)
+        if due:
+            self.flush(due)
+        if now >= self._retry_at:
+            self._maintain(now)
+
+    def flush(self, tables: list[str] | None = None) -> bool:
+        """Try to write the pending batches of `tables` (all by default) now. True if all landed.
+
+        Ignores the backoff timer (tick() honours it); a failure is counted, remembered in
+        stats.last_error, and schedules the next retry.
+        """
+        tables = [t for t in (tables if tables is not None else list(self._pending)) if self._pending.get(t)]
+        try:
+            for table in tables:
+                self._flush_table(table)
+        except _Transient as exc:
+            self._failed(exc)
+            return False
+        self._backoff = BACKOFF_INITIAL_S
+        self._retry_at = 0.0
+        self._after_flush()
+        return True
+
+    def close(self, deadline_s: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> list[Batch]:
+        """Flush everything, retrying until `deadline_s` has passed; spool what could not be written.
+
+        Returns the batches that were not written (spooled when a spool_dir is configured).
+        """
+        end = self.clock() + deadline_s
+        while any(self._pending.values()):
+            if self.flush():
+                break
+            remaining = end - self.clock()
+            if remaining <= 0:
+                break
+            sleep(min(self._backoff, remaining))
+        left = [b for bs in self._pending.values() for b in bs]
+        if left and self.spool_dir is not None:
+            self._spool(left)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        return left
+
+    # --- connection -------------------------------------------------------------------------------------------
+
+    @property
+    def backend_pid(self) -> int | None:
+        return None if self._conn is None or self._conn.closed else self._conn.info.backend_pid
+
+    def connection(self) -> psycopg.Connection:
+        """The writer's connection, (re)opened and the schema ensured on first use."""
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._conn = None
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True, application_name="collector-writer")
+            conn.execute(f"SET lock_timeout = {int(self.lock_timeout_ms)}")
+            conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
+            if self.backend is None:
+                self.backend = storage.ensure_schema(conn, self.mode, self.retention,
+                                                     now=datetime.fromtimestamp(self.wall(), UTC))
+                if self.backend == "timescaledb":  # batches queued before we knew: derived candles are views
+                    for t in storage.DERIVED_CANDLES:
+                        self.stats.refused_batches += len(self._pending.pop(t, []))
+                        self._since.pop(t, None)
+                    self._pending_bytes = sum(len(b.data) for bs in self._pending.values() for b in bs)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise _Transient(f"connect: {exc}") from exc
+        self._conn = conn
+        if not self._spool_loaded:
+            self._load_spool()
+        return conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None
+
+    # --- the COPY -----------------------------------------------------------------------------------------------
+
+    def _flush_table(self, table: str) -> None:
+        batches = self._pending[table]
+        try:
+            self._load(table, batches)
+        except _Transient:
+            raise
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            # the data itself is refused: find the culprit(s) so the rest can land
+            log.warning("flush of %s refused (%s); isolating %d batches", table, exc, len(batches))
+            self.stats.errors += 1
+            self.stats.last_error = f"{table}: {exc}"
+            good: list[Batch] = []
+            for b in batches:
+                try:
+                    self._load(table, [b])
+                    good.append(b)
+                except (psycopg.DataError, psycopg.IntegrityError) as one:
+                    self._reject(b, one)
+            self._done(table, good)
+            return
+        except psycopg.Error as exc:  # schema missing, permissions...: keep the data, retry later
+            self._drop_connection()
+            raise _Transient(f"{table}: {exc}") from exc
+        self._done(table, batches)
+
+    def _done(self, table: str, batches: list[Batch]) -> None:
+        self._pending[table] = []
+        self._since.pop(table, None)
+        self._pending_bytes = sum(len(b.data) for bs in self._pending.values() for b in bs)
+        self._sync_pending()
+        if table == "candles_1m" and batches:
+            lo = min(b.first_event_ms for b in batches)
+            hi = max(b.last_event_ms for b in batches) + 60_000
+            r = self._rollup_range
+            self._rollup_range = (lo, hi) if r is None else (min(r[0], lo), max(r[1], hi))
+
+    def _load(self, table: str, batches: list[Batch]) -> None:
+        """One transaction: fast COPY, or the staging path after a unique violation. Raises _Transient."""
+        staged = False
+        for _ in range(4):  # at most: COPY -> create partitions -> COPY -> unique violation -> staged
+            conn = self.connection()
+            t0 = time.perf_counter()
+            try:
+                with conn.transaction():
+                    if staged:
+                        self._copy_staged(conn, table, batches)
+                    else:
+                        self._copy(conn, table, table, batches)
+            except errors.UniqueViolation:
+                if staged:
+                    raise
+                staged = True  # an earlier attempt may have committed: load what is missing only
+                self.stats.replayed_flushes += 1
+                continue
+            except errors.CheckViolation as exc:
+                if not _is_no_partition(exc):
+                    raise
+                self._create_partitions(conn, table, batches)
+                continue
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._drop_connection()
+                raise _Transient(f"{table}: {exc}") from exc
+            self.stats.record_copy(table, batches, time.perf_counter() - t0, int(self.wall() * 1000))
+            return
+        raise _Transient(f"{table}: could not load after retries")
+
+    @staticmethod
+    def _copy(conn: psycopg.Connection, target: str, table: str, batches: list[Batch]) -> None:
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(target), sql.SQL(", ").join(map(sql.Identifier, COLUMNS[table])))
+        with conn.cursor() as cur, cur.copy(stmt) as copy:
+            copy.write(COPY_HEADER)
+            for b in batches:
+                copy.write(b.data)
+            copy.write(COPY_TRAILER)
+
+    def _copy_staged(self, conn: psycopg.Connection, table: str, batches: list[Batch]) -> None:
+        stage = f"_stage_{table}"
+        cols = sql.SQL(", ").join(map(sql.Identifier, COLUMNS[table]))
+        conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(
+            sql.Identifier(stage), sql.Identifier(table)))
+        self._copy(conn, stage, table, batches)
+        conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+            sql.Identifier(table), cols, cols, sql.Identifier(stage)))
+
+    def _create_partitions(self, conn: psycopg.Connection, table: str, batches: list[Batch]) -> None:
+        if table not in storage.SPANS:
+            raise _Transient(f"{table}: no partition and not a partitioned table")
+        lo = _ms_to_dt(min(b.first_event_ms for b in batches))
+        hi = _ms_to_dt(max(b.last_event_ms for b in batches))
+        try:
+            with conn.transaction():
+                created = storage.ensure_partitions_for(conn, table, lo, hi)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._drop_connection()
+            raise _Transient(f"{table}: creating partitions: {exc}") from exc
+        self.stats.partitions_created += len(created)
+        log.info("created partitions on demand: %s", created)
+
+    # --- failure handling -------------------------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = str(exc)
+        self._retry_at = self.clock() + self._backoff
+        log.warning("flush failed, retrying in %.1fs: %s", self._backoff, exc)
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+
+    def _reject(self, batch: Batch, exc: BaseException) -> None:
+        self.stats.rejected_batches += 1
+        log.error("batch of %d %s rows rejected by the database: %s", batch.rows, batch.table, exc)
+        if self.spool_dir is not None:
+            self._spool([batch], prefix="rejected")
+
+    # --- maintenance ------------------------------------------------------------------------------------------
+
+    def _after_flush(self) -> None:
+        if self._rollup_range is None or self.backend == "timescaledb":
+            self._rollup_range = None
+            return
+        lo, hi = self._rollup_range
+        try:
+            storage.rollup_candles(self.connection(), _ms_to_dt(lo), _ms_to_dt(hi))
+            self._rollup_range = None
+        except (psycopg.Error, _Transient) as exc:  # keep the range; retried after the next flush
+            self.stats.errors += 1
+            self.stats.last_error = f"rollup: {exc}"
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                self._drop_connection()
+
+    def _maintain(self, now: float) -> None:
+        if now < self._next_maintenance:
+            return
+        try:
+            conn = self.connection()
+            if self.backend == "postgres":
+                wall = datetime.fromtimestamp(self.wall(), UTC)
+                with conn.transaction():
+                    created = storage.ensure_partitions(conn, wall)
+                    dropped = storage.drop_expired(conn, wall, self.retention)
+                self.stats.partitions_created += len(created)
+                if dropped:
+                    log.info("retention dropped partitions: %s", dropped)
+            self._next_maintenance = now + self.maintenance_every_s
+        except (psycopg.Error, _Transient) as exc:
+            self.stats.errors += 1
+            self.stats.last_error = f"maintenance: {exc}"
+            self._drop_connection()
+            # retry maintenance with the flush backoff rather than hourly
+            self._next_maintenance = now + self._backoff
+
+    # --- spool ------------------------------------------------------------------------------------------------
+
+    def _spool(self, batches: list[Batch], prefix: str = "pending") -> Path:
+        assert self.spool_dir is not None
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"{prefix}-{time.time_ns()}-{os.getpid()}.pkl"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(batches, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(path)  # atomic: a reader never sees half a spool file
+        return path
+
+    def _load_spool(self) -> None:
+        """Re-queue batches a previous writer spooled on shutdown (the rejected ones stay for a human)."""
+        self._spool_loaded = True
+        if self.spool_dir is None or not self.spool_dir.exists():
+            return
+        for path in sorted(self.spool_dir.glob("pending-*.pkl")):
+            with open(path, "rb") as f:
+                batches: list[Batch] = pickle.load(f)
+            for b in batches:
+                self.add(b)
+            path.unlink()
+            log.info("re-queued %d spooled batches from %s", len(batches), path)
+
+
+class _Queue(Protocol):
+    def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
+    def get_nowait(self) -> Any: ...
+
+
+class _Event(Protocol):
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+_NOTHING = object()
+
+
+def run(queue: _Queue, stop_event: _Event, dsn: str, *, shutdown_deadline_s: float = 10.0,
+        on_tick: Callable[[WriterStats], None] | None = None, **writer_kw: Any) -> WriterStats:
+    """The writer process's loop: queue -> Writer until stop_event is set (or a None arrives).
+
+    Blocks in queue.get(timeout) between deadlines (no busy wait); while the writer is backlogged it does
+    not read the queue at all, so the bounded queue pushes back on the workers. On stop it drains what is
+    already queued, flushes everything and returns the final stats.
+    """
+    writer = Writer(dsn, **writer_kw)
+    stopping = False
+    try:
+        writer.connection()
+    except _Transient as exc:  # database down at start: keep queueing, flush() retries with backoff
+        writer._failed(exc)
+    while not stopping and not stop_event.is_set():
+        timeout = writer.next_wakeup()
+        if writer.accepting():
+            try:
+                item = queue.get(timeout=timeout)
+            except queue_mod.Empty:
+                item = _NOTHING
+            n = 0
+            while item is not _NOTHING:
+                if item is None:
+                    stopping = True
+                    break
+                writer.add(item)
+                n += 1
+                if n >= DRAIN_MAX:
+                    break
+                try:
+                    item = queue.get_nowait()
+                except queue_mod.Empty:
+                    item = _NOTHING
+        else:
+            stop_event.wait(timeout)
+        writer.tick()
+        if on_tick is not None:
+            on_tick(writer.stats)
+    while True:  # shutdown: take what the workers already handed over
+        try:
+            item = queue.get_nowait()
+        except (queue_mod.Empty, OSError, ValueError):
+            break
+        if item is not None:
+            writer.add(item)
+    left = writer.close(shutdown_deadline_s)
+    if left:
+        log.error("writer stopped with %d batches unwritten (%s)", len(left),
+                  "spooled" if writer.spool_dir else "lost: no spool_dir")
+    return writer.stats
