@@ -112,7 +112,8 @@ def cli_args(cfg: SimConfig) -> list[str]:
     """The command-line equivalent of cfg (the options __main__ understands)."""
     args = ["--host", cfg.host, "--port", str(cfg.port), "--symbols", str(cfg.symbols), "--rate", str(cfg.rate),
             "--seed", str(cfg.seed), "--speed", str(cfg.speed), "--tick-ms", str(cfg.tick_ms),
-            "--ping-interval", str(cfg.ping_interval_s), "--pong-timeout", str(cfg.pong_timeout_s)]
+            "--ping-interval", str(cfg.ping_interval_s), "--pong-timeout", str(cfg.pong_timeout_s),
+            "--weight-limit", str(cfg.weight_limit), "--max-conn-age", str(cfg.max_conn_age_s)]
     if cfg.start_ms is not None:
         args += ["--start-ms", str(cfg.start_ms)]
     if cfg.truth_file:
