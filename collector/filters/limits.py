@@ -1,0 +1,224 @@
+"""Rate limits: per-key row caps, the open-interest poll schedule and the REST weight budget.
+
+All clocks are passed in as milliseconds (event time for MinInterval, wall time for the others).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+
+MINUTE_MS = 60_000
+
+
+class MinInterval:
+    """At most one accepted event per key per calendar bucket of `interval_ms` of event time.
+
+    The first event of each bucket (floor(ts / interval)) wins. Chosen over "one per interval
+    since the last accepted", which also never exceeds one row per calendar minute but drifts:
+    accepted at :59.9, the next is only allowed at :59.9 a minute later, so whole minutes go
+    without a row. Buckets give exactly one row per key per minute in which the key had events.
+    Events older than the key's last accepted bucket (late, out of order) are rejected.
+    """
+
+    __slots__ = ("interval_ms", "_last")
+
+    def __init__(self, interval_ms: int = MINUTE_MS) -> None:
+        if interval_ms <= 0:
+            raise ValueError("interval_ms must be > 0")
+        self.interval_ms = interval_ms
+        self._last: dict[Hashable, int] = {}
+
+    def accept(self, key: Hashable, ts_ms: int) -> bool:
+        bucket = ts_ms // self.interval_ms
+        last = self._last.get(key)
+        if last is not None and bucket <= last:
+            return False
+        self._last[key] = bucket
+        return True
+
+
+class PollSchedule:
+    """Which symbols are due for an open-interest poll: each once per period, spread evenly.
+
+    Symbol i of N is due at start_ms + i * period / N + k * period. Spreading keeps the REST
+    weight flat (N polls per period at a steady rate) instead of a burst every period.
+    `due(now)` returns every symbol with a due time in (previous call, now]; after a stall
+    longer than a period each symbol is returned once, not once per missed period.
+    """
+
+    def __init__(self, symbols: Sequence[str], start_ms: int, period_ms: int = 300_000) -> None:
+        if period_ms <= 0:
+            raise ValueError("period_ms must be > 0")
+        self.period_ms = period_ms
+        self._start = start_ms
+        self._checked = start_ms - 1  # due times <= this have been handed out; start_ms is not yet
+        self.set_symbols(symbols)
+
+    def set_symbols(self, symbols: Sequence[str]) -> None:
+        """Replace the universe; offsets are re-spread over the new count, so a symbol whose new
+        slot has already passed this period waits for the next one (at most one period)."""
+        n = len(symbols)
+        self._symbols = list(symbols)
+        self._offsets = [self._start + i * self.period_ms // n for i in range(n)] if n else []
+
+    def _cycle(self, offset: int, t: int) -> int:
+        """Number of due times of this offset at or before t."""
+        return (t - offset) // self.period_ms
+
+    def due(self, now_ms: int) -> list[str]:
+        prev = self._checked
+        if now_ms <= prev:
+            return []
+        self._checked = now_ms
+        return [s for s, off in zip(self._symbols, self._offsets, strict=True)
+                if self._cycle(off, now_ms) > self._cycle(off, prev)]
+
+    def next_due_ms(self) -> int | None:
+        """Earliest due time after the last call to due(): when to wake up next."""
+        if not self._offsets:
+            return None
+        t = self._checked
+        return min(off + (self._cycle(off, t) + 1) * self.period_ms for off in self._offsets)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lower = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lower), None)
+    return value
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+
+class WeightBudget:
+    """Token bucket of Binance REST request weight, honouring 429/418 and the server's count.
+
+    Rate = limit_per_min * fraction * share per minute; capacity one minute's worth. A token
+    bucket allows a full bucket plus a minute of refill inside one minute, i.e. up to twice the
+    rate, so fraction = 0.5 is what guarantees never passing Binance's 2400/min even in that
+    worst case (and leaves the usual minute for other tools on the same IP).
+
+    Sharing across processes: the supervisor grants each worker a `share` (shares summing to at
+    most 1), each worker keeps its own bucket, and the fixed-size state (to_bytes/from_bytes,
+    STATE.size bytes) lets the supervisor read them from shared memory. Bans and 429s are per
+    IP: when one worker reports a pause (paused_until_ms), the supervisor must pass it on to the
+    others with pause_until().
+
+    The server's X-MBX-USED-WEIGHT-1M is the whole IP's weight this minute. If it says more of our
+    budget is used than our tokens imply, trust it: our tokens drop to share * (budget - used);
+    once used reaches the budget, everyone waits for the next minute, when Binance's count resets.
+    """
+
+    STATE = struct.Struct("<ddddd")  # tokens, last refill ms, paused until ms, share, fraction
+
+    # Binance USDT-M futures: 2400 weight per minute per IP.
+    BINANCE_LIMIT_PER_MIN = 2400
+    # 4 h: long enough that an unexplained ban is never retried early; Binance states the end in
+    # Retry-After, so this applies only if the header is missing.
+    DEFAULT_BAN_MS = 4 * 3_600_000
+
+    def __init__(self, now_ms: float, limit_per_min: float = BINANCE_LIMIT_PER_MIN, fraction: float = 0.5,
+                 share: float = 1.0) -> None:
+        if not 0 < fraction <= 1 or not 0 <= share <= 1 or limit_per_min <= 0:
+            raise ValueError("need limit_per_min > 0, 0 < fraction <= 1 and 0 <= share <= 1")
+        self.limit_per_min = limit_per_min
+        self.fraction = fraction
+        self.share = share
+        self.tokens = self.capacity
+        self._last = now_ms
+        self.paused_until_ms = -math.inf
+
+    @property
+    def budget_per_min(self) -> float:
+        """The IP-wide weight per minute we allow ourselves (all processes together)."""
+        return self.limit_per_min * self.fraction
+
+    @property
+    def capacity(self) -> float:
+        return self.budget_per_min * self.share
+
+    def _refill(self, now_ms: float) -> None:
+        if now_ms > self._last:
+            self.tokens = min(self.capacity, self.tokens + (now_ms - self._last) * self.capacity / MINUTE_MS)
+            self._last = now_ms
+
+    def _need(self, weight: float) -> float:
+        # A request heavier than the whole bucket would never fit: let it through on a full
+        # bucket and let the tokens go negative, which delays what follows by the excess.
+        return min(weight, self.capacity)
+
+    def try_acquire(self, weight: float, now_ms: float) -> bool:
+        self._refill(now_ms)
+        if now_ms < self.paused_until_ms or self.tokens < self._need(weight) or self.capacity <= 0:
+            return False
+        self.tokens -= weight
+        return True
+
+    def wait_time(self, weight: float, now_ms: float) -> float:
+        """Milliseconds until try_acquire(weight) can succeed (0 = now; inf = share is zero)."""
+        self._refill(now_ms)
+        if self.capacity <= 0:
+            return math.inf
+        pause = max(0.0, self.paused_until_ms - now_ms)
+        missing = self._need(weight) - self.tokens
+        refill = missing * MINUTE_MS / self.capacity if missing > 0 else 0.0
+        return max(pause, refill)
+
+    def pause_until(self, until_ms: float) -> None:
+        self.paused_until_ms = max(self.paused_until_ms, until_ms)
+
+    def set_share(self, share: float, now_ms: float) -> None:
+        """New grant from the supervisor; tokens scale with it so a shrunk share cannot burst."""
+        self._refill(now_ms)
+        old = self.capacity
+        self.share = share
+        self.tokens = self.tokens * self.capacity / old if old > 0 else 0.0
+
+    def on_response(self, status: int, headers: Mapping[str, str], now_ms: float) -> None:
+        self._refill(now_ms)
+        retry_after = _number(_header(headers, "Retry-After"))  # seconds
+        if status == 418:
+            self.pause_until(now_ms + (retry_after * 1000 if retry_after is not None else self.DEFAULT_BAN_MS))
+            self.tokens = min(self.tokens, 0.0)
+        elif status == 429:
+            # Without Retry-After, the limit that tripped is most likely the minute's: wait it out.
+            self.pause_until(now_ms + retry_after * 1000 if retry_after is not None else _next_minute(now_ms))
+            self.tokens = min(self.tokens, 0.0)
+        used = _number(_header(headers, "X-MBX-USED-WEIGHT-1M"))
+        if used is not None:
+            left = self.budget_per_min - used
+            if left <= 0:
+                self.tokens = min(self.tokens, 0.0)
+                self.pause_until(_next_minute(now_ms))
+            else:
+                self.tokens = min(self.tokens, left * self.share)
+
+    def to_bytes(self) -> bytes:
+        return self.STATE.pack(self.tokens, self._last, self.paused_until_ms, self.share, self.fraction)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview,
+                   limit_per_min: float = BINANCE_LIMIT_PER_MIN) -> WeightBudget:
+        tokens, last, paused, share, fraction = cls.STATE.unpack(data)
+        self = cls(last, limit_per_min, fraction, share)
+        self.tokens, self.paused_until_ms = tokens, paused
+        return self
+
+
+def _next_minute(now_ms: float) -> float:
+    return (now_ms // MINUTE_MS + 1) * MINUTE_MS
+
+
+def equal_shares(workers: Iterable[str]) -> dict[str, float]:
+    """The simplest grant: every worker the same slice of the budget."""
+    names = list(workers)
+    return {w: 1.0 / len(names) for w in names} if names else {}
