@@ -150,10 +150,16 @@ def check_retention(conn: psycopg.Connection, now: datetime,
                    else f"{len(details)} tables hold expired rows", details)
 
 
-def run_check(dsn: str, universe: list[str] | None = None, now: datetime | None = None,
+def run_check(dsn: str, universe: list[str] | None = None, now: datetime | float | None = None,
               retention: Mapping[str, timedelta | None] | None = None) -> Report:
-    """Run every check against `dsn`. `universe` = the symbols that should be collected (None: infer)."""
-    now = now or datetime.now(UTC)
+    """Run every check against `dsn`. `universe` = the symbols that should be collected (None: infer).
+
+    `now` is a datetime or Unix seconds (default: the current time).
+    """
+    if now is None:
+        now = datetime.now(UTC)
+    elif isinstance(now, int | float):
+        now = datetime.fromtimestamp(now, UTC)
     if universe is not None:
         bad = [s for s in universe if not valid_symbol(s)]
         if bad:

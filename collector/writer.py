@@ -583,3 +583,30 @@ def run(queue: _Queue, stop_event: _Event, dsn: str, *, shutdown_deadline_s: flo
         log.error("writer stopped with %d batches unwritten (%s)", len(left),
                   "spooled" if writer.spool_dir else "lost: no spool_dir")
     return writer.stats
+
+
+@dataclass
+class WriterSpec:
+    """What the supervisor hands the writer process (picklable: built in the parent, used in the child)."""
+
+    config: Any  # collector.config.Config
+    dsn: str
+    batches: Any  # multiprocessing Queue of Batch (None = stop)
+    stop: Any  # multiprocessing Event
+
+
+def run_writer(spec: WriterSpec) -> None:
+    """Process entry point: configure this child (title, logging, signals), then run() until stopped."""
+    import signal
+
+    import setproctitle
+
+    from collector.logs import log_dir, setup_logging
+
+    setproctitle.setproctitle("collector: writer")
+    cfg = spec.config
+    setup_logging(cfg.logging, log_dir(cfg.logging) / "writer.log")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
+    run(spec.batches, spec.stop, spec.dsn, mode=cfg.database.mode, retention=cfg.retention.periods(),
+        max_rows=cfg.writer.batch_rows, max_age_s=cfg.writer.flush_interval_ms / 1000,
+        spool_dir=Path(cfg.writer.spool_dir))

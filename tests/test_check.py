@@ -75,7 +75,7 @@ def test_each_problem_is_reported(db_url: str) -> None:
 def test_universe_is_inferred_and_validated(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         healthy(conn)
-    report = run_check(db_url, None, NOW)
-    assert report.get("funding").summary.startswith("2/2")
+    report = run_check(db_url, None, NOW.timestamp())  # Unix seconds are accepted too
+    assert report.get("funding").summary.startswith("2/2") and report.now == NOW
     with pytest.raises(ValueError):
         run_check(db_url, ["bad symbol"], NOW)
