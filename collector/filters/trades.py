@@ -152,6 +152,17 @@ class TradeFilter:
         for name, a in assignments.items():
             self.symbol(name).set_tier(a.tier, a.threshold_usd, self.params.interval_ms(a.tier))
 
+    def set_params(self, params: FilterParams) -> None:
+        """New filter parameters (SIGHUP) applied in place; each symbol keeps its tier and last kept trade."""
+        self.params = params
+        for f in self._symbols.values():
+            f.keep_all = params.keep_all
+            f._pc = params.price_change_pct / 100.0
+            if not math.isnan(f.last_price):
+                f._lo = f.last_price - f.last_price * f._pc
+                f._hi = f.last_price + f.last_price * f._pc
+            f.set_tier(f.tier, f.threshold_usd, params.interval_ms(f.tier))
+
     def set_keep_all(self, keep_all: bool) -> None:
         for f in self._symbols.values():
             f.keep_all = keep_all

@@ -174,3 +174,19 @@ def test_filter_properties(trades, tier, threshold, pct, keep_all):
     tf = TradeFilter(params)
     tf.set_tiers({"X": TierAssignment(tier, threshold, threshold, 0.5)})
     run(tf.symbol("X"), trades, params, threshold, keep_all)
+
+
+def test_set_params_applies_live_and_keeps_state() -> None:
+    from collector.filters.trades import FilterParams, TradeFilter
+
+    f = TradeFilter(FilterParams(price_change_pct=0.5, tier_intervals_s=(60, 120, 300, 900)))
+    assert f.decide("BTCUSDT", 100.0, 10.0, 0) == "time_interval"  # first trade
+    assert f.decide("BTCUSDT", 100.6, 10.0, 1_000) == "price_change"  # > 0.5% from 100
+    assert f.decide("BTCUSDT", 100.9, 10.0, 2_000) is None  # 0.3% from 100.6
+    f.set_params(FilterParams(price_change_pct=0.2, tier_intervals_s=(60, 120, 300, 30)))
+    assert f.decide("BTCUSDT", 100.9, 10.0, 3_000) == "price_change"  # 0.3% > new 0.2% from the kept 100.6
+    # tier 3 interval is now 30 s counted from the last keep at 3 s
+    assert f.decide("BTCUSDT", 100.9, 10.0, 32_999) is None
+    assert f.decide("BTCUSDT", 100.9, 10.0, 33_000) == "time_interval"
+    f.set_params(FilterParams(keep_all=True))
+    assert f.decide("BTCUSDT", 100.9, 10.0, 33_001) == "keep_all"
