@@ -1,0 +1,301 @@
+"""The supervisor: spawns one writer and N workers, watches them, and keeps the market watched.
+
+Modelled on gunicorn's arbiter: signal handlers only queue the signal and wake the main loop; the loop
+dispatches to `handle_<name>()`, reaps dead children, restarts them with backoff, and runs periodic
+jobs. Children are started with the `spawn` context and configure themselves (logging, event loop).
+A child that fails to boot (exit code BOOT_ERROR) stops the supervisor instead of being respawned
+forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import signal
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collector.config import Config, ConfigError, load_config
+from collector.exchange import Endpoints
+from collector.logs import mask_secrets, setup_logging
+from collector.tiers import TierAssignment, bootstrap_from_ticker_24hr
+from collector.universe import select_universe, shard
+
+log = logging.getLogger(__name__)
+
+# Named exit codes (a child's exit code tells the supervisor what to do).
+EXIT_OK = 0
+EXIT_CONFIG = 2  # bad configuration: nothing to retry
+BOOT_ERROR = 3  # a child could not start (e.g. database unreachable at boot): do not respawn forever
+
+# Restart backoff for dead children: immediate first, then doubling to a cap, so a crash loop costs
+# little CPU but a one-off crash is repaired in about a second.
+RESTART_DELAY_INITIAL = 1.0
+RESTART_DELAY_CAP = 60.0
+# A child that lived this long is considered healthy again: its next crash restarts at the initial delay.
+HEALTHY_AFTER_S = 60.0
+# Main loop wake-up period when nothing happens: bounds how late periodic jobs run.
+LOOP_TIMEOUT_S = 1.0
+# How long children get to flush and exit on shutdown before they are killed.
+WORKER_STOP_TIMEOUT_S = 40.0
+WRITER_STOP_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Child:
+    role: str  # "writer" or "worker"
+    index: int
+    process: mp.process.BaseProcess | None = None
+    started: float = 0.0
+    restarts: int = 0
+    next_delay: float = RESTART_DELAY_INITIAL
+    restart_at: float | None = None
+    stop: object = None  # an mp.Event the child watches
+    control: object = None  # an mp.Queue to a worker
+    symbols: list[str] = field(default_factory=list)
+
+
+def fetch_json(url: str, timeout: float = 30.0) -> object:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - configured endpoint
+        return json.loads(resp.read())
+
+
+class Supervisor:
+    SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, config_path: str, workers: int, simulate: bool = False, run_for: float | None = None,
+                 sim_options: dict | None = None) -> None:
+        self.config_path = config_path
+        self.n_workers = workers
+        self.simulate = simulate
+        self.run_for = run_for
+        self.sim_options = sim_options or {}
+        self.cfg: Config | None = None
+        self.children: list[Child] = []
+        self.signals: list[int] = []
+        self.stopping = False
+        self.exit_code = EXIT_OK
+        self._wake_r, self._wake_w = os.pipe()
+        self.ctx = mp.get_context("spawn")
+        self.embedded_pg = None
+        self.sim = None
+        self.dsn: str | None = None
+        self.endpoints: Endpoints | None = None
+        self.universe: list[str] = []
+        self.tiers: dict[str, TierAssignment] = {}
+
+    # --- signals: queue and wake, nothing else --------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+        try:
+            os.write(self._wake_w, b".")
+        except OSError:
+            pass
+
+    def handle_hup(self) -> None:
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("SIGHUP: new configuration rejected, keeping the old one: %s", e)
+            return
+        assert self.cfg is not None
+        logging.getLogger().setLevel(new.logging.level)
+        self.cfg = new
+        for c in self.children:
+            if c.role == "worker" and c.control is not None:
+                c.control.put(("config", new))
+        log.info("SIGHUP: configuration reloaded from %s", self.config_path)
+
+    def handle_term(self) -> None:
+        log.info("stop requested: draining workers, then the writer")
+        self.stopping = True
+
+    handle_int = handle_term
+
+    # --- start-up ---------------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        cfg = self.cfg
+        assert cfg is not None
+        if self.simulate:
+            from collector.sim.config import SimConfig  # only with --simulate: the data path never needs it
+            from collector.sim.runner import launch_subprocess
+
+            self.sim = launch_subprocess(SimConfig(**self.sim_options))
+            self.endpoints = Endpoints(self.sim.rest_url, self.sim.ws_url)
+            log.info("simulator on %s", self.sim.rest_url)
+        else:
+            self.endpoints = cfg.exchange.endpoints()
+        if cfg.database.embedded:
+            from collector.pgserver import EmbeddedPostgres
+
+            self.embedded_pg = EmbeddedPostgres(datadir=Path(cfg.database.embedded_dir), database=cfg.database.database)
+            self.dsn = self.embedded_pg.start()
+            log.info("embedded PostgreSQL at %s", self.dsn)
+        else:
+            self.dsn = database_dsn(cfg)
+        info = fetch_json(f"{self.endpoints.rest}/fapi/v1/exchangeInfo")
+        universe = select_universe(info)  # type: ignore[arg-type]
+        if cfg.collection.symbols:
+            wanted = set(cfg.collection.symbols)
+            missing = sorted(wanted - set(universe))
+            if missing:
+                log.warning("configured symbols not trading on the exchange, skipped: %s", ", ".join(missing))
+            universe = [s for s in universe if s in wanted]
+        if not universe:
+            raise RuntimeError("the exchange lists no USDT-M perpetual in TRADING: nothing to collect")
+        self.universe = universe
+        activity: dict[str, float] = {}
+        try:
+            rows = fetch_json(f"{self.endpoints.rest}/fapi/v1/ticker/24hr")
+            assert isinstance(rows, list)
+            rows = [r for r in rows if isinstance(r, dict) and r.get("symbol") in set(universe)]
+            activity = {r["symbol"]: float(r.get("quoteVolume") or 0) for r in rows}
+            self.tiers = bootstrap_from_ticker_24hr(rows)
+        except Exception as e:  # tiers then start at the filter's defaults; logged, not fatal
+            log.warning("could not bootstrap tiers from ticker/24hr: %s", e)
+        self.shards = shard(universe, min(self.n_workers, len(universe)), activity)
+        log.info("universe: %d symbols over %d workers", len(universe), len(self.shards))
+
+    def _spawn(self, child: Child) -> None:
+        from collector.worker import WorkerSpec, run_worker
+        from collector.writer import WriterSpec, run_writer
+
+        cfg = self.cfg
+        assert cfg is not None and self.endpoints is not None and self.dsn is not None
+        child.stop = self.ctx.Event()
+        if child.role == "writer":
+            spec = WriterSpec(config=cfg, dsn=self.dsn, batches=self.batches, stop=child.stop)
+            child.process = self.ctx.Process(target=run_writer, args=(spec,), name="writer", daemon=False)
+        else:
+            child.control = self.ctx.Queue()
+            spec = WorkerSpec(index=child.index, total=len(self.shards), symbols=child.symbols, config=cfg,
+                              endpoints=self.endpoints, batches=self.batches, control=child.control,
+                              stop=child.stop, tiers={s: self.tiers[s] for s in child.symbols if s in self.tiers},
+                              rest_weight_share=1.0 / len(self.shards))
+            child.process = self.ctx.Process(target=run_worker, args=(spec,), name=f"worker-{child.index + 1}")
+        child.process.start()
+        child.started = time.monotonic()
+        log.info("started %s %d (pid %d)", child.role, child.index + 1, child.process.pid)
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        import setproctitle
+
+        setproctitle.setproctitle("collector: supervisor")
+        try:
+            self.cfg = load_config(self.config_path)
+        except ConfigError as e:
+            print(f"error: {e}", flush=True)
+            return EXIT_CONFIG
+        setup_logging(self.cfg.logging, self.cfg.logging.filename, stderr=True)
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+        try:
+            self._prepare()
+            self.batches = self.ctx.Queue(maxsize=self.cfg.writer.queue_batches)
+            self.children = [Child("writer", 0)] + [
+                Child("worker", i, symbols=s) for i, s in enumerate(self.shards)]
+            for c in self.children:
+                self._spawn(c)
+            deadline = time.monotonic() + self.run_for if self.run_for else None
+            while not self.stopping:
+                self._wait(deadline)
+                while self.signals:
+                    sig = self.signals.pop(0)
+                    getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}")()
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.info("--run-for elapsed: stopping")
+                    self.stopping = True
+                if not self.stopping:
+                    self._reap_and_restart()
+            self._shutdown()
+        except Exception as e:
+            log.exception("supervisor failed: %s", mask_secrets(str(e)))
+            self._shutdown()
+            return BOOT_ERROR
+        finally:
+            self._cleanup()
+        return self.exit_code
+
+    def _wait(self, deadline: float | None) -> None:
+        sentinels = [c.process.sentinel for c in self.children if c.process is not None and c.process.is_alive()]
+        timeout = LOOP_TIMEOUT_S if deadline is None else max(0.0, min(LOOP_TIMEOUT_S, deadline - time.monotonic()))
+        ready = multiprocessing.connection.wait([self._wake_r, *sentinels], timeout=timeout)
+        if self._wake_r in ready:
+            os.read(self._wake_r, 4096)
+
+    def _reap_and_restart(self) -> None:
+        now = time.monotonic()
+        for c in self.children:
+            p = c.process
+            if p is not None and p.exitcode is not None:
+                code = p.exitcode
+                p.join(0)
+                c.process = None
+                lived = now - c.started
+                if lived >= HEALTHY_AFTER_S:
+                    c.next_delay = RESTART_DELAY_INITIAL
+                if code == BOOT_ERROR and c.restarts == 0:
+                    log.error("%s %d could not start (exit %d): stopping", c.role, c.index + 1, code)
+                    self.exit_code = BOOT_ERROR
+                    self.stopping = True
+                    return
+                c.restart_at = now + c.next_delay
+                log.error("%s %d died (exit code %s, after %.0fs): restarting in %.0fs", c.role, c.index + 1,
+                          code, lived, c.next_delay)
+                c.next_delay = min(c.next_delay * 2, RESTART_DELAY_CAP)
+            if c.process is None and c.restart_at is not None and now >= c.restart_at:
+                c.restart_at = None
+                c.restarts += 1
+                self._spawn(c)
+
+    def _shutdown(self) -> None:
+        workers = [c for c in self.children if c.role == "worker" and c.process is not None]
+        for c in workers:
+            c.stop.set()  # type: ignore[attr-defined]
+        for c in workers:
+            _join_or_kill(c, WORKER_STOP_TIMEOUT_S)
+        for c in self.children:
+            if c.role == "writer" and c.process is not None:
+                c.stop.set()  # type: ignore[attr-defined]
+                _join_or_kill(c, WRITER_STOP_TIMEOUT_S)
+                if c.process is not None and c.process.exitcode not in (0, None):
+                    self.exit_code = self.exit_code or 1
+
+    def _cleanup(self) -> None:
+        if self.sim is not None:
+            self.sim.stop()
+        if self.embedded_pg is not None:
+            self.embedded_pg.stop()
+
+
+def _join_or_kill(c: Child, timeout: float) -> None:
+    p = c.process
+    assert p is not None
+    p.join(timeout)
+    if p.is_alive():
+        log.error("%s %d did not stop within %.0fs: killing it", c.role, c.index + 1, timeout)
+        p.kill()
+        p.join(5)
+
+
+def database_dsn(cfg: Config) -> str:
+    """The connection string for a configured (non-embedded) database, password resolved now."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    db = cfg.database
+    params: dict[str, object] = conninfo_to_dict(db.url) if db.url else {
+        "host": db.host, "port": db.port, "user": db.user, "dbname": db.database}
+    password = db.resolve_password()
+    if password is not None:
+        params["password"] = password
+    params.setdefault("application_name", "collector")
+    return make_conninfo(**params)  # type: ignore[arg-type]
