@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 
 import orjson
@@ -341,7 +340,3 @@ class Simulator:
     def write_truth(self, path: str) -> None:
         with open(path, "wb") as fp:
             fp.write(orjson.dumps(self.truth_doc()))
-
-
-def ceil_div(a: float, b: float) -> int:
-    return math.ceil(a / b)
