@@ -23,7 +23,7 @@ from pathlib import Path
 from collector.config import Config, ConfigError, load_config
 from collector.exchange import Endpoints
 from collector.logs import mask_secrets, setup_logging
-from collector.tiers import TierAssignment, bootstrap_from_ticker_24hr
+from collector.tiers import TierAssignment, TierParams, bootstrap_from_ticker_24hr
 from collector.universe import select_universe, shard
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class Supervisor:
             assert isinstance(rows, list)
             rows = [r for r in rows if isinstance(r, dict) and r.get("symbol") in set(universe)]
             activity = {r["symbol"]: float(r.get("quoteVolume") or 0) for r in rows}
-            self.tiers = bootstrap_from_ticker_24hr(rows)
+            self.tiers = bootstrap_from_ticker_24hr(rows, tier_params(cfg))
         except Exception as e:  # tiers then start at the filter's defaults; logged, not fatal
             log.warning("could not bootstrap tiers from ticker/24hr: %s", e)
         self.shards = shard(universe, min(self.n_workers, len(universe)), activity)
@@ -275,6 +275,12 @@ class Supervisor:
             self.sim.stop()
         if self.embedded_pg is not None:
             self.embedded_pg.stop()
+
+
+def tier_params(cfg: Config) -> TierParams:
+    tf = cfg.filters.trades
+    return TierParams(weights=tuple(tf.score_weights), cutoffs=tuple(tf.tier_cutoffs),  # type: ignore[arg-type]
+                      multipliers=tuple(tf.tier_multipliers), quantile=tf.threshold_quantile)
 
 
 def _join_or_kill(c: Child, timeout: float) -> None:

@@ -1,0 +1,68 @@
+"""Small helpers shared by the end-to-end tests: condition waits (never bare sleeps) and HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def http_get(url: str, timeout: float = 30.0) -> tuple[int, dict, object]:
+    """(status, headers, decoded JSON body) without raising on 4xx/5xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = resp.read()
+            return resp.status, dict(resp.headers), json.loads(body) if body[:1] in b"[{" else body
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        return e.code, dict(e.headers), json.loads(body) if body[:1] in b"[{" else body
+
+
+def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float = 0.1):
+    """Poll a condition until it holds (returning its value), or fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+
+
+def write_config(path: Path, **sections: dict) -> Path:
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+class SupervisorProcess:
+    """`python supervisor.py ...` as a child process of the test."""
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 120.0) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return self.proc.returncode, out
