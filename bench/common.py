@@ -1,0 +1,374 @@
+"""Shared benchmark plumbing: /proc accounting, the simulator, a throwaway PostgreSQL, medians, output.
+
+Why /proc instead of psutil: it is what the kernel charges each process (utime+stime), costs one read per
+sample, and needs no extra dependency. PSS (proportional set size, from smaps_rollup) is the honest memory
+figure for a multi-process collector: pages shared between workers (the interpreter, cryptofeed) are split
+between them instead of being counted once per process as RSS does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from collector.pgserver import EmbeddedPostgres
+from collector.sim.config import SimConfig
+from collector.sim.runner import SimProcess, launch_subprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Memory/CPU sampling period: fine enough to catch a peak within a 5 s window, cheap enough (a few /proc
+# reads per process) not to show up in the 2-core machine's budget.
+SAMPLE_PERIOD_S = 0.5
+
+# --- /proc --------------------------------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as fp:
+        return fp.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (its threads included; reaped children excluded)."""
+    f = _stat_fields(pid)
+    return (int(f[11]) + int(f[12])) / CLK_TCK
+
+
+def _status_kb(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as fp:
+        for line in fp:
+            if line.startswith(key):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_kb(pid: int) -> int:
+    return _status_kb(pid, "VmRSS:")
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size: shared pages divided among the processes mapping them."""
+    with open(f"/proc/{pid}/smaps_rollup") as fp:
+        for line in fp:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def read_bytes(pid: int) -> int:
+    """Bytes this process passed through read()-family syscalls (`rchar`): uvloop reads sockets with
+    read(), so for a worker this is essentially what it took off its WebSocket connections."""
+    with open(f"/proc/{pid}/io") as fp:
+        for line in fp:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    return 0
+
+
+def proc_name(pid: int) -> str:
+    """The process title (setproctitle names the collector's children) or its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fp:
+            raw = fp.read().replace(b"\0", b" ").strip()
+    except OSError:
+        return "?"
+    return raw.decode("utf-8", "replace")[:60]
+
+
+def process_tree(root: int) -> list[int]:
+    """root and all its live descendants (by scanning /proc for parent pids)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(_stat_fields(int(entry))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(parents.get(pid, []))
+    return out
+
+
+@dataclass
+class ProcStats:
+    name: str
+    cpu0: float
+    cpu1: float = 0.0
+    peak_rss_kb: int = 0
+    peak_pss_kb: int = 0
+
+
+@dataclass
+class TreeSampler:
+    """Samples a process tree in a background thread: CPU at start/stop of a window, peak RSS/PSS.
+
+    `window_start()` / `window_stop()` bracket one measurement window; CPU is the utime+stime delta of each
+    process inside it, memory is the peak seen while sampling (the whole session, since memory only grows
+    with the backlog and the symbol count, not with the window).
+    """
+
+    root: int
+    procs: dict[int, ProcStats] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> TreeSampler:
+        self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_PERIOD_S):
+            self.sample()
+
+    def sample(self) -> None:
+        for pid in process_tree(self.root):
+            with contextlib.suppress(OSError):
+                rss, pss = rss_kb(pid), pss_kb(pid)
+                with self._lock:
+                    p = self.procs.get(pid)
+                    if p is None:
+                        p = self.procs[pid] = ProcStats(proc_name(pid), cpu_seconds(pid))
+                    p.peak_rss_kb = max(p.peak_rss_kb, rss)
+                    p.peak_pss_kb = max(p.peak_pss_kb, pss)
+
+    def cpu_now(self) -> dict[int, float]:
+        out = {}
+        for pid in process_tree(self.root):
+            with contextlib.suppress(OSError):
+                out[pid] = cpu_seconds(pid)
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def label(name: str) -> str:
+    """Short role of a collector process from its title."""
+    if "collector: " in name:
+        return name.split("collector: ", 1)[1].split(" (")[0]
+    if "resource_tracker" in name:
+        return "mp resource tracker"
+    if "supervisor.py" in name:
+        return "supervisor"
+    return name[:30]
+
+
+# --- simulator ----------------------------------------------------------------------------------------------
+
+
+def http_json(url: str, timeout: float = 30.0) -> object:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback simulator
+        return json.loads(resp.read())
+
+
+@contextlib.contextmanager
+def simulator(rate: float, symbols: int = 496, seed: int = 7) -> Iterator[SimProcess]:
+    """The simulator as its own process (so its CPU is not charged to what is measured); always stopped."""
+    sim = launch_subprocess(SimConfig(port=0, symbols=symbols, rate=rate, seed=seed))
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@dataclass
+class SentTotals:
+    """What the simulator wrote to its WebSocket connections so far (ground truth)."""
+
+    frames: int
+    bytes: int
+    agg_trades: int
+    wall: float
+
+
+def sent_totals(rest: str) -> SentTotals:
+    doc = http_json(rest + "/_sim/truth?klines=0")
+    assert isinstance(doc, dict)
+    conns = doc["connections"]
+    trades = sum(s["aggTrade"] for s in doc["symbols"].values())
+    return SentTotals(sum(c["frames"] for c in conns), sum(c["bytes"] for c in conns), trades, time.time())
+
+
+def sim_clock_offset_ms(rest: str) -> float:
+    """wall ms - sim ms (the sim's clock starts at the minute floor); half the round trip is the error."""
+    t0 = time.time()
+    server = http_json(rest + "/fapi/v1/time")["serverTime"]  # type: ignore[index]
+    t1 = time.time()
+    return (t0 + t1) / 2 * 1000 - server
+
+
+def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A private, non-durable PostgreSQL server (admin URL); removed on exit."""
+    server = EmbeddedPostgres(durable=False)
+    server.start()
+    try:
+        yield server.admin_url
+    finally:
+        server.stop()
+
+
+def new_database(admin_url: str, prefix: str) -> str:
+    """A fresh database on the throwaway server, so runs never see each other's rows."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(admin_url)
+    params["dbname"] = name
+    return make_conninfo(**params)
+
+
+def drop_database(admin_url: str, dsn: str) -> None:
+    name = conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_pids(admin_url: str) -> list[int]:
+    """The postmaster and its children (backends, checkpointer, ...)."""
+    with psycopg.connect(admin_url) as conn:
+        datadir = conn.execute("SHOW data_directory").fetchone()[0]  # type: ignore[index]
+    with open(Path(datadir) / "postmaster.pid") as fp:
+        return process_tree(int(fp.readline()))
+
+
+# --- numbers and output -------------------------------------------------------------------------------------
+
+
+def median(xs: Sequence[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return statistics.median(vals) if vals else None
+
+
+def percentile(xs: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
+
+
+def machine() -> dict:
+    model = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fp:
+        for line in fp:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    pg = subprocess.run(["psql", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(), "postgres": pg,
+            "kernel": platform.release()}
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{dt.date.today().isoformat()}.json"
+    path.write_text(json.dumps({"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                "machine": machine(), **payload}, indent=2, default=str))
+    return path
+
+
+def fmt(v: object, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float) and abs(v) < 10:
+        return f"{v:.{digits + 2}f}"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def print_table(rows: list[dict], cols: list[tuple[str, str]], title: str = "") -> None:
+    """rows of dicts as an aligned text table; cols = [(key, header)]."""
+    if title:
+        print(f"\n{title}")
+    cells = [[h for _, h in cols]] + [[fmt(r.get(k)) for k, _ in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    for i, row in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def sent_totals_by_stream(rest: str) -> dict[str, int]:
+    """Events the simulator actually sent, by stream kind (aggTrade, markPrice, forceOrder, kline_1m, ...),
+    summed over every connection: what a lossless collector must have received."""
+    doc = http_json(rest + "/_sim/truth?klines=0")
+    assert isinstance(doc, dict)
+    out: dict[str, int] = {}
+    for c in doc["connections"]:
+        for stream, n in c["sent"].items():
+            kind = stream.split("@", 1)[1] if "@" in stream else stream
+            out[kind] = out.get(kind, 0) + n
+    return out
+
+
+def _ts(ms: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def rows_per_table(dsn: str, tables: dict[str, str], span_ms: tuple[float, float]) -> dict[str, int]:
+    """Rows whose event time (column tables[t]) falls in span_ms (sim ms), per table: counted once, after the
+    run drained, so counting never competes with the writes being measured."""
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        for table, col in tables.items():
+            out[table] = conn.execute(f'SELECT count(*) FROM {table} WHERE "{col}" >= %s AND "{col}" < %s',
+                                      (_ts(span_ms[0]), _ts(span_ms[1]))).fetchone()[0]  # type: ignore[index]
+    return out
+
+
+def latency_ms(dsn: str, table: str, col: str, span_ms: tuple[float, float], offset_ms: float,
+               ) -> tuple[float | None, float | None]:
+    """p50/p99 of committed_at - event time (moved to the wall clock by the sim's offset) for rows with
+    event time in span_ms. committed_at is the bench-only clock_timestamp() default column."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            f"SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY"
+            f' extract(epoch FROM committed_at - "{col}") * 1000 - %s) FROM {table}'
+            f' WHERE "{col}" >= %s AND "{col}" < %s', (offset_ms, _ts(span_ms[0]), _ts(span_ms[1]))).fetchone()
+    vals = row[0] if row else None
+    return (vals[0], vals[1]) if vals else (None, None)

@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""The peer: what a user would otherwise run - stock cryptofeed BinanceFutures + its own Postgres backends.
+
+One process, cryptofeed 3's parsing (Decimal, one object per event), its callbacks and its batching
+backends (TradePostgres, FundingPostgres, LiquidationsPostgres, CandlesPostgres: INSERT ... SELECT FROM
+unnest(text[]) through asyncpg), against the same simulator and the same PostgreSQL server as the collector.
+
+Feed class: `collector.exchange.bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures)` with
+cryptofeed's own `Feed._run` restored. Stock cryptofeed refuses ws:// and reads its endpoints from class
+attributes, so the bound class is needed to reach the loopback simulator; the collector's `_run` skips
+cryptofeed's backends, so `Feed._run` (which starts the backend writers and uses cryptofeed's
+ConnectionHandler) is put back. Parsing is cryptofeed's `message_handler`, unchanged.
+
+    python bench/peer.py --rate 5000 [--runs 3 --window 5 --warmup 5] [--quick]
+
+The feed runs in a child process (`--child`), so its CPU and memory are its own; it prints its counters
+(frames handled, callbacks per channel, rows written per backend) as one JSON line every STATUS_EVERY_S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg
+
+from bench import common
+
+# Child status period: fine enough to bracket a 5 s window to ~2%, cheap (one small JSON line).
+STATUS_EVERY_S = 0.1
+# How long the peer may take to connect all its streams before the run is declared failed.
+CONNECT_TIMEOUT_S = 60.0
+
+# cryptofeed's default tables, columns in the order its backends produce values, plus one bench-only
+# column: committed_at = clock_timestamp() when the row is inserted (<= one INSERT before commit).
+# trades gets the same kind of key as the collector's trades table so both pay for one index.
+PEER_DDL = (
+    "CREATE TABLE trades (timestamp TIMESTAMPTZ, receipt_timestamp TIMESTAMPTZ, exchange TEXT, symbol TEXT,"
+    " side TEXT, amount NUMERIC, price NUMERIC, id TEXT, type TEXT,"
+    " committed_at TIMESTAMPTZ DEFAULT clock_timestamp(), PRIMARY KEY (symbol, timestamp, id))",
+    "CREATE TABLE funding (timestamp TIMESTAMPTZ, receipt_timestamp TIMESTAMPTZ, exchange TEXT, symbol TEXT,"
+    " mark_price NUMERIC, rate NUMERIC, next_funding_time TIMESTAMPTZ, predicted_rate NUMERIC)",
+    "CREATE TABLE liquidations (timestamp TIMESTAMPTZ, receipt_timestamp TIMESTAMPTZ, exchange TEXT,"
+    " symbol TEXT, side TEXT, quantity NUMERIC, price NUMERIC, id TEXT, status TEXT)",
+    "CREATE TABLE candles (timestamp TIMESTAMPTZ, receipt_timestamp TIMESTAMPTZ, exchange TEXT, symbol TEXT,"
+    " start TIMESTAMPTZ, stop TIMESTAMPTZ, interval TEXT, trades INTEGER, open NUMERIC, close NUMERIC,"
+    " high NUMERIC, low NUMERIC, volume NUMERIC, closed BOOLEAN)",
+)
+PEER_TABLES = ("trades", "funding", "liquidations", "candles")
+# TradePostgres maps every non-serial column when no mapping is given; committed_at must be left to its
+# default, so the mapping lists cryptofeed's own fields explicitly (same order, same names).
+TRADE_COLUMNS = {f: f for f in ("timestamp", "receipt_timestamp", "exchange", "symbol", "side", "amount",
+                                "price", "id", "type")}
+
+
+# --- child: the peer itself ---------------------------------------------------------------------------------
+
+
+def peer_feed_class(rest: str, ws: str) -> type:
+    from cryptofeed.exchanges import BinanceFutures
+    from cryptofeed.feed import Feed
+
+    from collector.exchange import CollectorBinanceFutures, Endpoints, bind_feed_class
+
+    bound = bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures)
+
+    class PeerBinanceFutures(bound):  # type: ignore[misc, valid-type]
+        frames = 0
+        _run = Feed._run  # cryptofeed's own: starts the backend writers, stock ConnectionHandler
+
+        async def handle_frame(self, msg: str, conn: object, timestamp: float) -> None:
+            self.frames += 1
+            await BinanceFutures.message_handler(self, msg, conn, timestamp)
+
+    return PeerBinanceFutures
+
+
+async def child_main(dsn: str, rest: str, ws: str) -> None:
+    from cryptofeed.backends.postgres import (
+        CandlesPostgres,
+        FundingPostgres,
+        LiquidationsPostgres,
+        TradePostgres,
+    )
+    from cryptofeed.defines import CANDLES, FUNDING, LIQUIDATIONS, TRADES
+    from psycopg.conninfo import conninfo_to_dict
+
+    from collector.universe import select_universe
+
+    p = conninfo_to_dict(dsn)
+    kw = {"host": p.get("host", "127.0.0.1"), "port": int(p.get("port", 5432)), "user": p.get("user"),
+          "pw": p.get("password"), "db": p["dbname"]}
+    backends = {TRADES: TradePostgres(**kw, custom_columns=TRADE_COLUMNS), FUNDING: FundingPostgres(**kw),
+                LIQUIDATIONS: LiquidationsPostgres(**kw), CANDLES: CandlesPostgres(**kw)}
+    callbacks_seen: Counter[str] = Counter()
+
+    def counter(channel: str):  # noqa: ANN202 - a cryptofeed callback
+        async def cb(obj: object, receipt_timestamp: float) -> None:
+            callbacks_seen[channel] += 1
+        return cb
+
+    universe = select_universe(common.http_json(rest + "/fapi/v1/exchangeInfo"))  # type: ignore[arg-type]
+    feed = peer_feed_class(rest, ws)(
+        exchange_symbols=universe, channels=list(backends), candle_interval="1m",
+        callbacks={ch: [b, counter(ch)] for ch, b in backends.items()})
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+    def status() -> str:
+        return json.dumps({"t": time.time(), "frames": feed.frames, "callbacks": dict(callbacks_seen),
+                           "written": {ch: b.stats.written for ch, b in backends.items()},
+                           "dropped": sum(b.stats.dropped_overflow + b.stats.dropped_failed for b in backends.values()),
+                           "qsize": sum(b.stats.qsize for b in backends.values())})
+
+    async def report() -> None:
+        while True:
+            print(status(), flush=True)
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    reporter = asyncio.create_task(report())
+    try:
+        await feed.run(stop)
+    finally:
+        reporter.cancel()
+        print(status(), flush=True)
+
+
+# --- parent: run and measure the peer -----------------------------------------------------------------------
+
+
+@dataclass
+class PeerProcess:
+    """The peer child process and its latest status line; always stopped by stop()."""
+
+    dsn: str
+    rest: str
+    ws: str
+    latest: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> PeerProcess:
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", self.dsn,
+                                      self.rest, self.ws], cwd=common.ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.latest = json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def create_peer_tables(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for ddl in PEER_DDL:
+            conn.execute(ddl)
+
+
+def run_peer(admin_url: str, rate: float, windows: int, window_s: float, warmup_s: float,
+             symbols: int = 496) -> dict:
+    """One peer session at `rate`: fresh sim + database, warm-up, `windows` measurement windows.
+
+    Received = frames the peer's message handler was given (exact counter), offered = frames the simulator
+    says it wrote; rows/s per table are counted by event time after the run has drained.
+    """
+    dsn = common.new_database(admin_url, "peer")
+    create_peer_tables(dsn)
+    peer: PeerProcess | None = None
+    try:
+        with common.simulator(rate, symbols) as sim:
+            offset = common.sim_clock_offset_ms(sim.rest_url)
+            peer = PeerProcess(dsn, sim.rest_url, sim.ws_url).start()
+            assert peer.proc is not None
+            common.wait_for(lambda: peer.latest.get("frames", 0) > 0, CONNECT_TIMEOUT_S, "the peer's first frame")
+            sampler = common.TreeSampler(peer.proc.pid).start()
+            time.sleep(warmup_s)  # warm-up: connections settle, backends connect, queues reach steady state
+            results = []
+            for _ in range(windows):
+                results.append(_window(sim.rest_url, peer, sampler, window_s, offset))
+            totals = common.sent_totals_by_stream(sim.rest_url)
+            common.http_json(sim.rest_url + "/_sim/pause")
+            common.wait_for(lambda: _drained(peer), 30, "the peer to drain")
+            sampler.sample()
+            sampler.stop()
+            span = (results[0]["t0_sim"], results[-1]["t1_sim"])
+            rows = common.rows_per_table(dsn, {t: "timestamp" for t in PEER_TABLES}, span)
+            lat = [common.latency_ms(dsn, "trades", "timestamp", (r["t0_sim"], r["t1_sim"]), offset) for r in results]
+            for r, (p50, p99) in zip(results, lat, strict=True):
+                r["lat_p50_ms"], r["lat_p99_ms"] = p50, p99
+            final = dict(peer.latest)
+        peer.stop()
+        mem = {pid: (p.peak_rss_kb, p.peak_pss_kb) for pid, p in sampler.procs.items()}
+        span_s = (span[1] - span[0]) / 1000
+        return {
+            "who": "peer", "rate": rate, "windows": results,
+            "offered_msgs_s": common.median([r["offered"] for r in results]),
+            "received_msgs_s": common.median([r["received"] for r in results]),
+            "recv_ratio": common.median([r["ratio"] for r in results]),
+            "cpu_us_per_msg": common.median([r["cpu_us_per_msg"] for r in results]),
+            "cpu_frac": common.median([r["cpu_frac"] for r in results]),
+            "lat_p50_ms": common.median([r["lat_p50_ms"] for r in results]),
+            "lat_p99_ms": common.median([r["lat_p99_ms"] for r in results]),
+            "rows_per_s": {t: round(n / span_s, 1) for t, n in rows.items()},
+            "peak_rss_mb": round(sum(m[0] for m in mem.values()) / 1024, 1),
+            "peak_pss_mb": round(sum(m[1] for m in mem.values()) / 1024, 1),
+            "trades_sent": totals["aggTrade"], "trade_callbacks": final.get("callbacks", {}).get("trades"),
+            "dropped": final.get("dropped"),
+            "sustained": _sustained(results, final, totals),
+        }
+    finally:
+        if peer is not None:
+            peer.stop()
+        common.drop_database(admin_url, dsn)
+
+
+def _drained(peer: PeerProcess) -> bool:
+    a = peer.latest.get("frames")
+    time.sleep(0.5)
+    return a == peer.latest.get("frames") and peer.latest.get("qsize", 1) == 0
+
+
+def _window(rest: str, peer: PeerProcess, sampler: common.TreeSampler, window_s: float, offset: float) -> dict:
+    s0, f0, c0 = common.sent_totals(rest), peer.latest["frames"], sum(sampler.cpu_now().values())
+    time.sleep(window_s)
+    s1, f1, c1 = common.sent_totals(rest), peer.latest["frames"], sum(sampler.cpu_now().values())
+    dt = s1.wall - s0.wall
+    sent, got = s1.frames - s0.frames, f1 - f0
+    return {"offered": sent / dt, "received": got / dt, "ratio": got / sent if sent else None,
+            "cpu_us_per_msg": (c1 - c0) / got * 1e6 if got else None, "cpu_frac": (c1 - c0) / dt,
+            "t0_sim": s0.wall * 1000 - offset, "t1_sim": s1.wall * 1000 - offset}
+
+
+def _sustained(results: list[dict], final: dict, totals: dict) -> bool:
+    """Every window received >= 99.9% of what was offered, nothing dropped, every trade sent was seen."""
+    seen = final.get("callbacks", {}).get("trades", 0)
+    return (all((r["ratio"] or 0) >= 0.999 for r in results) and not final.get("dropped")
+            and seen >= 0.999 * totals["aggTrade"])
+
+
+PEER_COLS = [("rate", "aggTrades/s"), ("offered_msgs_s", "offered msg/s"), ("received_msgs_s", "recv msg/s"),
+             ("recv_ratio", "recv/off"), ("cpu_us_per_msg", "CPU us/msg"), ("cpu_frac", "CPU cores"),
+             ("lat_p50_ms", "p50 ms"), ("lat_p99_ms", "p99 ms"), ("peak_rss_mb", "RSS MB"),
+             ("peak_pss_mb", "PSS MB"), ("sustained", "sustained")]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        import uvloop
+
+        uvloop.run(child_main(*sys.argv[2:5]))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, nargs="+", default=[1260, 5000, 10000, 20000],
+                   help="offered aggTrades/s (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=3, help="measurement windows per rate (median reported)")
+    p.add_argument("--window", type=float, default=5.0, help="seconds per window")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before the first window")
+    p.add_argument("--quick", action="store_true", help="one rate (5000), one window")
+    a = p.parse_args()
+    if a.quick:
+        a.rate, a.runs = [5000.0], 1
+    out = []
+    with common.throwaway_postgres() as admin:
+        for rate in a.rate:
+            r = run_peer(admin, rate, a.runs, a.window, a.warmup)
+            out.append(r)
+            common.print_table([r], PEER_COLS)
+    common.print_table(out, PEER_COLS, "peer: cryptofeed BinanceFutures + cryptofeed Postgres backends (medians)")
+    for r in out:
+        print(f"  rate {r['rate']:,.0f}: rows/s {r['rows_per_s']}")
+    print("feed class: bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures) with Feed._run restored")
+    path = common.write_results("peer", {"command": " ".join(sys.argv), "results": out})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
