@@ -7,13 +7,13 @@ seqlock makes a reader's copy consistent without ever blocking the owner.
 
 Seqlock protocol (per slot): the owner makes `seq` odd, writes the slot, makes `seq` even again. A reader
 copies `seq`, the slot, `seq` again, and accepts the copy only when both are equal and even. An owner that
-dies between the two stores leaves `seq` odd forever: readers give up after READ_ATTEMPTS and report the
+dies between the two stores leaves `seq` odd forever: readers give up after STALE_AFTER_S and report the
 slot as stale instead of spinning. A process restarted into the same slot resets it (values zeroed, pid
 and seq updated) before its first publish. The protocol relies on the 8-byte aligned seq stores being
 single stores that are not reordered with the slot's body, which holds on x86-64 (TSO); the block is a
 same-machine diagnostic, so a torn read on weaker hardware would be detected on the next read at worst.
 
-Layout (version 1, little-endian, every offset from the start of the block; all regions 64-byte aligned):
+Layout (version 1, native byte order like the activity images, every offset from the start of the block; all regions 64-byte aligned):
 
     header, 64 bytes at 0
     | off | type    | field                                                         |
@@ -79,18 +79,25 @@ VALUES_CAPACITY = 128
 MAX_PROCESS_SLOTS = 65  # writer + 64 workers
 # Cache-line alignment: slots of different owners never share a line (no false sharing between processes).
 _ALIGN = 64
-# Tries before a reader calls a slot stale. An owner holds seq odd for one memcpy (~1 µs for a process
-# slot, a few µs for an activity image); 100 tries with a yield between ride out a preemption of the
-# owner in the middle of a write, and still return within about a millisecond when the owner is dead.
-READ_ATTEMPTS = 100
+# How long seq may stay odd at one value before a reader calls the slot stale. An owner holds it odd for
+# one memcpy (~1 µs for a process slot, a few µs for an activity image); 50 ms also rides out the owner
+# being preempted mid-write for a few scheduler time slices, yet a dead slot costs /health only 50 ms.
+STALE_AFTER_S = 0.05
+# A reader racing an owner that republishes back to back retries while seq moves, but not forever.
+READ_GIVE_UP_S = 0.2
 
 ROLE_NONE, ROLE_WRITER, ROLE_WORKER = 0, 1, 2
 WRITER_SLOT = 0
 
-_HEADER = struct.Struct("<8sIIIIIIIIQQq")
-_PROC_HEAD = struct.Struct("<QqqII")
-_SYM_HEAD = struct.Struct("<QiIqQ")
-_SEQ = struct.Struct("<Q")
+# The seq word is stored and loaded only through a memoryview cast to "Q" (one aligned 8-byte memcpy, i.e.
+# a single store): struct.pack_into zeroes its target before packing, so writing seq with struct would
+# briefly show 0 ("never written") or a torn value to a reader. The headers' other fields are packed with
+# struct from offset 8 on, inside the odd-seq window. Native byte order, like the activity images.
+_HEADER = struct.Struct("@8sIIIIIIIIQQq")
+_PROC_HEAD = struct.Struct("@QqqII")  # for readers, unpacking a private copy
+_PROC_META = struct.Struct("@qqII")  # pid, updated_at, role, n: packed at offset 8 by the owner
+_SYM_HEAD = struct.Struct("@QiIqQ")
+_SYM_META = struct.Struct("@iIqQ")  # owner, length, updated_at, reserved: packed at offset 8
 PROCESS_SLOT_SIZE = _PROC_HEAD.size + 8 * VALUES_CAPACITY
 
 # --- the value lists (append-only) --------------------------------------------------------------------------
@@ -188,7 +195,7 @@ class ActivityReading(NamedTuple):
 
 
 class StaleSlot(Exception):
-    """A slot's seq stayed odd for READ_ATTEMPTS tries: its owner most likely died in the middle of a write."""
+    """A slot's seq stayed odd for STALE_AFTER_S (its owner most likely died mid-write), or never settled."""
 
 
 class StatsBlock:
@@ -207,6 +214,8 @@ class StatsBlock:
         if proc_size != PROCESS_SLOT_SIZE or values_cap != VALUES_CAPACITY or header_size != _HEADER.size:
             shm.close()
             raise ValueError(f"{shm.name}: slot sizes differ from this build's layout")
+        # 8-byte words over the whole block, for the seq stores and loads (see _HEADER's comment).
+        self._words = self.buf[:len(self.buf) & ~7].cast("Q")
 
     @classmethod
     def create(cls, process_slots: int, symbol_slots: int, activity_slots: int = DEFAULT_SLOTS,
@@ -245,6 +254,7 @@ class StatsBlock:
 
     def close(self) -> None:
         """Release this process's mapping; the creator also removes the block's name."""
+        self._words.release()
         self.buf = None  # type: ignore[assignment]
         self._shm.close()
         if self._owner:
@@ -289,22 +299,35 @@ class StatsBlock:
         _, pid, updated, role, n = _PROC_HEAD.unpack_from(raw)
         names = FIELDS.get(role, ())
         n = min(n, len(names))
-        vals = struct.unpack_from(f"<{n}d", raw, _PROC_HEAD.size)
+        vals = struct.unpack_from(f"@{n}d", raw, _PROC_HEAD.size)
         return ProcessReading(pid, role, updated, dict(zip(names[:n], vals, strict=True)))
 
     def _read_consistent(self, off: int, size: int) -> bytes | None:
-        buf = self.buf
-        end = off + size
-        for _ in range(READ_ATTEMPTS):
-            s1 = _SEQ.unpack_from(buf, off)[0]
-            if s1 == 0:
-                return None
+        buf, words = self.buf, self._words
+        end, w = off + size, off >> 3
+        s1 = words[w]
+        if s1 == 0:
+            return None
+        if not s1 & 1:  # the common case: no write in progress, one copy
+            raw = bytes(buf[off:end])
+            if words[w] == s1:
+                return raw
+        start = stuck_since = time.monotonic()
+        last = s1
+        while True:
+            os.sched_yield()
+            s1 = words[w]
             if not s1 & 1:
                 raw = bytes(buf[off:end])
-                if _SEQ.unpack_from(buf, off)[0] == s1:
+                if words[w] == s1:
                     return raw
-            os.sched_yield()
-        raise StaleSlot(off)
+            now = time.monotonic()
+            if s1 != last:  # the owner is making progress: busy, not dead
+                last, stuck_since = s1, now
+            elif s1 & 1 and now - stuck_since > STALE_AFTER_S:
+                raise StaleSlot(f"seq at offset {off} stuck odd: the owner died mid-write")
+            if now - start > READ_GIVE_UP_S:
+                raise StaleSlot(f"seq at offset {off} never settled: the owner rewrites it back to back")
 
     # --- symbol slots -------------------------------------------------------------------------------------
 
@@ -319,14 +342,14 @@ class StatsBlock:
         if len(data) != self.activity_nbytes:
             raise ValueError(f"activity image is {len(data)} bytes, the block holds {self.activity_nbytes}")
         off = self._sym_off(index)
-        buf = self.buf
-        seq = _SEQ.unpack_from(buf, off)[0]
+        buf, words, w = self.buf, self._words, off >> 3
+        seq = words[w]
         seq = seq + 1 if not seq & 1 else seq  # odd already: a previous owner died mid-write
-        _SEQ.pack_into(buf, off, seq)
+        words[w] = seq
         body = off + _SYM_HEAD.size
         buf[body:body + len(data)] = data
-        _SYM_HEAD.pack_into(buf, off, seq, owner, len(data), _now_ms() if now_ms is None else now_ms, 0)
-        _SEQ.pack_into(buf, off, seq + 1)
+        _SYM_META.pack_into(buf, off + 8, owner, len(data), _now_ms() if now_ms is None else now_ms, 0)
+        words[w] = seq + 1
 
     def read_activity(self, index: int) -> ActivityReading | None:
         """(owner, updated_ms, image) of a symbol slot, None if never written; raises StaleSlot."""
@@ -356,10 +379,10 @@ class ProcessSlot:
         self.fields = FIELDS[self.role]
         self.index = {f: i for i, f in enumerate(self.fields)}
         self.values = [0.0] * len(self.fields)
-        self._pack = struct.Struct(f"<{len(self.fields)}d")
+        self._pack = struct.Struct(f"@{len(self.fields)}d")
         self._off = block._proc_off(slot)
         self._body = self._off + _PROC_HEAD.size
-        seq = _SEQ.unpack_from(block.buf, self._off)[0]
+        seq = block._words[self._off >> 3]
         self._seq = seq + 1 if seq & 1 else seq  # even: resume after a predecessor, even one that died mid-write
         if reset:  # a restarted process must not show its predecessor's counters as its own
             self.publish()
@@ -380,15 +403,15 @@ class ProcessSlot:
 
     def publish(self, now_ms: int | None = None) -> None:
         """Copy the local values into the slot (seqlock-protected, lock-free, never blocks)."""
-        buf = self.block.buf
-        off = self._off
+        block = self.block
+        buf, words, w = block.buf, block._words, self._off >> 3
         seq = self._seq + 1
-        _SEQ.pack_into(buf, off, seq)
+        words[w] = seq
         self._pack.pack_into(buf, self._body, *self.values)
-        _PROC_HEAD.pack_into(buf, off, seq, self.pid, _now_ms() if now_ms is None else now_ms, self.role,
+        _PROC_META.pack_into(buf, self._off + 8, self.pid, _now_ms() if now_ms is None else now_ms, self.role,
                              len(self.values))
-        self._seq = seq + 1
-        _SEQ.pack_into(buf, off, self._seq)
+        self._seq = seq = seq + 1
+        words[w] = seq
 
 
 # --- activity -> tiers ---------------------------------------------------------------------------------------
