@@ -15,6 +15,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -151,6 +152,7 @@ class TreeSampler:
                     p = self.procs.get(pid)
                     if p is None:
                         p = self.procs[pid] = ProcStats(proc_name(pid), cpu_seconds(pid))
+                    p.name = proc_name(pid)  # children set their title after start-up
                     p.peak_rss_kb = max(p.peak_rss_kb, rss)
                     p.peak_pss_kb = max(p.peak_pss_kb, pss)
 
@@ -372,3 +374,19 @@ def latency_ms(dsn: str, table: str, col: str, span_ms: tuple[float, float], off
             f' WHERE "{col}" >= %s AND "{col}" < %s', (offset_ms, _ts(span_ms[0]), _ts(span_ms[1]))).fetchone()
     vals = row[0] if row else None
     return (vals[0], vals[1]) if vals else (None, None)
+
+
+@contextlib.contextmanager
+def product_source(src: str | None) -> Iterator[tuple[Path, str]]:
+    """(directory to run supervisor.py from, what it is). Default: a snapshot of the committed HEAD
+    (`git archive`), because other engineers edit the working tree while benchmarks run and a half-edited
+    tree measures nothing reproducible; `--src .` measures the working tree as it is."""
+    if src:
+        yield Path(src).resolve(), f"working tree {Path(src).resolve()}"
+        return
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="bench-src-") as d:
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", d], input=archive, check=True)
+        yield Path(d), f"git HEAD {commit}"

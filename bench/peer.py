@@ -243,12 +243,14 @@ def _drained(peer: PeerProcess) -> bool:
 
 
 def _window(rest: str, peer: PeerProcess, sampler: common.TreeSampler, window_s: float, offset: float) -> dict:
-    s0, f0, c0 = common.sent_totals(rest), peer.latest["frames"], sum(sampler.cpu_now().values())
+    s0, st0, c0 = common.sent_totals(rest), dict(peer.latest), sum(sampler.cpu_now().values())
     time.sleep(window_s)
-    s1, f1, c1 = common.sent_totals(rest), peer.latest["frames"], sum(sampler.cpu_now().values())
+    s1, st1, c1 = common.sent_totals(rest), dict(peer.latest), sum(sampler.cpu_now().values())
     dt = s1.wall - s0.wall
-    sent, got = s1.frames - s0.frames, f1 - f0
-    return {"offered": sent / dt, "received": got / dt, "ratio": got / sent if sent else None,
+    # each side over its own clock: the peer's counters are stamped by the peer (STATUS_EVERY_S apart)
+    sent, got = s1.frames - s0.frames, st1["frames"] - st0["frames"]
+    offered, received = sent / dt, got / (st1["t"] - st0["t"])
+    return {"offered": offered, "received": received, "ratio": received / offered if sent else None,
             "cpu_us_per_msg": (c1 - c0) / got * 1e6 if got else None, "cpu_frac": (c1 - c0) / dt,
             "t0_sim": s0.wall * 1000 - offset, "t1_sim": s1.wall * 1000 - offset}
 

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""End-to-end throughput of `python supervisor.py --workers N` on the simulator, side by side with the peer.
+
+One session = a fresh simulator at an offered rate + a fresh database on one throwaway PostgreSQL server +
+the real supervisor (writer + N workers, config file pointing at both, logs in a temp dir). After a warm-up,
+`--runs` consecutive measurement windows of `--window` seconds are taken (medians reported): starting the
+2-core machine's collector once per window would spend most of the budget on start-up.
+
+Per window:
+- offered msgs/s: frames the simulator wrote to the collector's connections (its truth; every frame is a
+  message: aggTrade, markPrice, kline update, forceOrder);
+- received msgs/s: the workers keep no live counters, so it is offered x (bytes the workers read off their
+  sockets / bytes the simulator wrote). uvloop reads sockets with read(), so /proc/<pid>/io rchar of the
+  workers counts those bytes (plus a few hundred bytes/s of REST open-interest polling);
+- CPU us per message: utime+stime (from /proc) of every collector process (supervisor, writer, workers, the
+  multiprocessing resource tracker) / received messages; PostgreSQL's CPU is reported apart;
+- event-to-commit latency p50/p99: a bench-only `committed_at DEFAULT clock_timestamp()` column is added to
+  the trades table before the writer starts (the product's COPY names its columns, so it never sees it);
+  latency = committed_at - trade event time (moved onto the wall clock with the sim's clock offset).
+  clock_timestamp() is the insert time, at most one COPY (tens of ms) before the commit.
+After the windows the simulator is paused, the collector drains, rows per table are counted by event time
+over the measured span, and the supervisor is stopped: the workers' logged totals must cover >= 99.9% of
+the aggTrades the simulator sent (no silent loss).
+Sustained = every window received >= 99.9% of offered, and no loss at the end.
+
+    python bench/throughput.py            # default matrix, < 10 min
+    python bench/throughput.py --quick    # N=2, one rate, one window, filtered + peer: ~1.5 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg
+import yaml
+
+from bench import common
+from bench.peer import PEER_COLS, run_peer
+from collector import storage
+
+# Default matrix: every rate in filtered and keep_all at N=2 (the 2-core machine's natural N), N scaling at
+# one mid rate; the peer at the same rates. Sized so the whole run stays under 10 minutes.
+DEFAULT_RATES = [1260.0, 5000.0, 20000.0, 50000.0]
+DEFAULT_N = 2
+SCALING_N = [1, 2, 4, 8]
+SCALING_RATE = 10000.0
+# Warm-up before the first window: connections subscribed, first flushes done, the trade filter's per-symbol
+# state created. Windows: long enough that 10 ms sim ticks and 250 ms flushes average out.
+WARMUP_S = 4.0
+WINDOW_S = 4.0
+# Boot can take a while: N interpreters importing cryptofeed on 2 shared cores.
+BOOT_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 60.0
+# Tables the collector writes (event-time column "time"); derived candles come from candles_1m roll-ups.
+TABLES = ("trades", "funding", "liquidations", "candles_1m", "open_interest")
+# Targets from the brief (reported against, never asserted).
+TARGET_RATE = 50_000
+TARGET_P99_MS = 1000
+TARGET_US_PER_MSG = 12.0
+TARGET_PEER_RATIO = 3.0
+TARGET_PSS_MB = 600
+
+
+def prepare_database(dsn: str) -> None:
+    """The product's schema, created now, plus the bench-only committed_at column on trades."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        storage.ensure_schema(conn, "postgres")
+        conn.execute("ALTER TABLE trades ADD COLUMN committed_at TIMESTAMPTZ DEFAULT clock_timestamp()")
+
+
+def write_config(tmp: Path, dsn: str, rest: str, ws: str, keep_all: bool) -> Path:
+    cfg = {"database": {"url": dsn, "mode": "postgres"},
+           "exchange": {"rest_url": rest, "ws_url": ws},
+           "filters": {"trades": {"keep_all": keep_all}},
+           "logging": {"filename": str(tmp / "logs" / "supervisor.log")},
+           "writer": {"spool_dir": str(tmp / "spool")},
+           "monitoring": {"health_check_port": 0}}
+    path = tmp / "main.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def worker_pids(sampler: common.TreeSampler) -> list[int]:
+    return [pid for pid, p in sampler.procs.items() if common.label(p.name).startswith("worker")]
+
+
+def workers_read(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += common.read_bytes(pid)
+        except OSError:
+            pass
+    return total
+
+
+def open_connections(rest: str) -> int:
+    doc = common.http_json(rest + "/_sim/truth?klines=0")
+    return len([c for c in doc["connections"] if not c["closed"]])  # type: ignore[index]
+
+
+def logged_received(log_dir: Path) -> dict[str, int]:
+    """Sum of the workers' final `received {...}` counters (logged when a worker stops)."""
+    out: dict[str, int] = {}
+    for f in log_dir.glob("worker-*.log"):
+        for m in re.finditer(r"stopped: received (\{.*?\}) kept", f.read_text()):
+            for k, v in ast.literal_eval(m.group(1)).items():
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, windows: int, window_s: float,
+             warmup_s: float, symbols: int = 496) -> dict:
+    dsn = common.new_database(admin, "coll")
+    prepare_database(dsn)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))  # kept on failure: the logs say why
+    pg_pids = common.postgres_pids(admin)
+    sup: subprocess.Popen | None = None
+    try:
+        with common.simulator(rate, symbols) as sim:
+            offset = common.sim_clock_offset_ms(sim.rest_url)
+            cfg = write_config(tmp, dsn, sim.rest_url, sim.ws_url, keep_all)
+            # own session: on failure the whole tree (writer, workers) is killed, not just the supervisor
+            sup = subprocess.Popen([sys.executable, str(src / "supervisor.py"), "--workers", str(workers),
+                                    "--config", str(cfg)], cwd=tmp, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True,
+                                   env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(src)))
+            sampler = common.TreeSampler(sup.pid).start()
+            common.wait_for(lambda: open_connections(sim.rest_url) >= workers, BOOT_TIMEOUT_S, "workers to connect")
+            time.sleep(warmup_s)
+            sampler.sample()
+            results = [_window(sim.rest_url, sampler, pg_pids, window_s, offset) for _ in range(windows)]
+            totals = common.sent_totals_by_stream(sim.rest_url)
+            common.http_json(sim.rest_url + "/_sim/pause")
+            wpids = worker_pids(sampler)
+            common.wait_for(lambda: _stable(lambda: workers_read(wpids), 0.5), 60, "workers to drain")
+            common.wait_for(lambda: _stable(lambda: _last_commit(dsn), 1.0), 60, "the writer to commit")
+            span = (results[0]["t0_sim"], results[-1]["t1_sim"])
+            rows = common.rows_per_table(dsn, {t: "time" for t in TABLES}, span)
+            for r in results:
+                r["lat_p50_ms"], r["lat_p99_ms"] = common.latency_ms(dsn, "trades", "time",
+                                                                     (r["t0_sim"], r["t1_sim"]), offset)
+            sampler.sample()
+            sampler.stop()
+            sup.send_signal(signal.SIGTERM)
+            exit_code = sup.wait(STOP_TIMEOUT_S)
+            received = logged_received(tmp / "logs")
+        shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if sup is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sup.pid, signal.SIGKILL)  # no-op after a clean stop; else writer and workers too
+            sup.wait()
+        common.drop_database(admin, dsn)
+    span_s = (span[1] - span[0]) / 1000
+    per_proc: dict[str, dict] = {}
+    for pid, p in sampler.procs.items():
+        name = common.label(p.name)
+        per_proc[f"{name} ({pid})"] = {
+            "cpu_us_per_msg": common.median([r["cpu_by_pid"].get(pid, 0) / r["received_n"] * 1e6
+                                             for r in results if r["received_n"]]),
+            "peak_rss_mb": round(p.peak_rss_kb / 1024, 1), "peak_pss_mb": round(p.peak_pss_kb / 1024, 1)}
+    lossless = received.get("trades", 0) >= 0.999 * totals.get("aggTrade", 0)
+    for r in results:
+        r.pop("cpu_by_pid")
+    return {
+        "who": "ours", "rate": rate, "workers": workers, "mode": "keep_all" if keep_all else "filtered",
+        "offered_msgs_s": common.median([r["offered"] for r in results]),
+        "received_msgs_s": common.median([r["received"] for r in results]),
+        "recv_ratio": common.median([r["ratio"] for r in results]),
+        "cpu_us_per_msg": common.median([r["cpu_us_per_msg"] for r in results]),
+        "cpu_frac": common.median([r["cpu_frac"] for r in results]),
+        "pg_cpu_frac": common.median([r["pg_cpu_frac"] for r in results]),
+        "lat_p50_ms": common.median([r["lat_p50_ms"] for r in results]),
+        "lat_p99_ms": common.median([r["lat_p99_ms"] for r in results]),
+        "peak_rss_mb": round(sum(p.peak_rss_kb for p in sampler.procs.values()) / 1024, 1),
+        "peak_pss_mb": round(sum(p.peak_pss_kb for p in sampler.procs.values()) / 1024, 1),
+        "rows_per_s": {t: round(n / span_s, 1) for t, n in rows.items()},
+        "trades_sent": totals.get("aggTrade"), "trades_received_logged": received.get("trades"),
+        "exit_code": exit_code, "per_process": per_proc, "windows": results,
+        "sustained": all((r["ratio"] or 0) >= 0.999 for r in results) and lossless,
+    }
+
+
+def _stable(value: object, period: float) -> bool:
+    a = value()  # type: ignore[operator]
+    time.sleep(period)
+    return a == value()  # type: ignore[operator]
+
+
+def _last_commit(dsn: str) -> object:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT max(committed_at), count(*) FROM trades").fetchone()
+
+
+def _window(rest: str, sampler: common.TreeSampler, pg_pids: list[int], window_s: float, offset: float) -> dict:
+    wpids = worker_pids(sampler)
+    s0, r0, c0, p0 = common.sent_totals(rest), workers_read(wpids), sampler.cpu_now(), _cpu_sum(pg_pids)
+    time.sleep(window_s)
+    s1, r1, c1, p1 = common.sent_totals(rest), workers_read(wpids), sampler.cpu_now(), _cpu_sum(pg_pids)
+    dt = s1.wall - s0.wall
+    sent, nbytes = s1.frames - s0.frames, s1.bytes - s0.bytes
+    ratio = (r1 - r0) / nbytes if nbytes else None
+    got = sent * ratio if ratio is not None else 0
+    cpu_by_pid = {pid: c1[pid] - c0.get(pid, 0.0) for pid in c1}
+    cpu = sum(cpu_by_pid.values())
+    return {"offered": sent / dt, "received": got / dt, "received_n": got, "ratio": ratio,
+            "cpu_us_per_msg": cpu / got * 1e6 if got else None, "cpu_frac": cpu / dt,
+            "pg_cpu_frac": (p1 - p0) / dt, "cpu_by_pid": cpu_by_pid,
+            "t0_sim": s0.wall * 1000 - offset, "t1_sim": s1.wall * 1000 - offset}
+
+
+def _cpu_sum(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += common.cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
+COLS = [("mode", "mode"), ("workers", "N"), ("rate", "aggTrades/s"), ("offered_msgs_s", "offered msg/s"),
+        ("received_msgs_s", "recv msg/s"), ("recv_ratio", "recv/off"), ("cpu_us_per_msg", "CPU us/msg"),
+        ("cpu_frac", "CPU cores"), ("pg_cpu_frac", "PG cores"), ("lat_p50_ms", "p50 ms"), ("lat_p99_ms", "p99 ms"),
+        ("peak_rss_mb", "RSS MB"), ("peak_pss_mb", "PSS MB"), ("sustained", "sustained")]
+
+
+def best_rate(rows: list[dict]) -> float | None:
+    ok = [r["rate"] for r in rows if r["sustained"]]
+    return max(ok) if ok else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rates", type=float, nargs="+", default=DEFAULT_RATES, help="offered aggTrades/s")
+    p.add_argument("--workers", type=int, default=DEFAULT_N, help="N for the rate ladder")
+    p.add_argument("--scaling", type=int, nargs="*", default=SCALING_N, help="N values run at --scaling-rate")
+    p.add_argument("--scaling-rate", type=float, default=SCALING_RATE)
+    p.add_argument("--modes", nargs="+", default=["filtered", "keep_all"], choices=["filtered", "keep_all"])
+    p.add_argument("--no-peer", action="store_true", help="skip the cryptofeed peer")
+    p.add_argument("--runs", type=int, default=3, help="measurement windows per session (medians)")
+    p.add_argument("--window", type=float, default=WINDOW_S)
+    p.add_argument("--warmup", type=float, default=WARMUP_S)
+    p.add_argument("--src", default=None, help="run the product from this directory (default: a snapshot of HEAD)")
+    p.add_argument("--quick", action="store_true", help="smoke: N=2, 10,000 aggTrades/s, filtered + peer, 1 window")
+    a = p.parse_args()
+    if a.quick:
+        a.rates, a.scaling, a.modes, a.runs = [10000.0], [], ["filtered"], 1
+    t_start = time.monotonic()
+    ours: list[dict] = []
+    peers: list[dict] = []
+    with common.throwaway_postgres() as admin, common.product_source(a.src) as (src, what):
+        print(f"product: {what}")
+        for mode in a.modes:
+            for rate in a.rates:
+                ours.append(run_ours(admin, src, rate, a.workers, mode == "keep_all", a.runs, a.window, a.warmup))
+                common.print_table(ours[-1:], COLS)
+        for n in a.scaling:
+            if n == a.workers and "filtered" in a.modes and a.scaling_rate in a.rates:
+                continue  # already measured in the ladder
+            ours.append(run_ours(admin, src, a.scaling_rate, n, False, a.runs, a.window, a.warmup))
+            common.print_table(ours[-1:], COLS)
+        if not a.no_peer:
+            for rate in a.rates:
+                peers.append(run_peer(admin, rate, a.runs, a.window, a.warmup))
+                common.print_table(peers[-1:], PEER_COLS)
+        report(ours, peers, a)
+        path = common.write_results("throughput", {"command": " ".join(sys.argv), "product": what, "ours": ours,
+                                                   "peer": peers, "elapsed_s": round(time.monotonic() - t_start)})
+    print(f"\nwrote {path} ({time.monotonic() - t_start:.0f} s)")
+
+
+def report(ours: list[dict], peers: list[dict], a: argparse.Namespace) -> None:
+    common.print_table(ours, COLS, "collector (supervisor + writer + workers), medians over windows")
+    for r in ours:
+        print(f"  {r['mode']} N={r['workers']} rate {r['rate']:,.0f}: rows/s {r['rows_per_s']}; trades sent "
+              f"{r['trades_sent']}, received (workers' logs) {r['trades_received_logged']}; exit {r['exit_code']}")
+    procs = [{"run": f"{r['mode']} N={r['workers']} {r['rate']:,.0f}", "proc": k, **v}
+             for r in ours for k, v in r["per_process"].items()]
+    common.print_table(procs, [("run", "session"), ("proc", "process"), ("cpu_us_per_msg", "CPU us/msg"),
+                               ("peak_rss_mb", "peak RSS MB"), ("peak_pss_mb", "peak PSS MB")], "per process")
+    if peers:
+        common.print_table(peers, PEER_COLS, "peer (cryptofeed + its Postgres backends), medians over windows")
+        ratios = []
+        for pr in peers:
+            for r in ours:
+                if r["rate"] == pr["rate"] and r["workers"] == a.workers and r["cpu_us_per_msg"]:
+                    ratios.append({"rate": pr["rate"], "mode": r["mode"],
+                                   "cpu_ratio": (pr["cpu_us_per_msg"] or 0) / r["cpu_us_per_msg"]})
+        common.print_table(ratios, [("rate", "aggTrades/s"), ("mode", "ours"), ("cpu_ratio", "CPU/msg peer/ours")],
+                           "ratios")
+    for mode in a.modes:
+        mine = best_rate([r for r in ours if r["mode"] == mode and r["workers"] == a.workers])
+        theirs = best_rate(peers) if peers else None
+        ratio = f"{mine / theirs:.2f}" if mine and theirs else "-"
+        print(f"  highest sustained rate ({mode}, N={a.workers}): ours {mine}, peer {theirs}, ours/peer {ratio}")
+    print(f"  targets: >= {TARGET_RATE:,} msgs/s with p99 < {TARGET_P99_MS} ms; <= {TARGET_US_PER_MSG} us/msg "
+          f"filtered; >= {TARGET_PEER_RATIO}x less CPU/msg than the peer; PSS (N=8) <= {TARGET_PSS_MB} MB")
+
+
+if __name__ == "__main__":
+    main()
