@@ -14,7 +14,9 @@ import logging
 import multiprocessing as mp
 import multiprocessing.connection
 import os
+import shutil
 import signal
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -171,12 +173,12 @@ class Supervisor:
         assert cfg is not None and self.endpoints is not None and self.dsn is not None
         child.stop = self.ctx.Event()
         if child.role == "writer":
-            spec = WriterSpec(config=cfg, dsn=self.dsn, batches=self.batches, stop=child.stop)
+            spec = WriterSpec(config=cfg, dsn=self.dsn, socket_path=self.socket_path, stop=child.stop)
             child.process = self.ctx.Process(target=run_writer, args=(spec,), name="writer", daemon=False)
         else:
             child.control = self.ctx.Queue()
             spec = WorkerSpec(index=child.index, total=len(self.shards), symbols=child.symbols, config=cfg,
-                              endpoints=self.endpoints, batches=self.batches, control=child.control,
+                              endpoints=self.endpoints, socket_path=self.socket_path, control=child.control,
                               stop=child.stop, tiers={s: self.tiers[s] for s in child.symbols if s in self.tiers},
                               rest_weight_share=1.0 / len(self.shards))
             child.process = self.ctx.Process(target=run_worker, args=(spec,), name=f"worker-{child.index + 1}")
@@ -200,7 +202,8 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         try:
             self._prepare()
-            self.batches = self.ctx.Queue(maxsize=self.cfg.writer.queue_batches)
+            self.run_dir = tempfile.mkdtemp(prefix="collector-")  # short path: Unix socket names are <108 bytes
+            self.socket_path = os.path.join(self.run_dir, "writer.sock")
             self.children = [Child("writer", 0)] + [
                 Child("worker", i, symbols=s) for i, s in enumerate(self.shards)]
             for c in self.children:
@@ -271,6 +274,8 @@ class Supervisor:
                     self.exit_code = self.exit_code or 1
 
     def _cleanup(self) -> None:
+        if getattr(self, "run_dir", None):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.sim is not None:
             self.sim.stop()
         if self.embedded_pg is not None:

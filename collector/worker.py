@@ -2,10 +2,11 @@
 
 Everything here runs in the child: `WorkerSpec` is built by the supervisor and must stay small and
 picklable (spawn start method); heavy objects (feed, filters, sockets) are created in `run_worker`.
-Batches leave through a bounded multiprocessing queue. When the writer falls behind and the queue is
-full, the worker holds batches in its own outbox up to `max_outbox_bytes`; past that it stops reading
-from the exchange (the feed's tasks are paused by awaiting the outbox) rather than dropping anything
-it has accepted. Every such moment is counted.
+Batches go to the writer over a Unix socket (collector.transport) and stay in this worker's memory
+until the writer acknowledges them as committed or spooled. When the writer falls behind and more than
+MAX_UNACKED_BYTES wait, the worker pauses reading the exchange's sockets rather than dropping anything
+it has accepted (the exchange then buffers, and in the end disconnects us: a gap that is detected and
+backfilled). Every pause is logged and counted.
 """
 
 from __future__ import annotations
@@ -15,28 +16,29 @@ import logging
 import queue as queue_mod
 import signal
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
 
 from collector.config import Config
-from collector.encode import Batch
 from collector.exchange import Endpoints, bind_feed_class
 from collector.filters.limits import WeightBudget
 from collector.filters.trades import FilterParams, TradeFilter
 from collector.pipeline import Pipeline
 from collector.source import FastBinanceFutures, subscription_channels
 from collector.tiers import TierAssignment
+from collector.transport import WriterLink
 
 log = logging.getLogger(__name__)
 
 # Timer period of the worker's housekeeping (flush old batches, pump the outbox, read control
 # messages): short against the 250 ms flush interval so latency stays close to it.
 TICK_S = 0.05
-# Memory a worker may hold in batches the writer has not taken yet before it stops reading the
+# Memory a worker may hold in batches the writer has not acknowledged before it stops reading the
 # exchange: ~64 MB is minutes of filtered data and tens of seconds of keep_all at full rate.
-MAX_OUTBOX_BYTES = 64 * 1024 * 1024
+MAX_UNACKED_BYTES = 64 * 1024 * 1024
+# How long a stopping worker waits for the writer to acknowledge its last batches.
+DRAIN_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -46,60 +48,11 @@ class WorkerSpec:
     symbols: list[str]
     config: Config
     endpoints: Endpoints
-    batches: Queue  # to the writer
+    socket_path: str  # the writer's (collector.transport)
     control: Queue  # from the supervisor: ("tiers", {symbol: TierAssignment}) or ("config", Config)
     stop: MpEvent
     tiers: dict[str, TierAssignment] = field(default_factory=dict)
     rest_weight_share: float = 1.0  # of the collector's REST weight budget
-
-
-class Outbox:
-    """Batches on their way to the writer's queue; holds them when the queue is full."""
-
-    def __init__(self, q: Queue, max_bytes: int = MAX_OUTBOX_BYTES) -> None:
-        self.q = q
-        self.max_bytes = max_bytes
-        self.pending: deque[Batch] = deque()
-        self.pending_bytes = 0
-        self.sent_batches = 0
-        self.sent_rows = 0
-        self.queue_full_events = 0
-
-    def put(self, batch: Batch) -> None:
-        self.pending.append(batch)
-        self.pending_bytes += len(batch.data)
-        self.pump()
-
-    def pump(self) -> None:
-        while self.pending:
-            batch = self.pending[0]
-            try:
-                self.q.put_nowait(batch)
-            except queue_mod.Full:
-                self.queue_full_events += 1
-                return
-            self.pending.popleft()
-            self.pending_bytes -= len(batch.data)
-            self.sent_batches += 1
-            self.sent_rows += batch.rows
-
-    @property
-    def over_limit(self) -> bool:
-        return self.pending_bytes > self.max_bytes
-
-    def drain(self, timeout: float) -> int:
-        """Blocking hand-over at shutdown; returns the batches that could not be handed over."""
-        deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
-            try:
-                self.q.put(self.pending[0], timeout=max(0.05, deadline - time.monotonic()))
-            except queue_mod.Full:
-                continue
-            b = self.pending.popleft()
-            self.pending_bytes -= len(b.data)
-            self.sent_batches += 1
-            self.sent_rows += b.rows
-        return len(self.pending)
 
 
 def filter_params(cfg: Config) -> FilterParams:
@@ -123,10 +76,10 @@ async def _worker_main(spec: WorkerSpec) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the supervisor reloads config and tells us
 
-    outbox = Outbox(spec.batches)
+    link = WriterLink(spec.socket_path)
     trade_filter = build_trade_filter(cfg, spec.tiers)
     pipeline = Pipeline(
-        spec.symbols, list(cfg.collection.data_types), trade_filter, outbox.put,
+        spec.symbols, list(cfg.collection.data_types), trade_filter, link.send,
         funding_interval_ms=int(cfg.filters.funding.min_interval_s * 1000),
         batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
     )
@@ -140,21 +93,24 @@ async def _worker_main(spec: WorkerSpec) -> None:
     )
 
     paused = False
+    pauses = 0
+    link_stop = asyncio.Event()
 
     async def housekeeping() -> None:
-        nonlocal paused
+        nonlocal paused, pauses
         while not stop.is_set():
             if spec.stop.is_set():
                 stop.set()
                 break
             pipeline.flush_due(int(time.time() * 1000))
-            outbox.pump()
-            if outbox.over_limit != paused and (not paused or outbox.pending_bytes < outbox.max_bytes // 2):
+            over = link.unacked_bytes > MAX_UNACKED_BYTES
+            if over != paused and (not paused or link.unacked_bytes < MAX_UNACKED_BYTES // 2):
                 paused = not paused
+                pauses += paused
                 _set_reading(feed, not paused)
                 (log.warning if paused else log.info)(
-                    "writer behind: %s reading from the exchange (%d MB held)",
-                    "paused" if paused else "resumed", outbox.pending_bytes >> 20)
+                    "writer behind: %s reading from the exchange (%d MB unacknowledged)",
+                    "paused" if paused else "resumed", link.unacked_bytes >> 20)
             _read_control(spec, pipeline, trade_filter)
             try:
                 await asyncio.wait_for(stop.wait(), TICK_S)
@@ -164,12 +120,15 @@ async def _worker_main(spec: WorkerSpec) -> None:
     log.info("worker %d/%d: %d symbols, data types %s", spec.index + 1, spec.total, len(spec.symbols),
              ",".join(cfg.collection.data_types))
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(feed.run(stop), name="feed")
-        tg.create_task(housekeeping(), name="housekeeping")
-    pipeline.flush_all()
-    left = await asyncio.to_thread(outbox.drain, 30.0)
-    if left:
-        log.error("worker %d: %d batches could not be handed to the writer at shutdown", spec.index, left)
+        tg.create_task(link.run(link_stop), name="writer-link")
+        async with asyncio.TaskGroup() as feed_tg:
+            feed_tg.create_task(feed.run(stop), name="feed")
+            feed_tg.create_task(housekeeping(), name="housekeeping")
+        pipeline.flush_all()
+        if not await link.wait_acked(DRAIN_TIMEOUT_S):
+            log.error("worker %d: %d batches (%d bytes) not acknowledged by the writer at shutdown",
+                      spec.index + 1, len(link.unacked), link.unacked_bytes)
+        link_stop.set()
     log.info("worker %d stopped: received %s kept %s rejected %s", spec.index, dict(pipeline.received),
              dict(pipeline.kept), dict(pipeline.rejected))
 

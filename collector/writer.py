@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import queue as queue_mod
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from psycopg import errors, sql
 
 from collector import storage
 from collector.encode import CANDLE_TABLES, COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
+from collector.transport import BatchServer
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ MAX_WAIT_S = 0.5
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # EWMA weight of the newest COPY latency: ~the last 10 flushes dominate.
 EWMA_ALPHA = 0.1
-# How many batches to take off the queue in one go before checking flush timers.
-DRAIN_MAX = 1_000
+# Longest wait in select() before the loop looks at the stop event again: how late a stop is noticed.
+STOP_POLL_S = 0.2
 
 _COUNT_FIELD = {"trades": "trades", "funding": "funding", "liquidations": "liquidations",
                 "open_interest": "open_interest", **{t: "candles" for t in CANDLE_TABLES}}
@@ -163,6 +163,7 @@ class Writer:
                  max_pending_bytes: int = MAX_PENDING_BYTES, lock_timeout_ms: int = LOCK_TIMEOUT_MS,
                  statement_timeout_ms: int = STATEMENT_TIMEOUT_MS, spool_dir: Path | None = None,
                  maintenance_every_s: float = MAINTENANCE_EVERY_S,
+                 on_committed: Callable[[list[Batch]], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.dsn = dsn
         self.mode = mode
@@ -175,6 +176,9 @@ class Writer:
         self.statement_timeout_ms = statement_timeout_ms
         self.spool_dir = spool_dir
         self.maintenance_every_s = maintenance_every_s
+        # Told about every batch that is now safe (committed, or spooled to disk): the transport
+        # acknowledges them to their workers, which may then forget them.
+        self.on_committed = on_committed
         self.clock = clock
         self.wall = wall
         self.stats = WriterStats()
@@ -366,6 +370,8 @@ class Writer:
         self._done(table, batches)
 
     def _done(self, table: str, batches: list[Batch]) -> None:
+        if self.on_committed is not None and batches:
+            self.on_committed(batches)
         self._pending[table] = []
         self._since.pop(table, None)
         self._pending_bytes = sum(len(b.data) for bs in self._pending.values() for b in bs)
@@ -453,6 +459,8 @@ class Writer:
         log.error("batch of %d %s rows rejected by the database: %s", batch.rows, batch.table, exc)
         if self.spool_dir is not None:
             self._spool([batch], prefix="rejected")
+        if self.on_committed is not None:  # dealt with (set aside for a human): the worker must not resend it
+            self.on_committed([batch])
 
     # --- maintenance ------------------------------------------------------------------------------------------
 
@@ -519,69 +527,64 @@ class Writer:
             log.info("re-queued %d spooled batches from %s", len(batches), path)
 
 
-class _Queue(Protocol):
-    def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
-    def get_nowait(self) -> Any: ...
-
-
 class _Event(Protocol):
     def is_set(self) -> bool: ...
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-_NOTHING = object()
+def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_deadline_s: float = 10.0,
+          on_tick: Callable[[WriterStats], None] | None = None, **writer_kw: Any) -> WriterStats:
+    """The writer process's loop: batches from the workers' sockets -> Writer, until stop_event is set.
 
-
-def run(queue: _Queue, stop_event: _Event, dsn: str, *, shutdown_deadline_s: float = 10.0,
-        on_tick: Callable[[WriterStats], None] | None = None, **writer_kw: Any) -> WriterStats:
-    """The writer process's loop: queue -> Writer until stop_event is set (or a None arrives).
-
-    Blocks in queue.get(timeout) between deadlines (no busy wait); while the writer is backlogged it does
-    not read the queue at all, so the bounded queue pushes back on the workers. On stop it drains what is
-    already queued, flushes everything and returns the final stats.
+    Each batch is acknowledged to its worker once committed (or spooled); until then the worker keeps
+    it and sends it again to a restarted writer. Waits in select() between deadlines (no busy wait);
+    while backlogged it stops reading the sockets, so back-pressure reaches the workers.
     """
-    writer = Writer(dsn, **writer_kw)
-    stopping = False
+    server = BatchServer(socket_path)
+    origin: dict[int, tuple[int, int]] = {}  # id(batch) -> (connection, seq) until acknowledged
+
+    def acknowledge(batches: list[Batch]) -> None:
+        acks: dict[int, list[int]] = {}
+        for b in batches:
+            o = origin.pop(id(b), None)
+            if o is not None:
+                acks.setdefault(o[0], []).append(o[1])
+        for cid, seqs in acks.items():
+            server.ack(cid, seqs)
+
+    writer = Writer(dsn, on_committed=acknowledge, **writer_kw)
     try:
-        writer.connection()
-    except _Transient as exc:  # database down at start: keep queueing, flush() retries with backoff
-        writer._failed(exc)
-    while not stopping and not stop_event.is_set():
-        timeout = writer.next_wakeup()
-        if writer.accepting():
-            try:
-                item = queue.get(timeout=timeout)
-            except queue_mod.Empty:
-                item = _NOTHING
-            n = 0
-            while item is not _NOTHING:
-                if item is None:
-                    stopping = True
-                    break
-                writer.add(item)
-                n += 1
-                if n >= DRAIN_MAX:
-                    break
-                try:
-                    item = queue.get_nowait()
-                except queue_mod.Empty:
-                    item = _NOTHING
-        else:
-            stop_event.wait(timeout)
-        writer.tick()
-        if on_tick is not None:
-            on_tick(writer.stats)
-    while True:  # shutdown: take what the workers already handed over
         try:
-            item = queue.get_nowait()
-        except (queue_mod.Empty, OSError, ValueError):
-            break
-        if item is not None:
-            writer.add(item)
-    left = writer.close(shutdown_deadline_s)
-    if left:
-        log.error("writer stopped with %d batches unwritten (%s)", len(left),
-                  "spooled" if writer.spool_dir else "lost: no spool_dir")
+            writer.connection()
+        except _Transient as exc:  # database down at start: keep accepting, flush() retries with backoff
+            writer._failed(exc)
+        while not stop_event.is_set():
+            timeout = min(writer.next_wakeup(), STOP_POLL_S)
+            if writer.accepting():
+                for cid, seq, batch in server.poll(timeout):
+                    origin[id(batch)] = (cid, seq)
+                    writer.add(batch)
+            else:
+                stop_event.wait(timeout)
+            writer.tick()
+            if on_tick is not None:
+                on_tick(writer.stats)
+        # shutdown: the workers have stopped and handed everything over; take what is still in flight
+        while True:
+            items = server.poll(0.0)
+            if not items:
+                break
+            for cid, seq, batch in items:
+                origin[id(batch)] = (cid, seq)
+                writer.add(batch)
+        left = writer.close(shutdown_deadline_s)
+        if left:
+            log.error("writer stopped with %d batches unwritten (%s)", len(left),
+                      "spooled" if writer.spool_dir else "lost: no spool_dir")
+            if writer.spool_dir is not None:
+                acknowledge(left)
+    finally:
+        server.close()
     return writer.stats
 
 
@@ -591,7 +594,7 @@ class WriterSpec:
 
     config: Any  # collector.config.Config
     dsn: str
-    batches: Any  # multiprocessing Queue of Batch (None = stop)
+    socket_path: str  # where the workers connect (collector.transport)
     stop: Any  # multiprocessing Event
 
 
@@ -607,6 +610,6 @@ def run_writer(spec: WriterSpec) -> None:
     cfg = spec.config
     setup_logging(cfg.logging, log_dir(cfg.logging) / "writer.log")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
-    run(spec.batches, spec.stop, spec.dsn, mode=cfg.database.mode, retention=cfg.retention.periods(),
+    serve(spec.socket_path, spec.stop, spec.dsn, mode=cfg.database.mode, retention=cfg.retention.periods(),
         max_rows=cfg.writer.batch_rows, max_age_s=cfg.writer.flush_interval_ms / 1000,
         spool_dir=Path(cfg.writer.spool_dir))

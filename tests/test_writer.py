@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import queue
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +11,7 @@ import psycopg
 import pytest
 
 from collector.encode import Batch, BatchBuilder, encode_candle, encode_funding, encode_trade
-from collector.writer import Writer, run
+from collector.writer import Writer
 
 DAY_MS = 86_400_000
 
@@ -163,31 +161,6 @@ def test_partitions_are_created_on_demand(db_url: str) -> None:
     assert trade_ids(db_url) == list(range(1, 11))
     assert w.stats.partitions_created >= 2 and w.stats.errors == 0
     w.close()
-
-
-def test_shutdown_flushes_everything_through_run(db_url: str) -> None:
-    q: queue.Queue[Batch | None] = queue.Queue(maxsize=100)
-    stop = threading.Event()
-    result: list = []
-    th = threading.Thread(target=lambda: result.append(run(q, stop, db_url, mode="postgres", max_age_s=60)))
-    th.start()
-    for i in range(20):
-        q.put(trades_batch(1 + i * 50, 50))
-    q.put(None)  # shutdown: the long max_age would otherwise keep everything pending
-    th.join(timeout=30)
-    assert not th.is_alive()
-    assert trade_ids(db_url) == list(range(1, 1001))
-    assert result[0].trades_count == 1000
-
-
-def test_stop_event_then_drain(db_url: str) -> None:
-    q: queue.Queue[Batch | None] = queue.Queue()
-    stop = threading.Event()
-    for i in range(5):
-        q.put(trades_batch(1 + i * 10, 10))
-    stop.set()  # stopped before the loop ever ran: what is queued is still written
-    stats = run(q, stop, db_url, mode="postgres", max_age_s=60)
-    assert stats.trades_count == 50 and trade_ids(db_url) == list(range(1, 51))
 
 
 def test_unwritable_batches_are_spooled_and_reloaded(db_url: str, tmp_path: Path) -> None:
