@@ -32,7 +32,8 @@ from collector.sim.config import SimConfig
 from collector.sim.runner import SimProcess, launch_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+# A benchmark re-run against a snapshot of the product (writer.py) still writes next to the caller's checkout.
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", ROOT / "bench" / "results"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Memory/CPU sampling period: fine enough to catch a peak within a 5 s window, cheap enough (a few /proc
 # reads per process) not to show up in the 2-core machine's budget.
@@ -265,12 +266,12 @@ def drop_database(admin_url: str, dsn: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def postgres_pids(admin_url: str) -> list[int]:
-    """The postmaster and its children (backends, checkpointer, ...)."""
+def postmaster_pid(admin_url: str) -> int:
+    """The server's root process; process_tree(it) at a given moment lists its backends too."""
     with psycopg.connect(admin_url) as conn:
         datadir = conn.execute("SHOW data_directory").fetchone()[0]  # type: ignore[index]
     with open(Path(datadir) / "postmaster.pid") as fp:
-        return process_tree(int(fp.readline()))
+        return int(fp.readline())
 
 
 # --- numbers and output -------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ Per window:
 After the windows the simulator is paused, the collector drains, rows per table are counted by event time
 over the measured span, and the supervisor is stopped: the workers' logged totals must cover >= 99.9% of
 the aggTrades the simulator sent (no silent loss).
-Sustained = every window received >= 99.9% of offered, and no loss at the end.
+Sustained = received >= 99.9% of offered over all windows together, and no loss at the end.
 
     python bench/throughput.py            # default matrix, < 10 min
     python bench/throughput.py --quick    # N=2, one rate, one window, filtered + peer: ~1.5 min
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: --src can win
 
 import psycopg
 import yaml
@@ -128,7 +128,7 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
     dsn = common.new_database(admin, "coll")
     prepare_database(dsn)
     tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))  # kept on failure: the logs say why
-    pg_pids = common.postgres_pids(admin)
+    postmaster = common.postmaster_pid(admin)
     sup: subprocess.Popen | None = None
     try:
         with common.simulator(rate, symbols) as sim:
@@ -143,9 +143,9 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             common.wait_for(lambda: open_connections(sim.rest_url) >= workers, BOOT_TIMEOUT_S, "workers to connect")
             time.sleep(warmup_s)
             sampler.sample()
-            results = [_window(sim.rest_url, sampler, pg_pids, window_s, offset) for _ in range(windows)]
-            totals = common.sent_totals_by_stream(sim.rest_url)
+            results = [_window(sim.rest_url, sampler, postmaster, window_s, offset) for _ in range(windows)]
             common.http_json(sim.rest_url + "/_sim/pause")
+            totals = common.sent_totals_by_stream(sim.rest_url)  # final: nothing is sent while paused
             wpids = worker_pids(sampler)
             common.wait_for(lambda: _stable(lambda: workers_read(wpids), 0.5), 60, "workers to drain")
             common.wait_for(lambda: _stable(lambda: _last_commit(dsn), 1.0), 60, "the writer to commit")
@@ -192,8 +192,15 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
         "rows_per_s": {t: round(n / span_s, 1) for t, n in rows.items()},
         "trades_sent": totals.get("aggTrade"), "trades_received_logged": received.get("trades"),
         "exit_code": exit_code, "per_process": per_proc, "windows": results,
-        "sustained": all((r["ratio"] or 0) >= 0.999 for r in results) and lossless,
+        "span_ratio": _span_ratio(results),
+        "sustained": _span_ratio(results) >= 0.999 and lossless,
     }
+
+
+def _span_ratio(results: list[dict]) -> float:
+    """received / offered over all windows together: a single window's ratio carries +-0.2% of boundary noise
+    (a 10 ms sim tick of data in flight), the whole span a third of that."""
+    return sum(r["received_n"] for r in results) / sum(r["offered"] * r["dt"] for r in results)
 
 
 def _stable(value: object, period: float) -> bool:
@@ -207,8 +214,9 @@ def _last_commit(dsn: str) -> object:
         return conn.execute("SELECT max(committed_at), count(*) FROM trades").fetchone()
 
 
-def _window(rest: str, sampler: common.TreeSampler, pg_pids: list[int], window_s: float, offset: float) -> dict:
+def _window(rest: str, sampler: common.TreeSampler, postmaster: int, window_s: float, offset: float) -> dict:
     wpids = worker_pids(sampler)
+    pg_pids = common.process_tree(postmaster)  # the writer's backend exists by now
     s0, r0, c0, p0 = common.sent_totals(rest), workers_read(wpids), sampler.cpu_now(), _cpu_sum(pg_pids)
     time.sleep(window_s)
     s1, r1, c1, p1 = common.sent_totals(rest), workers_read(wpids), sampler.cpu_now(), _cpu_sum(pg_pids)
@@ -218,7 +226,7 @@ def _window(rest: str, sampler: common.TreeSampler, pg_pids: list[int], window_s
     got = sent * ratio if ratio is not None else 0
     cpu_by_pid = {pid: c1[pid] - c0.get(pid, 0.0) for pid in c1}
     cpu = sum(cpu_by_pid.values())
-    return {"offered": sent / dt, "received": got / dt, "received_n": got, "ratio": ratio,
+    return {"offered": sent / dt, "received": got / dt, "received_n": got, "ratio": ratio, "dt": dt,
             "cpu_us_per_msg": cpu / got * 1e6 if got else None, "cpu_frac": cpu / dt,
             "pg_cpu_frac": (p1 - p0) / dt, "cpu_by_pid": cpu_by_pid,
             "t0_sim": s0.wall * 1000 - offset, "t1_sim": s1.wall * 1000 - offset}

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""The writer alone: rows/s into `trades` through collector.writer.Writer vs the raw COPY ceiling vs cryptofeed.
+
+Same synthetic trades (496 symbols, increasing ids, event times around now) through four paths, one
+transaction per batch each, table truncated before every run:
+- writer:        pre-encoded Batches (the workers' output) -> Writer.add() + Writer.flush(): one binary COPY per
+                 flush, what the writer process does. Encoding is excluded: it happens in the workers.
+- copy_bytes:    psycopg `copy.write()` of the same pre-encoded bytes: the server's ingest ceiling.
+- copy_write_row: psycopg binary COPY with `copy.write_row()` of Python tuples (psycopg adapts each value).
+- cryptofeed:    cryptofeed's TradePostgres.write_batch() (its write path: text arrays, INSERT ... SELECT
+                 FROM unnest ... ON CONFLICT DO NOTHING, via asyncpg) on its own table layout, fed the dicts
+                 its callback builds, in its default batches of 500.
+
+    python bench/writer.py [--rows 200000 --runs 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: --src can win
+
+import psycopg
+
+from bench import common
+from bench.peer import PEER_DDL, TRADE_COLUMNS
+from collector import storage
+from collector.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, BatchBuilder, encode_trade
+from collector.writer import MAX_ROWS, Writer
+
+# Rows per run: ~10 COPY batches of the writer's default size, enough to amortise connection set-up and
+# short enough (a few seconds per path) for 3 runs of 4 paths to stay well under 10 minutes.
+DEFAULT_ROWS = 200_000
+QUICK_ROWS = 60_000
+BATCH_ROWS = MAX_ROWS  # the writer's own flush size; the COPY paths use the same batches
+CRYPTOFEED_BATCH = 500  # cryptofeed's BackendQueue.batch_max default: what its users get
+SYMBOLS = 496
+SEED = 7  # fixed: every run and every path writes identical rows
+
+TRADE_TYPES = ["timestamptz", "text", "int8", "numeric", "numeric", "float8", "text", "text", "int8", "int8"]
+
+
+def make_trades(n: int) -> list[tuple]:
+    """(time_ms, symbol, id, price, amount, usd, side, reason) - strings as they arrive from the exchange."""
+    rnd = random.Random(SEED)
+    now = int(time.time() * 1000)
+    syms = [f"SYM{i:03d}USDT" for i in range(SYMBOLS)]
+    out = []
+    for i in range(n):
+        price = f"{rnd.uniform(0.01, 60000):.2f}"
+        amount = f"{rnd.uniform(0.001, 50):.3f}"
+        out.append((now - n + i, syms[i % SYMBOLS], 1_000_000 + i, price, amount, float(price) * float(amount),
+                    rnd.choice(("buy", "sell")), "large_trade"))
+    return out
+
+
+def encoded_batches(trades: list[tuple]) -> list:
+    batches = []
+    for start in range(0, len(trades), BATCH_ROWS):
+        b = BatchBuilder("trades")
+        for t, s, i, p, q, usd, side, reason in trades[start:start + BATCH_ROWS]:
+            b.add(encode_trade(t, s, i, p, q, usd, side, reason, i, i), t)
+        batches.append(b.take())
+    return batches
+
+
+def truncate(dsn: str, table: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {table}")
+        conn.execute(f"VACUUM ANALYZE {table}")
+
+
+def run_writer(dsn: str, batches: list) -> float:
+    w = Writer(dsn, mode="postgres")
+    w.connection()  # connect + schema check outside the timing, as in the long-running process
+    t0 = time.perf_counter()
+    for b in batches:
+        w.add(b)
+        assert w.flush(["trades"]), w.stats.last_error
+    dt = time.perf_counter() - t0
+    w.close()
+    return dt
+
+
+def run_copy_bytes(dsn: str, batches: list) -> float:
+    cols = ", ".join(COLUMNS["trades"])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        for b in batches:
+            with conn.transaction(), conn.cursor() as cur, \
+                    cur.copy(f"COPY trades ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(COPY_HEADER + b.data + COPY_TRAILER)
+        return time.perf_counter() - t0
+
+
+def run_copy_write_row(dsn: str, trades: list[tuple]) -> float:
+    cols = ", ".join(COLUMNS["trades"])
+    rows = [(datetime.fromtimestamp(t / 1000, UTC), s, i, Decimal(p), Decimal(q), usd, side, reason, i, i)
+            for t, s, i, p, q, usd, side, reason in trades]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        for start in range(0, len(rows), BATCH_ROWS):
+            with conn.transaction(), conn.cursor() as cur, \
+                    cur.copy(f"COPY trades ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(TRADE_TYPES)
+                for row in rows[start:start + BATCH_ROWS]:
+                    cp.write_row(row)
+        return time.perf_counter() - t0
+
+
+async def _cryptofeed(dsn: str, trades: list[tuple]) -> float:
+    from cryptofeed.backends.postgres import TradePostgres
+    from psycopg.conninfo import conninfo_to_dict
+
+    p = conninfo_to_dict(dsn)
+    be = TradePostgres(host=p["host"], port=int(p["port"]), user=p["user"], db=p["dbname"],
+                       custom_columns=TRADE_COLUMNS, table="cf_trades")
+    await be.connect()
+    # the dicts TradePostgres's __call__ builds from a Trade (numeric_type=float), before they are queued
+    dicts = [{"exchange": "BINANCE_FUTURES", "symbol": s, "side": side, "amount": float(q), "price": float(p_),
+              "id": str(i), "type": None, "timestamp": t / 1000, "receipt_timestamp": t / 1000 + 0.01}
+             for t, s, i, p_, q, _usd, side, _r in trades]
+    t0 = time.perf_counter()
+    for start in range(0, len(dicts), CRYPTOFEED_BATCH):
+        await be.write_batch(dicts[start:start + CRYPTOFEED_BATCH])
+    dt = time.perf_counter() - t0
+    await be.close()
+    return dt
+
+
+def prepare(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        storage.ensure_schema(conn, "postgres")
+        conn.execute(PEER_DDL[0].replace("CREATE TABLE trades", "CREATE TABLE cf_trades"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=DEFAULT_ROWS)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS} rows, one run")
+    p.add_argument("--src", default=None, help="product directory (default: a snapshot of HEAD)")
+    a = p.parse_args()
+    if "BENCH_SRC" not in os.environ:  # re-run against the chosen product source (see common.product_source)
+        with common.product_source(a.src) as (src, what):
+            env = dict(os.environ, PYTHONPATH=str(src), BENCH_SRC=what, BENCH_RESULTS_DIR=str(common.RESULTS))
+            sys.exit(subprocess.run([sys.executable, *sys.argv], env=env, check=False).returncode)
+    import collector.writer
+
+    print(f"product: {os.environ['BENCH_SRC']} ({collector.writer.__file__})")
+    if a.quick:
+        a.rows, a.runs = QUICK_ROWS, 1
+    trades = make_trades(a.rows)
+    batches = encoded_batches(trades)
+    paths = {
+        "writer": lambda dsn: run_writer(dsn, batches),
+        "copy_bytes": lambda dsn: run_copy_bytes(dsn, batches),
+        "copy_write_row": lambda dsn: run_copy_write_row(dsn, trades),
+        "cryptofeed": lambda dsn: asyncio.run(_cryptofeed(dsn, trades)),
+    }
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    with common.throwaway_postgres() as admin:
+        dsn = common.new_database(admin, "writer")
+        prepare(dsn)
+        for _ in range(a.runs):
+            for name, fn in paths.items():  # interleaved, so drift (checkpoints, other load) hits every path
+                truncate(dsn, "cf_trades" if name == "cryptofeed" else "trades")
+                times[name].append(fn(dsn))
+    rows = []
+    for name, ts in times.items():
+        med = common.median(ts)
+        rows.append({"path": name, "rows_s": a.rows / med if med else None, "seconds": med,
+                     "runs": [round(a.rows / t) for t in ts]})
+    by = {r["path"]: r["rows_s"] for r in rows}
+    for r in rows:
+        r["vs_write_row"] = r["rows_s"] / by["copy_write_row"]
+        r["vs_copy_bytes"] = r["rows_s"] / by["copy_bytes"]
+    common.print_table(rows, [("path", "path"), ("rows_s", "rows/s (median)"), ("seconds", "s"),
+                              ("vs_write_row", "/ write_row"), ("vs_copy_bytes", "/ raw bytes")],
+                       f"writer: {a.rows:,} trades rows, batches of {BATCH_ROWS:,} (cryptofeed {CRYPTOFEED_BATCH}), "
+                       f"{a.runs} runs")
+    print(f"  target: writer >= 90% of raw COPY (write_row): {by['writer'] / by['copy_write_row']:.0%}")
+    path = common.write_results("writer", {"command": " ".join(sys.argv), "product": os.environ["BENCH_SRC"],
+                                           "rows": a.rows, "results": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
