@@ -134,8 +134,8 @@ def health(snapshot: Snapshot, now_ms: int, thresholds: HealthThresholds = Healt
         settled = started is None or now_ms - started >= th.startup_grace_ms
         s = _own_stats(c)
         if s is None:
-            if settled:
-                reasons.append(f"{name} has published no statistics since it started")
+            reasons.append(f"{name} has published no statistics since it started" if settled
+                           else f"{name} is starting")
             continue
         if settled and now_ms - c["stats_updated_ms"] > th.stats_silent_ms:
             reasons.append(f"{name} has not published statistics for {(now_ms - c['stats_updated_ms']) / 1000:.0f} s"
@@ -166,6 +166,8 @@ def _worker_reasons(name: str, c: Mapping[str, Any], s: Mapping[str, float], now
     out = []
     symbols = max(c["symbols"], s.get("symbols", 0))
     last = max((v for k, v in s.items() if k.startswith("last_event_ms.")), default=0)
+    if symbols and not last and not settled:
+        out.append(f"{name} is starting: no data received yet")
     since = last or c["started_ms"]
     if symbols and settled and since is not None and now_ms - since > th.no_event_ms:
         out.append(f"{name}: no event received for {(now_ms - since) / 1000:.0f} s ({symbols:.0f} symbols)")
@@ -478,9 +480,10 @@ class HealthServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, snapshot_fn: Callable[[], Snapshot] | None = None,
-                 thresholds: HealthThresholds = HealthThresholds()) -> None:
+                 thresholds: HealthThresholds = HealthThresholds(), metrics_enabled: bool = True) -> None:
         if snapshot_fn is None:
             raise ValueError("snapshot_fn is required")
+        self.metrics_enabled = metrics_enabled
         self.host = host
         self.port = port
         self.snapshot_fn = snapshot_fn
@@ -509,7 +512,7 @@ class HealthServer:
     def respond(self, path: str) -> tuple[int, str, bytes]:
         """(status, content type, body) for a GET of path; pure apart from calling snapshot_fn."""
         path = path.split("?", 1)[0]
-        if path not in ("/health", "/stats", "/metrics"):
+        if path not in ("/health", "/stats", "/metrics") or (path == "/metrics" and not self.metrics_enabled):
             return 404, "application/json", _json({"error": "not found", "endpoints": ["/health", "/stats",
                                                                                         "/metrics"]})
         try:

@@ -73,9 +73,10 @@ class Pipeline:
         self.builders: dict[str, BatchBuilder] = {}
         self._pending_since: dict[str, int] = {}
         self.received: Counter[str] = Counter()  # events by type
-        self.kept: Counter[str] = Counter()  # rows by table, and trades by save_reason as trades:<reason>
+        self.kept: Counter[str] = Counter()  # trades kept, by save_reason
+        self.rows: Counter[str] = Counter()  # rows encoded for the writer, by table
         self.rejected: Counter[str] = Counter()  # bad input by kind
-        self.last_event_ms: dict[str, int] = {}
+        self.last_event_ms: dict[str, int] = {}  # newest event time received, by type
         self.last_trade_id: dict[str, int] = {}
         self.gaps: list[Gap] = []
         self._store_trades = "trades" in self.data_types
@@ -100,6 +101,7 @@ class Pipeline:
         ts = t.T
         if abs(ts - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
             return self._reject("absurd_timestamp", t)
+        self.last_event_ms["trades"] = ts
         last = self.last_trade_id.get(sym)
         if last is not None:
             if t.a <= last:
@@ -124,6 +126,7 @@ class Pipeline:
             return self._reject("unknown_symbol", m)
         if abs(m.E - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
             return self._reject("absurd_timestamp", m)
+        self.last_event_ms["funding"] = m.E
         if not self._store_funding or not self.funding_gate.accept(m.s, m.E):
             return None
         try:
@@ -140,6 +143,7 @@ class Pipeline:
             return self._reject("unknown_symbol", f)
         if abs(o.T - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
             return self._reject("absurd_timestamp", f)
+        self.last_event_ms["liquidations"] = o.T
         if not self._store_liquidations:
             return None
         try:
@@ -155,6 +159,7 @@ class Pipeline:
     def on_kline(self, k: Kline, receipt: float) -> None:
         self.received["klines"] += 1
         b = k.k
+        self.last_event_ms["klines"] = k.E
         if not b.x:
             return None
         if k.s not in self.symbols:
@@ -176,6 +181,7 @@ class Pipeline:
         self.received["open_interest"] += 1
         if oi.symbol not in self.symbols:
             return self._reject("unknown_symbol", oi)
+        self.last_event_ms["open_interest"] = oi.time
         try:
             if float(oi.openInterest) < 0:
                 return self._reject("non_positive_or_infinite", oi)
@@ -195,9 +201,7 @@ class Pipeline:
         if b is None:
             b = self.builders[table] = BatchBuilder(table)
         b.add(row, event_ms)
-        self.kept[table] += 1
-        if event_ms > self.last_event_ms.get(table, 0):
-            self.last_event_ms[table] = event_ms
+        self.rows[table] += 1
         if len(b) >= self.batch_rows:
             self._emit(b)
 

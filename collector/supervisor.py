@@ -19,13 +19,16 @@ import signal
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.config import Config, ConfigError, load_config
+from collector.config import Config, ConfigError, load_config, parse_duration
 from collector.exchange import Endpoints
+from collector.health import ChildInfo, HealthServer, build_snapshot, health, stats_json
 from collector.logs import mask_secrets, setup_logging
-from collector.tiers import TierAssignment, TierParams, bootstrap_from_ticker_24hr
+from collector.stats import StatsBlock, merge_activity
+from collector.tiers import TierAssignment, TierParams, bootstrap_from_ticker_24hr, compute_tiers
 from collector.universe import select_universe, shard
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ LOOP_TIMEOUT_S = 1.0
 # How long children get to flush and exit on shutdown before they are killed.
 WORKER_STOP_TIMEOUT_S = 40.0
 WRITER_STOP_TIMEOUT_S = 120.0
+# Symbol slots in the stats block per symbol of the starting universe: room for listings.
+SYMBOL_SLOT_FACTOR = 2
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Child:
     process: mp.process.BaseProcess | None = None
     started: float = 0.0
     restarts: int = 0
+    started_ms: int | None = None
     next_delay: float = RESTART_DELAY_INITIAL
     restart_at: float | None = None
     stop: object = None  # an mp.Event the child watches
@@ -90,6 +96,10 @@ class Supervisor:
         self.endpoints: Endpoints | None = None
         self.universe: list[str] = []
         self.tiers: dict[str, TierAssignment] = {}
+        self.tiers_ms: int | None = None
+        self.started_ms = int(time.time() * 1000)
+        self.stats = None
+        self.health_server = None
 
     # --- signals: queue and wake, nothing else --------------------------------------------------------
 
@@ -173,17 +183,21 @@ class Supervisor:
         assert cfg is not None and self.endpoints is not None and self.dsn is not None
         child.stop = self.ctx.Event()
         if child.role == "writer":
-            spec = WriterSpec(config=cfg, dsn=self.dsn, socket_path=self.socket_path, stop=child.stop)
+            spec = WriterSpec(config=cfg, dsn=self.dsn, socket_path=self.socket_path, stop=child.stop,
+                              stats_name=self.stats.name)
             child.process = self.ctx.Process(target=run_writer, args=(spec,), name="writer", daemon=False)
         else:
             child.control = self.ctx.Queue()
             spec = WorkerSpec(index=child.index, total=len(self.shards), symbols=child.symbols, config=cfg,
                               endpoints=self.endpoints, socket_path=self.socket_path, control=child.control,
                               stop=child.stop, tiers={s: self.tiers[s] for s in child.symbols if s in self.tiers},
+                              stats_name=self.stats.name,
+                              symbol_slots={s: self.symbol_slots[s] for s in child.symbols},
                               rest_weight_share=1.0 / len(self.shards))
             child.process = self.ctx.Process(target=run_worker, args=(spec,), name=f"worker-{child.index + 1}")
         child.process.start()
         child.started = time.monotonic()
+        child.started_ms = int(time.time() * 1000)
         log.info("started %s %d (pid %d)", child.role, child.index + 1, child.process.pid)
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -204,11 +218,17 @@ class Supervisor:
             self._prepare()
             self.run_dir = tempfile.mkdtemp(prefix="collector-")  # short path: Unix socket names are <108 bytes
             self.socket_path = os.path.join(self.run_dir, "writer.sock")
+            self.stats = StatsBlock.create(len(self.shards) + 1, SYMBOL_SLOT_FACTOR * len(self.universe))
+            self.symbol_slots = {sym: i for i, sym in enumerate(self.universe)}
+            self._start_health()
             self.children = [Child("writer", 0)] + [
                 Child("worker", i, symbols=s) for i, s in enumerate(self.shards)]
             for c in self.children:
                 self._spawn(c)
             deadline = time.monotonic() + self.run_for if self.run_for else None
+            now = time.monotonic()
+            self.next_tiers = now + self.tier_interval_s()
+            self.next_stats_log = now + self.cfg.monitoring.stats_interval
             while not self.stopping:
                 self._wait(deadline)
                 while self.signals:
@@ -219,6 +239,7 @@ class Supervisor:
                     self.stopping = True
                 if not self.stopping:
                     self._reap_and_restart()
+                    self._periodic()
             self._shutdown()
         except Exception as e:
             log.exception("supervisor failed: %s", mask_secrets(str(e)))
@@ -273,7 +294,89 @@ class Supervisor:
                 if c.process is not None and c.process.exitcode not in (0, None):
                     self.exit_code = self.exit_code or 1
 
+    # --- periodic jobs ------------------------------------------------------------------------------------
+
+    def tier_interval_s(self) -> float:
+        assert self.cfg is not None
+        period = parse_duration(self.cfg.filters.trades.tier_interval, "filters.trades.tier_interval")
+        return period.total_seconds() if period else float("inf")
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_tiers:
+            self.next_tiers = now + self.tier_interval_s()
+            self.recompute_tiers()
+        if now >= self.next_stats_log:
+            assert self.cfg is not None
+            self.next_stats_log = now + self.cfg.monitoring.stats_interval
+            self.log_stats()
+
+    def recompute_tiers(self) -> None:
+        """Tiers from every worker's published statistics, stored (with history) and sent to the workers."""
+        assert self.cfg is not None
+        params = tier_params(self.cfg)
+        now_ms = int(time.time() * 1000)
+        summaries = merge_activity(self.stats, self.symbol_slots, now_ms, params.quantile)
+        active = {s: v for s, v in summaries.items() if v.count > 0}
+        if not active:
+            log.warning("tiers: no trade statistics published yet; keeping the current tiers")
+            return
+        self.tiers = compute_tiers(summaries, params)
+        self.tiers_ms = now_ms
+        counts = Counter(a.tier for a in self.tiers.values())
+        log.info("tiers recomputed from %d symbols' statistics: %s", len(active),
+                 ", ".join(f"tier {t}: {counts[t]}" for t in sorted(counts)))
+        self._store_tiers(now_ms)
+        for c in self.children:
+            if c.role == "worker" and c.control is not None:
+                c.control.put(("tiers", {s: self.tiers[s] for s in c.symbols if s in self.tiers}))
+
+    def _store_tiers(self, now_ms: int) -> None:
+        from datetime import UTC, datetime
+
+        import psycopg
+
+        from collector import storage
+
+        assert self.dsn is not None
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+                storage.store_tiers(conn, self.tiers, datetime.fromtimestamp(now_ms / 1000, UTC))
+        except Exception as e:  # the tiers still apply; storing is retried at the next computation
+            log.warning("could not store tiers: %s", mask_secrets(str(e)))
+
+    def snapshot(self) -> dict:
+        kids = []
+        for c in self.children:
+            p = c.process  # read once: the main loop may replace it meanwhile
+            alive = p is not None and p.is_alive()
+            kids.append(ChildInfo(c.role, 0 if c.role == "writer" else c.index + 1, p.pid if p else None, alive,
+                                  c.restarts, len(c.symbols), c.started_ms))
+        return build_snapshot(self.stats, kids, self.tiers, int(time.time() * 1000),
+                              tiers_computed_ms=self.tiers_ms, started_ms=self.started_ms)
+
+    def log_stats(self) -> None:
+        snap = stats_json(self.snapshot())
+        t = snap.get("totals", {})
+        ok, reasons = health(self.snapshot(), int(time.time() * 1000))
+        log.info("stats: trades %s funding %s liquidations %s open_interest %s candles %s errors %s | kept %s | %s",
+                 t.get("trades_count"), t.get("funding_count"), t.get("liquidations_count"),
+                 t.get("open_interest_count"), t.get("candles_count"), t.get("errors"), t.get("kept"),
+                 "healthy" if ok else "UNHEALTHY: " + "; ".join(reasons))
+
+    def _start_health(self) -> None:
+        assert self.cfg is not None
+        mon = self.cfg.monitoring
+        self.health_server = HealthServer(mon.health_check_host, mon.health_check_port, self.snapshot,
+                                          metrics_enabled=mon.metrics_enabled)
+        self.health_server.start()
+        log.info("health, stats and metrics on http://%s:%d/", mon.health_check_host, self.health_server.port)
+
     def _cleanup(self) -> None:
+        if getattr(self, "health_server", None) is not None:
+            self.health_server.stop()
+        if getattr(self, "stats", None) is not None:
+            self.stats.close()
         if getattr(self, "run_dir", None):
             shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.sim is not None:

@@ -26,6 +26,7 @@ from collector.filters.limits import WeightBudget
 from collector.filters.trades import FilterParams, TradeFilter
 from collector.pipeline import Pipeline
 from collector.source import FastBinanceFutures, subscription_channels
+from collector.stats import StatsBlock
 from collector.tiers import TierAssignment
 from collector.transport import WriterLink
 
@@ -39,6 +40,9 @@ TICK_S = 0.05
 MAX_UNACKED_BYTES = 64 * 1024 * 1024
 # How long a stopping worker waits for the writer to acknowledge its last batches.
 DRAIN_TIMEOUT_S = 30.0
+# How often the per-symbol activity images (23 KB each) are copied to shared memory: the supervisor
+# reads them once per tier interval, so seconds of staleness cost nothing.
+ACTIVITY_PUBLISH_S = 10.0
 
 
 @dataclass
@@ -51,6 +55,8 @@ class WorkerSpec:
     socket_path: str  # the writer's (collector.transport)
     control: Queue  # from the supervisor: ("tiers", {symbol: TierAssignment}) or ("config", Config)
     stop: MpEvent
+    stats_name: str | None = None  # the supervisor's shared-memory statistics block (collector.stats)
+    symbol_slots: dict[str, int] = field(default_factory=dict)  # symbol -> its slot in that block
     tiers: dict[str, TierAssignment] = field(default_factory=dict)
     rest_weight_share: float = 1.0  # of the collector's REST weight budget
 
@@ -96,9 +102,13 @@ async def _worker_main(spec: WorkerSpec) -> None:
     pauses = 0
     link_stop = asyncio.Event()
 
+    publisher = StatsPublisher(spec, pipeline, feed, link) if spec.stats_name else None
+
     async def housekeeping() -> None:
         nonlocal paused, pauses
         while not stop.is_set():
+            if publisher is not None:
+                publisher.publish(paused)
             if spec.stop.is_set():
                 stop.set()
                 break
@@ -119,6 +129,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
 
     log.info("worker %d/%d: %d symbols, data types %s", spec.index + 1, spec.total, len(spec.symbols),
              ",".join(cfg.collection.data_types))
+    log.info("symbols: %s", " ".join(spec.symbols))
     async with asyncio.TaskGroup() as tg:
         tg.create_task(link.run(link_stop), name="writer-link")
         async with asyncio.TaskGroup() as feed_tg:
@@ -129,8 +140,62 @@ async def _worker_main(spec: WorkerSpec) -> None:
             log.error("worker %d: %d batches (%d bytes) not acknowledged by the writer at shutdown",
                       spec.index + 1, len(link.unacked), link.unacked_bytes)
         link_stop.set()
+    if publisher is not None:
+        publisher.publish(False, activity=True)
+        publisher.close()
     log.info("worker %d stopped: received %s kept %s rejected %s", spec.index, dict(pipeline.received),
              dict(pipeline.kept), dict(pipeline.rejected))
+
+
+class StatsPublisher:
+    """Copies this worker's counters into its shared-memory slot (collector.stats); cheap, every tick."""
+
+    def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures, link: WriterLink) -> None:
+        assert spec.stats_name is not None
+        self.block = StatsBlock.attach(spec.stats_name)
+        self.slot = self.block.process_slot(spec.index + 1)
+        self.owner = spec.index + 1
+        self.spec, self.pipeline, self.feed, self.link = spec, pipeline, feed, link
+        self._next_activity = 0.0
+        self._trips = 0
+        self._reconnects = 0
+        self.last_watchdog_ms = 0
+        self.last_reconnect_ms = 0
+
+    def publish(self, paused: bool, activity: bool = False) -> None:
+        p, slot, now = self.pipeline, self.slot, time.time()
+        slot.update(p.received, "received.")
+        slot.update(p.kept, "kept.")
+        slot.update(p.rows, "rows.")
+        slot.update(p.rejected, "rejected.")
+        slot.update(p.last_event_ms, "last_event_ms.")
+        trips = reconnects = 0
+        for h in self.feed.connections:
+            st = h.conn.stats
+            trips += st.watchdog_trips
+            reconnects += st.reconnects
+        if trips > self._trips:
+            self.last_watchdog_ms = int(now * 1000)
+        if reconnects > self._reconnects:
+            self.last_reconnect_ms = int(now * 1000)
+        self._trips, self._reconnects = trips, reconnects
+        slot.update({
+            "reconnects": reconnects, "watchdog_trips": trips, "last_watchdog_ms": self.last_watchdog_ms,
+            "last_reconnect_ms": self.last_reconnect_ms, "outbox_batches": self.link.sent_batches,
+            "outbox_pending_batches": len(self.link.unacked), "outbox_pending_bytes": self.link.unacked_bytes,
+            "paused": float(paused), "symbols": len(self.spec.symbols),
+            "late_dropped": sum(a.late_dropped for a in p.activity.values()),
+        })
+        slot.publish()
+        if activity or now >= self._next_activity:
+            self._next_activity = now + ACTIVITY_PUBLISH_S
+            for sym, act in p.activity.items():
+                index = self.spec.symbol_slots.get(sym)
+                if index is not None:
+                    self.block.publish_activity(index, self.owner, act.to_bytes())
+
+    def close(self) -> None:
+        self.block.close()
 
 
 def _set_reading(feed: FastBinanceFutures, on: bool) -> None:

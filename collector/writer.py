@@ -108,6 +108,11 @@ class WriterStats:
     kept: dict[str, int] = field(default_factory=dict)
     received: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    last_error_ms: int = 0
+    failing_since_ms: int = 0  # start of the current run of failed flushes; 0 once a flush succeeds
+    copy_latency_sum_s: float = 0.0
+    partitions_dropped: int = 0
+    spooled_batches: int = 0
 
     def record_copy(self, table: str, batches: list[Batch], seconds: float, commit_ms: int) -> None:
         rows = sum(b.rows for b in batches)
@@ -120,6 +125,7 @@ class WriterStats:
         self.rows_written[table] = self.rows_written.get(table, 0) + rows
         self.batches_written[table] = self.batches_written.get(table, 0) + len(batches)
         self.copy_latency_last_s = seconds
+        self.copy_latency_sum_s += seconds
         self.copy_latency_ewma_s = seconds if self.copy_latency_ewma_s == 0.0 else (
             EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * self.copy_latency_ewma_s)
         i = 0
@@ -280,6 +286,7 @@ class Writer:
             return False
         self._backoff = BACKOFF_INITIAL_S
         self._retry_at = 0.0
+        self.stats.failing_since_ms = 0
         self._after_flush()
         return True
 
@@ -450,6 +457,9 @@ class Writer:
     def _failed(self, exc: BaseException) -> None:
         self.stats.errors += 1
         self.stats.last_error = str(exc)
+        self.stats.last_error_ms = int(self.wall() * 1000)
+        if not self.stats.failing_since_ms:
+            self.stats.failing_since_ms = self.stats.last_error_ms
         self._retry_at = self.clock() + self._backoff
         log.warning("flush failed, retrying in %.1fs: %s", self._backoff, exc)
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
@@ -490,6 +500,7 @@ class Writer:
                     dropped = storage.drop_expired(conn, wall, self.retention)
                 self.stats.partitions_created += len(created)
                 if dropped:
+                    self.stats.partitions_dropped += len(dropped)
                     log.info("retention dropped partitions: %s", dropped)
             self._next_maintenance = now + self.maintenance_every_s
         except (psycopg.Error, _Transient) as exc:
@@ -505,6 +516,8 @@ class Writer:
         assert self.spool_dir is not None
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         path = self.spool_dir / f"{prefix}-{time.time_ns()}-{os.getpid()}.pkl"
+        if prefix == "pending":  # waiting to be replayed (rejected ones are set aside for a human)
+            self.stats.spooled_batches += len(batches)
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             pickle.dump(batches, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -524,6 +537,7 @@ class Writer:
             for b in batches:
                 self.add(b)
             path.unlink()
+            self.stats.spooled_batches = max(0, self.stats.spooled_batches - len(batches))
             log.info("re-queued %d spooled batches from %s", len(batches), path)
 
 
@@ -578,6 +592,8 @@ def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_dea
                 origin[id(batch)] = (cid, seq)
                 writer.add(batch)
         left = writer.close(shutdown_deadline_s)
+        if on_tick is not None:
+            on_tick(writer.stats)
         if left:
             log.error("writer stopped with %d batches unwritten (%s)", len(left),
                       "spooled" if writer.spool_dir else "lost: no spool_dir")
@@ -588,6 +604,37 @@ def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_dea
     return writer.stats
 
 
+class WriterStatsPublisher:
+    """Copies WriterStats into the writer's shared-memory slot after every loop turn (a few µs)."""
+
+    KINDS = ("trades", "funding", "liquidations", "open_interest", "candles")
+
+    def __init__(self, slot: Any) -> None:
+        from collector.stats import LATENCY_BUCKET_KEYS
+
+        self.slot = slot
+        self.bucket_keys = LATENCY_BUCKET_KEYS
+
+    def __call__(self, st: WriterStats) -> None:
+        slot = self.slot
+        slot.update(st.rows_written, "rows.")
+        slot.update(st.batches_written, "batches.")
+        for k in self.KINDS:
+            slot.set(f"last_event_ms.{k}", getattr(st, f"last_{k}_time") or 0)
+        for key, n in zip(self.bucket_keys, st.copy_latency_hist, strict=False):
+            slot.set(f"copy_latency_bucket.{key}", n)
+        slot.update({
+            "errors": st.errors, "last_error_ms": st.last_error_ms, "failing_since_ms": st.failing_since_ms,
+            "copy_latency_last_s": st.copy_latency_last_s, "copy_latency_ewma_s": st.copy_latency_ewma_s,
+            "copy_latency_sum_s": st.copy_latency_sum_s, "commit_lag_ms": st.commit_lag_last_ms,
+            "pending_rows": st.pending_rows, "pending_bytes": st.pending_bytes,
+            "spooled_batches": st.spooled_batches, "replayed_flushes": st.replayed_flushes,
+            "partitions_created": st.partitions_created, "partitions_dropped": st.partitions_dropped,
+            "rejected_batches": st.rejected_batches, "refused_batches": st.refused_batches,
+        })
+        slot.publish()
+
+
 @dataclass
 class WriterSpec:
     """What the supervisor hands the writer process (picklable: built in the parent, used in the child)."""
@@ -596,6 +643,7 @@ class WriterSpec:
     dsn: str
     socket_path: str  # where the workers connect (collector.transport)
     stop: Any  # multiprocessing Event
+    stats_name: str | None = None  # the supervisor's shared-memory statistics block
 
 
 def run_writer(spec: WriterSpec) -> None:
@@ -610,6 +658,21 @@ def run_writer(spec: WriterSpec) -> None:
     cfg = spec.config
     setup_logging(cfg.logging, log_dir(cfg.logging) / "writer.log")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
-    serve(spec.socket_path, spec.stop, spec.dsn, mode=cfg.database.mode, retention=cfg.retention.periods(),
-        max_rows=cfg.writer.batch_rows, max_age_s=cfg.writer.flush_interval_ms / 1000,
-        spool_dir=Path(cfg.writer.spool_dir))
+    publish = block = None
+    if spec.stats_name:
+        from collector.stats import WRITER_SLOT, StatsBlock
+
+        block = StatsBlock.attach(spec.stats_name)
+        publish = WriterStatsPublisher(block.process_slot(WRITER_SLOT))
+    try:
+        _serve_from_config(spec, publish)
+    finally:
+        if block is not None:
+            block.close()
+
+
+def _serve_from_config(spec: WriterSpec, publish: Callable[[WriterStats], None] | None) -> None:
+    cfg = spec.config
+    serve(spec.socket_path, spec.stop, spec.dsn, on_tick=publish, mode=cfg.database.mode,
+          retention=cfg.retention.periods(), max_rows=cfg.writer.batch_rows,
+          max_age_s=cfg.writer.flush_interval_ms / 1000, spool_dir=Path(cfg.writer.spool_dir))

@@ -36,7 +36,8 @@ def test_trades_kept_by_rule_and_batched(pipe: Pipeline, out: list[Batch]) -> No
     pipe.on_trade(trade(2, q="50"), RECEIPT)  # $5,000: not large, no move
     pipe.on_trade(trade(3, q="101"), RECEIPT)  # $10,100 > $10,000: large_trade
     pipe.on_trade(trade(4, p="100.6"), RECEIPT)  # +0.6%: price_change
-    assert dict(pipe.kept) == {"time_interval": 1, "large_trade": 1, "price_change": 1, "trades": 3}
+    assert dict(pipe.kept) == {"time_interval": 1, "large_trade": 1, "price_change": 1}
+    assert dict(pipe.rows) == {"trades": 3}
     assert out == []
     pipe.flush_due(T0)
     assert out == []  # first tick only starts the clock

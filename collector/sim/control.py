@@ -66,6 +66,8 @@ def _dispatch(sim: Simulator, cmd: str, q: dict) -> tuple:
     if cmd == "reset_weights":
         sim.limiter.reset()
         return _ok({})
+    if cmd == "activity":
+        return _ok({"symbol": q["symbol"], "rate": sim.set_activity(q["symbol"], float(q["factor"]))})
     if cmd == "list":
         sim.list_symbol(q["symbol"], float(q.get("price", 1.0)))
         return _ok({"listed": q["symbol"]})

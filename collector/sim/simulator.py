@@ -315,6 +315,18 @@ class Simulator:
         self.truth.fault("rest_fault", self.sim_now(), status=status, count=count, fraction=fraction,
                          delay_s=delay_s)
 
+    def set_activity(self, symbol: str, factor: float) -> float:
+        """Scale a symbol's trade rate (a market regime change: lets a test move the collector's tiers).
+
+        Takes effect from the symbol's next scheduled trade; returns the new rate in trades per sim second.
+        """
+        st = self.market.by_name[symbol]
+        if factor <= 0:
+            raise ValueError("factor must be > 0")
+        st.rate_ms *= factor
+        self.truth.fault("activity", self.sim_now(), symbol=symbol, factor=factor)
+        return st.rate_ms * 1000
+
     def list_symbol(self, name: str, price: float = 1.0) -> None:
         now = self.sim_now()
         spec = new_listing(name, now, price)
