@@ -107,7 +107,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
     async def housekeeping() -> None:
         nonlocal paused, pauses
         while not stop.is_set():
-            if publisher is not None:
+            if publisher is not None and not publisher.quiet:
                 publisher.publish(paused)
             if spec.stop.is_set():
                 stop.set()
@@ -121,7 +121,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
                 (log.warning if paused else log.info)(
                     "writer behind: %s reading from the exchange (%d MB unacknowledged)",
                     "paused" if paused else "resumed", link.unacked_bytes >> 20)
-            _read_control(spec, pipeline, trade_filter)
+            _read_control(spec, pipeline, trade_filter, publisher)
             try:
                 await asyncio.wait_for(stop.wait(), TICK_S)
             except TimeoutError:
@@ -141,7 +141,8 @@ async def _worker_main(spec: WorkerSpec) -> None:
                       spec.index + 1, len(link.unacked), link.unacked_bytes)
         link_stop.set()
     if publisher is not None:
-        publisher.publish(False, activity=True)
+        if not publisher.quiet:
+            publisher.publish(False, activity=True)
         publisher.close()
     log.info("worker %d stopped: received %s kept %s rejected %s", spec.index, dict(pipeline.received),
              dict(pipeline.kept), dict(pipeline.rejected))
@@ -157,6 +158,7 @@ class StatsPublisher:
         self.owner = spec.index + 1
         self.spec, self.pipeline, self.feed, self.link = spec, pipeline, feed, link
         self._next_activity = 0.0
+        self.quiet = False
         self._trips = 0
         self._reconnects = 0
         self.last_watchdog_ms = 0
@@ -206,7 +208,8 @@ def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
             (transport.resume_reading if on else transport.pause_reading)()
 
 
-def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter) -> None:
+def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter,
+                  publisher: StatsPublisher | None) -> None:
     while True:
         try:
             kind, payload = spec.control.get_nowait()
@@ -215,6 +218,9 @@ def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilte
         if kind == "tiers":
             trade_filter.set_tiers(payload)
             log.info("tiers updated for %d symbols", len(payload))
+        elif kind == "quiet" and publisher is not None:
+            # a successor is taking over this worker's stats slots; keep collecting until told to stop
+            publisher.quiet = True
         elif kind == "config":
             _apply_live_config(payload, pipeline, trade_filter)
 
