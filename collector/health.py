@@ -1,4 +1,4 @@
-"""/health, /stats and /metrics: what the supervisor knows and what its children publish, over HTTP.
+"""/health, /stats, /metrics and a status page at /: what the supervisor knows and what its children publish, over HTTP.
 
 Everything but HealthServer is pure: the supervisor builds a plain-dict snapshot (build_snapshot) from
 the shared-memory stats block and its own bookkeeping, and health(), stats_json() and render_metrics()
@@ -13,7 +13,10 @@ Snapshot shape (all times in ms since the epoch, JSON-serialisable):
                    "restarts": int, "symbols": int, "started_ms": int | None,
                    "stats": {field: float} | None,  # the slot's values (stats.WRITER_FIELDS / WORKER_FIELDS)
                    "stats_pid": int | None, "stats_updated_ms": int | None, "stats_stale": bool}],
-     "tiers": {"computed_ms": int | None, "counts": {"0": int, ...}} | None}
+     "tiers": {"computed_ms": int | None, "counts": {"0": int, ...},
+               "thresholds": {"0": {"min": float, "max": float}, ...},  # finite large-trade thresholds (USD)
+               "top": [{"symbol": str, "tier": int, "threshold_usd": float, "score": float}]} | None}
+"thresholds" and "top" were added later: readers must accept a tiers dict without them.
 """
 
 from __future__ import annotations
@@ -35,9 +38,14 @@ from collector.stats import (
     WRITER_KINDS,
     StatsBlock,
 )
+from collector.status_page import STATUS_PAGE_HTML
 from collector.tiers import TierAssignment
 
 log = logging.getLogger(__name__)
+
+# Symbols listed with their threshold in /stats (tiers.top): enough to cover tier 0 of the full Binance
+# universe (2% of ~500 = 10), few enough that the document stays small when polled every 2 s.
+TOP_TIER_SYMBOLS = 10
 
 Snapshot = dict[str, Any]
 
@@ -76,9 +84,25 @@ def build_snapshot(block: StatsBlock | None, children: Iterable[ChildInfo],
     tier_info = None
     if tiers is not None:
         counts = Counter(str(a.tier) for a in tiers.values())
-        tier_info = {"computed_ms": tiers_computed_ms, "counts": dict(sorted(counts.items()))}
+        tier_info = {"computed_ms": tiers_computed_ms, "counts": dict(sorted(counts.items())),
+                     "thresholds": _tier_thresholds(tiers), "top": _top_symbols(tiers)}
     return {"now_ms": now_ms, "supervisor": {"pid": os.getpid(), "started_ms": started_ms},
             "children": out_children, "tiers": tier_info}
+
+
+def _tier_thresholds(tiers: Mapping[str, TierAssignment]) -> dict[str, dict[str, float]]:
+    """Range of finite thresholds per tier: an infinite one only means "no trades seen yet"."""
+    by_tier: dict[str, list[float]] = {}
+    for a in tiers.values():
+        if math.isfinite(a.threshold_usd):
+            by_tier.setdefault(str(a.tier), []).append(a.threshold_usd)
+    return {t: {"min": min(v), "max": max(v)} for t, v in sorted(by_tier.items())}
+
+
+def _top_symbols(tiers: Mapping[str, TierAssignment]) -> list[dict[str, Any]]:
+    """The highest-scoring symbols (ties by name, so the list is stable between polls)."""
+    best = sorted(tiers.items(), key=lambda kv: (-kv[1].score, kv[0]))[:TOP_TIER_SYMBOLS]
+    return [{"symbol": s, "tier": a.tier, "threshold_usd": a.threshold_usd, "score": a.score} for s, a in best]
 
 
 def _name(c: Mapping[str, Any]) -> str:
@@ -247,11 +271,17 @@ def stats_json(snapshot: Snapshot) -> dict[str, Any]:
             "started_at": iso(sup.get("started_ms")),
             "uptime_s": None if not sup.get("started_ms") else round((now - sup["started_ms"]) / 1000, 3),
             "restarts": {_name(c): c["restarts"] for c in children},
-            "tiers": None if tiers is None else {"computed_at": iso(tiers.get("computed_ms")),
-                                                 "count": dict(tiers["counts"])},
+            "tiers": None if tiers is None else _tiers_json(tiers),
         },
         "generated_at": iso(now),
     }
+
+
+def _tiers_json(tiers: Mapping[str, Any]) -> dict[str, Any]:
+    return {"computed_at": iso(tiers.get("computed_ms")), "count": dict(tiers["counts"]),
+            "thresholds": {t: {k: _num(v) for k, v in r.items()} for t, r in tiers.get("thresholds", {}).items()},
+            "top": [{**t, "threshold_usd": _num(t["threshold_usd"]), "score": _num(t["score"])}
+                    for t in tiers.get("top", [])]}
 
 
 def _child_json(c: Mapping[str, Any]) -> dict[str, Any]:
@@ -470,10 +500,12 @@ def _copy_histogram(fam: _Families, s: Mapping[str, float]) -> None:
 # --- the server ------------------------------------------------------------------------------------------------
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+HTML_CONTENT_TYPE = "text/html; charset=utf-8"
 
 
 class HealthServer:
-    """GET /health, /stats, /metrics from a daemon thread; snapshot_fn() is called once per request.
+    """GET /health, /stats, /metrics and / (the status page) from a daemon thread; snapshot_fn() is called
+    once per data request (the page itself is static and polls /stats and /health from the browser).
 
     Binds 127.0.0.1 by default: the endpoints reveal internals and have no authentication, so exposing
     them further is a deliberate configuration choice (or a reverse proxy's job).
@@ -498,7 +530,7 @@ class HealthServer:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
         self._thread.start()
-        log.info("health endpoints on http://%s:%d/{health,stats,metrics}", self.host, self.port)
+        log.info("status page and health endpoints on http://%s:%d/{,health,stats,metrics}", self.host, self.port)
 
     def stop(self) -> None:
         if self._server is None:
@@ -512,8 +544,10 @@ class HealthServer:
     def respond(self, path: str) -> tuple[int, str, bytes]:
         """(status, content type, body) for a GET of path; pure apart from calling snapshot_fn."""
         path = path.split("?", 1)[0]
+        if path == "/":
+            return 200, HTML_CONTENT_TYPE, STATUS_PAGE_HTML.encode()
         if path not in ("/health", "/stats", "/metrics") or (path == "/metrics" and not self.metrics_enabled):
-            return 404, "application/json", _json({"error": "not found", "endpoints": ["/health", "/stats",
+            return 404, "application/json", _json({"error": "not found", "endpoints": ["/", "/health", "/stats",
                                                                                         "/metrics"]})
         try:
             snap = self.snapshot_fn()

@@ -78,7 +78,11 @@ def test_build_snapshot_reads_the_block(block: StatsBlock) -> None:
     assert [c["slot"] for c in snap["children"]] == [0, 1, 2]
     w1 = snap["children"][1]
     assert w1["stats"]["received.trades"] == 500 and w1["stats_pid"] == 101 and not w1["stats_stale"]
-    assert snap["tiers"] == {"computed_ms": NOW - MIN, "counts": {"0": 1, "1": 1, "3": 2}}
+    assert snap["tiers"]["computed_ms"] == NOW - MIN and snap["tiers"]["counts"] == {"0": 1, "1": 1, "3": 2}
+    # XUSDT's infinite threshold (no trades seen) is left out of tier 3's range, not reported as its maximum
+    assert snap["tiers"]["thresholds"] == {"0": {"min": 1e6, "max": 1e6}, "1": {"min": 1e5, "max": 1e5},
+                                           "3": {"min": 10.0, "max": 10.0}}
+    assert [t["symbol"] for t in snap["tiers"]["top"]] == ["BTCUSDT", "ETHUSDT", "YUSDT", "XUSDT"]
 
 
 def test_healthy_snapshot_is_ok(block: StatsBlock) -> None:
@@ -165,7 +169,22 @@ def test_stats_json_shape_and_totals(block: StatsBlock) -> None:
                        "queue_depth", "last_event_time"}
     s = doc["supervisor"]
     assert s["uptime_s"] == 1200 and s["restarts"] == {"writer": 0, "worker 1": 0, "worker 2": 0}
-    assert s["tiers"] == {"computed_at": "2025-06-15T15:05:40.000Z", "count": {"0": 1, "1": 1, "3": 2}}
+    assert s["tiers"]["computed_at"] == "2025-06-15T15:05:40.000Z" and s["tiers"]["count"] == {"0": 1, "1": 1, "3": 2}
+    assert s["tiers"]["thresholds"]["3"] == {"min": 10, "max": 10}
+    top = {t["symbol"]: t for t in s["tiers"]["top"]}
+    assert top["BTCUSDT"] == {"symbol": "BTCUSDT", "tier": 0, "threshold_usd": 1_000_000, "score": 1}
+    assert top["XUSDT"]["threshold_usd"] is None  # infinite: JSON has no Infinity
+
+
+def test_top_symbols_are_bounded_and_old_snapshots_still_render(block: StatsBlock) -> None:
+    many = {f"S{i:03d}USDT": TierAssignment(i % 4, 100.0 + i, 50.0, i / 1000) for i in range(50)}
+    snap = build_snapshot(block, _children(), many, NOW)
+    top = snap["tiers"]["top"]
+    assert len(top) == h.TOP_TIER_SYMBOLS and top[0]["symbol"] == "S049USDT"
+    # a snapshot built before tiers carried thresholds and top symbols (e.g. by a test double) still works
+    del snap["tiers"]["thresholds"], snap["tiers"]["top"]
+    tiers = h.stats_json(snap)["supervisor"]["tiers"]
+    assert tiers["thresholds"] == {} and tiers["top"] == []
 
 
 def test_stats_json_with_a_dead_writer_and_no_tiers(block: StatsBlock) -> None:
@@ -308,6 +327,8 @@ def test_http_endpoints(block: StatsBlock, server_for, capfd) -> None:
     status, ctype, body = _get(srv.port, "/metrics")
     assert status == 200 and ctype == "text/plain; version=0.0.4; charset=utf-8"
     assert "collector_worker_received_total" in parse_metrics(body.decode())
+    status, ctype, body = _get(srv.port, "/")
+    assert (status, ctype) == (200, "text/html; charset=utf-8") and b'id="workers"' in body
     status, _, body = _get(srv.port, "/nope")
     assert status == 404 and "/health" in json.loads(body)["endpoints"]
     assert capfd.readouterr().err == ""  # no per-request log lines on stderr
