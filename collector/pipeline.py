@@ -8,8 +8,9 @@ validates what the exchange sent, and counts every decision so the numbers can b
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from collector.encode import (
@@ -17,13 +18,14 @@ from collector.encode import (
     BatchBuilder,
     encode_candle,
     encode_funding,
+    encode_gap,
     encode_liquidation,
     encode_open_interest,
     encode_trade,
 )
 from collector.filters.activity import SymbolActivity
 from collector.filters.limits import MinInterval
-from collector.filters.trades import TradeFilter
+from collector.filters.trades import SymbolFilter, TradeFilter
 from collector.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
 
 log = logging.getLogger(__name__)
@@ -32,17 +34,31 @@ log = logging.getLogger(__name__)
 # any honest clock skew and the simulator's accelerated clock in tests, and still rejects garbage such as
 # seconds sent as milliseconds (1970) or a year 2100 timestamp.
 MAX_EVENT_SKEW_MS = 86_400_000
-# Logged samples per bad-input kind; the rest are only counted.
+# Logged samples per bad-input kind; after that only a count line at these totals (and every
+# LOG_EVERY), so a flood of garbage is visible in the log without flooding it.
 LOGGED_SAMPLES = 3
+LOG_AT_COUNTS = (10, 100, 1000)
+LOG_EVERY = 10_000
+MINUTE_MS = 60_000
+# Gaps kept in memory (Pipeline.gaps): a few days of reconnects; older ones are in the gaps table.
+RECENT_GAPS = 1000
 
 
 class Gap:
-    """A jump in a symbol's aggregate trade ids: ids from_id..to_id were never received."""
+    """A jump in a symbol's aggregate trade ids: ids from_id..to_id were never received.
 
-    __slots__ = ("symbol", "from_id", "to_id", "detected_ms")
+    `detected_ms` is the local wall clock when the jump arrived (the gaps table's detected_at, comparable
+    with filled_at). `filter_state` is a copy of the symbol's trade filter as it was just before the
+    trade that revealed the gap: the missing trades happened before that trade, so backfilled ones are
+    filtered from this state, in id order, as if they had arrived live; the live filter is not touched.
+    """
 
-    def __init__(self, symbol: str, from_id: int, to_id: int, detected_ms: int) -> None:
+    __slots__ = ("symbol", "from_id", "to_id", "detected_ms", "filter_state")
+
+    def __init__(self, symbol: str, from_id: int, to_id: int, detected_ms: int,
+                 filter_state: SymbolFilter | None = None) -> None:
         self.symbol, self.from_id, self.to_id, self.detected_ms = symbol, from_id, to_id, detected_ms
+        self.filter_state = filter_state
 
     def __repr__(self) -> str:
         return f"Gap({self.symbol}, {self.from_id}..{self.to_id})"
@@ -59,7 +75,8 @@ class Pipeline:
                  emit: Callable[[Batch], None], *, funding_interval_ms: int = 60_000,
                  batch_rows: int = 20_000, flush_interval_ms: int = 250,
                  activity: dict[str, SymbolActivity] | None = None,
-                 on_gap: Callable[[Gap], None] | None = None) -> None:
+                 on_gap: Callable[[Gap], None] | None = None,
+                 on_candle_gap: Callable[[str, int, int], None] | None = None) -> None:
         self.symbols = set(symbols)
         self.data_types = set(data_types)
         self.trade_filter = trade_filter
@@ -70,6 +87,8 @@ class Pipeline:
         # Per-symbol rolling statistics the tiers are computed from (published by the worker).
         self.activity = activity if activity is not None else {s: SymbolActivity() for s in symbols}
         self.on_gap = on_gap
+        # Called with (symbol, first missing open ms, last missing open ms) when closed 1m klines jump.
+        self.on_candle_gap = on_candle_gap
         self.builders: dict[str, BatchBuilder] = {}
         self._pending_since: dict[str, int] = {}
         self.received: Counter[str] = Counter()  # events by type
@@ -78,7 +97,10 @@ class Pipeline:
         self.rejected: Counter[str] = Counter()  # bad input by kind
         self.last_event_ms: dict[str, int] = {}  # newest event time received, by type
         self.last_trade_id: dict[str, int] = {}
-        self.gaps: list[Gap] = []
+        self.last_kline_open: dict[str, int] = {}  # newest closed 1m kline's open time, by symbol
+        # The most recent gaps, for inspection and tests; bounded so months of running cannot grow it.
+        self.gaps: deque[Gap] = deque(maxlen=RECENT_GAPS)
+        self.backfilled: Counter[str] = Counter()  # trades/candles repaired over REST, gaps resolved
         self._store_trades = "trades" in self.data_types
         self._store_funding = "funding" in self.data_types
         self._store_liquidations = "liquidations" in self.data_types
@@ -107,7 +129,7 @@ class Pipeline:
             if t.a <= last:
                 return self._reject("duplicate_or_old_id", t)
             if t.a != last + 1:
-                self._gap(sym, last + 1, t.a - 1, ts)
+                self._gap(sym, last + 1, t.a - 1, int(receipt * 1000))
         self.last_trade_id[sym] = t.a
         usd = price * qty
         self.activity[sym].add(ts, usd)
@@ -175,7 +197,17 @@ class Pipeline:
         except ValueError:
             return self._reject("bad_number", k)
         self._add("candles_1m", row, b.t)
+        self._check_candle_gap(k.s, b.t)
         return None
+
+    def _check_candle_gap(self, symbol: str, open_ms: int) -> None:
+        """Closed 1m klines come once a minute per symbol; a jump means minutes were missed (reconnect)."""
+        last = self.last_kline_open.get(symbol)
+        if last is not None and open_ms <= last:
+            return
+        self.last_kline_open[symbol] = open_ms
+        if last is not None and open_ms > last + MINUTE_MS and self.on_candle_gap is not None:
+            self.on_candle_gap(symbol, last + MINUTE_MS, open_ms - MINUTE_MS)
 
     def on_open_interest(self, oi: OpenInterest, receipt: float) -> None:
         self.received["open_interest"] += 1
@@ -193,6 +225,72 @@ class Pipeline:
 
     def on_bad_frame(self, kind: str) -> None:
         self.rejected[kind] += 1
+
+    # --- backfill (collector.backfill): REST answers for what the stream missed -----------------------------
+
+    def on_backfill_trade(self, t: AggTrade, gap: Gap, receipt: float) -> bool:
+        """A trade of `gap` fetched over REST: validated and filtered like a live one; True if kept.
+
+        Separate from on_trade because the live id sequence must stay as it is (these ids are older
+        than the last live one, which on_trade would reject as duplicates) and because the filter state
+        to decide with is the gap's (see Gap). Rows are stored with the filter's save_reason, like live
+        ones; the gaps table says which id ranges came from REST.
+        """
+        sym = t.s
+        if sym not in self.symbols:
+            return self._reject("unknown_symbol", t) or False
+        if not gap.from_id <= t.a <= gap.to_id or sym != gap.symbol:
+            return self._reject("duplicate_or_old_id", t) or False
+        try:
+            price = float(t.p)
+            qty = float(t.q)
+        except ValueError:
+            return self._reject("bad_number", t) or False
+        if not (price > 0.0 and qty > 0.0) or price == float("inf") or qty == float("inf"):
+            return self._reject("non_positive_or_infinite", t) or False
+        ts = t.T
+        if abs(ts - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
+            return self._reject("absurd_timestamp", t) or False
+        self.backfilled["trades"] += 1
+        usd = price * qty
+        self.activity[sym].add(ts, usd)
+        state = gap.filter_state if gap.filter_state is not None else self.trade_filter.symbol(sym)
+        reason = state.decide(price, usd, ts)
+        if reason is None:
+            return False
+        self.kept[reason] += 1
+        if self._store_trades:
+            self._add("trades", encode_trade(ts, sym, t.a, t.p, t.q, usd, "sell" if t.m else "buy", reason,
+                                             t.f, t.l), ts)
+        return True
+
+    def on_backfill_kline(self, symbol: str, row: list, receipt: float) -> bool:
+        """A closed 1m kline from REST /fapi/v1/klines (a list: open time, o, h, l, c, v, close time, quote
+        volume, trades, taker buy volume, taker buy quote volume, ...); True if stored.
+
+        Only minutes before a closed kline the stream already delivered are asked for, so every row is
+        closed; the exchange's clock, not ours, says so (ours may differ, and does on the simulator)."""
+        if symbol not in self.symbols:
+            return self._reject("unknown_symbol", row) or False
+        try:
+            t, o, h, low, c, v, close_t, qv, n, tv, tqv = row[:11]
+            if not (isinstance(t, int) and isinstance(close_t, int) and isinstance(n, int)):
+                raise ValueError("kline times and trade count must be integers")
+            if abs(t - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
+                return self._reject("absurd_timestamp", row) or False
+            encoded = encode_candle(t, symbol, close_t, o, h, low, c, v, qv, n, tv, tqv)
+        except (ValueError, TypeError):
+            return self._reject("bad_number", row) or False
+        self.backfilled["candles"] += 1
+        if self._store_candles:
+            self._add("candles_1m", encoded, t)
+        return True
+
+    def gap_resolved(self, gap: Gap, filled_ms: int | None) -> None:
+        """Store the gap once: filled (filled_at set) or given up (filled_at NULL); see collector.backfill."""
+        self.backfilled["gaps_filled" if filled_ms is not None else "gaps_unfilled"] += 1
+        self._add("gaps", encode_gap(gap.symbol, gap.from_id, gap.to_id, gap.detected_ms, filled_ms),
+                  gap.detected_ms)
 
     # --- batching ---------------------------------------------------------------------------------------
 
@@ -232,7 +330,7 @@ class Pipeline:
     # --- bad input --------------------------------------------------------------------------------------
 
     def _gap(self, symbol: str, from_id: int, to_id: int, ts: int) -> None:
-        gap = Gap(symbol, from_id, to_id, ts)
+        gap = Gap(symbol, from_id, to_id, ts, copy.copy(self.trade_filter.symbol(symbol)))
         self.gaps.append(gap)
         self.rejected["gap"] += 1
         log.warning("%s: aggTrade ids %d..%d missing (%d trades)", symbol, from_id, to_id, to_id - from_id + 1)
@@ -241,6 +339,9 @@ class Pipeline:
 
     def _reject(self, kind: str, event: object) -> None:
         self.rejected[kind] += 1
-        if self.rejected[kind] <= LOGGED_SAMPLES:
-            log.warning("skipped an event (%s, %d so far): %r", kind, self.rejected[kind], event)
+        n = self.rejected[kind]
+        if n <= LOGGED_SAMPLES:
+            log.warning("skipped an event (%s, %d so far): %r", kind, n, event)
+        elif n in LOG_AT_COUNTS or n % LOG_EVERY == 0:
+            log.warning("%d events skipped as %s so far", n, kind)
         return None

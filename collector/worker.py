@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
 
+from collector.backfill import Backfiller
 from collector.config import Config
 from collector.exchange import Endpoints, bind_feed_class
 from collector.filters.limits import WeightBudget
@@ -89,12 +90,19 @@ async def _worker_main(spec: WorkerSpec) -> None:
         funding_interval_ms=int(cfg.filters.funding.min_interval_s * 1000),
         batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
     )
+    # One REST weight budget for every REST user of this worker (open-interest poller and backfill):
+    # a 429/418 reported by either pauses both.
+    budget = rest_budget(cfg, spec.rest_weight_share)
+    backfill = Backfiller(spec.endpoints.rest, pipeline, budget, stop,
+                          trades="trades" in cfg.collection.data_types)
+    pipeline.on_gap = backfill.add_trade_gap
+    pipeline.on_candle_gap = backfill.add_candle_gap
     feed_cls = bind_feed_class(spec.endpoints, FastBinanceFutures)
     oi_symbols = spec.symbols if "open_interest" in cfg.collection.data_types else []
     feed = feed_cls(
         exchange_symbols=spec.symbols, channels=subscription_channels(list(cfg.collection.data_types)),
         sink=pipeline, oi_symbols=oi_symbols, oi_interval=cfg.filters.open_interest.interval_s,
-        oi_gate=WeightBudget(time.time() * 1000, share=spec.rest_weight_share), stop_event=stop,
+        oi_gate=budget, stop_event=stop,
         timeout=cfg.exchange.silent_timeout_s, timeout_interval=max(1.0, cfg.exchange.silent_timeout_s / 4),
     )
 
@@ -135,6 +143,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
         async with asyncio.TaskGroup() as feed_tg:
             feed_tg.create_task(feed.run(stop), name="feed")
             feed_tg.create_task(housekeeping(), name="housekeeping")
+            feed_tg.create_task(backfill.run(), name="backfill")
         pipeline.flush_all()
         if not await link.wait_acked(DRAIN_TIMEOUT_S):
             log.error("worker %d: %d batches (%d bytes) not acknowledged by the writer at shutdown",
@@ -144,8 +153,9 @@ async def _worker_main(spec: WorkerSpec) -> None:
         if not publisher.quiet:
             publisher.publish(False, activity=True)
         publisher.close()
-    log.info("worker %d stopped: received %s kept %s rejected %s", spec.index, dict(pipeline.received),
-             dict(pipeline.kept), dict(pipeline.rejected))
+    log.info("worker %d stopped: received %s kept %s rejected %s backfilled %s REST %s", spec.index,
+             dict(pipeline.received), dict(pipeline.kept), dict(pipeline.rejected), dict(pipeline.backfilled),
+             dict(backfill.counts))
 
 
 class StatsPublisher:
@@ -198,6 +208,14 @@ class StatsPublisher:
 
     def close(self) -> None:
         self.block.close()
+
+
+def rest_budget(cfg: Config, share: float) -> WeightBudget:
+    """This worker's REST weight budget: exchange.rest_weight_per_min of Binance's per-IP limit, of which
+    this worker may use `share` (granted by the supervisor)."""
+    limit = WeightBudget.BINANCE_LIMIT_PER_MIN
+    return WeightBudget(time.time() * 1000, limit_per_min=limit,
+                        fraction=min(1.0, cfg.exchange.rest_weight_per_min / limit), share=share)
 
 
 def _set_reading(feed: FastBinanceFutures, on: bool) -> None:

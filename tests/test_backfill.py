@@ -1,0 +1,273 @@
+"""Backfill on its own: request planning, budget use and 429/418 handling against a fake exchange,
+and the pipeline's backfill entry points (same validation and filter as live trades, live ids untouched)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from collector.backfill import (
+    AGG_TRADES_WEIGHT,
+    Backfiller,
+    CandleJob,
+    TradeGapJob,
+    agg_trade_page,
+    agg_trade_pages,
+    kline_pages,
+    kline_weight,
+    weight_needed,
+)
+from collector.encode import Batch
+from collector.filters.limits import WeightBudget
+from collector.filters.trades import FilterParams, TradeFilter
+from collector.pipeline import Gap, Pipeline
+from collector.wire import AggTrade
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
+
+
+# --- planning --------------------------------------------------------------------------------------------------
+
+
+def test_pages_cover_a_gap_exactly() -> None:
+    assert agg_trade_pages(100, 100) == [100]
+    assert agg_trade_pages(100, 1099) == [100]
+    assert agg_trade_pages(100, 1100) == [100, 1100]
+    assert agg_trade_pages(1, 2500) == [1, 1001, 2001]
+    assert agg_trade_page("BTCUSDT", 1001, 2500)[1] == {"symbol": "BTCUSDT", "fromId": 1001, "limit": 1000}
+    assert agg_trade_page("BTCUSDT", 2001, 2500)[1]["limit"] == 500  # never more than the gap
+    with pytest.raises(ValueError):
+        agg_trade_page("BTCUSDT", 11, 10)
+
+
+def test_kline_pages_and_weights() -> None:
+    assert [kline_weight(n) for n in (1, 99, 100, 499, 500, 1000, 1001, 1500)] == [1, 1, 2, 2, 5, 5, 10, 10]
+    (page,) = kline_pages("BTCUSDT", T0, T0 + 4 * 60_000)
+    assert page[1] == {"symbol": "BTCUSDT", "interval": "1m", "startTime": T0, "endTime": T0 + 240_000, "limit": 5}
+    assert page[2] == 1
+    pages = kline_pages("BTCUSDT", T0, T0 + 1999 * 60_000)  # 2000 minutes: 1500 + 500
+    assert [p[1]["limit"] for p in pages] == [1500, 500]
+    assert pages[1][1]["startTime"] == T0 + 1500 * 60_000
+
+
+def test_weight_needed_for_a_mass_reconnect() -> None:
+    gaps = [TradeGapJob(Gap(f"S{i}USDT", 1, 40, T0), 1) for i in range(30)]
+    assert weight_needed(gaps) == 30 * AGG_TRADES_WEIGHT
+    assert weight_needed([TradeGapJob(Gap("BTCUSDT", 1, 2500, T0), 1), CandleJob("BTCUSDT", T0, T0 + 60_000)]) == 61
+
+
+# --- the loop against a fake exchange --------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Wall clock the fake exchange and the budget share; advanced by the backfiller's sleeps."""
+
+    def __init__(self) -> None:
+        self.t = T0 / 1000
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeExchange:
+    """aggTrades ids 1..history_end (consecutive), klines, and scripted error answers."""
+
+    def __init__(self, clock: FakeClock, history: range = range(1, 5001)) -> None:
+        self.clock = clock
+        self.history = history
+        self.script: list[tuple[int, dict[str, str]]] = []  # answers before serving normally
+        self.requests: list[tuple[float, str, dict]] = []
+
+    async def fetch(self, url: str) -> tuple[int, dict[str, str], bytes]:
+        parts = urlsplit(url)
+        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        self.requests.append((self.clock(), parts.path, q))
+        if self.script:
+            status, headers = self.script.pop(0)
+            return status, headers, b'{"code":-1003,"msg":"Too many requests"}'
+        if parts.path == "/fapi/v1/aggTrades":
+            start, limit = int(q["fromId"]), int(q["limit"])
+            ids = [a for a in range(start, start + limit) if a in self.history]
+            rows = [{"a": a, "p": "100.0", "q": "1", "f": 2 * a, "l": 2 * a, "T": T0 + a, "m": False} for a in ids]
+            return 200, {}, json.dumps(rows).encode()
+        start, end = int(q["startTime"]), int(q["endTime"])
+        rows = [[t, "1", "2", "0.5", "1.5", "10", t + 59_999, "15", 3, "4", "6", "0"]
+                for t in range(start, end + 1, 60_000)]
+        return 200, {}, json.dumps(rows).encode()
+
+
+class Recorder:
+    """The sink: a real pipeline in keep_all, so every backfilled trade is kept and counted."""
+
+    def __init__(self) -> None:
+        self.out: list[Batch] = []
+        self.pipe = Pipeline(["BTCUSDT", "ETHUSDT"], ["trades", "candles_1m"],
+                             TradeFilter(FilterParams(keep_all=True)), self.out.append)
+
+
+def run_backfill(jobs: list, exchange: FakeExchange, budget: WeightBudget, clock: FakeClock,
+                 sink: Recorder) -> Backfiller:
+    """Run the backfiller until its queue is drained, with sleeps advancing the fake clock instantly."""
+
+    async def main() -> Backfiller:
+        stop = asyncio.Event()
+        bf = Backfiller("http://exchange.invalid", sink.pipe, budget, stop, fetch=exchange.fetch, clock=clock)
+
+        async def fast_pause(seconds: float) -> bool:
+            clock.t += seconds
+            await asyncio.sleep(0)
+            return stop.is_set()
+
+        bf._pause = fast_pause  # type: ignore[method-assign]
+        for job in jobs:
+            if isinstance(job, Gap):
+                bf.add_trade_gap(job)
+            else:
+                bf.add_candle_gap(*job)
+        task = asyncio.create_task(bf.run())
+        await asyncio.wait_for(bf.queue.join(), 10)
+        stop.set()
+        await task
+        return bf
+
+    return asyncio.run(main())
+
+
+def stored_trade_ids(sink: Recorder) -> int:
+    sink.pipe.flush_all()
+    return sum(b.rows for b in sink.out if b.table == "trades")
+
+
+def test_gap_is_paged_until_covered_and_stored_filled() -> None:
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock)
+    budget = WeightBudget(clock() * 1000, fraction=0.5)  # 1200/min
+    bf = run_backfill([Gap("BTCUSDT", 100, 2599, T0)], exchange, budget, clock, sink)
+    assert [int(q["fromId"]) for _, _, q in exchange.requests] == [100, 1100, 2100]
+    assert sink.pipe.backfilled["trades"] == 2500 and bf.counts["gaps_filled"] == 1
+    assert stored_trade_ids(sink) == 2500
+    gap_rows = [b for b in sink.out if b.table == "gaps"]
+    assert sum(b.rows for b in gap_rows) == 1
+    assert gap_rows[0].data[-12:-8] == (8).to_bytes(4, "big")  # filled_at is set (length 8, not NULL)
+    assert bf.counts["gaps_unfilled"] == 0
+
+
+def test_history_that_no_longer_covers_the_gap_is_stored_unfilled() -> None:
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock, history=range(150, 5001))  # ids 100..149 are gone
+    bf = run_backfill([Gap("BTCUSDT", 100, 199, T0)], exchange, WeightBudget(clock() * 1000), clock, sink)
+    assert bf.counts["gaps_unfilled"] == 1 and bf.counts["gaps_filled"] == 0
+    assert sink.pipe.backfilled["trades"] == 50  # what exists is still recovered
+    sink.pipe.flush_all()
+    (gap_batch,) = [b for b in sink.out if b.table == "gaps"]
+    assert gap_batch.data[-4:] == b"\xff\xff\xff\xff"  # filled_at NULL
+
+
+def test_mass_gaps_stay_within_the_budget() -> None:
+    """60 gaps at once with a 600/min budget (30 requests/min at weight 20): paced, never over."""
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock)
+    budget = WeightBudget(clock() * 1000, limit_per_min=2400, fraction=0.25)  # 600 weight/min
+    gaps = [Gap("BTCUSDT" if i % 2 else "ETHUSDT", 1 + 10 * i, 5 + 10 * i, T0) for i in range(60)]
+    run_backfill(gaps, exchange, budget, clock, sink)
+    times = [t for t, _, _ in exchange.requests]
+    assert len(times) == 60
+    # the bucket starts full (600 = 30 requests), then refills at 600/min: request k waits for it
+    for k, t in enumerate(times):
+        window = [u for u in times if t - 60 < u <= t]
+        assert len(window) * AGG_TRADES_WEIGHT <= 2 * 600, (k, len(window))
+    assert times[-1] - times[0] >= 60 * (60 - 30) * AGG_TRADES_WEIGHT / 600 - 1  # ~60 s of refill needed
+    assert sink.pipe.backfilled["gaps_filled"] == 60
+
+
+@pytest.mark.parametrize("status, retry_after", [(429, "7"), (418, "120")])
+def test_retry_after_is_honoured(status: int, retry_after: str) -> None:
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock)
+    exchange.script = [(status, {"Retry-After": retry_after})]
+    run_backfill([Gap("BTCUSDT", 10, 19, T0)], exchange, WeightBudget(clock() * 1000), clock, sink)
+    (t1, *_), (t2, *_) = exchange.requests
+    assert t2 - t1 >= float(retry_after)
+    assert t2 - t1 < float(retry_after) + 1  # and no longer than needed
+    assert sink.pipe.backfilled["trades"] == 10
+
+
+def test_other_failures_are_retried_then_given_up() -> None:
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock)
+    exchange.script = [(500, {})] * 10
+    bf = run_backfill([Gap("BTCUSDT", 10, 19, T0)], exchange, WeightBudget(clock() * 1000), clock, sink)
+    assert len(exchange.requests) == 4  # MAX_ATTEMPTS, then the gap is stored unfilled
+    assert bf.counts["gaps_unfilled"] == 1
+
+
+def test_missing_candles_fetched() -> None:
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock)
+    bf = run_backfill([("BTCUSDT", T0, T0 + 2 * 60_000)], exchange, WeightBudget(clock() * 1000), clock, sink)
+    assert bf.counts["candles"] == 3
+    sink.pipe.flush_all()
+    assert sum(b.rows for b in sink.out if b.table == "candles_1m") == 3
+
+
+# --- the pipeline's side ---------------------------------------------------------------------------------------
+
+
+def trade(a: int, p: str = "100.0", q: str = "1", t: int = T0) -> AggTrade:
+    return AggTrade(E=t, s="BTCUSDT", a=a, p=p, q=q, f=a, l=a, T=t, m=False)
+
+
+def test_candle_jump_reports_the_missing_minutes() -> None:
+    from collector.wire import Kline, KlineBody
+
+    seen: list[tuple[str, int, int]] = []
+    pipe = Pipeline(["BTCUSDT"], ["candles_1m"], TradeFilter(), lambda b: None,
+                    on_candle_gap=lambda *a: seen.append(a))
+
+    def kline(t: int) -> Kline:
+        return Kline(E=t + 60_000, s="BTCUSDT", k=KlineBody(t=t, T=t + 59_999, s="BTCUSDT", i="1m", o="1", c="1",
+                                                             h="1", l="1", v="1", n=1, x=True, q="1", V="1", Q="1"))
+
+    for t in (T0, T0 + 60_000, T0 + 4 * 60_000, T0 + 4 * 60_000, T0 + 5 * 60_000):
+        pipe.on_kline(kline(t), T0 / 1000)
+    assert seen == [("BTCUSDT", T0 + 120_000, T0 + 180_000)]
+
+
+def test_backfilled_trades_do_not_disturb_the_live_sequence() -> None:
+    gaps: list[Gap] = []
+    out: list[Batch] = []
+    pipe = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(FilterParams(keep_all=True)), out.append,
+                    on_gap=gaps.append)
+    pipe.on_trade(trade(1), T0 / 1000)
+    pipe.on_trade(trade(5), T0 / 1000)
+    (gap,) = gaps
+    assert (gap.from_id, gap.to_id, gap.detected_ms) == (2, 4, T0)
+    for a in (2, 3, 4):
+        assert pipe.on_backfill_trade(trade(a), gap, T0 / 1000)
+    assert not pipe.on_backfill_trade(trade(6), gap, T0 / 1000)  # outside the gap
+    assert not pipe.on_backfill_trade(trade(3, p="-1"), gap, T0 / 1000)
+    assert not pipe.on_backfill_trade(trade(3, t=T0 // 1000), gap, T0 / 1000)
+    assert pipe.rejected["duplicate_or_old_id"] == 1 and pipe.rejected["non_positive_or_infinite"] == 1
+    assert pipe.rejected["absurd_timestamp"] == 1
+    pipe.on_trade(trade(6), T0 / 1000)  # the live sequence continues from 5: no new gap, no duplicate
+    assert len(gaps) == 1 and pipe.rejected["duplicate_or_old_id"] == 1
+    pipe.flush_all()
+    assert sum(b.rows for b in out if b.table == "trades") == 6
+
+
+def test_backfill_is_filtered_from_the_state_before_the_gap() -> None:
+    """Smart filter: the 0.5% move inside the gap is kept as price_change; the live filter is untouched."""
+    gaps: list[Gap] = []
+    pipe = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(FilterParams(tier_intervals_s=(60, 60, 60, 60))),
+                    lambda b: None, on_gap=gaps.append)
+    pipe.on_trade(trade(1, p="100.0"), T0 / 1000)  # time_interval (first)
+    pipe.on_trade(trade(4, p="100.1", t=T0 + 10), T0 / 1000)  # dropped
+    live = pipe.trade_filter.symbol("BTCUSDT")
+    before = (live.last_price, live.last_ts)
+    assert pipe.on_backfill_trade(trade(2, p="101.0", t=T0 + 5), gaps[0], T0 / 1000)  # +1% vs 100.0
+    assert not pipe.on_backfill_trade(trade(3, p="101.1", t=T0 + 6), gaps[0], T0 / 1000)
+    assert (live.last_price, live.last_ts) == before
+    assert dict(pipe.kept) == {"time_interval": 1, "price_change": 1}
