@@ -295,7 +295,8 @@ def main() -> None:
     for r in out:
         print(f"  rate {r['rate']:,.0f}: rows/s {r['rows_per_s']}")
     print("feed class: bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures) with Feed._run restored")
-    path = common.write_results("peer-quick" if a.quick else "peer", {"command": " ".join(sys.argv), "results": out})
+    name = "peer-quick" if a.quick else "peer"
+    path = common.write_results(name, {"command": " ".join(sys.argv), "results": out})
     print(f"wrote {path}")
 
 

@@ -288,7 +288,8 @@ def main() -> None:
                 peers.append(run_peer(admin, rate, a.runs, a.window, a.warmup))
                 common.print_table(peers[-1:], PEER_COLS)
         report(ours, peers, a)
-        path = common.write_results("throughput-quick" if a.quick else "throughput", {"command": " ".join(sys.argv), "product": what, "ours": ours,
+        name = "throughput-quick" if a.quick else "throughput"
+        path = common.write_results(name, {"command": " ".join(sys.argv), "product": what, "ours": ours,
                                                    "peer": peers, "elapsed_s": round(time.monotonic() - t_start)})
     print(f"\nwrote {path} ({time.monotonic() - t_start:.0f} s)")
 

@@ -190,7 +190,8 @@ def main() -> None:
                        f"writer: {a.rows:,} trades rows, batches of {BATCH_ROWS:,} (cryptofeed {CRYPTOFEED_BATCH}), "
                        f"{a.runs} runs")
     print(f"  target: writer >= 90% of raw COPY (write_row): {by['writer'] / by['copy_write_row']:.0%}")
-    path = common.write_results("writer-quick" if a.quick else "writer", {"command": " ".join(sys.argv), "product": os.environ["BENCH_SRC"],
+    name = "writer-quick" if a.quick else "writer"
+    path = common.write_results(name, {"command": " ".join(sys.argv), "product": os.environ["BENCH_SRC"],
                                            "rows": a.rows, "results": rows})
     print(f"wrote {path}")
 
