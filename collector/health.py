@@ -174,7 +174,10 @@ def health(snapshot: Snapshot, now_ms: int, thresholds: HealthThresholds = Healt
 def _writer_reasons(s: Mapping[str, float], now_ms: int, th: HealthThresholds) -> list[str]:
     out = []
     failing = s.get("failing_since_ms", 0)
-    if failing and now_ms - failing > th.writer_failing_ms:
+    never_wrote = not any(v for k, v in s.items() if k.startswith("batches."))
+    if failing and never_wrote:  # no grace: it has not reached the database once since it started
+        out.append(f"writer: cannot write to the database yet ({(now_ms - failing) / 1000:.0f} s)")
+    elif failing and now_ms - failing > th.writer_failing_ms:
         out.append(f"writer: flushes failing for {(now_ms - failing) / 1000:.0f} s ({s.get('errors', 0):.0f} errors)")
     if s.get("pending_bytes", 0) > th.max_pending_bytes:
         out.append(f"writer: {s['pending_bytes'] / 2**20:.0f} MB waiting to be written")

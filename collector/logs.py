@@ -53,3 +53,21 @@ def setup_logging(cfg: LoggingConfig, filename: str | Path, *, stderr: bool = Fa
 def log_dir(cfg: LoggingConfig) -> Path:
     """Children's logs go beside the supervisor's file."""
     return Path(cfg.filename).parent
+
+
+def exit_with_parent() -> None:
+    """Have the kernel send this child SIGTERM when the supervisor dies, even by kill -9.
+
+    Without it, a supervisor killed hard leaves its workers and writer running as orphans, still
+    holding the exchange connections and the database. Linux only (prctl PR_SET_PDEATHSIG); elsewhere
+    a no-op.
+    """
+    import ctypes
+    import signal as _signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    PR_SET_PDEATHSIG = 1  # noqa: N806 - the kernel's name
+    libc.prctl(PR_SET_PDEATHSIG, _signal.SIGTERM)

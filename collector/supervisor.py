@@ -49,6 +49,9 @@ LOOP_TIMEOUT_S = 1.0
 # How long children get to flush and exit on shutdown before they are killed.
 WORKER_STOP_TIMEOUT_S = 40.0
 WRITER_STOP_TIMEOUT_S = 120.0
+# How long a replaced worker keeps collecting beside its successor: the successor's spawn, imports and
+# connections take a few seconds on a loaded 2-core box; the overlap costs only duplicate rows, dropped.
+RETIRE_AFTER_S = 15.0
 # Symbol slots in the stats block per symbol of the starting universe: room for listings.
 SYMBOL_SLOT_FACTOR = 2
 
@@ -61,11 +64,22 @@ class Child:
     started: float = 0.0
     restarts: int = 0
     started_ms: int | None = None
+    expected_exit: bool = False  # asked to stop for a restart (config reload): not a crash
     next_delay: float = RESTART_DELAY_INITIAL
     restart_at: float | None = None
     stop: object = None  # an mp.Event the child watches
     control: object = None  # an mp.Queue to a worker
     symbols: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Retiring:
+    """A worker replaced by a successor, still collecting until RETIRE_AFTER_S has passed."""
+
+    process: mp.process.BaseProcess
+    stop: object
+    since: float
+    stop_sent: bool = False
 
 
 def fetch_json(url: str, timeout: float = 30.0) -> object:
@@ -100,6 +114,7 @@ class Supervisor:
         self.started_ms = int(time.time() * 1000)
         self.stats = None
         self.health_server = None
+        self.retiring: list[Retiring] = []
 
     # --- signals: queue and wake, nothing else --------------------------------------------------------
 
@@ -116,12 +131,39 @@ class Supervisor:
         except ConfigError as e:
             log.error("SIGHUP: new configuration rejected, keeping the old one: %s", e)
             return
-        assert self.cfg is not None
+        old = self.cfg
+        assert old is not None
         logging.getLogger().setLevel(new.logging.level)
         self.cfg = new
-        for c in self.children:
-            if c.role == "worker" and c.control is not None:
-                c.control.put(("config", new))
+        feeds_changed = old.exchange != new.exchange or old.collection != new.collection
+        writer_changed = old.database != new.database or old.writer != new.writer or old.retention != new.retention
+        if feeds_changed:
+            if not self.simulate:
+                self.endpoints = new.exchange.endpoints()
+            log.info("SIGHUP: exchange or collection settings changed: replacing the workers one by one")
+            if old.collection != new.collection:
+                self.refresh_universe(force_replace=True)
+            else:
+                for c in self.children:
+                    if c.role == "worker":
+                        self._replace_worker(c, c.symbols)
+        else:  # filter parameters, intervals and log level apply live
+            for c in self.children:
+                if c.role == "worker" and c.control is not None:
+                    c.control.put(("config", new))
+        if writer_changed:
+            if not new.database.embedded and not old.database.embedded:
+                self.dsn = database_dsn(new)
+            elif new.database != old.database:
+                log.error("SIGHUP: switching between the embedded and an external database needs a restart")
+            log.info("SIGHUP: database or writer settings changed: restarting the writer")
+            for c in self.children:
+                if c.role == "writer" and c.process is not None:
+                    c.stop.set()  # type: ignore[attr-defined]  # it drains; the reaper starts its successor
+                    c.expected_exit = True
+        if old.monitoring != new.monitoring and self.health_server is not None:
+            self.health_server.stop()
+            self._start_health()
         log.info("SIGHUP: configuration reloaded from %s", self.config_path)
 
     def handle_term(self) -> None:
@@ -152,28 +194,57 @@ class Supervisor:
             log.info("embedded PostgreSQL at %s", self.dsn)
         else:
             self.dsn = database_dsn(cfg)
-        info = fetch_json(f"{self.endpoints.rest}/fapi/v1/exchangeInfo")
-        universe = select_universe(info)  # type: ignore[arg-type]
-        if cfg.collection.symbols:
-            wanted = set(cfg.collection.symbols)
-            missing = sorted(wanted - set(universe))
-            if missing:
-                log.warning("configured symbols not trading on the exchange, skipped: %s", ", ".join(missing))
-            universe = [s for s in universe if s in wanted]
+        universe = self.fetch_universe()
         if not universe:
             raise RuntimeError("the exchange lists no USDT-M perpetual in TRADING: nothing to collect")
         self.universe = universe
         activity: dict[str, float] = {}
+        rows: list[dict] = []
         try:
-            rows = fetch_json(f"{self.endpoints.rest}/fapi/v1/ticker/24hr")
-            assert isinstance(rows, list)
-            rows = [r for r in rows if isinstance(r, dict) and r.get("symbol") in set(universe)]
+            fetched = fetch_json(f"{self.endpoints.rest}/fapi/v1/ticker/24hr")
+            assert isinstance(fetched, list)
+            rows = [r for r in fetched if isinstance(r, dict) and r.get("symbol") in set(universe)]
             activity = {r["symbol"]: float(r.get("quoteVolume") or 0) for r in rows}
+        except Exception as e:  # shards then ignore activity; tiers start at the filter's defaults
+            log.warning("could not read ticker/24hr: %s", e)
+        if not self._resume_tiers() and rows:
             self.tiers = bootstrap_from_ticker_24hr(rows, tier_params(cfg))
-        except Exception as e:  # tiers then start at the filter's defaults; logged, not fatal
-            log.warning("could not bootstrap tiers from ticker/24hr: %s", e)
+            log.info("tiers bootstrapped from ticker/24hr until statistics cover a tier interval")
         self.shards = shard(universe, min(self.n_workers, len(universe)), activity)
         log.info("universe: %d symbols over %d workers", len(universe), len(self.shards))
+
+    def fetch_universe(self) -> list[str]:
+        """USDT-M perpetuals in TRADING, narrowed to collection.symbols when that is set."""
+        assert self.cfg is not None and self.endpoints is not None
+        universe = select_universe(fetch_json(f"{self.endpoints.rest}/fapi/v1/exchangeInfo"))  # type: ignore[arg-type]
+        wanted = self.cfg.collection.symbols
+        if wanted:
+            missing = sorted(set(wanted) - set(universe))
+            if missing:
+                log.warning("configured symbols not trading on the exchange, skipped: %s", ", ".join(missing))
+            universe = [s for s in universe if s in set(wanted)]
+        return universe
+
+    def _resume_tiers(self) -> bool:
+        """The last stored tiers, so a restart resumes them instead of bootstrapping again."""
+        import psycopg
+
+        from collector import storage
+
+        assert self.dsn is not None
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+                stored = storage.load_latest_tiers(conn)
+                row = conn.execute("SELECT max(computed_at) FROM symbol_tiers").fetchone()
+        except Exception as e:  # first start (no schema yet) or database down: bootstrap instead
+            log.info("no stored tiers to resume (%s)", type(e).__name__)
+            return False
+        if not stored or row is None or row[0] is None:
+            return False
+        self.tiers = {s: TierAssignment(t.tier, t.threshold_usd, t.p90_usd, t.score) for s, t in stored.items()}
+        self.tiers_ms = int(row[0].timestamp() * 1000)
+        log.info("resumed the tiers of %d symbols computed at %s", len(self.tiers), row[0].isoformat())
+        return True
 
     def _spawn(self, child: Child) -> None:
         from collector.worker import WorkerSpec, run_worker
@@ -227,7 +298,9 @@ class Supervisor:
                 self._spawn(c)
             deadline = time.monotonic() + self.run_for if self.run_for else None
             now = time.monotonic()
-            self.next_tiers = now + self.tier_interval_s()
+            age = (time.time() * 1000 - self.tiers_ms) / 1000 if self.tiers_ms else 0.0
+            self.next_tiers = now + max(0.0, self.tier_interval_s() - age)
+            self.next_universe = now + self.cfg.exchange.universe_refresh_s
             self.next_stats_log = now + self.cfg.monitoring.stats_interval
             while not self.stopping:
                 self._wait(deadline)
@@ -272,6 +345,11 @@ class Supervisor:
                     self.exit_code = BOOT_ERROR
                     self.stopping = True
                     return
+                if c.expected_exit:
+                    c.expected_exit = False
+                    c.restart_at = now
+                    log.info("%s %d stopped for a restart (exit code %s)", c.role, c.index + 1, code)
+                    continue
                 c.restart_at = now + c.next_delay
                 log.error("%s %d died (exit code %s, after %.0fs): restarting in %.0fs", c.role, c.index + 1,
                           code, lived, c.next_delay)
@@ -282,9 +360,15 @@ class Supervisor:
                 self._spawn(c)
 
     def _shutdown(self) -> None:
+        for r in self.retiring:
+            r.stop.set()  # type: ignore[attr-defined]
         workers = [c for c in self.children if c.role == "worker" and c.process is not None]
         for c in workers:
             c.stop.set()  # type: ignore[attr-defined]
+        for r in self.retiring:
+            r.process.join(WORKER_STOP_TIMEOUT_S)
+            if r.process.is_alive():
+                r.process.kill()
         for c in workers:
             _join_or_kill(c, WORKER_STOP_TIMEOUT_S)
         for c in self.children:
@@ -304,12 +388,76 @@ class Supervisor:
     def _periodic(self) -> None:
         now = time.monotonic()
         if now >= self.next_tiers:
-            self.next_tiers = now + self.tier_interval_s()
+            age = (time.time() * 1000 - self.tiers_ms) / 1000 if self.tiers_ms else 0.0
+            self.next_tiers = now + max(0.0, self.tier_interval_s() - age)
+            self.next_universe = now + self.cfg.exchange.universe_refresh_s
             self.recompute_tiers()
+        if now >= self.next_universe:
+            assert self.cfg is not None
+            self.next_universe = now + self.cfg.exchange.universe_refresh_s
+            self.refresh_universe()
+        self._retire_predecessors(now)
         if now >= self.next_stats_log:
             assert self.cfg is not None
             self.next_stats_log = now + self.cfg.monitoring.stats_interval
             self.log_stats()
+
+    def refresh_universe(self, force_replace: bool = False) -> None:
+        """Listings and delistings applied without a full restart: only the affected workers are replaced."""
+        try:
+            new = self.fetch_universe()
+        except Exception as e:  # keep the current universe; try again next time
+            log.warning("universe refresh failed: %s", e)
+            return
+        if not new:
+            log.error("universe refresh: the exchange lists no symbol in TRADING; keeping the current universe")
+            return
+        current = set(self.universe)
+        added = [s for s in new if s not in current]
+        removed = current - set(new)
+        if not added and not removed and not force_replace:
+            return
+        workers = [c for c in self.children if c.role == "worker"]
+        new_symbols = {id(c): [s for s in c.symbols if s not in removed] for c in workers}
+        for sym in added:
+            if sym not in self.symbol_slots:
+                if len(self.symbol_slots) >= self.stats.symbol_slots:  # type: ignore[union-attr]
+                    log.error("no statistics slot left for %s: tiers will not see it until a restart", sym)
+                else:
+                    self.symbol_slots[sym] = len(self.symbol_slots)
+            target = min(workers, key=lambda c: (len(new_symbols[id(c)]), c.index))
+            new_symbols[id(target)].append(sym)
+        if added or removed:
+            log.info("universe changed: %d listed (%s), %d delisted (%s)", len(added), " ".join(added[:10]),
+                     len(removed), " ".join(sorted(removed)[:10]))
+        self.universe = new
+        for c in workers:
+            if force_replace or sorted(new_symbols[id(c)]) != sorted(c.symbols):
+                self._replace_worker(c, sorted(new_symbols[id(c)]))
+
+    def _replace_worker(self, c: Child, symbols: list[str]) -> None:
+        """Start the successor before retiring the predecessor, so the market is never unwatched.
+
+        Both collect for a few seconds; their rows coincide on the tables' keys and the writer's
+        ON CONFLICT recovery path keeps one copy.
+        """
+        if c.process is None:  # down: it will be respawned with the new symbols
+            c.symbols = symbols
+            return
+        if c.control is not None:
+            c.control.put(("quiet", None))
+        self.retiring.append(Retiring(c.process, c.stop, time.monotonic()))
+        c.symbols = symbols
+        self._spawn(c)
+
+    def _retire_predecessors(self, now: float) -> None:
+        for r in list(self.retiring):
+            if not r.stop_sent and now - r.since >= RETIRE_AFTER_S:
+                r.stop.set()  # type: ignore[attr-defined]
+                r.stop_sent = True
+            if r.process.exitcode is not None:
+                r.process.join(0)
+                self.retiring.remove(r)
 
     def recompute_tiers(self) -> None:
         """Tiers from every worker's published statistics, stored (with history) and sent to the workers."""

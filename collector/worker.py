@@ -260,8 +260,9 @@ def run_worker(spec: WorkerSpec) -> None:
     import setproctitle
     import uvloop
 
-    from collector.logs import log_dir, setup_logging
+    from collector.logs import exit_with_parent, log_dir, setup_logging
 
+    exit_with_parent()
     setproctitle.setproctitle(f"collector: worker {spec.index + 1}/{spec.total} ({len(spec.symbols)} symbols)")
     setup_logging(spec.config.logging, log_dir(spec.config.logging) / f"worker-{spec.index + 1}.log")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the whole group: the supervisor decides
