@@ -54,6 +54,7 @@ STATUS_PAGE_HTML = r"""<!doctype html>
   #alerts li { padding: 4px 8px; margin-bottom: 4px; border-left: 4px solid var(--bad); background: #fdecea; }
   #alerts li.clear { border-color: var(--ok); background: #e8f5ec; }
   #alerts li.warn { border-color: var(--warn); background: #fff4e0; }
+  .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 20px; align-items: start; }
   .muted { color: var(--muted); } .error { color: var(--bad); }
 </style>
 </head>
@@ -106,23 +107,28 @@ STATUS_PAGE_HTML = r"""<!doctype html>
   </section>
   <section class="wide" id="tiers">
     <h2>Tiers <span class="muted" data-field="computed_at"></span></h2>
+    <div class="pair">
     <table id="tier-counts">
-      <thead><tr><th>tier</th><th>symbols</th><th>lowest threshold</th><th>highest threshold</th></tr></thead>
+      <thead><tr><th>tier</th><th>symbols</th><th>large trade above: lowest</th><th>highest</th></tr></thead>
       <tbody></tbody>
     </table>
-    <table id="tier-top" style="margin-top:8px">
+    <table id="tier-top">
       <thead><tr><th>top symbols</th><th>tier</th><th>large trade above</th><th>score</th></tr></thead>
       <tbody></tbody>
     </table>
+    </div>
   </section>
 </main>
 <script>
 "use strict";
 // Poll period while rates are known: fresh enough to watch, cheap for the supervisor (one snapshot each).
 const REFRESH_MS = 2000;
-// Poll period until every process has a rate: a rate needs two publications (children publish every
-// 50-250 ms), so the page shows numbers a fraction of a second after opening instead of after 2 s.
-const WARMUP_MS = 250;
+// Poll period until every process has a rate, so the page shows rates about a second after opening
+// instead of after two full refreshes.
+const WARMUP_MS = 100;
+// Shortest span of publications a rate is computed over: the writer commits every 250 ms
+// (writer.flush_interval_ms), so a shorter span can hold no commit and show a busy writer at 0 rows/s.
+const MIN_RATE_SPAN_MS = 600;
 // Baselines older than this are replaced: the rate shown is over the last few seconds, not since opening.
 const RATE_WINDOW_MS = 10000;
 
@@ -152,8 +158,8 @@ function rate(key, updatedIso, value) {
   if (!h) { h = []; history.set(key, h); }
   if (!h.length || h[h.length - 1].t !== t) h.push({t, v: value});
   while (h.length > 2 && t - h[1].t >= RATE_WINDOW_MS) h.shift();
-  if (h.length < 2) return null;
   const a = h[0], b = h[h.length - 1];
+  if (b.t - a.t < MIN_RATE_SPAN_MS) return null;
   return b.v < a.v ? null : (b.v - a.v) * 1000 / (b.t - a.t);
 }
 
