@@ -428,15 +428,17 @@ def _partitions(conn: psycopg.Connection, table: str) -> set[str]:
 
 
 def drop_expired(conn: psycopg.Connection, now: datetime,
-                 retention: Mapping[str, timedelta | None] | None = None) -> list[str]:
+                 retention: Mapping[str, timedelta | None] | None = None,
+                 tables: tuple[str, ...] = TIME_TABLES) -> list[str]:
     """Drop partitions lying entirely before now - retention; returns their names (oldest first per table).
 
     A partition that still holds one row younger than the cut-off is kept whole: retention is honoured to
-    within one partition span, never by deleting rows one by one.
+    within one partition span, never by deleting rows one by one. `tables` lets the writer do one table per
+    transaction, so the ACCESS EXCLUSIVE locks a DROP takes are held only briefly between its flushes.
     """
     retention = DEFAULT_RETENTION if retention is None else {**DEFAULT_RETENTION, **retention}
     dropped: list[str] = []
-    for t in TIME_TABLES:
+    for t in tables:
         keep = retention.get(t)
         if keep is None:
             continue

@@ -17,6 +17,16 @@ Failure model (a batch lands whole or is retried, never half, never twice):
 - a batch the database rejects on its own (bad data): isolated by loading batches one by one; the culprit
   goes to the dead-letter spool (or is counted and dropped when no spool is configured) so that one bad
   batch cannot block a table forever.
+- a database outage (server down, or refusing writes: read-only, disk full): the writer keeps accepting
+  batches. Once flushes have failed for `spool_after_s` (or the backlog passes `spool_backlog_bytes`), the
+  pending batches are written to the spool directory (fsync'd, atomically renamed, bounded by
+  `spool_max_bytes`) and only then acknowledged, so workers may forget them. When the database answers
+  again the spool is replayed oldest file first, one file per tick between live flushes, and a file is
+  deleted only after its rows are committed: a file whose load outcome is unknown (kill -9 mid-replay) is
+  loaded again through the ON CONFLICT path, without duplicates. A full spool is never dropped from: the
+  batches stay in memory, unacknowledged, until max_pending_bytes stops the reading (back-pressure).
+After a recovery, partition upkeep and retention run at once, one table per tick under a short lock
+timeout, so they never hold up flushes for long.
 On shutdown everything pending is flushed; what still cannot be written by the deadline is spooled to disk
 and loaded again by the next writer.
 """
@@ -26,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +46,7 @@ from typing import Any, Literal, Protocol
 
 import psycopg
 from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict
 
 from collector import storage
 from collector.encode import CANDLE_TABLES, COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
@@ -56,9 +68,30 @@ MAX_BYTES = 4 << 20
 # beyond it the bounded multiprocessing queue fills and workers apply their own policy.
 MAX_PENDING_BYTES = 256 << 20
 # Retry backoff after a failed flush: first retry fast (a dropped connection usually reconnects at once),
-# then doubling up to 30 s so a down database is not hammered.
+# then doubling up to 10 s: a failed attempt against a down server costs one refused connect (or at most
+# CONNECT_TIMEOUT_S), so every 10 s does not hammer it, and a returning database is noticed within 10 s.
 BACKOFF_INITIAL_S = 0.5
-BACKOFF_MAX_S = 30.0
+BACKOFF_MAX_S = 10.0
+# Connecting to an unreachable host must not freeze the loop (socket reads, acks, spooling) for the OS's
+# TCP timeout (minutes); a reachable server answers in milliseconds. Used unless the DSN sets its own.
+CONNECT_TIMEOUT_S = 5
+# Outage: flushes failing this long are not a dropped connection (that reconnects on the first or second
+# retry, 0.5 + 1 s) but a database that is down: pending batches go to the spool and are acknowledged.
+SPOOL_AFTER_S = 5.0
+# ...or, while flushes fail, as soon as this much is pending, whatever the outage's age: a heavy stream
+# must not reach MAX_PENDING_BYTES (back-pressure) before the outage is declared. A quarter of it.
+SPOOL_BACKLOG_BYTES = 64 << 20
+# During an outage, spool once the oldest pending batch is this old: ~1 s of traffic per file keeps the
+# file count low (3,600 per hour of outage) while workers hold at most ~1 s more than they must.
+SPOOL_EVERY_S = 1.0
+# One spool file holds at most this much: a replay step loads one file, so this bounds how long a replay
+# keeps the loop from reading the sockets (a 16 MB COPY takes a fraction of a second).
+SPOOL_FILE_MAX_BYTES = 16 << 20
+# Disk the spool may use (config writer.spool_max_mb overrides): ~minutes to hours of filtered traffic.
+SPOOL_MAX_BYTES = 2048 << 20
+# Maintenance (CREATE/DROP partition) waits at most this long for a lock held by a reader: flushes queue
+# behind it in this single-threaded writer, so it gives up and retries rather than stall them.
+MAINTENANCE_LOCK_TIMEOUT_MS = 1_000
 # A table lock (ALTER, a manual LOCK, a long DROP) must not hang the writer: give up the attempt after 5 s
 # and retry with backoff; 60 s bounds any single statement (a 4 MB COPY takes well under a second).
 LOCK_TIMEOUT_MS = 5_000
@@ -112,7 +145,9 @@ class WriterStats:
     failing_since_ms: int = 0  # start of the current run of failed flushes; 0 once a flush succeeds
     copy_latency_sum_s: float = 0.0
     partitions_dropped: int = 0
-    spooled_batches: int = 0
+    spooled_batches: int = 0  # batches in spool files waiting to be replayed (gauge)
+    spooled_bytes: int = 0  # size of those files on disk (gauge)
+    spool_full: int = 0  # times batches could not be spooled for lack of room (they stayed in memory)
 
     def record_copy(self, table: str, batches: list[Batch], seconds: float, commit_ms: int) -> None:
         rows = sum(b.rows for b in batches)
@@ -155,6 +190,121 @@ def _ms_to_dt(ms: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
+_SPOOL_RE = re.compile(r"^pending-(?P<seq>\d+)-(?P<batches>\d+)\.pkl$")
+
+
+@dataclass(frozen=True)
+class SpoolFile:
+    """One spool file; the name carries its order and batch count so a restart needs no unpickling."""
+
+    path: Path
+    seq: int
+    batches: int
+    nbytes: int
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable: without it a crash can forget a file whose contents were fsync'd."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Batches on disk, oldest first: durable before they are acknowledged, deleted once committed.
+
+    Files are written whole to a .tmp, fsync'd, renamed (atomic) and the directory fsync'd, so a reader never
+    sees half a file and an acknowledged batch survives kill -9 or a power cut. Bounded by `max_bytes`.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int = SPOOL_MAX_BYTES) -> None:
+        self.dir = Path(directory)
+        self.max_bytes = max_bytes
+        self.files: list[SpoolFile] = []  # pending files, oldest first
+        self._last_seq = 0
+        self.scan()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.nbytes for f in self.files)
+
+    @property
+    def nbatches(self) -> int:
+        return sum(f.batches for f in self.files)
+
+    def scan(self) -> None:
+        """Index what a previous writer left; remove its half-written .tmp files (never acknowledged)."""
+        self.files = []
+        if not self.dir.exists():
+            return
+        for tmp in self.dir.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for path in self.dir.glob("pending-*.pkl"):
+            m = _SPOOL_RE.match(path.name)
+            if m is None:
+                log.error("spool: ignoring unexpected file %s", path)
+                continue
+            self.files.append(SpoolFile(path, int(m["seq"]), int(m["batches"]), path.stat().st_size))
+        self.files.sort(key=lambda f: f.seq)
+        self._last_seq = max((f.seq for f in self.files), default=0)
+
+    def fits(self, nbytes: int) -> bool:
+        return self.nbytes + nbytes <= self.max_bytes
+
+    def write(self, batches: list[Batch]) -> SpoolFile | None:
+        """Persist `batches` as the newest file; None when it would exceed max_bytes. Raises OSError."""
+        payload = pickle.dumps(batches, protocol=pickle.HIGHEST_PROTOCOL)
+        if not self.fits(len(payload)):
+            return None
+        seq = max(time.time_ns(), self._last_seq + 1)  # strictly increasing even if the clock steps back
+        path = self._write_file(f"pending-{seq:020d}-{len(batches)}.pkl", payload)
+        self._last_seq = seq
+        f = SpoolFile(path, seq, len(batches), len(payload))
+        self.files.append(f)
+        return f
+
+    def write_aside(self, batches: list[Batch], prefix: str) -> Path:
+        """A file for a human (e.g. batches the database rejected): not replayed, not counted."""
+        payload = pickle.dumps(batches, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._write_file(f"{prefix}-{time.time_ns():020d}-{os.getpid()}.pkl", payload)
+
+    def _write_file(self, name: str, payload: bytes) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / name
+        tmp = path.with_suffix(".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, path)
+            _fsync_dir(self.dir)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # not durable, so not acknowledged: the batches stay in memory
+            raise
+        return path
+
+    @staticmethod
+    def read(f: SpoolFile) -> list[Batch]:
+        with open(f.path, "rb") as fh:
+            return pickle.load(fh)
+
+    def remove(self, f: SpoolFile) -> None:
+        """Forget a file whose batches are committed (the only way a pending file leaves the spool)."""
+        f.path.unlink(missing_ok=True)
+        self.files.remove(f)
+
+    def set_aside(self, f: SpoolFile) -> Path:
+        """Rename an unreadable file to corrupt-*, out of the replay order, for a human to inspect."""
+        dest = f.path.with_name("corrupt-" + f.path.name)
+        os.rename(f.path, dest)
+        self.files.remove(f)
+        return dest
+
+
 class Writer:
     """Groups batches per table and COPYs them; see the module docstring for the failure model.
 
@@ -168,6 +318,8 @@ class Writer:
                  max_age_s: float = MAX_AGE_S, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES,
                  max_pending_bytes: int = MAX_PENDING_BYTES, lock_timeout_ms: int = LOCK_TIMEOUT_MS,
                  statement_timeout_ms: int = STATEMENT_TIMEOUT_MS, spool_dir: Path | None = None,
+                 spool_max_bytes: int = SPOOL_MAX_BYTES, spool_after_s: float = SPOOL_AFTER_S,
+                 spool_backlog_bytes: int = SPOOL_BACKLOG_BYTES, spool_file_max_bytes: int = SPOOL_FILE_MAX_BYTES,
                  maintenance_every_s: float = MAINTENANCE_EVERY_S,
                  on_committed: Callable[[list[Batch]], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
@@ -181,6 +333,10 @@ class Writer:
         self.lock_timeout_ms = lock_timeout_ms
         self.statement_timeout_ms = statement_timeout_ms
         self.spool_dir = spool_dir
+        self.spool = None if spool_dir is None else Spool(Path(spool_dir), spool_max_bytes)
+        self.spool_after_s = spool_after_s
+        self.spool_backlog_bytes = spool_backlog_bytes
+        self.spool_file_max_bytes = spool_file_max_bytes
         self.maintenance_every_s = maintenance_every_s
         # Told about every batch that is now safe (committed, or spooled to disk): the transport
         # acknowledges them to their workers, which may then forget them.
@@ -196,8 +352,11 @@ class Writer:
         self._retry_at = 0.0
         self._backoff = BACKOFF_INITIAL_S
         self._next_maintenance = 0.0
+        self._maintenance_todo: list[str] = []  # tables left in the current maintenance round
         self._rollup_range: tuple[int, int] | None = None  # candles_1m event ms committed, not rolled up yet
-        self._spool_loaded = False
+        self._failing_since: float | None = None  # clock() of the first failure of the current outage
+        self._spool_full_logged = False
+        self._sync_spool()
 
     # --- input ------------------------------------------------------------------------------------------------
 
@@ -261,51 +420,57 @@ class Writer:
     # --- driving ----------------------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Flush what is due (unless backing off) and run maintenance when its time has come."""
+        """Spool during an outage; flush what is due and replay the spool (unless backing off); maintain."""
         now = self.clock()
+        self._spool_if_outage(now)
         if now < self._retry_at:
             return
         due = self.due_tables(now)
-        if due:
+        if due or self.spool_waiting():
             self.flush(due)
         if now >= self._retry_at:
             self._maintain(now)
 
-    def flush(self, tables: list[str] | None = None) -> bool:
-        """Try to write the pending batches of `tables` (all by default) now. True if all landed.
+    def spool_waiting(self) -> bool:
+        """True while spool files wait to be replayed."""
+        return self.spool is not None and bool(self.spool.files)
 
-        Ignores the backoff timer (tick() honours it); a failure is counted, remembered in
-        stats.last_error, and schedules the next retry.
+    def flush(self, tables: list[str] | None = None) -> bool:
+        """Try to write the pending batches of `tables` (all by default), then replay one spool file. True if
+        all of that landed.
+
+        Live batches go first so a long replay never delays fresh rows. Ignores the backoff timer (tick()
+        honours it); a failure is counted, remembered in stats.last_error, and schedules the next retry.
         """
         tables = [t for t in (tables if tables is not None else list(self._pending)) if self._pending.get(t)]
         try:
             for table in tables:
                 self._flush_table(table)
+            self._replay_oldest()
         except _Transient as exc:
             self._failed(exc)
             return False
-        self._backoff = BACKOFF_INITIAL_S
-        self._retry_at = 0.0
-        self.stats.failing_since_ms = 0
+        self._recovered()
         self._after_flush()
         return True
 
     def close(self, deadline_s: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> list[Batch]:
-        """Flush everything, retrying until `deadline_s` has passed; spool what could not be written.
+        """Flush everything (and replay the spool), retrying until `deadline_s` has passed; spool the rest.
 
-        Returns the batches that were not written (spooled when a spool_dir is configured).
+        Returns the batches that were neither written nor spooled (no spool_dir, or the spool is full):
+        lost unless their workers still hold them.
         """
         end = self.clock() + deadline_s
-        while any(self._pending.values()):
-            if self.flush():
-                break
+        while any(self._pending.values()) or self.spool_waiting():  # at least one attempt, even at deadline 0
+            ok = self.flush()
             remaining = end - self.clock()
             if remaining <= 0:
                 break
-            sleep(min(self._backoff, remaining))
+            if not ok:
+                sleep(min(self._backoff, remaining))
+        if any(self._pending.values()) and self.spool is not None:
+            self._spool_pending()
         left = [b for bs in self._pending.values() for b in bs]
-        if left and self.spool_dir is not None:
-            self._spool(left)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -322,8 +487,10 @@ class Writer:
         if self._conn is not None and not self._conn.closed:
             return self._conn
         self._conn = None
+        conn = None
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True, application_name="collector-writer")
+            conn = psycopg.connect(self.dsn, autocommit=True, application_name="collector-writer",
+                                   **_connect_timeout(self.dsn))
             conn.execute(f"SET lock_timeout = {int(self.lock_timeout_ms)}")
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
             if self.backend is None:
@@ -334,11 +501,11 @@ class Writer:
                         self.stats.refused_batches += len(self._pending.pop(t, []))
                         self._since.pop(t, None)
                     self._pending_bytes = sum(len(b.data) for bs in self._pending.values() for b in bs)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except psycopg.Error as exc:  # down, or up but refusing (read-only, permissions): retried later
+            if conn is not None:
+                conn.close()
             raise _Transient(f"connect: {exc}") from exc
         self._conn = conn
-        if not self._spool_loaded:
-            self._load_spool()
         return conn
 
     def _drop_connection(self) -> None:
@@ -352,7 +519,19 @@ class Writer:
     # --- the COPY -----------------------------------------------------------------------------------------------
 
     def _flush_table(self, table: str) -> None:
-        batches = self._pending[table]
+        good = self._write(table, self._pending[table])
+        if self.on_committed is not None and good:
+            self.on_committed(good)
+        self._pending[table] = []
+        self._since.pop(table, None)
+        self._pending_bytes = sum(len(b.data) for bs in self._pending.values() for b in bs)
+        self._sync_pending()
+
+    def _write(self, table: str, batches: list[Batch]) -> list[Batch]:
+        """Commit `batches` of one table; returns those that landed (the rest were rejected and set aside).
+
+        Raises _Transient when nothing can be said about the data itself (connection, server, permissions).
+        """
         try:
             self._load(table, batches)
         except _Transient:
@@ -369,20 +548,19 @@ class Writer:
                     good.append(b)
                 except (psycopg.DataError, psycopg.IntegrityError) as one:
                     self._reject(b, one)
-            self._done(table, good)
-            return
-        except psycopg.Error as exc:  # schema missing, permissions...: keep the data, retry later
+                except psycopg.Error as other:
+                    self._drop_connection()
+                    raise _Transient(f"{table}: {other}") from other
+            self._landed(table, good)
+            return good
+        except psycopg.Error as exc:  # read-only, schema missing, permissions...: keep the data, retry later
             self._drop_connection()
             raise _Transient(f"{table}: {exc}") from exc
-        self._done(table, batches)
+        self._landed(table, batches)
+        return batches
 
-    def _done(self, table: str, batches: list[Batch]) -> None:
-        if self.on_committed is not None and batches:
-            self.on_committed(batches)
-        self._pending[table] = []
-        self._since.pop(table, None)
-        self._pending_bytes = sum(len(b.data) for bs in self._pending.values() for b in bs)
-        self._sync_pending()
+    def _landed(self, table: str, batches: list[Batch]) -> None:
+        """Remember committed candles_1m time ranges for the roll-up that follows the flush."""
         if table == "candles_1m" and batches:
             lo = min(b.first_event_ms for b in batches)
             hi = max(b.last_event_ms for b in batches) + 60_000
@@ -460,15 +638,33 @@ class Writer:
         self.stats.last_error_ms = int(self.wall() * 1000)
         if not self.stats.failing_since_ms:
             self.stats.failing_since_ms = self.stats.last_error_ms
+        if self._failing_since is None:
+            self._failing_since = self.clock()
         self._retry_at = self.clock() + self._backoff
         log.warning("flush failed, retrying in %.1fs: %s", self._backoff, exc)
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
 
+    def _recovered(self) -> None:
+        """A flush succeeded: reset the backoff; after an outage, run maintenance now rather than in an hour.
+
+        Retention and partitions ahead may have been skipped during the outage, and the replay may need
+        partitions: the next ticks do them, one table each (see _maintain).
+        """
+        if self._failing_since is not None:
+            log.info("database writable again after %.1f s of failures; %d spool files to replay",
+                     self.clock() - self._failing_since, len(self.spool.files) if self.spool else 0)
+            self._next_maintenance = 0.0
+            self._maintenance_todo = []
+        self._failing_since = None
+        self._backoff = BACKOFF_INITIAL_S
+        self._retry_at = 0.0
+        self.stats.failing_since_ms = 0
+
     def _reject(self, batch: Batch, exc: BaseException) -> None:
         self.stats.rejected_batches += 1
         log.error("batch of %d %s rows rejected by the database: %s", batch.rows, batch.table, exc)
-        if self.spool_dir is not None:
-            self._spool([batch], prefix="rejected")
+        if self.spool is not None:
+            self.spool.write_aside([batch], "rejected")
         if self.on_committed is not None:  # dealt with (set aside for a human): the worker must not resend it
             self.on_committed([batch])
 
@@ -489,56 +685,155 @@ class Writer:
                 self._drop_connection()
 
     def _maintain(self, now: float) -> None:
+        """Partition upkeep and retention, one table per call (each tick): flushes run in between."""
         if now < self._next_maintenance:
             return
+        if not self._maintenance_todo:
+            self._maintenance_todo = list(storage.TIME_TABLES)
+        table = self._maintenance_todo[0]
         try:
             conn = self.connection()
             if self.backend == "postgres":
-                wall = datetime.fromtimestamp(self.wall(), UTC)
-                with conn.transaction():
-                    created = storage.ensure_partitions(conn, wall)
-                    dropped = storage.drop_expired(conn, wall, self.retention)
-                self.stats.partitions_created += len(created)
-                if dropped:
-                    self.stats.partitions_dropped += len(dropped)
-                    log.info("retention dropped partitions: %s", dropped)
-            self._next_maintenance = now + self.maintenance_every_s
+                self._maintain_table(conn, table)
+            self._maintenance_todo.pop(0)
+            if not self._maintenance_todo:
+                self._next_maintenance = now + self.maintenance_every_s
         except (psycopg.Error, _Transient) as exc:
             self.stats.errors += 1
-            self.stats.last_error = f"maintenance: {exc}"
-            self._drop_connection()
+            self.stats.last_error = f"maintenance of {table}: {exc}"
+            log.warning("maintenance of %s failed, retrying in %.1fs: %s", table, self._backoff, exc)
+            if not isinstance(exc, errors.LockNotAvailable):  # a lock timeout leaves the connection usable
+                self._drop_connection()
             # retry maintenance with the flush backoff rather than hourly
             self._next_maintenance = now + self._backoff
 
+    def _maintain_table(self, conn: psycopg.Connection, table: str) -> None:
+        wall = datetime.fromtimestamp(self.wall(), UTC)
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = {int(MAINTENANCE_LOCK_TIMEOUT_MS)}")
+            created = storage.ensure_partitions(conn, wall, tables=(table,))
+            dropped = storage.drop_expired(conn, wall, self.retention, tables=(table,))
+        self.stats.partitions_created += len(created)
+        if dropped:
+            self.stats.partitions_dropped += len(dropped)
+            log.info("retention dropped partitions: %s", dropped)
+
     # --- spool ------------------------------------------------------------------------------------------------
 
-    def _spool(self, batches: list[Batch], prefix: str = "pending") -> Path:
-        assert self.spool_dir is not None
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        path = self.spool_dir / f"{prefix}-{time.time_ns()}-{os.getpid()}.pkl"
-        if prefix == "pending":  # waiting to be replayed (rejected ones are set aside for a human)
-            self.stats.spooled_batches += len(batches)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(batches, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.rename(path)  # atomic: a reader never sees half a spool file
-        return path
-
-    def _load_spool(self) -> None:
-        """Re-queue batches a previous writer spooled on shutdown (the rejected ones stay for a human)."""
-        self._spool_loaded = True
-        if self.spool_dir is None or not self.spool_dir.exists():
+    def _spool_if_outage(self, now: float) -> None:
+        """While flushes fail: move pending batches to disk once the outage is old enough or heavy."""
+        if self.spool is None or self._failing_since is None or not self._pending_bytes:
             return
-        for path in sorted(self.spool_dir.glob("pending-*.pkl")):
-            with open(path, "rb") as f:
-                batches: list[Batch] = pickle.load(f)
-            for b in batches:
-                self.add(b)
-            path.unlink()
-            self.stats.spooled_batches = max(0, self.stats.spooled_batches - len(batches))
-            log.info("re-queued %d spooled batches from %s", len(batches), path)
+        heavy = self._pending_bytes >= self.spool_backlog_bytes
+        outage = now - self._failing_since >= self.spool_after_s
+        oldest = min(self._since.values(), default=now)
+        if heavy or (outage and (now - oldest >= SPOOL_EVERY_S or self._pending_bytes >= self.spool_file_max_bytes)):
+            self._spool_pending()
+
+    def _spool_pending(self) -> None:
+        """Spool every pending batch, file by file; each file's batches are acknowledged once it is durable.
+
+        Stops at the first file that does not fit (or a disk error): those batches stay pending and
+        unacknowledged, so nothing is dropped; accepting() turns False once the backlog reaches
+        max_pending_bytes and back-pressure takes over.
+        """
+        assert self.spool is not None
+        for chunk in self._spool_chunks():
+            estimate = sum(len(b.data) for b in chunk)
+            try:
+                written = self.spool.write(chunk) if self.spool.fits(estimate) else None
+            except OSError as exc:
+                self.stats.errors += 1
+                self.stats.last_error = f"spool: {exc}"
+                log.error("could not spool %d batches (kept in memory): %s", len(chunk), exc)
+                break
+            if written is None:
+                self._spool_refused(len(chunk), estimate)
+                break
+            self._spool_full_logged = False
+            self._forget_pending(chunk)
+            self._sync_spool()
+            log.warning("database unavailable: spooled %d batches (%d bytes) to %s", len(chunk), written.nbytes,
+                        written.path.name)
+            if self.on_committed is not None:
+                self.on_committed(chunk)  # durable now: the workers may forget them
+
+    def _spool_chunks(self) -> list[list[Batch]]:
+        """Pending batches cut into files of at most spool_file_max_bytes (a batch is never split)."""
+        chunks: list[list[Batch]] = [[]]
+        size = 0
+        for b in (b for bs in self._pending.values() for b in bs):
+            if chunks[-1] and size + len(b.data) > self.spool_file_max_bytes:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(b)
+            size += len(b.data)
+        return [c for c in chunks if c]
+
+    def _spool_refused(self, nbatches: int, nbytes: int) -> None:
+        """The spool is full: count it, log once per episode; the batches stay in memory, unacknowledged."""
+        self.stats.spool_full += 1
+        self.stats.last_error = "spool full"
+        if not self._spool_full_logged:
+            assert self.spool is not None
+            log.error("spool full (%d of %d bytes used): %d batches (%d bytes) stay in memory, unacknowledged; "
+                      "workers will be held back", self.spool.nbytes, self.spool.max_bytes, nbatches, nbytes)
+            self._spool_full_logged = True
+
+    def _forget_pending(self, batches: list[Batch]) -> None:
+        gone = {id(b) for b in batches}
+        for table in list(self._pending):
+            kept = [b for b in self._pending[table] if id(b) not in gone]
+            self._pending[table] = kept
+            if not kept:
+                self._since.pop(table, None)
+        self._pending_bytes = sum(len(b.data) for bs in self._pending.values() for b in bs)
+        self._sync_pending()
+
+    def _replay_oldest(self) -> None:
+        """Commit the oldest spool file's batches, then delete it. Raises _Transient (the file stays).
+
+        Each table's batches go in one transaction; a kill between them and the unlink means the next
+        writer loads the file again, and _load's unique-violation path then adds only what is missing.
+        """
+        if self.spool is None or not self.spool.files:
+            return
+        f = self.spool.files[0]
+        try:
+            batches = self.spool.read(f)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError) as exc:
+            dest = self.spool.set_aside(f)
+            self.stats.errors += 1
+            self.stats.last_error = f"spool: unreadable {f.path.name}: {exc}"
+            log.error("spool file %s is unreadable (%s): moved to %s", f.path.name, exc, dest.name)
+            self._sync_spool()
+            return
+        by_table: dict[str, list[Batch]] = {}
+        for b in batches:
+            if b.table in COLUMNS and not (self.backend == "timescaledb" and b.table in storage.DERIVED_CANDLES):
+                by_table.setdefault(b.table, []).append(b)
+            else:
+                self.stats.refused_batches += 1
+        for table, bs in by_table.items():
+            self._write(table, bs)
+        self.spool.remove(f)
+        self._sync_spool()
+        log.info("replayed spool file %s (%d batches); %d files left", f.path.name, len(batches),
+                 len(self.spool.files))
+
+    def _sync_spool(self) -> None:
+        self.stats.spooled_batches = self.spool.nbatches if self.spool else 0
+        self.stats.spooled_bytes = self.spool.nbytes if self.spool else 0
+
+
+def _connect_timeout(dsn: str) -> dict[str, int]:
+    """connect_timeout for psycopg.connect unless the DSN sets its own."""
+    try:
+        if "connect_timeout" in conninfo_to_dict(dsn):
+            return {}
+    except psycopg.ProgrammingError:
+        pass  # a malformed DSN fails in connect() with its own message
+    return {"connect_timeout": CONNECT_TIMEOUT_S}
 
 
 class _Event(Protocol):
@@ -594,11 +889,9 @@ def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_dea
         left = writer.close(shutdown_deadline_s)
         if on_tick is not None:
             on_tick(writer.stats)
-        if left:
-            log.error("writer stopped with %d batches unwritten (%s)", len(left),
-                      "spooled" if writer.spool_dir else "lost: no spool_dir")
-            if writer.spool_dir is not None:
-                acknowledge(left)
+        if left:  # not acknowledged: a worker still running would resend them to the next writer
+            log.error("writer stopped with %d batches neither written nor spooled (%s)", len(left),
+                      "spool full" if writer.spool_dir else "no spool_dir")
     finally:
         server.close()
     return writer.stats
@@ -628,7 +921,8 @@ class WriterStatsPublisher:
             "copy_latency_last_s": st.copy_latency_last_s, "copy_latency_ewma_s": st.copy_latency_ewma_s,
             "copy_latency_sum_s": st.copy_latency_sum_s, "commit_lag_ms": st.commit_lag_last_ms,
             "pending_rows": st.pending_rows, "pending_bytes": st.pending_bytes,
-            "spooled_batches": st.spooled_batches, "replayed_flushes": st.replayed_flushes,
+            "spooled_batches": st.spooled_batches, "spooled_bytes": st.spooled_bytes,
+            "replayed_flushes": st.replayed_flushes,
             "partitions_created": st.partitions_created, "partitions_dropped": st.partitions_dropped,
             "rejected_batches": st.rejected_batches, "refused_batches": st.refused_batches,
         })
@@ -652,12 +946,15 @@ def run_writer(spec: WriterSpec) -> None:
 
     import setproctitle
 
-    from collector.logs import log_dir, setup_logging
+    from collector.logs import exit_with_parent, log_dir, setup_logging
 
+    exit_with_parent()
     setproctitle.setproctitle("collector: writer")
     cfg = spec.config
     setup_logging(cfg.logging, log_dir(cfg.logging) / "writer.log")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
+    # SIGTERM (the supervisor died: see exit_with_parent) drains like a stop request
+    signal.signal(signal.SIGTERM, lambda *_: spec.stop.set())
     publish = block = None
     if spec.stats_name:
         from collector.stats import WRITER_SLOT, StatsBlock
@@ -675,4 +972,5 @@ def _serve_from_config(spec: WriterSpec, publish: Callable[[WriterStats], None] 
     cfg = spec.config
     serve(spec.socket_path, spec.stop, spec.dsn, on_tick=publish, mode=cfg.database.mode,
           retention=cfg.retention.periods(), max_rows=cfg.writer.batch_rows,
-          max_age_s=cfg.writer.flush_interval_ms / 1000, spool_dir=Path(cfg.writer.spool_dir))
+          max_age_s=cfg.writer.flush_interval_ms / 1000, spool_dir=Path(cfg.writer.spool_dir),
+          spool_max_bytes=cfg.writer.spool_max_mb << 20)

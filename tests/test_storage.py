@@ -115,6 +115,18 @@ def test_drop_expired_drops_exactly_the_expired_partitions(db_url: str) -> None:
         assert drop_expired(conn, NOW, {"trades": timedelta(days=7)}) == []  # idempotent
 
 
+def test_drop_expired_can_be_limited_to_one_table(db_url: str) -> None:
+    """The writer runs retention one table per transaction, so each DROP's locks are held briefly."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        ensure_partitions_for(conn, "trades", NOW - timedelta(days=12), NOW)
+        ensure_partitions_for(conn, "funding", NOW - timedelta(days=70), NOW)
+        dropped = drop_expired(conn, NOW, tables=("funding",))
+        assert dropped and all(d.startswith("funding_") for d in dropped)
+        assert partitions(conn, "trades")[0] == "trades_p20250228"  # untouched
+        assert drop_expired(conn, NOW, tables=("trades",))[0] == "trades_p20250228"
+
+
 def _candle_rows(start: datetime, minutes: int, missing: set[int], symbol: str, rng: random.Random) -> list[tuple]:
     rows = []
     price = Decimal("100.00")

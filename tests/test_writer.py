@@ -1,19 +1,26 @@
-"""writer.py against a real PostgreSQL: exact landing, replays, failures, shutdown, partitions on demand."""
+"""writer.py against a real PostgreSQL: exact landing, replays, failures, shutdown, partitions on demand,
+the outage spool (bounded, durable before acknowledged, replayed oldest first and idempotently) and
+maintenance after a recovery."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from collector import storage
 from collector.encode import Batch, BatchBuilder, encode_candle, encode_funding, encode_trade
-from collector.writer import Writer
+from collector.writer import MAINTENANCE_LOCK_TIMEOUT_MS, Spool, SpoolFile, Writer
 
 DAY_MS = 86_400_000
+# Nothing listens on port 1: connecting fails at once, like a database that is down.
+DEAD_DSN = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=1"
 
 
 class Clock:
@@ -165,14 +172,16 @@ def test_partitions_are_created_on_demand(db_url: str) -> None:
 
 def test_unwritable_batches_are_spooled_and_reloaded(db_url: str, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    dead = Writer("postgresql://postgres@127.0.0.1:1/none?connect_timeout=1", mode="postgres", spool_dir=spool)
-    dead.add(trades_batch(1, 30))
-    left = dead.close(deadline_s=0)
-    assert len(left) == 1 and len(list(spool.glob("pending-*.pkl"))) == 1
+    acked: list[Batch] = []
+    dead = Writer(DEAD_DSN, mode="postgres", spool_dir=spool, on_committed=acked.extend)
+    batch = trades_batch(1, 30)
+    dead.add(batch)
+    assert dead.close(deadline_s=0) == []  # nothing left over: it is on disk...
+    assert acked == [batch] and len(list(spool.glob("pending-*.pkl"))) == 1  # ...so it was acknowledged
     w = Writer(db_url, mode="postgres", spool_dir=spool)
-    w.connection()  # loads the spool
-    assert w.pending_rows() == 30 and not list(spool.glob("pending-*.pkl"))
+    assert w.stats.spooled_batches == 1 and w.stats.spooled_bytes > 0 and w.pending_rows() == 0
     assert w.flush() and trade_ids(db_url) == list(range(1, 31))
+    assert not list(spool.glob("pending-*.pkl")) and w.stats.spooled_batches == 0 == w.stats.spooled_bytes
     w.close()
 
 
@@ -223,4 +232,218 @@ def test_timescaledb_refuses_derived_candles(db_url: str, timescaledb_available:
     assert batch is not None
     w.add(batch)
     assert w.stats.refused_batches == 1 and w.pending_rows() == 0
+    w.close()
+
+
+# --- database outage: the spool ------------------------------------------------------------------------------
+
+
+def outage_writer(tmp_path: Path, clock: Clock, acked: list[Batch], **kw: object) -> Writer:
+    """A writer whose database is down (swap `w.dsn` for a real one to end the outage)."""
+    return Writer(DEAD_DSN, mode="postgres", clock=clock, spool_dir=tmp_path / "spool", on_committed=acked.extend,
+                  spool_after_s=5.0, **kw)  # type: ignore[arg-type]
+
+
+def spool_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "spool").glob("pending-*.pkl"))
+
+
+def test_outage_spools_after_a_while_and_acknowledges_only_after_fsync(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, acked, events = Clock(), [], []
+    w = outage_writer(tmp_path, clock, acked)
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    w.on_committed = lambda bs: (events.append(("ack", len(bs))), acked.extend(bs))
+    batch = trades_batch(1, 20)
+    w.add(batch)
+    clock.advance(0.25)  # due
+    w.tick()  # first failure: a dropped connection looks like this too, so nothing is spooled yet
+    assert w.stats.errors == 1 and not spool_files(tmp_path) and not acked and w.pending_rows() == 20
+    clock.advance(5.0)
+    w.tick()
+    (path,) = spool_files(tmp_path)
+    assert acked == [batch] and w.pending_rows() == 0 and w.stats.spooled_batches == 1
+    # the file's data, then the directory holding its new name, are durable before the worker hears of it
+    assert [e[0] for e in events] == ["fsync", "fsync", "ack"]
+    assert events[0][1].endswith(".tmp") and events[1][1] == str(tmp_path / "spool")
+    assert w.stats.spooled_bytes == path.stat().st_size
+    w.dsn = db_url  # the database is back
+    clock.advance(60.0)
+    w.tick()
+    assert trade_ids(db_url) == list(range(1, 21)) and not spool_files(tmp_path) and w.stats.spooled_batches == 0
+    w.close()
+
+
+def test_a_spool_that_cannot_be_made_durable_acknowledges_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    clock, acked = Clock(), []
+    w = outage_writer(tmp_path, clock, acked)
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    w.add(trades_batch(1, 20))
+    clock.advance(0.25)
+    w.tick()
+    clock.advance(5.0)
+    w.tick()
+    assert not acked and w.pending_rows() == 20 and w.stats.spooled_batches == 0
+    assert not list((tmp_path / "spool").iterdir())  # neither a file nor a leftover .tmp
+    assert "could not spool 1 batches (kept in memory): [Errno 5]" in caplog.text
+
+
+def test_the_spool_is_bounded_and_a_full_spool_holds_batches_back(db_url: str, tmp_path: Path) -> None:
+    clock, acked = Clock(), []
+    batches = [trades_batch(i * 100 + 1, 100) for i in range(6)]
+    size = len(pickle.dumps([batches[0]], protocol=pickle.HIGHEST_PROTOCOL))
+    # one batch per file, room for two files; back-pressure once four batches wait in memory
+    w = outage_writer(tmp_path, clock, acked, spool_max_bytes=2 * size + size // 2, spool_file_max_bytes=1,
+                      max_pending_bytes=4 * len(batches[0].data))
+    for b in batches:
+        w.add(b)
+    clock.advance(0.25)
+    w.tick()
+    clock.advance(5.0)
+    w.tick()
+    assert len(spool_files(tmp_path)) == 2 and sum(p.stat().st_size for p in spool_files(tmp_path)) <= 2.5 * size
+    assert acked == batches[:2]  # exactly what is on disk, oldest first
+    assert w.pending_rows() == 400 and not w.accepting()  # nothing dropped: held back, unacknowledged
+    assert w.stats.spool_full >= 1 and w.stats.spooled_batches == 2
+    clock.advance(1.0)
+    w.tick()  # still full: nothing changes, nothing is lost
+    assert len(spool_files(tmp_path)) == 2 and w.pending_rows() == 400
+    w.dsn = db_url
+    clock.advance(60.0)
+    assert w.close(deadline_s=30) == []
+    assert trade_ids(db_url) == list(range(1, 601)) and not spool_files(tmp_path)
+
+
+def test_the_spool_is_replayed_oldest_first(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path / "spool")
+    monkeypatch.setattr(time, "time_ns", lambda: 5)  # a clock stepping back must not reorder the files
+    written = [spool.write([trades_batch(i * 10 + 1, 10)]) for i in range(4)]
+    assert all(f is not None for f in written)
+    seqs = [f.seq for f in written if f is not None]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    read: list[int] = []
+    real_read = Spool.read
+
+    def spy(f: SpoolFile) -> list[Batch]:
+        read.append(f.seq)
+        return real_read(f)
+
+    monkeypatch.setattr(Spool, "read", staticmethod(spy))
+    w = Writer(db_url, mode="postgres", spool_dir=tmp_path / "spool")
+    assert w.flush()  # one file per flush, so live batches are never held up by a long replay
+    assert read == seqs[:1] and len(spool_files(tmp_path)) == 3
+    while w.spool_waiting():
+        assert w.flush()
+    assert read == seqs and trade_ids(db_url) == list(range(1, 41))
+    w.close()
+
+
+def test_a_spool_file_loaded_twice_adds_nothing_twice(db_url: str, tmp_path: Path) -> None:
+    a, b = trades_batch(1, 50), trades_batch(51, 50)
+    w = Writer(db_url, mode="postgres")
+    w.add(a)
+    assert w.flush()
+    w.close()
+    # a writer killed after committing `a` from this file but before deleting it: the next one loads it again
+    spool = Spool(tmp_path / "spool")
+    spool.write([a, b])
+    Path(tmp_path / "spool" / "pending-00000000000000000099-1.tmp").write_bytes(b"half a fi")  # torn write
+    w2 = Writer(db_url, mode="postgres", spool_dir=tmp_path / "spool")
+    assert w2.stats.spooled_batches == 2
+    assert w2.flush()
+    assert trade_ids(db_url) == list(range(1, 101)) and w2.stats.replayed_flushes == 1
+    assert not list((tmp_path / "spool").iterdir())  # replayed file deleted, torn .tmp cleaned up
+    w2.close()
+
+
+def test_a_read_only_database_is_an_outage_too(db_url: str, pg_server_url: str, tmp_path: Path) -> None:
+    clock, acked = Clock(), []
+    w = Writer(db_url, mode="postgres", clock=clock, spool_dir=tmp_path / "spool", on_committed=acked.extend)
+    w.connection()
+    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+        admin.execute("SELECT pg_terminate_backend(%s)", (w.backend_pid,))
+        w.add(trades_batch(1, 10))
+        clock.advance(0.25)
+        w.tick()
+        assert w.stats.errors >= 1 and not acked
+        clock.advance(5.0)
+        w.tick()
+        assert len(acked) == 1 and len(spool_files(tmp_path)) == 1 and trade_ids(db_url) == []
+        admin.execute(f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')
+    clock.advance(60.0)
+    w.tick()
+    assert trade_ids(db_url) == list(range(1, 11)) and not spool_files(tmp_path)
+    w.close()
+
+
+# --- maintenance after an outage ---------------------------------------------------------------------------------
+
+
+def expired_trades_partition(db_url: str) -> str:
+    """Create a trades partition 30 days old (retention: 7 days) and return its name."""
+    old = datetime.now(UTC) - timedelta(days=30)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (name,) = storage.ensure_partitions_for(conn, "trades", old, old)
+    return name
+
+
+def partition_exists(db_url: str, name: str) -> bool:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+
+
+def tick_until(w: Writer, clock: Clock, pred: Callable[[], bool], ticks: int = 30) -> bool:
+    """Drive the writer tick by tick (moving its clock 0.1 s each) until pred() holds."""
+    for _ in range(ticks):
+        if pred():
+            return True
+        clock.advance(0.1)
+        w.tick()
+    return pred()
+
+
+def test_retention_runs_right_after_a_recovery(db_url: str, tmp_path: Path) -> None:
+    clock = Clock()
+    w = Writer(db_url, mode="postgres", clock=clock, spool_dir=tmp_path / "spool")
+    assert tick_until(w, clock, lambda: not w._maintenance_todo and w._next_maintenance > clock())  # hourly now
+    name = expired_trades_partition(db_url)
+    w._drop_connection()
+    w.dsn, live = DEAD_DSN, w.dsn  # outage
+    w.add(trades_batch(1, 10))
+    clock.advance(1.0)
+    w.tick()
+    assert w.stats.errors == 1
+    w.dsn = live
+    clock.advance(60.0)  # well past the retry, far from the hourly maintenance
+    assert tick_until(w, clock, lambda: not partition_exists(db_url, name))
+    assert w.stats.partitions_dropped == 1 and trade_ids(db_url) == list(range(1, 11))
+    w.close()
+
+
+def test_maintenance_gives_way_to_a_reader_instead_of_stalling_flushes(db_url: str) -> None:
+    clock = Clock()
+    w = Writer(db_url, mode="postgres", clock=clock)
+    w.connection()
+    name = expired_trades_partition(db_url)
+    with psycopg.connect(db_url) as reader:
+        reader.execute(f'SELECT count(*) FROM "{name}"')  # holds ACCESS SHARE until the transaction ends
+        w.add(trades_batch(1, 10))
+        clock.advance(1.0)
+        t0 = time.monotonic()
+        assert tick_until(w, clock, lambda: "maintenance of trades" in (w.stats.last_error or ""))
+        elapsed = time.monotonic() - t0
+        # the DROP waited for its lock at most MAINTENANCE_LOCK_TIMEOUT_MS, then gave up; the flush landed
+        assert elapsed < MAINTENANCE_LOCK_TIMEOUT_MS / 1000 + 2.0, elapsed
+        assert trade_ids(db_url) == list(range(1, 11)) and partition_exists(db_url, name)
+    clock.advance(60.0)
+    assert tick_until(w, clock, lambda: not partition_exists(db_url, name))
     w.close()
