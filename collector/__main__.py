@@ -42,7 +42,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(run_check, dsn: str, cfg) -> int:  # noqa: ANN001
-    report = run_check(dsn, None, time.time(), retention=cfg.retention.periods())
+    import psycopg
+
+    from collector.logs import mask_secrets
+
+    try:
+        report = run_check(dsn, None, time.time(), retention=cfg.retention.periods())
+    except psycopg.errors.UndefinedTable as e:
+        print(f"error: no collector tables in this database ({str(e).splitlines()[0]}); has the collector run "
+              "against it?", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as e:
+        print(f"error: cannot connect to the database: {mask_secrets(str(e).strip())}", file=sys.stderr)
+        return 2
     print(report.format())
     return 0 if report.ok else 1
 
