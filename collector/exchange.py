@@ -38,6 +38,9 @@ RECONNECT_DELAY_CAP = 30.0
 # A frame is logged in full at most this many times per error kind: enough to diagnose, never a log flood.
 LOGGED_SAMPLES_PER_KIND = 3
 LOGGED_FRAME_CHARS = 500
+# Which WebSocket client carries the feed: "auto" = picows (collector.wsfast) when importable, else the
+# websockets-based WSConnection; "picows" insists (ImportError if missing); "websockets" is stock.
+WS_CLIENTS = ("auto", "picows", "websockets")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,29 @@ class SupervisedConnection(ConnectionHandler):
         with suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
+    async def _handler(self, connection: AsyncConnection, handler) -> None:  # noqa: ANN001
+        """Batched fast path for connections that offer `read_batches()` (collector.wsfast).
+
+        cryptofeed's loop resumes an async generator and looks up `last_message` for every message; here
+        one resumption hands over every message of a socket read, each handled with that read's receipt
+        time. The watchdog still sees `last_message`, which the connection stamps on receipt.
+        """
+        read_batches = getattr(connection, "read_batches", None)
+        if read_batches is None:
+            await super()._handler(connection, handler)
+            return
+        try:
+            async for timestamp, messages in read_batches():
+                for message in messages:
+                    await handler(message, connection, timestamp)
+                if not self.running:
+                    await connection.close()
+                    return
+        except Exception:
+            if not self.running:
+                return
+            raise
+
     async def run(self) -> None:
         delay = RECONNECT_DELAY_INITIAL
         try:
@@ -165,6 +191,7 @@ class CollectorBinanceFutures(BinanceFutures):
     # Bound per class by bind_feed_class().
     websocket_endpoints: list[WebsocketEndpoint]
     rest_endpoints: list[RestEndpoint]
+    ws_connection_class: type[AsyncConnection]
 
     def __init__(self, *args: object, exchange_symbols: list[str] | None = None,
                  channels: list[str] | None = None, **kwargs: object) -> None:
@@ -198,7 +225,8 @@ class CollectorBinanceFutures(BinanceFutures):
             addresses = [addresses]
         options = self.websocket_endpoints[0].options
         for address in addresses:
-            conn = WSConnection(address, self.id, subscription=self.subscription, **options)
+            conn_cls = getattr(self, "ws_connection_class", WSConnection)
+            conn = conn_cls(address, self.id, subscription=self.subscription, **options)
             ret.append((conn, self.subscribe, self.message_handler))
         return ret
 
@@ -232,14 +260,32 @@ class CollectorBinanceFutures(BinanceFutures):
                 await handler.request_stop()
 
 
+def ws_connection_class(ws_client: str = "auto") -> type[AsyncConnection]:
+    """The connection class for a WS_CLIENTS name; "auto" falls back to websockets without picows."""
+    if ws_client not in WS_CLIENTS:
+        raise ValueError(f"ws_client must be one of {WS_CLIENTS}, got {ws_client!r}")
+    if ws_client == "websockets":
+        return WSConnection
+    try:
+        from collector.wsfast import PicowsConnection
+    except ImportError:
+        if ws_client == "picows":
+            raise
+        log.info("picows is not installed: using the websockets-based connection")
+        return WSConnection
+    return PicowsConnection
+
+
 def bind_feed_class(endpoints: Endpoints, base: type[CollectorBinanceFutures] = CollectorBinanceFutures,
-                    ) -> type[CollectorBinanceFutures]:
-    """A subclass of `base` whose class-level endpoints point at `endpoints`."""
+                    ws_client: str = "auto") -> type[CollectorBinanceFutures]:
+    """A subclass of `base` whose class-level endpoints point at `endpoints`, its WebSocket connections
+    made by `ws_client` (see WS_CLIENTS)."""
     ws_options = dict(BinanceFutures.websocket_endpoints[0].options or {})
     return type(
         f"{base.__name__}@{urlsplit(endpoints.ws).netloc}",
         (base,),
         {
+            "ws_connection_class": ws_connection_class(ws_client),
             "websocket_endpoints": [WebsocketEndpoint(endpoints.ws, options=ws_options)],
             "rest_endpoints": [RestEndpoint(endpoints.rest, routes=Routes(
                 "/fapi/v1/exchangeInfo",
@@ -250,4 +296,5 @@ def bind_feed_class(endpoints: Endpoints, base: type[CollectorBinanceFutures] = 
     )
 
 
-__all__ = ["PRESETS", "CollectorBinanceFutures", "ConnectionClosed", "Endpoints", "FrameErrors", "bind_feed_class"]
+__all__ = ["PRESETS", "WS_CLIENTS", "CollectorBinanceFutures", "ConnectionClosed", "Endpoints", "FrameErrors",
+           "bind_feed_class", "ws_connection_class"]
