@@ -1,0 +1,223 @@
+"""Fault scenarios: aggTrade gaps and a mass reconnect, the real collector against the simulator.
+
+`python supervisor.py` collects from an in-process simulator (so the test can see every REST request's
+weight as the simulator charges it) into a private PostgreSQL; the database is compared with the
+simulator's ground truth. Also the harness the other fault files import (`Collector`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import SupervisorProcess, http_get, wait_for, write_config
+
+from collector.pgserver import free_port
+from collector.sim import SimConfig, run_in_thread
+from collector.sim.ratelimit import weight_of
+
+pytestmark = pytest.mark.faults
+
+# The REST users that spend the workers' weight budget (open interest, trade and candle backfill). The
+# few exchangeInfo requests at start-up (weight 1 each, per process) are not budgeted.
+BUDGETED = ("/fapi/v1/openInterest", "/fapi/v1/aggTrades", "/fapi/v1/klines")
+
+
+class Collector:
+    """Simulator (in this process) + `supervisor.py` (a child) + the test's database, torn down together."""
+
+    def __init__(self, tmp_path: Path, db_url: str, sim_cfg: SimConfig, workers: int = 2, **config: dict) -> None:
+        self.db_url = db_url
+        self._stopped: tuple[int, str] | None = None
+        self.sim = run_in_thread(sim_cfg)
+        self.weights: list[tuple[float, str, int, int]] = []  # (wall time, path, weight, status) per request
+        self._watch_weights()
+        self.health = f"http://127.0.0.1:{free_port()}"
+        sections = {
+            "database": {"url": db_url},
+            "exchange": {"rest_url": self.sim.rest_url, "ws_url": self.sim.ws_url},
+            "logging": {"filename": str(tmp_path / "logs" / "supervisor.log")},
+            "writer": {"spool_dir": str(tmp_path / "spool")},
+            "monitoring": {"health_check_port": int(self.health.rsplit(":", 1)[1])},
+        }
+        for name, values in config.items():
+            sections[name] = {**sections.get(name, {}), **values}
+        cfg = write_config(tmp_path / "main.yaml", **sections)
+        self.logs = tmp_path / "logs"
+        self.control("pause")  # nothing is generated before the workers listen
+        self.sup = SupervisorProcess("--workers", str(workers), "--config", str(cfg), cwd=tmp_path)
+        wait_for(lambda: len(self.live_connections()) >= workers, 60, "every worker to connect")
+        wait_for(lambda: self.query("SELECT to_regclass('gaps')")[0][0], 60, "the writer to create the schema")
+        self.control("resume")
+
+    def _watch_weights(self) -> None:
+        """Record every REST request the simulator answers: path, its Binance weight, status."""
+        sim = self.sim.sim
+        handle = sim.handle_http
+        lock = threading.Lock()
+
+        def recording(peer: str, method: str, path: str, query: dict, headers: dict):  # noqa: ANN202
+            result = handle(peer, method, path, query, headers)
+            if not path.startswith("/_sim/"):
+                status = result[0] if isinstance(result, tuple) else 0
+                with lock:
+                    self.weights.append((time.time(), path, weight_of(path, query), status))
+            return result
+
+        sim.handle_http = recording
+
+    def max_weight_per_minute(self, since: float = 0.0, paths: tuple[str, ...] = BUDGETED) -> int:
+        """Most weight the simulator accepted (status 200) for `paths` in one wall-clock minute, counted
+        as Binance counts X-MBX-USED-WEIGHT-1M."""
+        per_minute: dict[int, int] = defaultdict(int)
+        for t, path, w, status in list(self.weights):
+            if t >= since and status == 200 and path in paths:
+                per_minute[int(t // 60)] += w
+        return max(per_minute.values(), default=0)
+
+    def requests(self, path: str) -> int:
+        return sum(1 for _, p, _, _ in list(self.weights) if p == path)
+
+    def control(self, cmd: str, **query: object) -> object:
+        q = "&".join(f"{k}={v}" for k, v in query.items())
+        status, _, body = http_get(f"{self.sim.rest_url}/_sim/{cmd}" + (f"?{q}" if q else ""))
+        assert status == 200, body
+        return body
+
+    def truth(self, klines: bool = False) -> dict:
+        return http_get(f"{self.sim.rest_url}/_sim/truth?klines={int(klines)}")[2]  # type: ignore[return-value]
+
+    def live_connections(self) -> list[dict]:
+        return [c for c in self.truth()["connections"] if not c["closed"]]
+
+    def stats(self) -> dict:
+        status, _, body = http_get(self.health + "/stats")
+        assert status == 200, body
+        return body  # type: ignore[return-value]
+
+    def query(self, sql: str, *params: object) -> list[tuple]:
+        with psycopg.connect(self.db_url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def worker_logs(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.logs.glob("worker-*.log")))
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM the collector (exit code, output), then stop the simulator; idempotent."""
+        if self._stopped is None:
+            try:
+                self._stopped = self.sup.stop()
+            finally:
+                self.sim.stop()
+        return self._stopped
+
+
+def trade_ids(c: Collector, symbol: str) -> list[int]:
+    return [r[0] for r in c.query("SELECT trade_id FROM trades WHERE symbol = %s ORDER BY trade_id", symbol)]
+
+
+def ids_complete(c: Collector, truth: dict, symbols: list[str]) -> bool:
+    try:
+        assert_every_id_once(c, truth, symbols)
+    except AssertionError:
+        return False
+    return True
+
+
+def assert_every_id_once(c: Collector, truth: dict, symbols: list[str]) -> None:
+    """With keep_all, the trades table holds every aggTrade id the exchange sent or skipped from the first
+    one the collector received (earlier ones predate its subscription) to the last, each exactly once."""
+    for sym in symbols:
+        ids = truth["symbols"][sym]["agg_ids"]
+        got = trade_ids(c, sym)
+        assert got, sym
+        assert len(got) == len(set(got)), f"{sym}: duplicated trade ids"
+        assert got == list(range(got[0], ids["last"] + 1)), (sym, len(got), ids)
+
+
+@pytest.mark.timeout(180)
+def test_skipped_ids_are_one_filled_gap_and_trades_complete(db_url: str, tmp_path: Path) -> None:
+    c = Collector(tmp_path, db_url, SimConfig(port=0, symbols=20, rate=100, speed=20, seed=11), workers=2,
+                  filters={"trades": {"keep_all": True}})
+    try:
+        sym = "BTCUSDT"
+        wait_for(lambda: c.truth()["symbols"][sym]["aggTrade"] >= 20, 30, "BTCUSDT to trade")
+        c.control("fault/skip", symbol=sym, count=25)
+        wait_for(lambda: c.truth()["symbols"][sym]["agg_ids"]["skipped"], 30, "the skip to happen")
+        # a few more trades after the jump, then freeze the truth
+        skipped_to = c.truth()["symbols"][sym]["agg_ids"]["skipped"][0][1]
+        wait_for(lambda: c.truth()["symbols"][sym]["agg_ids"]["last"] >= skipped_to + 5, 30, "trades after the skip")
+        c.control("pause")
+        t = c.truth()
+        (skip,) = t["symbols"][sym]["agg_ids"]["skipped"]
+        wait_for(lambda: c.query("SELECT 1 FROM gaps WHERE symbol = %s AND filled_at IS NOT NULL", sym), 30,
+                 "the gap to be filled and stored")
+        last = {s: v["agg_ids"]["last"] for s, v in t["symbols"].items() if v["agg_ids"]["last"] >= 0}
+        wait_for(lambda: all(max(trade_ids(c, s), default=-1) >= a for s, a in last.items()), 30,
+                 "every trade up to the pause to be committed")
+        gaps = c.query("SELECT symbol, from_id, to_id, filled_at >= detected_at FROM gaps")
+        assert gaps == [(sym, skip[0], skip[1], True)], (gaps, skip)
+        assert trade_ids(c, sym)[0] < skip[0]  # the skip happened after collection started
+        assert_every_id_once(c, t, list(last))
+        code, out = c.stop()
+        assert code == 0, out[-3000:]
+        assert f"{sym}: aggTrade ids {skip[0]}..{skip[1]} missing" in c.worker_logs()
+    finally:
+        c.stop()
+
+
+@pytest.mark.timeout(240)
+def test_mass_reconnect_fills_gaps_and_candles_within_budget(db_url: str, tmp_path: Path) -> None:
+    """Every connection dropped at once: every symbol's first trade after reconnect jumps. Trades and
+    1m candles are complete afterwards, and the backfill burst stays within the REST weight budget."""
+    budget = 600  # exchange.rest_weight_per_min: small, so 40 gaps x 20 weight must be paced
+    c = Collector(tmp_path, db_url, SimConfig(port=0, symbols=40, rate=200, speed=30, seed=12), workers=2,
+                  filters={"trades": {"keep_all": True}, "open_interest": {"interval_s": 20}},
+                  exchange={"rest_weight_per_min": budget})
+    try:
+        wait_for(lambda: all(s["kline_closed"].get("1m", 0) >= 2 for s in c.truth()["symbols"].values()), 60,
+                 "two closed 1m klines per symbol")
+        before = {cn["id"] for cn in c.live_connections()}
+        # drop 5-20 sim seconds before a minute closes: the reconnect (>= 1 wall s = 30 sim s) then
+        # misses that minute's closed kline on every symbol, so candles must come from REST
+        wait_for(lambda: 40_000 <= c.truth()["sim_ms"] % 60_000 < 55_000, 10, "the end of a sim minute", poll=0.02)
+        dropped_at = time.time()
+        c.control("fault/drop")
+        wait_for(lambda: len([x for x in c.live_connections() if x["id"] not in before]) >= 2, 30,
+                 "both workers to reconnect")
+        # at speed 30 the reconnect (>= 1 s) costs >= 30 sim seconds: a closed kline or more per symbol
+        wait_for(lambda: all(s["kline_closed"].get("1m", 0) >= 5 for s in c.truth()["symbols"].values()), 60,
+                 "three more closed 1m klines per symbol")
+        c.control("pause")
+        t = c.truth(klines=True)
+        symbols = [s for s, v in t["symbols"].items() if v["agg_ids"]["last"] >= 0]
+        gaps_wanted = 30  # most symbols trade during the reconnect; the check below is on what happened
+        wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE filled_at IS NOT NULL")[0][0] >= gaps_wanted,
+                 60, f"{gaps_wanted} filled gaps")
+        wait_for(lambda: c.query("SELECT count(*) FROM gaps")[0][0]
+                 == c.query("SELECT count(*) FROM gaps WHERE filled_at IS NOT NULL")[0][0], 60, "every gap filled")
+        wait_for(lambda: ids_complete(c, t, symbols), 60, "every trade up to the pause, gaps backfilled")
+        assert_every_id_once(c, t, symbols)
+        assert c.query("SELECT count(*) FROM gaps")[0][0] >= gaps_wanted
+        # candles_1m: every closed 1m kline of the truth, including the minutes the drop cost
+        want = {(k["s"], k["t"]) for k in t["klines"] if k["i"] == "1m"}
+        wait_for(lambda: want <= {(s, int(ms)) for s, ms in c.query(
+            "SELECT symbol, (extract(epoch FROM time) * 1000)::bigint FROM candles_1m")}, 60, "every 1m candle")
+        # the REST weight the simulator charged stayed within the budget in every minute
+        assert t["rest_status"].get("429", 0) == 0 and t["rest_status"].get("418", 0) == 0
+        heaviest = c.max_weight_per_minute(since=dropped_at - 60)
+        assert 0 < heaviest <= budget, heaviest
+        assert c.requests("/fapi/v1/aggTrades") >= gaps_wanted and c.requests("/fapi/v1/klines") > 0
+        everything = c.max_weight_per_minute(paths=tuple({p for _, p, _, _ in c.weights}))
+        code, out = c.stop()
+        assert code == 0, out[-3000:]
+        logs = c.worker_logs()
+        assert "filled from REST" in logs and "missing (" in logs
+        print(f"heaviest minute: {heaviest} budgeted weight, {everything} in all (budget {budget}); "
+              f"{c.requests('/fapi/v1/aggTrades')} aggTrades and {c.requests('/fapi/v1/klines')} klines requests")
+    finally:
+        c.stop()
