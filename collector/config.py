@@ -163,6 +163,11 @@ class TradeFilterConfig(_Section):
     threshold_quantile: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.99
     stats_window: str = "24h"
     tier_interval: str = "24h"
+    # First computation from our own statistics after a start without stored tiers. The bootstrap from
+    # ticker/24hr only approximates sizes (its count is of individual fills, not of aggTrades, so its
+    # average size is low by the fills-per-aggTrade factor); ten minutes of live trades is enough for
+    # every active symbol's quantile.
+    tier_warmup: str = "10m"
 
     def __post_init__(self) -> None:
         for name, want in (("tier_intervals_s", 4), ("tier_multipliers", 4), ("tier_cutoffs", 3), ("score_weights", 4)):
@@ -172,6 +177,7 @@ class TradeFilterConfig(_Section):
             raise ValueError("filters.trades.tier_cutoffs: must be increasing, e.g. [0.02, 0.10, 0.30]")
         parse_duration(self.stats_window, "filters.trades.stats_window")
         parse_duration(self.tier_interval, "filters.trades.tier_interval")
+        parse_duration(self.tier_warmup, "filters.trades.tier_warmup")
 
 
 class FundingFilterConfig(_Section):

@@ -298,8 +298,12 @@ class Supervisor:
                 self._spawn(c)
             deadline = time.monotonic() + self.run_for if self.run_for else None
             now = time.monotonic()
-            age = (time.time() * 1000 - self.tiers_ms) / 1000 if self.tiers_ms else 0.0
-            self.next_tiers = now + max(0.0, self.tier_interval_s() - age)
+            if self.tiers_ms:  # resumed: the next computation is one interval after the stored one
+                age = (time.time() * 1000 - self.tiers_ms) / 1000
+                self.next_tiers = now + max(0.0, self.tier_interval_s() - age)
+            else:  # bootstrapped (or nothing): replace the estimate with real statistics soon
+                warmup = parse_duration(self.cfg.filters.trades.tier_warmup, "filters.trades.tier_warmup")
+                self.next_tiers = now + min(self.tier_interval_s(), warmup.total_seconds() if warmup else 0.0)
             self.next_universe = now + self.cfg.exchange.universe_refresh_s
             self.next_stats_log = now + self.cfg.monitoring.stats_interval
             while not self.stopping:
@@ -314,6 +318,7 @@ class Supervisor:
                     self._reap_and_restart()
                     self._periodic()
             self._shutdown()
+            self._log_final()
         except Exception as e:
             log.exception("supervisor failed: %s", mask_secrets(str(e)))
             self._shutdown()
@@ -388,8 +393,12 @@ class Supervisor:
     def _periodic(self) -> None:
         now = time.monotonic()
         if now >= self.next_tiers:
-            age = (time.time() * 1000 - self.tiers_ms) / 1000 if self.tiers_ms else 0.0
-            self.next_tiers = now + max(0.0, self.tier_interval_s() - age)
+            if self.tiers_ms:  # resumed: the next computation is one interval after the stored one
+                age = (time.time() * 1000 - self.tiers_ms) / 1000
+                self.next_tiers = now + max(0.0, self.tier_interval_s() - age)
+            else:  # bootstrapped (or nothing): replace the estimate with real statistics soon
+                warmup = parse_duration(self.cfg.filters.trades.tier_warmup, "filters.trades.tier_warmup")
+                self.next_tiers = now + min(self.tier_interval_s(), warmup.total_seconds() if warmup else 0.0)
             self.next_universe = now + self.cfg.exchange.universe_refresh_s
             self.recompute_tiers()
         if now >= self.next_universe:
@@ -511,6 +520,19 @@ class Supervisor:
                  t.get("trades_count"), t.get("funding_count"), t.get("liquidations_count"),
                  t.get("open_interest_count"), t.get("candles_count"), t.get("errors"), t.get("kept"),
                  "healthy" if ok else "UNHEALTHY: " + "; ".join(reasons))
+
+    def _log_final(self) -> None:
+        """One readable summary of the whole run, from the children's last published counters."""
+        t = stats_json(self.snapshot()).get("totals", {})
+        received = t.get("received", {})
+        kept = t.get("kept", {})
+        trades_in = int(received.get("trades", 0))
+        log.info("stopped. committed rows: trades %d (of %d received, %.2f%% kept: %s), funding %d, "
+                 "liquidations %d, open_interest %d, candles %d; errors %d; rejected %s",
+                 t.get("trades_count", 0), trades_in, 100 * t.get("trades_count", 0) / max(trades_in, 1),
+                 ", ".join(f"{k} {int(v)}" for k, v in kept.items() if v), t.get("funding_count", 0),
+                 t.get("liquidations_count", 0), t.get("open_interest_count", 0), t.get("candles_count", 0),
+                 t.get("errors", 0), {k: int(v) for k, v in t.get("rejected", {}).items() if v} or "none")
 
     def _start_health(self) -> None:
         assert self.cfg is not None
