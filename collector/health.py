@@ -1,4 +1,4 @@
-"""/health, /stats, /metrics and a status page at /: what the supervisor knows and what its children publish, over HTTP.
+"""/health, /stats, /metrics and a status page at /: what the supervisor and its children know, over HTTP.
 
 Everything but HealthServer is pure: the supervisor builds a plain-dict snapshot (build_snapshot) from
 the shared-memory stats block and its own bookkeeping, and health(), stats_json() and render_metrics()
@@ -102,7 +102,8 @@ def _tier_thresholds(tiers: Mapping[str, TierAssignment]) -> dict[str, dict[str,
 def _top_symbols(tiers: Mapping[str, TierAssignment]) -> list[dict[str, Any]]:
     """The highest-scoring symbols (ties by name, so the list is stable between polls)."""
     best = sorted(tiers.items(), key=lambda kv: (-kv[1].score, kv[0]))[:TOP_TIER_SYMBOLS]
-    return [{"symbol": s, "tier": a.tier, "threshold_usd": a.threshold_usd, "score": a.score} for s, a in best]
+    return [{"symbol": s, "tier": a.tier, "threshold_usd": a.threshold_usd, "score": a.score}
+            for s, a in best]
 
 
 def _name(c: Mapping[str, Any]) -> str:
@@ -282,7 +283,8 @@ def stats_json(snapshot: Snapshot) -> dict[str, Any]:
 
 def _tiers_json(tiers: Mapping[str, Any]) -> dict[str, Any]:
     return {"computed_at": iso(tiers.get("computed_ms")), "count": dict(tiers["counts"]),
-            "thresholds": {t: {k: _num(v) for k, v in r.items()} for t, r in tiers.get("thresholds", {}).items()},
+            "thresholds": {t: {k: _num(v) for k, v in r.items()}
+                           for t, r in tiers.get("thresholds", {}).items()},
             "top": [{**t, "threshold_usd": _num(t["threshold_usd"]), "score": _num(t["score"])}
                     for t in tiers.get("top", [])]}
 
@@ -533,7 +535,8 @@ class HealthServer:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
         self._thread.start()
-        log.info("status page and health endpoints on http://%s:%d/{,health,stats,metrics}", self.host, self.port)
+        log.info("status page and health endpoints on http://%s:%d/{,health,stats,metrics}",
+                 self.host, self.port)
 
     def stop(self) -> None:
         if self._server is None:
@@ -550,8 +553,8 @@ class HealthServer:
         if path == "/":
             return 200, HTML_CONTENT_TYPE, STATUS_PAGE_HTML.encode()
         if path not in ("/health", "/stats", "/metrics") or (path == "/metrics" and not self.metrics_enabled):
-            return 404, "application/json", _json({"error": "not found", "endpoints": ["/", "/health", "/stats",
-                                                                                        "/metrics"]})
+            return 404, "application/json", _json({"error": "not found",
+                                                    "endpoints": ["/", "/health", "/stats", "/metrics"]})
         try:
             snap = self.snapshot_fn()
             if path == "/health":

@@ -169,7 +169,8 @@ def test_stats_json_shape_and_totals(block: StatsBlock) -> None:
                        "queue_depth", "last_event_time"}
     s = doc["supervisor"]
     assert s["uptime_s"] == 1200 and s["restarts"] == {"writer": 0, "worker 1": 0, "worker 2": 0}
-    assert s["tiers"]["computed_at"] == "2025-06-15T15:05:40.000Z" and s["tiers"]["count"] == {"0": 1, "1": 1, "3": 2}
+    assert s["tiers"]["computed_at"] == "2025-06-15T15:05:40.000Z"
+    assert s["tiers"]["count"] == {"0": 1, "1": 1, "3": 2}
     assert s["tiers"]["thresholds"]["3"] == {"min": 10, "max": 10}
     top = {t["symbol"]: t for t in s["tiers"]["top"]}
     assert top["BTCUSDT"] == {"symbol": "BTCUSDT", "tier": 0, "threshold_usd": 1_000_000, "score": 1}
