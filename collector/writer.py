@@ -360,8 +360,12 @@ class Writer:
 
     # --- input ------------------------------------------------------------------------------------------------
 
-    def add(self, batch: Batch) -> None:
-        """Queue a batch for its table (never blocks, never touches the database)."""
+    def add(self, batch: Batch) -> bool:
+        """Queue a batch for its table (never blocks, never touches the database).
+
+        False when there is nothing to write (no rows, or a table this back-end does not take): the caller
+        acknowledges such a batch at once, or its worker would hold it forever.
+        """
         if batch.kept:
             for k, v in batch.kept.items():
                 self.stats.kept[k] = self.stats.kept.get(k, 0) + v
@@ -369,17 +373,18 @@ class Writer:
             for k, v in batch.received.items():
                 self.stats.received[k] = self.stats.received.get(k, 0) + v
         if batch.rows == 0:
-            return
+            return False
         if batch.table not in COLUMNS or (self.backend == "timescaledb" and batch.table in storage.DERIVED_CANDLES):
             # derived candles are continuous aggregates under TimescaleDB: computed, never written
             self.stats.refused_batches += 1
-            return
+            return False
         pend = self._pending.setdefault(batch.table, [])
         if not pend:
             self._since[batch.table] = self.clock()
         pend.append(batch)
         self._pending_bytes += len(batch.data)
         self._sync_pending()
+        return True
 
     def accepting(self) -> bool:
         """False while the backlog is over max_pending_bytes: stop reading the queue (back-pressure)."""
@@ -862,6 +867,13 @@ def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_dea
             server.ack(cid, seqs)
 
     writer = Writer(dsn, on_committed=acknowledge, **writer_kw)
+
+    def take(items: list[tuple[int, int, Batch]]) -> None:
+        for cid, seq, batch in items:
+            origin[id(batch)] = (cid, seq)
+            if not writer.add(batch):
+                acknowledge([batch])  # nothing to write: the worker may forget it
+
     try:
         try:
             writer.connection()
@@ -870,9 +882,7 @@ def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_dea
         while not stop_event.is_set():
             timeout = min(writer.next_wakeup(), STOP_POLL_S)
             if writer.accepting():
-                for cid, seq, batch in server.poll(timeout):
-                    origin[id(batch)] = (cid, seq)
-                    writer.add(batch)
+                take(server.poll(timeout))
             else:
                 stop_event.wait(timeout)
             writer.tick()
@@ -883,9 +893,7 @@ def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_dea
             items = server.poll(0.0)
             if not items:
                 break
-            for cid, seq, batch in items:
-                origin[id(batch)] = (cid, seq)
-                writer.add(batch)
+            take(items)
         left = writer.close(shutdown_deadline_s)
         if on_tick is not None:
             on_tick(writer.stats)

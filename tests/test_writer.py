@@ -4,8 +4,10 @@ maintenance after a recovery."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,7 +18,8 @@ import pytest
 
 from collector import storage
 from collector.encode import Batch, BatchBuilder, encode_candle, encode_funding, encode_trade
-from collector.writer import MAINTENANCE_LOCK_TIMEOUT_MS, Spool, SpoolFile, Writer
+from collector.transport import WriterLink
+from collector.writer import MAINTENANCE_LOCK_TIMEOUT_MS, Spool, SpoolFile, Writer, serve
 
 DAY_MS = 86_400_000
 # Nothing listens on port 1: connecting fails at once, like a database that is down.
@@ -447,3 +450,40 @@ def test_maintenance_gives_way_to_a_reader_instead_of_stalling_flushes(db_url: s
     clock.advance(60.0)
     assert tick_until(w, clock, lambda: not partition_exists(db_url, name))
     w.close()
+
+
+def _serve_until_acked(dsn: str, spool: Path, batches: list[Batch], timeout: float) -> bool:
+    """Run serve() in a thread, send `batches` over the socket like a worker; True if all were acknowledged."""
+    path = str(spool.parent / "w.sock")
+    stop = threading.Event()
+    th = threading.Thread(target=serve, args=(path, stop, dsn),
+                          kwargs={"mode": "postgres", "max_age_s": 0.05, "spool_dir": spool, "spool_after_s": 0.5,
+                                  "shutdown_deadline_s": 1.0})
+    th.start()
+
+    async def send() -> bool:
+        link = WriterLink(path)
+        link_stop = asyncio.Event()
+        task = asyncio.create_task(link.run(link_stop))
+        for b in batches:
+            link.send(b)
+        ok = await link.wait_acked(timeout)
+        link_stop.set()
+        await asyncio.wait_for(task, 10)
+        return ok
+
+    try:
+        return asyncio.run(send())
+    finally:
+        stop.set()
+        th.join(30)
+
+
+def test_workers_are_acknowledged_from_the_spool_while_the_database_is_down(db_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    batches = [trades_batch(1 + i * 10, 10) for i in range(10)]
+    empty = Batch("trades", 0, b"", 0, 0, 0)  # nothing to write: acknowledged at once, never held
+    assert _serve_until_acked(DEAD_DSN, spool, [*batches, empty], timeout=30)
+    assert spool_files(tmp_path)  # acknowledged because durable on disk; the database never saw them
+    assert _serve_until_acked(db_url, spool, [], timeout=5)  # the next writer, with the database back
+    assert trade_ids(db_url) == list(range(1, 101)) and not spool_files(tmp_path)
