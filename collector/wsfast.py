@@ -283,21 +283,25 @@ class PicowsConnection(AsyncConnection):
 
     async def read_batches(self) -> AsyncIterator[Batch]:
         """(receipt time, messages) per socket read, in arrival order; ends or raises like read()."""
+        async for batch in self._batches("read_batches"):
+            yield batch
+
+    async def read(self) -> AsyncIterator[str | bytes]:  # type: ignore[override]
+        """One message at a time (cryptofeed's ConnectionHandler); `last_message` is the newest receipt."""
+        async for _, messages in self._batches("read"):
+            for msg in messages:
+                yield msg
+
+    async def _batches(self, caller: str) -> AsyncIterator[Batch]:
         session = self._session
         if session is None or (session.done and not session.queue):
-            raise ConnectionClosed(f"{self.id}: connection closed in read_batches()")
+            raise ConnectionClosed(f"{self.id}: connection closed in {caller}()")
         callback = self.raw_data_callback
         async for batch in session.batches():
             if callback is not None:
                 for msg in batch[1]:
                     await callback.on_ws_message(self, msg, batch[0])
             yield batch
-
-    async def read(self) -> AsyncIterator[str | bytes]:  # type: ignore[override]
-        """One message at a time (cryptofeed's ConnectionHandler); `last_message` is the newest receipt."""
-        async for _, messages in self.read_batches():
-            for msg in messages:
-                yield msg
 
     async def write(self, data: str | bytes) -> None:
         if not self.is_open:
