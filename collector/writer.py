@@ -425,16 +425,15 @@ class Writer:
     # --- driving ----------------------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Spool during an outage; flush what is due and replay the spool (unless backing off); maintain."""
+        """Flush what is due and replay the spool (unless backing off), maintain; spool during an outage."""
         now = self.clock()
-        self._spool_if_outage(now)
-        if now < self._retry_at:
-            return
-        due = self.due_tables(now)
-        if due or self.spool_waiting():
-            self.flush(due)
         if now >= self._retry_at:
-            self._maintain(now)
+            due = self.due_tables(now)
+            if due or self.spool_waiting():
+                self.flush(due)
+            if now >= self._retry_at:
+                self._maintain(now)
+        self._spool_if_outage(self.clock())  # after the attempt: a flush that just failed counts at once
 
     def spool_waiting(self) -> bool:
         """True while spool files wait to be replayed."""

@@ -487,3 +487,27 @@ def test_workers_are_acknowledged_from_the_spool_while_the_database_is_down(db_u
     assert spool_files(tmp_path)  # acknowledged because durable on disk; the database never saw them
     assert _serve_until_acked(db_url, spool, [], timeout=5)  # the next writer, with the database back
     assert trade_ids(db_url) == list(range(1, 101)) and not spool_files(tmp_path)
+
+
+def test_a_heavy_backlog_is_spooled_before_the_outage_is_declared(tmp_path: Path) -> None:
+    clock, acked = Clock(), []
+    w = outage_writer(tmp_path, clock, acked, spool_backlog_bytes=3 * len(trades_batch(1, 100).data))
+    for i in range(4):
+        w.add(trades_batch(1 + i * 100, 100))
+    clock.advance(0.25)
+    w.tick()  # the first failed flush, well before spool_after_s: the backlog alone decides
+    assert len(acked) == 4 and w.pending_rows() == 0 and len(spool_files(tmp_path)) == 1
+
+
+def test_an_unreadable_spool_file_is_set_aside_and_the_rest_replayed(db_url: str, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.write([trades_batch(1, 10)])
+    (tmp_path / "spool" / "pending-00000000000000000001-1.pkl").write_bytes(b"not a pickle")  # oldest
+    w = Writer(db_url, mode="postgres", spool_dir=tmp_path / "spool")
+    assert w.stats.spooled_batches == 2
+    while w.spool_waiting():
+        assert w.flush()
+    assert trade_ids(db_url) == list(range(1, 11)) and w.stats.spooled_batches == 0
+    assert [p.name for p in (tmp_path / "spool").iterdir()] == ["corrupt-pending-00000000000000000001-1.pkl"]
+    assert "unreadable" in (w.stats.last_error or "")
+    w.close()
