@@ -5,7 +5,8 @@ One process, cryptofeed 3's parsing (Decimal, one object per event), its callbac
 backends (TradePostgres, FundingPostgres, LiquidationsPostgres, CandlesPostgres: INSERT ... SELECT FROM
 unnest(text[]) through asyncpg), against the same simulator and the same PostgreSQL server as the collector.
 
-Feed class: `collector.exchange.bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures)` with
+Feed class: `collector.exchange.bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures,
+ws_client="websockets")` (cryptofeed's own websockets connection, as stock) with
 cryptofeed's own `Feed._run` restored. Stock cryptofeed refuses ws:// and reads its endpoints from class
 attributes, so the bound class is needed to reach the loopback simulator; the collector's `_run` skips
 cryptofeed's backends, so `Feed._run` (which starts the backend writers and uses cryptofeed's
@@ -74,7 +75,7 @@ def peer_feed_class(rest: str, ws: str) -> type:
 
     from collector.exchange import CollectorBinanceFutures, Endpoints, bind_feed_class
 
-    bound = bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures)
+    bound = bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures, ws_client="websockets")
 
     class PeerBinanceFutures(bound):  # type: ignore[misc, valid-type]
         frames = 0
@@ -294,7 +295,8 @@ def main() -> None:
     common.print_table(out, PEER_COLS, "peer: cryptofeed BinanceFutures + cryptofeed Postgres backends (medians)")
     for r in out:
         print(f"  rate {r['rate']:,.0f}: rows/s {r['rows_per_s']}")
-    print("feed class: bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures) with Feed._run restored")
+    print("feed class: bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures, ws_client='websockets')"
+          " with Feed._run restored")
     name = "peer-quick" if a.quick else "peer"
     path = common.write_results(name, {"command": " ".join(sys.argv), "results": out})
     print(f"wrote {path}")

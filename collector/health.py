@@ -254,7 +254,8 @@ def stats_json(snapshot: Snapshot) -> dict[str, Any]:
         **{f"last_{k}_time": iso(last.get(k)) for k in WRITER_KINDS},
     }
     workers = []
-    sums: dict[str, Counter[str]] = {"kept": Counter(), "received": Counter(), "rejected": Counter()}
+    sums: dict[str, Counter[str]] = {"kept": Counter(), "received": Counter(), "rejected": Counter(),
+                                     "backfilled": Counter()}
     for c in children:
         if c["role"] == "writer":
             continue
@@ -299,7 +300,8 @@ def _worker_json(c: Mapping[str, Any], s: Mapping[str, float] | None) -> dict[st
     return {
         "worker": c["slot"], **_child_json(c), "symbols": c["symbols"],
         "received": _group(s, "received"), "kept": _group(s, "kept"), "rows": _group(s, "rows"),
-        "rejected": _group(s, "rejected"),
+        "rejected": _group(s, "rejected"), "backfilled": _group(s, "backfilled"),
+        "rest_paused_until": iso(g.get("rest_paused_until_ms") or None),
         "last_event_time": {k: iso(v) for k, v in _group(s, "last_event_ms").items()},
         "reconnects": _num(g.get("reconnects", 0)), "watchdog_trips": _num(g.get("watchdog_trips", 0)),
         "last_watchdog_time": iso(g.get("last_watchdog_ms")),
@@ -362,6 +364,10 @@ WORKER_METRICS: dict[str, tuple[str, str, str | None, float, str]] = {
     "symbols": ("collector_worker_symbols", "gauge", None, 1, "Symbols owned by the worker"),
     "late_dropped": ("collector_worker_activity_late_dropped_total", "counter", None, 1,
                      "Trades too old for the activity window"),
+    "rest_paused_until_ms": ("collector_worker_rest_paused_until_seconds", "gauge", None, 0.001,
+                             "REST requests paused by a 429/418 until this Unix time (0: not paused)"),
+    "backfilled.": ("collector_worker_backfilled_total", "counter", "kind", 1,
+                    "Repaired over REST: trades, candles, gaps filled or given up"),
 }
 WRITER_METRICS: dict[str, tuple[str, str, str | None, float, str]] = {
     "rows.": ("collector_writer_rows_total", "counter", "table", 1, "Rows committed"),

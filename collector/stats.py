@@ -108,6 +108,7 @@ WORKER_TABLES = ("trades", "funding", "liquidations", "open_interest", "candles_
 REJECT_KINDS = ("unknown_symbol", "bad_number", "non_positive_or_infinite", "absurd_timestamp",
                 "duplicate_or_old_id", "gap", "malformed_json", "invalid_frame", "unknown_event",
                 "handler_error", "unexpected_interval")
+BACKFILL_KINDS = ("trades", "candles", "gaps_filled", "gaps_unfilled")
 # Tables the writer copies into (encode.COLUMNS; a test checks they match).
 WRITER_TABLES = ("trades", "funding", "liquidations", "open_interest", "gaps", "candles_1m", "candles_5m",
                  "candles_30m", "candles_4h", "candles_1d")
@@ -136,6 +137,8 @@ WORKER_FIELDS: tuple[str, ...] = (
     "paused",  # 1 while reading from the exchange is paused (back-pressure)
     "symbols",  # symbols this worker owns
     "late_dropped",  # trades too old for the activity window
+    "rest_paused_until_ms",  # REST paused by a 429/418 until then (0 = not paused); the supervisor spreads it
+    *(f"backfilled.{k}" for k in BACKFILL_KINDS),  # repaired over REST: trades, candles, gaps filled/given up
 )
 
 WRITER_FIELDS: tuple[str, ...] = (

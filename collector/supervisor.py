@@ -115,6 +115,7 @@ class Supervisor:
         self.stats = None
         self.health_server = None
         self.retiring: list[Retiring] = []
+        self.rest_paused_until = 0.0
 
     # --- signals: queue and wake, nothing else --------------------------------------------------------
 
@@ -406,6 +407,7 @@ class Supervisor:
             self.next_universe = now + self.cfg.exchange.universe_refresh_s
             self.refresh_universe()
         self._retire_predecessors(now)
+        self._spread_rest_pause()
         if now >= self.next_stats_log:
             assert self.cfg is not None
             self.next_stats_log = now + self.cfg.monitoring.stats_interval
@@ -467,6 +469,25 @@ class Supervisor:
             if r.process.exitcode is not None:
                 r.process.join(0)
                 self.retiring.remove(r)
+
+    def _spread_rest_pause(self) -> None:
+        """A 429/418 is per IP: when one worker is told to back off, every worker backs off."""
+        if self.stats is None:
+            return
+        until = 0.0
+        for c in self.children:
+            if c.role != "worker":
+                continue
+            reading = self.stats.read(c.index + 1)
+            if reading is not None and not reading.stale:
+                until = max(until, reading.values.get("rest_paused_until_ms", 0.0))
+        if until > time.time() * 1000 and until > self.rest_paused_until:
+            self.rest_paused_until = until
+            log.warning("REST rate limited: every worker pauses REST until %s",
+                        time.strftime("%H:%M:%S", time.gmtime(until / 1000)))
+            for c in self.children:
+                if c.role == "worker" and c.control is not None:
+                    c.control.put(("rest_pause", until))
 
     def recompute_tiers(self) -> None:
         """Tiers from every worker's published statistics, stored (with history) and sent to the workers."""

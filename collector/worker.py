@@ -97,7 +97,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
                           trades="trades" in cfg.collection.data_types)
     pipeline.on_gap = backfill.add_trade_gap
     pipeline.on_candle_gap = backfill.add_candle_gap
-    feed_cls = bind_feed_class(spec.endpoints, FastBinanceFutures)
+    feed_cls = bind_feed_class(spec.endpoints, FastBinanceFutures, ws_client=cfg.exchange.ws_client)
     oi_symbols = spec.symbols if "open_interest" in cfg.collection.data_types else []
     feed = feed_cls(
         exchange_symbols=spec.symbols, channels=subscription_channels(list(cfg.collection.data_types)),
@@ -110,7 +110,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
     pauses = 0
     link_stop = asyncio.Event()
 
-    publisher = StatsPublisher(spec, pipeline, feed, link) if spec.stats_name else None
+    publisher = StatsPublisher(spec, pipeline, feed, link, budget) if spec.stats_name else None
 
     async def housekeeping() -> None:
         nonlocal paused, pauses
@@ -129,7 +129,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
                 (log.warning if paused else log.info)(
                     "writer behind: %s reading from the exchange (%d MB unacknowledged)",
                     "paused" if paused else "resumed", link.unacked_bytes >> 20)
-            _read_control(spec, pipeline, trade_filter, publisher)
+            _read_control(spec, pipeline, trade_filter, publisher, budget)
             try:
                 await asyncio.wait_for(stop.wait(), TICK_S)
             except TimeoutError:
@@ -161,12 +161,13 @@ async def _worker_main(spec: WorkerSpec) -> None:
 class StatsPublisher:
     """Copies this worker's counters into its shared-memory slot (collector.stats); cheap, every tick."""
 
-    def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures, link: WriterLink) -> None:
+    def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures, link: WriterLink,
+                 budget: WeightBudget) -> None:
         assert spec.stats_name is not None
         self.block = StatsBlock.attach(spec.stats_name)
         self.slot = self.block.process_slot(spec.index + 1)
         self.owner = spec.index + 1
-        self.spec, self.pipeline, self.feed, self.link = spec, pipeline, feed, link
+        self.spec, self.pipeline, self.feed, self.link, self.budget = spec, pipeline, feed, link, budget
         self._next_activity = 0.0
         self.quiet = False
         self._trips = 0
@@ -181,6 +182,8 @@ class StatsPublisher:
         slot.update(p.rows, "rows.")
         slot.update(p.rejected, "rejected.")
         slot.update(p.last_event_ms, "last_event_ms.")
+        slot.update(p.backfilled, "backfilled.")
+        slot.set("rest_paused_until_ms", max(0.0, self.budget.paused_until_ms))
         trips = reconnects = 0
         for h in self.feed.connections:
             st = h.conn.stats
@@ -227,7 +230,7 @@ def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
 
 
 def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter,
-                  publisher: StatsPublisher | None) -> None:
+                  publisher: StatsPublisher | None, budget: WeightBudget | None = None) -> None:
     while True:
         try:
             kind, payload = spec.control.get_nowait()
@@ -236,6 +239,11 @@ def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilte
         if kind == "tiers":
             trade_filter.set_tiers(payload)
             log.info("tiers updated for %d symbols", len(payload))
+        elif kind == "rest_pause" and budget is not None:
+            # another worker got a 429/418: the limit is per IP, so everyone waits
+            budget.pause_until(payload)
+            log.warning("REST paused for %.0f s: a worker was rate limited (the limit is per IP)",
+                        max(0.0, payload / 1000 - time.time()))
         elif kind == "quiet" and publisher is not None:
             # a successor is taking over this worker's stats slots; keep collecting until told to stop
             publisher.quiet = True
