@@ -176,7 +176,10 @@ def _writer_reasons(s: Mapping[str, float], now_ms: int, th: HealthThresholds) -
     out = []
     failing = s.get("failing_since_ms", 0)
     never_wrote = not any(v for k, v in s.items() if k.startswith("batches."))
-    if failing and never_wrote:  # no grace: it has not reached the database once since it started
+    if not s.get("schema_ready", 1):  # (1 for a slot written before the field existed)
+        out.append("writer is connecting to the database" if not failing else
+                   f"writer: cannot reach the database yet ({(now_ms - failing) / 1000:.0f} s)")
+    elif failing and never_wrote:  # no grace: it has not reached the database once since it started
         out.append(f"writer: cannot write to the database yet ({(now_ms - failing) / 1000:.0f} s)")
     elif failing and now_ms - failing > th.writer_failing_ms:
         out.append(f"writer: flushes failing for {(now_ms - failing) / 1000:.0f} s ({s.get('errors', 0):.0f} errors)")
@@ -330,7 +333,7 @@ def _writer_json(c: Mapping[str, Any] | None, s: Mapping[str, float]) -> dict[st
         "partitions": {"created": _num(s.get("partitions_created", 0)),
                        "dropped": _num(s.get("partitions_dropped", 0))},
         "rejected_batches": _num(s.get("rejected_batches", 0)), "refused_batches": _num(s.get("refused_batches", 0)),
-        "queue_depth": _num(s.get("queue_depth", 0)),
+        "queue_depth": _num(s.get("queue_depth", 0)), "schema_ready": bool(s.get("schema_ready", 0)),
     }
 
 
@@ -398,6 +401,8 @@ WRITER_METRICS: dict[str, tuple[str, str, str | None, float, str]] = {
     "refused_batches": ("collector_writer_refused_batches_total", "counter", None, 1,
                         "Batches for unknown or derived tables"),
     "queue_depth": ("collector_writer_queue_depth", "gauge", None, 1, "Batches waiting in the queue"),
+    "schema_ready": ("collector_writer_schema_ready", "gauge", None, 1,
+                     "1 once the database was reached and the schema ensured"),
 }
 # Rendered together as one histogram, not field by field.
 _HISTOGRAM_FIELDS = ("copy_latency_bucket.", "copy_latency_sum_s")

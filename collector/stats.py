@@ -163,6 +163,7 @@ WRITER_FIELDS: tuple[str, ...] = (
     "rejected_batches",  # batches the database refused on their own, sent to the dead-letter spool
     "refused_batches",  # batches for unknown or derived tables
     "queue_depth",  # batches waiting in the multiprocessing queue (approximate)
+    "schema_ready",  # 1 once the writer has reached the database and ensured the schema
 )
 
 FIELDS: dict[int, tuple[str, ...]] = {ROLE_WRITER: WRITER_FIELDS, ROLE_WORKER: WORKER_FIELDS}

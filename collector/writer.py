@@ -142,6 +142,7 @@ class WriterStats:
     received: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     last_error_ms: int = 0
+    schema_ready: bool = False  # reached the database and ensured the schema at least once
     failing_since_ms: int = 0  # start of the current run of failed flushes; 0 once a flush succeeds
     copy_latency_sum_s: float = 0.0
     partitions_dropped: int = 0
@@ -500,6 +501,7 @@ class Writer:
             if self.backend is None:
                 self.backend = storage.ensure_schema(conn, self.mode, self.retention,
                                                      now=datetime.fromtimestamp(self.wall(), UTC))
+                self.stats.schema_ready = True
                 if self.backend == "timescaledb":  # batches queued before we knew: derived candles are views
                     for t in storage.DERIVED_CANDLES:
                         self.stats.refused_batches += len(self._pending.pop(t, []))
@@ -932,6 +934,7 @@ class WriterStatsPublisher:
             "replayed_flushes": st.replayed_flushes,
             "partitions_created": st.partitions_created, "partitions_dropped": st.partitions_dropped,
             "rejected_batches": st.rejected_batches, "refused_batches": st.refused_batches,
+            "schema_ready": float(st.schema_ready),
         })
         slot.publish()
 

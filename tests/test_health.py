@@ -30,7 +30,7 @@ def block() -> Iterator[StatsBlock]:
 
 def _publish_healthy(block: StatsBlock, now: int = NOW) -> None:
     w = block.process_slot(0, pid=100)
-    w.update({"rows.trades": 1_000, "rows.funding": 50, "rows.candles_1m": 7, "rows.candles_5m": 2,
+    w.update({"schema_ready": 1, "rows.trades": 1_000, "rows.funding": 50, "rows.candles_1m": 7, "rows.candles_5m": 2,
               "batches.trades": 4, "errors": 2, "last_event_ms.trades": now - 500,
               "last_event_ms.funding": now - 900, "copy_latency_bucket.0.005": 3, "copy_latency_bucket.0.05": 1,
               "copy_latency_bucket.+Inf": 1, "copy_latency_sum_s": 3.1, "copy_latency_last_s": 0.004})

@@ -18,3 +18,12 @@ def test_writer_that_never_wrote_is_reported_at_once(block: StatsBlock) -> None:
     _publish_healthy(block)
     snap = _edit(_snap(block), 0, failing_since_ms=NOW - 2_000)
     assert h.health(snap, NOW) == (True, [])
+
+
+def test_writer_not_yet_at_the_database_is_not_healthy(block: StatsBlock) -> None:  # noqa: F811
+    """A writer publishes zeros the moment it starts; 200 must wait until it has reached the database."""
+    _publish_healthy(block)
+    snap = _edit(_snap(block), 0, schema_ready=0)
+    assert h.health(snap, NOW) == (False, ["writer is connecting to the database"])
+    snap = _edit(_snap(block), 0, schema_ready=0, failing_since_ms=NOW - 3_000)
+    assert h.health(snap, NOW) == (False, ["writer: cannot reach the database yet (3 s)"])
