@@ -305,6 +305,7 @@ def _worker_json(c: Mapping[str, Any], s: Mapping[str, float] | None) -> dict[st
         "received": _group(s, "received"), "kept": _group(s, "kept"), "rows": _group(s, "rows"),
         "rejected": _group(s, "rejected"), "backfilled": _group(s, "backfilled"),
         "rest_paused_until": iso(g.get("rest_paused_until_ms") or None),
+        "activity_published_at": iso(g.get("activity_published_ms") or None),
         "last_event_time": {k: iso(v) for k, v in _group(s, "last_event_ms").items()},
         "reconnects": _num(g.get("reconnects", 0)), "watchdog_trips": _num(g.get("watchdog_trips", 0)),
         "last_watchdog_time": iso(g.get("last_watchdog_ms")),
@@ -371,6 +372,8 @@ WORKER_METRICS: dict[str, tuple[str, str, str | None, float, str]] = {
                              "REST requests paused by a 429/418 until this Unix time (0: not paused)"),
     "backfilled.": ("collector_worker_backfilled_total", "counter", "kind", 1,
                     "Repaired over REST: trades, candles, gaps filled or given up"),
+    "activity_published_ms": ("collector_worker_activity_published_seconds", "gauge", None, 0.001,
+                              "When the per-symbol statistics and resume points were last published"),
 }
 WRITER_METRICS: dict[str, tuple[str, str, str | None, float, str]] = {
     "rows.": ("collector_writer_rows_total", "counter", "table", 1, "Rows committed"),

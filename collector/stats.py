@@ -41,15 +41,17 @@ Layout (version 1, native byte order like the activity images, every offset from
     |  28 | u32                  | n: number of values in use (len of the role's field list)  |
     |  32 | f64[VALUES_CAPACITY] | values; value j is named FIELDS[role][j], the rest are 0.0 |
 
-    symbol slot k, size 32 + A rounded up to 64 bytes, at the symbol area offset + k * size
+    symbol slot k, size 40 + A rounded up to 64 bytes, at the symbol area offset + k * size
     | off | type    | field                                                              |
     |-----|---------|--------------------------------------------------------------------|
     |   0 | u64     | seq (as above)                                                     |
     |   8 | i32     | owner: worker number (process slot) that writes this slot; -1 none |
     |  12 | u32     | length of the image in use (A once written)                        |
     |  16 | i64     | updated_at, ms since the epoch                                     |
-    |  24 | u64     | reserved (0)                                                       |
-    |  32 | A bytes | SymbolActivity.to_bytes()                                          |
+    |  24 | i64     | last aggTrade id the owner received (0 = none): a successor resumes |
+    |     |         | gap detection from it after a crash                                 |
+    |  32 | i64     | open time (ms) of the newest closed 1m kline the owner received (0) |
+    |  40 | A bytes | SymbolActivity.to_bytes()                                          |
 
 WRITER_FIELDS and WORKER_FIELDS are append-only: a new counter goes at the end, so value j keeps its
 meaning and a reader built from an older list still reads the values it knows. Names are "group.key"
@@ -72,7 +74,7 @@ from collector.filters.activity import DEFAULT_SLOTS, EMPTY_SUMMARY, Summary, Sy
 log = logging.getLogger(__name__)
 
 MAGIC = b"CLSTATS1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 # Room for value lists to grow (append-only) without a layout change: the lists below use ~45..55.
 VALUES_CAPACITY = 128
 # Workers the block can hold: well above any sensible worker count for one machine's cores.
@@ -96,8 +98,8 @@ WRITER_SLOT = 0
 _HEADER = struct.Struct("@8sIIIIIIIIQQq")
 _PROC_HEAD = struct.Struct("@QqqII")  # for readers, unpacking a private copy
 _PROC_META = struct.Struct("@qqII")  # pid, updated_at, role, n: packed at offset 8 by the owner
-_SYM_HEAD = struct.Struct("@QiIqQ")
-_SYM_META = struct.Struct("@iIqQ")  # owner, length, updated_at, reserved: packed at offset 8
+_SYM_HEAD = struct.Struct("@QiIqqq")
+_SYM_META = struct.Struct("@iIqqq")  # owner, length, updated_at, last trade id, last kline: at offset 8
 PROCESS_SLOT_SIZE = _PROC_HEAD.size + 8 * VALUES_CAPACITY
 
 # --- the value lists (append-only) --------------------------------------------------------------------------
@@ -139,6 +141,7 @@ WORKER_FIELDS: tuple[str, ...] = (
     "late_dropped",  # trades too old for the activity window
     "rest_paused_until_ms",  # REST paused by a 429/418 until then (0 = not paused); the supervisor spreads it
     *(f"backfilled.{k}" for k in BACKFILL_KINDS),  # repaired over REST: trades, candles, gaps filled/given up
+    "activity_published_ms",  # when the symbol slots (statistics, resume points) were last written
 )
 
 WRITER_FIELDS: tuple[str, ...] = (
@@ -196,6 +199,8 @@ class ActivityReading(NamedTuple):
     owner: int
     updated_ms: int
     data: bytes
+    last_trade_id: int = 0  # where a successor resumes gap detection (0 = unknown)
+    last_kline_open_ms: int = 0
 
 
 class StaleSlot(Exception):
@@ -239,7 +244,7 @@ class StatsBlock:
         _HEADER.pack_into(shm.buf, 0, MAGIC, LAYOUT_VERSION, _HEADER.size, process_slots, symbol_slots,
                           PROCESS_SLOT_SIZE, sym_size, VALUES_CAPACITY, act, proc_off, sym_off, _now_ms())
         for k in range(symbol_slots):
-            _SYM_HEAD.pack_into(shm.buf, sym_off + k * sym_size, 0, -1, 0, 0, 0)
+            _SYM_HEAD.pack_into(shm.buf, sym_off + k * sym_size, 0, -1, 0, 0, 0, 0)
         return cls(shm, owner=True)
 
     @classmethod
@@ -341,7 +346,7 @@ class StatsBlock:
         return self.symbol_offset + index * self.symbol_slot_size
 
     def publish_activity(self, index: int, owner: int, data: bytes | bytearray | memoryview,
-                         now_ms: int | None = None) -> None:
+                         now_ms: int | None = None, last_trade_id: int = 0, last_kline_open_ms: int = 0) -> None:
         """Write one symbol's SymbolActivity.to_bytes() into its slot; only the slot's owner calls this."""
         if len(data) != self.activity_nbytes:
             raise ValueError(f"activity image is {len(data)} bytes, the block holds {self.activity_nbytes}")
@@ -352,7 +357,8 @@ class StatsBlock:
         words[w] = seq
         body = off + _SYM_HEAD.size
         buf[body:body + len(data)] = data
-        _SYM_META.pack_into(buf, off + 8, owner, len(data), _now_ms() if now_ms is None else now_ms, 0)
+        _SYM_META.pack_into(buf, off + 8, owner, len(data), _now_ms() if now_ms is None else now_ms,
+                            last_trade_id, last_kline_open_ms)
         words[w] = seq + 1
 
     def read_activity(self, index: int) -> ActivityReading | None:
@@ -361,8 +367,8 @@ class StatsBlock:
         raw = self._read_consistent(off, _SYM_HEAD.size + self.activity_nbytes)
         if raw is None:
             return None
-        _, owner, length, updated, _ = _SYM_HEAD.unpack_from(raw)
-        return ActivityReading(owner, updated, raw[_SYM_HEAD.size:_SYM_HEAD.size + length])
+        _, owner, length, updated, last_id, last_kline = _SYM_HEAD.unpack_from(raw)
+        return ActivityReading(owner, updated, raw[_SYM_HEAD.size:_SYM_HEAD.size + length], last_id, last_kline)
 
 
 class ProcessSlot:

@@ -52,6 +52,8 @@ WRITER_STOP_TIMEOUT_S = 120.0
 # How long a replaced worker keeps collecting beside its successor: the successor's spawn, imports and
 # connections take a few seconds on a loaded 2-core box; the overlap costs only duplicate rows, dropped.
 RETIRE_AFTER_S = 15.0
+# When a tier computation finds no statistics yet (workers still starting), try again this much later.
+TIER_RETRY_S = 60.0
 # Symbol slots in the stats block per symbol of the starting universe: room for listings.
 SYMBOL_SLOT_FACTOR = 2
 
@@ -299,12 +301,7 @@ class Supervisor:
                 self._spawn(c)
             deadline = time.monotonic() + self.run_for if self.run_for else None
             now = time.monotonic()
-            if self.tiers_ms:  # resumed: the next computation is one interval after the stored one
-                age = (time.time() * 1000 - self.tiers_ms) / 1000
-                self.next_tiers = now + max(0.0, self.tier_interval_s() - age)
-            else:  # bootstrapped (or nothing): replace the estimate with real statistics soon
-                warmup = parse_duration(self.cfg.filters.trades.tier_warmup, "filters.trades.tier_warmup")
-                self.next_tiers = now + min(self.tier_interval_s(), warmup.total_seconds() if warmup else 0.0)
+            self._schedule_tiers(now)
             self.next_universe = now + self.cfg.exchange.universe_refresh_s
             self.next_stats_log = now + self.cfg.monitoring.stats_interval
             while not self.stopping:
@@ -391,17 +388,23 @@ class Supervisor:
         period = parse_duration(self.cfg.filters.trades.tier_interval, "filters.trades.tier_interval")
         return period.total_seconds() if period else float("inf")
 
+    def _schedule_tiers(self, now: float) -> None:
+        """One tier interval after the last computation; soon (tier_warmup) while tiers are only estimates."""
+        assert self.cfg is not None
+        if self.tiers_ms:
+            age = (time.time() * 1000 - self.tiers_ms) / 1000
+            self.next_tiers = now + max(0.0, self.tier_interval_s() - age)
+        else:
+            warmup = parse_duration(self.cfg.filters.trades.tier_warmup, "filters.trades.tier_warmup")
+            self.next_tiers = now + min(self.tier_interval_s(), warmup.total_seconds() if warmup else 0.0)
+
     def _periodic(self) -> None:
         now = time.monotonic()
         if now >= self.next_tiers:
-            if self.tiers_ms:  # resumed: the next computation is one interval after the stored one
-                age = (time.time() * 1000 - self.tiers_ms) / 1000
-                self.next_tiers = now + max(0.0, self.tier_interval_s() - age)
-            else:  # bootstrapped (or nothing): replace the estimate with real statistics soon
-                warmup = parse_duration(self.cfg.filters.trades.tier_warmup, "filters.trades.tier_warmup")
-                self.next_tiers = now + min(self.tier_interval_s(), warmup.total_seconds() if warmup else 0.0)
-            self.next_universe = now + self.cfg.exchange.universe_refresh_s
-            self.recompute_tiers()
+            if self.recompute_tiers():
+                self._schedule_tiers(now)
+            else:
+                self.next_tiers = now + TIER_RETRY_S
         if now >= self.next_universe:
             assert self.cfg is not None
             self.next_universe = now + self.cfg.exchange.universe_refresh_s
@@ -489,8 +492,11 @@ class Supervisor:
                 if c.role == "worker" and c.control is not None:
                     c.control.put(("rest_pause", until))
 
-    def recompute_tiers(self) -> None:
-        """Tiers from every worker's published statistics, stored (with history) and sent to the workers."""
+    def recompute_tiers(self) -> bool:
+        """Tiers from every worker's published statistics, stored (with history) and sent to the workers.
+
+        False when no statistics exist yet (the current tiers stay).
+        """
         assert self.cfg is not None
         params = tier_params(self.cfg)
         now_ms = int(time.time() * 1000)
@@ -498,7 +504,7 @@ class Supervisor:
         active = {s: v for s, v in summaries.items() if v.count > 0}
         if not active:
             log.warning("tiers: no trade statistics published yet; keeping the current tiers")
-            return
+            return False
         self.tiers = compute_tiers(summaries, params)
         self.tiers_ms = now_ms
         counts = Counter(a.tier for a in self.tiers.values())
@@ -508,6 +514,7 @@ class Supervisor:
         for c in self.children:
             if c.role == "worker" and c.control is not None:
                 c.control.put(("tiers", {s: self.tiers[s] for s in c.symbols if s in self.tiers}))
+        return True
 
     def _store_tiers(self, now_ms: int) -> None:
         from datetime import UTC, datetime

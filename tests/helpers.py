@@ -41,6 +41,18 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float 
         time.sleep(poll)
 
 
+def is_healthy(port: int) -> bool:
+    """True when the collector on this port answers /health with 200."""
+    try:
+        return http_get(f"http://127.0.0.1:{port}/health", timeout=5)[0] == 200
+    except OSError:
+        return False
+
+
+def wait_healthy(port: int, timeout: float = 90) -> None:
+    wait_for(lambda: is_healthy(port), timeout, "/health 200")
+
+
 def write_config(path: Path, **sections: dict) -> Path:
     path.write_text(yaml.safe_dump(sections))
     return path

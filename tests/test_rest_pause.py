@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import SupervisorProcess, http_get, wait_for, write_config
+from helpers import SupervisorProcess, http_get, is_healthy, wait_for, wait_healthy, write_config
 
 from collector.pgserver import free_port
 from collector.sim import SimConfig, run_in_thread
@@ -24,11 +24,8 @@ def test_rate_limit_seen_by_one_worker_pauses_all(db_url: str, tmp_path: Path) -
     logs = tmp_path / "logs"
     try:
         def healthy() -> bool:
-            try:
-                return http_get(f"http://127.0.0.1:{port}/health", timeout=5)[0] == 200
-            except OSError:
-                return False
-        wait_for(healthy, 90, "/health 200")
+            return is_healthy(port)
+        wait_healthy(port)
         sim.set_rest_fault(429, 1, 0.0, 0.0, 20)  # the next REST answer: 429, Retry-After 20 s
         wait_for(lambda: "every worker pauses REST" in (logs / "supervisor.log").read_text(), 60,
                  "the supervisor to spread the pause")

@@ -44,7 +44,7 @@ def test_header_describes_the_layout(block: StatsBlock) -> None:
     assert bytes(buf[0:8]) == b"CLSTATS1"
     version, header, procs, syms, proc_size, sym_size, cap, act = struct.unpack_from("@8I", buf, 8)
     proc_off, sym_off = struct.unpack_from("@QQ", buf, 40)
-    assert (version, header, procs, syms) == (1, 64, 4, 6)
+    assert (version, header, procs, syms) == (2, 64, 4, 6)
     assert (proc_size, cap, act) == (PROCESS_SLOT_SIZE, stats.VALUES_CAPACITY, nbytes())
     assert proc_off == 64 and proc_off % 64 == 0 and sym_off % 64 == 0 and sym_size % 64 == 0
     assert sym_off >= proc_off + procs * proc_size
@@ -301,3 +301,13 @@ def test_publish_is_cheap(block: StatsBlock) -> None:
             ps.publish()
         best = min(best, (time.perf_counter() - t) / n)
     assert best < 100e-6, f"publish took {best * 1e6:.1f} µs"
+
+
+def test_symbol_slot_carries_where_a_successor_resumes(block: StatsBlock) -> None:
+    act = SymbolActivity()
+    act.add(1_000, 250.0)
+    block.publish_activity(2, 1, act.to_bytes(), now_ms=5_000, last_trade_id=123_456_789, last_kline_open_ms=60_000)
+    r = block.read_activity(2)
+    assert r is not None and (r.owner, r.updated_ms, r.last_trade_id, r.last_kline_open_ms) == (1, 5_000, 123_456_789,
+                                                                                                  60_000)
+    assert SymbolActivity.from_bytes(r.data).summary(2_000).count == 1

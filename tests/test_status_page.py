@@ -21,7 +21,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import SupervisorProcess, http_get, wait_for, write_config
+from helpers import SupervisorProcess, http_get, is_healthy, wait_for, write_config
 
 from collector.pgserver import free_port
 from collector.sim import SimConfig, launch_subprocess
@@ -150,10 +150,7 @@ def test_status_page_shows_the_live_collector(db_url: str, tmp_path: Path) -> No
     url = f"http://127.0.0.1:{port}"
     try:
         def healthy() -> bool:
-            try:
-                return http_get(url + "/health", timeout=5)[0] == 200
-            except OSError:
-                return False
+            return is_healthy(port)
 
         wait_for(healthy, 120, "/health to answer 200")
         # rows committed and tiers computed from live statistics, so every section has something to show

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-from helpers import SupervisorProcess, http_get, wait_for, write_config
+from helpers import SupervisorProcess, http_get, is_healthy, wait_for, write_config
 
 from collector.pgserver import free_port
 from collector.sim import SimConfig, launch_subprocess
@@ -64,10 +64,7 @@ def test_supervisor_runs_the_product(db_url: str, tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     try:
         def healthy() -> bool:
-            try:
-                return http_get(url + "/health", timeout=5)[0] == 200
-            except OSError:
-                return False
+            return is_healthy(port)
 
         wait_for(healthy, 120, "/health to answer 200")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-from helpers import SupervisorProcess, http_get, wait_for, write_config
+from helpers import SupervisorProcess, http_get, is_healthy, wait_for, wait_healthy, write_config
 
 from collector.pgserver import free_port
 from collector.sim import SimConfig, launch_subprocess
@@ -51,14 +51,10 @@ def test_universe_changes_and_partial_restarts(db_url: str, tmp_path: Path) -> N
     cfg = write_config(tmp_path / "main.yaml", **base)
     sup = SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path)
     log = tmp_path / "logs" / "supervisor.log"
-    url = f"http://127.0.0.1:{port}"
     try:
         def healthy() -> bool:
-            try:
-                return http_get(url + "/health", timeout=5)[0] == 200
-            except OSError:
-                return False
-        wait_for(healthy, 90, "/health 200")
+            return is_healthy(port)
+        wait_healthy(port)
 
         # a listing: collected without a restart of the whole collector
         http_get(sim.rest_url + "/_sim/list?symbol=NEWCOINUSDT&price=2.5")

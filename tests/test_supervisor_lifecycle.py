@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import ROOT, SupervisorProcess, http_get, wait_for, write_config
+from helpers import ROOT, SupervisorProcess, is_healthy, wait_for, wait_healthy, write_config
 
 from collector.pgserver import free_port
 from collector.sim import SimConfig, run_in_thread
@@ -37,11 +37,8 @@ def test_children_do_not_outlive_a_killed_supervisor(db_url: str, tmp_path: Path
     sup = SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path)
     try:
         def healthy() -> bool:
-            try:
-                return http_get(f"http://127.0.0.1:{port}/health", timeout=5)[0] == 200
-            except OSError:
-                return False
-        wait_for(healthy, 90, "/health 200")
+            return is_healthy(port)
+        wait_healthy(port)
         children = [p for p in psutil.Process(sup.proc.pid).children()
                     if " ".join(p.cmdline()).startswith("collector: ")]
         assert len(children) == 3

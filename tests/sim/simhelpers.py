@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 
 import websockets
+from helpers import wait_for  # noqa: F401 - re-exported for the simulator tests
 
 
 def http_get(url: str, timeout: float = 30.0) -> tuple[int, dict, object]:
@@ -19,18 +20,6 @@ def http_get(url: str, timeout: float = 30.0) -> tuple[int, dict, object]:
             return resp.status, dict(resp.headers), json.loads(resp.read())
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), json.loads(e.read() or b"null")
-
-
-def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float = 0.05):
-    """Poll a condition until it holds (returning its value) or fail the test after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
 
 
 async def await_for(pred: Callable[[], object | Awaitable[object]], timeout: float, what: str,

@@ -1,0 +1,62 @@
+"""Fault scenario: kill -9 of a worker. Its successor resumes from the shared-memory symbol slots: the
+ids it never read are a gap, backfilled over REST, so with keep_all every aggTrade ends up stored once."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import wait_for
+from test_gaps import Collector, assert_every_id_once, trade_ids
+
+from collector.sim import SimConfig
+
+pytestmark = pytest.mark.faults
+
+
+def _worker_pids(c: Collector) -> dict[str, int]:
+    out = {}
+    for p in psutil.Process(c.sup.proc.pid).children():
+        try:
+            title = " ".join(p.cmdline()).strip()
+        except psutil.Error:  # exited (or a zombie not reaped yet)
+            continue
+        if title.startswith("collector: worker "):
+            out[title.split()[2]] = p.pid  # "1/2"
+    return out
+
+
+@pytest.mark.timeout(240)
+def test_killed_worker_gap_is_detected_and_backfilled(db_url: str, tmp_path: Path) -> None:
+    c = Collector(tmp_path, db_url, SimConfig(port=0, symbols=16, rate=80, speed=10, seed=12), workers=2,
+                  filters={"trades": {"keep_all": True}})
+    try:
+        wait_for(lambda: all(len(trade_ids(c, s)) > 30 for s in ("BTCUSDT", "ETHUSDT")), 60, "trades stored")
+        # the symbol slots (with the resume points) are published every 2 s: wait for one that was written
+        # after trades were flowing, then kill the worker
+        flowing = datetime.now(UTC).isoformat()
+        wait_for(lambda: (c.stats()["workers"][0]["activity_published_at"] or "") > flowing[:23], 30,
+                 "worker 1 to publish its symbol slots")
+        victim = _worker_pids(c)["1/2"]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: _worker_pids(c).get("1/2", victim) != victim, 60, "worker 1 restarted")
+        wait_for(lambda: "resumed statistics and trade ids" in (c.logs / "worker-1.log").read_text(), 60,
+                 "the successor to resume from its predecessor's slots")
+        wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE filled_at IS NOT NULL")[0][0] > 0, 90,
+                 "the crash gaps to be backfilled")
+        c.control("pause")
+        t = c.truth()
+        symbols = [s for s, v in t["symbols"].items() if v["agg_ids"]["last"] >= 0]
+        last = {s: t["symbols"][s]["agg_ids"]["last"] for s in symbols}
+        wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE filled_at IS NULL")[0][0] == 0 and
+                 all(max(trade_ids(c, s), default=-1) >= a for s, a in last.items()), 120,
+                 "every trade up to the pause, gaps included")
+        assert_every_id_once(c, t, symbols)
+        code, out = c.stop()
+        assert code == 0, out[-3000:]
+    finally:
+        c.stop()
