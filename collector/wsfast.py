@@ -36,7 +36,6 @@ from picows import (
     WSFrame,
     WSListener,
     WSMsgType,
-    WSProtocolError,
     WSTransport,
     ws_connect,
 )
@@ -144,7 +143,7 @@ class _Session(WSListener):
             transport.disconnect()
         elif kind is _TEXT or kind is _BINARY:
             if self.frag is not None:
-                self._fail(WSCloseCode.PROTOCOL_ERROR, "new data frame inside a fragmented message")
+                return self._fail(transport, WSCloseCode.PROTOCOL_ERROR, "new data frame inside a fragmented message")
             if frame.fin:  # a complete binary message
                 self.pending.append(frame.get_payload_as_bytes())
             else:
@@ -153,21 +152,28 @@ class _Session(WSListener):
                 self.frag_size = frame.payload_size
         elif kind is _CONTINUATION:
             if self.frag is None:
-                self._fail(WSCloseCode.PROTOCOL_ERROR, "continuation frame without a start")
+                return self._fail(transport, WSCloseCode.PROTOCOL_ERROR, "continuation frame without a start")
             self.frag.append(frame.get_payload_as_bytes())
             self.frag_size += frame.payload_size
             if self.max_message is not None and self.frag_size > self.max_message:
-                self._fail(WSCloseCode.MESSAGE_TOO_BIG, f"message over {self.max_message} bytes")
+                return self._fail(transport, WSCloseCode.MESSAGE_TOO_BIG, f"message over {self.max_message} bytes")
             if frame.fin:
                 data = b"".join(self.frag)
                 self.frag = None
                 self.pending.append(data.decode("utf-8", "replace") if self.frag_type is _TEXT else data)
         # PING is answered by picows itself (enable_auto_pong); PONG needs nothing.
 
-    def _fail(self, code: WSCloseCode, reason: str) -> None:
-        """Remember why, then let picows send the close frame and drop the connection."""
+    def _fail(self, transport: WSTransport, code: WSCloseCode, reason: str) -> None:
+        """Remember why, send the close frame and drop the connection (read() then raises).
+
+        Closing here rather than raising WSProtocolError from the callback: picows would also close, but
+        it parks the exception in a future nobody awaits, which asyncio reports at exit.
+        """
         self.error = f"protocol error: {reason}"
-        raise WSProtocolError(code, reason)
+        self.frag = None
+        if not transport.is_close_frame_sent:
+            transport.send_close(code, reason.encode())
+        transport.disconnect()
 
     # -- handing over --------------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -295,7 +301,8 @@ class PicowsConnection(AsyncConnection):
     async def _batches(self, caller: str) -> AsyncIterator[Batch]:
         session = self._session
         if session is None or (session.done and not session.queue):
-            raise ConnectionClosed(f"{self.id}: connection closed in {caller}()")
+            why = session.error if session is not None and session.error else f"connection closed in {caller}()"
+            raise ConnectionClosed(f"{self.id}: {why}")
         callback = self.raw_data_callback
         async for batch in session.batches():
             if callback is not None:
