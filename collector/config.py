@@ -228,8 +228,6 @@ class WriterConfig(_Section):
     batch_rows: PositiveInt = 20000
     # ...or once the oldest waiting row is this old: keeps event-to-commit latency under a second.
     flush_interval_ms: PositiveInt = 250
-    # Batches a worker may have in flight to the writer before it starts holding them itself.
-    queue_batches: PositiveInt = 256
     spool_dir: str = "data/spool"
     spool_max_mb: PositiveInt = 2048
 
