@@ -9,9 +9,8 @@ the real supervisor (writer + N workers, config file pointing at both, logs in a
 Per window:
 - offered msgs/s: frames the simulator wrote to the collector's connections (its truth; every frame is a
   message: aggTrade, markPrice, kline update, forceOrder);
-- received msgs/s: the workers keep no live counters, so it is offered x (bytes the workers read off their
-  sockets / bytes the simulator wrote). uvloop reads sockets with read(), so /proc/<pid>/io rchar of the
-  workers counts those bytes (plus a few hundred bytes/s of REST open-interest polling);
+- received msgs/s: the workers' own counters of frames received (aggTrade, markPrice, kline, forceOrder;
+  not the REST open-interest answers), summed over workers from the collector's /stats at each window edge;
 - CPU us per message: utime+stime (from /proc) of every collector process (supervisor, writer, workers, the
   multiprocessing resource tracker) / received messages; PostgreSQL's CPU is reported apart;
 - event-to-commit latency p50/p99: a bench-only `committed_at DEFAULT clock_timestamp()` column is added to
@@ -51,6 +50,7 @@ import yaml
 from bench import common
 from bench.peer import PEER_COLS, run_peer
 from collector import storage
+from collector.pgserver import free_port
 
 # Default matrix: every rate in filtered and keep_all at N=2 (the 2-core machine's natural N), N scaling at
 # one mid rate; the peer at the same rates. Sized so the whole run stays under 10 minutes.
@@ -82,30 +82,26 @@ def prepare_database(dsn: str) -> None:
         conn.execute("ALTER TABLE trades ADD COLUMN committed_at TIMESTAMPTZ DEFAULT clock_timestamp()")
 
 
-def write_config(tmp: Path, dsn: str, rest: str, ws: str, keep_all: bool) -> Path:
+def write_config(tmp: Path, dsn: str, rest: str, ws: str, keep_all: bool, port: int) -> Path:
     cfg = {"database": {"url": dsn, "mode": "postgres"},
            "exchange": {"rest_url": rest, "ws_url": ws},
            "filters": {"trades": {"keep_all": keep_all}},
            "logging": {"filename": str(tmp / "logs" / "supervisor.log")},
            "writer": {"spool_dir": str(tmp / "spool")},
-           "monitoring": {"health_check_port": 0}}
+           "monitoring": {"health_check_port": port}}
     path = tmp / "main.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def worker_pids(sampler: common.TreeSampler) -> list[int]:
-    return [pid for pid, p in sampler.procs.items() if common.label(p.name).startswith("worker")]
+# The frame types the simulator counts as offered messages, as the workers' /stats name them.
+FRAME_TYPES = ("trades", "funding", "liquidations", "klines")
 
 
-def workers_read(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            total += common.read_bytes(pid)
-        except OSError:
-            pass
-    return total
+def workers_received(port: int) -> int:
+    """Frames received by all workers so far (their live counters, published in shared memory)."""
+    stats = common.http_json(f"http://127.0.0.1:{port}/stats")
+    return int(sum(w["received"].get(t, 0) for w in stats["workers"] for t in FRAME_TYPES))  # type: ignore[index]
 
 
 def open_connections(rest: str) -> int:
@@ -133,7 +129,8 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
     try:
         with common.simulator(rate, symbols) as sim:
             offset = common.sim_clock_offset_ms(sim.rest_url)
-            cfg = write_config(tmp, dsn, sim.rest_url, sim.ws_url, keep_all)
+            port = free_port()
+            cfg = write_config(tmp, dsn, sim.rest_url, sim.ws_url, keep_all, port)
             # own session: on failure the whole tree (writer, workers) is killed, not just the supervisor
             sup = subprocess.Popen([sys.executable, str(src / "supervisor.py"), "--workers", str(workers),
                                     "--config", str(cfg)], cwd=tmp, stdout=subprocess.DEVNULL,
@@ -143,11 +140,10 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             common.wait_for(lambda: open_connections(sim.rest_url) >= workers, BOOT_TIMEOUT_S, "workers to connect")
             time.sleep(warmup_s)
             sampler.sample()
-            results = [_window(sim.rest_url, sampler, postmaster, window_s, offset) for _ in range(windows)]
+            results = [_window(sim.rest_url, sampler, postmaster, window_s, offset, port) for _ in range(windows)]
             common.http_json(sim.rest_url + "/_sim/pause")
             totals = common.sent_totals_by_stream(sim.rest_url)  # final: nothing is sent while paused
-            wpids = worker_pids(sampler)
-            common.wait_for(lambda: _stable(lambda: workers_read(wpids), 0.5), 60, "workers to drain")
+            common.wait_for(lambda: _stable(lambda: workers_received(port), 0.5), 60, "workers to drain")
             common.wait_for(lambda: _stable(lambda: _last_commit(dsn), 1.0), 60, "the writer to commit")
             span = (results[0]["t0_sim"], results[-1]["t1_sim"])
             rows = common.rows_per_table(dsn, {t: "time" for t in TABLES}, span)
@@ -214,16 +210,16 @@ def _last_commit(dsn: str) -> object:
         return conn.execute("SELECT max(committed_at), count(*) FROM trades").fetchone()
 
 
-def _window(rest: str, sampler: common.TreeSampler, postmaster: int, window_s: float, offset: float) -> dict:
-    wpids = worker_pids(sampler)
+def _window(rest: str, sampler: common.TreeSampler, postmaster: int, window_s: float, offset: float,
+            port: int) -> dict:
     pg_pids = common.process_tree(postmaster)  # the writer's backend exists by now
-    s0, r0, c0, p0 = common.sent_totals(rest), workers_read(wpids), sampler.cpu_now(), _cpu_sum(pg_pids)
+    s0, r0, c0, p0 = common.sent_totals(rest), workers_received(port), sampler.cpu_now(), _cpu_sum(pg_pids)
     time.sleep(window_s)
-    s1, r1, c1, p1 = common.sent_totals(rest), workers_read(wpids), sampler.cpu_now(), _cpu_sum(pg_pids)
+    s1, r1, c1, p1 = common.sent_totals(rest), workers_received(port), sampler.cpu_now(), _cpu_sum(pg_pids)
     dt = s1.wall - s0.wall
-    sent, nbytes = s1.frames - s0.frames, s1.bytes - s0.bytes
-    ratio = (r1 - r0) / nbytes if nbytes else None
-    got = sent * ratio if ratio is not None else 0
+    sent = s1.frames - s0.frames
+    got = r1 - r0
+    ratio = got / sent if sent else None
     cpu_by_pid = {pid: c1[pid] - c0.get(pid, 0.0) for pid in c1}
     cpu = sum(cpu_by_pid.values())
     return {"offered": sent / dt, "received": got / dt, "received_n": got, "ratio": ratio, "dt": dt,
