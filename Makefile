@@ -25,7 +25,8 @@ lint: venv
 	$(PY) -m ruff check collector tests bench supervisor.py
 
 bench: venv
-	$(PY) bench/throughput.py --quick
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) bench/throughput.py
 
 clean:
 	rm -rf $(VENV) data logs
