@@ -143,12 +143,8 @@ class Pipeline:
         return None
 
     def on_mark_price(self, m: MarkPrice, receipt: float) -> None:
-        self.received["funding"] += 1
-        if m.s not in self.symbols:
-            return self._reject("unknown_symbol", m)
-        if abs(m.E - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
-            return self._reject("absurd_timestamp", m)
-        self.last_event_ms["funding"] = m.E
+        if not self._admit("funding", m.s, m.E, receipt, m):
+            return None
         if not self._store_funding or not self.funding_gate.accept(m.s, m.E):
             return None
         try:
@@ -159,13 +155,9 @@ class Pipeline:
         return None
 
     def on_liquidation(self, f: ForceOrder, receipt: float) -> None:
-        self.received["liquidations"] += 1
         o = f.o
-        if o.s not in self.symbols:
-            return self._reject("unknown_symbol", f)
-        if abs(o.T - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
-            return self._reject("absurd_timestamp", f)
-        self.last_event_ms["liquidations"] = o.T
+        if not self._admit("liquidations", o.s, o.T, receipt, f):
+            return None
         if not self._store_liquidations:
             return None
         try:
@@ -210,10 +202,8 @@ class Pipeline:
             self.on_candle_gap(symbol, last + MINUTE_MS, open_ms - MINUTE_MS)
 
     def on_open_interest(self, oi: OpenInterest, receipt: float) -> None:
-        self.received["open_interest"] += 1
-        if oi.symbol not in self.symbols:
-            return self._reject("unknown_symbol", oi)
-        self.last_event_ms["open_interest"] = oi.time
+        if not self._admit("open_interest", oi.symbol, oi.time, receipt, oi):
+            return None
         try:
             if float(oi.openInterest) < 0:
                 return self._reject("non_positive_or_infinite", oi)
@@ -222,6 +212,21 @@ class Pipeline:
             return self._reject("bad_number", oi)
         self._add("open_interest", row, oi.time)
         return None
+
+    def _admit(self, kind: str, symbol: str, event_ms: int, receipt: float, event: object) -> bool:
+        """Count an event and apply the checks every type shares: one of our symbols, a sane event time.
+
+        (on_trade inlines the same checks: it runs for every trade, the others a few times a second.)
+        """
+        self.received[kind] += 1
+        if symbol not in self.symbols:
+            self._reject("unknown_symbol", event)
+            return False
+        if abs(event_ms - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
+            self._reject("absurd_timestamp", event)
+            return False
+        self.last_event_ms[kind] = event_ms
+        return True
 
     def on_bad_frame(self, kind: str) -> None:
         self.rejected[kind] += 1
