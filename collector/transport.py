@@ -84,6 +84,16 @@ class WriterLink:
         self._all_acked.set()
 
     @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest batch sent (0 before the first)."""
+        return self._seq
+
+    @property
+    def acked_through(self) -> int:
+        """Every batch with a sequence number up to this one has been acknowledged."""
+        return next(iter(self.unacked)) - 1 if self.unacked else self._seq
+
+    @property
     def connected(self) -> bool:
         return self._writer is not None
 

@@ -16,6 +16,7 @@ import logging
 import queue as queue_mod
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
@@ -173,6 +174,9 @@ class StatsPublisher:
         self.owner = spec.index + 1
         self.spec, self.pipeline, self.feed, self.link, self.budget = spec, pipeline, feed, link, budget
         self._next_activity = 0.0
+        # (link sequence number, trade ids, kline opens) recorded at each publication, oldest first
+        self._snapshots: deque[tuple[int, dict[str, int], dict[str, int]]] = deque()
+        self._durable: tuple[dict[str, int], dict[str, int]] = ({}, {})
         self.quiet = False
         self._trips = 0
         self._reconnects = 0
@@ -209,12 +213,31 @@ class StatsPublisher:
         if activity or now >= self._next_activity:
             self._next_activity = now + ACTIVITY_PUBLISH_S
             slot.set("activity_published_ms", now * 1000)
+            trade_ids, kline_opens = self._durable_resume_points()
             for sym, act in p.activity.items():
                 index = self.spec.symbol_slots.get(sym)
                 if index is not None:
                     self.block.publish_activity(index, self.owner, act.to_bytes(),
-                                                last_trade_id=p.last_trade_id.get(sym, 0),
-                                                last_kline_open_ms=p.last_kline_open.get(sym, 0))
+                                                last_trade_id=trade_ids.get(sym, 0),
+                                                last_kline_open_ms=kline_opens.get(sym, 0))
+
+    def _durable_resume_points(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The newest (trade id, kline) positions whose rows the writer has all acknowledged.
+
+        A successor resumes gap detection from what is published here, so it must not be ahead of what
+        is safe: rows still in this worker's builders or in unacknowledged batches die with it. Every
+        publication flushes the builders and records the positions with the link's sequence number;
+        a recorded position becomes publishable once the writer has acknowledged everything up to it.
+        """
+        p = self.pipeline
+        p.flush_all()
+        self._snapshots.append((self.link.last_seq, dict(p.last_trade_id), dict(p.last_kline_open)))
+        acked = self.link.acked_through
+        while len(self._snapshots) > 1 and self._snapshots[1][0] <= acked:
+            self._snapshots.popleft()
+        if self._snapshots[0][0] <= acked:
+            self._durable = self._snapshots[0][1:]
+        return self._durable
 
     def resume(self) -> int:
         """Take over what a predecessor (crashed or replaced) left in this worker's symbol slots.

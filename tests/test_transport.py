@@ -106,3 +106,18 @@ def test_writer_killed_mid_stream_loses_and_doubles_nothing(db_url: str) -> None
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM trades").fetchone()[0] == total * 10
     assert not Path(path).exists()
+
+
+def test_acked_through_is_the_longest_acknowledged_prefix() -> None:
+    link = WriterLink("/nonexistent")
+    assert link.acked_through == 0
+    for i in range(5):
+        link.send(trades_batch(1 + i, 1))
+    assert (link.last_seq, link.acked_through) == (5, 0)
+    link._ack(2)
+    link._ack(1)
+    link._ack(4)
+    assert link.acked_through == 2  # 3 is still out: 4 does not count yet
+    link._ack(3)
+    link._ack(5)
+    assert link.acked_through == 5 and not link.unacked

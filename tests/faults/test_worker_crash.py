@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -36,9 +36,10 @@ def test_killed_worker_gap_is_detected_and_backfilled(db_url: str, tmp_path: Pat
                   filters={"trades": {"keep_all": True}})
     try:
         wait_for(lambda: all(len(trade_ids(c, s)) > 30 for s in ("BTCUSDT", "ETHUSDT")), 60, "trades stored")
-        # the symbol slots (with the resume points) are published every 2 s: wait for one that was written
-        # after trades were flowing, then kill the worker
-        flowing = datetime.now(UTC).isoformat()
+        # the symbol slots are published every 2 s, with the newest resume points the writer has
+        # acknowledged (recorded at one publication, publishable at a later one): wait for a publication
+        # two periods after trades were flowing, then kill the worker
+        flowing = (datetime.now(UTC) + timedelta(seconds=4.5)).isoformat()
         wait_for(lambda: (c.stats()["workers"][0]["activity_published_at"] or "") > flowing[:23], 30,
                  "worker 1 to publish its symbol slots")
         victim = _worker_pids(c)["1/2"]
