@@ -103,8 +103,12 @@ class WriterLink:
         self.unacked_bytes += len(batch.data)
         self._all_acked.clear()
         self.sent_batches += 1
-        if self._writer is not None:
-            self._writer.write(encode_frame(self._seq, batch))
+        w = self._writer
+        if w is not None and not w.is_closing():
+            try:
+                w.write(encode_frame(self._seq, batch))
+            except (RuntimeError, OSError):  # the writer went away mid-write (uvloop raises on a closed
+                self._writer = None          # transport): the batch stays unacknowledged and is resent
 
     def _ack(self, seq: int) -> None:
         b = self.unacked.pop(seq, None)

@@ -118,27 +118,33 @@ async def _worker_main(spec: WorkerSpec) -> None:
         log.info("resumed statistics and trade ids of %d symbols from a predecessor", resumed)
 
     async def housekeeping() -> None:
-        nonlocal paused, pauses
         while not stop.is_set():
-            if publisher is not None and not publisher.quiet:
-                publisher.publish(paused)
             if spec.stop.is_set():
                 stop.set()
                 break
-            pipeline.flush_due(int(time.time() * 1000))
-            over = link.unacked_bytes > MAX_UNACKED_BYTES
-            if over != paused and (not paused or link.unacked_bytes < MAX_UNACKED_BYTES // 2):
-                paused = not paused
-                pauses += paused
-                _set_reading(feed, not paused)
-                (log.warning if paused else log.info)(
-                    "writer behind: %s reading from the exchange (%d MB unacknowledged)",
-                    "paused" if paused else "resumed", link.unacked_bytes >> 20)
-            _read_control(spec, pipeline, trade_filter, publisher, budget)
+            try:
+                tick()
+            except Exception:  # a bug here must not take the feed (and its unacknowledged batches) down
+                log.exception("housekeeping failed; carrying on")
             try:
                 await asyncio.wait_for(stop.wait(), TICK_S)
             except TimeoutError:
                 pass
+
+    def tick() -> None:
+        nonlocal paused, pauses
+        if publisher is not None and not publisher.quiet:
+            publisher.publish(paused)
+        pipeline.flush_due(int(time.time() * 1000))
+        over = link.unacked_bytes > MAX_UNACKED_BYTES
+        if over != paused and (not paused or link.unacked_bytes < MAX_UNACKED_BYTES // 2):
+            paused = not paused
+            pauses += paused
+            _set_reading(feed, not paused)
+            (log.warning if paused else log.info)(
+                "writer behind: %s reading from the exchange (%d MB unacknowledged)",
+                "paused" if paused else "resumed", link.unacked_bytes >> 20)
+        _read_control(spec, pipeline, trade_filter, publisher, budget)
 
     log.info("worker %d/%d: %d symbols, data types %s", spec.index + 1, spec.total, len(spec.symbols),
              ",".join(cfg.collection.data_types))

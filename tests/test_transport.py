@@ -121,3 +121,34 @@ def test_acked_through_is_the_longest_acknowledged_prefix() -> None:
     link._ack(3)
     link._ack(5)
     assert link.acked_through == 5 and not link.unacked
+
+
+def test_send_never_raises_when_the_writer_vanishes(db_url: str) -> None:
+    """uvloop raises on a write to a closed transport; a worker must keep the batch, not crash."""
+    import uvloop
+
+    path = _socket_path()
+    stop = threading.Event()
+    th = threading.Thread(target=lambda: serve(path, stop, db_url, mode="postgres", max_age_s=0.05))
+    th.start()
+
+    async def main() -> WriterLink:
+        link = WriterLink(path)
+        link_stop = asyncio.Event()
+        task = asyncio.create_task(link.run(link_stop))
+        link.send(trades_batch(1, 5))
+        assert await link.wait_acked(30)
+        link._writer.transport.abort()  # the connection dies; the link has not run its reader yet
+        link.send(trades_batch(100, 5))  # must not raise (uvloop does on a closed transport)
+        stop.set()  # and the writer goes away
+        await asyncio.to_thread(th.join, 30)
+        for i in range(1, 50):  # keep sending while the link notices; none of this may raise
+            link.send(trades_batch(100 + i * 5, 5))
+            await asyncio.sleep(0.01)
+        assert len(link.unacked) == 50
+        link_stop.set()
+        await asyncio.wait_for(task, 10)
+        return link
+
+    link = uvloop.run(main())
+    assert link.acked_batches == 1
