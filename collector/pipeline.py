@@ -134,13 +134,16 @@ class Pipeline:
         usd = price * qty
         self.activity[sym].add(ts, usd)
         reason = self.trade_filter.decide(sym, price, usd, ts)
-        if reason is None:
-            return None
+        if reason is not None:
+            self._keep_trade(t, usd, reason)
+        return None
+
+    def _keep_trade(self, t: AggTrade, usd: float, reason: str) -> None:
+        """A trade the filter kept (live or backfilled): counted, and stored when trades are collected."""
         self.kept[reason] += 1
         if self._store_trades:
-            self._add("trades", encode_trade(ts, sym, t.a, t.p, t.q, usd, "sell" if t.m else "buy", reason,
-                                             t.f, t.l), ts)
-        return None
+            self._add("trades", encode_trade(t.T, t.s, t.a, t.p, t.q, usd, "sell" if t.m else "buy", reason,
+                                             t.f, t.l), t.T)
 
     def on_mark_price(self, m: MarkPrice, receipt: float) -> None:
         if not self._admit("funding", m.s, m.E, receipt, m):
@@ -263,10 +266,7 @@ class Pipeline:
         reason = state.decide(price, usd, ts)
         if reason is None:
             return False
-        self.kept[reason] += 1
-        if self._store_trades:
-            self._add("trades", encode_trade(ts, sym, t.a, t.p, t.q, usd, "sell" if t.m else "buy", reason,
-                                             t.f, t.l), ts)
+        self._keep_trade(t, usd, reason)
         return True
 
     def on_backfill_kline(self, symbol: str, row: list, receipt: float) -> bool:
