@@ -7,7 +7,7 @@ table flush. It never re-encodes a row.
 Failure model (a batch lands whole or is retried, never half, never twice):
 - transient errors (connection lost, server restart, lock or statement timeout): the pending batches stay
   in memory, the connection is dropped, and the flush is retried with exponential backoff. While the
-  backlog exceeds `max_pending_bytes` the run loop stops reading the (bounded) multiprocessing queue, so
+  backlog exceeds `max_pending_bytes` the run loop stops reading the workers' sockets (collector.transport), so
   back-pressure reaches the workers instead of the writer's memory growing without bound.
 - a commit whose outcome is unknown (connection lost during COMMIT) may have landed: the retry then fails
   with a unique violation and the batches are loaded through a TEMP staging table with
@@ -64,8 +64,8 @@ MAX_AGE_S = 0.25
 MAX_ROWS = 20_000
 # ...or this many bytes (wide candle rows reach the byte limit before the row limit).
 MAX_BYTES = 4 << 20
-# Stop taking batches off the queue above this backlog (DB down or slow): ~minutes of keep_all traffic;
-# beyond it the bounded multiprocessing queue fills and workers apply their own policy.
+# Stop reading the workers' sockets above this backlog (DB down or slow): ~minutes of keep_all traffic;
+# beyond it the workers hold their unacknowledged batches and, past their own limit, pause the exchange.
 MAX_PENDING_BYTES = 256 << 20
 # Retry backoff after a failed flush: first retry fast (a dropped connection usually reconnects at once),
 # then doubling up to 10 s: a failed attempt against a down server costs one refused connect (or at most
@@ -98,7 +98,7 @@ LOCK_TIMEOUT_MS = 5_000
 STATEMENT_TIMEOUT_MS = 60_000
 # Partition upkeep and retention (plain PostgreSQL): hourly is plenty with 2 days of partitions ahead.
 MAINTENANCE_EVERY_S = 3600.0
-# Run-loop wake-up cap: the loop also wakes for every queue item, so this only bounds flush-timer jitter.
+# Run-loop wake-up cap: the loop also wakes for every batch that arrives, so this only bounds timer jitter.
 MAX_WAIT_S = 0.5
 # Histogram bucket upper bounds for COPY latency, seconds (last bucket: above 2.5 s).
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -388,7 +388,7 @@ class Writer:
         return True
 
     def accepting(self) -> bool:
-        """False while the backlog is over max_pending_bytes: stop reading the queue (back-pressure)."""
+        """False while the backlog is over max_pending_bytes: stop reading the sockets (back-pressure)."""
         return self._pending_bytes < self.max_pending_bytes
 
     def pending_rows(self) -> int:
