@@ -271,6 +271,14 @@ def test_tiers_round_trip_latest_wins(db_url: str) -> None:
             store_tiers(conn, {"bad'sym": TierRow(1, 1.0, None, None)}, NOW)
 
 
+def test_timescale_job_queries_are_empty_on_plain_postgres_and_leave_the_transaction_usable(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:  # not autocommit: an error would abort the transaction
+        ensure_schema(conn, "postgres", now=NOW)
+        assert storage.timescale_job_failures(conn) == []
+        assert storage.timescale_layout(conn) == {}
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # no aborted transaction behind us
+
+
 @pytest.mark.timescale
 def test_timescaledb_schema(db_url: str, timescaledb_available: bool) -> None:
     if not timescaledb_available:
