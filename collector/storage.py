@@ -631,6 +631,22 @@ def _our_hypertables_sql() -> str:
                      ({", ".join(f"'{t}_agg'" for t in DERIVED_CANDLES)})"""
 
 
+def job_failures_sql(with_errors: bool = True) -> str:
+    """The query behind timescale_job_failures (one parameter: the proc names), exposed so a test can
+    have PostgreSQL parse it where TimescaleDB is absent."""
+    error = ("""(SELECT e.err_message FROM timescaledb_information.job_errors e WHERE e.job_id = s.job_id
+                 ORDER BY e.finish_time DESC NULLS LAST LIMIT 1)""" if with_errors else "NULL::text")
+    return f"""
+        WITH ours AS ({_our_hypertables_sql()})
+        SELECT s.job_id, j.proc_name::text, o.relation, s.total_failures, s.last_run_started_at, {error}
+        FROM timescaledb_information.job_stats s
+        JOIN timescaledb_information.jobs j ON j.job_id = s.job_id
+        JOIN ours o ON o.hypertable_name = j.hypertable_name::text
+        WHERE s.last_run_status = 'Failed' AND j.proc_name::text = ANY(%s)
+          AND j.hypertable_schema::text IN (current_schema(), '_timescaledb_internal')
+        ORDER BY s.job_id"""
+
+
 def timescale_job_failures(conn: psycopg.Connection) -> list[JobFailure]:
     """The collector's TimescaleDB policy jobs whose last run failed; [] on plain PostgreSQL.
 
@@ -647,20 +663,8 @@ def timescale_job_failures(conn: psycopg.Connection) -> list[JobFailure]:
     """
     if not _has_relation(conn, "timescaledb_information.job_stats"):
         return []
-    if _has_relation(conn, "timescaledb_information.job_errors"):
-        error = """(SELECT e.err_message FROM timescaledb_information.job_errors e WHERE e.job_id = s.job_id
-                    ORDER BY e.finish_time DESC NULLS LAST LIMIT 1)"""
-    else:
-        error = "NULL::text"
-    rows = conn.execute(f"""
-        WITH ours AS ({_our_hypertables_sql()})
-        SELECT s.job_id, j.proc_name::text, o.relation, s.total_failures, s.last_run_started_at, {error}
-        FROM timescaledb_information.job_stats s
-        JOIN timescaledb_information.jobs j ON j.job_id = s.job_id
-        JOIN ours o ON o.hypertable_name = j.hypertable_name::text
-        WHERE s.last_run_status = 'Failed' AND j.proc_name::text = ANY(%s)
-          AND j.hypertable_schema::text IN (current_schema(), '_timescaledb_internal')
-        ORDER BY s.job_id""", (list(POLICY_PROCS),)).fetchall()
+    query = job_failures_sql(with_errors=_has_relation(conn, "timescaledb_information.job_errors"))
+    rows = conn.execute(query, (list(POLICY_PROCS),)).fetchall()
     return [JobFailure(int(r[0]), r[1], r[2], int(r[3] or 0), r[4], r[5]) for r in rows]
 
 
@@ -673,6 +677,19 @@ class TimescaleLayout(NamedTuple):
     drop_after: str | None  # that job's config->>'drop_after', as TimescaleDB prints the interval
 
 
+def layout_sql() -> str:
+    """The query behind timescale_layout, exposed so a test can have PostgreSQL parse it."""
+    return f"""
+        WITH ours AS ({_our_hypertables_sql()})
+        SELECT o.relation, o.hypertable_name,
+               (SELECT d.time_interval FROM timescaledb_information.dimensions d
+                 WHERE d.hypertable_name::text = o.hypertable_name AND d.dimension_number = 1),
+               j.schedule_interval, j.config->>'drop_after'
+        FROM ours o
+        LEFT JOIN timescaledb_information.jobs j
+               ON j.hypertable_name::text = o.hypertable_name AND j.proc_name::text = 'policy_retention'"""
+
+
 def timescale_layout(conn: psycopg.Connection) -> dict[str, TimescaleLayout]:
     """Per table of TIME_TABLES: real chunk interval and retention job schedule; {} on plain PostgreSQL.
 
@@ -682,15 +699,7 @@ def timescale_layout(conn: psycopg.Connection) -> dict[str, TimescaleLayout]:
     """
     if not _has_relation(conn, "timescaledb_information.dimensions"):
         return {}
-    rows = conn.execute(f"""
-        WITH ours AS ({_our_hypertables_sql()})
-        SELECT o.relation, o.hypertable_name,
-               (SELECT d.time_interval FROM timescaledb_information.dimensions d
-                 WHERE d.hypertable_name::text = o.hypertable_name AND d.dimension_number = 1),
-               j.schedule_interval, j.config->>'drop_after'
-        FROM ours o
-        LEFT JOIN timescaledb_information.jobs j
-               ON j.hypertable_name::text = o.hypertable_name AND j.proc_name::text = 'policy_retention'""").fetchall()
+    rows = conn.execute(layout_sql()).fetchall()
     out: dict[str, TimescaleLayout] = {}
     for relation, hypertable, chunk, every, drop_after in rows:
         table = relation.removesuffix("_agg")

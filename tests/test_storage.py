@@ -277,19 +277,3 @@ def test_timescale_job_queries_are_empty_on_plain_postgres_and_leave_the_transac
         assert storage.timescale_job_failures(conn) == []
         assert storage.timescale_layout(conn) == {}
         assert conn.execute("SELECT 1").fetchone() == (1,)  # no aborted transaction behind us
-
-
-@pytest.mark.timescale
-def test_timescaledb_schema(db_url: str, timescaledb_available: bool) -> None:
-    if not timescaledb_available:
-        pytest.skip("TimescaleDB extension not installed on this server (set TEST_DATABASE_URL to one that has it)")
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        assert ensure_schema(conn, "timescaledb", now=NOW) == "timescaledb"
-        assert ensure_schema(conn, "auto", now=NOW) == "timescaledb"
-        hts = {r[0] for r in conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")}
-        assert {"trades", "funding", "liquidations", "open_interest", "candles_1m"} <= hts
-        jobs = conn.execute("SELECT proc_name, hypertable_name FROM timescaledb_information.jobs").fetchall()
-        procs = {p for p, _ in jobs}
-        assert {"policy_retention", "policy_compression", "policy_refresh_continuous_aggregate"} <= procs
-        retained = {h for p, h in jobs if p == "policy_retention"}
-        assert "candles_1d" not in retained and "trades" in retained
