@@ -230,6 +230,18 @@ def test_closed_views_hold_only_finished_periods(db_url: str) -> None:
         assert conn.execute("SELECT count(*) FROM candles_5m_closed WHERE symbol = 'ETHUSDT'").fetchone() == (0,)
 
 
+def test_a_version_1_database_gains_the_closed_views(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        for table in storage.TIMEFRAMES:  # back to what version 1 left
+            conn.execute(f"DROP VIEW {storage.closed_view(table)}")
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+        ensure_schema(conn, "auto", now=NOW)
+        views = {r[0] for r in conn.execute("SELECT viewname FROM pg_views WHERE viewname LIKE 'candles%_closed'")}
+        assert views == {f"{t}_closed" for t in storage.TIMEFRAMES}
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (storage.SCHEMA_VERSION,)
+
+
 def test_closed_view_is_served_by_the_symbol_time_key(db_url: str) -> None:
     """EXPLAIN on the plain back-end: one symbol's closed candles come from the primary key, no seq scan."""
     now = datetime.now(UTC)
