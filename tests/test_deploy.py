@@ -237,7 +237,7 @@ def _realistic_snapshot(block: StatsBlock) -> dict[str, Any]:
 
 
 _PROMQL_WORDS = {"sum", "by", "rate", "increase", "scalar", "histogram_quantile", "time", "max", "min", "count",
-                 "avg", "without", "on", "ignoring", "le", "reason", "type", "table", "worker", "role", "tier",
+                 "avg", "without", "on", "ignoring", "le", "reason", "type", "table", "worker", "role", "tier", "proc",
                  "bool", "and", "or", "unless", "offset"}
 
 
@@ -271,7 +271,8 @@ def test_every_prometheus_expression_uses_rendered_metrics() -> None:
     for wanted in ("collector_worker_received_total", "collector_worker_kept_total", "collector_writer_queue_depth",
                    "collector_worker_outbox_pending_batches", "collector_writer_copy_latency_seconds_bucket",
                    "collector_worker_reconnects_total", "collector_worker_watchdog_trips_total",
-                   "collector_worker_rejected_total", "collector_writer_errors_total", "collector_child_up"):
+                   "collector_worker_rejected_total", "collector_writer_errors_total", "collector_child_up",
+                   "collector_timescaledb_jobs_failing"):
         assert wanted in seen, wanted
 
 
