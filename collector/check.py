@@ -143,8 +143,9 @@ def check_funding(conn: psycopg.Connection, universe: list[str] | None, now: dat
     start = max(lo, end - FUNDING_WINDOW)
     seen = {r[0] for r in conn.execute(
         "SELECT DISTINCT symbol FROM funding WHERE time > %s AND time <= %s", (start, end))}
-    if universe is None:
-        universe = sorted(seen)
+    if universe is None:  # every symbol collected in the lookback should still be in its last hour
+        universe = sorted({r[0] for r in conn.execute(
+            "SELECT DISTINCT symbol FROM funding WHERE time >= %s AND time <= %s", (lo, end))})
     missing = sorted(set(universe) - seen)
     summary = (f"{len(set(universe) & seen)}/{len(universe)} symbols with funding in "
                f"{start:%H:%M}..{end:%H:%M} UTC (the collection's last hour)")
@@ -167,7 +168,9 @@ def check_funding_cap(conn: psycopg.Connection, now: datetime, lo: datetime, int
 
 
 def check_trades(conn: psycopg.Connection, now: datetime, lo: datetime) -> Finding:
-    end = _newest(conn, "trades", lo, now) or now
+    # the collection's end from funding (a row per symbol-minute), not max(time) over a day of trades,
+    # which in keep_all mode is hundreds of millions of rows
+    end = _newest(conn, "funding", lo, now) or now
     start = max(lo, end - TRADES_WINDOW)
     rows = conn.execute("""SELECT save_reason, count(*), avg(usd_value) FROM trades
                            WHERE time >= %s AND time <= %s GROUP BY save_reason ORDER BY count(*) DESC""",

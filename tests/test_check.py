@@ -195,6 +195,14 @@ def test_expired_row_fails(db_url: str) -> None:
     assert "daily partitions dropped every 1 h" in ret.details[0]
 
 
+def test_symbol_that_went_silent_within_the_lookback_fails_without_a_universe(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        healthy(conn)
+        _funding(conn, "SOLUSDT", FIRST - timedelta(hours=3))  # collected earlier today, silent since
+    funding = run_check(db_url, None, NOW).get("funding")
+    assert not funding.ok and funding.details == ["missing: SOLUSDT"] and funding.summary.startswith("2/3")
+
+
 def test_unkeyed_duplicates_and_silent_symbol_fail(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         healthy(conn)
