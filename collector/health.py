@@ -413,7 +413,7 @@ WRITER_METRICS: dict[str, tuple[str, str, str | None, float, str]] = {
     "schema_ready": ("collector_writer_schema_ready", "gauge", None, 1,
                      "1 once the database was reached and the schema ensured"),
     "jobs_checked_ms": ("collector_timescaledb_jobs_checked_timestamp_seconds", "gauge", None, _MS,
-                        "When TimescaleDB job_stats were last read (0: never, plain PostgreSQL)"),
+                        "When the writer last read TimescaleDB job_stats (on plain PostgreSQL: found none)"),
     "jobs_failing.": ("collector_timescaledb_jobs_failing", "gauge", "proc", 1,
                       "The collector's TimescaleDB policy jobs whose last run failed, by procedure"),
 }

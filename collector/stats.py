@@ -169,7 +169,7 @@ WRITER_FIELDS: tuple[str, ...] = (
     "refused_batches",  # batches for unknown or derived tables
     "queue_depth",  # batches waiting in the multiprocessing queue (approximate)
     "schema_ready",  # 1 once the writer has reached the database and ensured the schema
-    "jobs_checked_ms",  # when TimescaleDB's job_stats were last read (0 = never: plain PostgreSQL or not yet)
+    "jobs_checked_ms",  # when TimescaleDB's job_stats were last read (0 = not yet; plain PostgreSQL: none)
     *(f"jobs_failing.{p}" for p in JOB_PROCS),  # the collector's policy jobs whose last run failed, by proc
 )
 

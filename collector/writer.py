@@ -737,9 +737,7 @@ class Writer:
         """Read TimescaleDB's verdict on the collector's policy jobs (storage.timescale_job_failures) into
         stats, so /health and /metrics see a failing job; each newly failing job is logged with its error."""
         self._next_jobs_poll = now + JOBS_POLL_S
-        if self.backend != "timescaledb":
-            return  # nothing runs as a database job on plain PostgreSQL: the writer's own errors are counted
-        try:
+        try:  # on plain PostgreSQL this finds no timescaledb_information schema and reports none failing
             conn = self.connection()
             with conn.transaction():
                 failures = storage.timescale_job_failures(conn)
