@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 from helpers import ROOT
 from psycopg.conninfo import conninfo_to_dict
 
@@ -72,3 +73,47 @@ def test_report_on_collected_data(db_url: str) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "large_trade" in r.stdout and "price_change" in r.stdout
     assert "Traceback" not in r.stderr
+
+
+def _demo(conn: psycopg.Connection, start: datetime, minutes: int) -> None:
+    """A clean demo of two symbols over `minutes` closed minutes from `start`: funding and 1m candles."""
+    storage.ensure_schema(conn, "postgres", Config().retention.periods(), now=start)
+    storage.ensure_partitions(conn, datetime.now(UTC))
+    for s in ("BTCUSDT", "ETHUSDT"):
+        for m in range(minutes):
+            t = start + timedelta(minutes=m)
+            conn.execute("INSERT INTO funding (time, symbol, mark_price) VALUES (%s, %s, 1)", (t + timedelta(seconds=3), s))
+            conn.execute("INSERT INTO candles_1m VALUES (%s, %s, %s, 1, 1, 1, 1, 1, 1, 1, 1, 1)",
+                         (t, s, t + timedelta(seconds=59.999)))
+
+
+def _double_funding(conn: psycopg.Connection, start: datetime) -> None:
+    conn.execute("INSERT INTO funding (time, symbol, mark_price) VALUES (%s, 'ETHUSDT', 1)",
+                 (start + timedelta(minutes=2, seconds=30),))
+
+
+def _drop_candle(conn: psycopg.Connection, start: datetime) -> None:
+    conn.execute("DELETE FROM candles_1m WHERE symbol = 'BTCUSDT' AND time = %s", (start + timedelta(minutes=3),))
+
+
+def _expired_trade(conn: psycopg.Connection, start: datetime) -> None:
+    old = start - timedelta(days=30)  # trades keep 7 days
+    storage.ensure_partitions_for(conn, "trades", old, old)
+    conn.execute("INSERT INTO trades VALUES (%s, 'BTCUSDT', 1, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (old,))
+
+
+@pytest.mark.parametrize(("fault", "failed"), [
+    (None, None), (_double_funding, "funding_cap"), (_drop_candle, "candles_1m"), (_expired_trade, "retention")])
+def test_each_failure_kind_exits_1(db_url: str, fault, failed: str | None) -> None:
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=15)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        _demo(conn, start, 10)
+        if fault is not None:
+            fault(conn, start)
+    r = _check("--dsn", db_url)
+    fails = [line for line in r.stdout.splitlines() if line.startswith("[FAIL]")]
+    if failed is None:
+        assert r.returncode == 0 and not fails, r.stdout + r.stderr
+        assert "[ok] candles_1m: 2/2 symbols complete" in r.stdout
+    else:
+        assert r.returncode == 1 and [f.split(":")[0] for f in fails] == [f"[FAIL] {failed}"], r.stdout + r.stderr
