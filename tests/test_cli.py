@@ -117,3 +117,33 @@ def test_each_failure_kind_exits_1(db_url: str, fault, failed: str | None) -> No
         assert "[ok] candles_1m: 2/2 symbols complete" in r.stdout
     else:
         assert r.returncode == 1 and [f.split(":")[0] for f in fails] == [f"[FAIL] {failed}"], r.stdout + r.stderr
+
+
+def test_embedded_attaches_to_a_running_server_or_starts_and_stops_its_own() -> None:
+    """`check --embedded` after `make run`: the collector's server may still be up (use it, leave it up) or
+    stopped (start it for the check, stop it again)."""
+    import shutil
+    import tempfile
+
+    from collector.pgserver import EmbeddedPostgres
+
+    base = Path(tempfile.mkdtemp(prefix="collector-check-"))  # tmp_path is private to root; postgres is not
+    os.chmod(base, 0o755)
+    server = EmbeddedPostgres(datadir=base / "pg", durable=False, database="collector")
+    try:
+        server.start()
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            _demo(conn, datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=15), 10)
+        cfg = base / "main.yaml"
+        cfg.write_text(f"database:\n  embedded_dir: {base / 'pg'}\n")
+        r = _check("--config", str(cfg), "--embedded")
+        assert r.returncode == 0 and "[ok] candles_1m: 2/2" in r.stdout, r.stdout + r.stderr
+        assert (base / "pg" / "postmaster.pid").exists()  # the collector's server was left running
+        server.stop_server(mode="fast")
+        assert not (base / "pg" / "postmaster.pid").exists()
+        r = _check("--config", str(cfg), "--embedded")
+        assert r.returncode == 0 and "[ok] candles_1m: 2/2" in r.stdout, r.stdout + r.stderr
+        assert not (base / "pg" / "postmaster.pid").exists()  # the one check started is stopped again
+    finally:
+        server.stop_server(mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)
