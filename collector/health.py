@@ -189,6 +189,11 @@ def _writer_reasons(s: Mapping[str, float], now_ms: int, th: HealthThresholds) -
         out.append(f"writer: {s['spooled_batches']:.0f} batches spooled to disk, not in the database")
     if s.get("commit_lag_ms", 0) > th.max_commit_lag_ms:
         out.append(f"writer: commit lag {s['commit_lag_ms'] / 1000:.1f} s")
+    jobs = {k: v for k, v in _group(s, "jobs_failing").items() if v}
+    if jobs:  # retention, compression or roll-ups silently stopped inside the database
+        out.append(f"TimescaleDB: {sum(jobs.values()):.0f} collector policy jobs failed their last run ("
+                   + ", ".join(f"{p} {n:.0f}" for p, n in sorted(jobs.items()))
+                   + "); `python -m collector check` prints each job's error")
     return out
 
 
@@ -335,6 +340,7 @@ def _writer_json(c: Mapping[str, Any] | None, s: Mapping[str, float]) -> dict[st
                        "dropped": _num(s.get("partitions_dropped", 0))},
         "rejected_batches": _num(s.get("rejected_batches", 0)), "refused_batches": _num(s.get("refused_batches", 0)),
         "queue_depth": _num(s.get("queue_depth", 0)), "schema_ready": bool(s.get("schema_ready", 0)),
+        "timescaledb_jobs": {"checked_at": iso(s.get("jobs_checked_ms")), "failing": _group(s, "jobs_failing")},
     }
 
 
@@ -406,6 +412,10 @@ WRITER_METRICS: dict[str, tuple[str, str, str | None, float, str]] = {
     "queue_depth": ("collector_writer_queue_depth", "gauge", None, 1, "Batches waiting in the queue"),
     "schema_ready": ("collector_writer_schema_ready", "gauge", None, 1,
                      "1 once the database was reached and the schema ensured"),
+    "jobs_checked_ms": ("collector_timescaledb_jobs_checked_timestamp_seconds", "gauge", None, _MS,
+                        "When the writer last read TimescaleDB job_stats (on plain PostgreSQL: found none)"),
+    "jobs_failing.": ("collector_timescaledb_jobs_failing", "gauge", "proc", 1,
+                      "The collector's TimescaleDB policy jobs whose last run failed, by procedure"),
 }
 # Rendered together as one histogram, not field by field.
 _HISTOGRAM_FIELDS = ("copy_latency_bucket.", "copy_latency_sum_s")

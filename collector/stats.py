@@ -120,6 +120,8 @@ WRITER_KINDS = ("trades", "funding", "liquidations", "open_interest", "candles")
 # the bucket after the last one counts everything slower.
 COPY_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKET_KEYS = tuple(repr(b) for b in COPY_LATENCY_BUCKETS_S) + ("+Inf",)
+# TimescaleDB policy procedures the writer reports failures of (storage.POLICY_PROCS; a test checks they match).
+JOB_PROCS = ("policy_retention", "policy_compression", "policy_refresh_continuous_aggregate")
 
 WORKER_FIELDS: tuple[str, ...] = (
     *(f"received.{t}" for t in DATA_TYPES),  # events received, by type (before validation)
@@ -167,6 +169,8 @@ WRITER_FIELDS: tuple[str, ...] = (
     "refused_batches",  # batches for unknown or derived tables
     "queue_depth",  # batches waiting in the multiprocessing queue (approximate)
     "schema_ready",  # 1 once the writer has reached the database and ensured the schema
+    "jobs_checked_ms",  # when TimescaleDB's job_stats were last read (0 = not yet; plain PostgreSQL: none)
+    *(f"jobs_failing.{p}" for p in JOB_PROCS),  # the collector's policy jobs whose last run failed, by proc
 )
 
 FIELDS: dict[int, tuple[str, ...]] = {ROLE_WRITER: WRITER_FIELDS, ROLE_WORKER: WORKER_FIELDS}

@@ -26,7 +26,7 @@ from collector.encode import CANDLE_TABLES, COLUMNS, valid_symbol
 Mode = Literal["auto", "timescaledb", "postgres"]
 
 # Bump when the DDL changes and add a step to _MIGRATIONS; a database newer than this refuses to start.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Arbitrary constant key for pg_advisory_xact_lock: two processes running ensure_schema at once serialise.
 _SCHEMA_LOCK_KEY = 0x434F4C4C  # "COLL"
@@ -348,7 +348,40 @@ def _v1(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta |
         _create_plain(conn, now)
 
 
-_MIGRATIONS = {1: _v1}
+# A derived candle's period counts as closed this long after it ended: its last 1m kline closes at the
+# period's end and is committed a few seconds later (worker batch + writer flush), the roll-up right after
+# it (plain PostgreSQL) or at read time (TimescaleDB real-time aggregation). A minute covers that with room
+# for a writer retry, and the view still serves a closed period long before anyone charts it.
+CLOSED_GRACE = timedelta(minutes=1)
+# Width of each timeframe's period: candles_1m rows exist only once their kline closed (the workers store
+# closed klines only), so its view needs no grace.
+TIMEFRAMES: dict[str, timedelta] = {"candles_1m": timedelta(minutes=1), **DERIVED_CANDLES}
+
+
+def closed_view(table: str) -> str:
+    """Name of the view that returns only the complete candles of `table` (e.g. candles_5m_closed)."""
+    return f"{table}_closed"
+
+
+def _closed_view_ddl(table: str) -> str:
+    """A view with only periods that have ended (time + width <= now() - grace), i.e. final candles.
+
+    The condition is on `time`, not close_time, so the (symbol, time) primary key serves it as an index
+    range (and plain partitions / TimescaleDB chunks are pruned at execution): `now()` is stable, so
+    PostgreSQL evaluates it once per query and compares it with the key like a constant.
+    """
+    grace = CLOSED_GRACE if table in DERIVED_CANDLES else timedelta(0)
+    return (f"CREATE OR REPLACE VIEW {closed_view(table)} AS SELECT * FROM {table} "
+            f"WHERE time <= now() - INTERVAL '{_interval_sql(TIMEFRAMES[table] + grace)}'")
+
+
+def _v2(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None], now: datetime) -> None:
+    """candles_<tf>_closed views: the same SQL on both back-ends (over tables or over the aggregate views)."""
+    for table in TIMEFRAMES:
+        conn.execute(_closed_view_ddl(table))
+
+
+_MIGRATIONS = {1: _v1, 2: _v2}
 
 
 # --- partitions (plain PostgreSQL) ----------------------------------------------------------------------------
@@ -557,3 +590,118 @@ class TableInfo:
 def table_info(retention: Mapping[str, timedelta | None] | None = None) -> dict[str, TableInfo]:
     retention = DEFAULT_RETENTION if retention is None else {**DEFAULT_RETENTION, **retention}
     return {t: TableInfo(t, KEYS[t], retention.get(t), SPAN_LENGTH[SPANS[t]]) for t in TIME_TABLES}
+
+
+# --- TimescaleDB: what the database reports about its own jobs and layout -----------------------------------
+
+# The policies ensure_schema creates; any other job in the database (user actions, telemetry) is not ours.
+POLICY_PROCS = ("policy_retention", "policy_compression", "policy_refresh_continuous_aggregate")
+
+
+class JobFailure(NamedTuple):
+    """A collector policy job whose last run failed, as timescaledb_information reports it."""
+
+    job_id: int
+    proc_name: str
+    relation: str  # the hypertable, or the continuous aggregate (<view>_agg) for its materialization table
+    total_failures: int
+    last_run_started_at: datetime | None
+    error: str | None  # the newest err_message in job_errors (None when the view is absent or empty)
+
+    def describe(self) -> str:
+        when = f" at {self.last_run_started_at:%Y-%m-%d %H:%M} UTC" if self.last_run_started_at else ""
+        err = self.error or "no error recorded in timescaledb_information.job_errors"
+        return (f"job {self.job_id} ({self.proc_name} on {self.relation}) failed{when}, "
+                f"{self.total_failures} failures in total: {err}")
+
+
+def _has_relation(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def _our_hypertables_sql() -> str:
+    """(hypertable_name, relation) for the collector's hypertables and its aggregates' materialization tables."""
+    ours = ", ".join(f"('{t}', '{t}')" for t in TIME_TABLES if t not in DERIVED_CANDLES)
+    return f"""SELECT * FROM (VALUES {ours}) o(hypertable_name, relation)
+               UNION ALL
+               SELECT materialization_hypertable_name::text, view_name::text
+               FROM timescaledb_information.continuous_aggregates
+               WHERE view_schema = current_schema() AND view_name::text IN
+                     ({", ".join(f"'{t}_agg'" for t in DERIVED_CANDLES)})"""
+
+
+def job_failures_sql(with_errors: bool = True) -> str:
+    """The query behind timescale_job_failures (one parameter: the proc names), exposed so a test can
+    have PostgreSQL parse it where TimescaleDB is absent."""
+    error = ("""(SELECT e.err_message FROM timescaledb_information.job_errors e WHERE e.job_id = s.job_id
+                 ORDER BY e.finish_time DESC NULLS LAST LIMIT 1)""" if with_errors else "NULL::text")
+    return f"""
+        WITH ours AS ({_our_hypertables_sql()})
+        SELECT s.job_id, j.proc_name::text, o.relation, s.total_failures, s.last_run_started_at, {error}
+        FROM timescaledb_information.job_stats s
+        JOIN timescaledb_information.jobs j ON j.job_id = s.job_id
+        JOIN ours o ON o.hypertable_name = j.hypertable_name::text
+        WHERE s.last_run_status = 'Failed' AND j.proc_name::text = ANY(%s)
+          AND j.hypertable_schema::text IN (current_schema(), '_timescaledb_internal')
+        ORDER BY s.job_id"""
+
+
+def timescale_job_failures(conn: psycopg.Connection) -> list[JobFailure]:
+    """The collector's TimescaleDB policy jobs whose last run failed; [] on plain PostgreSQL.
+
+    One query for everyone who asks (`check`, the writer's periodic poll behind /health and /metrics).
+    Read-only; uses only the documented informational views (TimescaleDB 2.x):
+    timescaledb_information.job_stats (job_id, hypertable_name, last_run_status 'Success'/'Failed',
+      last_run_started_at, total_failures): https://docs.tigerdata.com/api/latest/informational-views/job_stats/
+    timescaledb_information.jobs (job_id, proc_name, hypertable_name):
+      https://docs.tigerdata.com/api/latest/informational-views/jobs/
+    timescaledb_information.job_errors (job_id, proc_name, start_time, finish_time, sqlerrcode, err_message;
+      since 2.9, and only rows the current role may see): .../informational-views/job_errors/
+    Without the extension the timescaledb_information schema does not exist: checked first, so the query
+    never raises (and never aborts the caller's transaction) on plain PostgreSQL.
+    """
+    if not _has_relation(conn, "timescaledb_information.job_stats"):
+        return []
+    query = job_failures_sql(with_errors=_has_relation(conn, "timescaledb_information.job_errors"))
+    rows = conn.execute(query, (list(POLICY_PROCS),)).fetchall()
+    return [JobFailure(int(r[0]), r[1], r[2], int(r[3] or 0), r[4], r[5]) for r in rows]
+
+
+class TimescaleLayout(NamedTuple):
+    """What TimescaleDB reports for one of the collector's tables (hypertable or continuous aggregate)."""
+
+    hypertable: str  # the hypertable whose chunks hold the rows (the materialization table for an aggregate)
+    chunk_interval: timedelta | None  # timescaledb_information.dimensions.time_interval
+    retention_every: timedelta | None  # schedule_interval of its policy_retention job (None: no such job)
+    drop_after: str | None  # that job's config->>'drop_after', as TimescaleDB prints the interval
+
+
+def layout_sql() -> str:
+    """The query behind timescale_layout, exposed so a test can have PostgreSQL parse it."""
+    return f"""
+        WITH ours AS ({_our_hypertables_sql()})
+        SELECT o.relation, o.hypertable_name,
+               (SELECT d.time_interval FROM timescaledb_information.dimensions d
+                 WHERE d.hypertable_name::text = o.hypertable_name AND d.dimension_number = 1),
+               j.schedule_interval, j.config->>'drop_after'
+        FROM ours o
+        LEFT JOIN timescaledb_information.jobs j
+               ON j.hypertable_name::text = o.hypertable_name AND j.proc_name::text = 'policy_retention'"""
+
+
+def timescale_layout(conn: psycopg.Connection) -> dict[str, TimescaleLayout]:
+    """Per table of TIME_TABLES: real chunk interval and retention job schedule; {} on plain PostgreSQL.
+
+    Read from timescaledb_information.dimensions (time_interval), .jobs (schedule_interval, config) and
+    .continuous_aggregates (materialization_hypertable_name), so `check` judges retention by what the
+    database actually does rather than by what ensure_schema asked for.
+    """
+    if not _has_relation(conn, "timescaledb_information.dimensions"):
+        return {}
+    rows = conn.execute(layout_sql()).fetchall()
+    out: dict[str, TimescaleLayout] = {}
+    for relation, hypertable, chunk, every, drop_after in rows:
+        table = relation.removesuffix("_agg")
+        out[table] = TimescaleLayout(hypertable, chunk, every, drop_after)
+    return out

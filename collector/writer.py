@@ -98,6 +98,9 @@ LOCK_TIMEOUT_MS = 5_000
 STATEMENT_TIMEOUT_MS = 60_000
 # Partition upkeep and retention (plain PostgreSQL): hourly is plenty with 2 days of partitions ahead.
 MAINTENANCE_EVERY_S = 3600.0
+# TimescaleDB job health (timescaledb_information.job_stats) is read this often: policies run every few
+# minutes to daily, so a minute is prompt enough for /health, and one cheap query a minute costs nothing.
+JOBS_POLL_S = 60.0
 # Run-loop wake-up cap: the loop also wakes for every batch that arrives, so this only bounds timer jitter.
 MAX_WAIT_S = 0.5
 # Histogram bucket upper bounds for COPY latency, seconds (last bucket: above 2.5 s).
@@ -149,6 +152,8 @@ class WriterStats:
     spooled_batches: int = 0  # batches in spool files waiting to be replayed (gauge)
     spooled_bytes: int = 0  # size of those files on disk (gauge)
     spool_full: int = 0  # times batches could not be spooled for lack of room (they stayed in memory)
+    jobs_checked_ms: int = 0  # when TimescaleDB job failures were last read (0 = never)
+    jobs_failing: dict[str, int] = field(default_factory=dict)  # proc_name -> failing collector jobs
 
     def record_copy(self, table: str, batches: list[Batch], seconds: float, commit_ms: int) -> None:
         rows = sum(b.rows for b in batches)
@@ -173,7 +178,7 @@ class WriterStats:
     def snapshot(self) -> dict[str, Any]:
         """A plain-dict copy (for shared-memory stats or logging)."""
         out = dict(self.__dict__)
-        for k in ("rows_written", "batches_written", "kept", "received"):
+        for k in ("rows_written", "batches_written", "kept", "received", "jobs_failing"):
             out[k] = dict(out[k])
         out["copy_latency_hist"] = list(self.copy_latency_hist)
         return out
@@ -355,6 +360,8 @@ class Writer:
         self._next_maintenance = 0.0
         self._maintenance_todo: list[str] = []  # tables left in the current maintenance round
         self._rollup_range: tuple[int, int] | None = None  # candles_1m event ms committed, not rolled up yet
+        self._next_jobs_poll = 0.0
+        self._failing_jobs: set[int] = set()  # job ids already logged as failing
         self._failing_since: float | None = None  # clock() of the first failure of the current outage
         self._spool_full_logged = False
         self._sync_spool()
@@ -434,6 +441,8 @@ class Writer:
                 self.flush(due)
             if now >= self._retry_at:
                 self._maintain(now)
+            if now >= self._retry_at and now >= self._next_jobs_poll:
+                self._poll_jobs(now)
         self._spool_if_outage(self.clock())  # after the attempt: a flush that just failed counts at once
 
     def spool_waiting(self) -> bool:
@@ -724,6 +733,26 @@ class Writer:
             self.stats.partitions_dropped += len(dropped)
             log.info("retention dropped partitions: %s", dropped)
 
+    def _poll_jobs(self, now: float) -> None:
+        """Read TimescaleDB's verdict on the collector's policy jobs (storage.timescale_job_failures) into
+        stats, so /health and /metrics see a failing job; each newly failing job is logged with its error."""
+        self._next_jobs_poll = now + JOBS_POLL_S
+        try:  # on plain PostgreSQL this finds no timescaledb_information schema and reports none failing
+            conn = self.connection()
+            with conn.transaction():
+                failures = storage.timescale_job_failures(conn)
+        except (psycopg.Error, _Transient) as exc:  # the next flush reports a lost connection; retry next poll
+            log.warning("reading TimescaleDB job_stats failed: %s", exc)
+            return
+        counts: dict[str, int] = {}
+        for f in failures:
+            counts[f.proc_name] = counts.get(f.proc_name, 0) + 1
+            if f.job_id not in self._failing_jobs:
+                log.error("TimescaleDB %s", f.describe())
+        self._failing_jobs = {f.job_id for f in failures}
+        self.stats.jobs_failing = counts
+        self.stats.jobs_checked_ms = int(self.wall() * 1000)
+
     # --- spool ------------------------------------------------------------------------------------------------
 
     def _spool_if_outage(self, now: float) -> None:
@@ -912,10 +941,11 @@ class WriterStatsPublisher:
     KINDS = ("trades", "funding", "liquidations", "open_interest", "candles")
 
     def __init__(self, slot: Any) -> None:
-        from collector.stats import LATENCY_BUCKET_KEYS
+        from collector.stats import JOB_PROCS, LATENCY_BUCKET_KEYS
 
         self.slot = slot
         self.bucket_keys = LATENCY_BUCKET_KEYS
+        self.job_procs = JOB_PROCS
 
     def __call__(self, st: WriterStats) -> None:
         slot = self.slot
@@ -934,8 +964,10 @@ class WriterStatsPublisher:
             "replayed_flushes": st.replayed_flushes,
             "partitions_created": st.partitions_created, "partitions_dropped": st.partitions_dropped,
             "rejected_batches": st.rejected_batches, "refused_batches": st.refused_batches,
-            "schema_ready": float(st.schema_ready),
+            "schema_ready": float(st.schema_ready), "jobs_checked_ms": st.jobs_checked_ms,
         })
+        for proc in self.job_procs:  # every proc, so a job that recovered is published as 0 again
+            slot.set(f"jobs_failing.{proc}", st.jobs_failing.get(proc, 0))
         slot.publish()
 
 

@@ -237,7 +237,7 @@ def _realistic_snapshot(block: StatsBlock) -> dict[str, Any]:
 
 
 _PROMQL_WORDS = {"sum", "by", "rate", "increase", "scalar", "histogram_quantile", "time", "max", "min", "count",
-                 "avg", "without", "on", "ignoring", "le", "reason", "type", "table", "worker", "role", "tier",
+                 "avg", "without", "on", "ignoring", "le", "reason", "type", "table", "worker", "role", "tier", "proc",
                  "bool", "and", "or", "unless", "offset"}
 
 
@@ -271,7 +271,8 @@ def test_every_prometheus_expression_uses_rendered_metrics() -> None:
     for wanted in ("collector_worker_received_total", "collector_worker_kept_total", "collector_writer_queue_depth",
                    "collector_worker_outbox_pending_batches", "collector_writer_copy_latency_seconds_bucket",
                    "collector_worker_reconnects_total", "collector_worker_watchdog_trips_total",
-                   "collector_worker_rejected_total", "collector_writer_errors_total", "collector_child_up"):
+                   "collector_worker_rejected_total", "collector_writer_errors_total", "collector_child_up",
+                   "collector_timescaledb_jobs_failing"):
         assert wanted in seen, wanted
 
 
@@ -300,6 +301,8 @@ def test_dashboards_load_and_use_the_provisioned_datasources() -> None:
 
 FROM, TO = NOW - timedelta(hours=6), NOW + timedelta(minutes=1)
 CANDLE_TABLES = ("candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d")
+# What the $candles variable offers: only complete periods (storage.closed_view), never an open candle.
+CANDLE_VIEWS = tuple(f"{t}_closed" for t in CANDLE_TABLES)
 # The gaps table has no time index (a handful of rows per day; its key is (symbol, from_id, to_id)), so a
 # time-range panel over it scans the table; every other panel must be able to use an index.
 MAY_SCAN = {"gaps"}
@@ -348,7 +351,7 @@ def test_every_sql_panel_runs_against_the_schema_and_can_use_an_index(db_url: st
         _seed(conn)
         conn.execute("ANALYZE")
         for file, title, raw in queries:
-            tables = CANDLE_TABLES if "$candles" in raw else ("candles_1m",)
+            tables = CANDLE_VIEWS if "$candles" in raw else ("candles_1m",)
             for candles in tables:
                 q = _expand(raw, candles)
                 try:
@@ -364,3 +367,14 @@ def test_every_sql_panel_runs_against_the_schema_and_can_use_an_index(db_url: st
                 assert scanned <= MAY_SCAN, f"{file}: {title} scans {scanned}:\n{plan}"
                 if "$symbol" in raw:  # one symbol (or a few): an index condition on the (symbol, time, ...) key
                     assert re.search(r"Index Cond: \(\(?symbol ", plan), f"{file}: {title} misses the key:\n{plan}"
+
+
+def test_candle_panels_read_only_complete_periods() -> None:
+    """Unfinished 5m..1d periods must not be drawn as final candles: $candles offers only the closed views."""
+    (path,) = [p for p in DASHBOARDS if p.name == "market-data.json"]
+    var = next(v for v in _dashboard(path)["templating"]["list"] if v["name"] == "candles")
+    assert [o["value"] for o in var["options"]] == list(CANDLE_VIEWS)
+    assert var["current"]["value"] in CANDLE_VIEWS
+    for file, title, target in _targets("grafana-postgresql-datasource"):
+        sql_text = target["rawSql"]
+        assert not re.search(r"\bcandles_(1m|5m|30m|4h|1d)\b(?!_closed)", sql_text), (file, title)

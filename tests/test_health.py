@@ -100,6 +100,8 @@ def test_healthy_snapshot_is_ok(block: StatsBlock) -> None:
     (lambda s: _edit(s, 0, spooled_batches=4), "writer: 4 batches spooled"),
     (lambda s: _edit(s, 0, pending_bytes=300 * 2**20), "writer: 300 MB waiting"),
     (lambda s: _edit(s, 0, commit_lag_ms=45_000), "writer: commit lag 45.0 s"),
+    (lambda s: _edit(s, 0, **{"jobs_failing.policy_retention": 2, "jobs_failing.policy_compression": 0}),
+     "TimescaleDB: 2 collector policy jobs failed their last run (policy_retention 2)"),
     (lambda s: s["children"][1].update(stats_updated_ms=NOW - MIN), "worker 1 has not published statistics for 60 s"),
     (lambda s: s["children"][1].update(stats_stale=True, stats=None), "worker 1: stats slot stale"),
     (lambda s: s["children"][1].update(pid=999), "worker 1 has published no statistics"),  # only a predecessor's
@@ -370,3 +372,30 @@ def test_stop_releases_the_port(block: StatsBlock) -> None:
     again = HealthServer(port=port, snapshot_fn=lambda: _snap(block))
     again.start()  # would raise EADDRINUSE if the first had not closed its socket
     again.stop()
+
+
+def test_failing_timescaledb_jobs_travel_from_writer_stats_to_every_endpoint(block: StatsBlock) -> None:
+    """WriterStats -> the writer's publisher -> shared memory -> snapshot -> /health, /metrics, /stats."""
+    from collector.writer import WriterStats, WriterStatsPublisher
+
+    _publish_healthy(block)
+    st = WriterStats(schema_ready=True, jobs_checked_ms=NOW - 5_000,
+                     jobs_failing={"policy_refresh_continuous_aggregate": 1})
+    publish = WriterStatsPublisher(block.process_slot(0, pid=100))
+    publish(st)
+    snap = _snap(block, now=NOW)
+    ok, reasons = h.health(snap, NOW)
+    assert not ok and reasons == ["TimescaleDB: 1 collector policy jobs failed their last run "
+                                  "(policy_refresh_continuous_aggregate 1); `python -m collector check` prints "
+                                  "each job's error"]
+    fams = parse_metrics(h.render_metrics(snap))
+    failing = {lab["proc"]: v for _, lab, v in fams["collector_timescaledb_jobs_failing"]["samples"]}
+    assert failing == {"policy_retention": 0, "policy_compression": 0, "policy_refresh_continuous_aggregate": 1}
+    checked = fams["collector_timescaledb_jobs_checked_timestamp_seconds"]["samples"]
+    assert [v for *_, v in checked] == [(NOW - 5_000) / 1000]
+    jobs = h.stats_json(snap)["writer"]["timescaledb_jobs"]
+    assert jobs["failing"]["policy_refresh_continuous_aggregate"] == 1 and jobs["checked_at"] is not None
+    # the job recovers: the next publish carries 0 for it and /health is ok again
+    st.jobs_failing = {}
+    publish(st)
+    assert h.health(_snap(block, now=NOW), NOW) == (True, [])

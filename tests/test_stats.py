@@ -311,3 +311,9 @@ def test_symbol_slot_carries_where_a_successor_resumes(block: StatsBlock) -> Non
     assert r is not None and (r.owner, r.updated_ms, r.last_trade_id, r.last_kline_open_ms) == (1, 5_000, 123_456_789,
                                                                                                   60_000)
     assert SymbolActivity.from_bytes(r.data).summary(2_000).count == 1
+
+
+def test_job_procs_match_the_policies_storage_creates() -> None:
+    from collector import stats, storage
+
+    assert stats.JOB_PROCS == storage.POLICY_PROCS

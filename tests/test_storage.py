@@ -39,7 +39,8 @@ def test_schema_is_idempotent_and_matches_the_copy_columns(db_url: str) -> None:
         assert ensure_schema(conn, "postgres", now=NOW) == "postgres"
         assert ensure_schema(conn, "auto", now=NOW) == "postgres"
         assert partitions(conn, "trades") == before
-        assert conn.execute("SELECT version, mode FROM schema_version").fetchall() == [(1, "postgres")]
+        assert conn.execute("SELECT version, mode FROM schema_version ORDER BY version").fetchall() == [
+            (v, "postgres") for v in range(1, storage.SCHEMA_VERSION + 1)]
         for table, cols in COLUMNS.items():
             got = tuple(r[0] for r in conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position",
@@ -196,6 +197,78 @@ def test_rollup_equals_hand_computed_klines(db_url: str) -> None:
         assert got5 == _expected(rows + late, timedelta(minutes=5))
 
 
+def _closed_rows(conn: psycopg.Connection, view: str) -> set[datetime]:
+    return {r[0] for r in conn.execute(f"SELECT time FROM {view} WHERE symbol = 'BTCUSDT'").fetchall()}
+
+
+def _insert_candle(conn: psycopg.Connection, table: str, t: datetime, width: timedelta, symbol: str = "BTCUSDT") -> None:
+    conn.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, 1, 1, 1, 1, 1, 1, 1, 1, 1)",
+                 (t, symbol, t + width - timedelta(milliseconds=1)))
+
+
+def test_closed_views_hold_only_finished_periods(db_url: str) -> None:
+    now = datetime.now(UTC)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=now)
+        db_now = conn.execute("SELECT now()").fetchone()[0]
+        for table, width in storage.TIMEFRAMES.items():
+            ensure_partitions_for(conn, table, db_now - 3 * width, db_now)
+            origin = datetime(2000, 1, 1, tzinfo=UTC)
+            open_start = origin + ((db_now - origin) // width) * width  # the period now() falls in
+            closed = open_start - 2 * width  # ended a whole period (>= 1 minute) ago
+            _insert_candle(conn, table, closed, width)
+            _insert_candle(conn, table, open_start, width)
+            view = storage.closed_view(table)
+            assert view == f"{table}_closed"
+            got = _closed_rows(conn, view)
+            assert closed in got and open_start not in got, table
+        # a derived period that ended less than a minute ago (at the current minute's start) is not final
+        # yet: its last 1m candle may still be in flight
+        ended = db_now.replace(second=0, microsecond=0) - timedelta(minutes=5)
+        assert db_now - (ended + timedelta(minutes=5)) < storage.CLOSED_GRACE
+        _insert_candle(conn, "candles_5m", ended, timedelta(minutes=5), "ETHUSDT")
+        assert conn.execute("SELECT count(*) FROM candles_5m_closed WHERE symbol = 'ETHUSDT'").fetchone() == (0,)
+
+
+def test_a_version_1_database_gains_the_closed_views(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        for table in storage.TIMEFRAMES:  # back to what version 1 left
+            conn.execute(f"DROP VIEW {storage.closed_view(table)}")
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+        ensure_schema(conn, "auto", now=NOW)
+        views = {r[0] for r in conn.execute("SELECT viewname FROM pg_views WHERE viewname LIKE 'candles%_closed'")}
+        assert views == {f"{t}_closed" for t in storage.TIMEFRAMES}
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (storage.SCHEMA_VERSION,)
+
+
+def test_closed_view_is_served_by_the_symbol_time_key(db_url: str) -> None:
+    """EXPLAIN on the plain back-end: one symbol's closed candles come from the primary key, no seq scan."""
+    now = datetime.now(UTC)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=now)
+        ensure_partitions_for(conn, "candles_5m", now - timedelta(days=40), now)
+        conn.execute("""
+            INSERT INTO candles_5m
+            SELECT t, 'S' || s, t + INTERVAL '5 minutes' - INTERVAL '1 millisecond', 1, 1, 1, 1, 1, 1, 1, 1, 1
+            FROM generate_series(1, 10) s,
+                 generate_series(date_bin('5 minutes', now() - INTERVAL '40 days', TIMESTAMPTZ '2000-01-01'),
+                                 now(), INTERVAL '5 minutes') t""")
+        conn.execute("ANALYZE candles_5m")
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT * FROM candles_5m_closed WHERE symbol = 'S3' AND time >= now() - INTERVAL '1 day'"))
+        assert "Seq Scan" not in plan, plan
+        conds = [line.strip() for line in plan.splitlines() if line.strip().startswith("Index Cond:")]
+        assert conds and "_pkey" in plan, plan
+        # the view's own bound (5 minutes + 1 minute grace) is an index condition, not a filter afterwards
+        for c in conds:
+            assert "symbol = 'S3'::text" in c and "(\"time\" <= (now() - '00:06:00'::interval))" in c, plan
+            assert "(\"time\" >= (now() - '1 day'::interval))" in c, plan
+        n = conn.execute("SELECT count(*) FROM candles_5m_closed WHERE symbol = 'S3' "
+                         "AND time >= now() - INTERVAL '1 day'").fetchone()[0]
+        assert 286 <= n <= 288  # a day of 5m periods, minus the open one and the one within the grace
+
+
 def test_tiers_round_trip_latest_wins(db_url: str) -> None:
     t1 = NOW - timedelta(hours=1)
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -210,17 +283,9 @@ def test_tiers_round_trip_latest_wins(db_url: str) -> None:
             store_tiers(conn, {"bad'sym": TierRow(1, 1.0, None, None)}, NOW)
 
 
-@pytest.mark.timescale
-def test_timescaledb_schema(db_url: str, timescaledb_available: bool) -> None:
-    if not timescaledb_available:
-        pytest.skip("TimescaleDB extension not installed on this server (set TEST_DATABASE_URL to one that has it)")
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        assert ensure_schema(conn, "timescaledb", now=NOW) == "timescaledb"
-        assert ensure_schema(conn, "auto", now=NOW) == "timescaledb"
-        hts = {r[0] for r in conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")}
-        assert {"trades", "funding", "liquidations", "open_interest", "candles_1m"} <= hts
-        jobs = conn.execute("SELECT proc_name, hypertable_name FROM timescaledb_information.jobs").fetchall()
-        procs = {p for p, _ in jobs}
-        assert {"policy_retention", "policy_compression", "policy_refresh_continuous_aggregate"} <= procs
-        retained = {h for p, h in jobs if p == "policy_retention"}
-        assert "candles_1d" not in retained and "trades" in retained
+def test_timescale_job_queries_are_empty_on_plain_postgres_and_leave_the_transaction_usable(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:  # not autocommit: an error would abort the transaction
+        ensure_schema(conn, "postgres", now=NOW)
+        assert storage.timescale_job_failures(conn) == []
+        assert storage.timescale_layout(conn) == {}
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # no aborted transaction behind us
