@@ -48,6 +48,17 @@ def db_url(pg_server_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(autouse=True)
+def _stop_leftover_supervisors() -> Iterator[None]:
+    """Whatever a test started with helpers.SupervisorProcess and did not stop (it failed first) is stopped
+    here, its whole process group included."""
+    yield
+    from helpers import SupervisorProcess
+
+    for sup in list(SupervisorProcess.running):
+        sup.stop(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def timescaledb_available(pg_server_url: str) -> bool:
     with psycopg.connect(pg_server_url) as conn:
