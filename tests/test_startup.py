@@ -141,3 +141,67 @@ def test_auto_mode_on_a_server_that_has_not_preloaded_it(ts_not_preloaded_url: s
             "TimescaleDB, add timescaledb to shared_preload_libraries in postgresql.conf and restart PostgreSQL"
             in warnings[0])
     assert "Traceback" not in out
+
+
+@pytest.mark.timeout(240)
+def test_missing_database_the_role_may_not_create(pg_server_url: str, tmp_path: Path) -> None:
+    """The server's own words and the fix reach the console, writer.log, /health and /stats; once an
+    administrator creates the database the collector carries on without a restart."""
+    import uuid
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    role = f"collector_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")  # no CREATEDB
+    params = conninfo_to_dict(pg_server_url)
+    params.update(user=role, dbname=role)
+    sim = run_in_thread(SimConfig(port=0, symbols=4, rate=20, speed=10, seed=6))
+    port = free_port()
+    sup = None
+    try:
+        cfg = write_config(tmp_path / "main.yaml", database={"url": make_conninfo(**params)},
+                           exchange={"rest_url": sim.rest_url, "ws_url": sim.ws_url},
+                           logging={"filename": str(tmp_path / "logs" / "supervisor.log")},
+                           writer={"spool_dir": str(tmp_path / "spool")}, monitoring={"health_check_port": port})
+        sup = SupervisorProcess("--workers", "1", "--config", str(cfg), cwd=tmp_path)
+        server_says = f'FATAL: database "{role}" does not exist'
+        remedy = f'have an administrator run CREATE DATABASE "{role}" OWNER "{role}", or ALTER ROLE "{role}" CREATEDB'
+
+        def writer_reason() -> str | None:
+            try:
+                status, _, body = http_get(f"http://127.0.0.1:{port}/health", timeout=5)
+            except OSError:
+                return None
+            return next((r for r in body["reasons"] if r.startswith("writer: no database for")), None)
+
+        reason = wait_for(writer_reason, 60, "/health to give the writer's reason")
+        assert server_says in reason and remedy in reason
+        status, _, stats = http_get(f"http://127.0.0.1:{port}/stats")
+        assert server_says in stats["writer"]["last_error"] and remedy in stats["writer"]["last_error"]
+        logs = tmp_path / "logs"
+        assert server_says in (logs / "writer.log").read_text()
+        setup_lines = [ln for ln in (logs / "supervisor.log").read_text().splitlines() if server_says in ln]
+        assert len(setup_lines) == 1 and " ERROR " in setup_lines[0] and remedy in setup_lines[0]
+
+        with psycopg.connect(pg_server_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{role}" OWNER {role}')
+
+        def rows() -> int:
+            try:
+                with psycopg.connect(make_conninfo(**params), connect_timeout=5) as conn:
+                    return conn.execute("SELECT count(*) FROM trades").fetchone()[0]
+            except psycopg.Error:
+                return 0
+
+        wait_for(rows, 90, "trades committed once the database exists")
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/health", timeout=5)[0] == 200, 90, "/health 200")
+        code, out = sup.stop()
+        assert code == 0, out[-3000:]
+    finally:
+        if sup is not None:
+            sup.stop()
+        sim.stop()
+        with psycopg.connect(pg_server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{role}" WITH (FORCE)')
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
