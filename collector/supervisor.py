@@ -194,10 +194,14 @@ class Supervisor:
         else:
             self.endpoints = cfg.exchange.endpoints()
         if cfg.database.embedded:
-            from collector.pgserver import EmbeddedPostgres
+            from collector.pgserver import EmbeddedPostgres, PostgresUnavailable
 
             self.embedded_pg = EmbeddedPostgres(datadir=Path(cfg.database.embedded_dir), database=cfg.database.database)
-            self.dsn = self.embedded_pg.start()
+            try:
+                self.dsn = self.embedded_pg.start()
+            except (PostgresUnavailable, OSError) as e:  # e.g. initdb (unprivileged) cannot reach the directory
+                raise StartupError(f"database.embedded_dir: cannot start the embedded PostgreSQL in "
+                                   f"{cfg.database.embedded_dir}: {' '.join(str(e).split())}") from None
             log.info("embedded PostgreSQL at %s", self.dsn)
         else:
             self.dsn = database_dsn(cfg)

@@ -64,6 +64,19 @@ def test_unwritable_spool_directory(tmp_path: Path) -> None:
     assert line.startswith(f"error: writer.spool_dir: cannot write in {UNWRITABLE / 'collector-spool'}: ")
 
 
+def test_unwritable_embedded_database_directory(tmp_path: Path) -> None:
+    sim = run_in_thread(SimConfig(port=0, symbols=4, rate=10, seed=1))
+    try:
+        r = _start(tmp_path, database={"embedded_dir": str(UNWRITABLE / "collector-pg")},
+                   exchange={"rest_url": sim.rest_url, "ws_url": sim.ws_url})
+    finally:
+        sim.stop()
+    assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
+    named = [ln for ln in (r.stdout + r.stderr).splitlines() if "database.embedded_dir" in ln]
+    assert len(named) == 1 and (f"error: database.embedded_dir: cannot start the embedded PostgreSQL in "
+                                f"{UNWRITABLE / 'collector-pg'}: ") in named[0], r.stdout + r.stderr
+
+
 def test_unreachable_exchange(tmp_path: Path) -> None:
     closed = free_port()  # bound and released: nothing listens there
     line = _one_line(_start(tmp_path, exchange={"rest_url": f"http://127.0.0.1:{closed}"}))
