@@ -76,3 +76,21 @@ def test_unreachable_server_is_described_with_the_fix() -> None:
         dbsetup.connect("postgresql://collector@127.0.0.1:1/collector?connect_timeout=2")
     text = dbsetup.describe(e.value)
     assert "Connection refused" in text and "-> fix: is PostgreSQL running there?" in text
+
+
+def test_writer_keeps_a_refused_mode_as_its_error_and_the_batch(ts_not_preloaded_url: str) -> None:
+    """A database.mode the server cannot give, found by the writer (the database was down when the
+    supervisor checked): no crash loop, the batch stays pending, the error names the fix."""
+    from test_writer import trades_batch
+
+    from collector.writer import Writer
+
+    w = Writer(ts_not_preloaded_url, mode="timescaledb")
+    batch = trades_batch(1, 5)
+    w.add(batch)
+    assert not w.flush()
+    assert w.stats.last_error is not None and w.stats.last_error.startswith(
+        "connect: database.mode is timescaledb, but TimescaleDB 2.17.2 is installed but not preloaded: add "
+        "timescaledb to shared_preload_libraries")
+    assert w.pending_rows() == 5 and w.stats.errors == 1
+    assert w.close(deadline_s=0) == [batch]  # not written, not spooled (no spool_dir): handed back
