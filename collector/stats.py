@@ -13,7 +13,7 @@ and seq updated) before its first publish. The protocol relies on the 8-byte ali
 single stores that are not reordered with the slot's body, which holds on x86-64 (TSO); the block is a
 same-machine diagnostic, so a torn read on weaker hardware would be detected on the next read at worst.
 
-Layout (version 1, native byte order like the activity images, every offset from the start of the block; all regions 64-byte aligned):
+Layout (version 3, native byte order like the activity images, every offset from the start of the block; all regions 64-byte aligned):
 
     header, 64 bytes at 0
     | off | type    | field                                                         |
@@ -31,7 +31,8 @@ Layout (version 1, native byte order like the activity images, every offset from
     |  48 | u64     | offset of symbol slot 0 (64 + P * process slot size)          |
     |  56 | i64     | created_at, ms since the epoch                                |
 
-    process slot i, PROCESS_SLOT_SIZE = 32 + 8 * VALUES_CAPACITY bytes at 64 + i * PROCESS_SLOT_SIZE
+    process slot i, PROCESS_SLOT_SIZE = 32 + 8 * VALUES_CAPACITY + 4 + TEXT_CAPACITY bytes at
+    64 + i * PROCESS_SLOT_SIZE
     | off | type                 | field                                                      |
     |-----|----------------------|------------------------------------------------------------|
     |   0 | u64                  | seq: 0 = never written, odd = owner writing                |
@@ -40,6 +41,9 @@ Layout (version 1, native byte order like the activity images, every offset from
     |  24 | u32                  | role: 0 none, 1 writer, 2 worker                           |
     |  28 | u32                  | n: number of values in use (len of the role's field list)  |
     |  32 | f64[VALUES_CAPACITY] | values; value j is named FIELDS[role][j], the rest are 0.0 |
+    |  T  | u32                  | text length in bytes (T = 32 + 8 * VALUES_CAPACITY)        |
+    | T+4 | u8[TEXT_CAPACITY]    | text, UTF-8: the owner's last error, verbatim (the writer: |
+    |     |                      | the database's message and its fix); empty = none          |
 
     symbol slot k, size 40 + A rounded up to 64 bytes, at the symbol area offset + k * size
     | off | type    | field                                                              |
@@ -74,7 +78,7 @@ from collector.filters.activity import DEFAULT_SLOTS, EMPTY_SUMMARY, Summary, Sy
 log = logging.getLogger(__name__)
 
 MAGIC = b"CLSTATS1"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 # Room for value lists to grow (append-only) without a layout change: the lists below use ~45..55.
 VALUES_CAPACITY = 128
 # Workers the block can hold: well above any sensible worker count for one machine's cores.
@@ -100,7 +104,12 @@ _PROC_HEAD = struct.Struct("@QqqII")  # for readers, unpacking a private copy
 _PROC_META = struct.Struct("@qqII")  # pid, updated_at, role, n: packed at offset 8 by the owner
 _SYM_HEAD = struct.Struct("@QiIqqq")
 _SYM_META = struct.Struct("@iIqqq")  # owner, length, updated_at, last trade id, last kline: at offset 8
-PROCESS_SLOT_SIZE = _PROC_HEAD.size + 8 * VALUES_CAPACITY
+# Bytes of text per process slot: a server error message with its fix (dbsetup.MESSAGE_MAX_CHARS, 400
+# characters) fits; longer text is cut at a character boundary. 476 makes a slot 1536 bytes, a whole number
+# of cache lines, so slots of different owners never share one.
+TEXT_CAPACITY = 476
+_TEXT_LEN = struct.Struct("@I")
+PROCESS_SLOT_SIZE = _PROC_HEAD.size + 8 * VALUES_CAPACITY + _TEXT_LEN.size + TEXT_CAPACITY
 
 # --- the value lists (append-only) --------------------------------------------------------------------------
 
@@ -197,6 +206,7 @@ class ProcessReading(NamedTuple):
     updated_ms: int
     values: dict[str, float]
     stale: bool = False
+    text: str = ""  # the owner's last error (see the layout), "" when none
 
 
 class ActivityReading(NamedTuple):
@@ -313,7 +323,11 @@ class StatsBlock:
         names = FIELDS.get(role, ())
         n = min(n, len(names))
         vals = struct.unpack_from(f"@{n}d", raw, _PROC_HEAD.size)
-        return ProcessReading(pid, role, updated, dict(zip(names[:n], vals, strict=True)))
+        text_at = _PROC_HEAD.size + 8 * VALUES_CAPACITY
+        (length,) = _TEXT_LEN.unpack_from(raw, text_at)
+        start = text_at + _TEXT_LEN.size
+        text = raw[start:start + min(length, TEXT_CAPACITY)].decode("utf-8", "replace")
+        return ProcessReading(pid, role, updated, dict(zip(names[:n], vals, strict=True)), text=text)
 
     def _read_consistent(self, off: int, size: int) -> bytes | None:
         buf, words = self.buf, self._words
@@ -383,7 +397,8 @@ class ProcessSlot:
     so a publish costs the same few µs whatever the number of fields.
     """
 
-    __slots__ = ("block", "slot", "pid", "role", "fields", "index", "values", "_off", "_body", "_seq", "_pack")
+    __slots__ = ("block", "slot", "pid", "role", "fields", "index", "values", "_off", "_body", "_seq", "_pack",
+                 "_text", "_text_dirty")
 
     def __init__(self, block: StatsBlock, slot: int, pid: int, reset: bool = True) -> None:
         self.block = block
@@ -398,11 +413,20 @@ class ProcessSlot:
         self._body = self._off + _PROC_HEAD.size
         seq = block._words[self._off >> 3]
         self._seq = seq + 1 if seq & 1 else seq  # even: resume after a predecessor, even one that died mid-write
+        self._text = b""
+        self._text_dirty = reset  # a reset clears a predecessor's text too
         if reset:  # a restarted process must not show its predecessor's counters as its own
             self.publish()
 
     def set(self, name: str, value: float) -> None:
         self.values[self.index[name]] = value
+
+    def set_text(self, text: str) -> None:
+        """The slot's text (published with the values): cut to TEXT_CAPACITY bytes at a character boundary."""
+        raw = text.encode("utf-8")[:TEXT_CAPACITY]
+        raw = raw.decode("utf-8", "ignore").encode("utf-8")
+        if raw != self._text:
+            self._text, self._text_dirty = raw, True
 
     def update(self, values: Mapping[str, float], prefix: str = "") -> list[str]:
         """Set prefix+name for every item; returns the names that have no field here (ignored)."""
@@ -422,6 +446,11 @@ class ProcessSlot:
         seq = self._seq + 1
         words[w] = seq
         self._pack.pack_into(buf, self._body, *self.values)
+        if self._text_dirty:  # rare (a new error): the text is copied only when it changed
+            at = self._body + 8 * VALUES_CAPACITY
+            _TEXT_LEN.pack_into(buf, at, len(self._text))
+            buf[at + _TEXT_LEN.size:at + _TEXT_LEN.size + len(self._text)] = self._text
+            self._text_dirty = False
         _PROC_META.pack_into(buf, self._off + 8, self.pid, _now_ms() if now_ms is None else now_ms, self.role,
                              len(self.values))
         self._seq = seq = seq + 1

@@ -102,6 +102,7 @@ STATUS_PAGE_HTML = r"""<!doctype html>
       <dt>COPY latency (avg)</dt><dd data-field="copy_ewma">-</dd>
       <dt>commit lag</dt><dd data-field="commit_lag">-</dd>
       <dt>errors</dt><dd data-field="errors">-</dd>
+      <dt>last error</dt><dd data-field="last_error">-</dd>
       <dt>restarts</dt><dd data-field="restarts">-</dd>
     </dl>
   </section>
@@ -210,6 +211,7 @@ function renderWriter(stats) {
   set("copy_ewma", w.copy_latency.ewma_s === null ? "-" : (w.copy_latency.ewma_s * 1000).toFixed(1) + " ms");
   set("commit_lag", fmtInt(w.commit_lag_ms) + " ms");
   set("errors", fmtInt(w.errors));
+  set("last_error", w.last_error || "none");
   set("restarts", fmtInt(w.restarts));
   return r !== null || !w.alive;
 }

@@ -27,6 +27,7 @@ from collector.config import Config, ConfigError, load_config, parse_duration
 from collector.exchange import Endpoints
 from collector.health import ChildInfo, HealthServer, build_snapshot, health, stats_json
 from collector.logs import mask_secrets, setup_logging
+from collector.startup import StartupError, check_machine, prepare_database
 from collector.stats import StatsBlock, merge_activity
 from collector.tiers import TierAssignment, TierParams, bootstrap_from_ticker_24hr, compute_tiers
 from collector.universe import select_universe, shard
@@ -166,7 +167,10 @@ class Supervisor:
                     c.expected_exit = True
         if old.monitoring != new.monitoring and self.health_server is not None:
             self.health_server.stop()
-            self._start_health()
+            try:
+                self._start_health()
+            except StartupError as e:  # keep collecting; only the endpoints are missing
+                log.error("SIGHUP: %s", e)
         log.info("SIGHUP: configuration reloaded from %s", self.config_path)
 
     def handle_term(self) -> None:
@@ -190,13 +194,18 @@ class Supervisor:
         else:
             self.endpoints = cfg.exchange.endpoints()
         if cfg.database.embedded:
-            from collector.pgserver import EmbeddedPostgres
+            from collector.pgserver import EmbeddedPostgres, PostgresUnavailable
 
             self.embedded_pg = EmbeddedPostgres(datadir=Path(cfg.database.embedded_dir), database=cfg.database.database)
-            self.dsn = self.embedded_pg.start()
+            try:
+                self.dsn = self.embedded_pg.start()
+            except (PostgresUnavailable, OSError) as e:  # e.g. initdb (unprivileged) cannot reach the directory
+                raise StartupError(f"database.embedded_dir: cannot start the embedded PostgreSQL in "
+                                   f"{cfg.database.embedded_dir}: {' '.join(str(e).split())}") from None
             log.info("embedded PostgreSQL at %s", self.dsn)
         else:
             self.dsn = database_dsn(cfg)
+        prepare_database(self.dsn, cfg.database.mode, cfg.retention.periods())
         universe = self.fetch_universe()
         if not universe:
             raise RuntimeError("the exchange lists no USDT-M perpetual in TRADING: nothing to collect")
@@ -282,7 +291,8 @@ class Supervisor:
         setproctitle.setproctitle("collector: supervisor")
         try:
             self.cfg = load_config(self.config_path)
-        except ConfigError as e:
+            check_machine(self.cfg, self.simulate)  # port, log and spool directories, exchange: exit 2 now
+        except (ConfigError, StartupError) as e:
             print(f"error: {e}", flush=True)
             return EXIT_CONFIG
         setup_logging(self.cfg.logging, self.cfg.logging.filename, stderr=True)
@@ -317,6 +327,10 @@ class Supervisor:
                     self._periodic()
             self._shutdown()
             self._log_final()
+        except StartupError as e:  # found once the database or the health port was tried for real
+            log.error("error: %s", e)
+            self._shutdown()
+            return EXIT_CONFIG
         except Exception as e:
             log.exception("supervisor failed: %s", mask_secrets(str(e)))
             self._shutdown()
@@ -567,7 +581,12 @@ class Supervisor:
         mon = self.cfg.monitoring
         self.health_server = HealthServer(mon.health_check_host, mon.health_check_port, self.snapshot,
                                           metrics_enabled=mon.metrics_enabled)
-        self.health_server.start()
+        try:
+            self.health_server.start()
+        except OSError as e:  # taken since check_port_free, or (SIGHUP) a new port that is taken
+            self.health_server = None
+            raise StartupError(f"monitoring.health_check_port: cannot listen on {mon.health_check_host}:"
+                               f"{mon.health_check_port}: {e.strerror or e}") from None
         log.info("health, stats and metrics on http://%s:%d/", mon.health_check_host, self.health_server.port)
 
     def _cleanup(self) -> None:

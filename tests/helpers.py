@@ -59,22 +59,43 @@ def write_config(path: Path, **sections: dict) -> Path:
 
 
 class SupervisorProcess:
-    """`python supervisor.py ...` as a child process of the test."""
+    """`python supervisor.py ...` as a child process of the test, in its own process group.
+
+    Every instance is registered until stopped; tests/conftest.py's autouse fixture stops whatever a test
+    left running (a failed wait, an exception in a harness's constructor), so a failing test never leaves
+    a supervisor, its writer and workers behind. stop() ends the whole group: SIGTERM to the supervisor
+    (which drains its children), SIGKILL to every process of the group if that does not finish in time.
+    """
+
+    running: set[SupervisorProcess] = set()
 
     def __init__(self, *args: str, cwd: Path) -> None:
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], cwd=cwd,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+        SupervisorProcess.running.add(self)
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 120.0) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = self.proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_group(self.proc.pid)
+                out, _ = self.proc.communicate()
+            kill_group(self.proc.pid)  # children that outlived their supervisor (it was killed, or hung)
+        finally:
+            SupervisorProcess.running.discard(self)
         return self.proc.returncode, out
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process still in the process group `pgid` (the supervisor's own session)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left in the group

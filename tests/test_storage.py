@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -34,10 +35,10 @@ def partitions(conn: psycopg.Connection, table: str) -> list[str]:
 
 def test_schema_is_idempotent_and_matches_the_copy_columns(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        assert ensure_schema(conn, "auto", now=NOW) == "postgres"
+        assert ensure_schema(conn, "postgres", now=NOW) == "postgres"
         before = partitions(conn, "trades")
         assert ensure_schema(conn, "postgres", now=NOW) == "postgres"
-        assert ensure_schema(conn, "auto", now=NOW) == "postgres"
+        assert ensure_schema(conn, "auto", now=NOW) == "postgres"  # the stored mode wins over auto
         assert partitions(conn, "trades") == before
         assert conn.execute("SELECT version, mode FROM schema_version ORDER BY version").fetchall() == [
             (v, "postgres") for v in range(1, storage.SCHEMA_VERSION + 1)]
@@ -59,14 +60,80 @@ def test_newer_schema_in_database_is_refused(db_url: str) -> None:
             ensure_schema(conn, "auto", now=NOW)
 
 
-def test_mode_mismatch_and_missing_timescaledb_are_clear_errors(db_url: str, timescaledb_available: bool) -> None:
+def test_mode_mismatch_is_a_clear_error(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        if not timescaledb_available:
-            with pytest.raises(SchemaError, match="timescaledb"):
-                ensure_schema(conn, "timescaledb", now=NOW)
         ensure_schema(conn, "postgres", now=NOW)
-        with pytest.raises(SchemaError, match="created for postgres"):
+        with pytest.raises(SchemaError, match="database.mode is timescaledb, but this database was created for "
+                                              "postgres"):
             ensure_schema(conn, "timescaledb", now=NOW)
+
+
+def test_mode_facts_agree_with_the_server(db_url: str) -> None:
+    """Whatever this server has, read_mode_facts reports what its catalogs and settings say."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'"
+                           ).fetchone()
+        spl = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        facts = storage.read_mode_facts(conn, None)
+    assert facts.available_version == (row[0] if row else None)
+    assert facts.preloaded == storage.preload_listed(spl)
+    assert facts.created_version is None and facts.stored_mode is None  # a fresh database
+
+
+def test_mode_facts_readable_without_superuser(db_url: str) -> None:
+    """shared_preload_libraries is hidden from ordinary roles: the facts still come without an error."""
+    role = f"collector_plain_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            conn.execute(f"SET ROLE {role}")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SHOW shared_preload_libraries")
+            facts = storage.read_mode_facts(conn, None)
+            assert conn.execute("SELECT 1").fetchone() == (1,)  # the session survived
+            conn.execute("RESET ROLE")
+            spl = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+            assert facts.preloaded == storage.preload_listed(spl)
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_installed_but_not_preloaded_server(ts_not_preloaded_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The trap of issue 11: auto picks plain PostgreSQL with one warning, timescaledb is refused with the
+    fix, and the connection survives both (the stub's install script would end it, as the real one does)."""
+    from conftest import STUB_TIMESCALEDB_VERSION
+
+    with psycopg.connect(ts_not_preloaded_url, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS mode_trap WITH (FORCE)")
+        admin.execute("CREATE DATABASE mode_trap")
+    url = ts_not_preloaded_url.rsplit("/", 1)[0] + "/mode_trap"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            facts = storage.read_mode_facts(conn, None)
+            assert facts == storage.ModeFacts(STUB_TIMESCALEDB_VERSION, False, None, None)
+            with pytest.raises(SchemaError) as refused:
+                ensure_schema(conn, "timescaledb", now=NOW)
+            assert "add timescaledb to shared_preload_libraries" in str(refused.value)
+            assert not conn.closed and conn.execute("SELECT 1").fetchone() == (1,)
+            with caplog.at_level("WARNING", logger="collector.storage"):
+                assert ensure_schema(conn, "auto", now=NOW) == "postgres"
+                assert ensure_schema(conn, "auto", now=NOW) == "postgres"
+            warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            assert len(warnings) == 1 and "shared_preload_libraries" in warnings[0], warnings
+            assert conn.execute("SELECT mode FROM schema_version").fetchall() == [("postgres",)]
+            assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone() == (0,)
+    finally:
+        with psycopg.connect(ts_not_preloaded_url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS mode_trap WITH (FORCE)")
+
+
+def test_the_stub_kills_a_session_that_creates_the_extension(ts_not_preloaded_url: str) -> None:
+    """The fixture is a faithful trap: CREATE EXTENSION there ends the session, even inside a savepoint."""
+    with psycopg.connect(ts_not_preloaded_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.OperationalError), conn.transaction():
+            conn.execute("CREATE EXTENSION timescaledb")
+        assert conn.closed
 
 
 def test_partitions_are_created_ahead(db_url: str) -> None:

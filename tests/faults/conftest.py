@@ -38,11 +38,16 @@ class WriterFaultRig:
         self.spool_dir = tmp_path / "spool"
         # durable: an immediate stop must not lose commits the writer was told about (synchronous_commit on)
         self.pg = EmbeddedPostgres(durable=True)
-        self.pg.start()
-        self.sim = launch_subprocess(SimConfig(port=0, symbols=WRITER_FAULT_SYMBOLS, rate=WRITER_FAULT_RATE,
-                                               speed=WRITER_FAULT_SPEED, seed=11))
-        self.url = f"http://127.0.0.1:{free_port()}"
+        self.sim = None
         self.sup: SupervisorProcess | None = None
+        self.url = f"http://127.0.0.1:{free_port()}"
+        try:
+            self.pg.start()
+            self.sim = launch_subprocess(SimConfig(port=0, symbols=WRITER_FAULT_SYMBOLS, rate=WRITER_FAULT_RATE,
+                                                   speed=WRITER_FAULT_SPEED, seed=11))
+        except BaseException:  # the fixture never gets the rig to close: undo what was started here
+            self.close()
+            raise
 
     def start_collector(self) -> None:
         self.control("pause")  # nothing is generated before the workers listen: the truth is all ours
@@ -61,12 +66,16 @@ class WriterFaultRig:
         wait_for(lambda: self.db_count("candles_1m") > 0, 60, "the first 1m candles to be committed")
 
     def close(self) -> None:
+        """Stop everything this rig started, even when a step fails (the supervisor's process group too)."""
         try:
             if self.sup is not None:
                 self.sup.stop()
         finally:
-            self.sim.stop()
-            self.pg.stop()
+            try:
+                if self.sim is not None:
+                    self.sim.stop()
+            finally:
+                self.pg.stop()
 
     # --- looking ------------------------------------------------------------------------------------------------
 

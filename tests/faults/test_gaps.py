@@ -48,11 +48,16 @@ class Collector:
             sections[name] = {**sections.get(name, {}), **values}
         cfg = write_config(tmp_path / "main.yaml", **sections)
         self.logs = tmp_path / "logs"
-        self.control("pause")  # nothing is generated before the workers listen
-        self.sup = SupervisorProcess("--workers", str(workers), "--config", str(cfg), cwd=tmp_path)
-        wait_for(lambda: len(self.live_connections()) >= workers, 60, "every worker to connect")
-        wait_for(lambda: self.query("SELECT to_regclass('gaps')")[0][0], 60, "the writer to create the schema")
-        self.control("resume")
+        self.sup: SupervisorProcess | None = None
+        try:
+            self.control("pause")  # nothing is generated before the workers listen
+            self.sup = SupervisorProcess("--workers", str(workers), "--config", str(cfg), cwd=tmp_path)
+            wait_for(lambda: len(self.live_connections()) >= workers, 60, "every worker to connect")
+            wait_for(lambda: self.query("SELECT to_regclass('gaps')")[0][0], 60, "the writer to create the schema")
+            self.control("resume")
+        except BaseException:  # the caller never gets the object to stop: stop what was started here
+            self.stop()
+            raise
 
     def _watch_weights(self) -> None:
         """Record every REST request the simulator answers: path, its Binance weight, status."""
@@ -110,7 +115,7 @@ class Collector:
         """SIGTERM the collector (exit code, output), then stop the simulator; idempotent."""
         if self._stopped is None:
             try:
-                self._stopped = self.sup.stop()
+                self._stopped = self.sup.stop() if self.sup is not None else (-1, "")
             finally:
                 self.sim.stop()
         return self._stopped
