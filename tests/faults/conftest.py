@@ -103,7 +103,7 @@ class WriterFaultRig:
         return (self.writer_stats().get("spooled") or {}).get("batches", 0)
 
     def spool_files(self) -> list[Path]:
-        return sorted(self.spool_dir.glob("pending-*.pkl")) if self.spool_dir.exists() else []
+        return sorted(self.spool_dir.glob("pending-*")) if self.spool_dir.exists() else []
 
     def children(self) -> dict[str, int]:
         """Collector children by process title -> pid (setproctitle rewrites the command line)."""
