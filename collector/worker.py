@@ -17,6 +17,7 @@ import queue as queue_mod
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
@@ -78,7 +79,8 @@ def build_trade_filter(cfg: Config, tiers: dict[str, TierAssignment]) -> TradeFi
     return f
 
 
-async def _worker_main(spec: WorkerSpec) -> None:
+async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda: None) -> None:
+    """Build the worker (its boot: see collector.exitcodes), call `on_booted`, then run until stopped."""
     cfg = spec.config
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -149,6 +151,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
     log.info("worker %d/%d: %d symbols, data types %s", spec.index + 1, spec.total, len(spec.symbols),
              ",".join(cfg.collection.data_types))
     log.info("symbols: %s", " ".join(spec.symbols))
+    on_booted()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(link.run(link_stop), name="writer-link")
         async with asyncio.TaskGroup() as feed_tg:
@@ -327,14 +330,31 @@ def _apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilte
 
 
 def run_worker(spec: WorkerSpec) -> None:
-    """Process entry point (spawned)."""
+    """Process entry point (spawned). A failure before the worker has booted exits with BOOT_ERROR."""
+    import faulthandler
+    from pathlib import Path
+
     import setproctitle
     import uvloop
 
+    from collector.exitcodes import exit_boot_error
     from collector.logs import exit_with_parent, log_dir, setup_logging
 
     exit_with_parent()
+    faulthandler.enable()  # the supervisor's SIGABRT for a hung worker dumps every thread's stack to stderr
     setproctitle.setproctitle(f"collector: worker {spec.index + 1}/{spec.total} ({len(spec.symbols)} symbols)")
-    setup_logging(spec.config.logging, log_dir(spec.config.logging) / f"worker-{spec.index + 1}.log")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the whole group: the supervisor decides
-    uvloop.run(_worker_main(spec))
+    name, run_dir = f"worker-{spec.index + 1}", Path(spec.socket_path).parent
+    booted = False
+
+    def mark_booted() -> None:
+        nonlocal booted
+        booted = True
+
+    try:
+        setup_logging(spec.config.logging, log_dir(spec.config.logging) / f"{name}.log")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the whole group: the supervisor decides
+        uvloop.run(_worker_main(spec, mark_booted))
+    except Exception as e:
+        if booted:
+            raise
+        exit_boot_error(run_dir, name, e)

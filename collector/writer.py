@@ -888,8 +888,12 @@ class _Event(Protocol):
 
 
 def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_deadline_s: float = 10.0,
-          on_tick: Callable[[WriterStats], None] | None = None, **writer_kw: Any) -> WriterStats:
+          on_tick: Callable[[WriterStats], None] | None = None, on_booted: Callable[[], None] | None = None,
+          **writer_kw: Any) -> WriterStats:
     """The writer process's loop: batches from the workers' sockets -> Writer, until stop_event is set.
+
+    `on_booted` is called once the socket listens and the spool is ready, before the database is tried:
+    what fails before that is a boot error (collector.exitcodes), an unreachable database never is.
 
     Each batch is acknowledged to its worker once committed (or spooled); until then the worker keeps
     it and sends it again to a restarted writer. Waits in select() between deadlines (no busy wait);
@@ -908,6 +912,8 @@ def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_dea
             server.ack(cid, seqs)
 
     writer = Writer(dsn, on_committed=acknowledge, **writer_kw)
+    if on_booted is not None:
+        on_booted()
 
     def take(items: list[tuple[int, int, Batch]]) -> None:
         for cid, seq, batch in items:
@@ -991,36 +997,53 @@ class WriterSpec:
 
 
 def run_writer(spec: WriterSpec) -> None:
-    """Process entry point: configure this child (title, logging, signals), then run() until stopped."""
+    """Process entry point: configure this child (title, logging, signals), then run() until stopped.
+
+    A failure before the writer has booted (socket listening, spool ready) exits with BOOT_ERROR.
+    """
+    import faulthandler
     import signal
 
     import setproctitle
 
+    from collector.exitcodes import exit_boot_error
     from collector.logs import exit_with_parent, log_dir, setup_logging
 
     exit_with_parent()
+    faulthandler.enable()  # the supervisor's SIGABRT for a hung writer dumps every thread's stack to stderr
     setproctitle.setproctitle("collector: writer")
     cfg = spec.config
-    setup_logging(cfg.logging, log_dir(cfg.logging) / "writer.log")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
-    # SIGTERM (the supervisor died: see exit_with_parent) drains like a stop request
-    signal.signal(signal.SIGTERM, lambda *_: spec.stop.set())
-    publish = block = None
-    if spec.stats_name:
-        from collector.stats import WRITER_SLOT, StatsBlock
+    booted = False
 
-        block = StatsBlock.attach(spec.stats_name)
-        publish = WriterStatsPublisher(block.process_slot(WRITER_SLOT))
+    def mark_booted() -> None:
+        nonlocal booted
+        booted = True
+
+    publish = block = None
     try:
-        _serve_from_config(spec, publish)
+        setup_logging(cfg.logging, log_dir(cfg.logging) / "writer.log")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
+        # SIGTERM (the supervisor died: see exit_with_parent) drains like a stop request
+        signal.signal(signal.SIGTERM, lambda *_: spec.stop.set())
+        if spec.stats_name:
+            from collector.stats import WRITER_SLOT, StatsBlock
+
+            block = StatsBlock.attach(spec.stats_name)
+            publish = WriterStatsPublisher(block.process_slot(WRITER_SLOT))
+        _serve_from_config(spec, publish, mark_booted)
+    except Exception as e:
+        if booted:
+            raise
+        exit_boot_error(Path(spec.socket_path).parent, "writer", e)
     finally:
         if block is not None:
             block.close()
 
 
-def _serve_from_config(spec: WriterSpec, publish: Callable[[WriterStats], None] | None) -> None:
+def _serve_from_config(spec: WriterSpec, publish: Callable[[WriterStats], None] | None,
+                       on_booted: Callable[[], None] | None = None) -> None:
     cfg = spec.config
-    serve(spec.socket_path, spec.stop, spec.dsn, on_tick=publish, mode=cfg.database.mode,
+    serve(spec.socket_path, spec.stop, spec.dsn, on_tick=publish, on_booted=on_booted, mode=cfg.database.mode,
           retention=cfg.retention.periods(), max_rows=cfg.writer.batch_rows,
           max_age_s=cfg.writer.flush_interval_ms / 1000, spool_dir=Path(cfg.writer.spool_dir),
           spool_max_bytes=cfg.writer.spool_max_mb << 20)
