@@ -230,6 +230,9 @@ class WriterConfig(_Section):
     flush_interval_ms: PositiveInt = 250
     spool_dir: str = "data/spool"
     spool_max_mb: PositiveInt = 2048
+    # What each worker may hold in batches the writer has not acknowledged (committed or spooled) before it
+    # stops reading the exchange: ~minutes of filtered data, tens of seconds of keep_all at full rate.
+    worker_max_unacked_mb: PositiveInt = 64
 
 
 class MonitoringConfig(_Section):
