@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from helpers import wait_for
 from test_wsfast import OPTIONS, Recorder, _supervised, _url
 
 from collector import wsfast
@@ -123,3 +124,32 @@ def test_the_watchdog_does_not_count_a_pause_as_silence(kind: str, sim) -> None:
     asyncio.run(_supervised(conn, rec, body, timeout=0.5))
     for sym, ids in rec.ids.items():
         assert ids == list(range(ids[0], ids[0] + len(ids))), sym
+
+
+@pytest.mark.parametrize("kind", ["picows", "websockets"])
+def test_a_connection_lost_while_paused_is_reopened_only_on_resume(kind: str, sim) -> None:
+    """While paused the pong to our keepalive ping is not read, so a long pause costs the connection; a new
+    one would not be read either, so the reconnect waits for the resume."""
+    url = _url(sim)
+    opts = {**OPTIONS, "ping_interval": 0.3, "ping_timeout": 0.3}
+    conn = PicowsConnection(url, "T", **opts) if kind == "picows" else WSConnection(url, "T", **opts)
+    rec = Recorder()
+
+    def conns() -> list[dict]:
+        return sim.truth(klines=False)["connections"]
+
+    async def body(sup) -> None:  # noqa: ANN001
+        await _until(lambda: rec.frames > 100, 10, "frames")
+        conn.pause_reading()
+        await asyncio.to_thread(wait_for, lambda: not conn.is_open, 20, "the keepalive to give up on the connection")
+        lost_at = len(conns())
+        target = sum(v["aggTrade"] for v in sim.truth(klines=False)["symbols"].values()) + 3000
+        await asyncio.to_thread(wait_for, lambda: sum(v["aggTrade"] for v in sim.truth(klines=False)["symbols"].values())
+                                >= target, 10, "the exchange to go on for a second")
+        assert len(conns()) == lost_at and not conn.is_open  # no new connection while paused
+        frames = rec.frames
+        conn.resume_reading()
+        await _until(lambda: rec.frames > frames + 1000, 20, "a new connection, read")
+        assert len(conns()) == lost_at + 1
+
+    asyncio.run(_supervised(conn, rec, body, timeout=30))
