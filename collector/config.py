@@ -232,6 +232,7 @@ class WriterConfig(_Section):
     spool_max_mb: PositiveInt = 2048
     # What each worker may hold in batches the writer has not acknowledged (committed or spooled) before it
     # stops reading the exchange: ~minutes of filtered data, tens of seconds of keep_all at full rate.
+    # Read when a worker starts (a SIGHUP that changes only this applies to workers started afterwards).
     worker_max_unacked_mb: PositiveInt = 64
 
 
