@@ -61,10 +61,10 @@ def write_config(path: Path, **sections: dict) -> Path:
 class SupervisorProcess:
     """`python supervisor.py ...` as a child process of the test."""
 
-    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, cwd: Path) -> None:
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], cwd=cwd,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

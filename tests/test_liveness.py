@@ -30,7 +30,7 @@ def test_liveness_action(silent: float, aborted: float | None, expected: str | N
     assert liveness_action(silent, 120.0, aborted, 5.0) == expected
 
 
-def _start(tmp_path: Path, db_url: str, env: dict[str, str] | None = None, **sections: dict) -> tuple:
+def _start(tmp_path: Path, db_url: str, **sections: dict) -> tuple:
     sim = run_in_thread(SimConfig(port=0, symbols=6, rate=20, speed=1, seed=3))
     base = {"database": {"url": db_url}, "exchange": {"rest_url": sim.rest_url, "ws_url": sim.ws_url},
             "logging": {"filename": str(tmp_path / "logs" / "supervisor.log")},
@@ -39,7 +39,7 @@ def _start(tmp_path: Path, db_url: str, env: dict[str, str] | None = None, **sec
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
     cfg = write_config(tmp_path / "main.yaml", **base)
-    return sim, SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path, env=env)
+    return sim, SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path)
 
 
 def _boot_error_run(sup: SupervisorProcess) -> str:
@@ -66,14 +66,15 @@ def test_a_writer_that_cannot_boot_stops_the_collector(db_url: str, tmp_path: Pa
 
 
 @pytest.mark.timeout(120)
-def test_a_worker_that_cannot_boot_stops_the_collector(db_url: str, tmp_path: Path) -> None:
+def test_a_worker_that_cannot_boot_stops_the_collector(db_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """exchange.ws_client: picows on a host where picows cannot be imported (here: shadowed by a broken
     package on PYTHONPATH, which only the workers import): the workers fail at boot, every time."""
     shadow = tmp_path / "shadow" / "picows"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('picows is broken on this host')\n")
-    sim, sup = _start(tmp_path, db_url, env={"PYTHONPATH": str(tmp_path / "shadow")},
-                      exchange={"ws_client": "picows"})
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "shadow"))  # the supervisor and its children inherit it
+    sim, sup = _start(tmp_path, db_url, exchange={"ws_client": "picows"})
     try:
         out = _boot_error_run(sup)
     finally:
