@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
 import pytest
-from helpers import SupervisorProcess, write_config
+from helpers import SupervisorProcess, wait_for, write_config
 
 from collector.exitcodes import BOOT_ERROR
 from collector.pgserver import free_port
@@ -50,19 +51,27 @@ def _boot_error_run(sup: SupervisorProcess) -> str:
     return out
 
 
-@pytest.mark.timeout(120)
-def test_a_writer_that_cannot_boot_stops_the_collector(db_url: str, tmp_path: Path) -> None:
-    (tmp_path / "not-a-dir").write_text("")  # the spool directory would have to be created inside a file
-    sim, sup = _start(tmp_path, db_url, writer={"spool_dir": str(tmp_path / "not-a-dir" / "spool")})
+@pytest.mark.timeout(180)
+def test_a_writer_that_cannot_boot_again_stops_the_collector(db_url: str, tmp_path: Path) -> None:
+    """The writer dies and its spool directory has meanwhile become a file (a path a human replaced): the
+    successor cannot boot, and restarting it again would only fail again, so the collector stops."""
+    sim, sup = _start(tmp_path, db_url)
     try:
+        wait_for(lambda: (tmp_path / "spool").is_dir(), 60, "the writer to boot (it creates its spool)")
+        writer = wait_for(lambda: next((p for p in psutil.Process(sup.proc.pid).children()
+                                        if " ".join(p.cmdline()).strip() == "collector: writer"), None),
+                          60, "the writer process")
+        (tmp_path / "spool").rmdir()
+        (tmp_path / "spool").write_text("not a directory any more")
+        writer.kill()
         out = _boot_error_run(sup)
     finally:
         sim.stop()
     lines = [ln for ln in out.splitlines() if "collector.supervisor" in ln and "could not boot" in ln]
     assert len(lines) == 1, out[-3000:]
-    assert "writer could not boot (exit code 3, BOOT_ERROR): NotADirectoryError" in lines[0]
-    assert "not-a-dir/spool" in lines[0] and "Stopping the collector instead of restarting it" in lines[0]
-    assert out.count("started writer") == 1 and "restarting in" not in out
+    assert "writer could not boot (exit code 3, BOOT_ERROR): FileExistsError" in lines[0]
+    assert "/spool" in lines[0] and "Stopping the collector instead of restarting it" in lines[0]
+    assert out.count("started writer") == 2 and out.count("restarting in") == 1  # the kill -9 only
 
 
 @pytest.mark.timeout(120)
