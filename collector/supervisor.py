@@ -1,10 +1,11 @@
 """The supervisor: spawns one writer and N workers, watches them, and keeps the market watched.
 
 Modelled on gunicorn's arbiter: signal handlers only queue the signal and wake the main loop; the loop
-dispatches to `handle_<name>()`, reaps dead children, restarts them with backoff, and runs periodic
+dispatches to `handle_<name>()`, reaps dead children, restarts them with backoff, kills hung ones (a
+stale heartbeat: SIGABRT, then SIGKILL) so that they are restarted the same way, and runs periodic
 jobs. Children are started with the `spawn` context and configure themselves (logging, event loop).
-A child that fails to boot (exit code BOOT_ERROR) stops the supervisor instead of being respawned
-forever.
+A child that fails to boot (exit code BOOT_ERROR, collector.exitcodes) stops the supervisor instead of
+being respawned forever.
 """
 
 from __future__ import annotations
