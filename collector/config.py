@@ -230,6 +230,10 @@ class WriterConfig(_Section):
     flush_interval_ms: PositiveInt = 250
     spool_dir: str = "data/spool"
     spool_max_mb: PositiveInt = 2048
+    # What each worker may hold in batches the writer has not acknowledged (committed or spooled) before it
+    # stops reading the exchange: ~minutes of filtered data, tens of seconds of keep_all at full rate.
+    # Read when a worker starts (a SIGHUP that changes only this applies to workers started afterwards).
+    worker_max_unacked_mb: PositiveInt = 64
 
 
 class MonitoringConfig(_Section):
@@ -237,6 +241,12 @@ class MonitoringConfig(_Section):
     health_check_host: str = "127.0.0.1"
     health_check_port: Port = 8080
     stats_interval: Positive = 300.0
+    # A child whose heartbeat (its stats slot) has not changed for this long is hung: SIGABRT, SIGKILL,
+    # replacement. Workers beat every 50 ms; the writer after every loop turn, and one turn may hold a
+    # statement for up to its 60 s statement_timeout plus a 5 s connect: 120 s leaves room for that. The
+    # floor of 10 s matches /health's "not publishing" rule: a shorter timeout would kill children for a
+    # slow moment (a spool fsync, a 16 MB replay) that /health does not even report.
+    heartbeat_timeout_s: Annotated[float, msgspec.Meta(ge=10)] = 120.0
 
 
 class LoggingConfig(_Section):

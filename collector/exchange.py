@@ -38,6 +38,10 @@ RECONNECT_DELAY_CAP = 30.0
 # A frame is logged in full at most this many times per error kind: enough to diagnose, never a log flood.
 LOGGED_SAMPLES_PER_KIND = 3
 LOGGED_FRAME_CHARS = 500
+# A connection lost while back-pressure holds (the keepalive's pong sat unread, or the exchange cut a slow
+# reader) is reconnected once reading may resume; this is how often that is checked: short against the
+# seconds a pause lasts, negligible in CPU.
+BACKPRESSURE_RECONNECT_POLL_S = 0.2
 # Which WebSocket client carries the feed: "auto" = picows (collector.wsfast) when importable, else the
 # websockets-based WSConnection; "picows" insists (ImportError if missing); "websockets" is stock.
 WS_CLIENTS = ("auto", "picows", "websockets")
@@ -102,9 +106,31 @@ class WSConnection(WSAsyncConn):
         AsyncConnection.__init__(self, f"{conn_id}.ws.{self.conn_count}", subscription=subscription)
         self.ws_kwargs = kwargs
 
+    reading_paused = False  # back-pressure: see pause_reading()
+    resumed_at = 0.0  # time.time() of the last resume_reading(): the watchdog counts silence from it
+
     async def _open(self) -> None:
         await super()._open()
         self.last_message = time.time()
+        # websockets pauses the transport when its own frame queue is full and resumes it when the queue
+        # drains; route its resume through us so that the queue draining cannot undo back-pressure.
+        transport, frames = self.conn.transport, self.conn.recv_messages
+        frames.resume = lambda: None if self.reading_paused else transport.resume_reading()
+        if self.reading_paused:
+            transport.pause_reading()
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (back-pressure: the kernel, then the server, buffer for us) until
+        resume_reading(); holds across reconnects. asyncio's pause_reading is idempotent."""
+        self.reading_paused = True
+        if self.conn is not None and self.is_open:
+            self.conn.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+        self.resumed_at = time.time()
+        if self.conn is not None and self.is_open and not self.conn.recv_messages.paused:
+            self.conn.transport.resume_reading()
 
 
 class SupervisedConnection(ConnectionHandler):
@@ -121,6 +147,25 @@ class SupervisedConnection(ConnectionHandler):
     async def _pause(self, seconds: float) -> None:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _watcher(self) -> None:
+        """cryptofeed's silence watchdog, except that silence we chose (back-pressure: reading paused, see
+        pause_reading on the connection classes) is not a dead connection: it counts from the resume."""
+        conn = self.conn
+        while conn.is_open and self.running:
+            if conn.last_message and not getattr(conn, "reading_paused", False):
+                since = max(conn.last_message, getattr(conn, "resumed_at", 0.0))
+                if time.time() - since > self.timeout:
+                    log.warning("%s: received no messages within timeout, restarting connection", conn.uuid)
+                    self._record_watchdog_trip()
+                    await conn.close()
+                    break
+            await asyncio.sleep(self.timeout_interval)
+
+    async def _wait_reading_allowed(self) -> None:
+        """Before a (re)connect: while back-pressure holds, a new connection would not be read either."""
+        while getattr(self.conn, "reading_paused", False) and self.running and not self._stop.is_set():
+            await self._pause(BACKPRESSURE_RECONNECT_POLL_S)
 
     async def _handler(self, connection: AsyncConnection, handler) -> None:  # noqa: ANN001
         """Batched fast path for connections that offer `read_batches()` (collector.wsfast).
@@ -151,6 +196,7 @@ class SupervisedConnection(ConnectionHandler):
             await self._pause(self.start_delay)
             while self.running and not self._stop.is_set():
                 watchdog = None
+                await self._wait_reading_allowed()
                 try:
                     async with self.conn.connect() as connection:
                         await self.subscribe(connection)

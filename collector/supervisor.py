@@ -1,10 +1,11 @@
 """The supervisor: spawns one writer and N workers, watches them, and keeps the market watched.
 
 Modelled on gunicorn's arbiter: signal handlers only queue the signal and wake the main loop; the loop
-dispatches to `handle_<name>()`, reaps dead children, restarts them with backoff, and runs periodic
+dispatches to `handle_<name>()`, reaps dead children, restarts them with backoff, kills hung ones (a
+stale heartbeat: SIGABRT, then SIGKILL) so that they are restarted the same way, and runs periodic
 jobs. Children are started with the `spawn` context and configure themselves (logging, event loop).
-A child that fails to boot (exit code BOOT_ERROR) stops the supervisor instead of being respawned
-forever.
+A child that fails to boot (exit code BOOT_ERROR, collector.exitcodes) stops the supervisor instead of
+being respawned forever.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from collector.config import Config, ConfigError, load_config, parse_duration
 from collector.exchange import Endpoints
+from collector.exitcodes import BOOT_ERROR, EXIT_CONFIG, EXIT_OK, read_boot_error
 from collector.health import ChildInfo, HealthServer, build_snapshot, health, stats_json
 from collector.logs import mask_secrets, setup_logging
 from collector.startup import StartupError, check_machine, prepare_database
@@ -33,11 +35,6 @@ from collector.tiers import TierAssignment, TierParams, bootstrap_from_ticker_24
 from collector.universe import select_universe, shard
 
 log = logging.getLogger(__name__)
-
-# Named exit codes (a child's exit code tells the supervisor what to do).
-EXIT_OK = 0
-EXIT_CONFIG = 2  # bad configuration: nothing to retry
-BOOT_ERROR = 3  # a child could not start (e.g. database unreachable at boot): do not respawn forever
 
 # Restart backoff for dead children: immediate first, then doubling to a cap, so a crash loop costs
 # little CPU but a one-off crash is repaired in about a second.
@@ -57,6 +54,10 @@ RETIRE_AFTER_S = 15.0
 TIER_RETRY_S = 60.0
 # Symbol slots in the stats block per symbol of the starting universe: room for listings.
 SYMBOL_SLOT_FACTOR = 2
+# A hung child gets SIGABRT first (Python's faulthandler, enabled in every child, writes each thread's
+# stack to the child's stderr, so the hang can be diagnosed), and SIGKILL this long after if it is still
+# there: plenty for the dump, and SIGABRT does nothing at all to a stopped (SIGSTOP) process.
+ABORT_GRACE_S = 5.0
 
 
 @dataclass
@@ -73,6 +74,12 @@ class Child:
     stop: object = None  # an mp.Event the child watches
     control: object = None  # an mp.Queue to a worker
     symbols: list[str] = field(default_factory=list)
+    # liveness: the newest heartbeat (updated_ms of the child's stats slot) and when the supervisor saw it
+    # change (monotonic), so a wall-clock step can neither kill a healthy child nor hide a hung one
+    beat_ms: int = 0
+    beat_seen: float = 0.0
+    aborted_at: float | None = None  # when SIGABRT was sent to the current process
+    killed: bool = False  # SIGKILL sent: the reaper restarts it
 
 
 @dataclass
@@ -281,6 +288,7 @@ class Supervisor:
         child.process.start()
         child.started = time.monotonic()
         child.started_ms = int(time.time() * 1000)
+        child.beat_ms, child.beat_seen, child.aborted_at, child.killed = 0, child.started, None, False
         log.info("started %s %d (pid %d)", child.role, child.index + 1, child.process.pid)
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -324,6 +332,7 @@ class Supervisor:
                     self.stopping = True
                 if not self.stopping:
                     self._reap_and_restart()
+                    self._murder_hung()
                     self._periodic()
             self._shutdown()
             self._log_final()
@@ -357,8 +366,11 @@ class Supervisor:
                 lived = now - c.started
                 if lived >= HEALTHY_AFTER_S:
                     c.next_delay = RESTART_DELAY_INITIAL
-                if code == BOOT_ERROR and c.restarts == 0:
-                    log.error("%s %d could not start (exit %d): stopping", c.role, c.index + 1, code)
+                if code == BOOT_ERROR:  # respawning would fail the same way, for ever (gunicorn halts too)
+                    name = "writer" if c.role == "writer" else f"worker-{c.index + 1}"
+                    reason = read_boot_error(self.run_dir, name) or f"see {name}.log"
+                    log.critical("%s could not boot (exit code %d, BOOT_ERROR): %s. Stopping the collector "
+                                 "instead of restarting it", name, code, reason)
                     self.exit_code = BOOT_ERROR
                     self.stopping = True
                     return
@@ -375,6 +387,43 @@ class Supervisor:
                 c.restart_at = None
                 c.restarts += 1
                 self._spawn(c)
+
+    def _murder_hung(self) -> None:
+        """Replace children whose heartbeat is stale (gunicorn's murder_workers): SIGABRT, then SIGKILL.
+
+        The heartbeat is the child's stats slot: a worker publishes it every 50 ms from its event loop, the
+        writer after every turn of its loop, so a slot that stops changing means a loop that stopped
+        turning (blocked, deadlocked, stopped), not merely a slow market. A killed child is reaped and
+        respawned like any dead one, with backoff; its successor resumes from the shared-memory slots.
+        """
+        if self.stats is None or self.cfg is None:
+            return
+        now = time.monotonic()
+        timeout = self.cfg.monitoring.heartbeat_timeout_s
+        for c in self.children:
+            p = c.process
+            if p is None or p.pid is None or p.exitcode is not None or c.killed:
+                continue
+            reading = self.stats.read(0 if c.role == "writer" else c.index + 1)
+            if reading is not None and reading.pid == p.pid and reading.updated_ms != c.beat_ms:
+                c.beat_ms, c.beat_seen = reading.updated_ms, now
+            action = liveness_action(now - c.beat_seen, timeout, None if c.aborted_at is None
+                                     else now - c.aborted_at, ABORT_GRACE_S)
+            name = "writer" if c.role == "writer" else f"worker {c.index + 1}"
+            try:
+                if action == "abort":
+                    log.error("%s (pid %d) has published no heartbeat for %.0f s (monitoring.heartbeat_timeout_s"
+                              " = %.0f): hung; sending SIGABRT, then SIGKILL after %.0f s, then a replacement",
+                              name, p.pid, now - c.beat_seen, timeout, ABORT_GRACE_S)
+                    c.aborted_at = now
+                    os.kill(p.pid, signal.SIGABRT)
+                elif action == "kill":
+                    log.error("%s (pid %d) is still there %.0f s after SIGABRT: sending SIGKILL", name, p.pid,
+                              now - (c.aborted_at or now))
+                    c.killed = True
+                    os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it died meanwhile: the reaper restarts it
+                pass
 
     def _shutdown(self) -> None:
         for r in self.retiring:
@@ -600,6 +649,18 @@ class Supervisor:
             self.sim.stop()
         if self.embedded_pg is not None:
             self.embedded_pg.stop()
+
+
+def liveness_action(silent_s: float, timeout_s: float, aborted_s: float | None, grace_s: float = ABORT_GRACE_S
+                    ) -> str | None:
+    """What to do with a child silent for `silent_s`: "abort" (SIGABRT), "kill" (SIGKILL) or nothing (None).
+
+    `aborted_s` is how long ago SIGABRT was sent (None: not yet). Silence up to `timeout_s` is fine; past
+    it the child is aborted once, and killed once it has outlived the abort by `grace_s`.
+    """
+    if aborted_s is not None:
+        return "kill" if aborted_s >= grace_s else None
+    return "abort" if silent_s > timeout_s else None
 
 
 def tier_params(cfg: Config) -> TierParams:

@@ -4,9 +4,10 @@ Everything here runs in the child: `WorkerSpec` is built by the supervisor and m
 picklable (spawn start method); heavy objects (feed, filters, sockets) are created in `run_worker`.
 Batches go to the writer over a Unix socket (collector.transport) and stay in this worker's memory
 until the writer acknowledges them as committed or spooled. When the writer falls behind and more than
-MAX_UNACKED_BYTES wait, the worker pauses reading the exchange's sockets rather than dropping anything
-it has accepted (the exchange then buffers, and in the end disconnects us: a gap that is detected and
-backfilled). Every pause is logged and counted.
+writer.worker_max_unacked_mb wait, the worker stops reading the exchange's sockets (until below half)
+rather than dropping anything it has accepted: the kernel and then the exchange buffer for us. A pause
+longer than the keepalive or the exchange's patience costs the connection; it is re-opened once reading
+resumes, and the trades and candles it missed are gaps, backfilled. Every pause is logged and counted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import queue as queue_mod
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
@@ -38,9 +40,6 @@ log = logging.getLogger(__name__)
 # Timer period of the worker's housekeeping (flush old batches, pump the outbox, read control
 # messages): short against the 250 ms flush interval so latency stays close to it.
 TICK_S = 0.05
-# Memory a worker may hold in batches the writer has not acknowledged before it stops reading the
-# exchange: ~64 MB is minutes of filtered data and tens of seconds of keep_all at full rate.
-MAX_UNACKED_BYTES = 64 * 1024 * 1024
 # How long a stopping worker waits for the writer to acknowledge its last batches.
 DRAIN_TIMEOUT_S = 30.0
 # How often the per-symbol slots (23 KB activity image + resume points) are copied to shared memory:
@@ -78,7 +77,8 @@ def build_trade_filter(cfg: Config, tiers: dict[str, TierAssignment]) -> TradeFi
     return f
 
 
-async def _worker_main(spec: WorkerSpec) -> None:
+async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda: None) -> None:
+    """Build the worker (its boot: see collector.exitcodes), call `on_booted`, then run until stopped."""
     cfg = spec.config
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -111,6 +111,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
 
     paused = False
     pauses = 0
+    max_unacked = cfg.writer.worker_max_unacked_mb << 20
     link_stop = asyncio.Event()
 
     publisher = StatsPublisher(spec, pipeline, feed, link, budget) if spec.stats_name else None
@@ -136,8 +137,8 @@ async def _worker_main(spec: WorkerSpec) -> None:
         if publisher is not None and not publisher.quiet:
             publisher.publish(paused)
         pipeline.flush_due(int(time.time() * 1000))
-        over = link.unacked_bytes > MAX_UNACKED_BYTES
-        if over != paused and (not paused or link.unacked_bytes < MAX_UNACKED_BYTES // 2):
+        over = link.unacked_bytes > max_unacked
+        if over != paused and (not paused or link.unacked_bytes < max_unacked // 2):
             paused = not paused
             pauses += paused
             _set_reading(feed, not paused)
@@ -149,6 +150,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
     log.info("worker %d/%d: %d symbols, data types %s", spec.index + 1, spec.total, len(spec.symbols),
              ",".join(cfg.collection.data_types))
     log.info("symbols: %s", " ".join(spec.symbols))
+    on_booted()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(link.run(link_stop), name="writer-link")
         async with asyncio.TaskGroup() as feed_tg:
@@ -285,11 +287,16 @@ def rest_budget(cfg: Config, share: float) -> WeightBudget:
 
 
 def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
-    """Pause or resume reading every WebSocket: back-pressure to the exchange instead of dropping rows."""
+    """Pause or resume reading every WebSocket: back-pressure to the exchange instead of dropping rows.
+
+    Both connection classes (collector.wsfast.PicowsConnection, collector.exchange.WSConnection) stop
+    reading their socket and hold it, across their own flow control and reconnects, until resumed. The
+    REST pollers (open interest) have no such method and go on: a few rows a second within their budget.
+    """
     for handler in feed.connections:
-        transport = getattr(getattr(handler.conn, "conn", None), "transport", None)
-        if transport is not None:
-            (transport.resume_reading if on else transport.pause_reading)()
+        set_reading = getattr(handler.conn, "resume_reading" if on else "pause_reading", None)
+        if set_reading is not None:
+            set_reading()
 
 
 def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter,
@@ -327,14 +334,31 @@ def _apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilte
 
 
 def run_worker(spec: WorkerSpec) -> None:
-    """Process entry point (spawned)."""
+    """Process entry point (spawned). A failure before the worker has booted exits with BOOT_ERROR."""
+    import faulthandler
+    from pathlib import Path
+
     import setproctitle
     import uvloop
 
+    from collector.exitcodes import exit_boot_error
     from collector.logs import exit_with_parent, log_dir, setup_logging
 
     exit_with_parent()
+    faulthandler.enable()  # the supervisor's SIGABRT for a hung worker dumps every thread's stack to stderr
     setproctitle.setproctitle(f"collector: worker {spec.index + 1}/{spec.total} ({len(spec.symbols)} symbols)")
-    setup_logging(spec.config.logging, log_dir(spec.config.logging) / f"worker-{spec.index + 1}.log")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the whole group: the supervisor decides
-    uvloop.run(_worker_main(spec))
+    name, run_dir = f"worker-{spec.index + 1}", Path(spec.socket_path).parent
+    booted = False
+
+    def mark_booted() -> None:
+        nonlocal booted
+        booted = True
+
+    try:
+        setup_logging(spec.config.logging, log_dir(spec.config.logging) / f"{name}.log")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the whole group: the supervisor decides
+        uvloop.run(_worker_main(spec, mark_booted))
+    except Exception as e:
+        if booted:
+            raise
+        exit_boot_error(run_dir, name, e)

@@ -25,6 +25,9 @@ Failure model (a batch lands whole or is retried, never half, never twice):
   deleted only after its rows are committed: a file whose load outcome is unknown (kill -9 mid-replay) is
   loaded again through the ON CONFLICT path, without duplicates. A full spool is never dropped from: the
   batches stay in memory, unacknowledged, until max_pending_bytes stops the reading (back-pressure).
+  Spool files use collector.transport's versioned spool format (the socket's frames behind a header naming
+  each table's columns), so the next release reads them; the previous release's pickle files are still
+  replayed (once: deleted when committed), so an upgrade during an outage loses nothing.
 After a recovery, partition upkeep and retention run at once, one table per tick under a short lock
 timeout, so they never hold up flushes for long.
 On shutdown everything pending is flushed; what still cannot be written by the deadline is spooled to disk
@@ -33,6 +36,7 @@ and loaded again by the next writer.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -50,7 +54,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from collector import dbsetup, storage
 from collector.encode import CANDLE_TABLES, COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
-from collector.transport import BatchServer
+from collector.transport import BatchServer, SpoolFormatError, decode_spool, encode_spool
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +200,23 @@ def _ms_to_dt(ms: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
-_SPOOL_RE = re.compile(r"^pending-(?P<seq>\d+)-(?P<batches>\d+)\.pkl$")
+# pending-<seq>-<batches>.spool (collector.transport's spool format); .pkl: the previous release's pickles,
+# still read (once: replayed, then deleted) so that an upgrade during an outage loses nothing.
+_SPOOL_RE = re.compile(r"^pending-(?P<seq>\d+)-(?P<batches>\d+)\.(?:spool|pkl)$")
+
+
+class _LegacyUnpickler(pickle.Unpickler):
+    """Reads the previous release's pickled spool files: a list of collector.encode.Batch, nothing else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("collector.encode", "Batch"):
+            return Batch
+        raise pickle.UnpicklingError(f"{module}.{name} has no place in a spool file")
 
 
 @dataclass(frozen=True)
 class SpoolFile:
-    """One spool file; the name carries its order and batch count so a restart needs no unpickling."""
+    """One spool file; the name carries its order and batch count so a restart needs to read no file."""
 
     path: Path
     seq: int
@@ -230,7 +245,20 @@ class Spool:
         self.max_bytes = max_bytes
         self.files: list[SpoolFile] = []  # pending files, oldest first
         self._last_seq = 0
+        self._check_writable()
         self.scan()
+
+    def _check_writable(self) -> None:
+        """Create the directory and write a file into it now, at boot: a spool that cannot be written must
+        stop the start (OSError, a boot error), not be discovered in the middle of a database outage."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        probe = self.dir / f".probe-{os.getpid()}.tmp"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"probe")
+                os.fsync(f.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
 
     @property
     def nbytes(self) -> int:
@@ -247,7 +275,7 @@ class Spool:
             return
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink(missing_ok=True)
-        for path in self.dir.glob("pending-*.pkl"):
+        for path in self.dir.glob("pending-*"):
             m = _SPOOL_RE.match(path.name)
             if m is None:
                 log.error("spool: ignoring unexpected file %s", path)
@@ -261,11 +289,11 @@ class Spool:
 
     def write(self, batches: list[Batch]) -> SpoolFile | None:
         """Persist `batches` as the newest file; None when it would exceed max_bytes. Raises OSError."""
-        payload = pickle.dumps(batches, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = encode_spool(batches)
         if not self.fits(len(payload)):
             return None
         seq = max(time.time_ns(), self._last_seq + 1)  # strictly increasing even if the clock steps back
-        path = self._write_file(f"pending-{seq:020d}-{len(batches)}.pkl", payload)
+        path = self._write_file(f"pending-{seq:020d}-{len(batches)}.spool", payload)
         self._last_seq = seq
         f = SpoolFile(path, seq, len(batches), len(payload))
         self.files.append(f)
@@ -273,8 +301,7 @@ class Spool:
 
     def write_aside(self, batches: list[Batch], prefix: str) -> Path:
         """A file for a human (e.g. batches the database rejected): not replayed, not counted."""
-        payload = pickle.dumps(batches, protocol=pickle.HIGHEST_PROTOCOL)
-        return self._write_file(f"{prefix}-{time.time_ns():020d}-{os.getpid()}.pkl", payload)
+        return self._write_file(f"{prefix}-{time.time_ns():020d}-{os.getpid()}.spool", encode_spool(batches))
 
     def _write_file(self, name: str, payload: bytes) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -295,8 +322,21 @@ class Spool:
 
     @staticmethod
     def read(f: SpoolFile) -> list[Batch]:
-        with open(f.path, "rb") as fh:
-            return pickle.load(fh)
+        """The file's batches. Raises OSError, SpoolFormatError (a ValueError), or for a legacy pickle file
+        pickle.UnpicklingError / EOFError; a file whose tuples carry other columns than this release's
+        tables is refused (SpoolFormatError) rather than loaded into the wrong columns."""
+        data = f.path.read_bytes()
+        if f.path.suffix == ".pkl":
+            batches = _LegacyUnpickler(io.BytesIO(data)).load()
+            if not isinstance(batches, list) or not all(isinstance(b, Batch) for b in batches):
+                raise pickle.UnpicklingError("a legacy spool file holds a list of batches")
+            return batches
+        batches, columns = decode_spool(data)
+        for table, cols in columns.items():
+            if COLUMNS.get(table) != cols:
+                raise SpoolFormatError(f"{table}: the file's columns {cols} are not this release's "
+                                       f"{COLUMNS.get(table)}")
+        return batches
 
     def remove(self, f: SpoolFile) -> None:
         """Forget a file whose batches are committed (the only way a pending file leaves the spool)."""
@@ -878,8 +918,12 @@ class _Event(Protocol):
 
 
 def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_deadline_s: float = 10.0,
-          on_tick: Callable[[WriterStats], None] | None = None, **writer_kw: Any) -> WriterStats:
+          on_tick: Callable[[WriterStats], None] | None = None, on_booted: Callable[[], None] | None = None,
+          **writer_kw: Any) -> WriterStats:
     """The writer process's loop: batches from the workers' sockets -> Writer, until stop_event is set.
+
+    `on_booted` is called once the socket listens and the spool is ready, before the database is tried:
+    what fails before that is a boot error (collector.exitcodes), an unreachable database never is.
 
     Each batch is acknowledged to its worker once committed (or spooled); until then the worker keeps
     it and sends it again to a restarted writer. Waits in select() between deadlines (no busy wait);
@@ -898,6 +942,8 @@ def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_dea
             server.ack(cid, seqs)
 
     writer = Writer(dsn, on_committed=acknowledge, **writer_kw)
+    if on_booted is not None:
+        on_booted()
 
     def take(items: list[tuple[int, int, Batch]]) -> None:
         for cid, seq, batch in items:
@@ -985,36 +1031,53 @@ class WriterSpec:
 
 
 def run_writer(spec: WriterSpec) -> None:
-    """Process entry point: configure this child (title, logging, signals), then run() until stopped."""
+    """Process entry point: configure this child (title, logging, signals), then run() until stopped.
+
+    A failure before the writer has booted (socket listening, spool ready) exits with BOOT_ERROR.
+    """
+    import faulthandler
     import signal
 
     import setproctitle
 
+    from collector.exitcodes import exit_boot_error
     from collector.logs import exit_with_parent, log_dir, setup_logging
 
     exit_with_parent()
+    faulthandler.enable()  # the supervisor's SIGABRT for a hung writer dumps every thread's stack to stderr
     setproctitle.setproctitle("collector: writer")
     cfg = spec.config
-    setup_logging(cfg.logging, log_dir(cfg.logging) / "writer.log")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
-    # SIGTERM (the supervisor died: see exit_with_parent) drains like a stop request
-    signal.signal(signal.SIGTERM, lambda *_: spec.stop.set())
-    publish = block = None
-    if spec.stats_name:
-        from collector.stats import WRITER_SLOT, StatsBlock
+    booted = False
 
-        block = StatsBlock.attach(spec.stats_name)
-        publish = WriterStatsPublisher(block.process_slot(WRITER_SLOT))
+    def mark_booted() -> None:
+        nonlocal booted
+        booted = True
+
+    publish = block = None
     try:
-        _serve_from_config(spec, publish)
+        setup_logging(cfg.logging, log_dir(cfg.logging) / "writer.log")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
+        # SIGTERM (the supervisor died: see exit_with_parent) drains like a stop request
+        signal.signal(signal.SIGTERM, lambda *_: spec.stop.set())
+        if spec.stats_name:
+            from collector.stats import WRITER_SLOT, StatsBlock
+
+            block = StatsBlock.attach(spec.stats_name)
+            publish = WriterStatsPublisher(block.process_slot(WRITER_SLOT))
+        _serve_from_config(spec, publish, mark_booted)
+    except Exception as e:
+        if booted:
+            raise
+        exit_boot_error(Path(spec.socket_path).parent, "writer", e)
     finally:
         if block is not None:
             block.close()
 
 
-def _serve_from_config(spec: WriterSpec, publish: Callable[[WriterStats], None] | None) -> None:
+def _serve_from_config(spec: WriterSpec, publish: Callable[[WriterStats], None] | None,
+                       on_booted: Callable[[], None] | None = None) -> None:
     cfg = spec.config
-    serve(spec.socket_path, spec.stop, spec.dsn, on_tick=publish, mode=cfg.database.mode,
+    serve(spec.socket_path, spec.stop, spec.dsn, on_tick=publish, on_booted=on_booted, mode=cfg.database.mode,
           retention=cfg.retention.periods(), max_rows=cfg.writer.batch_rows,
           max_age_s=cfg.writer.flush_interval_ms / 1000, spool_dir=Path(cfg.writer.spool_dir),
           spool_max_bytes=cfg.writer.spool_max_mb << 20)

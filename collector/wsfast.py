@@ -90,7 +90,9 @@ class _Session(WSListener):
         self.pending: list[str | bytes] = []
         self.queue: deque[Batch] = deque()
         self.queued = 0
-        self.paused = False
+        self.paused = False  # by our own queue bound (QUEUE_PAUSE_MESSAGES)
+        self.held = conn.reading_paused  # by back-pressure (PicowsConnection.pause_reading): outlasts the queue
+        self.reading = True  # the socket's state: read unless paused or held
         self.waiter: asyncio.Future[None] | None = None
         self.frag: list[bytes] | None = None
         self.frag_type = _TEXT
@@ -102,6 +104,7 @@ class _Session(WSListener):
     # -- picows callbacks (on the event loop, once per frame: keep the common path short) ------------
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self._sync_reading()  # a connection opened while held stops reading from its first frame
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is _TEXT and frame.fin and self.frag is None:
@@ -188,9 +191,9 @@ class _Session(WSListener):
         conn.received += len(batch)
         self.queue.append((now, batch))
         self.queued += len(batch)
-        if self.queued > QUEUE_PAUSE_MESSAGES and not self.paused and self.transport is not None:
+        if self.queued > QUEUE_PAUSE_MESSAGES and not self.paused:
             self.paused = True
-            self.transport.underlying_transport.pause_reading()
+            self._sync_reading()
         self._wake()
 
     def _wake(self) -> None:
@@ -204,8 +207,20 @@ class _Session(WSListener):
         self.queued -= n
         if self.paused and self.queued <= QUEUE_RESUME_MESSAGES:
             self.paused = False
-            if self.transport is not None and not self.transport.is_disconnected:
-                self.transport.underlying_transport.resume_reading()
+            self._sync_reading()
+
+    def hold(self, on: bool) -> None:
+        self.held = on
+        self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        """Read the socket unless the queue is over its bound or back-pressure holds it; either reason alone
+        keeps it paused, so the queue draining never resumes a connection that back-pressure stopped."""
+        want = not (self.paused or self.held)
+        t = self.transport
+        if want != self.reading and t is not None and not t.is_disconnected:
+            (t.underlying_transport.resume_reading if want else t.underlying_transport.pause_reading)()
+            self.reading = want
 
     async def batches(self) -> AsyncIterator[Batch]:
         queue = self.queue
@@ -244,6 +259,21 @@ class PicowsConnection(AsyncConnection):
         super().__init__(f"{conn_id}.ws.{self.conn_count}", subscription=subscription)
         self.ws_kwargs = kwargs
         self._session: _Session | None = None
+        self.reading_paused = False  # back-pressure: see pause_reading()
+        self.resumed_at = 0.0  # time.time() of the last resume_reading(): the watchdog counts silence from it
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (back-pressure: the kernel, then the server, buffer for us) until
+        resume_reading(); holds across reconnects, and the session's own queue bound cannot undo it."""
+        self.reading_paused = True
+        if self._session is not None:
+            self._session.hold(True)
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+        self.resumed_at = time.time()
+        if self._session is not None:
+            self._session.hold(False)
 
     @property
     def is_open(self) -> bool:
@@ -282,6 +312,7 @@ class PicowsConnection(AsyncConnection):
             )
         session.transport = transport
         self._session = session
+        session.hold(self.reading_paused)  # back-pressure may have started during the handshake
         self.conn = transport  # type: ignore[assignment]  # for introspection, as WSAsyncConn exposes its socket
         self.last_message = time.time()
         if self.raw_data_callback is not None:

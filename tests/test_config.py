@@ -33,6 +33,7 @@ def test_retention_defaults() -> None:
         ({"database": {"password": "a", "password_env": "B"}}, "give only one of password"),
         ({"collection": {"symbols": ["btc-usdt"]}}, "not a Binance symbol name"),
         ([1, 2], "expected a mapping"),
+        ({"monitoring": {"heartbeat_timeout_s": 5}}, "monitoring.heartbeat_timeout_s: Expected `float` >= 10"),
     ],
 )
 def test_bad_config_names_the_field(raw: object, expected: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import pytest
 
 from collector import storage
 from collector.encode import Batch, BatchBuilder, encode_candle, encode_funding, encode_trade
-from collector.transport import WriterLink
+from collector.transport import WriterLink, decode_spool, encode_spool
 from collector.writer import MAINTENANCE_LOCK_TIMEOUT_MS, Spool, SpoolFile, Writer, serve
 
 DAY_MS = 86_400_000
@@ -180,11 +179,11 @@ def test_unwritable_batches_are_spooled_and_reloaded(db_url: str, tmp_path: Path
     batch = trades_batch(1, 30)
     dead.add(batch)
     assert dead.close(deadline_s=0) == []  # nothing left over: it is on disk...
-    assert acked == [batch] and len(list(spool.glob("pending-*.pkl"))) == 1  # ...so it was acknowledged
+    assert acked == [batch] and len(list(spool.glob("pending-*.spool"))) == 1  # ...so it was acknowledged
     w = Writer(db_url, mode="postgres", spool_dir=spool)
     assert w.stats.spooled_batches == 1 and w.stats.spooled_bytes > 0 and w.pending_rows() == 0
     assert w.flush() and trade_ids(db_url) == list(range(1, 31))
-    assert not list(spool.glob("pending-*.pkl")) and w.stats.spooled_batches == 0 == w.stats.spooled_bytes
+    assert not list(spool.glob("pending-*")) and w.stats.spooled_batches == 0 == w.stats.spooled_bytes
     w.close()
 
 
@@ -198,8 +197,8 @@ def test_a_bad_batch_is_isolated_and_the_rest_lands(db_url: str, tmp_path: Path)
     assert w.flush()
     assert trade_ids(db_url) == list(range(1, 21))
     assert w.stats.rejected_batches == 1 and w.pending_rows() == 0
-    (rejected,) = tmp_path.glob("rejected-*.pkl")
-    assert pickle.loads(rejected.read_bytes()) == [bad]
+    (rejected,) = tmp_path.glob("rejected-*.spool")
+    assert decode_spool(rejected.read_bytes())[0] == [bad]
     w.close()
 
 
@@ -248,7 +247,7 @@ def outage_writer(tmp_path: Path, clock: Clock, acked: list[Batch], **kw: object
 
 
 def spool_files(tmp_path: Path) -> list[Path]:
-    return sorted((tmp_path / "spool").glob("pending-*.pkl"))
+    return sorted((tmp_path / "spool").glob("pending-*.spool"))
 
 
 def test_outage_spools_after_a_while_and_acknowledges_only_after_fsync(
@@ -301,7 +300,7 @@ def test_a_spool_that_cannot_be_made_durable_acknowledges_nothing(
 def test_the_spool_is_bounded_and_a_full_spool_holds_batches_back(db_url: str, tmp_path: Path) -> None:
     clock, acked = Clock(), []
     batches = [trades_batch(i * 100 + 1, 100) for i in range(6)]
-    size = len(pickle.dumps([batches[0]], protocol=pickle.HIGHEST_PROTOCOL))
+    size = len(encode_spool([batches[0]]))
     # one batch per file, room for two files; back-pressure once four batches wait in memory
     w = outage_writer(tmp_path, clock, acked, spool_max_bytes=2 * size + size // 2, spool_file_max_bytes=1,
                       max_pending_bytes=4 * len(batches[0].data))

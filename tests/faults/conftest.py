@@ -49,19 +49,22 @@ class WriterFaultRig:
             self.close()
             raise
 
-    def start_collector(self) -> None:
+    def start_collector(self, workers: int = WRITER_FAULT_WORKERS, **config: dict) -> None:
+        """Start `supervisor.py`; `config` adds keys to the rig's sections (e.g. writer={"spool_max_mb": 1})."""
         self.control("pause")  # nothing is generated before the workers listen: the truth is all ours
-        cfg = write_config(
-            self.tmp_path / "main.yaml",
-            database={"url": self.pg.url},
-            exchange={"rest_url": self.sim.rest_url, "ws_url": self.sim.ws_url},
-            logging={"filename": str(self.tmp_path / "logs" / "supervisor.log")},
-            writer={"spool_dir": str(self.spool_dir)},
-            monitoring={"health_check_port": int(self.url.rsplit(":", 1)[1])},
-        )
-        self.sup = SupervisorProcess("--workers", str(WRITER_FAULT_WORKERS), "--config", str(cfg), cwd=self.tmp_path)
-        wait_for(lambda: len([c for c in self.truth()["connections"] if not c["closed"]]) >= WRITER_FAULT_WORKERS,
-                 60, "both workers to connect")
+        sections: dict[str, dict] = {
+            "database": {"url": self.pg.url},
+            "exchange": {"rest_url": self.sim.rest_url, "ws_url": self.sim.ws_url},
+            "logging": {"filename": str(self.tmp_path / "logs" / "supervisor.log")},
+            "writer": {"spool_dir": str(self.spool_dir)},
+            "monitoring": {"health_check_port": int(self.url.rsplit(":", 1)[1])},
+        }
+        for name, values in config.items():
+            sections[name] = {**sections.get(name, {}), **values}
+        cfg = write_config(self.tmp_path / "main.yaml", **sections)
+        self.sup = SupervisorProcess("--workers", str(workers), "--config", str(cfg), cwd=self.tmp_path)
+        wait_for(lambda: len([c for c in self.truth()["connections"] if not c["closed"]]) >= workers,
+                 60, "every worker to connect")
         self.control("resume")
         wait_for(lambda: self.db_count("candles_1m") > 0, 60, "the first 1m candles to be committed")
 
@@ -105,6 +108,9 @@ class WriterFaultRig:
         except OSError:
             return 0
 
+    def worker_stats(self) -> list[dict]:
+        return http_get(self.url + "/stats", timeout=5)[2]["workers"]  # type: ignore[index]
+
     def writer_stats(self) -> dict:
         return http_get(self.url + "/stats", timeout=5)[2]["writer"] or {}  # type: ignore[index]
 
@@ -112,7 +118,7 @@ class WriterFaultRig:
         return (self.writer_stats().get("spooled") or {}).get("batches", 0)
 
     def spool_files(self) -> list[Path]:
-        return sorted(self.spool_dir.glob("pending-*.pkl")) if self.spool_dir.exists() else []
+        return sorted(self.spool_dir.glob("pending-*")) if self.spool_dir.exists() else []
 
     def children(self) -> dict[str, int]:
         """Collector children by process title -> pid (setproctitle rewrites the command line)."""
@@ -180,10 +186,16 @@ class WriterFaultRig:
 
 
 @pytest.fixture
-def writer_fault_rig(tmp_path: Path) -> Iterator[WriterFaultRig]:
+def writer_fault_config() -> dict[str, dict]:
+    """Configuration the rig adds to its own (a test module overrides this fixture to change it)."""
+    return {}
+
+
+@pytest.fixture
+def writer_fault_rig(tmp_path: Path, writer_fault_config: dict[str, dict]) -> Iterator[WriterFaultRig]:
     rig = WriterFaultRig(tmp_path)
     try:
-        rig.start_collector()
+        rig.start_collector(**writer_fault_config)
         yield rig
     finally:
         rig.close()
