@@ -3,15 +3,15 @@
 Why: with no stored tiers the supervisor ranks symbols from /fapi/v1/ticker/24hr, whose size estimate
 (quoteVolume / count) is wrong in ways no constant fixes: `count` is individual fills, not aggTrades,
 so sizes come out low, and a ticker read moments after a listing (or the simulator's start) covers a
-handful of trades. Thresholds derived from it kept 12.4% of all trades (bench/fresh_start.py) until
-the first tiers from live statistics, `tier_warmup` (10 min) later. Every worker already keeps each
-symbol's size histogram (collector.filters.activity), so while the tiers are that provisional
-estimate it re-derives each threshold from what the symbol itself traded:
+handful of trades. Thresholds derived from it kept 11-12% of all trades (bench/fresh_start.py
+--no-warmup) until the first tiers from live statistics, `tier_warmup` (10 min) later. Every worker
+already keeps each symbol's size histogram (collector.filters.activity), so while the tiers are that
+provisional estimate it re-derives each threshold from what the symbol itself traded:
 
     threshold = multiplier[tier] x q, where q is
-      own quantile                           once the symbol has min_trades trades of its own,
-      prior x scale, shrunk towards own      before that, if the prior is calibrated (off by default),
-      inf (nothing is "large")               otherwise.
+      own quantile                        once the symbol has min_trades trades of its own;
+      prior x scale, blended with own     before that, once the prior is calibrated (below);
+      inf (nothing is "large")            otherwise.
 
 The ticker keeps deciding the tiers (the ranking, hence the multiplier and the time interval) until
 the supervisor's first live tiers; the price and time rules record a symbol meanwhile, so an infinite
@@ -24,18 +24,23 @@ In size terms, on the simulator's Pareto tail (alpha 1.4), that is +-0.41 in log
 number kept above a threshold is convex in that error (exp(alpha * error)), a symmetric error keeps
 exp(0.5 (1.4 * 0.41)**2) = +18% more large trades on average than an exact quantile would. n = 100
 gives +64% (and the rank estimate is then the largest or second-largest trade), n = 1000 +5%, but a
-tail symbol of the default market needs tens of minutes for 1000 trades. bench/fresh_start.py
-measures the choice.
+tail symbol of the default market needs tens of minutes for 1000 trades. Measured (--min-trades,
+market-wide prior off): 100 -> first minute 1.18%, first ten 0.64%; 200 -> 1.09%, 0.55%;
+300 -> 1.04%, 0.50%.
 
-The calibrated prior (calibration_symbols): `scale` is a high quantile of the ratios between own
-quantile and ticker prior over the symbols that already have min_trades trades, meant to let the busy
-symbols, there within seconds, correct the prior of the quiet ones. It assumes the ticker's error is
-common to all symbols. On the simulator it is not: the ticker covers ~1 s of trading, so a busy
-symbol's prior is off by ~8x and a quiet one's by up to a few hundred times, and with the prior the
-first minute kept 2.7-3.8% (any calibration quantile 0.75..1, blend weight 100..inf) against 1.1%
-without. The blend in log space, weight n : prior_trades, would also hold a symbol whose first trades
-are unrepresentative near the market-wide estimate; it stays available for a ticker whose errors are
-common (a real 24 h one) but is not the default.
+The prior is calibrated, never used raw: `scale` is the 0.9 quantile of own quantile / prior over the
+symbols of the same tier that already have min_trades trades, once they are 10% of the worker's
+symbols of that tier (and at least 5). Within a tier because the prior's error depends on how many
+trades the ticker saw, which is what ranked the symbol: market-wide, the busy symbols' accurate
+priors calibrated the quiet symbols' noisy ones, and with the ticker read 30 s after the simulator's
+start a minute kept 0.92% against 0.46% per tier. A high quantile rather than the median because the
+number kept is convex in a too-low threshold: with the median the first minute kept 3.3-3.7%, with
+0.9 and no wait for 10% 3.0-3.3% (calibrating on the first 5 symbols, whose priors are the best).
+Before min_trades the threshold blends own quantile and scaled prior in log space, weights n and
+prior_trades, so a symbol whose first trades are unrepresentative is held near its tier's estimate
+and there is no jump at the switch. Measured, ticker read 1..600 s after the start: no minute above
+1.07%, 0.49-0.55% over the first ten; the prior adds 3-25% large-trade rows per minute over not using
+it (bench/fresh_start.py --no-prior).
 
 Everything here is pure: observations in, thresholds out; no clock, no I/O.
 """
@@ -51,30 +56,36 @@ from collector.filters.activity import SymbolActivity
 from collector.filters.sketch import quantile_of_counts
 
 
+# Fewest calibrating symbols whatever the share: one outlier symbol must not set everyone's thresholds.
+CALIBRATION_MIN_SYMBOLS = 5
+
+
 @dataclass(frozen=True, slots=True)
 class WarmupParams:
     # Own trades from which the symbol's own quantile alone sets its threshold (module docstring).
     min_trades: int = 300
-    # Weight of the scaled prior in the blend before min_trades, in trades (only with a calibrated
-    # prior): log q = (n log own + prior_trades log prior) / (n + prior_trades). Equal to min_trades,
-    # so at the switch the own estimate already carries half the weight (no large jump either way).
+    # Weight of the scaled prior in the blend before min_trades, in trades: log q =
+    # (n log own + prior_trades log prior) / (n + prior_trades). Equal to min_trades, so at the
+    # switch the own estimate already carries half the weight (no large jump either way).
     prior_trades: float = 300.0
-    # Symbols with min_trades trades needed before their ratios calibrate the prior; None: the prior
-    # never sets a threshold. None by default because on the simulator's market even the most
-    # conservative calibration (the largest ratio) kept 2.7% of trades in the first minute, against
-    # 1.06% without it (module docstring, bench/fresh_start.py --calibration-symbols 5).
-    calibration_symbols: int | None = None
+    # Share of the worker's symbols that must have min_trades trades before their ratios calibrate the
+    # prior (and at least CALIBRATION_MIN_SYMBOLS); None: the prior never sets a threshold. A share,
+    # not a count, so it means the same with 2 workers of 248 symbols or 8 of 62 (the supervisor's
+    # snake draft gives every worker the same mix of busy and quiet names); 10% (module docstring).
+    calibration_share: float | None = 0.1
     # Which of those ratios (own quantile / prior) scales the prior: a high one, so the prior-based
     # threshold is too low for few symbols when the priors scatter (module docstring).
     calibration_quantile: float = 0.9
+    # Calibrate each tier's priors by that tier's symbols (module docstring), or all by all.
+    calibrate_per_tier: bool = True
 
     def __post_init__(self) -> None:
         if self.min_trades < 1:
             raise ValueError("min_trades must be >= 1")
         if not self.prior_trades >= 0:
             raise ValueError("prior_trades must be >= 0")
-        if self.calibration_symbols is not None and self.calibration_symbols < 1:
-            raise ValueError("calibration_symbols must be >= 1 (or None: no prior)")
+        if self.calibration_share is not None and not 0.0 <= self.calibration_share <= 1.0:
+            raise ValueError("calibration_share must be in [0, 1] (or None: no prior)")
         if not 0.0 <= self.calibration_quantile <= 1.0:
             raise ValueError("calibration_quantile must be in [0, 1]")
 
@@ -100,17 +111,20 @@ def _usable(q: float) -> bool:
     return q > 0.0 and math.isfinite(q)
 
 
-def prior_scale(pairs: Iterable[tuple[float, Observed]], params: WarmupParams = WarmupParams()) -> float | None:
-    """Median of own quantile / prior quantile over the symbols with min_trades trades of their own.
+def prior_scale(pairs: Iterable[tuple[float, Observed]], symbols: int,
+                params: WarmupParams = WarmupParams()) -> float | None:
+    """The calibration_quantile of own quantile / prior quantile over the symbols with min_trades trades.
 
-    `pairs` is (prior quantile, observed) per symbol. None while fewer than calibration_symbols
-    symbols qualify: the prior is then not known to be right within any factor.
+    `pairs` is (prior quantile, observed) per symbol, out of `symbols` the worker observes. None while
+    fewer than calibration_share of them (and CALIBRATION_MIN_SYMBOLS) qualify: the prior is then not
+    known to be right within any factor.
     """
-    if params.calibration_symbols is None:
+    if params.calibration_share is None:
         return None
+    needed = max(CALIBRATION_MIN_SYMBOLS, math.ceil(params.calibration_share * symbols - 1e-9))
     ratios = [o.quantile / p for p, o in pairs
               if o.count >= params.min_trades and _usable(p) and _usable(o.quantile)]
-    if len(ratios) < params.calibration_symbols:
+    if len(ratios) < needed:
         return None
     ratios.sort()
     return ratios[int(params.calibration_quantile * (len(ratios) - 1))]
@@ -140,13 +154,24 @@ def warm_thresholds(priors: Mapping[str, Prior], observed: Mapping[str, Observed
     its own trades alone. Tiers themselves are not touched: the ranking stays the ticker's until
     the supervisor's first tiers from live statistics.
     """
-    scale = prior_scale(((priors[s].p90, o) for s, o in observed.items() if s in priors), params)
+    # Each tier's priors are calibrated by that tier's symbols: the ticker ranks by its own figures,
+    # so a tier holds symbols whose priors rest on similar ticker counts, hence similar errors.
+    by_tier: dict[int, list[tuple[float, Observed]]] = {}
+    for s, o in observed.items():
+        a = priors.get(s)
+        if a is not None:
+            by_tier.setdefault(a.tier, []).append((a.p90, o))
+    scales = {t: prior_scale(pairs, len(pairs), params) for t, pairs in by_tier.items()}
+    if not params.calibrate_per_tier:
+        every = [p for pairs in by_tier.values() for p in pairs]
+        scales = dict.fromkeys(by_tier, prior_scale(every, len(every), params))
     out: dict[str, float] = {}
     last = len(multipliers) - 1
     for s, o in observed.items():
         a = priors.get(s)
         tier = a.tier if a is not None else default_tier
-        q = warm_quantile(a.p90 if a is not None else math.nan, o, scale, params)
+        q = warm_quantile(a.p90, o, scales[tier], params) if a is not None else warm_quantile(
+            math.nan, o, None, params)
         out[s] = multipliers[min(max(tier, 0), last)] * q
     return out
 

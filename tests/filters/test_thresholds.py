@@ -16,7 +16,7 @@ from collector.filters.thresholds import (
 from collector.filters.trades import LARGE_TRADE, TIME_INTERVAL, TradeFilter
 from collector.tiers import TierAssignment
 
-P = WarmupParams(min_trades=300, prior_trades=300.0, calibration_symbols=3, calibration_quantile=0.9)
+P = WarmupParams(min_trades=300, prior_trades=300.0, calibration_share=0.1, calibration_quantile=0.9)
 T0 = 1_700_000_000_000
 MULT = (2.0, 1.8, 1.5, 1.2)
 
@@ -43,40 +43,51 @@ def test_scaled_prior_alone_without_own_trades():
 
 def test_blend_is_geometric_and_weighted_by_trades():
     # n = prior_trades: the geometric mean of own and scaled prior
-    q = warm_quantile(1000.0, Observed(299, 8000.0), 2.0, WarmupParams(300, 299.0, 3, 0.9))
+    q = warm_quantile(1000.0, Observed(299, 8000.0), 2.0, WarmupParams(300, 299.0))
     assert q == pytest.approx(math.sqrt(8000.0 * 2000.0))
     # n = 100 of prior_trades = 300: a quarter of the log weight on own
     q = warm_quantile(1000.0, Observed(100, 16_000.0), 1.0, P)
     assert q == pytest.approx(math.exp((100 * math.log(16_000.0) + 300 * math.log(1000.0)) / 400))
 
 
-def test_prior_scale_needs_calibration_symbols_with_min_trades():
-    few = [(100.0, Observed(300, 200.0)), (100.0, Observed(1000, 300.0)), (100.0, Observed(299, 900.0))]
-    assert prior_scale(few, P) is None  # only two qualify
-    unusable = few + [(math.inf, Observed(500, 400.0)), (100.0, Observed(500, math.nan))]
-    assert prior_scale(unusable, P) is None
+def test_prior_scale_needs_a_share_of_the_symbols_with_min_trades():
+    good = [(100.0, Observed(300 + i, 200.0 + i)) for i in range(4)]
+    young = [(100.0, Observed(299, 900.0))] * 10
+    unusable = [(math.inf, Observed(500, 400.0)), (100.0, Observed(500, math.nan))]
+    assert prior_scale(good + young + unusable, 16, P) is None  # 4 qualify: fewer than the minimum of 5
+    five = good + [(100.0, Observed(1000, 300.0))]
+    assert prior_scale(five + young, 15, P) is not None
+    # 10% of 60 symbols is 6: five are not enough
+    assert prior_scale(five, 60, P) is None
+    assert prior_scale(five + [(50.0, Observed(400, 150.0))], 60, P) is not None
 
 
 def test_prior_scale_takes_the_calibration_quantile_of_the_ratios():
     pairs = [(100.0, Observed(300 + i, 100.0 * r)) for i, r in enumerate([5, 1, 3, 2, 4, 6, 7, 8, 9, 10, 11])]
     # 11 ratios 1..11; the 0.9 "lower" quantile is sorted[int(0.9 * 10)] = sorted[9] = 10
-    assert prior_scale(pairs, P) == 10.0
-    assert prior_scale(pairs, WarmupParams(300, 300.0, 3, 0.5)) == 6.0
-    assert prior_scale(pairs, WarmupParams(300, 300.0, 12, 0.5)) is None
+    assert prior_scale(pairs, 11, P) == 10.0
+    assert prior_scale(pairs, 11, WarmupParams(calibration_quantile=0.5)) == 6.0
+    assert prior_scale(pairs, 11, WarmupParams(calibration_share=None)) is None
 
 
-def test_warm_thresholds_multiply_by_the_tier_and_calibrate_across_symbols():
-    priors = {f"B{i}": TierAssignment(0, 2 * 100.0, 100.0, 1.0) for i in range(3)}
+def test_warm_thresholds_multiply_by_the_tier_and_calibrate_within_each_tier():
+    priors = {f"B{i}": TierAssignment(3, 1.2 * 100.0, 100.0, 0.2) for i in range(5)}
+    priors |= {f"T{i}": TierAssignment(0, 2.0 * 100.0, 100.0, 1.0) for i in range(5)}
     priors["Q"] = TierAssignment(3, 1.2 * 50.0, 50.0, 0.1)
-    observed = {f"B{i}": Observed(1000, 400.0 + i) for i in range(3)}  # ratios 4.00, 4.01, 4.02
+    observed = {f"B{i}": Observed(1000, 400.0 + i) for i in range(5)}  # tier 3 ratios 4.00 .. 4.04
+    observed |= {f"T{i}": Observed(1000, 1000.0) for i in range(5)}  # tier 0 ratios all 10
     observed["Q"] = Observed(0, math.nan)
     observed["NEW"] = Observed(400, 700.0)  # no prior: listed after the ticker was read
     out = warm_thresholds(priors, observed, MULT, 3, P)
-    assert out["B0"] == 2.0 * 400.0 and out["B2"] == 2.0 * 402.0
-    assert out["Q"] == pytest.approx(1.2 * 50.0 * 4.01)  # int(0.9 * 2) = 1: the middle ratio
+    assert out["B0"] == 1.2 * 400.0 and out["B4"] == 1.2 * 404.0 and out["T0"] == 2.0 * 1000.0
+    # Q is scaled by its own tier's ratios: int(0.9 * 4) = 3, the fourth of 4.00 .. 4.04
+    assert out["Q"] == pytest.approx(1.2 * 50.0 * 4.03)
     assert out["NEW"] == 1.2 * 700.0
-    # before calibration the quiet symbol has no threshold
-    observed["B2"] = Observed(10, 402.0)
+    # market-wide, the tier 0 ratios take part: 0.9 of the ten ratios is int(0.9 * 9) = 8th, a 10
+    wide = warm_thresholds(priors, observed, MULT, 3, WarmupParams(calibrate_per_tier=False))
+    assert wide["Q"] == pytest.approx(1.2 * 50.0 * 10.0)
+    # one tier-3 calibrator short of five: Q has no threshold, even though tier 0 is calibrated
+    observed["B4"] = Observed(10, 404.0)
     assert warm_thresholds(priors, observed, MULT, 3, P)["Q"] == math.inf
 
 
@@ -85,6 +96,8 @@ def test_params_are_validated():
         WarmupParams(min_trades=0)
     with pytest.raises(ValueError, match="calibration_quantile"):
         WarmupParams(calibration_quantile=1.5)
+    with pytest.raises(ValueError, match="calibration_share"):
+        WarmupParams(calibration_share=-0.1)
 
 
 def _activity(sizes: list[float], t0: int = T0) -> SymbolActivity:
@@ -110,7 +123,7 @@ def test_observe_reads_the_sketch_quantile():
 
 def test_warmup_refresh_switches_a_symbol_to_its_own_quantile_at_min_trades():
     priors = {"X": TierAssignment(0, 2.0 * 10.0, 10.0, 1.0)}
-    warm = Warmup(priors, MULT, 3, 0.99, WarmupParams(300, 300.0, 1, 0.9))
+    warm = Warmup(priors, MULT, 3, 0.99, WarmupParams(300, 300.0))
     act = {"X": _activity([100.0] * 299)}
     assert warm.refresh(act, T0 + 1000) == {"X": math.inf}  # no calibration: X is the only symbol
     assert warm.sources == (0, 0, 1)
@@ -123,23 +136,29 @@ def test_warmup_refresh_switches_a_symbol_to_its_own_quantile_at_min_trades():
 
 
 def test_warmup_refresh_is_warm_thresholds_of_fresh_observations():
-    # Two symbols; every refresh must equal the pure function applied to freshly observed statistics
-    # whenever the counts grew by more than the cache's tolerance.
-    priors = {"A": TierAssignment(0, 2.0 * 50.0, 50.0, 1.0), "B": TierAssignment(3, 1.2 * 5.0, 5.0, 0.1)}
-    params = WarmupParams(300, 300.0, 1, 0.9)
+    # Five busy symbols calibrate the prior of a quiet one of their tier; every refresh must equal the pure function
+    # applied to freshly observed statistics (the cache recomputes on every count change below 300
+    # and on each 5% growth, which each step here exceeds).
+    busy = [f"A{i}" for i in range(5)]
+    priors = {s: TierAssignment(3, 1.2 * 50.0, 50.0, 0.2) for s in busy} | {"B": TierAssignment(3, 6.0, 5.0, 0.1)}
+    params = WarmupParams(300, 300.0)
     warm = Warmup(priors, MULT, 3, 0.99, params)
-    act = {"A": SymbolActivity(), "B": SymbolActivity()}
+    act = {s: SymbolActivity() for s in priors}
     t = T0
+    seen = set()
     for step in range(1, 6):
-        for i in range(400 * step):
-            act["A"].add(t, float(1 + (i * 7919) % 1000))
-            t += 1
+        for k, s in enumerate(busy):
+            for i in range(100 * step):
+                act[s].add(t, float(1 + (i * 7919 * (k + 1)) % 1000))
+                t += 1
         for i in range(20 * step):
             act["B"].add(t, float(1 + (i * 104_729) % 300))
             t += 1
         got = warm.refresh(act, t)
         fresh = {s: observe(a, t, 0.99) for s, a in act.items()}
         assert got == warm_thresholds(priors, fresh, MULT, 3, params)
+        seen.add(warm.sources)
+    assert (0, 0, 6) in seen and (5, 1, 0) in seen  # before and after the calibration
 
 
 def test_set_thresholds_keeps_tier_and_last_kept_trade():
@@ -154,8 +173,11 @@ def test_set_thresholds_keeps_tier_and_last_kept_trade():
     assert f.decide(100.0, 1e12, T0 + 2) is None
 
 
-def test_by_default_the_prior_never_sets_a_threshold():
+def test_without_calibration_the_prior_never_sets_a_threshold():
+    params = WarmupParams(calibration_share=None)
     pairs = [(100.0, Observed(1000, 400.0))] * 50
-    assert prior_scale(pairs) is None
-    assert warm_quantile(100.0, Observed(299, 400.0), None) == math.inf
-    assert warm_quantile(100.0, Observed(300, 400.0), None) == 400.0
+    assert prior_scale(pairs, 50, params) is None
+    priors = {f"S{i}": TierAssignment(1, 180.0, 100.0, 0.5) for i in range(50)}
+    observed = {s: Observed(1000, 400.0) for s in priors} | {"S0": Observed(299, 400.0)}
+    out = warm_thresholds(priors, observed, MULT, 3, params)
+    assert out["S0"] == math.inf and out["S1"] == 1.8 * 400.0
