@@ -55,7 +55,6 @@ from typing import NamedTuple, Protocol
 from collector.filters.activity import SymbolActivity
 from collector.filters.sketch import quantile_of_counts
 
-
 # Fewest calibrating symbols whatever the share: one outlier symbol must not set everyone's thresholds.
 CALIBRATION_MIN_SYMBOLS = 5
 
