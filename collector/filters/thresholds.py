@@ -3,7 +3,7 @@
 Why: with no stored tiers the supervisor ranks symbols from /fapi/v1/ticker/24hr, whose size estimate
 (quoteVolume / count) is wrong in ways no constant fixes: `count` is individual fills, not aggTrades,
 so sizes come out low, and a ticker read moments after a listing (or the simulator's start) covers a
-handful of trades. Thresholds derived from it kept 11-12% of all trades (bench/fresh_start.py
+handful of trades. Thresholds derived from it kept 10.8% of all trades (bench/fresh_start.py
 --no-warmup) until the first tiers from live statistics, `tier_warmup` (10 min) later. Every worker
 already keeps each symbol's size histogram (collector.filters.activity), so while the tiers are that
 provisional estimate it re-derives each threshold from what the symbol itself traded:
@@ -24,23 +24,24 @@ In size terms, on the simulator's Pareto tail (alpha 1.4), that is +-0.41 in log
 number kept above a threshold is convex in that error (exp(alpha * error)), a symmetric error keeps
 exp(0.5 (1.4 * 0.41)**2) = +18% more large trades on average than an exact quantile would. n = 100
 gives +64% (and the rank estimate is then the largest or second-largest trade), n = 1000 +5%, but a
-tail symbol of the default market needs tens of minutes for 1000 trades. Measured (--min-trades,
-market-wide prior off): 100 -> first minute 1.18%, first ten 0.64%; 200 -> 1.09%, 0.55%;
-300 -> 1.04%, 0.50%.
+tail symbol of the default market needs tens of minutes for 1000 trades. Measured without the prior
+(--no-prior --min-trades N, 3 seeds): 100 -> first minute 1.14%, first ten 0.62%; 200 -> 1.05%,
+0.54%; 300 -> 1.01%, 0.49%.
 
 The prior is calibrated, never used raw: `scale` is the 0.9 quantile of own quantile / prior over the
 symbols of the same tier that already have min_trades trades, once they are 10% of the worker's
 symbols of that tier (and at least 5). Within a tier because the prior's error depends on how many
 trades the ticker saw, which is what ranked the symbol: market-wide, the busy symbols' accurate
 priors calibrated the quiet symbols' noisy ones, and with the ticker read 30 s after the simulator's
-start a minute kept 0.92% against 0.46% per tier. A high quantile rather than the median because the
-number kept is convex in a too-low threshold: with the median the first minute kept 3.3-3.7%, with
-0.9 and no wait for 10% 3.0-3.3% (calibrating on the first 5 symbols, whose priors are the best).
+start the worst minute kept 0.85% against 0.61% per tier. A high quantile rather than the median, and
+a wait for 10%, because the number kept is convex in a too-low threshold: calibrating market-wide on
+the first 5 symbols (the busiest, whose priors are the best) kept 4.9% of the first minute with the
+median and 3.8% with the 0.9 quantile.
 Before min_trades the threshold blends own quantile and scaled prior in log space, weights n and
 prior_trades, so a symbol whose first trades are unrepresentative is held near its tier's estimate
 and there is no jump at the switch. Measured, ticker read 1..600 s after the start: no minute above
-1.07%, 0.49-0.55% over the first ten; the prior adds 3-25% large-trade rows per minute over not using
-it (bench/fresh_start.py --no-prior).
+1.07%, 0.49-0.55% over the first ten; with the ticker read at 30 s, minutes 2-10 had 3-32% more
+large-trade rows than with --no-prior (3 seeds each).
 
 Everything here is pure: observations in, thresholds out; no clock, no I/O.
 """
