@@ -44,12 +44,13 @@ and there is no jump at the switch. Measured, ticker read 1..600 s after the sta
 large-trade rows than with --no-prior (3 seeds each).
 
 Measured alternatives (3 seeds, first ten minutes): the blend's weight hardly matters (prior_trades
-100 / 300 / 1000: 0.527 / 0.53 / 0.537%), since a tier is calibrated only when many of its symbols
-are near min_trades anyway. Shrinking towards the prior for much longer (min_trades 3000) keeps 0.34%:
-100-230 large-trade rows a minute in minutes 2-10, against ~360 once the live tiers apply. Unrepresentative starts (--skew 300 0.2:
-every symbol's first 300 trades at a fifth of their size) keep 0.73% (worst minute 1.10%, then <=
-0.82%) with or without the prior: from min_trades on the own quantile decides alone, and the small
-trades stay in its 24 h window until the live tiers; within the budget, so no guard against it.
+100 / 300 / 1000: 0.527 / 0.528 / 0.537%), since a tier is calibrated only when many of its symbols
+are near min_trades anyway. Shrinking towards the prior for much longer (min_trades 3000) keeps
+0.34%: 100-230 large-trade rows a minute in minutes 2-10, against ~360 once the live tiers apply.
+Unrepresentative starts (--skew 300 0.2: every symbol's first 300 trades at a fifth of their size)
+keep 0.73% (worst minute 1.10%, then <= 0.82%) with or without the prior: from min_trades on the own
+quantile decides alone, and the small trades stay in its 24 h window until the live tiers; within
+the budget, so no guard against it.
 
 Everything here is pure: observations in, thresholds out; no clock, no I/O.
 """
