@@ -281,6 +281,7 @@ class Supervisor:
             spec = WorkerSpec(index=child.index, total=len(self.shards), symbols=child.symbols, config=cfg,
                               endpoints=self.endpoints, socket_path=self.socket_path, control=child.control,
                               stop=child.stop, tiers={s: self.tiers[s] for s in child.symbols if s in self.tiers},
+                              tiers_provisional=self.tiers_ms is None,
                               stats_name=self.stats.name,
                               symbol_slots={s: self.symbol_slots[s] for s in child.symbols},
                               rest_weight_share=1.0 / len(self.shards))

@@ -152,6 +152,12 @@ class TradeFilter:
         for name, a in assignments.items():
             self.symbol(name).set_tier(a.tier, a.threshold_usd, self.params.interval_ms(a.tier))
 
+    def set_thresholds(self, thresholds: Mapping[str, float]) -> None:
+        """New large-trade thresholds, tiers unchanged: the fresh-start refinement of provisional tiers
+        (collector.filters.thresholds)."""
+        for name, threshold in thresholds.items():
+            self.symbol(name).threshold_usd = threshold
+
     def set_params(self, params: FilterParams) -> None:
         """New filter parameters (SIGHUP) applied in place; each symbol keeps its tier and last kept trade."""
         self.params = params
