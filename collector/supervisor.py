@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector import checkpoints
 from collector.config import Config, ConfigError, load_config, parse_duration
 from collector.exchange import Endpoints
 from collector.health import ChildInfo, HealthServer, build_snapshot, health, stats_json
@@ -72,6 +73,7 @@ class Child:
     stop: object = None  # an mp.Event the child watches
     control: object = None  # an mp.Queue to a worker
     symbols: list[str] = field(default_factory=list)
+    handover: bool = False  # a predecessor still collects: the worker waits for its hand-over
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Retiring:
     stop: object
     since: float
     stop_sent: bool = False
+    successor: Child | None = None  # told ("handover") once this process has exited
 
 
 def fetch_json(url: str, timeout: float = 30.0) -> object:
@@ -118,6 +121,8 @@ class Supervisor:
         self.health_server = None
         self.retiring: list[Retiring] = []
         self.rest_paused_until = 0.0
+        self.checkpoints: checkpoints.CheckpointBlock | None = None
+        self.next_checkpoint_save = 0.0
 
     # --- signals: queue and wake, nothing else --------------------------------------------------------
 
@@ -267,7 +272,9 @@ class Supervisor:
                               stop=child.stop, tiers={s: self.tiers[s] for s in child.symbols if s in self.tiers},
                               stats_name=self.stats.name,
                               symbol_slots={s: self.symbol_slots[s] for s in child.symbols},
-                              rest_weight_share=1.0 / len(self.shards))
+                              rest_weight_share=1.0 / len(self.shards),
+                              checkpoints_name=self.checkpoints.name if self.checkpoints else None,
+                              handover=child.handover)
             child.process = self.ctx.Process(target=run_worker, args=(spec,), name=f"worker-{child.index + 1}")
         child.process.start()
         child.started = time.monotonic()
@@ -294,6 +301,8 @@ class Supervisor:
             self.socket_path = os.path.join(self.run_dir, "writer.sock")
             self.stats = StatsBlock.create(len(self.shards) + 1, SYMBOL_SLOT_FACTOR * len(self.universe))
             self.symbol_slots = {sym: i for i, sym in enumerate(self.universe)}
+            self.checkpoints = checkpoints.CheckpointBlock.create(self.stats.symbol_slots)
+            self._load_checkpoints()
             self._start_health()
             self.children = [Child("writer", 0)] + [
                 Child("worker", i, symbols=s) for i, s in enumerate(self.shards)]
@@ -304,6 +313,7 @@ class Supervisor:
             self._schedule_tiers(now)
             self.next_universe = now + self.cfg.exchange.universe_refresh_s
             self.next_stats_log = now + self.cfg.monitoring.stats_interval
+            self.next_checkpoint_save = now + checkpoints.CHECKPOINT_SAVE_S
             while not self.stopping:
                 self._wait(deadline)
                 while self.signals:
@@ -374,6 +384,7 @@ class Supervisor:
                 r.process.kill()
         for c in workers:
             _join_or_kill(c, WORKER_STOP_TIMEOUT_S)
+        self._save_checkpoints()  # the workers' final, fully acknowledged state
         for c in self.children:
             if c.role == "writer" and c.process is not None:
                 c.stop.set()  # type: ignore[attr-defined]
@@ -411,6 +422,9 @@ class Supervisor:
             self.refresh_universe()
         self._retire_predecessors(now)
         self._spread_rest_pause()
+        if now >= self.next_checkpoint_save:
+            self.next_checkpoint_save = now + checkpoints.CHECKPOINT_SAVE_S
+            self._save_checkpoints()
         if now >= self.next_stats_log:
             assert self.cfg is not None
             self.next_stats_log = now + self.cfg.monitoring.stats_interval
@@ -460,7 +474,9 @@ class Supervisor:
             return
         if c.control is not None:
             c.control.put(("quiet", None))
-        self.retiring.append(Retiring(c.process, c.stop, time.monotonic()))
+        if self.checkpoints is not None:
+            c.handover = True
+        self.retiring.append(Retiring(c.process, c.stop, time.monotonic(), successor=c))
         c.symbols = symbols
         self._spawn(c)
 
@@ -472,6 +488,40 @@ class Supervisor:
             if r.process.exitcode is not None:
                 r.process.join(0)
                 self.retiring.remove(r)
+                s = r.successor
+                if s is not None and s.handover:
+                    # its final checkpoint is in the block: the successor continues from it
+                    s.handover = False
+                    if s.control is not None:
+                        s.control.put(("handover", None))
+
+    def _load_checkpoints(self) -> None:
+        """The checkpoints the last run saved, into the block before any worker starts (full restart)."""
+        import psycopg
+
+        assert self.dsn is not None and self.checkpoints is not None
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+                stored = checkpoints.load(conn, self.symbol_slots)
+        except Exception as e:  # first start (no schema yet) or database down: start afresh
+            log.info("no stored checkpoints to resume (%s)", type(e).__name__)
+            return
+        for sym, c in stored.items():
+            self.checkpoints.write(self.symbol_slots[sym], c)
+        log.info("loaded the checkpoints of %d symbols saved by the last run", len(stored))
+
+    def _save_checkpoints(self) -> None:
+        """Copy the block to the `checkpoints` table (read only: the workers keep writing the block)."""
+        import psycopg
+
+        if self.checkpoints is None or self.dsn is None:
+            return
+        found = self.checkpoints.read_all(self.symbol_slots)
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+                checkpoints.save(conn, found)
+        except Exception as e:  # kept in shared memory; saved at the next attempt
+            log.warning("could not save checkpoints: %s", mask_secrets(str(e)))
 
     def _spread_rest_pause(self) -> None:
         """A 429/418 is per IP: when one worker is told to back off, every worker backs off."""
@@ -575,6 +625,8 @@ class Supervisor:
             self.health_server.stop()
         if getattr(self, "stats", None) is not None:
             self.stats.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
         if getattr(self, "run_dir", None):
             shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.sim is not None:

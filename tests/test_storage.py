@@ -12,6 +12,7 @@ import pytest
 from collector import storage
 from collector.encode import COLUMNS
 from collector.storage import (
+    SCHEMA_VERSION,
     SchemaError,
     TierRow,
     drop_expired,
@@ -39,7 +40,7 @@ def test_schema_is_idempotent_and_matches_the_copy_columns(db_url: str) -> None:
         assert ensure_schema(conn, "postgres", now=NOW) == "postgres"
         assert ensure_schema(conn, "auto", now=NOW) == "postgres"
         assert partitions(conn, "trades") == before
-        assert conn.execute("SELECT version, mode FROM schema_version").fetchall() == [(1, "postgres")]
+        assert conn.execute("SELECT version, mode FROM schema_version").fetchall() == [(v, "postgres") for v in range(1, SCHEMA_VERSION + 1)]
         for table, cols in COLUMNS.items():
             got = tuple(r[0] for r in conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position",
