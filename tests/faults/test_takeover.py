@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import wait_for, write_config
+from helpers import SupervisorProcess, wait_for, write_config
 from test_gaps import Collector
 
 from collector.filters.trades import SymbolFilter
@@ -147,7 +147,7 @@ def _repairs_done(c: Collector) -> bool:
     return c.query("SELECT count(*) FROM gaps WHERE filled_at IS NULL")[0][0] == 0
 
 
-def _finish(c: Collector) -> tuple[dict, dict[str, list[tuple[int, int]]]]:
+def _finish(c: Collector) -> tuple[dict, dict[str, list[tuple[int, int]]], str]:
     """Pause the market, wait until everything published is stored (gaps filled), stop with SIGTERM."""
     c.control("pause")
     t = c.truth(klines=True)
@@ -158,7 +158,7 @@ def _finish(c: Collector) -> tuple[dict, dict[str, list[tuple[int, int]]]]:
     tape = _tape(c)
     code, out = c.stop()
     assert code == 0, out[-3000:]
-    return t, tape
+    return t, tape, out
 
 
 def _assert_matches_truth(c: Collector, t: dict, tape: dict[str, list[tuple[int, int]]],
@@ -229,8 +229,8 @@ def test_kill_9_around_minute_boundaries_resumes_every_step(db_url: str, tmp_pat
             wait_for(lambda: _repairs_done(c), 90, "the takeover gaps to be filled")
         # one more open-interest period after the last takeover, then compare
         _wait_sim(c, _sim_ms(c) + int(OI_INTERVAL_S * SPEED * 1000 * 1.2), "an open-interest period")
-        t, tape = _finish(c)
-        _assert_matches_truth(c, t, tape, oi_start)
+        t, tape, _ = _finish(c)
+        print("kill -9 result:", _assert_matches_truth(c, t, tape, oi_start))  # the README's numbers (-s)
     finally:
         c.stop()
 
@@ -255,9 +255,40 @@ def test_sighup_replacing_every_worker_hands_over_exactly(db_url: str, tmp_path:
                  "every predecessor to retire")
         wait_for(lambda: _all_receiving(c) and _repairs_done(c), 90, "the successors to collect")
         _wait_sim(c, _sim_ms(c) + int(OI_INTERVAL_S * SPEED * 1000 * 1.2), "an open-interest period")
-        t, tape = _finish(c)
+        t, tape, _ = _finish(c)
         result = _assert_matches_truth(c, t, tape, oi_start)
+        print("SIGHUP result:", result)
         assert result["extra"] == 0
         assert _log_count(c, "the predecessor has handed over") == WORKERS
+    finally:
+        c.stop()
+
+
+@pytest.mark.timeout(420)
+def test_full_restart_resumes_from_the_database(db_url: str, tmp_path: Path) -> None:
+    """SIGTERM, then a new collector on the same database, within one minute of exchange time (the market
+    is paused meanwhile, so the state carried over is all that differs from an uninterrupted run)."""
+    c = _start(tmp_path, db_url, 9)
+    try:
+        wait_for(lambda: c.query("SELECT count(DISTINCT symbol) FROM open_interest")[0][0] == SYMBOLS, 90,
+                 "a first open-interest row of every symbol")
+        oi_start = c.query("SELECT max(t) FROM (SELECT min((extract(epoch FROM time) * 1000)::bigint) AS t "
+                           "FROM open_interest GROUP BY symbol) f")[0][0]
+        boundary = (_sim_ms(c) // MINUTE_MS + 1) * MINUTE_MS
+        wait_for(lambda: c.query("SELECT count(DISTINCT symbol) FROM funding WHERE time >= to_timestamp(%s)",
+                                 boundary / 1000)[0][0] == SYMBOLS, 60, "this minute's funding rows")
+        c.control("pause")
+        code, out = c.sup.stop()
+        assert code == 0, out[-3000:]
+        c.sup = SupervisorProcess("--workers", str(WORKERS), "--config", str(tmp_path / "main.yaml"), cwd=tmp_path)
+        wait_for(lambda: len(c.live_connections()) >= WORKERS, 60, "the new workers to connect")
+        c.control("resume")
+        wait_for(lambda: _all_receiving(c), 60, "the new workers to receive trades")
+        _wait_sim(c, _sim_ms(c) + int(OI_INTERVAL_S * SPEED * 1000 * 1.2), "an open-interest period")
+        t, tape, out = _finish(c)
+        result = _assert_matches_truth(c, t, tape, oi_start)
+        print("full restart result:", result)
+        assert result["extra"] == 0 and result["gaps"] == 0
+        assert f"loaded the checkpoints of {SYMBOLS} symbols saved by the last run" in out
     finally:
         c.stop()
