@@ -41,7 +41,8 @@ Hand-over (SIGHUP replacement, re-sharding): the successor starts while its pred
 predecessor has drained and exited; it then restores the predecessor's final checkpoint and replays
 what it held, skipping trades the predecessor already processed. One process's decisions, no fork.
 
-Record layout (native byte order, 64 bytes, seqlock as in collector.stats: seq odd while writing):
+Block: a 64-byte header (magic, record count, record size), one word per worker (the hand-over
+readiness, HandoverBuffer.ready), then the records. Record layout (native byte order, 64 bytes, seqlock as in collector.stats: seq odd while writing):
     seq u64 | last trade id i64 | last kline open ms i64 | funding ms i64 | filter price f64 |
     filter time ms i64 | open interest poll ms i64 | updated ms i64       (NONE = -2**63 for "unknown")
 """
@@ -71,7 +72,12 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"CLCKPT01"
 _HEADER = struct.Struct("@8sII")  # magic, records, record size
-_HEADER_SIZE = 64
+# Then one word per worker: when that worker, holding for a hand-over, saw every one of its symbols
+# (ms; 0 = not holding or not ready), so the supervisor can retire the predecessor at once.
+MAX_WORKERS = 64
+_READY_OFF = 64
+# words for workers 1..MAX_WORKERS (0 unused), rounded up so the records stay 64-byte (cache-line) aligned
+_HEADER_SIZE = -(-(_READY_OFF + 8 * (MAX_WORKERS + 1)) // 64) * 64
 _RECORD = struct.Struct("@qqqdqqq")  # after the seq word
 RECORD_SIZE = 8 + _RECORD.size
 assert RECORD_SIZE == 64
@@ -92,6 +98,10 @@ RESUME_IDS_MAX_AGE_MS = 3_600_000
 # the predecessor takes long to drain. 200,000 events are ~40 MB; 60 s is far beyond a normal drain.
 HANDOVER_MAX_EVENTS = 200_000
 HANDOVER_MAX_S = 60.0
+# A holding successor is ready (its predecessor may stop) once every one of its symbols has sent an
+# event (mark prices come every 1-3 s for all of them), or this long after its first event, whichever
+# comes first: a symbol that is silent for that long has nothing to hand over.
+HANDOVER_SETTLE_S = 5.0
 # A seqlock reader gives up on a record whose seq stays odd this long (its writer died mid-write).
 STALE_AFTER_S = 0.05
 
@@ -225,6 +235,13 @@ class CheckpointBlock:
     @property
     def name(self) -> str:
         return self._shm.name
+
+    def set_ready(self, worker: int, ms: int) -> None:
+        """Worker `worker` (1-based) holds for a hand-over and receives everything (ms), or 0: not holding."""
+        self._words[(_READY_OFF >> 3) + worker] = ms
+
+    def ready_ms(self, worker: int) -> int:
+        return self._words[(_READY_OFF >> 3) + worker] if 0 < worker <= MAX_WORKERS else 0
 
     def _off(self, index: int) -> int:
         if not 0 <= index < self.records:
@@ -377,28 +394,43 @@ class HandoverBuffer:
     predecessor and are skipped (not counted as rejected: nothing was wrong with them).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, symbols: Iterable[str] = (), clock: Callable[[], float] = time.monotonic) -> None:
         self.events: list[tuple[str, Any, float]] = []
         self.clock = clock
         self.started = clock()
+        self.unseen = set(symbols)  # symbols that have not sent an event yet
+        self.first_event: float | None = None
+
+    def _seen(self, symbol: str) -> None:
+        self.unseen.discard(symbol)
+        if self.first_event is None:
+            self.first_event = self.clock()
 
     def on_trade(self, t: AggTrade, receipt: float) -> None:
         self.events.append(("on_trade", t, receipt))
+        self._seen(t.s)
 
     def on_mark_price(self, m: MarkPrice, receipt: float) -> None:
         self.events.append(("on_mark_price", m, receipt))
+        self._seen(m.s)
 
     def on_liquidation(self, f: ForceOrder, receipt: float) -> None:
         self.events.append(("on_liquidation", f, receipt))
 
     def on_kline(self, k: Kline, receipt: float) -> None:
         self.events.append(("on_kline", k, receipt))
+        self._seen(k.s)
 
     def on_open_interest(self, oi: OpenInterest, receipt: float) -> None:
         self.events.append(("on_open_interest", oi, receipt))
 
     def on_bad_frame(self, kind: str) -> None:
         self.events.append(("on_bad_frame", kind, 0.0))
+
+    def ready(self) -> bool:
+        """Receiving everything the predecessor does: it can stop now (see HANDOVER_SETTLE_S)."""
+        return self.first_event is not None and (
+            not self.unseen or self.clock() - self.first_event >= HANDOVER_SETTLE_S)
 
     def overflowing(self) -> bool:
         """Held too much or too long: stop waiting for the predecessor."""

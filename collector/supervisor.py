@@ -50,8 +50,9 @@ LOOP_TIMEOUT_S = 1.0
 # How long children get to flush and exit on shutdown before they are killed.
 WORKER_STOP_TIMEOUT_S = 40.0
 WRITER_STOP_TIMEOUT_S = 120.0
-# How long a replaced worker keeps collecting beside its successor: the successor's spawn, imports and
-# connections take a few seconds on a loaded 2-core box; the overlap costs only duplicate rows, dropped.
+# How long a replaced worker keeps collecting beside its successor at most: the successor's spawn, imports
+# and connections take a few seconds on a loaded 2-core box. It is retired earlier once the successor
+# reports that it receives every symbol (collector.checkpoints: it holds its events until the hand-over).
 RETIRE_AFTER_S = 15.0
 # When a tier computation finds no statistics yet (workers still starting), try again this much later.
 TIER_RETRY_S = 60.0
@@ -482,7 +483,7 @@ class Supervisor:
 
     def _retire_predecessors(self, now: float) -> None:
         for r in list(self.retiring):
-            if not r.stop_sent and now - r.since >= RETIRE_AFTER_S:
+            if not r.stop_sent and (now - r.since >= RETIRE_AFTER_S or self._successor_ready(r)):
                 r.stop.set()  # type: ignore[attr-defined]
                 r.stop_sent = True
             if r.process.exitcode is not None:
@@ -494,6 +495,13 @@ class Supervisor:
                     s.handover = False
                     if s.control is not None:
                         s.control.put(("handover", None))
+
+    def _successor_ready(self, r: Retiring) -> bool:
+        """The successor holds for the hand-over and receives every symbol: the predecessor may stop now."""
+        s = r.successor
+        if s is None or not s.handover or self.checkpoints is None or s.started_ms is None:
+            return False
+        return self.checkpoints.ready_ms(s.index + 1) >= s.started_ms
 
     def _load_checkpoints(self) -> None:
         """The checkpoints the last run saved, into the block before any worker starts (full restart)."""

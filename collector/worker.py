@@ -120,7 +120,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
                                     link)
         if spec.handover:
             checkpointer.active = False
-            holding = HandoverBuffer()
+            holding = HandoverBuffer(spec.symbols)
             log.info("holding events until the predecessor of these symbols has handed over")
         else:
             log.info("resumed the checkpoints of %d symbols", checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS))
@@ -147,6 +147,7 @@ async def _worker_main(spec: WorkerSpec) -> None:
         if holding is None or checkpointer is None:
             return
         checkpointer.active = True
+        checkpointer.block.set_ready(spec.index + 1, 0)
         resumed = checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS)
         feed.set_sink(pipeline)
         held = len(holding.events)
@@ -177,8 +178,11 @@ async def _worker_main(spec: WorkerSpec) -> None:
         pipeline.flush_due(int(time.time() * 1000))
         if checkpointer is not None:
             checkpointer.tick()
-        if holding is not None and holding.overflowing():
-            take_over("the predecessor did not hand over in time")
+        if holding is not None and checkpointer is not None:
+            if holding.overflowing():
+                take_over("the predecessor did not hand over in time")
+            elif holding.ready() and not checkpointer.block.ready_ms(spec.index + 1):
+                checkpointer.block.set_ready(spec.index + 1, int(time.time() * 1000))  # the supervisor retires
         over = link.unacked_bytes > MAX_UNACKED_BYTES
         if over != paused and (not paused or link.unacked_bytes < MAX_UNACKED_BYTES // 2):
             paused = not paused

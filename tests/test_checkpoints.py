@@ -223,7 +223,7 @@ def test_block_round_trip_and_a_writer_that_died_mid_write() -> None:
         other = CheckpointBlock.attach(block.name)
         assert other.read_all({"A": 2, "B": 3}) == {"A": c}
         other.close()
-        block._words[(64 + 2 * 64) >> 3] += 1  # seq left odd: the writer died between its two stores
+        block._words[block._off(2) >> 3] += 1  # seq left odd: the writer died between its two stores
         assert block.read(2) is None
         block.write(2, c)  # the next owner repairs it
         assert block.read(2) == c
@@ -324,6 +324,31 @@ def test_handover_buffer_stops_holding_when_too_much_or_too_long() -> None:
     assert not h.overflowing()
     now[0] = checkpoints.HANDOVER_MAX_S + 1
     assert h.overflowing()
+
+
+def test_handover_is_ready_once_every_symbol_sent_something_or_after_settling() -> None:
+    now = [0.0]
+    h = HandoverBuffer(SYMBOLS, clock=lambda: now[0])
+    assert not h.ready()
+    h.on_trade(_trade(1), 0.0)
+    assert not h.ready()  # ETHUSDT not heard from yet
+    h.on_mark_price(MarkPrice(E=T0, s="ETHUSDT", p="1"), 0.0)
+    assert h.ready()
+    quiet = HandoverBuffer(SYMBOLS, clock=lambda: now[0])
+    quiet.on_trade(_trade(1), 0.0)
+    now[0] = checkpoints.HANDOVER_SETTLE_S
+    assert quiet.ready()  # a symbol silent this long has nothing to hand over
+
+
+def test_ready_words_are_per_worker() -> None:
+    block = CheckpointBlock.create(2)
+    try:
+        block.set_ready(3, T0)
+        block.write(0, SymbolCheckpoint(7, updated_ms=1))
+        assert (block.ready_ms(3), block.ready_ms(2), block.ready_ms(checkpoints.MAX_WORKERS)) == (T0, 0, 0)
+        assert block.read(0).last_trade_id == 7  # type: ignore[union-attr]
+    finally:
+        block.close()
 
 
 def test_database_copy_round_trip(db_url: str) -> None:
