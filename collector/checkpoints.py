@@ -102,6 +102,9 @@ HANDOVER_MAX_S = 60.0
 # event (mark prices come every 1-3 s for all of them), or this long after its first event, whichever
 # comes first: a symbol that is silent for that long has nothing to hand over.
 HANDOVER_SETTLE_S = 5.0
+# Snapshots waiting for acknowledgement at most: a minute of them. Beyond (the writer not acknowledging,
+# e.g. a full spool) the newest is replaced instead of appended, which only delays what is published.
+MAX_WAITING = 120
 # A seqlock reader gives up on a record whose seq stays odd this long (its writer died mid-write).
 STALE_AFTER_S = 0.05
 
@@ -178,7 +181,15 @@ class AckedCheckpoints:
         self.durable: dict[str, SymbolCheckpoint] = {}
 
     def record(self, seq: int, snap: dict[str, SymbolCheckpoint]) -> None:
-        self._waiting.append((seq, snap))
+        """A snapshot covering the batches up to `seq`. Replacing the newest waiting one (same seq: no
+        batch since; or too many waiting) is safe: its replacement becomes durable no earlier."""
+        if self._waiting and (self._waiting[-1][0] == seq or len(self._waiting) >= MAX_WAITING):
+            self._waiting[-1] = (seq, snap)
+        else:
+            self._waiting.append((seq, snap))
+
+    def __len__(self) -> int:
+        return len(self._waiting)
 
     def promote(self, acked_through: int) -> bool:
         """True when `durable` moved on."""

@@ -210,6 +210,15 @@ def test_acked_checkpoints_promote_only_acknowledged_snapshots() -> None:
     assert a.promote(9) and a.durable == s2
 
 
+def test_waiting_snapshots_stay_bounded_when_nothing_is_acknowledged() -> None:
+    a = AckedCheckpoints()
+    for i in range(1000):
+        a.record(i // 3, {"X": SymbolCheckpoint(last_trade_id=i)})  # three snapshots per batch
+    assert len(a) == checkpoints.MAX_WAITING
+    assert a.promote(100) and a.durable["X"].last_trade_id == 302  # the newest of batch 100: no later
+    assert a.promote(10_000) and a.durable["X"].last_trade_id == 999
+
+
 def test_block_round_trip_and_a_writer_that_died_mid_write() -> None:
     block = CheckpointBlock.create(4)
     try:
