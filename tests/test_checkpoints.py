@@ -372,3 +372,15 @@ def test_database_copy_round_trip(db_url: str) -> None:
         assert got["AUSDT"] == a and set(got) == {"AUSDT", "BUSDT"}
         assert math.isnan(got["BUSDT"].filter_price) and got["BUSDT"].last_trade_id is None
         assert set(checkpoints.load(conn, ["BUSDT", uuid.uuid4().hex])) == {"BUSDT"}
+
+
+def test_a_successor_resumes_ids_only_from_a_recent_checkpoint(wired) -> None:  # noqa: ANN001
+    ck, p, _, block = wired
+    old = T0 - checkpoints.RESUME_IDS_MAX_AGE_MS - 1  # the clock of `wired` stands at T0
+    block.write(0, SymbolCheckpoint(5, T0 - 60_000, T0 - 120_000, 100.0, T0 - 1, updated_ms=old))
+    block.write(1, SymbolCheckpoint(9, updated_ms=T0 - 1000))
+    assert ck.resume(max_ids_age_ms=checkpoints.RESUME_IDS_MAX_AGE_MS) == 2
+    # an hour-old position would make the downtime one huge gap; the rest still holds
+    assert p.last_trade_id == {"ETHUSDT": 9} and p.last_kline_open == {}
+    assert p.funding_gate.last_accepted_ms("BTCUSDT") == T0 - 120_000
+    assert p.trade_filter.symbol("BTCUSDT").snapshot() == (100.0, T0 - 1)
