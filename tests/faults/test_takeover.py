@@ -162,15 +162,19 @@ def _finish(c: Collector) -> tuple[dict, dict[str, list[tuple[int, int]]], str]:
 
 
 def _assert_matches_truth(c: Collector, t: dict, tape: dict[str, list[tuple[int, int]]],
-                          window_start_ms: int) -> dict[str, int]:
+                          window_start_ms: int, listed: str | None = None) -> dict[str, int]:
+    """`listed`: a symbol listed during the run, watched only from when the collector picked it up, so its
+    klines and open interest are checked from its first stored row on."""
     # funding: never two rows in one symbol-minute
     doubled = c.query("SELECT symbol, date_trunc('minute', time), count(*) FROM funding GROUP BY 1, 2 "
                       "HAVING count(*) > 1")
     assert doubled == [], f"{len(doubled)} funding symbol-minutes with 2 rows: {doubled[:5]}"
     assert c.query("SELECT count(*) FROM funding")[0][0] > 0
     # 1m klines: every closed one, once
-    closed = {(k["s"], k["t"]) for k in t["klines"] if k["i"] == "1m"}
     stored = c.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint FROM candles_1m")
+    first_listed = min((ms for s, ms in stored if s == listed), default=None)
+    closed = {(k["s"], k["t"]) for k in t["klines"] if k["i"] == "1m"
+              and (k["s"] != listed or (first_listed is not None and k["t"] >= first_listed))}
     assert len(stored) == len(set(stored)) and set(stored) == closed
     # trades: the expected rows exactly, and the extra time_interval rows within the bound
     gaps: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -184,6 +188,7 @@ def _assert_matches_truth(c: Collector, t: dict, tape: dict[str, list[tuple[int,
     for s, trades in tape.items():
         if not trades:
             continue
+        assert rows[s], f"{s}: traded, but no trade stored"
         # the collector's filter starts at the first trade it received (kept: nothing was kept before it)
         trades = [tr for tr in trades if tr[0] >= min(rows[s])]
         want = expected_kept(trades, gaps[s])
@@ -199,7 +204,8 @@ def _assert_matches_truth(c: Collector, t: dict, tape: dict[str, list[tuple[int,
         oi[s].append(ms)
     assert set(oi) == set(tape)
     for s, times in oi.items():
-        points = [window_start_ms, *[x for x in times if x >= window_start_ms], t["sim_ms"]]
+        start = times[0] if s == listed else window_start_ms
+        points = [start, *[x for x in times if x >= start], t["sim_ms"]]
         worst = max(b - a for a, b in zip(points, points[1:], strict=False))
         assert worst <= window, f"{s}: {worst / 1000:.0f} s of exchange time without an open-interest row"
     return {"extra": extra, "bound": bound, "gaps": sum(map(len, gaps.values()))}
@@ -290,5 +296,33 @@ def test_full_restart_resumes_from_the_database(db_url: str, tmp_path: Path) -> 
         print("full restart result:", result)
         assert result["extra"] == 0 and result["gaps"] == 0
         assert f"loaded the checkpoints of {SYMBOLS} symbols saved by the last run" in out
+    finally:
+        c.stop()
+
+
+@pytest.mark.timeout(420)
+def test_listing_reshards_with_a_hand_over(db_url: str, tmp_path: Path) -> None:
+    """A listing found by the universe refresh replaces the worker that gets it: the same hand-over."""
+    c = Collector(tmp_path, db_url, SimConfig(port=0, symbols=SYMBOLS, rate=60, speed=SPEED, seed=4,
+                                              trade_history=200_000), workers=WORKERS,
+                  exchange={"universe_refresh_s": 3}, **_config())
+    try:
+        wait_for(lambda: c.query("SELECT count(DISTINCT symbol) FROM open_interest")[0][0] == SYMBOLS, 90,
+                 "a first open-interest row of every symbol")
+        oi_start = c.query("SELECT max(t) FROM (SELECT min((extract(epoch FROM time) * 1000)::bigint) AS t "
+                           "FROM open_interest GROUP BY symbol) f")[0][0]
+        before = set(_workers(c).values())
+        c.control("list", symbol="NEWLYUSDT", price=2.5)
+        wait_for(lambda: len(_workers(c)) == WORKERS and len(before & set(_workers(c).values())) == WORKERS - 1,
+                 120, "the worker that got the listing to be replaced")
+        wait_for(lambda: c.query("SELECT count(*) FROM open_interest WHERE symbol = 'NEWLYUSDT'")[0][0] > 0, 90,
+                 "the listing's open interest")
+        wait_for(lambda: _all_receiving(c) and _repairs_done(c), 90, "the successor to collect")
+        _wait_sim(c, _sim_ms(c) + int(OI_INTERVAL_S * SPEED * 1000 * 1.2), "an open-interest period")
+        t, tape, _ = _finish(c)
+        result = _assert_matches_truth(c, t, tape, oi_start, listed="NEWLYUSDT")
+        print("listing result:", result)
+        assert result["extra"] == 0 and result["gaps"] == 0
+        assert _log_count(c, "the predecessor has handed over") == 1
     finally:
         c.stop()
