@@ -60,6 +60,9 @@ class WeightGate(Protocol):
 # resumes each symbol's schedule from its checkpoint (collector.checkpoints), take over after a crash
 # and still poll every symbol within every `interval`. Costs 25% more weight: ~125/min for 500 symbols.
 OI_POLL_FRACTION = 0.8
+# A poll that failed (network error, 5xx, 429) is tried again this much later rather than a period later,
+# so one failure does not cost the symbol its window; a 429/418 also pauses the weight gate meanwhile.
+OI_RETRY_S = 5.0
 
 
 class PollPositions:
@@ -94,6 +97,10 @@ class PollPositions:
 
     def polled(self, symbol: str, now_ms: int) -> None:
         self.last[symbol] = now_ms
+
+    def failed(self, symbol: str, now_ms: int, retry_ms: int) -> None:
+        """The poll made at now_ms gave nothing: due again retry_ms later."""
+        self.last[symbol] = now_ms + retry_ms - self.period_ms
 
 
 def poll_positions(symbols: list[str], interval: float) -> PollPositions:
@@ -159,6 +166,7 @@ class OpenInterestPoll(HTTPPoll):
                     self.gate.on_response(resp.status, dict(resp.headers), time.time() * 1000)
             except (TimeoutError, OSError, Exception) as e:  # noqa: B014 - log every transport failure
                 self.failures += 1
+                self.positions.failed(sym, int(time.time() * 1000), int(OI_RETRY_S * 1000))
                 log.warning("%s: open interest request failed: %s: %s", self.id, type(e).__name__, e)
                 continue
             self.received += 1
@@ -167,6 +175,7 @@ class OpenInterestPoll(HTTPPoll):
                 yield body
             else:
                 self.failures += 1
+                self.positions.failed(sym, int(time.time() * 1000), int(OI_RETRY_S * 1000))
                 log.warning("%s: open interest answered %d: %s", self.id, resp.status, body[:200])
 
 

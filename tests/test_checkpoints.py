@@ -115,6 +115,13 @@ def test_poll_positions_resume_each_symbols_schedule() -> None:
     assert successor.next() == ("D", T0 + 540_000)
 
 
+def test_a_failed_poll_is_due_again_soon() -> None:
+    p = PollPositions(["A"], 240_000, T0)
+    p.polled("A", T0)
+    p.failed("A", T0 + 100, 5_000)
+    assert p.next() == ("A", T0 + 5_100)
+
+
 # --- the pipeline ----------------------------------------------------------------------------------------------
 
 
