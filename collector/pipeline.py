@@ -98,6 +98,7 @@ class Pipeline:
         self.last_event_ms: dict[str, int] = {}  # newest event time received, by type
         self.last_trade_id: dict[str, int] = {}
         self.last_kline_open: dict[str, int] = {}  # newest closed 1m kline's open time, by symbol
+        self.last_oi_poll: dict[str, int] = {}  # receipt ms of the newest open-interest row, by symbol
         # The most recent gaps, for inspection and tests; bounded so months of running cannot grow it.
         self.gaps: deque[Gap] = deque(maxlen=RECENT_GAPS)
         self.backfilled: Counter[str] = Counter()  # trades/candles repaired over REST, gaps resolved
@@ -214,6 +215,7 @@ class Pipeline:
         except ValueError:
             return self._reject("bad_number", oi)
         self._add("open_interest", row, oi.time)
+        self.last_oi_poll[oi.symbol] = int(receipt * 1000)
         return None
 
     def _admit(self, kind: str, symbol: str, event_ms: int, receipt: float, event: object) -> bool:

@@ -52,9 +52,9 @@ Layout (version 3, native byte order like the activity images, every offset from
     |   8 | i32     | owner: worker number (process slot) that writes this slot; -1 none |
     |  12 | u32     | length of the image in use (A once written)                        |
     |  16 | i64     | updated_at, ms since the epoch                                     |
-    |  24 | i64     | last aggTrade id the owner received (0 = none): a successor resumes |
-    |     |         | gap detection from it after a crash                                 |
-    |  32 | i64     | open time (ms) of the newest closed 1m kline the owner received (0) |
+    |  24 | i64     | unused, written as 0 (was the last aggTrade id; successors now      |
+    |     |         | resume from collector.checkpoints)                                  |
+    |  32 | i64     | unused likewise (was: newest closed 1m kline's open time); 0        |
     |  40 | A bytes | SymbolActivity.to_bytes()                                          |
 
 WRITER_FIELDS and WORKER_FIELDS are append-only: a new counter goes at the end, so value j keeps its

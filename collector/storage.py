@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["auto", "timescaledb", "postgres"]
 
 # Bump when the DDL changes and add a step to _MIGRATIONS; a database newer than this refuses to start.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Arbitrary constant key for pg_advisory_xact_lock: two processes running ensure_schema at once serialise.
 _SCHEMA_LOCK_KEY = 0x434F4C4C  # "COLL"
@@ -510,7 +510,26 @@ def _v2(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta |
         conn.execute(_closed_view_ddl(table))
 
 
-_MIGRATIONS = {1: _v1, 2: _v2}
+
+
+def _v3_checkpoints(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None],
+                    now: datetime) -> None:
+    """Each symbol's last checkpoint (collector.checkpoints), so a full restart resumes the workers' state.
+
+    One row per symbol, overwritten by the supervisor; times are epoch milliseconds like the checkpoint
+    records they copy (NULL = nothing to resume)."""
+    conn.execute("""CREATE TABLE IF NOT EXISTS checkpoints (
+        symbol TEXT PRIMARY KEY,
+        last_trade_id BIGINT,
+        last_kline_open_ms BIGINT,
+        funding_ms BIGINT,
+        filter_price DOUBLE PRECISION,
+        filter_ts_ms BIGINT,
+        oi_polled_ms BIGINT,
+        updated_ms BIGINT NOT NULL)""")
+
+
+_MIGRATIONS = {1: _v1, 2: _v2, 3: _v3_checkpoints}
 
 
 # --- partitions (plain PostgreSQL) ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector import checkpoints
 from collector.config import Config, ConfigError, load_config, parse_duration
 from collector.exchange import Endpoints
 from collector.exitcodes import BOOT_ERROR, EXIT_CONFIG, EXIT_OK, read_boot_error
@@ -47,8 +48,9 @@ LOOP_TIMEOUT_S = 1.0
 # How long children get to flush and exit on shutdown before they are killed.
 WORKER_STOP_TIMEOUT_S = 40.0
 WRITER_STOP_TIMEOUT_S = 120.0
-# How long a replaced worker keeps collecting beside its successor: the successor's spawn, imports and
-# connections take a few seconds on a loaded 2-core box; the overlap costs only duplicate rows, dropped.
+# How long a replaced worker keeps collecting beside its successor at most: the successor's spawn, imports
+# and connections take a few seconds on a loaded 2-core box. It is retired earlier once the successor
+# reports that it receives every symbol (collector.checkpoints: it holds its events until the hand-over).
 RETIRE_AFTER_S = 15.0
 # When a tier computation finds no statistics yet (workers still starting), try again this much later.
 TIER_RETRY_S = 60.0
@@ -80,6 +82,7 @@ class Child:
     beat_seen: float = 0.0
     aborted_at: float | None = None  # when SIGABRT was sent to the current process
     killed: bool = False  # SIGKILL sent: the reaper restarts it
+    handover: bool = False  # a predecessor still collects: the worker waits for its hand-over
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Retiring:
     stop: object
     since: float
     stop_sent: bool = False
+    successor: Child | None = None  # told ("handover") once this process has exited
 
 
 def fetch_json(url: str, timeout: float = 30.0) -> object:
@@ -126,6 +130,8 @@ class Supervisor:
         self.health_server = None
         self.retiring: list[Retiring] = []
         self.rest_paused_until = 0.0
+        self.checkpoints: checkpoints.CheckpointBlock | None = None
+        self.next_checkpoint_save = 0.0
 
     # --- signals: queue and wake, nothing else --------------------------------------------------------
 
@@ -284,7 +290,9 @@ class Supervisor:
                               tiers_provisional=self.tiers_ms is None,
                               stats_name=self.stats.name,
                               symbol_slots={s: self.symbol_slots[s] for s in child.symbols},
-                              rest_weight_share=1.0 / len(self.shards))
+                              rest_weight_share=1.0 / len(self.shards),
+                              checkpoints_name=self.checkpoints.name if self.checkpoints else None,
+                              handover=child.handover)
             child.process = self.ctx.Process(target=run_worker, args=(spec,), name=f"worker-{child.index + 1}")
         child.process.start()
         child.started = time.monotonic()
@@ -313,6 +321,8 @@ class Supervisor:
             self.socket_path = os.path.join(self.run_dir, "writer.sock")
             self.stats = StatsBlock.create(len(self.shards) + 1, SYMBOL_SLOT_FACTOR * len(self.universe))
             self.symbol_slots = {sym: i for i, sym in enumerate(self.universe)}
+            self.checkpoints = checkpoints.CheckpointBlock.create(self.stats.symbol_slots)
+            self._load_checkpoints()
             self._start_health()
             self.children = [Child("writer", 0)] + [
                 Child("worker", i, symbols=s) for i, s in enumerate(self.shards)]
@@ -323,6 +333,7 @@ class Supervisor:
             self._schedule_tiers(now)
             self.next_universe = now + self.cfg.exchange.universe_refresh_s
             self.next_stats_log = now + self.cfg.monitoring.stats_interval
+            self.next_checkpoint_save = now + checkpoints.CHECKPOINT_SAVE_S
             while not self.stopping:
                 self._wait(deadline)
                 while self.signals:
@@ -438,6 +449,7 @@ class Supervisor:
                 r.process.kill()
         for c in workers:
             _join_or_kill(c, WORKER_STOP_TIMEOUT_S)
+        self._save_checkpoints()  # the workers' final, fully acknowledged state
         for c in self.children:
             if c.role == "writer" and c.process is not None:
                 c.stop.set()  # type: ignore[attr-defined]
@@ -475,6 +487,9 @@ class Supervisor:
             self.refresh_universe()
         self._retire_predecessors(now)
         self._spread_rest_pause()
+        if now >= self.next_checkpoint_save:
+            self.next_checkpoint_save = now + checkpoints.CHECKPOINT_SAVE_S
+            self._save_checkpoints()
         if now >= self.next_stats_log:
             assert self.cfg is not None
             self.next_stats_log = now + self.cfg.monitoring.stats_interval
@@ -524,18 +539,61 @@ class Supervisor:
             return
         if c.control is not None:
             c.control.put(("quiet", None))
-        self.retiring.append(Retiring(c.process, c.stop, time.monotonic()))
+        if self.checkpoints is not None:
+            c.handover = True
+        self.retiring.append(Retiring(c.process, c.stop, time.monotonic(), successor=c))
         c.symbols = symbols
         self._spawn(c)
 
     def _retire_predecessors(self, now: float) -> None:
         for r in list(self.retiring):
-            if not r.stop_sent and now - r.since >= RETIRE_AFTER_S:
+            if not r.stop_sent and (now - r.since >= RETIRE_AFTER_S or self._successor_ready(r)):
                 r.stop.set()  # type: ignore[attr-defined]
                 r.stop_sent = True
             if r.process.exitcode is not None:
                 r.process.join(0)
                 self.retiring.remove(r)
+                s = r.successor
+                if s is not None and s.handover:
+                    # its final checkpoint is in the block: the successor continues from it
+                    s.handover = False
+                    if s.control is not None:
+                        s.control.put(("handover", None))
+
+    def _successor_ready(self, r: Retiring) -> bool:
+        """The successor holds for the hand-over and receives every symbol: the predecessor may stop now."""
+        s = r.successor
+        if s is None or not s.handover or self.checkpoints is None or s.started_ms is None:
+            return False
+        return self.checkpoints.ready_ms(s.index + 1) >= s.started_ms
+
+    def _load_checkpoints(self) -> None:
+        """The checkpoints the last run saved, into the block before any worker starts (full restart)."""
+        import psycopg
+
+        assert self.dsn is not None and self.checkpoints is not None
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+                stored = checkpoints.load(conn, self.symbol_slots)
+        except Exception as e:  # first start (no schema yet) or database down: start afresh
+            log.info("no stored checkpoints to resume (%s)", type(e).__name__)
+            return
+        for sym, c in stored.items():
+            self.checkpoints.write(self.symbol_slots[sym], c)
+        log.info("loaded the checkpoints of %d symbols saved by the last run", len(stored))
+
+    def _save_checkpoints(self) -> None:
+        """Copy the block to the `checkpoints` table (read only: the workers keep writing the block)."""
+        import psycopg
+
+        if self.checkpoints is None or self.dsn is None:
+            return
+        found = self.checkpoints.read_all(self.symbol_slots)
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+                checkpoints.save(conn, found)
+        except Exception as e:  # kept in shared memory; saved at the next attempt
+            log.warning("could not save checkpoints: %s", mask_secrets(str(e)))
 
     def _spread_rest_pause(self) -> None:
         """A 429/418 is per IP: when one worker is told to back off, every worker backs off."""
@@ -644,6 +702,8 @@ class Supervisor:
             self.health_server.stop()
         if getattr(self, "stats", None) is not None:
             self.stats.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
         if getattr(self, "run_dir", None):
             shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.sim is not None:

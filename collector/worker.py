@@ -17,21 +17,22 @@ import logging
 import queue as queue_mod
 import signal
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
 
 from collector.backfill import Backfiller
+from collector.checkpoints import RESUME_IDS_MAX_AGE_MS, CheckpointBlock, Checkpointer, HandoverBuffer
 from collector.config import Config
+from collector.encode import Batch
 from collector.exchange import Endpoints, bind_feed_class
 from collector.filters.activity import SymbolActivity
 from collector.filters.limits import WeightBudget
 from collector.filters.thresholds import Warmup
 from collector.filters.trades import FilterParams, TradeFilter
 from collector.pipeline import Pipeline
-from collector.source import FastBinanceFutures, subscription_channels
+from collector.source import FastBinanceFutures, poll_positions, subscription_channels
 from collector.stats import StatsBlock
 from collector.tiers import TierAssignment
 from collector.transport import WriterLink
@@ -43,9 +44,8 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 # How long a stopping worker waits for the writer to acknowledge its last batches.
 DRAIN_TIMEOUT_S = 30.0
-# How often the per-symbol slots (23 KB activity image + resume points) are copied to shared memory:
-# ~90 µs for 62 symbols. The resume points decide how much a crashed worker's successor re-fetches over
-# REST (at most this many seconds of trades, duplicates dropped by the keys), hence short.
+# How often the per-symbol statistics slots (23 KB activity image) are copied to shared memory:
+# ~90 µs for 62 symbols. (What a successor resumes from is in collector.checkpoints.)
 ACTIVITY_PUBLISH_S = 2.0
 # How often provisional thresholds are re-derived from the symbols' own trades (collector.filters.thresholds).
 # The first refresh runs at the first housekeeping tick, so the ticker's own thresholds never apply; after
@@ -74,6 +74,9 @@ class WorkerSpec:
     # refines each threshold from the symbol's own trades until live tiers arrive.
     tiers_provisional: bool = False
     rest_weight_share: float = 1.0  # of the collector's REST weight budget
+    checkpoints_name: str | None = None  # the supervisor's checkpoint block (collector.checkpoints)
+    # A predecessor still collects these symbols: hold events until the supervisor says it has exited
+    handover: bool = False
 
 
 def filter_params(cfg: Config) -> FilterParams:
@@ -110,8 +113,15 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     trade_filter = build_trade_filter(cfg, spec.tiers)
     warmup = build_warmup(cfg, spec, trade_filter)
     next_warmup = next_warmup_log = 0.0
+    checkpointer: Checkpointer | None = None
+
+    def emit(batch: Batch) -> None:
+        if checkpointer is not None:
+            checkpointer.before_send(batch)
+        link.send(batch)
+
     pipeline = Pipeline(
-        spec.symbols, list(cfg.collection.data_types), trade_filter, link.send,
+        spec.symbols, list(cfg.collection.data_types), trade_filter, emit,
         funding_interval_ms=int(cfg.filters.funding.min_interval_s * 1000),
         batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
     )
@@ -124,10 +134,24 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     pipeline.on_candle_gap = backfill.add_candle_gap
     feed_cls = bind_feed_class(spec.endpoints, FastBinanceFutures, ws_client=cfg.exchange.ws_client)
     oi_symbols = spec.symbols if "open_interest" in cfg.collection.data_types else []
+    oi_positions = poll_positions(oi_symbols, cfg.filters.open_interest.interval_s)
+    oi_ready = asyncio.Event()  # the poller waits for the positions to be restored
+    holding: HandoverBuffer | None = None
+    if spec.checkpoints_name:
+        checkpointer = Checkpointer(CheckpointBlock.attach(spec.checkpoints_name), spec.symbol_slots, pipeline,
+                                    link)
+        if spec.handover:
+            checkpointer.active = False
+            holding = HandoverBuffer(spec.symbols)
+            log.info("holding events until the predecessor of these symbols has handed over")
+        else:
+            log.info("resumed the checkpoints of %d symbols", checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS))
+    if holding is None:
+        oi_ready.set()
     feed = feed_cls(
         exchange_symbols=spec.symbols, channels=subscription_channels(list(cfg.collection.data_types)),
-        sink=pipeline, oi_symbols=oi_symbols, oi_interval=cfg.filters.open_interest.interval_s,
-        oi_gate=budget, stop_event=stop,
+        sink=holding or pipeline, oi_symbols=oi_symbols, oi_interval=cfg.filters.open_interest.interval_s,
+        oi_gate=budget, stop_event=stop, oi_positions=oi_positions, oi_ready=oi_ready,
         timeout=cfg.exchange.silent_timeout_s, timeout_interval=max(1.0, cfg.exchange.silent_timeout_s / 4),
     )
 
@@ -138,7 +162,23 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
 
     publisher = StatsPublisher(spec, pipeline, feed, link, budget) if spec.stats_name else None
     if publisher is not None and (resumed := publisher.resume()):
-        log.info("resumed statistics and trade ids of %d symbols from a predecessor", resumed)
+        log.info("resumed statistics of %d symbols from a predecessor", resumed)
+
+    def take_over(why: str) -> None:
+        """The predecessor is gone (or took too long): continue from its checkpoints, then what we held."""
+        nonlocal holding
+        if holding is None or checkpointer is None:
+            return
+        checkpointer.active = True
+        checkpointer.block.set_ready(spec.index + 1, 0)
+        resumed = checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS)
+        feed.set_sink(pipeline)
+        held = len(holding.events)
+        skipped = holding.release(pipeline)
+        holding = None
+        oi_ready.set()
+        log.info("%s: resumed the checkpoints of %d symbols; replayed %d held events (%d trades already "
+                 "processed by the predecessor)", why, resumed, held, skipped)
 
     async def housekeeping() -> None:
         while not stop.is_set():
@@ -159,6 +199,13 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         if publisher is not None and not publisher.quiet:
             publisher.publish(paused)
         pipeline.flush_due(int(time.time() * 1000))
+        if checkpointer is not None:
+            checkpointer.tick()
+        if holding is not None and checkpointer is not None:
+            if holding.overflowing():
+                take_over("the predecessor did not hand over in time")
+            elif holding.ready() and not checkpointer.block.ready_ms(spec.index + 1):
+                checkpointer.block.set_ready(spec.index + 1, int(time.time() * 1000))  # the supervisor retires
         over = link.unacked_bytes > max_unacked
         if over != paused and (not paused or link.unacked_bytes < max_unacked // 2):
             paused = not paused
@@ -167,7 +214,8 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             (log.warning if paused else log.info)(
                 "writer behind: %s reading from the exchange (%d MB unacknowledged)",
                 "paused" if paused else "resumed", link.unacked_bytes >> 20)
-        _read_control(spec, pipeline, trade_filter, publisher, budget, warmup)
+        if _read_control(spec, pipeline, trade_filter, publisher, budget, warmup):
+            take_over("the predecessor has handed over")
         now = time.time()
         if warmup is not None and not warmup.ended and now >= next_warmup:
             next_warmup = now + WARMUP_REFRESH_S
@@ -187,15 +235,20 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             feed_tg.create_task(feed.run(stop), name="feed")
             feed_tg.create_task(housekeeping(), name="housekeeping")
             feed_tg.create_task(backfill.run(), name="backfill")
+        take_over("stopping before the hand-over")  # what we held must not be lost
         pipeline.flush_all()
         if not await link.wait_acked(DRAIN_TIMEOUT_S):
             log.error("worker %d: %d batches (%d bytes) not acknowledged by the writer at shutdown",
                       spec.index + 1, len(link.unacked), link.unacked_bytes)
+        if checkpointer is not None:
+            checkpointer.final()
         link_stop.set()
     if publisher is not None:
         if not publisher.quiet:
             publisher.publish(False, activity=True)
         publisher.close()
+    if checkpointer is not None:
+        checkpointer.block.close()
     log.info("worker %d stopped: received %s kept %s rejected %s backfilled %s REST %s", spec.index,
              dict(pipeline.received), dict(pipeline.kept), dict(pipeline.rejected), dict(pipeline.backfilled),
              dict(backfill.counts))
@@ -212,9 +265,6 @@ class StatsPublisher:
         self.owner = spec.index + 1
         self.spec, self.pipeline, self.feed, self.link, self.budget = spec, pipeline, feed, link, budget
         self._next_activity = 0.0
-        # (link sequence number, trade ids, kline opens) recorded at each publication, oldest first
-        self._snapshots: deque[tuple[int, dict[str, int], dict[str, int]]] = deque()
-        self._durable: tuple[dict[str, int], dict[str, int]] = ({}, {})
         self.quiet = False
         self._trips = 0
         self._reconnects = 0
@@ -251,40 +301,15 @@ class StatsPublisher:
         if activity or now >= self._next_activity:
             self._next_activity = now + ACTIVITY_PUBLISH_S
             slot.set("activity_published_ms", now * 1000)
-            trade_ids, kline_opens = self._durable_resume_points()
             for sym, act in p.activity.items():
                 index = self.spec.symbol_slots.get(sym)
                 if index is not None:
-                    self.block.publish_activity(index, self.owner, act.to_bytes(),
-                                                last_trade_id=trade_ids.get(sym, 0),
-                                                last_kline_open_ms=kline_opens.get(sym, 0))
-
-    def _durable_resume_points(self) -> tuple[dict[str, int], dict[str, int]]:
-        """The newest (trade id, kline) positions whose rows the writer has all acknowledged.
-
-        A successor resumes gap detection from what is published here, so it must not be ahead of what
-        is safe: rows still in this worker's builders or in unacknowledged batches die with it. Every
-        publication flushes the builders and records the positions with the link's sequence number;
-        a recorded position becomes publishable once the writer has acknowledged everything up to it.
-        """
-        p = self.pipeline
-        p.flush_all()
-        self._snapshots.append((self.link.last_seq, dict(p.last_trade_id), dict(p.last_kline_open)))
-        acked = self.link.acked_through
-        while len(self._snapshots) > 1 and self._snapshots[1][0] <= acked:
-            self._snapshots.popleft()
-        if self._snapshots[0][0] <= acked:
-            self._durable = self._snapshots[0][1:]
-        return self._durable
+                    self.block.publish_activity(index, self.owner, act.to_bytes())
 
     def resume(self) -> int:
-        """Take over what a predecessor (crashed or replaced) left in this worker's symbol slots.
-
-        Its rolling statistics continue instead of restarting from zero, and its last aggTrade id and
-        closed kline become this worker's starting point: the first live trade then reveals the ids
-        missed while no process was reading (a gap, backfilled over REST), likewise missed candles.
-        Returns how many symbols were resumed.
-        """
+        """Take over the rolling statistics a predecessor (crashed or replaced) left in this worker's
+        symbol slots, instead of restarting them from zero; returns how many symbols were resumed.
+        (Everything that decides what is stored is resumed from collector.checkpoints.)"""
         resumed = 0
         for sym, index in self.spec.symbol_slots.items():
             try:
@@ -296,11 +321,7 @@ class StatsPublisher:
             try:
                 self.pipeline.activity[sym] = SymbolActivity.from_bytes(r.data)
             except ValueError:
-                pass
-            if r.last_trade_id:
-                self.pipeline.last_trade_id[sym] = r.last_trade_id
-            if r.last_kline_open_ms:
-                self.pipeline.last_kline_open[sym] = r.last_kline_open_ms
+                continue
             resumed += 1
         return resumed
 
@@ -331,12 +352,14 @@ def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
 
 def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter,
                   publisher: StatsPublisher | None, budget: WeightBudget | None = None,
-                  warmup: Warmup | None = None) -> None:
+                  warmup: Warmup | None = None) -> bool:
+    """Apply the supervisor's messages; True when one said the predecessor has handed over."""
+    handover = False
     while True:
         try:
             kind, payload = spec.control.get_nowait()
         except queue_mod.Empty:
-            return
+            return handover
         if kind == "tiers":
             trade_filter.set_tiers(payload)
             if warmup is not None:
@@ -352,6 +375,8 @@ def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilte
             publisher.quiet = True
         elif kind == "config":
             _apply_live_config(payload, pipeline, trade_filter)
+        elif kind == "handover":
+            handover = True
 
 
 def _apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilter) -> None:

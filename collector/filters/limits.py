@@ -39,6 +39,23 @@ class MinInterval:
         return True
 
 
+    def last_accepted_ms(self, key: Hashable) -> int | None:
+        """Start (event ms) of the key's last accepted bucket, None if none: what a successor resumes.
+
+        Saved as a time rather than a bucket number so that it still means the same after
+        interval_ms changes (SIGHUP) or in a process configured differently.
+        """
+        last = self._last.get(key)
+        return None if last is None else last * self.interval_ms
+
+    def restore(self, key: Hashable, accepted_ms: int) -> None:
+        """Continue from last_accepted_ms(): no second event of that bucket (or an older one) is accepted."""
+        bucket = accepted_ms // self.interval_ms
+        last = self._last.get(key)
+        if last is None or bucket > last:
+            self._last[key] = bucket
+
+
 class PollSchedule:
     """Which symbols are due for an open-interest poll: each once per period, spread evenly.
 

@@ -106,6 +106,25 @@ class SymbolFilter:
         self.interval_ms = interval_ms
         self._due = self.last_ts + interval_ms
 
+    def snapshot(self) -> tuple[float, int | None]:
+        """(last kept price, last kept time ms): what the next decision depends on besides the tier.
+
+        (nan, None) before the first keep. collector.checkpoints saves it so a successor continues
+        the price band and the time interval instead of keeping its first trade as "time_interval".
+        """
+        return self.last_price, None if self.last_ts == _NEVER else self.last_ts
+
+    def restore(self, last_price: float, last_ts: int | None) -> None:
+        """Continue from a snapshot(); the tier numbers stay as they are."""
+        self.last_price = last_price
+        self.last_ts = _NEVER if last_ts is None else last_ts
+        self._due = self.last_ts + self.interval_ms
+        if math.isnan(last_price):
+            self._lo = self._hi = math.nan
+        else:
+            self._lo = last_price - last_price * self._pc
+            self._hi = last_price + last_price * self._pc
+
     def decide(self, price: float, usd: float, ts_ms: int) -> str | None:
         """Reason to keep this trade, or None to drop it. Allocates nothing on the drop path."""
         if usd > self.threshold_usd:

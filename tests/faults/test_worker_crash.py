@@ -1,5 +1,5 @@
-"""Fault scenario: kill -9 of a worker. Its successor resumes from the shared-memory symbol slots: the
-ids it never read are a gap, backfilled over REST, so with keep_all every aggTrade ends up stored once."""
+"""Fault scenario: kill -9 of a worker. Its successor resumes from its checkpoints (collector.checkpoints):
+the ids it never read are a gap, backfilled over REST, so with keep_all every aggTrade ends up stored once."""
 
 from __future__ import annotations
 
@@ -36,17 +36,17 @@ def test_killed_worker_gap_is_detected_and_backfilled(db_url: str, tmp_path: Pat
                   filters={"trades": {"keep_all": True}})
     try:
         wait_for(lambda: all(len(trade_ids(c, s)) > 30 for s in ("BTCUSDT", "ETHUSDT")), 60, "trades stored")
-        # the symbol slots are published every 2 s, with the newest resume points the writer has
-        # acknowledged (recorded at one publication, publishable at a later one): wait for a publication
-        # two periods after trades were flowing, then kill the worker
-        flowing = (datetime.now(UTC) + timedelta(seconds=4.5)).isoformat()
-        wait_for(lambda: (c.stats()["workers"][0]["activity_published_at"] or "") > flowing[:23], 30,
-                 "worker 1 to publish its symbol slots")
+        # checkpoints are recorded every 0.5 s and published once acknowledged (collector.checkpoints):
+        # wait for a statistics publication (every 2 s) made after the trades above were stored, by when
+        # a checkpoint covering them has been acknowledged, then kill the worker
+        stored = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+        wait_for(lambda: (c.stats()["workers"][0]["activity_published_at"] or "") > stored[:23], 30,
+                 "worker 1 to publish after the trades were stored")
         victim = _worker_pids(c)["1/2"]
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: _worker_pids(c).get("1/2", victim) != victim, 60, "worker 1 restarted")
-        wait_for(lambda: "resumed statistics and trade ids" in (c.logs / "worker-1.log").read_text(), 60,
-                 "the successor to resume from its predecessor's slots")
+        wait_for(lambda: (c.logs / "worker-1.log").read_text().count("resumed the checkpoints of") >= 2, 60,
+                 "the successor to resume from its predecessor's checkpoints")
         wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE filled_at IS NOT NULL")[0][0] > 0, 90,
                  "the crash gaps to be backfilled")
         c.control("pause")
