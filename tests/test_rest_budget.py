@@ -29,10 +29,29 @@ def test_a_busy_worker_uses_what_idle_ones_do_not(tmp_path: Path) -> None:
     granted = sum(busy.try_acquire(20, T0) for _ in range(40))
     assert granted == 30
     assert not idle.try_acquire(20, T0)
-    assert idle.wait_time(20, T0) == busy.wait_time(20, T0) == 2000.0  # 20 weight at 600/min
-    assert idle.try_acquire(20, T0 + 2000)
+    # the minute's budget is spent: both wait for the next clock minute
+    assert idle.wait_time(20, T0) == busy.wait_time(20, T0) == 60_000.0
+    assert not idle.try_acquire(20, T0 + 2000)
+    assert idle.try_acquire(20, T0 + 60_000)
     busy.close()
     idle.close()
+
+
+def test_requests_in_flight_cannot_pass_the_minutes_budget(tmp_path: Path) -> None:
+    """The exchange's count (X-MBX-USED-WEIGHT-1M) does not include requests still in flight: after it
+    said 280 of 300, one worker's last page (20) is in flight; the tokens refilled meanwhile must not let
+    another worker's klines request (weight 1) through in the same clock minute."""
+    path = budget_file(tmp_path, per_min=300)
+    a, b = SharedWeightBudget(path), SharedWeightBudget(path)
+    for i in range(14):
+        assert a.try_acquire(20, T0 + i)
+    a.on_response(200, {"X-MBX-USED-WEIGHT-1M": "280"}, T0 + 100)
+    assert a.try_acquire(20, T0 + 200)  # in flight
+    assert not b.try_acquire(1, T0 + 10_000)  # 50 tokens refilled by now, but the minute holds 300
+    assert b.wait_time(1, T0 + 10_000) == 50_000
+    assert b.try_acquire(1, T0 + 60_000)
+    a.close()
+    b.close()
 
 
 def test_a_429_seen_by_one_worker_pauses_every_worker(tmp_path: Path) -> None:

@@ -116,9 +116,15 @@ class WeightBudget:
     The server's X-MBX-USED-WEIGHT-1M is the whole IP's weight this minute. If it says more of our
     budget is used than our tokens imply, trust it: our tokens drop to share * (budget - used);
     once used reaches the budget, everyone waits for the next minute, when Binance's count resets.
+
+    Binance counts weight per clock minute, and requests in flight are not in its header yet; so the
+    bucket also counts what it granted in the current clock minute (at least share * the header's
+    count) and grants nothing beyond `capacity` in one minute. Without this, concurrent requests (two
+    workers on one shared budget) could each spend the last tokens the header left and pass the budget.
     """
 
-    STATE = struct.Struct("<ddddd")  # tokens, last refill ms, paused until ms, share, fraction
+    # tokens, last refill ms, paused until ms, share, fraction, clock minute, weight granted in it
+    STATE = struct.Struct("<ddddddd")
 
     # Binance USDT-M futures: 2400 weight per minute per IP.
     BINANCE_LIMIT_PER_MIN = 2400
@@ -136,6 +142,8 @@ class WeightBudget:
         self.tokens = self.capacity
         self._last = now_ms
         self.paused_until_ms = -math.inf
+        self._minute = now_ms // MINUTE_MS
+        self._minute_used = 0.0
 
     @property
     def budget_per_min(self) -> float:
@@ -156,11 +164,21 @@ class WeightBudget:
         # bucket and let the tokens go negative, which delays what follows by the excess.
         return min(weight, self.capacity)
 
+    def _minute_room(self, now_ms: float) -> float:
+        """Weight still grantable in the current clock minute."""
+        minute = now_ms // MINUTE_MS
+        if minute > self._minute:
+            self._minute, self._minute_used = minute, 0.0
+        return self.capacity - self._minute_used
+
     def try_acquire(self, weight: float, now_ms: float) -> bool:
         self._refill(now_ms)
-        if now_ms < self.paused_until_ms or self.tokens < self._need(weight) or self.capacity <= 0:
+        need = self._need(weight)
+        if (now_ms < self.paused_until_ms or self.tokens < need or self.capacity <= 0
+                or self._minute_room(now_ms) < need):
             return False
         self.tokens -= weight
+        self._minute_used += weight
         return True
 
     def wait_time(self, weight: float, now_ms: float) -> float:
@@ -171,7 +189,8 @@ class WeightBudget:
         pause = max(0.0, self.paused_until_ms - now_ms)
         missing = self._need(weight) - self.tokens
         refill = missing * MINUTE_MS / self.capacity if missing > 0 else 0.0
-        return max(pause, refill)
+        minute = _next_minute(now_ms) - now_ms if self._minute_room(now_ms) < self._need(weight) else 0.0
+        return max(pause, refill, minute)
 
     def pause_until(self, until_ms: float) -> None:
         self.paused_until_ms = max(self.paused_until_ms, until_ms)
@@ -195,6 +214,8 @@ class WeightBudget:
             self.tokens = min(self.tokens, 0.0)
         used = _number(_header(headers, "X-MBX-USED-WEIGHT-1M"))
         if used is not None:
+            self._minute_room(now_ms)
+            self._minute_used = max(self._minute_used, used * self.share)
             left = self.budget_per_min - used
             if left <= 0:
                 self.tokens = min(self.tokens, 0.0)
@@ -203,14 +224,16 @@ class WeightBudget:
                 self.tokens = min(self.tokens, left * self.share)
 
     def to_bytes(self) -> bytes:
-        return self.STATE.pack(self.tokens, self._last, self.paused_until_ms, self.share, self.fraction)
+        return self.STATE.pack(self.tokens, self._last, self.paused_until_ms, self.share, self.fraction,
+                               self._minute, self._minute_used)
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview,
                    limit_per_min: float = BINANCE_LIMIT_PER_MIN) -> WeightBudget:
-        tokens, last, paused, share, fraction = cls.STATE.unpack(data)
+        tokens, last, paused, share, fraction, minute, minute_used = cls.STATE.unpack(data)
         self = cls(last, limit_per_min, fraction, share)
         self.tokens, self.paused_until_ms = tokens, paused
+        self._minute, self._minute_used = minute, minute_used
         return self
 
 
