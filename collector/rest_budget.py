@@ -49,13 +49,13 @@ class SharedWeightBudget:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def try_acquire(self, weight: float, now_ms: float) -> bool:
+    def try_acquire(self, weight: float, now_ms: float, reserve: float = 0.0) -> bool:
         with self._locked() as b:
-            return b.try_acquire(weight, now_ms)
+            return b.try_acquire(weight, now_ms, reserve)
 
-    def wait_time(self, weight: float, now_ms: float) -> float:
+    def wait_time(self, weight: float, now_ms: float, reserve: float = 0.0) -> float:
         with self._locked() as b:
-            return b.wait_time(weight, now_ms)
+            return b.wait_time(weight, now_ms, reserve)
 
     def on_response(self, status: int, headers: Mapping[str, str], now_ms: float) -> None:
         with self._locked() as b:

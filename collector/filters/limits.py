@@ -159,10 +159,11 @@ class WeightBudget:
             self.tokens = min(self.capacity, self.tokens + (now_ms - self._last) * self.capacity / MINUTE_MS)
             self._last = now_ms
 
-    def _need(self, weight: float) -> float:
+    def _need(self, weight: float, reserve: float = 0.0) -> float:
         # A request heavier than the whole bucket would never fit: let it through on a full
         # bucket and let the tokens go negative, which delays what follows by the excess.
-        return min(weight, self.capacity)
+        # `reserve` (a fraction of capacity) must be left over: weight kept for more urgent requests.
+        return min(weight + reserve * self.capacity, self.capacity)
 
     def _minute_room(self, now_ms: float) -> float:
         """Weight still grantable in the current clock minute."""
@@ -171,9 +172,10 @@ class WeightBudget:
             self._minute, self._minute_used = minute, 0.0
         return self.capacity - self._minute_used
 
-    def try_acquire(self, weight: float, now_ms: float) -> bool:
+    def try_acquire(self, weight: float, now_ms: float, reserve: float = 0.0) -> bool:
+        """Take `weight` if it is there now, leaving `reserve` (a fraction of capacity) untouched."""
         self._refill(now_ms)
-        need = self._need(weight)
+        need = self._need(weight, reserve)
         if (now_ms < self.paused_until_ms or self.tokens < need or self.capacity <= 0
                 or self._minute_room(now_ms) < need):
             return False
@@ -181,15 +183,16 @@ class WeightBudget:
         self._minute_used += weight
         return True
 
-    def wait_time(self, weight: float, now_ms: float) -> float:
-        """Milliseconds until try_acquire(weight) can succeed (0 = now; inf = share is zero)."""
+    def wait_time(self, weight: float, now_ms: float, reserve: float = 0.0) -> float:
+        """Milliseconds until try_acquire(weight, reserve) can succeed (0 = now; inf = share is zero)."""
         self._refill(now_ms)
         if self.capacity <= 0:
             return math.inf
+        need = self._need(weight, reserve)
         pause = max(0.0, self.paused_until_ms - now_ms)
-        missing = self._need(weight) - self.tokens
+        missing = need - self.tokens
         refill = missing * MINUTE_MS / self.capacity if missing > 0 else 0.0
-        minute = _next_minute(now_ms) - now_ms if self._minute_room(now_ms) < self._need(weight) else 0.0
+        minute = _next_minute(now_ms) - now_ms if self._minute_room(now_ms) < need else 0.0
         return max(pause, refill, minute)
 
     def pause_until(self, until_ms: float) -> None:

@@ -282,7 +282,7 @@ def test_after_a_mass_drop_candles_come_first_and_gaps_within_the_budget(db_url:
         code, out = c.stop()
         assert code == 0, out[-3000:]
         print(f"mass drop: 1m candles back after {candles_s:.1f} s, {trade_gaps} trade gaps filled after "
-              f"{gaps_s:.1f} s (arithmetic + 30 s: {deadline:.0f} s); heaviest minute {heaviest} of {budget}")
+              f"{gaps_s:.1f} s (arithmetic + 20 s: {deadline:.0f} s); heaviest minute {heaviest} of {budget}")
     finally:
         c.stop()
 
