@@ -161,10 +161,11 @@ class CandleJob:
         return "candles_1m", self.symbol, self.first_open_ms, self.last_open_ms
 
 
-# Share of the budget a trade-gap page must leave untouched: after a mass drop the trade gaps are found at
-# once and the candle holes only when the next kline closes; this keeps weight for those (a klines request
-# weighs 1, so 10% of 1200/min is 120 of them) instead of making them wait for the next minute.
-TRADES_RESERVE = 0.1
+# Share of the budget (tokens and the clock minute's weight) a trade-gap page must leave untouched: after a
+# mass drop the trade gaps are found at once and the candle holes only when the next kline closes; this
+# keeps weight for those (a klines request weighs 1, so 20% of 1200/min is 240 of them) instead of making
+# them wait for the next minute. The price: while trade gaps are backlogged they get 80% of the budget.
+TRADES_RESERVE = 0.2
 # Queue order: candles before trade gaps (see the module docstring), then first come first served.
 CANDLE_PRIORITY = 0
 TRADES_PRIORITY = 1

@@ -99,14 +99,14 @@ def test_a_holder_killed_inside_the_lock_does_not_wedge_the_others(tmp_path: Pat
 
 def test_trade_pages_leave_a_reserve_for_candle_repairs(tmp_path: Path) -> None:
     """After a mass drop the trade gaps come first (found at reconnect) and would spend the whole minute;
-    with the backfill's TRADES_RESERVE they leave 10%, so candle holes found seconds later go at once."""
+    with the backfill's TRADES_RESERVE they leave 20%, so candle holes found seconds later go at once."""
     from collector.backfill import AGG_TRADES_WEIGHT, TRADES_RESERVE
 
     path = budget_file(tmp_path, per_min=300)
     trades, candles = SharedWeightBudget(path), SharedWeightBudget(path)
     pages = sum(trades.try_acquire(AGG_TRADES_WEIGHT, T0, TRADES_RESERVE) for _ in range(20))
-    assert pages == 13  # 260 of 300: one more would leave less than 30
+    assert pages == 12  # 240 of 300: one more would leave less than 60
     assert trades.wait_time(AGG_TRADES_WEIGHT, T0, TRADES_RESERVE) > 0
-    assert sum(candles.try_acquire(1, T0 + 1000) for _ in range(40)) == 40
+    assert sum(candles.try_acquire(1, T0 + 1000) for _ in range(60)) == 60
     trades.close()
     candles.close()
