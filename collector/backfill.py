@@ -238,7 +238,8 @@ class Backfiller:
         self._current: TradeGapJob | CandleJob | None = None
         self._active: set[tuple[str, str, int, int]] = set()  # queued or being repaired
         self._not_before: dict[tuple[str, str, int, int], float] = {}  # resolved (inf) or failed (retry time)
-        self._failed = False  # the last _request gave up (failures or stopping), as opposed to no data
+        self._candles_queued = 0  # candle jobs waiting: a trade gap waiting for weight gives way to them
+        self._preempted = False  # the last _request gave way to a queued candle repair
         self.counts: Counter[str] = Counter()  # requests, throttled, failures, trades, candles, gaps_*
 
     # --- intake (called by the pipeline, on the event loop) --------------------------------------------------
@@ -289,7 +290,9 @@ class Backfiller:
     def _enqueue(self, job: TradeGapJob | CandleJob) -> None:
         self._active.add(job.key)
         self._seq += 1
-        self.queue.put_nowait((CANDLE_PRIORITY if isinstance(job, CandleJob) else TRADES_PRIORITY, self._seq, job))
+        candle = isinstance(job, CandleJob)
+        self._candles_queued += candle
+        self.queue.put_nowait((CANDLE_PRIORITY if candle else TRADES_PRIORITY, self._seq, job))
 
     def _record(self, job: TradeGapJob | CandleJob, state: str, reason: str, filled_ms: int | None = None) -> None:
         kind, symbol, lo, hi = job.key
@@ -330,7 +333,9 @@ class Backfiller:
         done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if getter in done:
             stopper.cancel()
-            return getter.result()[2]
+            job = getter.result()[2]
+            self._candles_queued -= isinstance(job, CandleJob)
+            return job
         getter.cancel()
         return None
 
@@ -339,6 +344,7 @@ class Backfiller:
         jobs = [self._current] if self._current is not None and self._current.key in self._active else []
         while not self.queue.empty():
             jobs.append(self.queue.get_nowait()[2])
+            self._candles_queued -= isinstance(jobs[-1], CandleJob)
         for job in jobs:
             self._record(job, "detected", "stopped before the repair finished; the next start repairs it")
             self._active.discard(job.key)
@@ -350,7 +356,11 @@ class Backfiller:
         complete = True
         while job.next_id <= gap.to_id:
             path, query = agg_trade_page(gap.symbol, job.next_id, gap.to_id)
-            body = await self._request(path, query, AGG_TRADES_WEIGHT, TRADES_RESERVE)
+            body = await self._request(path, query, AGG_TRADES_WEIGHT, TRADES_RESERVE, preemptible=True)
+            if body is None and self._preempted:  # a candle repair came up while waiting for weight
+                self._active.discard(job.key)
+                self._enqueue(job)  # continues from job.next_id after the candles
+                return
             if body is None:  # REST kept failing, or stopping: not the exchange's answer, try again later
                 self._unfinished(job)
                 return
@@ -436,14 +446,16 @@ class Backfiller:
     # --- one request, within the budget ------------------------------------------------------------------------
 
     async def _request(self, path: str, query: dict[str, str | int], weight: int,
-                       reserve: float = 0.0) -> bytes | None:
+                       reserve: float = 0.0, preemptible: bool = False) -> bytes | None:
         """GET path?query once weight is available (leaving `reserve` of the budget); retried on 429/418
         (after the budget's pause) and, up to MAX_ATTEMPTS in all, on other failures. None when given up
-        or stopping."""
+        or stopping, or (`preemptible`, then self._preempted is set) when a candle repair is queued while
+        this request waits for weight."""
         url = f"{self.rest_url}{path}?{urlencode(query)}"
         failures = 0
+        self._preempted = False
         while not self.stop.is_set():
-            if not await self._acquire(weight, reserve):
+            if not await self._acquire(weight, reserve, preemptible):
                 return None
             self.counts["requests"] += 1
             try:
@@ -466,9 +478,13 @@ class Backfiller:
                 return None
         return None
 
-    async def _acquire(self, weight: int, reserve: float = 0.0) -> bool:
-        """Wait until the budget grants `weight` (leaving `reserve`); False when stopping."""
+    async def _acquire(self, weight: int, reserve: float = 0.0, preemptible: bool = False) -> bool:
+        """Wait until the budget grants `weight` (leaving `reserve`); False when stopping or (preemptible)
+        giving way to a queued candle repair."""
         while True:
+            if preemptible and self._candles_queued > 0:
+                self._preempted = True
+                return False
             now_ms = self.clock() * 1000
             wait_ms = self.gate.wait_time(weight, now_ms, reserve)
             if wait_ms <= 0 and self.gate.try_acquire(weight, now_ms, reserve):

@@ -380,3 +380,40 @@ def test_taken_over_repairs_are_done_once() -> None:
     assert sink.pipe.backfilled["trades"] == 100
     final = {v[:4]: v[4] for v in gap_versions(sink)}
     assert final == {("trades", "BTCUSDT", 100, 199): "filled", ("candles_1m", "ETHUSDT", T0, T0 + 60_000): "filled"}
+
+
+def test_a_trade_gap_waiting_for_weight_gives_way_to_a_candle_hole() -> None:
+    """The trade gap is already being repaired and waits for weight when the candle hole is found (a mass
+    drop: trade gaps at reconnect, candle holes at the next close): the candle request goes first, then
+    the trade gap continues."""
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock)
+    budget = WeightBudget(clock() * 1000)
+    budget.tokens = 0.0  # spent by the gaps before this one
+
+    async def main() -> Backfiller:
+        stop = asyncio.Event()
+        bf = Backfiller("http://exchange.invalid", sink.pipe, budget, stop, fetch=exchange.fetch, clock=clock)
+        waits: list[float] = []
+
+        async def fast_pause(seconds: float) -> bool:
+            if not waits:
+                bf.add_candle_gap("ETHUSDT", T0, T0)  # found while the trade page waits
+            waits.append(seconds)
+            clock.t += seconds
+            await asyncio.sleep(0)
+            return stop.is_set()
+
+        bf._pause = fast_pause  # type: ignore[method-assign]
+        bf.add_trade_gap(Gap("BTCUSDT", 10, 19, T0))
+        task = asyncio.create_task(bf.run())
+        await asyncio.wait_for(bf.queue.join(), 10)
+        stop.set()
+        await task
+        return bf
+
+    asyncio.run(main())
+    assert [path for _, path, _ in exchange.requests] == ["/fapi/v1/klines", "/fapi/v1/aggTrades"]
+    assert sink.pipe.backfilled["trades"] == 10
+    final = {v[:4]: v[4] for v in gap_versions(sink)}
+    assert final == {("trades", "BTCUSDT", 10, 19): "filled", ("candles_1m", "ETHUSDT", T0, T0): "filled"}
