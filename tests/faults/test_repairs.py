@@ -23,6 +23,7 @@ from helpers import SupervisorProcess, wait_for
 from test_gaps import Collector, assert_every_id_once, ids_complete
 from test_worker_crash import _worker_pids
 
+from collector.backfill import TRADES_RESERVE
 from collector.sim import SimConfig
 
 pytestmark = pytest.mark.faults
@@ -241,14 +242,14 @@ def test_writer_killed_mid_repair_loses_no_repair(db_url: str, tmp_path: Path) -
         c.stop()
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(480)
 def test_after_a_mass_drop_candles_come_first_and_gaps_within_the_budget(db_url: str, tmp_path: Path) -> None:
     """A small budget (300 weight/min) and 40 symbols: the trade gaps of a mass drop cost ~800 weight, well
     over a minute of budget. Every missing 1m candle is still back within 60 s of the drop (candle repairs
     jump the queue), and every trade gap within the budget's arithmetic."""
     budget = 300
     # trade_history: the exchange still has every missed id when the last gap's turn comes, minutes later
-    c = Collector(tmp_path, db_url, SimConfig(port=0, symbols=40, rate=100, speed=30, seed=24,
+    c = Collector(tmp_path, db_url, SimConfig(port=0, symbols=40, rate=60, speed=30, seed=24,
                                               trade_history=150_000), workers=2,
                   filters={"trades": {"keep_all": True}, "open_interest": {"interval_s": 3600}},
                   exchange={"rest_weight_per_min": budget})
@@ -268,11 +269,12 @@ def test_after_a_mass_drop_candles_come_first_and_gaps_within_the_budget(db_url:
         holes = c.query("SELECT count(*) FROM gaps WHERE kind = 'candles_1m'")[0][0]
         assert trade_gaps >= 30 and holes >= 30
         # the weight of the repairs: an aggTrades page is 20, a klines request of a few minutes 1. The
-        # exchange counts weight per clock minute, so W weight at B per minute may take ceil(W / B)
-        # minute windows, the first of which may be nearly over when the drop happens; plus 20 s for
-        # detection and a loaded machine
-        weight = int(pages) * 20 + holes
-        deadline = math.ceil(weight / budget) * 60 + 20
+        # exchange counts weight per clock minute and trade pages leave TRADES_RESERVE of each minute to
+        # candle repairs (which fit in it), so the pages may take ceil(W / ((1 - reserve) * B)) minute
+        # windows, the first of which may be nearly over when the drop happens; plus 20 s for detection
+        # and a loaded machine
+        assert holes <= TRADES_RESERVE * budget
+        deadline = math.ceil(int(pages) * 20 / ((1 - TRADES_RESERVE) * budget)) * 60 + 20
         wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE kind = 'trades' AND state = 'filled'")[0][0]
                  >= trade_gaps, max(1.0, dropped_at + deadline - time.time()),
                  f"every trade gap within {deadline:.0f} s of the drop")
