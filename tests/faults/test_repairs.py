@@ -103,16 +103,7 @@ def assert_matches_truth(c: Collector, t: dict, rollups: bool = True) -> None:
     wait_for(lambda: {k: candles(c, "candles_5m").get(k) for k in want_5m} == want_5m, 30,
              "every closed 5m kline to equal its roll-up")
     symbols = [s for s, v in t["symbols"].items() if (v["agg_ids"]["last"] or -1) >= 0]
-    try:
-        wait_for(lambda: ids_complete(c, t, symbols), 60, "every aggTrade id")
-    except AssertionError:  # DEBUG
-        for sym in symbols:
-            got = [r[0] for r in c.query("SELECT trade_id FROM trades WHERE symbol=%s ORDER BY 1", sym)]
-            missing = sorted(set(range(got[0], t["symbols"][sym]["agg_ids"]["last"] + 1)) - set(got))
-            if missing:
-                print("DEBUG", sym, got[0], t["symbols"][sym]["agg_ids"], missing[:20], len(missing))
-        print("DEBUG gaps", c.query("SELECT symbol, kind, from_id, to_id, state, reason FROM gaps ORDER BY symbol, from_id"))
-        raise
+    wait_for(lambda: ids_complete(c, t, symbols), 60, "every aggTrade id")
     assert_every_id_once(c, t, symbols)
     wait_for(lambda: open_gaps(c) == 0, 60, "no gap left detected or filling")
 
@@ -291,28 +282,30 @@ def test_after_a_mass_drop_candles_come_first_and_gaps_within_the_budget(db_url:
 
 @pytest.mark.timeout(180)
 def test_one_workers_backlog_uses_the_whole_budget(db_url: str, tmp_path: Path) -> None:
-    """Gaps on worker 1's symbols only, a budget of 300/min: a 1/2 share (150/min, 7 pages at once) would
-    need over 40 s for 16 pages; the one shared budget (15 pages at once) fills them in a few seconds.
-    Also the target "a single gap is filled within 10 s when the budget is idle"."""
-    c = Collector(tmp_path, db_url, SimConfig(port=0, symbols=32, rate=200, speed=10, seed=25), workers=2,
+    """Gaps on worker 1's symbols only, a budget of 600/min: a 1/2 share (300/min, 15 pages at once) would
+    need 20 s more for 20 pages; the one shared budget (480 for trade pages at once, see TRADES_RESERVE,
+    less the supervisor's start-up requests) fills them at once. Also the target "a single gap is filled
+    within 10 s when the budget is idle"."""
+    c = Collector(tmp_path, db_url, SimConfig(port=0, symbols=48, rate=200, speed=10, seed=25), workers=2,
                   filters={"trades": {"keep_all": True}, "open_interest": {"interval_s": 3600}},
-                  exchange={"rest_weight_per_min": 300})
+                  exchange={"rest_weight_per_min": 600})
     try:
         mine = worker_symbols(c, 1)
-        wait_for(lambda: all((v["agg_ids"]["last"] or -1) >= 0 for s, v in c.truth()["symbols"].items() if s in mine), 60,
-                 "trades on every symbol of worker 1")
+        assert len(mine) >= 21
+        wait_for(lambda: all((v["agg_ids"]["last"] or -1) >= 0 for s, v in c.truth()["symbols"].items() if s in mine),
+                 60, "trades on every symbol of worker 1")
         single = mine[0]
         skipped_at = time.time()
         c.control("fault/skip", symbol=single, count=5)
         wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE symbol = %s AND state = 'filled'", single)[0][0],
                  10, "a single gap filled within 10 s")
         single_s = time.time() - skipped_at
-        others = mine[1:17]
+        others = mine[1:21]
         skipped_at = time.time()
         for sym in others:
             c.control("fault/skip", symbol=sym, count=5)
         wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE symbol = ANY(%s) AND state = 'filled'",
-                                 others)[0][0] >= len(others), 20, f"{len(others)} gaps of one worker filled")
+                                 others)[0][0] >= len(others), 10, f"{len(others)} gaps of one worker filled")
         backlog_s = time.time() - skipped_at
         code, out = c.stop()
         assert code == 0, out[-3000:]
