@@ -151,10 +151,11 @@ def test_worker_killed_mid_repair_leaves_its_gaps_recorded_and_they_are_filled(d
         wait_for(lambda: _worker_pids(c).get("1/2", victim) != victim, 60, "worker 1 restarted")
         wait_for(lambda: "took over" in (c.logs / "worker-1.log").read_text(), 60,
                  "the successor to take over the unfinished repairs")
-        # the ids missed while no process read worker 1's symbols show up as a gap at each symbol's next trade
-        at_restart = {s: v["agg_ids"]["last"] for s, v in c.truth()["symbols"].items()}
-        wait_for(lambda: all(v["agg_ids"]["last"] > at_restart[s] for s, v in c.truth()["symbols"].items()), 60,
-                 "a trade on every symbol after the restart")
+        # what was missed while no process read worker 1's symbols shows up at each symbol's next trade (ids)
+        # and next closed kline (minutes)
+        at_restart = {s: (v["agg_ids"]["last"], v["kline_closed"].get("1m", 0)) for s, v in c.truth()["symbols"].items()}
+        wait_for(lambda: all(v["agg_ids"]["last"] > at_restart[s][0] and v["kline_closed"].get("1m", 0) > at_restart[s][1]
+                             for s, v in c.truth()["symbols"].items()), 60, "a trade and a kline after the restart")
         c.control("pause")
         t = c.truth(klines=True)
         assert_matches_truth(c, t, rollups=False)  # speed 10: too short for a closed 5m kline
