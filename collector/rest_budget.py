@@ -40,12 +40,13 @@ class SharedWeightBudget:
         self._fd = os.open(self.path, os.O_RDWR)
 
     @contextmanager
-    def _locked(self) -> Iterator[WeightBudget]:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+    def _locked(self, write: bool = True) -> Iterator[WeightBudget]:
+        fcntl.flock(self._fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
         try:
             budget = WeightBudget.from_bytes(os.pread(self._fd, WeightBudget.STATE.size, 0), self.limit_per_min)
             yield budget
-            os.pwrite(self._fd, budget.to_bytes(), 0)
+            if write:
+                os.pwrite(self._fd, budget.to_bytes(), 0)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -67,13 +68,9 @@ class SharedWeightBudget:
 
     @property
     def paused_until_ms(self) -> float:
-        with self._locked() as b:
+        """Read every stats tick by each worker: a shared lock, nothing written."""
+        with self._locked(write=False) as b:
             return b.paused_until_ms
-
-    @property
-    def tokens(self) -> float:
-        with self._locked() as b:
-            return b.tokens
 
     def close(self) -> None:
         if self._fd >= 0:

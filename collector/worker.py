@@ -286,7 +286,9 @@ class StatsPublisher:
 
 
 def _open_gaps(dsn: str, symbols: list[str]) -> list[storage.OpenGap]:
-    with psycopg.connect(dsn, connect_timeout=10, application_name="collector-worker") as conn:
+    # bounded, so a stopping worker never waits long for this read
+    with psycopg.connect(dsn, connect_timeout=10, application_name="collector-worker",
+                         options="-c statement_timeout=10000") as conn:
         return storage.open_gaps(conn, symbols)
 
 

@@ -298,14 +298,15 @@ def test_one_workers_backlog_uses_the_whole_budget(db_url: str, tmp_path: Path) 
         single = mine[0]
         skipped_at = time.time()
         c.control("fault/skip", symbol=single, count=5)
-        wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE symbol = %s AND state = 'filled'", single)[0][0],
+        wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE symbol = %s AND filled_at IS NOT NULL",
+                                 single)[0][0],
                  10, "a single gap filled within 10 s")
         single_s = time.time() - skipped_at
         others = mine[1:21]
         skipped_at = time.time()
         for sym in others:
             c.control("fault/skip", symbol=sym, count=5)
-        wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE symbol = ANY(%s) AND state = 'filled'",
+        wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE symbol = ANY(%s) AND filled_at IS NOT NULL",
                                  others)[0][0] >= len(others), 10, f"{len(others)} gaps of one worker filled")
         backlog_s = time.time() - skipped_at
         code, out = c.stop()
