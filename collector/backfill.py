@@ -166,6 +166,8 @@ class CandleJob:
 # keeps weight for those (a klines request weighs 1, so 20% of 1200/min is 240 of them) instead of making
 # them wait for the next minute. The price: while trade gaps are backlogged they get 80% of the budget.
 TRADES_RESERVE = 0.2
+# A trade page waiting for weight (up to a minute) looks this often for a candle repair to give way to.
+PREEMPT_POLL_S = 0.2
 # Queue order: candles before trade gaps (see the module docstring), then first come first served.
 CANDLE_PRIORITY = 0
 TRADES_PRIORITY = 1
@@ -489,8 +491,8 @@ class Backfiller:
             wait_ms = self.gate.wait_time(weight, now_ms, reserve)
             if wait_ms <= 0 and self.gate.try_acquire(weight, now_ms, reserve):
                 return True
-            if await self._pause(min(max(wait_ms, 10.0) / 1000, MAX_WAIT_S) if math.isfinite(wait_ms)
-                                 else MAX_WAIT_S):
+            longest = PREEMPT_POLL_S if preemptible else MAX_WAIT_S
+            if await self._pause(min(max(wait_ms, 10.0) / 1000, longest) if math.isfinite(wait_ms) else longest):
                 return False
 
     async def _pause(self, seconds: float) -> bool:

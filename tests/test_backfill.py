@@ -377,6 +377,8 @@ def test_taken_over_repairs_are_done_once() -> None:
 
     asyncio.run(main())
     assert [path for _, path, _ in exchange.requests] == ["/fapi/v1/klines", "/fapi/v1/aggTrades"]
+    # at once: not after the trade page's own wait for weight (13 s here) is over
+    assert exchange.requests[0][0] - T0 / 1000 < 1
     assert sink.pipe.backfilled["trades"] == 100
     final = {v[:4]: v[4] for v in gap_versions(sink)}
     assert final == {("trades", "BTCUSDT", 100, 199): "filled", ("candles_1m", "ETHUSDT", T0, T0 + 60_000): "filled"}
@@ -414,6 +416,8 @@ def test_a_trade_gap_waiting_for_weight_gives_way_to_a_candle_hole() -> None:
 
     asyncio.run(main())
     assert [path for _, path, _ in exchange.requests] == ["/fapi/v1/klines", "/fapi/v1/aggTrades"]
+    # at once: not after the trade page's own wait for weight (13 s here) is over
+    assert exchange.requests[0][0] - T0 / 1000 < 1
     assert sink.pipe.backfilled["trades"] == 10
     final = {v[:4]: v[4] for v in gap_versions(sink)}
     assert final == {("trades", "BTCUSDT", 10, 19): "filled", ("candles_1m", "ETHUSDT", T0, T0): "filled"}
