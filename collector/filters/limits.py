@@ -113,13 +113,12 @@ class WeightBudget:
     IP: when one worker reports a pause (paused_until_ms), the supervisor must pass it on to the
     others with pause_until().
 
-    The server's X-MBX-USED-WEIGHT-1M is the whole IP's weight this minute. If it says more of our
-    budget is used than our tokens imply, trust it: our tokens drop to share * (budget - used);
-    once used reaches the budget, everyone waits for the next minute, when Binance's count resets.
-
     Binance counts weight per clock minute, and requests in flight are not in its header yet; so the
-    bucket also counts what it granted in the current clock minute (at least share * the header's
-    count) and grants nothing beyond `capacity` in one minute. Without this, concurrent requests (two
+    bucket also counts what it granted in the current clock minute, at least share * the server's
+    X-MBX-USED-WEIGHT-1M (the whole IP's weight this minute: trusted when it says more is used), and
+    grants nothing beyond `capacity` in one minute; once the header reaches the budget, everyone waits
+    for the next minute, when Binance's count resets. The tokens themselves are left alone by the
+    header, so a new minute starts with what refilled meanwhile. Without this, concurrent requests (two
     workers on one shared budget) could each spend the last tokens the header left and pass the budget.
     """
 
@@ -219,12 +218,9 @@ class WeightBudget:
         if used is not None:
             self._minute_room(now_ms)
             self._minute_used = max(self._minute_used, used * self.share)
-            left = self.budget_per_min - used
-            if left <= 0:
+            if used >= self.budget_per_min:  # the IP's minute is spent (by us or anyone): wait it out
                 self.tokens = min(self.tokens, 0.0)
                 self.pause_until(_next_minute(now_ms))
-            else:
-                self.tokens = min(self.tokens, left * self.share)
 
     def to_bytes(self) -> bytes:
         return self.STATE.pack(self.tokens, self._last, self.paused_until_ms, self.share, self.fraction,
