@@ -138,8 +138,11 @@ def test_worker_killed_mid_repair_leaves_its_gaps_recorded_and_they_are_filled(d
         # recorded at detection, before any repair finished: that is what a successor finds
         wait_for(lambda: c.query("SELECT count(DISTINCT symbol) FROM gaps WHERE symbol = ANY(%s)", mine)[0][0]
                  == len(mine), 60, "worker 1's gaps to be recorded")
-        # a successor resumes gap detection from the trade ids its predecessor published (every 2 s, once
-        # acknowledged): wait for a publication made after the gaps were found, as a longer-lived worker has
+        # a successor resumes gap detection from the trade ids and closed klines its predecessor published
+        # (every 2 s, once acknowledged): wait for a stored kline of every symbol and a publication made
+        # after that and after the gaps were found, as a longer-lived worker has
+        wait_for(lambda: c.query("SELECT count(DISTINCT symbol) FROM candles_1m WHERE symbol = ANY(%s)",
+                                 mine)[0][0] == len(mine), 60, "a closed kline of every symbol of worker 1")
         published = (datetime.now(UTC) + timedelta(seconds=4.5)).isoformat()
         wait_for(lambda: (c.stats()["workers"][0]["activity_published_at"] or "") > published[:23], 30,
                  "worker 1 to publish its symbol slots")
