@@ -127,6 +127,9 @@ class ExchangeConfig(_Section):
     # Share of Binance's 2400/min REST weight this collector may use, leaving room for anything else
     # running from the same IP.
     rest_weight_per_min: PositiveInt = 1200
+    # How often a worker reads the unfinished repairs of its symbols from the gaps table (also once at
+    # start): picks up what a killed predecessor or a stopped run left, and repairs whose REST failed.
+    gap_rescan_s: Positive = 60.0
     universe_refresh_s: Positive = 3600.0
     # WebSocket client: picows (Cython frame parsing, ~7x cheaper per frame) when installed, else the
     # websockets library cryptofeed uses. "websockets" forces cryptofeed's own.

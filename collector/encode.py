@@ -40,7 +40,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "liquidations": ("time", "symbol", "side", "order_type", "price", "avg_price", "quantity",
                      "filled_quantity", "status", "usd_value"),
     "open_interest": ("time", "symbol", "open_interest"),
-    "gaps": ("symbol", "from_id", "to_id", "detected_at", "filled_at"),
+    "gaps": ("symbol", "kind", "from_id", "to_id", "detected_at", "filled_at", "state", "reason", "updated_at"),
 }
 CANDLE_COLUMNS = ("time", "symbol", "close_time", "open", "high", "low", "close", "volume", "quote_volume",
                   "trades", "taker_buy_volume", "taker_buy_quote_volume")
@@ -291,15 +291,29 @@ def encode_candle(open_time_ms: int, symbol: str, close_time_ms: int, open: str,
     ))
 
 
-def encode_gap(symbol: str, from_id: int, to_id: int, detected_at_ms: int, filled_at_ms: int | None = None) -> bytes:
-    """One `gaps` tuple: aggregate-trade ids missing between from_id and to_id (inclusive)."""
+def encode_gap(symbol: str, from_id: int, to_id: int, detected_at_ms: int, filled_at_ms: int | None = None, *,
+               kind: str = "trades", state: str | None = None, reason: str = "",
+               updated_at_ms: int | None = None) -> bytes:
+    """One `gaps` tuple: what the stream missed and how far its repair got (collector.backfill).
+
+    kind "trades": aggregate-trade ids from_id..to_id (inclusive); kind "candles_1m": the 1m candles
+    opening from_id..to_id (ms). state: detected / filling / filled / unfillable (default: filled when
+    filled_at is set, else unfillable). updated_at orders two versions of the same gap (the writer keeps
+    the most advanced, see storage.GAP_STATES).
+    """
+    if state is None:
+        state = "filled" if filled_at_ms is not None else "unfillable"
     return b"".join((
-        _I16(5),
+        _I16(9),
         enc_symbol(symbol),
+        enc_text(kind),
         enc_int8(from_id),
         enc_int8(to_id),
         enc_timestamptz(detected_at_ms),
         enc_timestamptz_or_null(filled_at_ms),
+        enc_text(state),
+        enc_text(reason),
+        enc_timestamptz(updated_at_ms if updated_at_ms is not None else filled_at_ms or detected_at_ms),
     ))
 
 

@@ -293,11 +293,16 @@ class Pipeline:
             self._add("candles_1m", encoded, t)
         return True
 
-    def gap_resolved(self, gap: Gap, filled_ms: int | None) -> None:
-        """Store the gap once: filled (filled_at set) or given up (filled_at NULL); see collector.backfill."""
-        self.backfilled["gaps_filled" if filled_ms is not None else "gaps_unfilled"] += 1
-        self._add("gaps", encode_gap(gap.symbol, gap.from_id, gap.to_id, gap.detected_ms, filled_ms),
-                  gap.detected_ms)
+    def record_gap(self, kind: str, symbol: str, from_id: int, to_id: int, detected_ms: int, state: str,
+                   reason: str, updated_ms: int, filled_ms: int | None = None) -> None:
+        """Store one version of a gap's row (collector.backfill: detected, filling, filled, unfillable).
+
+        Sent like any row; the writer keeps the most advanced version per gap (storage.upsert_gaps_sql).
+        """
+        if kind == "trades" and state in ("filled", "unfillable"):
+            self.backfilled["gaps_filled" if state == "filled" else "gaps_unfilled"] += 1
+        self._add("gaps", encode_gap(symbol, from_id, to_id, detected_ms, filled_ms, kind=kind, state=state,
+                                     reason=reason, updated_at_ms=updated_ms), detected_ms)
 
     # --- batching ---------------------------------------------------------------------------------------
 

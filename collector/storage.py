@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["auto", "timescaledb", "postgres"]
 
 # Bump when the DDL changes and add a step to _MIGRATIONS; a database newer than this refuses to start.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Arbitrary constant key for pg_advisory_xact_lock: two processes running ensure_schema at once serialise.
 _SCHEMA_LOCK_KEY = 0x434F4C4C  # "COLL"
@@ -79,7 +79,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "liquidations": ("symbol", "time", "side", "price", "quantity"),
     "open_interest": ("symbol", "time"),
     **{t: ("symbol", "time") for t in CANDLE_TABLES},
-    "gaps": ("symbol", "from_id", "to_id"),
+    "gaps": ("symbol", "kind", "from_id", "to_id"),
 }
 
 _COLUMN_TYPES: dict[str, str] = {
@@ -117,6 +117,10 @@ _COLUMN_TYPES: dict[str, str] = {
     "to_id": "BIGINT NOT NULL",
     "detected_at": "TIMESTAMPTZ NOT NULL",
     "filled_at": "TIMESTAMPTZ",
+    "kind": "TEXT NOT NULL",
+    "state": "TEXT NOT NULL",
+    "reason": "TEXT NOT NULL",
+    "updated_at": "TIMESTAMPTZ NOT NULL",
 }
 
 TIME_TABLES = tuple(SPANS)
@@ -510,8 +514,6 @@ def _v2(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta |
         conn.execute(_closed_view_ddl(table))
 
 
-
-
 def _v3_checkpoints(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None],
                     now: datetime) -> None:
     """Each symbol's last checkpoint (collector.checkpoints), so a full restart resumes the workers' state.
@@ -529,7 +531,83 @@ def _v3_checkpoints(conn: psycopg.Connection, mode: str, retention: Mapping[str,
         updated_ms BIGINT NOT NULL)""")
 
 
-_MIGRATIONS = {1: _v1, 2: _v2, 3: _v3_checkpoints}
+def _v4_gaps(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None], now: datetime) -> None:
+    """gaps becomes the repair queue: a row from detection on, with its kind, state and reason.
+
+    Idempotent on purpose: a database created by this code's _v1 already has the columns and key (the DDL
+    follows COLUMNS/KEYS), one created by version 1 code gets them here. Rows from version 1 were
+    written once resolved: filled when filled_at is set, else given up.
+    """
+    conn.execute("""ALTER TABLE gaps ADD COLUMN IF NOT EXISTS kind TEXT, ADD COLUMN IF NOT EXISTS state TEXT,
+                    ADD COLUMN IF NOT EXISTS reason TEXT, ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ""")
+    conn.execute("""UPDATE gaps SET kind = coalesce(kind, 'trades'),
+                        state = coalesce(state, CASE WHEN filled_at IS NULL THEN 'unfillable' ELSE 'filled' END),
+                        reason = coalesce(reason, 'recorded before schema version 4'),
+                        updated_at = coalesce(updated_at, filled_at, detected_at)
+                    WHERE kind IS NULL OR state IS NULL OR reason IS NULL OR updated_at IS NULL""")
+    conn.execute("""ALTER TABLE gaps ALTER COLUMN kind SET NOT NULL, ALTER COLUMN state SET NOT NULL,
+                    ALTER COLUMN reason SET NOT NULL, ALTER COLUMN updated_at SET NOT NULL""")
+    conn.execute("ALTER TABLE gaps DROP CONSTRAINT IF EXISTS gaps_pkey")
+    conn.execute("ALTER TABLE gaps ADD PRIMARY KEY (symbol, kind, from_id, to_id)")
+    conn.execute("ALTER TABLE gaps DROP CONSTRAINT IF EXISTS gaps_state_check")
+    conn.execute(f"ALTER TABLE gaps ADD CONSTRAINT gaps_state_check CHECK (state IN "
+                 f"({', '.join(repr(s) for s in GAP_STATES)}))")
+    # what a starting worker asks for: the unfinished repairs of its symbols
+    conn.execute("CREATE INDEX IF NOT EXISTS gaps_open ON gaps (symbol) WHERE state IN ('detected', 'filling')")
+
+
+_MIGRATIONS = {1: _v1, 2: _v2, 3: _v3_checkpoints, 4: _v4_gaps}
+
+
+# --- gaps: the durable repair queue ---------------------------------------------------------------------------
+
+# A gap's states and their rank: a row is only ever replaced by a version of at least the same rank (and,
+# within a rank, a newer updated_at). So a late "filling" cannot undo "filled", and two processes
+# repairing the same range (a successor and a predecessor still draining) cannot move it backwards.
+GAP_STATES: dict[str, int] = {"detected": 0, "filling": 0, "unfillable": 1, "filled": 2}
+OPEN_GAP_STATES = ("detected", "filling")
+
+
+def _gap_rank(ref: str) -> str:
+    return f"CASE {ref}.state " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in GAP_STATES.items()) + " END"
+
+
+def upsert_gaps_sql(stage: str) -> sql.Composed:
+    """Move staged gap rows into `gaps`, keeping per key the most advanced version (see GAP_STATES).
+
+    Why an upsert and not COPY: a gap is written at detection, again when its repair starts and once
+    more when it ends, under the same key. DISTINCT ON collapses versions that arrive in one flush
+    (ON CONFLICT DO UPDATE may not touch a row twice in one statement).
+    """
+    cols = COLUMNS["gaps"]
+    key = KEYS["gaps"]
+    return sql.SQL("""
+        INSERT INTO gaps AS g ({cols})
+        SELECT DISTINCT ON ({key}) {cols} FROM {stage}
+        ORDER BY {key}, {rank_s} DESC, updated_at DESC
+        ON CONFLICT ({key}) DO UPDATE SET filled_at = EXCLUDED.filled_at, state = EXCLUDED.state,
+            reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at
+        WHERE {rank_new} > {rank_old} OR ({rank_new} = {rank_old} AND EXCLUDED.updated_at >= g.updated_at)
+        """).format(cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                    key=sql.SQL(", ").join(map(sql.Identifier, key)), stage=sql.Identifier(stage),
+                    rank_s=sql.SQL(_gap_rank(stage)), rank_new=sql.SQL(_gap_rank("EXCLUDED")),
+                    rank_old=sql.SQL(_gap_rank("g")))
+
+
+class OpenGap(NamedTuple):
+    kind: str
+    symbol: str
+    from_id: int
+    to_id: int
+    detected_ms: int
+
+
+def open_gaps(conn: psycopg.Connection, symbols: list[str]) -> list[OpenGap]:
+    """The unfinished repairs (detected or filling) of `symbols`, oldest first: what a worker takes over."""
+    rows = conn.execute("""SELECT kind, symbol, from_id, to_id, (extract(epoch FROM detected_at) * 1000)::bigint
+                           FROM gaps WHERE state IN ('detected', 'filling') AND symbol = ANY(%s)
+                           ORDER BY detected_at""", (symbols,)).fetchall()
+    return [OpenGap(*r) for r in rows]
 
 
 # --- partitions (plain PostgreSQL) ----------------------------------------------------------------------------
@@ -685,6 +763,46 @@ def rollup_candles(conn: psycopg.Connection, since: datetime, until: datetime) -
             cur = conn.execute(_rollup_sql(target, _ROLLUP_SOURCE[target], width), {"since": since, "until": until})
             changed[target] = cur.rowcount
     return changed
+
+
+# --- candle views (TimescaleDB) -----------------------------------------------------------------------------
+
+
+def refresh_window(bucket_ms: int, since_ms: int, until_ms: int, complete_ms: int) -> tuple[int, int] | None:
+    """The refresh window (ms, aligned to UTC buckets) for 1m candles landed over [since, until).
+
+    refresh_continuous_aggregate refreshes only buckets lying wholly inside its window, so the window is
+    widened to bucket bounds; it stops at the last bucket that is complete by `complete_ms` (end of the
+    newest 1m candle stored) because materialising a still-open bucket would hide its later candles from
+    real-time aggregation until the next refresh. None when no complete bucket is affected.
+    """
+    start = since_ms // bucket_ms * bucket_ms
+    end = min(-(-until_ms // bucket_ms) * bucket_ms, complete_ms // bucket_ms * bucket_ms)
+    return (start, end) if end > start else None
+
+
+def refresh_candle_views(conn: psycopg.Connection, since_ms: int, until_ms: int, complete_ms: int) -> int:
+    """TimescaleDB: re-materialise every complete 5m..1d bucket containing 1m candles of [since, until).
+
+    The refresh policies only look back 1 h / 6 h / 2 d / 7 d, so a candle stored later than that (REST
+    repair, spool replay) would never reach the views; this refreshes exactly its buckets. Per the
+    TimescaleDB 2.x docs, CALL refresh_continuous_aggregate(continuous_aggregate, window_start,
+    window_end) cannot run inside a transaction block: `conn` must be in autocommit mode
+    (https://docs.tigerdata.com/api/latest/continuous-aggregates/refresh_continuous_aggregate/).
+    Returns how many views were refreshed.
+    """
+    if not conn.autocommit:
+        raise ValueError("refresh_continuous_aggregate needs an autocommit connection")
+    refreshed = 0
+    for view, width in DERIVED_CANDLES.items():
+        window = refresh_window(int(width.total_seconds() * 1000), since_ms, until_ms, complete_ms)
+        if window is None:
+            continue
+        lo, hi = (datetime.fromtimestamp(ms / 1000, UTC) for ms in window)
+        conn.execute(sql.SQL("CALL refresh_continuous_aggregate({}, {}, {})").format(
+            sql.Literal(f"{view}_agg"), sql.Literal(lo), sql.Literal(hi)))
+        refreshed += 1
+    return refreshed
 
 
 # --- tiers ---------------------------------------------------------------------------------------------------

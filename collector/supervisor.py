@@ -28,8 +28,10 @@ from collector import checkpoints
 from collector.config import Config, ConfigError, load_config, parse_duration
 from collector.exchange import Endpoints
 from collector.exitcodes import BOOT_ERROR, EXIT_CONFIG, EXIT_OK, read_boot_error
+from collector.filters.limits import WeightBudget
 from collector.health import ChildInfo, HealthServer, build_snapshot, health, stats_json
 from collector.logs import mask_secrets, setup_logging
+from collector.rest_budget import create_budget_file
 from collector.startup import StartupError, check_machine, prepare_database
 from collector.stats import StatsBlock, merge_activity
 from collector.tiers import TierAssignment, TierParams, bootstrap_from_ticker_24hr, compute_tiers
@@ -121,6 +123,7 @@ class Supervisor:
         self.embedded_pg = None
         self.sim = None
         self.dsn: str | None = None
+        self.rest_budget_path: str | None = None  # the workers' shared REST weight budget (collector.rest_budget)
         self.endpoints: Endpoints | None = None
         self.universe: list[str] = []
         self.tiers: dict[str, TierAssignment] = {}
@@ -290,7 +293,8 @@ class Supervisor:
                               tiers_provisional=self.tiers_ms is None,
                               stats_name=self.stats.name,
                               symbol_slots={s: self.symbol_slots[s] for s in child.symbols},
-                              rest_weight_share=1.0 / len(self.shards),
+                              rest_weight_share=1.0 / len(self.shards), rest_budget_path=self.rest_budget_path,
+                              dsn=self.dsn,
                               checkpoints_name=self.checkpoints.name if self.checkpoints else None,
                               handover=child.handover)
             child.process = self.ctx.Process(target=run_worker, args=(spec,), name=f"worker-{child.index + 1}")
@@ -319,6 +323,9 @@ class Supervisor:
             self._prepare()
             self.run_dir = tempfile.mkdtemp(prefix="collector-")  # short path: Unix socket names are <108 bytes
             self.socket_path = os.path.join(self.run_dir, "writer.sock")
+            self.rest_budget_path = os.path.join(self.run_dir, "rest-budget")
+            create_budget_file(self.rest_budget_path, time.time() * 1000, WeightBudget.BINANCE_LIMIT_PER_MIN,
+                               min(1.0, self.cfg.exchange.rest_weight_per_min / WeightBudget.BINANCE_LIMIT_PER_MIN))
             self.stats = StatsBlock.create(len(self.shards) + 1, SYMBOL_SLOT_FACTOR * len(self.universe))
             self.symbol_slots = {sym: i for i, sym in enumerate(self.universe)}
             self.checkpoints = checkpoints.CheckpointBlock.create(self.stats.symbol_slots)

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
 
+import psycopg
+
+from collector import storage
 from collector.backfill import Backfiller
 from collector.checkpoints import RESUME_IDS_MAX_AGE_MS, CheckpointBlock, Checkpointer, HandoverBuffer
 from collector.config import Config
@@ -32,6 +35,7 @@ from collector.filters.limits import WeightBudget
 from collector.filters.thresholds import Warmup
 from collector.filters.trades import FilterParams, TradeFilter
 from collector.pipeline import Pipeline
+from collector.rest_budget import SharedWeightBudget
 from collector.source import FastBinanceFutures, poll_positions, subscription_channels
 from collector.stats import StatsBlock
 from collector.tiers import TierAssignment
@@ -73,10 +77,12 @@ class WorkerSpec:
     # True when `tiers` are the ticker/24hr estimate (no stored or live tiers yet): the worker then
     # refines each threshold from the symbol's own trades until live tiers arrive.
     tiers_provisional: bool = False
-    rest_weight_share: float = 1.0  # of the collector's REST weight budget
     checkpoints_name: str | None = None  # the supervisor's checkpoint block (collector.checkpoints)
     # A predecessor still collects these symbols: hold events until the supervisor says it has exited
     handover: bool = False
+    rest_weight_share: float = 1.0  # of the collector's REST weight budget (without rest_budget_path)
+    rest_budget_path: str | None = None  # the process tree's shared REST budget (collector.rest_budget)
+    dsn: str | None = None  # where the gaps table is read back (unfinished repairs to take over)
 
 
 def filter_params(cfg: Config) -> FilterParams:
@@ -125,9 +131,9 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         funding_interval_ms=int(cfg.filters.funding.min_interval_s * 1000),
         batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
     )
-    # One REST weight budget for every REST user of this worker (open-interest poller and backfill):
-    # a 429/418 reported by either pauses both.
-    budget = rest_budget(cfg, spec.rest_weight_share)
+    # One REST weight budget for every REST user of every worker (open-interest pollers and backfills),
+    # shared through a file the supervisor created: a 429/418 reported by any of them pauses all.
+    budget = rest_budget(cfg, spec.rest_weight_share, spec.rest_budget_path)
     backfill = Backfiller(spec.endpoints.rest, pipeline, budget, stop,
                           trades="trades" in cfg.collection.data_types)
     pipeline.on_gap = backfill.add_trade_gap
@@ -235,6 +241,9 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             feed_tg.create_task(feed.run(stop), name="feed")
             feed_tg.create_task(housekeeping(), name="housekeeping")
             feed_tg.create_task(backfill.run(), name="backfill")
+            if spec.dsn is not None:
+                feed_tg.create_task(take_over_gaps(spec.dsn, spec.symbols, backfill, stop, cfg.exchange.gap_rescan_s),
+                                    name="gap-takeover")
         take_over("stopping before the hand-over")  # what we held must not be lost
         pipeline.flush_all()
         if not await link.wait_acked(DRAIN_TIMEOUT_S):
@@ -258,7 +267,7 @@ class StatsPublisher:
     """Copies this worker's counters into its shared-memory slot (collector.stats); cheap, every tick."""
 
     def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures, link: WriterLink,
-                 budget: WeightBudget) -> None:
+                 budget: WeightBudget | SharedWeightBudget) -> None:
         assert spec.stats_name is not None
         self.block = StatsBlock.attach(spec.stats_name)
         self.slot = self.block.process_slot(spec.index + 1)
@@ -329,10 +338,37 @@ class StatsPublisher:
         self.block.close()
 
 
-def rest_budget(cfg: Config, share: float) -> WeightBudget:
-    """This worker's REST weight budget: exchange.rest_weight_per_min of Binance's per-IP limit, of which
-    this worker may use `share` (granted by the supervisor)."""
+def _open_gaps(dsn: str, symbols: list[str]) -> list[storage.OpenGap]:
+    # bounded, so a stopping worker never waits long for this read
+    with psycopg.connect(dsn, connect_timeout=10, application_name="collector-worker",
+                         options="-c statement_timeout=10000") as conn:
+        return storage.open_gaps(conn, symbols)
+
+
+async def take_over_gaps(dsn: str, symbols: list[str], backfill: Backfiller, stop: asyncio.Event,
+                         every_s: float) -> None:
+    """At start and every `every_s`: queue the unfinished repairs of this worker's symbols from `gaps`.
+
+    What a killed predecessor or a stopped run left detected or filling is finished here; the read runs
+    in a thread so the feed never waits for the database, and a failed read is retried next period.
+    """
+    while not stop.is_set():
+        try:
+            backfill.take_over(await asyncio.to_thread(_open_gaps, dsn, symbols))  # type: ignore[arg-type]
+        except Exception as exc:  # database down or schema not there yet: the next round tries again
+            log.warning("could not read unfinished repairs from the gaps table: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            pass
+
+
+def rest_budget(cfg: Config, share: float, path: str | None = None) -> WeightBudget | SharedWeightBudget:
+    """The REST weight budget: exchange.rest_weight_per_min of Binance's per-IP limit. With `path`, the one
+    budget every worker shares (collector.rest_budget); without, this worker's own with `share` of it."""
     limit = WeightBudget.BINANCE_LIMIT_PER_MIN
+    if path is not None:
+        return SharedWeightBudget(path, limit)
     return WeightBudget(time.time() * 1000, limit_per_min=limit,
                         fraction=min(1.0, cfg.exchange.rest_weight_per_min / limit), share=share)
 
@@ -351,7 +387,7 @@ def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
 
 
 def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter,
-                  publisher: StatsPublisher | None, budget: WeightBudget | None = None,
+                  publisher: StatsPublisher | None, budget: WeightBudget | SharedWeightBudget | None = None,
                   warmup: Warmup | None = None) -> bool:
     """Apply the supervisor's messages; True when one said the predecessor has handed over."""
     handover = False

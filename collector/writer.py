@@ -188,6 +188,17 @@ class WriterStats:
         return out
 
 
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, with overlapping or touching [lo, hi) ranges merged into one."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 class _Transient(Exception):
     """A flush failed for a reason that retrying later can fix."""
 
@@ -399,7 +410,9 @@ class Writer:
         self._backoff = BACKOFF_INITIAL_S
         self._next_maintenance = 0.0
         self._maintenance_todo: list[str] = []  # tables left in the current maintenance round
-        self._rollup_range: tuple[int, int] | None = None  # candles_1m event ms committed, not rolled up yet
+        # candles_1m event-ms ranges committed but not yet rolled up (plain) or refreshed (TimescaleDB)
+        self._rollup_ranges: list[tuple[int, int]] = []
+        self._newest_candle_ms = 0  # end of the newest 1m candle committed: buckets before it are complete
         self._next_jobs_poll = 0.0
         self._failing_jobs: set[int] = set()  # job ids already logged as failing
         self._failing_since: float | None = None  # clock() of the first failure of the current outage
@@ -616,16 +629,20 @@ class Writer:
         return batches
 
     def _landed(self, table: str, batches: list[Batch]) -> None:
-        """Remember committed candles_1m time ranges for the roll-up that follows the flush."""
+        """Remember committed candles_1m time ranges for the roll-up that follows the flush.
+
+        One range per batch, merged only where they overlap: a late candle (REST repair, spool replay)
+        arrives in its own batch, so only its periods are recomputed, not everything since then.
+        """
         if table == "candles_1m" and batches:
-            lo = min(b.first_event_ms for b in batches)
-            hi = max(b.last_event_ms for b in batches) + 60_000
-            r = self._rollup_range
-            self._rollup_range = (lo, hi) if r is None else (min(r[0], lo), max(r[1], hi))
+            for b in batches:
+                self._rollup_ranges.append((b.first_event_ms, b.last_event_ms + 60_000))
+                self._newest_candle_ms = max(self._newest_candle_ms, b.last_event_ms + 60_000)
+            self._rollup_ranges = merge_ranges(self._rollup_ranges)
 
     def _load(self, table: str, batches: list[Batch]) -> None:
         """One transaction: fast COPY, or the staging path after a unique violation. Raises _Transient."""
-        staged = False
+        staged = table == "gaps"  # a gap's versions share its key: always merged (storage.upsert_gaps_sql)
         for _ in range(4):  # at most: COPY -> create partitions -> COPY -> unique violation -> staged
             conn = self.connection()
             t0 = time.perf_counter()
@@ -669,6 +686,9 @@ class Writer:
         conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(
             sql.Identifier(stage), sql.Identifier(table)))
         self._copy(conn, stage, table, batches)
+        if table == "gaps":
+            conn.execute(storage.upsert_gaps_sql(stage))
+            return
         conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
             sql.Identifier(table), cols, cols, sql.Identifier(stage)))
 
@@ -727,14 +747,20 @@ class Writer:
     # --- maintenance ------------------------------------------------------------------------------------------
 
     def _after_flush(self) -> None:
-        if self._rollup_range is None or self.backend == "timescaledb":
-            self._rollup_range = None
-            return
-        lo, hi = self._rollup_range
+        """Recompute the 5m..1d candles of every period whose 1m candles just landed.
+
+        Plain PostgreSQL: rollup_candles over each range. TimescaleDB: refresh_continuous_aggregate over
+        each range's complete buckets (the writer's connection is autocommit, as that CALL requires).
+        """
         try:
-            storage.rollup_candles(self.connection(), _ms_to_dt(lo), _ms_to_dt(hi))
-            self._rollup_range = None
-        except (psycopg.Error, _Transient) as exc:  # keep the range; retried after the next flush
+            while self._rollup_ranges:
+                lo, hi = self._rollup_ranges[0]
+                if self.backend == "timescaledb":
+                    storage.refresh_candle_views(self.connection(), lo, hi, self._newest_candle_ms)
+                else:
+                    storage.rollup_candles(self.connection(), _ms_to_dt(lo), _ms_to_dt(hi))
+                self._rollup_ranges.pop(0)
+        except (psycopg.Error, _Transient) as exc:  # keep the ranges; retried after the next flush
             self.stats.errors += 1
             self.stats.last_error = f"rollup: {exc}"
             if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):

@@ -11,6 +11,7 @@ import pytest
 
 from collector.backfill import (
     AGG_TRADES_WEIGHT,
+    TRADES_RESERVE,
     Backfiller,
     CandleJob,
     TradeGapJob,
@@ -136,6 +137,29 @@ def run_backfill(jobs: list, exchange: FakeExchange, budget: WeightBudget, clock
     return asyncio.run(main())
 
 
+def gap_versions(sink: Recorder) -> list[tuple[str, str, int, int, str, bool]]:
+    """Every gaps row sent, in order, decoded from COPY binary: (kind, symbol, from, to, state, filled_at set)."""
+    sink.pipe.flush_all()
+    out = []
+    for b in sink.out:
+        if b.table != "gaps":
+            continue
+        data, pos = b.data, 0
+        for _ in range(b.rows):
+            n = int.from_bytes(data[pos:pos + 2], "big")
+            pos += 2
+            fields: list[bytes | None] = []
+            for _ in range(n):
+                size = int.from_bytes(data[pos:pos + 4], "big", signed=True)
+                pos += 4
+                fields.append(None if size < 0 else data[pos:pos + size])
+                pos += max(size, 0)
+            sym, kind, lo, hi, _, filled, state = fields[:7]
+            out.append((kind.decode(), sym.decode(), int.from_bytes(lo, "big"), int.from_bytes(hi, "big"),
+                        state.decode(), filled is not None))
+    return out
+
+
 def stored_trade_ids(sink: Recorder) -> int:
     sink.pipe.flush_all()
     return sum(b.rows for b in sink.out if b.table == "trades")
@@ -149,9 +173,10 @@ def test_gap_is_paged_until_covered_and_stored_filled() -> None:
     assert [int(q["fromId"]) for _, _, q in exchange.requests] == [100, 1100, 2100]
     assert sink.pipe.backfilled["trades"] == 2500 and bf.counts["gaps_filled"] == 1
     assert stored_trade_ids(sink) == 2500
-    gap_rows = [b for b in sink.out if b.table == "gaps"]
-    assert sum(b.rows for b in gap_rows) == 1
-    assert gap_rows[0].data[-12:-8] == (8).to_bytes(4, "big")  # filled_at is set (length 8, not NULL)
+    # durable from detection: a row when found, when its repair starts, and when it is filled
+    assert gap_versions(sink) == [("trades", "BTCUSDT", 100, 2599, "detected", False),
+                                  ("trades", "BTCUSDT", 100, 2599, "filling", False),
+                                  ("trades", "BTCUSDT", 100, 2599, "filled", True)]
     assert bf.counts["gaps_unfilled"] == 0
 
 
@@ -161,9 +186,7 @@ def test_history_that_no_longer_covers_the_gap_is_stored_unfilled() -> None:
     bf = run_backfill([Gap("BTCUSDT", 100, 199, T0)], exchange, WeightBudget(clock() * 1000), clock, sink)
     assert bf.counts["gaps_unfilled"] == 1 and bf.counts["gaps_filled"] == 0
     assert sink.pipe.backfilled["trades"] == 50  # what exists is still recovered
-    sink.pipe.flush_all()
-    (gap_batch,) = [b for b in sink.out if b.table == "gaps"]
-    assert gap_batch.data[-4:] == b"\xff\xff\xff\xff"  # filled_at NULL
+    assert gap_versions(sink)[-1] == ("trades", "BTCUSDT", 100, 199, "unfillable", False)
 
 
 def test_mass_gaps_stay_within_the_budget() -> None:
@@ -188,10 +211,14 @@ def test_retry_after_is_honoured(status: int, retry_after: str) -> None:
     clock, sink = FakeClock(), Recorder()
     exchange = FakeExchange(clock)
     exchange.script = [(status, {"Retry-After": retry_after})]
-    run_backfill([Gap("BTCUSDT", 10, 19, T0)], exchange, WeightBudget(clock() * 1000), clock, sink)
+    budget = WeightBudget(clock() * 1000)
+    run_backfill([Gap("BTCUSDT", 10, 19, T0)], exchange, budget, clock, sink)
     (t1, *_), (t2, *_) = exchange.requests
     assert t2 - t1 >= float(retry_after)
-    assert t2 - t1 < float(retry_after) + 1  # and no longer than needed
+    # and no longer than needed: the pause, or the refill of the emptied bucket up to the page's weight
+    # plus the reserve it leaves for candle repairs, whichever is later
+    refill_s = (AGG_TRADES_WEIGHT + TRADES_RESERVE * budget.capacity) / budget.capacity * 60
+    assert t2 - t1 < max(float(retry_after), refill_s) + 1
     assert sink.pipe.backfilled["trades"] == 10
 
 
@@ -200,8 +227,10 @@ def test_other_failures_are_retried_then_given_up() -> None:
     exchange = FakeExchange(clock)
     exchange.script = [(500, {})] * 10
     bf = run_backfill([Gap("BTCUSDT", 10, 19, T0)], exchange, WeightBudget(clock() * 1000), clock, sink)
-    assert len(exchange.requests) == 4  # MAX_ATTEMPTS, then the gap is stored unfilled
-    assert bf.counts["gaps_unfilled"] == 1
+    assert len(exchange.requests) == 4  # MAX_ATTEMPTS, then the repair is deferred
+    # a failing exchange is not "the data is gone": the gap stays detected, for a later retry
+    assert bf.counts["gaps_unfilled"] == 0 and bf.counts["repairs_deferred"] == 1
+    assert gap_versions(sink)[-1] == ("trades", "BTCUSDT", 10, 19, "detected", False)
 
 
 def test_missing_candles_fetched() -> None:
@@ -211,6 +240,8 @@ def test_missing_candles_fetched() -> None:
     assert bf.counts["candles"] == 3
     sink.pipe.flush_all()
     assert sum(b.rows for b in sink.out if b.table == "candles_1m") == 3
+    assert [v[4] for v in gap_versions(sink)] == ["detected", "filling", "filled"]
+    assert gap_versions(sink)[0][:4] == ("candles_1m", "BTCUSDT", T0, T0 + 2 * 60_000)
 
 
 # --- the pipeline's side ---------------------------------------------------------------------------------------
@@ -271,3 +302,122 @@ def test_backfill_is_filtered_from_the_state_before_the_gap() -> None:
     assert not pipe.on_backfill_trade(trade(3, p="101.1", t=T0 + 6), gaps[0], T0 / 1000)
     assert (live.last_price, live.last_ts) == before
     assert dict(pipe.kept) == {"time_interval": 1, "price_change": 1}
+
+
+# --- durable repairs: order, stop, take-over --------------------------------------------------------------------
+
+
+def test_candle_repairs_go_before_trade_gaps() -> None:
+    """Queued behind 3 trade gaps, a candle hole is still fetched first."""
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock)
+    jobs: list = [Gap("BTCUSDT", 10 * i + 1, 10 * i + 5, T0) for i in range(3)]
+    jobs.append(("ETHUSDT", T0, T0 + 60_000))
+    run_backfill(jobs, exchange, WeightBudget(clock() * 1000), clock, sink)
+    assert [path for _, path, _ in exchange.requests] == ["/fapi/v1/klines"] + ["/fapi/v1/aggTrades"] * 3
+
+
+def start_then_stop(jobs: list, budget: WeightBudget, sink: Recorder) -> Backfiller:
+    """Queue `jobs`, let the backfiller run until it waits for weight, then stop it."""
+
+    async def main() -> Backfiller:
+        clock = FakeClock()
+        stop = asyncio.Event()
+        bf = Backfiller("http://exchange.invalid", sink.pipe, budget, stop, fetch=FakeExchange(clock).fetch,
+                        clock=clock)
+        for job in jobs:
+            bf.add_trade_gap(job) if isinstance(job, Gap) else bf.add_candle_gap(*job)
+        task = asyncio.create_task(bf.run())
+        while bf._current is None:
+            await asyncio.sleep(0)
+        stop.set()
+        await task
+        return bf
+
+    return asyncio.run(main())
+
+
+def test_stop_leaves_every_unfinished_repair_detected() -> None:
+    sink = Recorder()
+    budget = WeightBudget(T0)
+    budget.pause_until(T0 + 3_600_000)  # a ban: nothing can be fetched before the stop
+    start_then_stop([Gap("BTCUSDT", 1, 5, T0), Gap("ETHUSDT", 7, 9, T0), ("BTCUSDT", T0, T0)], budget, sink)
+    final = {v[:4]: v[4] for v in gap_versions(sink)}  # the last version of each gap
+    assert final == {("trades", "BTCUSDT", 1, 5): "detected", ("trades", "ETHUSDT", 7, 9): "detected",
+                     ("candles_1m", "BTCUSDT", T0, T0): "detected"}
+
+
+class Open:
+    """A row of storage.open_gaps."""
+
+    def __init__(self, kind: str, symbol: str, from_id: int, to_id: int) -> None:
+        self.kind, self.symbol, self.from_id, self.to_id, self.detected_ms = kind, symbol, from_id, to_id, T0
+
+
+def test_taken_over_repairs_are_done_once() -> None:
+    """Rows read back from the table are repaired; reading them again (the table may still show them
+    detected while the final row travels through the writer) does not repeat the work."""
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock)
+
+    async def main() -> Backfiller:
+        stop = asyncio.Event()
+        bf = Backfiller("http://exchange.invalid", sink.pipe, WeightBudget(clock() * 1000), stop,
+                        fetch=exchange.fetch, clock=clock)
+        rows = [Open("trades", "BTCUSDT", 100, 199), Open("candles_1m", "ETHUSDT", T0, T0 + 60_000),
+                Open("funding", "BTCUSDT", 1, 2)]
+        assert bf.take_over(rows) == 2  # an unknown kind is not ours to repair
+        assert bf.take_over(rows) == 0  # already queued
+        task = asyncio.create_task(bf.run())
+        await asyncio.wait_for(bf.queue.join(), 10)
+        assert bf.take_over(rows) == 0  # already resolved
+        stop.set()
+        await task
+        return bf
+
+    asyncio.run(main())
+    assert [path for _, path, _ in exchange.requests] == ["/fapi/v1/klines", "/fapi/v1/aggTrades"]
+    # at once: not after the trade page's own wait for weight (13 s here) is over
+    assert exchange.requests[0][0] - T0 / 1000 < 1
+    assert sink.pipe.backfilled["trades"] == 100
+    final = {v[:4]: v[4] for v in gap_versions(sink)}
+    assert final == {("trades", "BTCUSDT", 100, 199): "filled", ("candles_1m", "ETHUSDT", T0, T0 + 60_000): "filled"}
+
+
+def test_a_trade_gap_waiting_for_weight_gives_way_to_a_candle_hole() -> None:
+    """The trade gap is already being repaired and waits for weight when the candle hole is found (a mass
+    drop: trade gaps at reconnect, candle holes at the next close): the candle request goes first, then
+    the trade gap continues."""
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock)
+    budget = WeightBudget(clock() * 1000)
+    budget.tokens = 0.0  # spent by the gaps before this one
+
+    async def main() -> Backfiller:
+        stop = asyncio.Event()
+        bf = Backfiller("http://exchange.invalid", sink.pipe, budget, stop, fetch=exchange.fetch, clock=clock)
+        waits: list[float] = []
+
+        async def fast_pause(seconds: float) -> bool:
+            if not waits:
+                bf.add_candle_gap("ETHUSDT", T0, T0)  # found while the trade page waits
+            waits.append(seconds)
+            clock.t += seconds
+            await asyncio.sleep(0)
+            return stop.is_set()
+
+        bf._pause = fast_pause  # type: ignore[method-assign]
+        bf.add_trade_gap(Gap("BTCUSDT", 10, 19, T0))
+        task = asyncio.create_task(bf.run())
+        await asyncio.wait_for(bf.queue.join(), 10)
+        stop.set()
+        await task
+        return bf
+
+    asyncio.run(main())
+    assert [path for _, path, _ in exchange.requests] == ["/fapi/v1/klines", "/fapi/v1/aggTrades"]
+    # at once: not after the trade page's own wait for weight (13 s here) is over
+    assert exchange.requests[0][0] - T0 / 1000 < 1
+    assert sink.pipe.backfilled["trades"] == 10
+    final = {v[:4]: v[4] for v in gap_versions(sink)}
+    assert final == {("trades", "BTCUSDT", 10, 19): "filled", ("candles_1m", "ETHUSDT", T0, T0): "filled"}

@@ -303,7 +303,7 @@ FROM, TO = NOW - timedelta(hours=6), NOW + timedelta(minutes=1)
 CANDLE_TABLES = ("candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d")
 # What the $candles variable offers: only complete periods (storage.closed_view), never an open candle.
 CANDLE_VIEWS = tuple(f"{t}_closed" for t in CANDLE_TABLES)
-# The gaps table has no time index (a handful of rows per day; its key is (symbol, from_id, to_id)), so a
+# The gaps table has no time index (a handful of rows per day; its key is (symbol, kind, from_id, to_id)), so a
 # time-range panel over it scans the table; every other panel must be able to use an index.
 MAY_SCAN = {"gaps"}
 
@@ -334,7 +334,8 @@ def _seed(conn: psycopg.Connection) -> None:
         for table in CANDLE_TABLES:
             conn.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, 1, 2, 0.5, 1.5, 10, 15, 3, 5, 7)",
                          (t, symbol, t + timedelta(seconds=59)))
-    conn.execute("INSERT INTO gaps VALUES ('BTCUSDT', 10, 12, %s, NULL)", (t,))
+    conn.execute("INSERT INTO gaps (symbol, kind, from_id, to_id, detected_at, state, reason, updated_at) "
+                 "VALUES ('BTCUSDT', 'trades', 10, 12, %s, 'detected', 'test', %s)", (t, t))
     store_tiers(conn, {"BTCUSDT": TierAssignment(0, 1e6, 5e5, 1.0), "ETHUSDT": TierAssignment(1, 1e5, 5e4, 0.8)},
                 NOW - timedelta(minutes=5))
 

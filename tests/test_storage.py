@@ -356,3 +356,39 @@ def test_timescale_job_queries_are_empty_on_plain_postgres_and_leave_the_transac
         assert storage.timescale_job_failures(conn) == []
         assert storage.timescale_layout(conn) == {}
         assert conn.execute("SELECT 1").fetchone() == (1,)  # no aborted transaction behind us
+
+
+def test_gaps_of_a_version_1_database_are_migrated(db_url: str) -> None:
+    """A gaps table as version 1 wrote it (resolved rows only, key symbol, from_id, to_id) gains kind, state
+    and reason; filled rows stay filled, given-up ones become unfillable, and the new key takes candles."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        conn.execute("DROP TABLE gaps")
+        conn.execute("""CREATE TABLE gaps (symbol TEXT NOT NULL, from_id BIGINT NOT NULL, to_id BIGINT NOT NULL,
+                        detected_at TIMESTAMPTZ NOT NULL, filled_at TIMESTAMPTZ,
+                        PRIMARY KEY (symbol, from_id, to_id))""")
+        conn.execute("INSERT INTO gaps VALUES ('BTCUSDT', 1, 5, %s, %s), ('ETHUSDT', 7, 9, %s, NULL)", (NOW, NOW, NOW))
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+        ensure_schema(conn, "postgres", now=NOW)
+        rows = conn.execute("SELECT symbol, kind, state, updated_at = detected_at FROM gaps ORDER BY symbol").fetchall()
+        assert rows == [("BTCUSDT", "trades", "filled", True), ("ETHUSDT", "trades", "unfillable", True)]
+        conn.execute("INSERT INTO gaps (symbol, kind, from_id, to_id, detected_at, state, reason, updated_at) "
+                     "VALUES ('BTCUSDT', 'candles_1m', 1, 5, %s, 'detected', 'test', %s)", (NOW, NOW))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE gaps SET state = 'lost'")
+        assert storage.open_gaps(conn, ["BTCUSDT", "ETHUSDT"]) == [
+            storage.OpenGap("candles_1m", "BTCUSDT", 1, 5, int(NOW.timestamp() * 1000))]
+
+
+def test_refresh_window_covers_whole_complete_buckets_only() -> None:
+    m, five = 60_000, 300_000
+    t = 1_767_225_600_000  # a 5m boundary
+    # a late candle at minute 2 of a complete bucket: exactly that bucket
+    assert storage.refresh_window(five, t + 2 * m, t + 3 * m, t + 20 * m) == (t, t + five)
+    # candles across two buckets: both
+    assert storage.refresh_window(five, t + 4 * m, t + 6 * m, t + 20 * m) == (t, t + 2 * five)
+    # the bucket of the newest candle is still open: left to real-time aggregation
+    assert storage.refresh_window(five, t + 2 * m, t + 3 * m, t + 3 * m) is None
+    assert storage.refresh_window(five, t + 4 * m, t + 6 * m, t + 6 * m) == (t, t + five)
+    # the candle that closes a bucket completes it
+    assert storage.refresh_window(five, t + 4 * m, t + 5 * m, t + 5 * m) == (t, t + five)

@@ -222,6 +222,68 @@ def test_candles_are_rolled_up_after_1m_lands(db_url: str) -> None:
     w.close()
 
 
+def candles_batch(t0: int, minutes: list[int], symbol: str = "BTCUSDT") -> Batch:
+    """1m candles opening at t0 + m minutes: open 100+m, high 101+m, low 99+m, close 100.5+m, volume 1.5."""
+    b = BatchBuilder("candles_1m")
+    for m in minutes:
+        t = t0 + m * 60_000
+        b.add(encode_candle(t, symbol, t + 59_999, str(100 + m), str(101 + m), str(99 + m), str(100.5 + m),
+                            "1.5", "150", 10, "0.5", "50"), t)
+    batch = b.take()
+    assert batch is not None
+    return batch
+
+
+def candle_5m(db_url: str, view: str = "candles_5m") -> tuple | None:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute(f"SELECT open::text, high::text, low::text, close::text, volume::text, trades "
+                            f"FROM {view} ORDER BY time LIMIT 1").fetchone()
+
+
+def test_a_late_candle_fixes_the_rollups_built_over_its_hole(db_url: str) -> None:
+    """Minute 2 is missing when the 5m (and 1d) candles are first rolled up; it arrives later (REST repair,
+    spool replay) in a batch of its own: exactly its periods are recomputed and now equal the full roll-up."""
+    w = Writer(db_url, mode="postgres")
+    t0 = (now_ms() // DAY_MS) * DAY_MS - DAY_MS  # yesterday: every bucket closed
+    w.add(candles_batch(t0, [0, 1, 3, 4, 5]))
+    assert w.flush()
+    assert candle_5m(db_url) == ("100", "105", "99", "104.5", "6.0", 40)  # built over the hole
+    w.add(candles_batch(t0, [2]))
+    assert w.flush()
+    assert candle_5m(db_url) == ("100", "105", "99", "104.5", "7.5", 50)
+    assert candle_5m(db_url, "candles_1d") == ("100", "106", "99", "105.5", "9.0", 60)
+    w.close()
+
+
+def test_late_candle_periods_are_recomputed_one_range_each() -> None:
+    from collector.writer import merge_ranges
+
+    assert merge_ranges([(5, 7), (1, 3), (3, 4), (10, 12), (11, 15)]) == [(1, 4), (5, 7), (10, 15)]
+    assert merge_ranges([]) == []
+
+
+@pytest.mark.timescale
+def test_timescaledb_views_take_a_late_candle(db_url: str, timescaledb_available: bool) -> None:
+    """On TimescaleDB the 5m bucket is materialised over the hole once it is complete; the late candle's
+    landing refreshes exactly that bucket (refresh_continuous_aggregate), so the view shows the full one."""
+    if not timescaledb_available:
+        pytest.skip("TimescaleDB extension not installed on this server")
+    w = Writer(db_url, mode="timescaledb")
+    t0 = (now_ms() // DAY_MS) * DAY_MS - DAY_MS
+    w.add(candles_batch(t0, [0, 1, 3, 4, 5]))
+    assert w.flush()
+    with psycopg.connect(db_url) as conn:  # the bucket is materialised (not real-time aggregation)
+        schema, table = conn.execute("SELECT materialization_hypertable_schema, materialization_hypertable_name "
+                                     "FROM timescaledb_information.continuous_aggregates "
+                                     "WHERE view_name = 'candles_5m_agg'").fetchone()
+        assert conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0] == 1
+    assert candle_5m(db_url) == ("100", "105", "99", "104.5", "6.0", 40)
+    w.add(candles_batch(t0, [2]))
+    assert w.flush()
+    assert candle_5m(db_url) == ("100", "105", "99", "104.5", "7.5", 50)
+    w.close()
+
+
 @pytest.mark.timescale
 def test_timescaledb_refuses_derived_candles(db_url: str, timescaledb_available: bool) -> None:
     if not timescaledb_available:
@@ -509,4 +571,51 @@ def test_an_unreadable_spool_file_is_set_aside_and_the_rest_replayed(db_url: str
     assert trade_ids(db_url) == list(range(1, 11)) and w.stats.spooled_batches == 0
     assert [p.name for p in (tmp_path / "spool").iterdir()] == ["corrupt-pending-00000000000000000001-1.pkl"]
     assert "unreadable" in (w.stats.last_error or "")
+    w.close()
+
+
+# --- gaps: one row per gap, the most advanced version wins -------------------------------------------------------
+
+
+def gap_batch(*versions: tuple[str, int]) -> Batch:
+    """Versions (state, updated ms) of the gap BTCUSDT trades 10..19."""
+    from collector.encode import encode_gap
+
+    b = BatchBuilder("gaps")
+    t = now_ms()
+    for state, updated in versions:
+        b.add(encode_gap("BTCUSDT", 10, 19, t, t + 5 if state == "filled" else None, state=state, reason=state,
+                         updated_at_ms=t + updated), t)
+    batch = b.take()
+    assert batch is not None
+    return batch
+
+
+def gap_rows(db_url: str) -> list[tuple]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT symbol, kind, from_id, to_id, state, filled_at IS NOT NULL FROM gaps").fetchall()
+
+
+def test_gap_versions_land_as_one_row_whatever_their_order(db_url: str) -> None:
+    w = Writer(db_url, mode="postgres")
+    w.add(gap_batch(("detected", 0)))
+    assert w.flush()
+    assert gap_rows(db_url) == [("BTCUSDT", "trades", 10, 19, "detected", False)]
+    w.add(gap_batch(("filling", 1), ("filled", 2), ("filling", 1)))  # several versions in one flush
+    assert w.flush()
+    assert gap_rows(db_url) == [("BTCUSDT", "trades", 10, 19, "filled", True)]
+    w.add(gap_batch(("detected", 9)))  # a late re-detection cannot undo "filled"
+    w.add(gap_batch(("unfillable", 10)))
+    assert w.flush()
+    assert gap_rows(db_url) == [("BTCUSDT", "trades", 10, 19, "filled", True)]
+    w.close()
+
+
+def test_a_stopped_repair_goes_back_to_detected(db_url: str) -> None:
+    w = Writer(db_url, mode="postgres")
+    w.add(gap_batch(("detected", 0), ("filling", 1)))
+    assert w.flush()
+    w.add(gap_batch(("detected", 2)))  # stopped mid-repair: newer, same rank
+    assert w.flush()
+    assert gap_rows(db_url) == [("BTCUSDT", "trades", 10, 19, "detected", False)]
     w.close()

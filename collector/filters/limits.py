@@ -130,12 +130,17 @@ class WeightBudget:
     IP: when one worker reports a pause (paused_until_ms), the supervisor must pass it on to the
     others with pause_until().
 
-    The server's X-MBX-USED-WEIGHT-1M is the whole IP's weight this minute. If it says more of our
-    budget is used than our tokens imply, trust it: our tokens drop to share * (budget - used);
-    once used reaches the budget, everyone waits for the next minute, when Binance's count resets.
+    Binance counts weight per clock minute, and requests in flight are not in its header yet; so the
+    bucket also counts what it granted in the current clock minute, at least share * the server's
+    X-MBX-USED-WEIGHT-1M (the whole IP's weight this minute: trusted when it says more is used), and
+    grants nothing beyond `capacity` in one minute; once the header reaches the budget, everyone waits
+    for the next minute, when Binance's count resets. The tokens themselves are left alone by the
+    header, so a new minute starts with what refilled meanwhile. Without this, concurrent requests (two
+    workers on one shared budget) could each spend the last tokens the header left and pass the budget.
     """
 
-    STATE = struct.Struct("<ddddd")  # tokens, last refill ms, paused until ms, share, fraction
+    # tokens, last refill ms, paused until ms, share, fraction, clock minute, weight granted in it
+    STATE = struct.Struct("<ddddddd")
 
     # Binance USDT-M futures: 2400 weight per minute per IP.
     BINANCE_LIMIT_PER_MIN = 2400
@@ -153,6 +158,8 @@ class WeightBudget:
         self.tokens = self.capacity
         self._last = now_ms
         self.paused_until_ms = -math.inf
+        self._minute = now_ms // MINUTE_MS
+        self._minute_used = 0.0
 
     @property
     def budget_per_min(self) -> float:
@@ -168,27 +175,41 @@ class WeightBudget:
             self.tokens = min(self.capacity, self.tokens + (now_ms - self._last) * self.capacity / MINUTE_MS)
             self._last = now_ms
 
-    def _need(self, weight: float) -> float:
+    def _need(self, weight: float, reserve: float = 0.0) -> float:
         # A request heavier than the whole bucket would never fit: let it through on a full
         # bucket and let the tokens go negative, which delays what follows by the excess.
-        return min(weight, self.capacity)
+        # `reserve` (a fraction of capacity) must be left over: weight kept for more urgent requests.
+        return min(weight + reserve * self.capacity, self.capacity)
 
-    def try_acquire(self, weight: float, now_ms: float) -> bool:
+    def _minute_room(self, now_ms: float) -> float:
+        """Weight still grantable in the current clock minute."""
+        minute = now_ms // MINUTE_MS
+        if minute > self._minute:
+            self._minute, self._minute_used = minute, 0.0
+        return self.capacity - self._minute_used
+
+    def try_acquire(self, weight: float, now_ms: float, reserve: float = 0.0) -> bool:
+        """Take `weight` if it is there now, leaving `reserve` (a fraction of capacity) untouched."""
         self._refill(now_ms)
-        if now_ms < self.paused_until_ms or self.tokens < self._need(weight) or self.capacity <= 0:
+        need = self._need(weight, reserve)
+        if (now_ms < self.paused_until_ms or self.tokens < need or self.capacity <= 0
+                or self._minute_room(now_ms) < need):
             return False
         self.tokens -= weight
+        self._minute_used += weight
         return True
 
-    def wait_time(self, weight: float, now_ms: float) -> float:
-        """Milliseconds until try_acquire(weight) can succeed (0 = now; inf = share is zero)."""
+    def wait_time(self, weight: float, now_ms: float, reserve: float = 0.0) -> float:
+        """Milliseconds until try_acquire(weight, reserve) can succeed (0 = now; inf = share is zero)."""
         self._refill(now_ms)
         if self.capacity <= 0:
             return math.inf
+        need = self._need(weight, reserve)
         pause = max(0.0, self.paused_until_ms - now_ms)
-        missing = self._need(weight) - self.tokens
+        missing = need - self.tokens
         refill = missing * MINUTE_MS / self.capacity if missing > 0 else 0.0
-        return max(pause, refill)
+        minute = _next_minute(now_ms) - now_ms if self._minute_room(now_ms) < need else 0.0
+        return max(pause, refill, minute)
 
     def pause_until(self, until_ms: float) -> None:
         self.paused_until_ms = max(self.paused_until_ms, until_ms)
@@ -212,22 +233,23 @@ class WeightBudget:
             self.tokens = min(self.tokens, 0.0)
         used = _number(_header(headers, "X-MBX-USED-WEIGHT-1M"))
         if used is not None:
-            left = self.budget_per_min - used
-            if left <= 0:
+            self._minute_room(now_ms)
+            self._minute_used = max(self._minute_used, used * self.share)
+            if used >= self.budget_per_min:  # the IP's minute is spent (by us or anyone): wait it out
                 self.tokens = min(self.tokens, 0.0)
                 self.pause_until(_next_minute(now_ms))
-            else:
-                self.tokens = min(self.tokens, left * self.share)
 
     def to_bytes(self) -> bytes:
-        return self.STATE.pack(self.tokens, self._last, self.paused_until_ms, self.share, self.fraction)
+        return self.STATE.pack(self.tokens, self._last, self.paused_until_ms, self.share, self.fraction,
+                               self._minute, self._minute_used)
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview,
                    limit_per_min: float = BINANCE_LIMIT_PER_MIN) -> WeightBudget:
-        tokens, last, paused, share, fraction = cls.STATE.unpack(data)
+        tokens, last, paused, share, fraction, minute, minute_used = cls.STATE.unpack(data)
         self = cls(last, limit_per_min, fraction, share)
         self.tokens, self.paused_until_ms = tokens, paused
+        self._minute, self._minute_used = minute, minute_used
         return self
 
 
