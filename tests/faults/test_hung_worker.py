@@ -66,7 +66,7 @@ def test_a_hung_worker_is_killed_and_replaced_and_nothing_is_lost(db_url: str, t
         first = wait_for(beat, 60, "the replacement's first heartbeat")
         wait_for(lambda: beat() > first, 10, "the replacement's heartbeat to advance")
 
-        wait_for(lambda: "resumed statistics and trade ids" in (c.logs / "worker-1.log").read_text(), 60,
+        wait_for(lambda: (c.logs / "worker-1.log").read_text().count("resumed the checkpoints of") >= 2, 60,
                  "the successor to resume from its predecessor's slots")
 
         def closed_1m() -> int:
