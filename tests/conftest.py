@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from helpers import STUB_TIMESCALEDB_VERSION
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from collector.pgserver import EmbeddedPostgres
@@ -74,7 +75,6 @@ def timescaledb_available(pg_server_url: str) -> bool:
 # The stub's install script ends its own session with a FATAL, as the real extension does when it is not
 # preloaded ("extension "timescaledb" must be preloaded"), so a collector that tries CREATE EXTENSION there
 # loses its connection exactly as on such a machine.
-STUB_TIMESCALEDB_VERSION = "2.17.2"
 _STUB_CONTROL = f"""comment = 'test stub: installed, not preloaded'
 default_version = '{STUB_TIMESCALEDB_VERSION}'
 module_pathname = '$libdir/timescaledb-{STUB_TIMESCALEDB_VERSION}'

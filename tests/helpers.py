@@ -16,6 +16,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The version the stub "installed but not preloaded" TimescaleDB advertises (conftest.ts_not_preloaded_url).
+# Here, not in conftest: `from conftest import` finds whichever conftest module was imported first.
+STUB_TIMESCALEDB_VERSION = "2.17.2"
 
 
 def http_get(url: str, timeout: float = 30.0) -> tuple[int, dict, object]:

@@ -102,7 +102,7 @@ def test_mode_facts_readable_without_superuser(db_url: str) -> None:
 def test_installed_but_not_preloaded_server(ts_not_preloaded_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """The trap of issue 11: auto picks plain PostgreSQL with one warning, timescaledb is refused with the
     fix, and the connection survives both (the stub's install script would end it, as the real one does)."""
-    from conftest import STUB_TIMESCALEDB_VERSION
+    from helpers import STUB_TIMESCALEDB_VERSION
 
     with psycopg.connect(ts_not_preloaded_url, autocommit=True) as admin:
         admin.execute("DROP DATABASE IF EXISTS mode_trap WITH (FORCE)")
