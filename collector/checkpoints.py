@@ -340,6 +340,11 @@ class Checkpointer:
         if self.acked.promote(self.link.acked_through):
             self._publish(self.acked.durable)
 
+    @property
+    def next_due(self) -> float:
+        """When tick() next has work (the clock's epoch seconds): the worker's housekeeping sleeps until then."""
+        return self._next if self.active else float("inf")
+
     def before_send(self, batch: Batch) -> None:
         """Publish the funding minutes in `batch` before the writer can commit them (module docstring)."""
         if batch.table != "funding" or not self.active:

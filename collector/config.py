@@ -245,7 +245,7 @@ class MonitoringConfig(_Section):
     health_check_port: Port = 8080
     stats_interval: Positive = 300.0
     # A child whose heartbeat (its stats slot) has not changed for this long is hung: SIGABRT, SIGKILL,
-    # replacement. Workers beat every 50 ms; the writer after every loop turn, and one turn may hold a
+    # replacement. Workers beat every 0.5 s; the writer after every loop turn, and one turn may hold a
     # statement for up to its 60 s statement_timeout plus a 5 s connect: 120 s leaves room for that. The
     # floor of 10 s matches /health's "not publishing" rule: a shorter timeout would kill children for a
     # slow moment (a spool fsync, a 16 MB replay) that /health does not even report.

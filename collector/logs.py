@@ -71,3 +71,23 @@ def exit_with_parent() -> None:
         return
     PR_SET_PDEATHSIG = 1  # noqa: N806 - the kernel's name
     libc.prctl(PR_SET_PDEATHSIG, _signal.SIGTERM)
+    _release_forkserver()
+
+
+def _release_forkserver() -> None:
+    """Under the forkserver start method (collector.supervisor) this child's parent is multiprocessing's
+    fork server, not the supervisor. The server lives while any process holds its "alive" pipe, and
+    multiprocessing hands every child a copy: closing ours lets the server exit when the supervisor dies,
+    and its death is what PR_SET_PDEATHSIG then turns into our SIGTERM. This child never starts processes
+    of its own through the server, the only use of that pipe."""
+    import os
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None

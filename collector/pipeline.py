@@ -91,6 +91,9 @@ class Pipeline:
         self.on_candle_gap = on_candle_gap
         self.builders: dict[str, BatchBuilder] = {}
         self._pending_since: dict[str, int] = {}
+        # Called when a builder gets its first row: the worker's housekeeping sleeps until the next flush
+        # deadline and must learn that a new batch started ageing (no clock read per row).
+        self.on_first_row: Callable[[], None] | None = None
         self.received: Counter[str] = Counter()  # events by type
         self.kept: Counter[str] = Counter()  # trades kept, by save_reason
         self.rows: Counter[str] = Counter()  # rows encoded for the writer, by table
@@ -311,6 +314,8 @@ class Pipeline:
         if b is None:
             b = self.builders[table] = BatchBuilder(table)
         b.add(row, event_ms)
+        if len(b) == 1 and self.on_first_row is not None:
+            self.on_first_row()
         self.rows[table] += 1
         if len(b) >= self.batch_rows:
             self._emit(b)
@@ -324,8 +329,9 @@ class Pipeline:
     def flush_due(self, now_ms: int) -> None:
         """Emit every batch that has waited `flush_interval_ms` since a tick first saw it.
 
-        Called by a timer every few tens of ms; timing rows at the tick rather than on arrival keeps
-        the clock out of the per-event path, at the cost of at most one tick of extra latency.
+        Called by the worker's housekeeping as soon as a builder gets its first row (on_first_row) and at
+        each deadline (next_flush_ms); timing rows there rather than per row keeps the clock out of the
+        per-event path.
         """
         for table, b in self.builders.items():
             if not len(b):
@@ -333,6 +339,11 @@ class Pipeline:
             since = self._pending_since.setdefault(table, now_ms)
             if now_ms - since >= self.flush_interval_ms:
                 self._emit(b, now_ms)
+
+    def next_flush_ms(self) -> int | None:
+        """When flush_due() next has something to emit (None: no batch is ageing); after a flush_due()."""
+        since = self._pending_since.values()
+        return min(since) + self.flush_interval_ms if since else None
 
     def flush_all(self, now_ms: int | None = None) -> None:
         """Emit everything pending (shutdown)."""

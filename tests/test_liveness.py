@@ -58,7 +58,7 @@ def test_a_writer_that_cannot_boot_again_stops_the_collector(db_url: str, tmp_pa
     sim, sup = _start(tmp_path, db_url)
     try:
         wait_for(lambda: (tmp_path / "spool").is_dir(), 60, "the writer to boot (it creates its spool)")
-        writer = wait_for(lambda: next((p for p in psutil.Process(sup.proc.pid).children()
+        writer = wait_for(lambda: next((p for p in psutil.Process(sup.proc.pid).children(recursive=True)
                                         if " ".join(p.cmdline()).strip() == "collector: writer"), None),
                           60, "the writer process")
         (tmp_path / "spool").rmdir()

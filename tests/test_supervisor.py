@@ -28,9 +28,10 @@ WORKERS = 8
 
 
 def _children(pid: int) -> dict[str, psutil.Process]:
-    """Collector children by their process title (setproctitle rewrites the command line)."""
+    """Collector children by their process title (setproctitle rewrites the command line); recursive:
+    they are forked by multiprocessing's forkserver, itself a child of the supervisor."""
     out = {}
-    for p in psutil.Process(pid).children():
+    for p in psutil.Process(pid).children(recursive=True):
         try:
             title = " ".join(p.cmdline()).strip()  # setproctitle pads the old argv area with empty strings
         except psutil.NoSuchProcess:

@@ -22,7 +22,7 @@ from collector.sim import SimConfig, launch_subprocess
 
 def _pids(pid: int) -> dict[str, int]:
     out = {}
-    for p in psutil.Process(pid).children():
+    for p in psutil.Process(pid).children(recursive=True):
         try:
             title = " ".join(p.cmdline()).strip()
         except psutil.NoSuchProcess:

@@ -39,7 +39,7 @@ def test_children_do_not_outlive_a_killed_supervisor(db_url: str, tmp_path: Path
         def healthy() -> bool:
             return is_healthy(port)
         wait_healthy(port)
-        children = [p for p in psutil.Process(sup.proc.pid).children()
+        children = [p for p in psutil.Process(sup.proc.pid).children(recursive=True)
                     if " ".join(p.cmdline()).startswith("collector: ")]
         assert len(children) == 3
         os.kill(sup.proc.pid, signal.SIGKILL)

@@ -124,7 +124,7 @@ class WriterFaultRig:
         """Collector children by process title -> pid (setproctitle rewrites the command line)."""
         assert self.sup is not None
         out = {}
-        for p in psutil.Process(self.sup.proc.pid).children():
+        for p in psutil.Process(self.sup.proc.pid).children(recursive=True):
             try:
                 title = " ".join(p.cmdline()).strip()  # setproctitle pads the old argv with empty strings
             except psutil.NoSuchProcess:

@@ -53,7 +53,7 @@ def _ws_recv_queue(pid: int, port: int) -> int:
 
 
 def _writer_pid(c: Collector) -> int:
-    for p in psutil.Process(c.sup.proc.pid).children():
+    for p in psutil.Process(c.sup.proc.pid).children(recursive=True):
         try:
             if " ".join(p.cmdline()).strip() == "collector: writer":
                 return p.pid

@@ -109,7 +109,7 @@ def assert_matches_truth(c: Collector, t: dict, rollups: bool = True) -> None:
 
 
 def writer_pid(c: Collector) -> int | None:
-    for p in psutil.Process(c.sup.proc.pid).children():
+    for p in psutil.Process(c.sup.proc.pid).children(recursive=True):
         try:
             if " ".join(p.cmdline()).strip() == "collector: writer":
                 return p.pid

@@ -67,7 +67,7 @@ def _start(tmp_path: Path, db_url: str, seed: int) -> Collector:
 
 def _workers(c: Collector) -> dict[str, int]:
     out = {}
-    for p in psutil.Process(c.sup.proc.pid).children():
+    for p in psutil.Process(c.sup.proc.pid).children(recursive=True):
         try:
             title = " ".join(p.cmdline()).strip()
         except psutil.Error:

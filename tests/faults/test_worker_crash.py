@@ -20,7 +20,7 @@ pytestmark = pytest.mark.faults
 
 def _worker_pids(c: Collector) -> dict[str, int]:
     out = {}
-    for p in psutil.Process(c.sup.proc.pid).children():
+    for p in psutil.Process(c.sup.proc.pid).children(recursive=True):
         try:
             title = " ".join(p.cmdline()).strip()
         except psutil.Error:  # exited (or a zombie not reaped yet)
