@@ -85,10 +85,12 @@ def test_default_budget_is_half_of_binances_limit():
     assert b.budget_per_min == 1200 and b.capacity == 1200
     assert b.try_acquire(1200, T0)
     assert not b.try_acquire(1, T0)
-    # Refills at 1200/min = 20 per second.
-    assert b.wait_time(20, T0) == pytest.approx(1000.0)
-    assert not b.try_acquire(20, T0 + 999)
-    assert b.try_acquire(20, T0 + 1000)
+    # Tokens refill at 1200/min = 20 per second, but Binance counts per clock minute and this minute's
+    # 1200 are spent: nothing more until the next minute starts, however many tokens refilled meanwhile.
+    assert b.wait_time(20, T0) == pytest.approx(MIN)
+    assert not b.try_acquire(20, T0 + 1000)
+    assert not b.try_acquire(20, T0 + MIN - 1)
+    assert b.try_acquire(20, T0 + MIN)
 
 
 def test_worst_case_in_any_minute_stays_under_the_exchange_limit():
@@ -142,17 +144,20 @@ def test_418_ban_pauses_until_its_end():
 
 def test_server_weight_count_wins_when_higher():
     b = WeightBudget(T0)
-    b.try_acquire(100, T0)  # we think 1100 are left
-    b.on_response(200, {"X-MBX-USED-WEIGHT-1M": "900"}, T0)  # server: only 300 left
-    assert b.tokens == 300
+    assert b.try_acquire(100, T0)  # we counted 100 this minute
+    b.on_response(200, {"X-MBX-USED-WEIGHT-1M": "900"}, T0)  # server: the IP used 900, so 300 are left
+    assert not b.try_acquire(301, T0)
+    assert b.try_acquire(300, T0)
     b.on_response(200, {"X-MBX-USED-WEIGHT-1M": "10"}, T0)  # lower than ours: keep ours
-    assert b.tokens == 300
+    assert not b.try_acquire(1, T0)
+    assert b.try_acquire(1, T0 + MIN)  # Binance's count resets with the clock minute
 
 
 def test_server_count_is_shared_by_share():
     b = WeightBudget(T0, share=0.5)
     b.on_response(200, {"x-mbx-used-weight-1m": "1000"}, T0)
-    assert b.tokens == 100  # half of the 200 left IP-wide
+    assert not b.try_acquire(101, T0)
+    assert b.try_acquire(100, T0)  # half of the 200 left IP-wide
 
 
 def test_server_count_over_budget_pauses_until_the_minute_resets():
