@@ -28,8 +28,11 @@ from collector.sim import SimConfig, launch_subprocess
 
 SYMBOLS = 40
 WORKERS = 2
-# 8 s of page time: the first poll, the warm-up polls that produce rates, then a few 2 s refreshes.
-VIRTUAL_TIME_MS = 8000
+# Page time: the first poll, the warm-up polls that produce rates, then a few 2 s refreshes. Virtual time
+# runs ahead while the page idles, so the 100 ms warm-up polls follow each other as fast as /stats answers;
+# a rate needs two publications of a worker's counters >= 600 ms apart in real time (workers publish every
+# 0.5 s), so the budget must allow enough warm-up polls for a second or more of real time to pass.
+VIRTUAL_TIME_MS = 30000
 # Chromium's own start-up dominates; generous so a loaded CI machine does not fail the test.
 CHROMIUM_TIMEOUT_S = 120
 
