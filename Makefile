@@ -22,7 +22,7 @@ test: venv
 	$(PY) -m pytest -q
 
 lint: venv
-	$(PY) -m ruff check collector tests bench supervisor.py
+	$(PY) -m ruff check collector exchange_sim tests bench supervisor.py
 
 bench: venv
 	$(PY) -m pip install -q -e '.[dev,bench]'

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from collector.supervisor import Supervisor
+from collector.runtime.arbiter import Supervisor
 
 
 def main(argv: list[str] | None = None) -> int:

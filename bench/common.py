@@ -27,9 +27,9 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from collector.pgserver import EmbeddedPostgres
-from collector.sim.config import SimConfig
-from collector.sim.runner import SimProcess, launch_subprocess
+from collector.db.embedded import EmbeddedPostgres
+from exchange_sim.config import SimConfig
+from exchange_sim.runner import SimProcess, launch_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 # A benchmark re-run against a snapshot of the product (writer.py) still writes next to the caller's checkout.

@@ -18,11 +18,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from collector.filters.activity import SymbolActivity
-from collector.filters.trades import FilterParams, TradeFilter
-from collector.sim.market import Market
-from collector.sim.universe import build_universe
-from collector.tiers import TierParams, compute_tiers
+from collector.pipeline.activity import SymbolActivity
+from collector.pipeline.tiers import TierParams, compute_tiers
+from collector.pipeline.trade_filter import FilterParams, TradeFilter
+from exchange_sim.market import Market
+from exchange_sim.universe import build_universe
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z: a fixed origin makes the run reproducible
 MINUTE = 60_000

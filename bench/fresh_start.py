@@ -6,7 +6,7 @@ As the supervisor does on a start without stored tiers, the tiers are bootstrapp
 simulator's own /fapi/v1/ticker/24hr answer read `--ticker-at` sim seconds after the market starts
 (the supervisor reads it right after launching the simulator, so it covers that much trading);
 the filter runs from then on, and minutes are counted from then. While those tiers are provisional, every `--refresh` sim seconds the
-worker's warm-up (collector.filters.thresholds) re-derives each threshold from the symbol's own
+worker's warm-up (collector.pipeline.thresholds) re-derives each threshold from the symbol's own
 trades; at `--tier-warmup` minutes the supervisor's first tiers from live statistics replace them.
 `--no-warmup` runs the filter as it was before the warm-up existed (ticker thresholds for 10 min).
 Medians over `--seeds`.
@@ -28,14 +28,14 @@ from pathlib import Path
 import orjson
 
 from collector.config import Config
-from collector.filters.activity import SymbolActivity
-from collector.filters.thresholds import Warmup, WarmupParams
-from collector.filters.trades import FilterParams, TradeFilter
-from collector.sim.market import Market
-from collector.sim.rest import RestApi
-from collector.sim.universe import build_universe
-from collector.tiers import TierParams, bootstrap_from_ticker_24hr, compute_tiers
-from collector.universe import shard
+from collector.feed.universe import shard
+from collector.pipeline.activity import SymbolActivity
+from collector.pipeline.thresholds import Warmup, WarmupParams
+from collector.pipeline.tiers import TierParams, bootstrap_from_ticker_24hr, compute_tiers
+from collector.pipeline.trade_filter import FilterParams, TradeFilter
+from exchange_sim.market import Market
+from exchange_sim.rest import RestApi
+from exchange_sim.universe import build_universe
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z, as bench/filter_budget.py
 MINUTE = 60_000

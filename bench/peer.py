@@ -5,7 +5,7 @@ One process, cryptofeed 3's parsing (Decimal, one object per event), its callbac
 backends (TradePostgres, FundingPostgres, LiquidationsPostgres, CandlesPostgres: INSERT ... SELECT FROM
 unnest(text[]) through asyncpg), against the same simulator and the same PostgreSQL server as the collector.
 
-Feed class: `collector.exchange.bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures,
+Feed class: `collector.feed.exchange.bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures,
 ws_client="websockets")` (cryptofeed's own websockets connection, as stock) with
 cryptofeed's own `Feed._run` restored. Stock cryptofeed refuses ws:// and reads its endpoints from class
 attributes, so the bound class is needed to reach the loopback simulator; the collector's `_run` skips
@@ -73,7 +73,7 @@ def peer_feed_class(rest: str, ws: str) -> type:
     from cryptofeed.exchanges import BinanceFutures
     from cryptofeed.feed import Feed
 
-    from collector.exchange import CollectorBinanceFutures, Endpoints, bind_feed_class
+    from collector.feed.exchange import CollectorBinanceFutures, Endpoints, bind_feed_class
 
     bound = bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures, ws_client="websockets")
 
@@ -98,7 +98,7 @@ async def child_main(dsn: str, rest: str, ws: str) -> None:
     from cryptofeed.defines import CANDLES, FUNDING, LIQUIDATIONS, TRADES
     from psycopg.conninfo import conninfo_to_dict
 
-    from collector.universe import select_universe
+    from collector.feed.universe import select_universe
 
     p = conninfo_to_dict(dsn)
     kw = {"host": p.get("host", "127.0.0.1"), "port": int(p.get("port", 5432)), "user": p.get("user"),

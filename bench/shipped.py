@@ -57,7 +57,7 @@ from bench.throughput import (
     workers_received,
     write_config,
 )
-from collector.pgserver import free_port
+from collector.db.embedded import free_port
 
 WORKERS = 8
 RATE = 1260.0

@@ -50,8 +50,8 @@ import yaml
 
 from bench import common
 from bench.peer import PEER_COLS, run_peer
-from collector import storage
-from collector.pgserver import free_port
+from collector.db import schema as storage
+from collector.db.embedded import free_port
 
 # Default matrix: every rate in filtered and keep_all at N=2 (the 2-core machine's natural N), N scaling at
 # one mid rate; the peer at the same rates. Sized so the whole run stays under 10 minutes.

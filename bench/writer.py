@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The writer alone: rows/s into `trades` through collector.writer.Writer vs the raw COPY ceiling vs cryptofeed.
+"""The writer alone: rows/s into `trades` through collector.writer.service.Writer vs the raw COPY ceiling vs cryptofeed.
 
 Same synthetic trades (496 symbols, increasing ids, event times around now) through four paths, one
 transaction per batch each, table truncated before every run:
@@ -34,9 +34,9 @@ import psycopg
 
 from bench import common
 from bench.peer import PEER_DDL, TRADE_COLUMNS
-from collector import storage
-from collector.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, BatchBuilder, encode_trade
-from collector.writer import MAX_ROWS, Writer
+from collector.db import schema as storage
+from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, BatchBuilder, encode_trade
+from collector.writer.service import MAX_ROWS, Writer
 
 # Rows per run: ~10 COPY batches of the writer's default size, enough to amortise connection set-up and
 # short enough (a few seconds per path) for 3 runs of 4 paths to stay well under 10 minutes.
@@ -155,9 +155,9 @@ def main() -> None:
         with common.product_source(a.src) as (src, what):
             env = dict(os.environ, PYTHONPATH=str(src), BENCH_SRC=what, BENCH_RESULTS_DIR=str(common.RESULTS))
             sys.exit(subprocess.run([sys.executable, *sys.argv], env=env, check=False).returncode)
-    import collector.writer
+    import collector.writer.service
 
-    print(f"product: {os.environ['BENCH_SRC']} ({collector.writer.__file__})")
+    print(f"product: {os.environ['BENCH_SRC']} ({collector.writer.service.__file__})")
     if a.quick:
         a.rows, a.runs = QUICK_ROWS, 1
     trades = make_trades(a.rows)

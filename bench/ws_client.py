@@ -9,8 +9,8 @@ SupervisedConnection and a null handler. After `--warmup` s the child reads its 
 CPU µs per frame = CPU seconds / frames received. Medians over `--runs` runs (fresh child each run).
 
 Variants:
-- `websockets`: collector.exchange.WSConnection (cryptofeed's WSAsyncConn) + cryptofeed's per-message loop;
-- `picows-read`: collector.wsfast.PicowsConnection through the same per-message `read()` loop;
+- `websockets`: collector.feed.exchange.WSConnection (cryptofeed's WSAsyncConn) + cryptofeed's per-message loop;
+- `picows-read`: collector.feed.websocket.PicowsConnection through the same per-message `read()` loop;
 - `picows`: PicowsConnection through SupervisedConnection's batched `read_batches()` path (the default);
 - `picows-asyncio-transport`: the same with the event loop's own transport instead of aiofastnet's
   (`use_aiofastnet=False`), to check which one picows should use (not run unless asked: --variants).
@@ -51,8 +51,8 @@ def cpu_seconds(pid: int | str = "self") -> float:
 
 
 def connection_class(variant: str) -> type:
-    from collector.exchange import WSConnection
-    from collector.wsfast import PicowsConnection
+    from collector.feed.exchange import WSConnection
+    from collector.feed.websocket import PicowsConnection
 
     if variant == "websockets":
         return WSConnection
@@ -68,8 +68,8 @@ def connection_class(variant: str) -> type:
 async def child(variant: str, ws: str, symbols: int, warmup: float, seconds: float) -> dict:
     from cryptofeed.exchanges import BinanceFutures
 
-    from collector.exchange import SupervisedConnection
-    from collector.sim.universe import build_universe
+    from collector.feed.exchange import SupervisedConnection
+    from exchange_sim.universe import build_universe
 
     names = [s.name.lower() for s in build_universe(symbols, 0) if s.tradable]
     streams = [f"{n}@aggTrade" for n in names]
@@ -137,8 +137,8 @@ def main() -> None:
         print(json.dumps(uvloop.run(child(a.child, a.ws, a.symbols, a.warmup, a.seconds))), flush=True)
         return
 
-    from collector.sim.config import SimConfig
-    from collector.sim.runner import launch_subprocess
+    from exchange_sim.config import SimConfig
+    from exchange_sim.runner import launch_subprocess
 
     summary = []
     for rate in a.rates:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dsn:
         return _report(args.dsn, cfg, now, since)
     if args.embedded:
-        from collector.pgserver import EmbeddedPostgres
+        from collector.db.embedded import EmbeddedPostgres
 
         datadir = Path(cfg.database.embedded_dir)
         if not (datadir / "PG_VERSION").exists():  # never create a cluster just to report it empty
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.config} configures no database (no database.url or database.host): give --dsn, "
               f"or --embedded to check the embedded database in {cfg.database.embedded_dir}", file=sys.stderr)
         return 2
-    from collector.supervisor import database_dsn
+    from collector.runtime.arbiter import database_dsn
 
     return _report(database_dsn(cfg), cfg, now, since)
 
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 def _report(dsn: str, cfg: Config, now: float, since: datetime | None) -> int:
     import psycopg
 
-    from collector.check import NoCollectorSchema, run_check
-    from collector.logs import mask_secrets
+    from collector.db.check import NoCollectorSchema, run_check
+    from collector.runtime.logs import mask_secrets
 
     try:
         report = run_check(dsn, None, now, retention=cfg.retention.periods(), since=since,

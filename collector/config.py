@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import msgspec
 import yaml
 
-from collector.exchange import PRESETS, Endpoints
+from collector.feed.exchange import PRESETS, Endpoints
 
 DataType = Literal[
     "trades", "funding", "candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d",
@@ -153,7 +153,7 @@ class ExchangeConfig(_Section):
 
 
 class TradeFilterConfig(_Section):
-    """The smart trade filter: see collector/filters/trades.py for what each rule keeps."""
+    """The smart trade filter: see collector/pipeline/trade_filter.py for what each rule keeps."""
 
     keep_all: bool = False
     price_change_pct: Positive = 0.5

@@ -16,7 +16,7 @@ import pytest
 from helpers import STUB_TIMESCALEDB_VERSION
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from collector.pgserver import EmbeddedPostgres
+from collector.db.embedded import EmbeddedPostgres
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +65,7 @@ def timescaledb_available(pg_server_url: str) -> bool:
     """True when the test server can give TimescaleDB: installed, preloaded and new enough (the decision
     the collector itself makes). Installed but not preloaded, as a package install leaves it, is False:
     the TimescaleDB tests then do not run, instead of failing on a server that cannot run them."""
-    from collector.storage import decide_mode, read_mode_facts
+    from collector.db.schema import decide_mode, read_mode_facts
 
     with psycopg.connect(pg_server_url) as conn:
         return decide_mode("timescaledb", read_mode_facts(conn, None)).mode == "timescaledb"
@@ -97,7 +97,7 @@ def ts_not_preloaded_url() -> Iterator[str]:
     import tempfile
     from pathlib import Path
 
-    from collector.pgserver import wheel_bindir
+    from collector.db.embedded import wheel_bindir
 
     bindir = wheel_bindir()
     if bindir is None:

@@ -13,7 +13,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import yaml
+
+from collector.pipeline.encode import Batch, BatchBuilder, encode_trade
 
 ROOT = Path(__file__).resolve().parents[1]
 # The version the stub "installed but not preloaded" TimescaleDB advertises (conftest.ts_not_preloaded_url).
@@ -102,3 +105,25 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # nothing left in the group
+
+
+# Writer-level test data, shared by the writer and transport tests.
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def trades_batch(start_id: int, n: int, t0: int | None = None, step_ms: int = 10, reason: str = "keep_all") -> Batch:
+    t0 = now_ms() if t0 is None else t0
+    b = BatchBuilder("trades")
+    for i in range(start_id, start_id + n):
+        t = t0 + (i - start_id) * step_ms
+        b.add(encode_trade(t, "BTCUSDT", i, f"{40000 + i}.10", "0.001", 40.0 + i, "buy" if i % 2 else "sell",
+                           reason, i * 10, i * 10 + 2), t)
+    batch = b.take(kept={reason: n}, received={reason: 2 * n})
+    assert batch is not None
+    return batch
+
+
+def trade_ids(db_url: str) -> list[int]:
+    with psycopg.connect(db_url) as conn:
+        return [r[0] for r in conn.execute("SELECT trade_id FROM trades ORDER BY trade_id").fetchall()]

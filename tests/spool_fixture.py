@@ -6,7 +6,7 @@ by its own Spool.write) both hold exactly `fixture_batches()`.
 
 from __future__ import annotations
 
-from collector.encode import Batch, encode_candle, encode_funding, encode_liquidation, encode_trade
+from collector.pipeline.encode import Batch, encode_candle, encode_funding, encode_liquidation, encode_trade
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

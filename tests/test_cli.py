@@ -13,8 +13,8 @@ import pytest
 from helpers import ROOT
 from psycopg.conninfo import conninfo_to_dict
 
-from collector import storage
 from collector.config import Config
+from collector.db import schema as storage
 
 
 def _check(*args: str) -> subprocess.CompletedProcess[str]:
@@ -125,7 +125,7 @@ def test_embedded_attaches_to_a_running_server_or_starts_and_stops_its_own() -> 
     import shutil
     import tempfile
 
-    from collector.pgserver import EmbeddedPostgres
+    from collector.db.embedded import EmbeddedPostgres
 
     base = Path(tempfile.mkdtemp(prefix="collector-check-"))  # tmp_path is private to root; postgres is not
     os.chmod(base, 0o755)

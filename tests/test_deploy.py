@@ -2,7 +2,7 @@
 
 What needs no tool always runs: the files load, compose's services, secrets and volumes refer to each
 other, the container config is valid for collector.config, the image runs as non-root, every Prometheus
-expression names metrics that collector/health.py really renders, every SQL panel runs (and can use an
+expression names metrics that collector/observability/health.py really renders, every SQL panel runs (and can use an
 index) against the real schema. The external validators run when installed and skip saying what to
 install otherwise: `docker compose config` (or Debian's docker-compose 1.29) and `systemd-analyze verify`.
 """
@@ -22,12 +22,12 @@ import psycopg
 import pytest
 import yaml
 
-from collector import health as h
 from collector.config import load_config
-from collector.health import ChildInfo, HealthServer, build_snapshot
-from collector.stats import WORKER_FIELDS, WRITER_FIELDS, StatsBlock
-from collector.storage import DEFAULT_RETENTION, ensure_schema, store_tiers
-from collector.tiers import TierAssignment
+from collector.db.schema import DEFAULT_RETENTION, ensure_schema, store_tiers
+from collector.observability import health as h
+from collector.observability.health import ChildInfo, HealthServer, build_snapshot
+from collector.pipeline.tiers import TierAssignment
+from collector.runtime.shm import WORKER_FIELDS, WRITER_FIELDS, StatsBlock
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
@@ -182,8 +182,8 @@ def test_systemd_unit_has_the_operational_settings() -> None:
     assert svc["Restart"] == "on-failure" and int(svc["RestartSec"]) > 0
     assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert svc["KillSignal"] == "SIGTERM" and svc["KillMode"] == "mixed"
-    # the drain: workers then the writer, each with its own timeout in collector/supervisor.py
-    from collector.supervisor import WORKER_STOP_TIMEOUT_S, WRITER_STOP_TIMEOUT_S
+    # the drain: workers then the writer, each with its own timeout in collector/runtime/arbiter.py
+    from collector.runtime.arbiter import WORKER_STOP_TIMEOUT_S, WRITER_STOP_TIMEOUT_S
     assert int(svc["TimeoutStopSec"]) > WORKER_STOP_TIMEOUT_S + WRITER_STOP_TIMEOUT_S
     assert svc["User"] not in ("root", "0")
     assert svc["ExecStart"].split()[1:4] == ["supervisor.py", "--workers", "8"]

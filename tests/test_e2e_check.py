@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from helpers import ROOT, SupervisorProcess, http_get, wait_for, write_config
 
-from collector.sim import SimConfig, launch_subprocess
+from exchange_sim import SimConfig, launch_subprocess
 
 SYMBOLS = 12
 

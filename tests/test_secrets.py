@@ -13,8 +13,8 @@ import pytest
 from helpers import SupervisorProcess, http_get, wait_for, wait_healthy, write_config
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from collector.pgserver import free_port
-from collector.sim import SimConfig, run_in_thread
+from collector.db.embedded import free_port
+from exchange_sim import SimConfig, run_in_thread
 
 SECRET = "Sup3r-s3cret-pw"
 

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from helpers import SupervisorProcess, http_get, wait_for, write_config
 
-from collector.pgserver import EmbeddedPostgres, free_port
-from collector.sim import SimConfig, launch_subprocess
+from collector.db.embedded import EmbeddedPostgres, free_port
+from exchange_sim import SimConfig, launch_subprocess
 
 # Few symbols at speed 20 (a sim minute every 3 wall seconds): 1m klines close several times within a
 # scenario, and the whole scenario stays well under 90 s of wall time.

@@ -9,7 +9,7 @@ import pytest
 from helpers import wait_for
 from test_gaps import Collector
 
-from collector.sim import SimConfig
+from exchange_sim import SimConfig
 
 pytestmark = pytest.mark.faults
 

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from helpers import SupervisorProcess, http_get, wait_for, write_config
 
-from collector.pgserver import free_port
-from collector.sim import SimConfig, run_in_thread
-from collector.sim.ratelimit import weight_of
+from collector.db.embedded import free_port
+from exchange_sim import SimConfig, run_in_thread
+from exchange_sim.ratelimit import weight_of
 
 pytestmark = pytest.mark.faults
 

@@ -15,7 +15,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from test_gaps import Collector
 
-from collector.sim import SimConfig
+from exchange_sim import SimConfig
 
 pytestmark = pytest.mark.faults
 

@@ -21,7 +21,7 @@ from helpers import wait_for
 from test_gaps import Collector, assert_every_id_once, trade_ids
 from test_worker_crash import _worker_pids
 
-from collector.sim import SimConfig
+from exchange_sim import SimConfig
 
 pytestmark = pytest.mark.faults
 

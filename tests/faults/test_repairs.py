@@ -23,8 +23,8 @@ from helpers import SupervisorProcess, wait_for
 from test_gaps import Collector, assert_every_id_once, ids_complete
 from test_worker_crash import _worker_pids
 
-from collector.backfill import TRADES_RESERVE
-from collector.sim import SimConfig
+from collector.feed.backfill import TRADES_RESERVE
+from exchange_sim import SimConfig
 
 pytestmark = pytest.mark.faults
 

@@ -1,4 +1,4 @@
-"""Fault scenarios: a worker's successor continues from its predecessor's checkpoints (collector.checkpoints).
+"""Fault scenarios: a worker's successor continues from its predecessor's checkpoints (collector.runtime.checkpoints).
 
 kill -9 of workers at seeded points around sim-minute boundaries, and a SIGHUP that replaces every
 worker; afterwards the database is compared with the simulator's truth value by value:
@@ -35,8 +35,8 @@ import pytest
 from helpers import SupervisorProcess, wait_for, write_config
 from test_gaps import Collector
 
-from collector.filters.trades import SymbolFilter
-from collector.sim import SimConfig
+from collector.pipeline.trade_filter import SymbolFilter
+from exchange_sim import SimConfig
 
 pytestmark = pytest.mark.faults
 

@@ -1,4 +1,4 @@
-"""Fault scenario: kill -9 of a worker. Its successor resumes from its checkpoints (collector.checkpoints):
+"""Fault scenario: kill -9 of a worker. Its successor resumes from its checkpoints (collector.runtime.checkpoints):
 the ids it never read are a gap, backfilled over REST, so with keep_all every aggTrade ends up stored once."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from helpers import wait_for
 from test_gaps import Collector, assert_every_id_once, trade_ids
 
-from collector.sim import SimConfig
+from exchange_sim import SimConfig
 
 pytestmark = pytest.mark.faults
 
@@ -36,7 +36,7 @@ def test_killed_worker_gap_is_detected_and_backfilled(db_url: str, tmp_path: Pat
                   filters={"trades": {"keep_all": True}})
     try:
         wait_for(lambda: all(len(trade_ids(c, s)) > 30 for s in ("BTCUSDT", "ETHUSDT")), 60, "trades stored")
-        # checkpoints are recorded every 0.5 s and published once acknowledged (collector.checkpoints):
+        # checkpoints are recorded every 0.5 s and published once acknowledged (collector.runtime.checkpoints):
         # wait for a statistics publication (every 2 s) made after the trades above were stored, by when
         # a checkpoint covering them has been acknowledged, then kill the worker
         stored = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.sim import SimConfig, run_in_thread
+from exchange_sim import SimConfig, run_in_thread
 
 
 @pytest.fixture

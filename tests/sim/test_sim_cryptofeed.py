@@ -11,7 +11,7 @@ import pytest
 from cryptofeed.defines import CANDLES, FUNDING, LIQUIDATIONS, OPEN_INTEREST, TRADES
 from simhelpers import await_for, feed_class, http_get
 
-from collector.sim import SimConfig, launch_subprocess
+from exchange_sim import SimConfig, launch_subprocess
 
 SYMBOLS = 496
 

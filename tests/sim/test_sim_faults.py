@@ -10,7 +10,7 @@ import pytest
 import websockets
 from simhelpers import collect, http_get, wait_for
 
-from collector.sim import SimConfig, run_in_thread
+from exchange_sim import SimConfig, run_in_thread
 
 pytestmark = pytest.mark.faults
 EXCERPT = Path(__file__).parent.parent / "data" / "binance_futures_ws_excerpt.txt"

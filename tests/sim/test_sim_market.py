@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from collector.sim.hub import prepare_state
-from collector.sim.market import K_C, K_F, K_H, K_L, K_LID, K_N, K_O, K_QV, K_T, K_V, Market
-from collector.sim.universe import build_universe
+from exchange_sim.hub import prepare_state
+from exchange_sim.market import K_C, K_F, K_H, K_L, K_LID, K_N, K_O, K_QV, K_T, K_V, Market
+from exchange_sim.universe import build_universe
 
 START = 1_700_000_040_000   # fixed sim origin: everything, timestamps included, is reproducible
 

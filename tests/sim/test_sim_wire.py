@@ -11,7 +11,7 @@ import websockets
 from cryptofeed.exchanges import BinanceFutures
 from simhelpers import collect, http_get, wait_for
 
-from collector.sim import SimConfig, run_in_thread
+from exchange_sim import SimConfig, run_in_thread
 
 EXCERPT = Path(__file__).parent.parent / "data" / "binance_futures_ws_excerpt.txt"
 

@@ -1,0 +1,519 @@
+"""Repairs what the stream missed, over REST, within the worker's REST weight budget.
+
+Two kinds of hole are repaired:
+
+- aggTrade id gaps (collector.pipeline.router.Gap): paged from `GET /fapi/v1/aggTrades?symbol=&fromId=&limit=`
+  until every id of the gap was received, each trade handed back to the pipeline
+  (`on_backfill_trade`), which validates and filters it like a live one;
+- missing closed 1m candles (the first closed kline after a reconnect jumps over minutes): fetched from
+  `GET /fapi/v1/klines?symbol=&interval=1m&startTime=&endTime=&limit=`.
+
+Why one sequential job queue: after a mass reconnect every symbol has a gap at once; a single consumer
+that takes weight from the REST weight budget before each request (the same budget the open-interest
+poller and every other worker spend) turns that burst into a steady trickle at the budget's rate, and a
+429/418 answer (reported to the budget, which then pauses for Retry-After or the ban) stops the poller
+and the backfill together: no retry storm is possible. Candle repairs go first (a priority queue): a
+candle hole costs one light request and leaves every 5m..1d candle of its periods wrong until filled.
+
+Gaps are durable from detection: every hole is written to `gaps` when it is found (state detected), again
+when its repair starts (filling) and when it ends (filled, or unfillable when the exchange no longer has
+the data). A repair that cannot finish here (the worker stops, or REST keeps failing) leaves its row
+detected; whichever worker owns the symbol next (a successor after kill -9, the next start after a
+stop) reads the unfinished rows (storage.open_gaps, see take_over) and repairs them. The writer keeps
+the most advanced version of each row (storage.upsert_gaps_sql), so the order versions land in does
+not matter. A gap taken over from the table is filtered from the symbol's current filter state (its
+state at detection died with the process that found it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlencode
+
+import msgspec
+
+from collector.feed.wire import AggTrade
+
+log = logging.getLogger(__name__)
+
+AGG_TRADES_PATH = "/fapi/v1/aggTrades"
+KLINES_PATH = "/fapi/v1/klines"
+# Binance's maximum page of /fapi/v1/aggTrades; its weight is 20 whatever the limit, so always ask for
+# as much of the gap as one page can hold.
+AGG_TRADES_LIMIT = 1000
+AGG_TRADES_WEIGHT = 20
+# Binance's maximum page of /fapi/v1/klines (weight 10 at this size, see kline_weight).
+KLINES_LIMIT = 1500
+MINUTE_MS = 60_000
+# A request answered with something other than 200/429/418 (5xx, network error, unparsable body) is
+# retried this many times in all before its gap is given up: enough to ride out a blip, and a gap
+# that cannot be fetched must not block the queue behind it forever.
+MAX_ATTEMPTS = 4
+# First pause after a failed request, doubled per attempt: 1, 2, 4 s - short against the minutes a
+# gap stays useful to repair, long enough not to hammer a struggling exchange.
+RETRY_BASE_S = 1.0
+# Longest single sleep while waiting for weight: the stop event is checked at least this often even
+# when the budget says "hours" (a 418 ban).
+MAX_WAIT_S = 60.0
+# aiohttp total timeout per request: Binance answers in well under a second; 10 s means "broken".
+REQUEST_TIMEOUT_S = 10.0
+
+
+# --- pure planning --------------------------------------------------------------------------------------------
+
+
+def kline_weight(limit: int) -> int:
+    """Binance's request weight of /fapi/v1/klines for a given `limit` (documented table)."""
+    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+
+
+def agg_trade_page(symbol: str, next_id: int, to_id: int) -> tuple[str, dict[str, str | int]]:
+    """The next aggTrades request of a gap whose ids next_id..to_id are still missing."""
+    if next_id > to_id:
+        raise ValueError("nothing left to fetch")
+    return AGG_TRADES_PATH, {"symbol": symbol, "fromId": next_id, "limit": min(AGG_TRADES_LIMIT, to_id - next_id + 1)}
+
+
+def agg_trade_pages(from_id: int, to_id: int) -> list[int]:
+    """fromId of every page needed to cover from_id..to_id when the exchange returns full pages."""
+    return list(range(from_id, to_id + 1, AGG_TRADES_LIMIT))
+
+
+def kline_pages(symbol: str, first_open_ms: int, last_open_ms: int) -> list[tuple[str, dict[str, str | int], int]]:
+    """(path, query, weight) of the klines requests covering the 1m candles opening first..last."""
+    pages = []
+    start = first_open_ms
+    while start <= last_open_ms:
+        end = min(last_open_ms, start + (KLINES_LIMIT - 1) * MINUTE_MS)
+        limit = (end - start) // MINUTE_MS + 1
+        pages.append((KLINES_PATH, {"symbol": symbol, "interval": "1m", "startTime": start, "endTime": end,
+                                    "limit": limit}, kline_weight(limit)))
+        start = end + MINUTE_MS
+    return pages
+
+
+def weight_needed(jobs: list[TradeGapJob | CandleJob]) -> int:
+    """REST weight the queued jobs will spend at least (full pages, no retries): a budget check."""
+    total = 0
+    for job in jobs:
+        if isinstance(job, TradeGapJob):
+            total += AGG_TRADES_WEIGHT * len(agg_trade_pages(job.next_id, job.gap.to_id))
+        else:
+            total += sum(w for _, _, w in kline_pages(job.symbol, job.first_open_ms, job.last_open_ms))
+    return total
+
+
+# --- what is repaired, and where it goes ----------------------------------------------------------------------
+
+
+class GapLike(Protocol):
+    symbol: str
+    from_id: int
+    to_id: int
+    detected_ms: int
+
+
+class BackfillSink(Protocol):
+    """The pipeline's backfill entry points (collector.pipeline.router.Pipeline implements them)."""
+
+    def on_backfill_trade(self, t: AggTrade, gap: GapLike, receipt: float) -> bool: ...
+    def on_backfill_kline(self, symbol: str, row: list, receipt: float) -> bool: ...
+    def record_gap(self, kind: str, symbol: str, from_id: int, to_id: int, detected_ms: int, state: str,
+                   reason: str, updated_ms: int, filled_ms: int | None = None) -> None: ...
+
+
+class WeightGate(Protocol):
+    def wait_time(self, weight: float, now_ms: float, reserve: float = 0.0) -> float: ...
+    def try_acquire(self, weight: float, now_ms: float, reserve: float = 0.0) -> bool: ...
+    def on_response(self, status: int, headers: dict[str, str], now_ms: float) -> None: ...
+
+
+@dataclass
+class TradeGapJob:
+    gap: GapLike
+    next_id: int
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return "trades", self.gap.symbol, self.gap.from_id, self.gap.to_id
+
+    @property
+    def detected_ms(self) -> int:
+        return self.gap.detected_ms
+
+
+@dataclass
+class CandleJob:
+    symbol: str
+    first_open_ms: int
+    last_open_ms: int
+    detected_ms: int = 0
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return "candles_1m", self.symbol, self.first_open_ms, self.last_open_ms
+
+
+# Share of the budget (tokens and the clock minute's weight) a trade-gap page must leave untouched: after a
+# mass drop the trade gaps are found at once and the candle holes only when the next kline closes; this
+# keeps weight for those (a klines request weighs 1, so 20% of 1200/min is 240 of them) instead of making
+# them wait for the next minute. The price: while trade gaps are backlogged they get 80% of the budget.
+TRADES_RESERVE = 0.2
+# A trade page waiting for weight (up to a minute) looks this often for a candle repair to give way to.
+PREEMPT_POLL_S = 0.2
+# Queue order: candles before trade gaps (see the module docstring), then first come first served.
+CANDLE_PRIORITY = 0
+TRADES_PRIORITY = 1
+# A repair whose requests kept failing (network, 5xx) is left detected and not taken over again from the
+# table before this many seconds: long enough that a broken exchange is not hammered, short against the
+# hours a repair stays possible.
+RETRY_FAILED_AFTER_S = 60.0
+# How many resolved repairs are remembered so that a rescan of the table, which may not yet show their
+# final row (still on its way through the writer), does not start them again.
+REMEMBER_RESOLVED = 10_000
+
+
+class OpenGapLike(Protocol):
+    kind: str
+    symbol: str
+    from_id: int
+    to_id: int
+    detected_ms: int
+
+
+class _TakenOverGap:
+    """A trade gap read back from the table: no filter state (the pipeline uses the live one)."""
+
+    __slots__ = ("symbol", "from_id", "to_id", "detected_ms", "filter_state")
+
+    def __init__(self, symbol: str, from_id: int, to_id: int, detected_ms: int) -> None:
+        self.symbol, self.from_id, self.to_id, self.detected_ms = symbol, from_id, to_id, detected_ms
+        self.filter_state = None
+
+    def __repr__(self) -> str:
+        return f"Gap({self.symbol}, {self.from_id}..{self.to_id}, taken over)"
+
+
+class RestAggTrade(msgspec.Struct):
+    """One row of /fapi/v1/aggTrades (the stream's fields without e/E/s)."""
+
+    a: int
+    p: str
+    q: str
+    f: int
+    l: int  # noqa: E741 - Binance's name
+    T: int
+    m: bool
+
+
+_agg_rows = msgspec.json.Decoder(list[RestAggTrade])
+_kline_rows = msgspec.json.Decoder(list[list[str | int]])
+
+# (status, headers, body) of one GET; the default implementation is aiohttp, tests pass a fake.
+Fetch = Callable[[str], Awaitable[tuple[int, dict[str, str], bytes]]]
+
+
+class Backfiller:
+    """One worker's REST repair queue: trade gaps and missing candles, one request at a time."""
+
+    def __init__(self, rest_url: str, sink: BackfillSink, gate: WeightGate, stop: asyncio.Event, *,
+                 fetch: Fetch | None = None, clock: Callable[[], float] = time.time,
+                 trades: bool = True) -> None:
+        self.rest_url = rest_url.rstrip("/")
+        self.sink = sink
+        self.gate = gate
+        self.stop = stop
+        self.clock = clock
+        self.trades = trades  # False when trades are not collected: gaps are stored unfilled at once
+        self._fetch = fetch
+        self._session: object | None = None
+        # (priority, sequence, job): candles first, then in arrival order
+        self.queue: asyncio.PriorityQueue[tuple[int, int, TradeGapJob | CandleJob]] = asyncio.PriorityQueue()
+        self._seq = 0
+        self._current: TradeGapJob | CandleJob | None = None
+        self._active: set[tuple[str, str, int, int]] = set()  # queued or being repaired
+        self._not_before: dict[tuple[str, str, int, int], float] = {}  # resolved (inf) or failed (retry time)
+        self._candles_queued = 0  # candle jobs waiting: a trade gap waiting for weight gives way to them
+        self._preempted = False  # the last _request gave way to a queued candle repair
+        self.counts: Counter[str] = Counter()  # requests, throttled, failures, trades, candles, gaps_*
+
+    # --- intake (called by the pipeline, on the event loop) --------------------------------------------------
+
+    def add_trade_gap(self, gap: GapLike) -> None:
+        job = TradeGapJob(gap, gap.from_id)
+        if not self.trades:
+            self._record(job, "unfillable", "trades are not collected")
+            return
+        self._record(job, "detected", "aggTrade ids skipped on the stream")
+        self._enqueue(job)
+
+    def add_candle_gap(self, symbol: str, first_open_ms: int, last_open_ms: int) -> None:
+        log.warning("%s: 1m candles %d..%d missing (%d), fetching over REST", symbol, first_open_ms,
+                    last_open_ms, (last_open_ms - first_open_ms) // MINUTE_MS + 1)
+        job = CandleJob(symbol, first_open_ms, last_open_ms, int(self.clock() * 1000))
+        self._record(job, "detected", "closed 1m klines skipped on the stream")
+        self._enqueue(job)
+
+    def take_over(self, gaps: list[OpenGapLike]) -> int:
+        """Queue unfinished repairs read from the gaps table (a predecessor's, or an earlier run's).
+
+        Skips what this backfiller already has queued, is repairing, has resolved (its final row may not
+        have reached the table yet) or saw fail less than RETRY_FAILED_AFTER_S ago. Returns how many
+        were queued.
+        """
+        now = self.clock()
+        taken = 0
+        for g in gaps:
+            job: TradeGapJob | CandleJob
+            if g.kind == "trades":
+                if not self.trades:
+                    continue
+                job = TradeGapJob(_TakenOverGap(g.symbol, g.from_id, g.to_id, g.detected_ms), g.from_id)
+            elif g.kind == "candles_1m":
+                job = CandleJob(g.symbol, g.from_id, g.to_id, g.detected_ms)
+            else:
+                continue
+            if job.key in self._active or self._not_before.get(job.key, 0.0) > now:
+                continue
+            self._enqueue(job)
+            taken += 1
+        if taken:
+            self.counts["taken_over"] += taken
+            log.warning("took over %d unfinished repairs from the gaps table", taken)
+        return taken
+
+    def _enqueue(self, job: TradeGapJob | CandleJob) -> None:
+        self._active.add(job.key)
+        self._seq += 1
+        candle = isinstance(job, CandleJob)
+        self._candles_queued += candle
+        self.queue.put_nowait((CANDLE_PRIORITY if candle else TRADES_PRIORITY, self._seq, job))
+
+    def _record(self, job: TradeGapJob | CandleJob, state: str, reason: str, filled_ms: int | None = None) -> None:
+        kind, symbol, lo, hi = job.key
+        self.sink.record_gap(kind, symbol, lo, hi, job.detected_ms, state, reason, int(self.clock() * 1000),
+                             filled_ms)
+
+    def _finish(self, job: TradeGapJob | CandleJob, not_before: float) -> None:
+        self._active.discard(job.key)
+        self._not_before[job.key] = not_before
+        if len(self._not_before) > REMEMBER_RESOLVED:
+            del self._not_before[next(iter(self._not_before))]  # the oldest entry
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                job = await self._next_job()
+                if job is None:
+                    break
+                self._current = job
+                self._record(job, "filling", "repairing over REST")
+                try:
+                    await (self._fill_trades(job) if isinstance(job, TradeGapJob) else self._fill_candles(job))
+                except Exception:  # a bug in one repair must not take the worker's feed down with it
+                    log.exception("backfill job %r failed", job)
+                    self._record(job, "detected", "repair failed with an error; retried later")
+                    self._finish(job, self.clock() + RETRY_FAILED_AFTER_S)
+                self._current = None
+                self.queue.task_done()  # lets a caller await queue.join() for "everything repaired"
+        finally:
+            self._abandon_pending()
+            await self._close()
+
+    async def _next_job(self) -> TradeGapJob | CandleJob | None:
+        getter = asyncio.ensure_future(self.queue.get())
+        stopper = asyncio.ensure_future(self.stop.wait())
+        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            stopper.cancel()
+            job = getter.result()[2]
+            self._candles_queued -= isinstance(job, CandleJob)
+            return job
+        getter.cancel()
+        return None
+
+    def _abandon_pending(self) -> None:
+        """Stopping: every repair not finished stays detected in the table, for the next owner to finish."""
+        jobs = [self._current] if self._current is not None and self._current.key in self._active else []
+        while not self.queue.empty():
+            jobs.append(self.queue.get_nowait()[2])
+            self._candles_queued -= isinstance(jobs[-1], CandleJob)
+        for job in jobs:
+            self._record(job, "detected", "stopped before the repair finished; the next start repairs it")
+            self._active.discard(job.key)
+        if jobs:
+            log.warning("stopping with %d repairs unfinished: left as detected in the gaps table", len(jobs))
+
+    async def _fill_trades(self, job: TradeGapJob) -> None:
+        gap = job.gap
+        complete = True
+        while job.next_id <= gap.to_id:
+            path, query = agg_trade_page(gap.symbol, job.next_id, gap.to_id)
+            body = await self._request(path, query, AGG_TRADES_WEIGHT, TRADES_RESERVE, preemptible=True)
+            if body is None and self._preempted:  # a candle repair came up while waiting for weight
+                self._active.discard(job.key)
+                self._enqueue(job)  # continues from job.next_id after the candles
+                return
+            if body is None:  # REST kept failing, or stopping: not the exchange's answer, try again later
+                self._unfinished(job)
+                return
+            rows = self._decode(_agg_rows, body, gap.symbol)
+            if rows is None or not rows:
+                complete = False
+                break
+            receipt, before = self.clock(), job.next_id
+            for r in rows:
+                if r.a < job.next_id:
+                    continue
+                if r.a > gap.to_id:
+                    break
+                if r.a != job.next_id:
+                    complete = False  # the exchange no longer has some of these ids
+                t = AggTrade(E=r.T, s=gap.symbol, a=r.a, p=r.p, q=r.q, f=r.f, l=r.l, T=r.T, m=r.m)
+                self.counts["trades"] += self.sink.on_backfill_trade(t, gap, receipt)
+                job.next_id = r.a + 1
+            if job.next_id == before:  # nothing usable in the page: the exchange cannot cover the gap
+                complete = False
+                break
+            if self.stop.is_set() and job.next_id <= gap.to_id:
+                self._unfinished(job)
+                return
+        self._resolve(job, int(self.clock() * 1000) if complete and job.next_id > gap.to_id else None)
+
+    async def _fill_candles(self, job: CandleJob) -> None:
+        for path, query, weight in kline_pages(job.symbol, job.first_open_ms, job.last_open_ms):
+            body = await self._request(path, query, weight)
+            if body is None:
+                self._unfinished(job)
+                return
+            rows = self._decode(_kline_rows, body, job.symbol)
+            if not rows:
+                log.warning("%s: candles %d..%d could not be fetched", job.symbol, query["startTime"],
+                            query["endTime"])
+                self.counts["candles_failed"] += 1
+                self._record(job, "unfillable", "the exchange returned no klines for these minutes")
+                self._finish(job, math.inf)
+                return
+            receipt = self.clock()
+            for row in rows:
+                if isinstance(row[0], int) and job.first_open_ms <= row[0] <= job.last_open_ms:
+                    self.counts["candles"] += self.sink.on_backfill_kline(job.symbol, row, receipt)
+        log.info("%s: 1m candles %d..%d filled from REST", job.symbol, job.first_open_ms, job.last_open_ms)
+        self._record(job, "filled", "fetched over REST", int(self.clock() * 1000))
+        self._finish(job, math.inf)
+
+    def _unfinished(self, job: TradeGapJob | CandleJob) -> None:
+        """REST gave up (repeated failures) or the worker is stopping: the row stays detected, for a retry
+        (take_over after RETRY_FAILED_AFTER_S) or the next owner of the symbol."""
+        if self.stop.is_set():
+            self._record(job, "detected", "stopped while repairing; the next start repairs it")
+            self._active.discard(job.key)
+            return
+        self.counts["repairs_deferred"] += 1
+        kind, symbol, lo, hi = job.key
+        log.warning("%s: repair of %s %d..%d deferred: REST keeps failing", symbol, kind, lo, hi)
+        self._record(job, "detected", "REST requests failed; retried later")
+        self._finish(job, self.clock() + RETRY_FAILED_AFTER_S)
+
+    def _resolve(self, job: TradeGapJob, filled_ms: int | None) -> None:
+        gap = job.gap
+        self.counts["gaps_filled" if filled_ms is not None else "gaps_unfilled"] += 1
+        if filled_ms is None:
+            log.warning("%s: aggTrade gap %d..%d stored unfilled", gap.symbol, gap.from_id, gap.to_id)
+            self._record(job, "unfillable", "the exchange no longer has some of these ids")
+        else:
+            log.info("%s: aggTrade gap %d..%d filled from REST", gap.symbol, gap.from_id, gap.to_id)
+            self._record(job, "filled", "fetched over REST", filled_ms)
+        self._finish(job, math.inf)
+
+    def _decode(self, decoder: msgspec.json.Decoder, body: bytes | None, symbol: str) -> list | None:
+        if body is None:
+            return None
+        try:
+            return decoder.decode(body)
+        except msgspec.DecodeError as e:  # ValidationError is a DecodeError
+            self.counts["failures"] += 1
+            log.warning("%s: unusable REST answer (%s): %r", symbol, e, body[:200])
+            return None
+
+    # --- one request, within the budget ------------------------------------------------------------------------
+
+    async def _request(self, path: str, query: dict[str, str | int], weight: int,
+                       reserve: float = 0.0, preemptible: bool = False) -> bytes | None:
+        """GET path?query once weight is available (leaving `reserve` of the budget); retried on 429/418
+        (after the budget's pause) and, up to MAX_ATTEMPTS in all, on other failures. None when given up
+        or stopping, or (`preemptible`, then self._preempted is set) when a candle repair is queued while
+        this request waits for weight."""
+        url = f"{self.rest_url}{path}?{urlencode(query)}"
+        failures = 0
+        self._preempted = False
+        while not self.stop.is_set():
+            if not await self._acquire(weight, reserve, preemptible):
+                return None
+            self.counts["requests"] += 1
+            try:
+                status, headers, body = await self._get(url)
+            except (TimeoutError, OSError, Exception) as e:  # noqa: B014 - every transport failure is retried
+                status, headers, body = 0, {}, repr(e).encode()
+            self.gate.on_response(status, headers, self.clock() * 1000)
+            if status == 200:
+                return body
+            if status in (429, 418):
+                self.counts["throttled"] += 1
+                log.warning("REST %s answered %d (Retry-After %s): pausing every REST user", path, status,
+                            headers.get("Retry-After") or headers.get("retry-after"))
+                continue
+            failures += 1
+            self.counts["failures"] += 1
+            log.warning("REST %s failed (%s, attempt %d/%d): %r", path, status or "no answer", failures,
+                        MAX_ATTEMPTS, body[:200])
+            if failures >= MAX_ATTEMPTS or await self._pause(RETRY_BASE_S * 2 ** (failures - 1)):
+                return None
+        return None
+
+    async def _acquire(self, weight: int, reserve: float = 0.0, preemptible: bool = False) -> bool:
+        """Wait until the budget grants `weight` (leaving `reserve`); False when stopping or (preemptible)
+        giving way to a queued candle repair."""
+        while True:
+            if preemptible and self._candles_queued > 0:
+                self._preempted = True
+                return False
+            now_ms = self.clock() * 1000
+            wait_ms = self.gate.wait_time(weight, now_ms, reserve)
+            if wait_ms <= 0 and self.gate.try_acquire(weight, now_ms, reserve):
+                return True
+            longest = PREEMPT_POLL_S if preemptible else MAX_WAIT_S
+            if await self._pause(min(max(wait_ms, 10.0) / 1000, longest) if math.isfinite(wait_ms) else longest):
+                return False
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep unless asked to stop; True when stopping."""
+        try:
+            await asyncio.wait_for(self.stop.wait(), timeout=max(seconds, 0.0))
+            return True
+        except TimeoutError:
+            return False
+
+    async def _get(self, url: str) -> tuple[int, dict[str, str], bytes]:
+        if self._fetch is not None:
+            return await self._fetch(url)
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        async with self._session.get(url) as resp:  # type: ignore[attr-defined]
+            return resp.status, dict(resp.headers), await resp.read()
+
+    async def _close(self) -> None:
+        if self._session is not None:
+            await self._session.close()  # type: ignore[attr-defined]
+            self._session = None

@@ -1,0 +1,391 @@
+"""Rows -> PostgreSQL binary COPY tuples, and tuples -> picklable batches. Pure: no I/O.
+
+Why binary COPY encoded in the workers: the single writer process must only concatenate bytes and hand
+them to `COPY ... FROM STDIN (FORMAT BINARY)`; every per-row Python cost is paid in parallel by the
+workers, never serially in the writer (the same split as psycopg's copy.py: formatting apart from I/O).
+
+Wire format (PostgreSQL docs, "COPY", binary format): a header (signature, flags, extension length),
+then per tuple an int16 field count and per field an int32 length (-1 = NULL) and the value in the
+type's binary send format; the trailer is int16 -1.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+# --- framing -------------------------------------------------------------------------------------------------
+
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+COPY_TRAILER = struct.pack(">h", -1)
+
+# 2000-01-01T00:00:00Z in Unix milliseconds: PostgreSQL's timestamp epoch.
+PG_EPOCH_MS = 946_684_800_000
+
+_NULL = struct.pack(">i", -1)
+_I16 = struct.Struct(">h").pack
+_LEN_I64 = struct.Struct(">iq").pack
+_LEN_F64 = struct.Struct(">id").pack
+_LEN_I16 = struct.Struct(">ih").pack
+
+# Column order of every COPY target: the contract between the workers' encoders and the writer's COPY.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "trades": ("time", "symbol", "trade_id", "price", "amount", "usd_value", "side", "save_reason",
+               "first_trade_id", "last_trade_id"),
+    "funding": ("time", "symbol", "mark_price", "index_price", "funding_rate", "next_funding_time"),
+    "liquidations": ("time", "symbol", "side", "order_type", "price", "avg_price", "quantity",
+                     "filled_quantity", "status", "usd_value"),
+    "open_interest": ("time", "symbol", "open_interest"),
+    "gaps": ("symbol", "kind", "from_id", "to_id", "detected_at", "filled_at", "state", "reason", "updated_at"),
+}
+CANDLE_COLUMNS = ("time", "symbol", "close_time", "open", "high", "low", "close", "volume", "quote_volume",
+                  "trades", "taker_buy_volume", "taker_buy_quote_volume")
+CANDLE_TABLES = ("candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d")
+for _t in CANDLE_TABLES:
+    COLUMNS[_t] = CANDLE_COLUMNS
+
+# --- symbols -------------------------------------------------------------------------------------------------
+
+# Decision: ASCII uppercase letters and digits, 2..30 characters. Every USDT-M perpetual ticker so far fits
+# (BTCUSDT, 1000PEPEUSDT, 1000000MOGUSDT); dated delivery contracts (BTCUSDT_250926) carry an underscore and
+# are not perpetuals, so they are refused on purpose. Binance has also listed a non-ASCII perpetual
+# (a Chinese-named ...USDT in 2025): it is refused too and must be skipped (and logged) by the universe.
+# 30 leaves room over the longest ticker seen (~16) without letting garbage through.
+_SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}")
+
+
+def valid_symbol(s: object) -> bool:
+    """True when `s` is a symbol we accept anywhere near SQL: ^[A-Z0-9]{2,30}$ (ASCII)."""
+    return isinstance(s, str) and _SYMBOL_RE.fullmatch(s) is not None
+
+
+# --- scalar encoders (length prefix included) ----------------------------------------------------------------
+
+
+def enc_null() -> bytes:
+    return _NULL
+
+
+def enc_timestamptz(ms: int) -> bytes:
+    """Unix milliseconds -> int8 microseconds since 2000-01-01 UTC."""
+    return _LEN_I64(8, (ms - PG_EPOCH_MS) * 1000)
+
+
+def enc_int8(v: int) -> bytes:
+    return _LEN_I64(8, v)
+
+
+def enc_int2(v: int) -> bytes:
+    return _LEN_I16(2, v)
+
+
+def enc_float8(v: float) -> bytes:
+    return _LEN_F64(8, v)
+
+
+def enc_bool(v: bool) -> bytes:
+    return b"\x00\x00\x00\x01\x01" if v else b"\x00\x00\x00\x01\x00"
+
+
+def enc_text(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack(">i", len(b)) + b
+
+
+# Longer decimal strings than this are not prices or quantities; refusing them bounds the work per value
+# and keeps weight/dscale far inside NUMERIC's int16 limits.
+_MAX_NUMERIC_CHARS = 200
+_NUMERIC_NEG = 0x4000
+
+
+_NUMERIC_PACKS: dict[int, object] = {}
+
+
+def _numeric_packer(ndigits: int):  # noqa: ANN202
+    p = _NUMERIC_PACKS.get(ndigits)
+    if p is None:
+        p = _NUMERIC_PACKS[ndigits] = struct.Struct(f">ihhhh{ndigits}H").pack
+    return p
+
+
+def _enc_numeric(s: str) -> bytes:
+    if not isinstance(s, str) or not s or len(s) > _MAX_NUMERIC_CHARS:
+        raise ValueError(f"not a decimal string: {s!r}")
+    neg = s[0] == "-"
+    body = s[1:] if neg or s[0] == "+" else s
+    ip, dot, fp = body.partition(".")
+    if not (ip.isdigit() and ip.isascii()) or (dot and not (fp.isdigit() and fp.isascii())):
+        raise ValueError(f"not a decimal string: {s!r}")
+    dscale = len(fp)
+    ip = ip.lstrip("0")
+    li = len(ip)
+    pad = -li % 4
+    # base-10000 groups are aligned on the decimal point: pad the integer part on the left and the
+    # fraction on the right to multiples of 4 digits
+    digits = "0" * pad + ip + fp + "0" * (-dscale % 4)
+    stripped = digits.lstrip("0")
+    if not stripped:  # zero: PostgreSQL stores no digits, weight 0, positive sign; the scale is kept
+        return _numeric_packer(0)(8, 0, 0, 0, dscale)
+    lead = (len(digits) - len(stripped)) >> 2  # whole zero groups before the first significant one
+    end = len(digits.rstrip("0"))
+    end += -end % 4  # trailing zero groups are dropped (dscale keeps the displayed zeros)
+    weight = ((li + pad) >> 2) - 1 - lead
+    groups = [int(digits[i:i + 4]) for i in range(lead * 4, end, 4)]
+    nd = len(groups)
+    return _numeric_packer(nd)(8 + 2 * nd, nd, weight, _NUMERIC_NEG if neg else 0, dscale, *groups)
+
+
+# Prices and quantities repeat heavily within seconds (same tick, same lot sizes): caching the encoded bytes
+# turns most NUMERIC encodes into one dict lookup. 2**16 entries x ~100 B = a few MB per worker.
+enc_numeric = lru_cache(maxsize=1 << 16)(_enc_numeric)
+enc_numeric.__doc__ = """Decimal ASCII string (as Binance sends it) -> NUMERIC binary, exact; ValueError on garbage."""
+
+
+def enc_numeric_or_null(s: str | None) -> bytes:
+    return _NULL if s is None else enc_numeric(s)
+
+
+def enc_timestamptz_or_null(ms: int | None) -> bytes:
+    return _NULL if ms is None else enc_timestamptz(ms)
+
+
+# Symbols and the few enum-like strings (side, save_reason, status...) repeat on every row; caching their
+# encoded form skips encode()+pack. Symbols are validated on the first miss only, so validation is free.
+_SYMBOL_CACHE: dict[str, bytes] = {}
+_WORD_CACHE: dict[str, bytes] = {}
+# ~500 perpetuals today; the bound only protects against an unbounded stream of new names.
+_CACHE_LIMIT = 4096
+
+
+def enc_symbol(s: str) -> bytes:
+    """Validated symbol -> text field; ValueError if `valid_symbol` refuses it."""
+    b = _SYMBOL_CACHE.get(s)
+    if b is None:
+        if not valid_symbol(s):
+            raise ValueError(f"invalid symbol: {s!r}")
+        b = enc_text(s)
+        if len(_SYMBOL_CACHE) < _CACHE_LIMIT:
+            _SYMBOL_CACHE[s] = b
+    return b
+
+
+def _enc_word(s: str) -> bytes:
+    b = _WORD_CACHE.get(s)
+    if b is None:
+        b = enc_text(s)
+        if len(_WORD_CACHE) < _CACHE_LIMIT:
+            _WORD_CACHE[s] = b
+    return b
+
+
+# --- generic row encoder (slow path: tests, rare tables) ------------------------------------------------------
+
+_SCALARS = {
+    "timestamptz": enc_timestamptz,
+    "text": enc_text,
+    "int8": enc_int8,
+    "int2": enc_int2,
+    "float8": enc_float8,
+    "bool": enc_bool,
+    "numeric": enc_numeric,
+}
+
+
+def encode_row(types: Sequence[str], values: Sequence[object]) -> bytes:
+    """One COPY tuple from type names ('timestamptz' takes int ms) and values; None is NULL."""
+    if len(types) != len(values):
+        raise ValueError("types and values differ in length")
+    parts = [_I16(len(values))]
+    for t, v in zip(types, values, strict=True):
+        parts.append(_NULL if v is None else _SCALARS[t](v))  # type: ignore[operator]
+    return b"".join(parts)
+
+
+# --- per-table fast paths ---------------------------------------------------------------------------------------
+
+_TRADE_HEAD = struct.Struct(">hiq").pack  # nfields, len(time), time
+_TRADE_ID = struct.Struct(">iq").pack
+_TRADE_USD = struct.Struct(">id").pack
+_TRADE_TAIL = struct.Struct(">iqiq").pack  # first_trade_id, last_trade_id
+
+
+def encode_trade(time_ms: int, symbol: str, trade_id: int, price: str, amount: str, usd_value: float,
+                 side: str, save_reason: str, first_trade_id: int, last_trade_id: int) -> bytes:
+    """One `trades` tuple. Hot path (every kept trade, up to ~50k/s in keep_all): keep it lean."""
+    return b"".join((
+        _TRADE_HEAD(10, 8, (time_ms - PG_EPOCH_MS) * 1000),
+        enc_symbol(symbol),
+        _TRADE_ID(8, trade_id),
+        enc_numeric(price),
+        enc_numeric(amount),
+        _TRADE_USD(8, usd_value),
+        _enc_word(side),
+        _enc_word(save_reason),
+        _TRADE_TAIL(8, first_trade_id, 8, last_trade_id),
+    ))
+
+
+def encode_funding(time_ms: int, symbol: str, mark_price: str, index_price: str | None,
+                   funding_rate: str | None, next_funding_time_ms: int | None) -> bytes:
+    """One `funding` tuple (mark price stream event)."""
+    return b"".join((
+        _TRADE_HEAD(6, 8, (time_ms - PG_EPOCH_MS) * 1000),
+        enc_symbol(symbol),
+        enc_numeric(mark_price),
+        enc_numeric_or_null(index_price),
+        enc_numeric_or_null(funding_rate),
+        enc_timestamptz_or_null(next_funding_time_ms),
+    ))
+
+
+def encode_liquidation(time_ms: int, symbol: str, side: str, order_type: str, price: str, avg_price: str,
+                       quantity: str, filled_quantity: str, status: str, usd_value: float) -> bytes:
+    """One `liquidations` tuple (forceOrder event)."""
+    return b"".join((
+        _TRADE_HEAD(10, 8, (time_ms - PG_EPOCH_MS) * 1000),
+        enc_symbol(symbol),
+        _enc_word(side),
+        _enc_word(order_type),
+        enc_numeric(price),
+        enc_numeric(avg_price),
+        enc_numeric(quantity),
+        enc_numeric(filled_quantity),
+        _enc_word(status),
+        _TRADE_USD(8, usd_value),
+    ))
+
+
+def encode_open_interest(time_ms: int, symbol: str, open_interest: str) -> bytes:
+    """One `open_interest` tuple."""
+    return b"".join((
+        _TRADE_HEAD(3, 8, (time_ms - PG_EPOCH_MS) * 1000),
+        enc_symbol(symbol),
+        enc_numeric(open_interest),
+    ))
+
+
+_CANDLE_TRADES = struct.Struct(">iq").pack
+
+
+def encode_candle(open_time_ms: int, symbol: str, close_time_ms: int, open: str, high: str, low: str,
+                  close: str, volume: str, quote_volume: str, trades: int, taker_buy_volume: str,
+                  taker_buy_quote_volume: str) -> bytes:
+    """One tuple for any `candles_*` table (Binance kline fields, strings as sent)."""
+    return b"".join((
+        _TRADE_HEAD(12, 8, (open_time_ms - PG_EPOCH_MS) * 1000),
+        enc_symbol(symbol),
+        enc_timestamptz(close_time_ms),
+        enc_numeric(open),
+        enc_numeric(high),
+        enc_numeric(low),
+        enc_numeric(close),
+        enc_numeric(volume),
+        enc_numeric(quote_volume),
+        _CANDLE_TRADES(8, trades),
+        enc_numeric(taker_buy_volume),
+        enc_numeric(taker_buy_quote_volume),
+    ))
+
+
+def encode_gap(symbol: str, from_id: int, to_id: int, detected_at_ms: int, filled_at_ms: int | None = None, *,
+               kind: str = "trades", state: str | None = None, reason: str = "",
+               updated_at_ms: int | None = None) -> bytes:
+    """One `gaps` tuple: what the stream missed and how far its repair got (collector.feed.backfill).
+
+    kind "trades": aggregate-trade ids from_id..to_id (inclusive); kind "candles_1m": the 1m candles
+    opening from_id..to_id (ms). state: detected / filling / filled / unfillable (default: filled when
+    filled_at is set, else unfillable). updated_at orders two versions of the same gap (the writer keeps
+    the most advanced, see storage.GAP_STATES).
+    """
+    if state is None:
+        state = "filled" if filled_at_ms is not None else "unfillable"
+    return b"".join((
+        _I16(9),
+        enc_symbol(symbol),
+        enc_text(kind),
+        enc_int8(from_id),
+        enc_int8(to_id),
+        enc_timestamptz(detected_at_ms),
+        enc_timestamptz_or_null(filled_at_ms),
+        enc_text(state),
+        enc_text(reason),
+        enc_timestamptz(updated_at_ms if updated_at_ms is not None else filled_at_ms or detected_at_ms),
+    ))
+
+
+# --- batches ------------------------------------------------------------------------------------------------------
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Encoded tuples of one table, ready to be concatenated into a COPY stream. Picklable.
+
+    first_event_ms / last_event_ms are the earliest / latest event time of the rows (not arrival order):
+    the writer uses them to create missing partitions and to report event-to-commit lag.
+    `kept` / `received` optionally carry the worker's per-save_reason filter counters since its last batch.
+    """
+
+    table: str
+    rows: int
+    data: bytes
+    first_event_ms: int
+    last_event_ms: int
+    created_ms: int
+    kept: dict[str, int] | None = None
+    received: dict[str, int] | None = None
+
+
+@dataclass(slots=True)
+class BatchBuilder:
+    """Accumulates encoded tuples for one table; `take()` hands them over as one Batch and starts afresh."""
+
+    table: str
+    _parts: list[bytes] = field(default_factory=list)
+    _nbytes: int = 0
+    _first: int | None = None
+    _last: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.table not in COLUMNS:
+            raise ValueError(f"unknown table {self.table!r}")
+
+    def add(self, row: bytes, event_ms: int) -> None:
+        self._parts.append(row)
+        self._nbytes += len(row)
+        if self._first is None or event_ms < self._first:
+            self._first = event_ms
+        if self._last is None or event_ms > self._last:
+            self._last = event_ms
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    def take(self, now_ms: int | None = None, kept: dict[str, int] | None = None,
+             received: dict[str, int] | None = None) -> Batch | None:
+        """The rows added so far as a Batch (None when empty); the builder is empty afterwards."""
+        if not self._parts:
+            return None
+        assert self._first is not None and self._last is not None
+        batch = Batch(self.table, len(self._parts), b"".join(self._parts), self._first, self._last,
+                      _now_ms() if now_ms is None else now_ms, kept, received)
+        self._parts = []
+        self._nbytes = 0
+        self._first = self._last = None
+        return batch
+
+
+def copy_payload(batches: Iterable[Batch]) -> bytes:
+    """A complete binary COPY stream (header, every batch's tuples, trailer)."""
+    return b"".join((COPY_HEADER, *(b.data for b in batches), COPY_TRAILER))

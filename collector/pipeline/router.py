@@ -1,0 +1,370 @@
+"""A worker's pipeline: decoded events in, encoded COPY batches out, nothing else.
+
+No I/O: events arrive from the feed (collector.feed.source), kept rows are encoded once here, and full or
+old-enough batches are handed to `emit` (the worker puts them on the writer's queue). Everything that
+decides what is kept lives in the filter modules beside it (trade_filter, limits, thresholds); this module wires those rules to the event types,
+validates what the exchange sent, and counts every decision so the numbers can be published.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+
+from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
+from collector.pipeline.activity import SymbolActivity
+from collector.pipeline.encode import (
+    Batch,
+    BatchBuilder,
+    encode_candle,
+    encode_funding,
+    encode_gap,
+    encode_liquidation,
+    encode_open_interest,
+    encode_trade,
+)
+from collector.pipeline.limits import MinInterval
+from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
+
+log = logging.getLogger(__name__)
+
+# Event times further than this from the receipt clock are treated as corrupt, not stored. A day covers
+# any honest clock skew and the simulator's accelerated clock in tests, and still rejects garbage such as
+# seconds sent as milliseconds (1970) or a year 2100 timestamp.
+MAX_EVENT_SKEW_MS = 86_400_000
+# Logged samples per bad-input kind; after that only a count line at these totals (and every
+# LOG_EVERY), so a flood of garbage is visible in the log without flooding it.
+LOGGED_SAMPLES = 3
+LOG_AT_COUNTS = (10, 100, 1000)
+LOG_EVERY = 10_000
+MINUTE_MS = 60_000
+# Gaps kept in memory (Pipeline.gaps): a few days of reconnects; older ones are in the gaps table.
+RECENT_GAPS = 1000
+
+
+class Gap:
+    """A jump in a symbol's aggregate trade ids: ids from_id..to_id were never received.
+
+    `detected_ms` is the local wall clock when the jump arrived (the gaps table's detected_at, comparable
+    with filled_at). `filter_state` is a copy of the symbol's trade filter as it was just before the
+    trade that revealed the gap: the missing trades happened before that trade, so backfilled ones are
+    filtered from this state, in id order, as if they had arrived live; the live filter is not touched.
+    """
+
+    __slots__ = ("symbol", "from_id", "to_id", "detected_ms", "filter_state")
+
+    def __init__(self, symbol: str, from_id: int, to_id: int, detected_ms: int,
+                 filter_state: SymbolFilter | None = None) -> None:
+        self.symbol, self.from_id, self.to_id, self.detected_ms = symbol, from_id, to_id, detected_ms
+        self.filter_state = filter_state
+
+    def __repr__(self) -> str:
+        return f"Gap({self.symbol}, {self.from_id}..{self.to_id})"
+
+
+class Pipeline:
+    """Filters and encodes one worker's events into per-table batches.
+
+    `symbols` is the worker's share of the universe: frames for anything else are counted as
+    `unknown_symbol` and skipped (a misrouted or injected frame must not create rows).
+    """
+
+    def __init__(self, symbols: list[str], data_types: list[str], trade_filter: TradeFilter,
+                 emit: Callable[[Batch], None], *, funding_interval_ms: int = 60_000,
+                 batch_rows: int = 20_000, flush_interval_ms: int = 250,
+                 activity: dict[str, SymbolActivity] | None = None,
+                 on_gap: Callable[[Gap], None] | None = None,
+                 on_candle_gap: Callable[[str, int, int], None] | None = None) -> None:
+        self.symbols = set(symbols)
+        self.data_types = set(data_types)
+        self.trade_filter = trade_filter
+        self.emit = emit
+        self.funding_gate = MinInterval(funding_interval_ms)
+        self.batch_rows = batch_rows
+        self.flush_interval_ms = flush_interval_ms
+        # Per-symbol rolling statistics the tiers are computed from (published by the worker).
+        self.activity = activity if activity is not None else {s: SymbolActivity() for s in symbols}
+        self.on_gap = on_gap
+        # Called with (symbol, first missing open ms, last missing open ms) when closed 1m klines jump.
+        self.on_candle_gap = on_candle_gap
+        self.builders: dict[str, BatchBuilder] = {}
+        self._pending_since: dict[str, int] = {}
+        # Called when a builder gets its first row: the worker's housekeeping sleeps until the next flush
+        # deadline and must learn that a new batch started ageing (no clock read per row).
+        self.on_first_row: Callable[[], None] | None = None
+        self.received: Counter[str] = Counter()  # events by type
+        self.kept: Counter[str] = Counter()  # trades kept, by save_reason
+        self.rows: Counter[str] = Counter()  # rows encoded for the writer, by table
+        self.rejected: Counter[str] = Counter()  # bad input by kind
+        self.last_event_ms: dict[str, int] = {}  # newest event time received, by type
+        self.last_trade_id: dict[str, int] = {}
+        self.last_kline_open: dict[str, int] = {}  # newest closed 1m kline's open time, by symbol
+        self.last_oi_poll: dict[str, int] = {}  # receipt ms of the newest open-interest row, by symbol
+        # The most recent gaps, for inspection and tests; bounded so months of running cannot grow it.
+        self.gaps: deque[Gap] = deque(maxlen=RECENT_GAPS)
+        self.backfilled: Counter[str] = Counter()  # trades/candles repaired over REST, gaps resolved
+        self._store_trades = "trades" in self.data_types
+        self._store_funding = "funding" in self.data_types
+        self._store_liquidations = "liquidations" in self.data_types
+        self._store_candles = "candles_1m" in self.data_types
+
+    # --- the events -------------------------------------------------------------------------------------
+
+    def on_trade(self, t: AggTrade, receipt: float) -> None:
+        self.received["trades"] += 1
+        sym = t.s
+        if sym not in self.symbols:
+            return self._reject("unknown_symbol", t)
+        try:
+            price = float(t.p)
+            qty = float(t.q)
+        except ValueError:
+            return self._reject("bad_number", t)
+        if not (price > 0.0 and qty > 0.0) or price == float("inf") or qty == float("inf"):
+            return self._reject("non_positive_or_infinite", t)
+        ts = t.T
+        if abs(ts - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
+            return self._reject("absurd_timestamp", t)
+        self.last_event_ms["trades"] = ts
+        last = self.last_trade_id.get(sym)
+        if last is not None:
+            if t.a <= last:
+                return self._reject("duplicate_or_old_id", t)
+            if t.a != last + 1:
+                self._gap(sym, last + 1, t.a - 1, int(receipt * 1000))
+        self.last_trade_id[sym] = t.a
+        usd = price * qty
+        self.activity[sym].add(ts, usd)
+        reason = self.trade_filter.decide(sym, price, usd, ts)
+        if reason is not None:
+            self._keep_trade(t, usd, reason)
+        return None
+
+    def _keep_trade(self, t: AggTrade, usd: float, reason: str) -> None:
+        """A trade the filter kept (live or backfilled): counted, and stored when trades are collected."""
+        self.kept[reason] += 1
+        if self._store_trades:
+            self._add("trades", encode_trade(t.T, t.s, t.a, t.p, t.q, usd, "sell" if t.m else "buy", reason,
+                                             t.f, t.l), t.T)
+
+    def on_mark_price(self, m: MarkPrice, receipt: float) -> None:
+        if not self._admit("funding", m.s, m.E, receipt, m):
+            return None
+        if not self._store_funding or not self.funding_gate.accept(m.s, m.E):
+            return None
+        try:
+            row = encode_funding(m.E, m.s, m.p, m.i or None, m.r or None, m.T or None)
+        except ValueError:
+            return self._reject("bad_number", m)
+        self._add("funding", row, m.E)
+        return None
+
+    def on_liquidation(self, f: ForceOrder, receipt: float) -> None:
+        o = f.o
+        if not self._admit("liquidations", o.s, o.T, receipt, f):
+            return None
+        if not self._store_liquidations:
+            return None
+        try:
+            price, qty = float(o.ap or o.p), float(o.z or o.q)
+            if not (float(o.p) > 0.0 and float(o.q) > 0.0):
+                return self._reject("non_positive_or_infinite", f)
+            row = encode_liquidation(o.T, o.s, o.S.lower(), o.o, o.p, o.ap, o.q, o.z, o.X, price * qty)
+        except ValueError:
+            return self._reject("bad_number", f)
+        self._add("liquidations", row, o.T)
+        return None
+
+    def on_kline(self, k: Kline, receipt: float) -> None:
+        self.received["klines"] += 1
+        b = k.k
+        self.last_event_ms["klines"] = k.E
+        if not b.x:
+            return None
+        if k.s not in self.symbols:
+            return self._reject("unknown_symbol", k)
+        if b.i != "1m":
+            return self._reject("unexpected_interval", k)
+        if abs(b.t - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
+            return self._reject("absurd_timestamp", k)
+        if not self._store_candles:
+            return None
+        try:
+            row = encode_candle(b.t, k.s, b.T, b.o, b.h, b.l, b.c, b.v, b.q, b.n, b.V, b.Q)
+        except ValueError:
+            return self._reject("bad_number", k)
+        self._add("candles_1m", row, b.t)
+        self._check_candle_gap(k.s, b.t)
+        return None
+
+    def _check_candle_gap(self, symbol: str, open_ms: int) -> None:
+        """Closed 1m klines come once a minute per symbol; a jump means minutes were missed (reconnect)."""
+        last = self.last_kline_open.get(symbol)
+        if last is not None and open_ms <= last:
+            return
+        self.last_kline_open[symbol] = open_ms
+        if last is not None and open_ms > last + MINUTE_MS and self.on_candle_gap is not None:
+            self.on_candle_gap(symbol, last + MINUTE_MS, open_ms - MINUTE_MS)
+
+    def on_open_interest(self, oi: OpenInterest, receipt: float) -> None:
+        if not self._admit("open_interest", oi.symbol, oi.time, receipt, oi):
+            return None
+        try:
+            if float(oi.openInterest) < 0:
+                return self._reject("non_positive_or_infinite", oi)
+            row = encode_open_interest(oi.time, oi.symbol, oi.openInterest)
+        except ValueError:
+            return self._reject("bad_number", oi)
+        self._add("open_interest", row, oi.time)
+        self.last_oi_poll[oi.symbol] = int(receipt * 1000)
+        return None
+
+    def _admit(self, kind: str, symbol: str, event_ms: int, receipt: float, event: object) -> bool:
+        """Count an event and apply the checks every type shares: one of our symbols, a sane event time.
+
+        (on_trade inlines the same checks: it runs for every trade, the others a few times a second.)
+        """
+        self.received[kind] += 1
+        if symbol not in self.symbols:
+            self._reject("unknown_symbol", event)
+            return False
+        if abs(event_ms - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
+            self._reject("absurd_timestamp", event)
+            return False
+        self.last_event_ms[kind] = event_ms
+        return True
+
+    def on_bad_frame(self, kind: str) -> None:
+        self.rejected[kind] += 1
+
+    # --- backfill (collector.feed.backfill): REST answers for what the stream missed -----------------------------
+
+    def on_backfill_trade(self, t: AggTrade, gap: Gap, receipt: float) -> bool:
+        """A trade of `gap` fetched over REST: validated and filtered like a live one; True if kept.
+
+        Separate from on_trade because the live id sequence must stay as it is (these ids are older
+        than the last live one, which on_trade would reject as duplicates) and because the filter state
+        to decide with is the gap's (see Gap). Rows are stored with the filter's save_reason, like live
+        ones; the gaps table says which id ranges came from REST.
+        """
+        sym = t.s
+        if sym not in self.symbols:
+            return self._reject("unknown_symbol", t) or False
+        if not gap.from_id <= t.a <= gap.to_id or sym != gap.symbol:
+            return self._reject("duplicate_or_old_id", t) or False
+        try:
+            price = float(t.p)
+            qty = float(t.q)
+        except ValueError:
+            return self._reject("bad_number", t) or False
+        if not (price > 0.0 and qty > 0.0) or price == float("inf") or qty == float("inf"):
+            return self._reject("non_positive_or_infinite", t) or False
+        ts = t.T
+        if abs(ts - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
+            return self._reject("absurd_timestamp", t) or False
+        self.backfilled["trades"] += 1
+        usd = price * qty
+        self.activity[sym].add(ts, usd)
+        state = gap.filter_state if gap.filter_state is not None else self.trade_filter.symbol(sym)
+        reason = state.decide(price, usd, ts)
+        if reason is None:
+            return False
+        self._keep_trade(t, usd, reason)
+        return True
+
+    def on_backfill_kline(self, symbol: str, row: list, receipt: float) -> bool:
+        """A closed 1m kline from REST /fapi/v1/klines (a list: open time, o, h, l, c, v, close time, quote
+        volume, trades, taker buy volume, taker buy quote volume, ...); True if stored.
+
+        Only minutes before a closed kline the stream already delivered are asked for, so every row is
+        closed; the exchange's clock, not ours, says so (ours may differ, and does on the simulator)."""
+        if symbol not in self.symbols:
+            return self._reject("unknown_symbol", row) or False
+        try:
+            t, o, h, low, c, v, close_t, qv, n, tv, tqv = row[:11]
+            if not (isinstance(t, int) and isinstance(close_t, int) and isinstance(n, int)):
+                raise ValueError("kline times and trade count must be integers")
+            if abs(t - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
+                return self._reject("absurd_timestamp", row) or False
+            encoded = encode_candle(t, symbol, close_t, o, h, low, c, v, qv, n, tv, tqv)
+        except (ValueError, TypeError):
+            return self._reject("bad_number", row) or False
+        self.backfilled["candles"] += 1
+        if self._store_candles:
+            self._add("candles_1m", encoded, t)
+        return True
+
+    def record_gap(self, kind: str, symbol: str, from_id: int, to_id: int, detected_ms: int, state: str,
+                   reason: str, updated_ms: int, filled_ms: int | None = None) -> None:
+        """Store one version of a gap's row (collector.feed.backfill: detected, filling, filled, unfillable).
+
+        Sent like any row; the writer keeps the most advanced version per gap (storage.upsert_gaps_sql).
+        """
+        if kind == "trades" and state in ("filled", "unfillable"):
+            self.backfilled["gaps_filled" if state == "filled" else "gaps_unfilled"] += 1
+        self._add("gaps", encode_gap(symbol, from_id, to_id, detected_ms, filled_ms, kind=kind, state=state,
+                                     reason=reason, updated_at_ms=updated_ms), detected_ms)
+
+    # --- batching ---------------------------------------------------------------------------------------
+
+    def _add(self, table: str, row: bytes, event_ms: int) -> None:
+        b = self.builders.get(table)
+        if b is None:
+            b = self.builders[table] = BatchBuilder(table)
+        b.add(row, event_ms)
+        if len(b) == 1 and self.on_first_row is not None:
+            self.on_first_row()
+        self.rows[table] += 1
+        if len(b) >= self.batch_rows:
+            self._emit(b)
+
+    def _emit(self, builder: BatchBuilder, now_ms: int | None = None) -> None:
+        self._pending_since.pop(builder.table, None)
+        batch = builder.take(now_ms)
+        if batch is not None:
+            self.emit(batch)
+
+    def flush_due(self, now_ms: int) -> None:
+        """Emit every batch that has waited `flush_interval_ms` since a tick first saw it.
+
+        Called by the worker's housekeeping as soon as a builder gets its first row (on_first_row) and at
+        each deadline (next_flush_ms); timing rows there rather than per row keeps the clock out of the
+        per-event path.
+        """
+        for table, b in self.builders.items():
+            if not len(b):
+                continue
+            since = self._pending_since.setdefault(table, now_ms)
+            if now_ms - since >= self.flush_interval_ms:
+                self._emit(b, now_ms)
+
+    def next_flush_ms(self) -> int | None:
+        """When flush_due() next has something to emit (None: no batch is ageing); after a flush_due()."""
+        since = self._pending_since.values()
+        return min(since) + self.flush_interval_ms if since else None
+
+    def flush_all(self, now_ms: int | None = None) -> None:
+        """Emit everything pending (shutdown)."""
+        for b in self.builders.values():
+            self._emit(b, now_ms)
+
+    # --- bad input --------------------------------------------------------------------------------------
+
+    def _gap(self, symbol: str, from_id: int, to_id: int, ts: int) -> None:
+        gap = Gap(symbol, from_id, to_id, ts, copy.copy(self.trade_filter.symbol(symbol)))
+        self.gaps.append(gap)
+        self.rejected["gap"] += 1
+        log.warning("%s: aggTrade ids %d..%d missing (%d trades)", symbol, from_id, to_id, to_id - from_id + 1)
+        if self.on_gap is not None:
+            self.on_gap(gap)
+
+    def _reject(self, kind: str, event: object) -> None:
+        self.rejected[kind] += 1
+        n = self.rejected[kind]
+        if n <= LOGGED_SAMPLES:
+            log.warning("skipped an event (%s, %d so far): %r", kind, n, event)
+        elif n in LOG_AT_COUNTS or n % LOG_EVERY == 0:
+            log.warning("%d events skipped as %s so far", n, kind)
+        return None

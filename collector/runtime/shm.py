@@ -1,0 +1,493 @@
+"""Statistics in shared memory: every process publishes its counters; the supervisor reads them at any time.
+
+Why shared memory: /health and /metrics must answer without asking a busy worker anything (no pipe, no
+lock, no message), and a wedged child must not wedge the reader. One block is created by the supervisor;
+children attach by name. Each slot has exactly one writer (its owner) and any number of readers; a
+seqlock makes a reader's copy consistent without ever blocking the owner.
+
+Seqlock protocol (per slot): the owner makes `seq` odd, writes the slot, makes `seq` even again. A reader
+copies `seq`, the slot, `seq` again, and accepts the copy only when both are equal and even. An owner that
+dies between the two stores leaves `seq` odd forever: readers give up after STALE_AFTER_S and report the
+slot as stale instead of spinning. A process restarted into the same slot resets it (values zeroed, pid
+and seq updated) before its first publish. The protocol relies on the 8-byte aligned seq stores being
+single stores that are not reordered with the slot's body, which holds on x86-64 (TSO); the block is a
+same-machine diagnostic, so a torn read on weaker hardware would be detected on the next read at worst.
+
+Layout (version 3, native byte order like the activity images, every offset from the start of the block; all regions 64-byte aligned):
+
+    header, 64 bytes at 0
+    | off | type    | field                                                         |
+    |-----|---------|---------------------------------------------------------------|
+    |   0 | 8 bytes | magic b"CLSTATS1"                                             |
+    |   8 | u32     | layout version (LAYOUT_VERSION)                               |
+    |  12 | u32     | header size (64)                                              |
+    |  16 | u32     | number of process slots P (slot 0 = writer, 1..P-1 = workers) |
+    |  20 | u32     | number of symbol slots S                                      |
+    |  24 | u32     | process slot size (PROCESS_SLOT_SIZE)                         |
+    |  28 | u32     | symbol slot size                                              |
+    |  32 | u32     | float64 values per process slot (VALUES_CAPACITY)             |
+    |  36 | u32     | activity image size A (= activity.nbytes(slots))              |
+    |  40 | u64     | offset of process slot 0 (64)                                 |
+    |  48 | u64     | offset of symbol slot 0 (64 + P * process slot size)          |
+    |  56 | i64     | created_at, ms since the epoch                                |
+
+    process slot i, PROCESS_SLOT_SIZE = 32 + 8 * VALUES_CAPACITY + 4 + TEXT_CAPACITY bytes at
+    64 + i * PROCESS_SLOT_SIZE
+    | off | type                 | field                                                      |
+    |-----|----------------------|------------------------------------------------------------|
+    |   0 | u64                  | seq: 0 = never written, odd = owner writing                |
+    |   8 | i64                  | pid of the owner                                           |
+    |  16 | i64                  | updated_at, ms since the epoch                             |
+    |  24 | u32                  | role: 0 none, 1 writer, 2 worker                           |
+    |  28 | u32                  | n: number of values in use (len of the role's field list)  |
+    |  32 | f64[VALUES_CAPACITY] | values; value j is named FIELDS[role][j], the rest are 0.0 |
+    |  T  | u32                  | text length in bytes (T = 32 + 8 * VALUES_CAPACITY)        |
+    | T+4 | u8[TEXT_CAPACITY]    | text, UTF-8: the owner's last error, verbatim (the writer: |
+    |     |                      | the database's message and its fix); empty = none          |
+
+    symbol slot k, size 40 + A rounded up to 64 bytes, at the symbol area offset + k * size
+    | off | type    | field                                                              |
+    |-----|---------|--------------------------------------------------------------------|
+    |   0 | u64     | seq (as above)                                                     |
+    |   8 | i32     | owner: worker number (process slot) that writes this slot; -1 none |
+    |  12 | u32     | length of the image in use (A once written)                        |
+    |  16 | i64     | updated_at, ms since the epoch                                     |
+    |  24 | i64     | unused, written as 0 (was the last aggTrade id; successors now      |
+    |     |         | resume from collector.runtime.checkpoints)                                  |
+    |  32 | i64     | unused likewise (was: newest closed 1m kline's open time); 0        |
+    |  40 | A bytes | SymbolActivity.to_bytes()                                          |
+
+WRITER_FIELDS and WORKER_FIELDS are append-only: a new counter goes at the end, so value j keeps its
+meaning and a reader built from an older list still reads the values it knows. Names are "group.key"
+(one labelled family, e.g. "received.trades") or a bare scalar name; collector.observability.health turns them into
+metrics and JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from multiprocessing import shared_memory
+from typing import NamedTuple
+
+from collector.pipeline.activity import DEFAULT_SLOTS, EMPTY_SUMMARY, Summary, SymbolActivity, nbytes
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"CLSTATS1"
+LAYOUT_VERSION = 3
+# Room for value lists to grow (append-only) without a layout change: the lists below use ~45..55.
+VALUES_CAPACITY = 128
+# Workers the block can hold: well above any sensible worker count for one machine's cores.
+MAX_PROCESS_SLOTS = 65  # writer + 64 workers
+# Cache-line alignment: slots of different owners never share a line (no false sharing between processes).
+_ALIGN = 64
+# How long seq may stay odd at one value before a reader calls the slot stale. An owner holds it odd for
+# one memcpy (~1 µs for a process slot, a few µs for an activity image); 50 ms also rides out the owner
+# being preempted mid-write for a few scheduler time slices, yet a dead slot costs /health only 50 ms.
+STALE_AFTER_S = 0.05
+# A reader racing an owner that republishes back to back retries while seq moves, but not forever.
+READ_GIVE_UP_S = 0.2
+
+ROLE_NONE, ROLE_WRITER, ROLE_WORKER = 0, 1, 2
+WRITER_SLOT = 0
+
+# The seq word is stored and loaded only through a memoryview cast to "Q" (one aligned 8-byte memcpy, i.e.
+# a single store): struct.pack_into zeroes its target before packing, so writing seq with struct would
+# briefly show 0 ("never written") or a torn value to a reader. The headers' other fields are packed with
+# struct from offset 8 on, inside the odd-seq window. Native byte order, like the activity images.
+_HEADER = struct.Struct("@8sIIIIIIIIQQq")
+_PROC_HEAD = struct.Struct("@QqqII")  # for readers, unpacking a private copy
+_PROC_META = struct.Struct("@qqII")  # pid, updated_at, role, n: packed at offset 8 by the owner
+_SYM_HEAD = struct.Struct("@QiIqqq")
+_SYM_META = struct.Struct("@iIqqq")  # owner, length, updated_at, last trade id, last kline: at offset 8
+# Bytes of text per process slot: a server error message with its fix (dbsetup.MESSAGE_MAX_CHARS, 400
+# characters) fits; longer text is cut at a character boundary. 476 makes a slot 1536 bytes, a whole number
+# of cache lines, so slots of different owners never share one.
+TEXT_CAPACITY = 476
+_TEXT_LEN = struct.Struct("@I")
+PROCESS_SLOT_SIZE = _PROC_HEAD.size + 8 * VALUES_CAPACITY + _TEXT_LEN.size + TEXT_CAPACITY
+
+# --- the value lists (append-only) --------------------------------------------------------------------------
+
+DATA_TYPES = ("trades", "funding", "liquidations", "klines", "open_interest")  # what a worker receives
+SAVE_REASONS = ("large_trade", "price_change", "time_interval", "keep_all")  # filters.trades.REASONS
+WORKER_TABLES = ("trades", "funding", "liquidations", "open_interest", "candles_1m", "gaps")
+REJECT_KINDS = ("unknown_symbol", "bad_number", "non_positive_or_infinite", "absurd_timestamp",
+                "duplicate_or_old_id", "gap", "malformed_json", "invalid_frame", "unknown_event",
+                "handler_error", "unexpected_interval")
+BACKFILL_KINDS = ("trades", "candles", "gaps_filled", "gaps_unfilled")
+# Tables the writer copies into (encode.COLUMNS; a test checks they match).
+WRITER_TABLES = ("trades", "funding", "liquidations", "open_interest", "gaps", "candles_1m", "candles_5m",
+                 "candles_30m", "candles_4h", "candles_1d")
+# Kinds whose latest committed event time the writer reports (WriterStats.last_<kind>_time).
+WRITER_KINDS = ("trades", "funding", "liquidations", "open_interest", "candles")
+# Upper bounds (s) of the COPY latency histogram: writer.LATENCY_BUCKETS_S (a test checks they match);
+# the bucket after the last one counts everything slower.
+COPY_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKET_KEYS = tuple(repr(b) for b in COPY_LATENCY_BUCKETS_S) + ("+Inf",)
+# TimescaleDB policy procedures the writer reports failures of (storage.POLICY_PROCS; a test checks they match).
+JOB_PROCS = ("policy_retention", "policy_compression", "policy_refresh_continuous_aggregate")
+
+WORKER_FIELDS: tuple[str, ...] = (
+    *(f"received.{t}" for t in DATA_TYPES),  # events received, by type (before validation)
+    *(f"kept.{r}" for r in SAVE_REASONS),  # trades kept, by save_reason
+    *(f"rows.{t}" for t in WORKER_TABLES),  # rows encoded for the writer, by table
+    *(f"rejected.{k}" for k in REJECT_KINDS),  # bad input skipped, by kind
+    "reconnects",  # WebSocket connections re-opened
+    "watchdog_trips",  # silent streams restarted by the watchdog
+    "last_reconnect_ms",  # when the last reconnect happened (0 = never)
+    "last_watchdog_ms",  # when the watchdog last restarted a silent stream (0 = never)
+    *(f"last_event_ms.{t}" for t in DATA_TYPES),  # newest event time received, by type (0 = none)
+    "outbox_batches",  # batches handed to the writer's queue
+    "outbox_bytes",  # bytes of those batches
+    "outbox_pending_batches",  # batches held because the queue was full (gauge)
+    "outbox_pending_bytes",  # bytes held (gauge)
+    "queue_full",  # times the writer's queue was found full
+    "paused",  # 1 while reading from the exchange is paused (back-pressure)
+    "symbols",  # symbols this worker owns
+    "late_dropped",  # trades too old for the activity window
+    "rest_paused_until_ms",  # REST paused by a 429/418 until then (0 = not paused); the supervisor spreads it
+    *(f"backfilled.{k}" for k in BACKFILL_KINDS),  # repaired over REST: trades, candles, gaps filled/given up
+    "activity_published_ms",  # when the symbol slots (statistics, resume points) were last written
+)
+
+WRITER_FIELDS: tuple[str, ...] = (
+    *(f"rows.{t}" for t in WRITER_TABLES),  # rows committed, by table
+    *(f"batches.{t}" for t in WRITER_TABLES),  # batches committed, by table
+    "errors",  # failed flushes, maintenance or rollup runs
+    "last_error_ms",  # when the last error happened (0 = never)
+    "failing_since_ms",  # start of the current run of failed flushes; 0 when the last flush succeeded
+    *(f"last_event_ms.{k}" for k in WRITER_KINDS),  # newest committed event time, by kind (0 = none)
+    "copy_latency_last_s",
+    "copy_latency_ewma_s",
+    "copy_latency_sum_s",  # for the Prometheus histogram's _sum
+    *(f"copy_latency_bucket.{k}" for k in LATENCY_BUCKET_KEYS),  # COPYs per bucket (not cumulative)
+    "commit_lag_ms",  # commit time minus creation of the oldest batch in the last COPY
+    "pending_rows",
+    "pending_bytes",
+    "spooled_batches",  # batches on disk in the spool, waiting to be replayed (gauge)
+    "spooled_bytes",
+    "replayed_flushes",  # flushes that went through the ON CONFLICT recovery path
+    "partitions_created",
+    "partitions_dropped",
+    "rejected_batches",  # batches the database refused on their own, sent to the dead-letter spool
+    "refused_batches",  # batches for unknown or derived tables
+    "queue_depth",  # batches waiting in the multiprocessing queue (approximate)
+    "schema_ready",  # 1 once the writer has reached the database and ensured the schema
+    "jobs_checked_ms",  # when TimescaleDB's job_stats were last read (0 = not yet; plain PostgreSQL: none)
+    *(f"jobs_failing.{p}" for p in JOB_PROCS),  # the collector's policy jobs whose last run failed, by proc
+)
+
+FIELDS: dict[int, tuple[str, ...]] = {ROLE_WRITER: WRITER_FIELDS, ROLE_WORKER: WORKER_FIELDS}
+assert max(map(len, FIELDS.values())) <= VALUES_CAPACITY
+
+
+def role_of_slot(slot: int) -> int:
+    return ROLE_WRITER if slot == WRITER_SLOT else ROLE_WORKER
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+class ProcessReading(NamedTuple):
+    """One consistent copy of a process slot, or a stale marker (values empty) when its owner died mid-write."""
+
+    pid: int
+    role: int
+    updated_ms: int
+    values: dict[str, float]
+    stale: bool = False
+    text: str = ""  # the owner's last error (see the layout), "" when none
+
+
+class ActivityReading(NamedTuple):
+    owner: int
+    updated_ms: int
+    data: bytes
+    last_trade_id: int = 0  # where a successor resumes gap detection (0 = unknown)
+    last_kline_open_ms: int = 0
+
+
+class StaleSlot(Exception):
+    """A slot's seq stayed odd for STALE_AFTER_S (its owner most likely died mid-write), or never settled."""
+
+
+class StatsBlock:
+    """The shared-memory block: header, process slots, symbol slots (layout in the module docstring)."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, owner: bool) -> None:
+        self._shm = shm
+        self._owner = owner
+        self.buf = shm.buf
+        (magic, version, header_size, self.process_slots, self.symbol_slots, proc_size, self.symbol_slot_size,
+         values_cap, self.activity_nbytes, self.process_offset, self.symbol_offset,
+         self.created_ms) = _HEADER.unpack_from(self.buf)
+        if magic != MAGIC or version != LAYOUT_VERSION:
+            shm.close()
+            raise ValueError(f"{shm.name}: not a stats block of layout {LAYOUT_VERSION} ({magic!r} v{version})")
+        if proc_size != PROCESS_SLOT_SIZE or values_cap != VALUES_CAPACITY or header_size != _HEADER.size:
+            shm.close()
+            raise ValueError(f"{shm.name}: slot sizes differ from this build's layout")
+        # 8-byte words over the whole block, for the seq stores and loads (see _HEADER's comment).
+        self._words = self.buf[:len(self.buf) & ~7].cast("Q")
+
+    @classmethod
+    def create(cls, process_slots: int, symbol_slots: int, activity_slots: int = DEFAULT_SLOTS,
+               name: str | None = None) -> StatsBlock:
+        """A new zeroed block (the supervisor's; close() unlinks it). process_slots counts the writer's slot 0."""
+        if not 1 <= process_slots <= MAX_PROCESS_SLOTS:
+            raise ValueError(f"process_slots must be 1..{MAX_PROCESS_SLOTS}")
+        if symbol_slots < 0:
+            raise ValueError("symbol_slots must be >= 0")
+        act = nbytes(activity_slots)
+        sym_size = _aligned(_SYM_HEAD.size + act)
+        proc_off = _aligned(_HEADER.size)
+        sym_off = proc_off + _aligned(process_slots * PROCESS_SLOT_SIZE)
+        size = sym_off + symbol_slots * sym_size
+        shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        shm.buf[:size] = bytes(size)  # fresh POSIX shm is zeroed, but not every platform promises it
+        _HEADER.pack_into(shm.buf, 0, MAGIC, LAYOUT_VERSION, _HEADER.size, process_slots, symbol_slots,
+                          PROCESS_SLOT_SIZE, sym_size, VALUES_CAPACITY, act, proc_off, sym_off, _now_ms())
+        for k in range(symbol_slots):
+            _SYM_HEAD.pack_into(shm.buf, sym_off + k * sym_size, 0, -1, 0, 0, 0, 0)
+        return cls(shm, owner=True)
+
+    @classmethod
+    def attach(cls, name: str) -> StatsBlock:
+        """Open an existing block by name (a child, or a reader)."""
+        shm = shared_memory.SharedMemory(name=name, create=False, track=False)
+        return cls(shm, owner=False)
+
+    @property
+    def name(self) -> str:
+        return self._shm.name
+
+    @property
+    def size(self) -> int:
+        return self._shm.size
+
+    def close(self) -> None:
+        """Release this process's mapping; the creator also removes the block's name."""
+        self._words.release()
+        self.buf = None  # type: ignore[assignment]
+        self._shm.close()
+        if self._owner:
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> StatsBlock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- process slots ------------------------------------------------------------------------------------
+
+    def _proc_off(self, slot: int) -> int:
+        if not 0 <= slot < self.process_slots:
+            raise IndexError(f"process slot {slot} out of range 0..{self.process_slots - 1}")
+        return self.process_offset + slot * PROCESS_SLOT_SIZE
+
+    def process_slot(self, slot: int, pid: int | None = None) -> ProcessSlot:
+        """Take ownership of a process slot (resets it); only the owner may publish into it afterwards."""
+        return ProcessSlot(self, slot, os.getpid() if pid is None else pid)
+
+    def publish(self, slot: int, values: Mapping[str, float], now_ms: int | None = None) -> None:
+        """One-off publish (tests, rare writers); a long-lived owner keeps a ProcessSlot instead."""
+        ps = ProcessSlot(self, slot, os.getpid(), reset=False)
+        ps.update(values)
+        ps.publish(now_ms)
+
+    def read(self, slot: int) -> ProcessReading | None:
+        """A consistent copy of a process slot; None if never written; stale=True if its owner died mid-write."""
+        off = self._proc_off(slot)
+        try:
+            raw = self._read_consistent(off, PROCESS_SLOT_SIZE)
+        except StaleSlot:
+            _, pid, updated, role, _ = _PROC_HEAD.unpack_from(self.buf, off)
+            return ProcessReading(pid, role, updated, {}, stale=True)
+        if raw is None:
+            return None
+        _, pid, updated, role, n = _PROC_HEAD.unpack_from(raw)
+        names = FIELDS.get(role, ())
+        n = min(n, len(names))
+        vals = struct.unpack_from(f"@{n}d", raw, _PROC_HEAD.size)
+        text_at = _PROC_HEAD.size + 8 * VALUES_CAPACITY
+        (length,) = _TEXT_LEN.unpack_from(raw, text_at)
+        start = text_at + _TEXT_LEN.size
+        text = raw[start:start + min(length, TEXT_CAPACITY)].decode("utf-8", "replace")
+        return ProcessReading(pid, role, updated, dict(zip(names[:n], vals, strict=True)), text=text)
+
+    def _read_consistent(self, off: int, size: int) -> bytes | None:
+        buf, words = self.buf, self._words
+        end, w = off + size, off >> 3
+        s1 = words[w]
+        if s1 == 0:
+            return None
+        if not s1 & 1:  # the common case: no write in progress, one copy
+            raw = bytes(buf[off:end])
+            if words[w] == s1:
+                return raw
+        start = stuck_since = time.monotonic()
+        last = s1
+        while True:
+            os.sched_yield()
+            s1 = words[w]
+            if not s1 & 1:
+                raw = bytes(buf[off:end])
+                if words[w] == s1:
+                    return raw
+            now = time.monotonic()
+            if s1 != last:  # the owner is making progress: busy, not dead
+                last, stuck_since = s1, now
+            elif s1 & 1 and now - stuck_since > STALE_AFTER_S:
+                raise StaleSlot(f"seq at offset {off} stuck odd: the owner died mid-write")
+            if now - start > READ_GIVE_UP_S:
+                raise StaleSlot(f"seq at offset {off} never settled: the owner rewrites it back to back")
+
+    # --- symbol slots -------------------------------------------------------------------------------------
+
+    def _sym_off(self, index: int) -> int:
+        if not 0 <= index < self.symbol_slots:
+            raise IndexError(f"symbol slot {index} out of range 0..{self.symbol_slots - 1}")
+        return self.symbol_offset + index * self.symbol_slot_size
+
+    def publish_activity(self, index: int, owner: int, data: bytes | bytearray | memoryview,
+                         now_ms: int | None = None, last_trade_id: int = 0, last_kline_open_ms: int = 0) -> None:
+        """Write one symbol's SymbolActivity.to_bytes() into its slot; only the slot's owner calls this."""
+        if len(data) != self.activity_nbytes:
+            raise ValueError(f"activity image is {len(data)} bytes, the block holds {self.activity_nbytes}")
+        off = self._sym_off(index)
+        buf, words, w = self.buf, self._words, off >> 3
+        seq = words[w]
+        seq = seq + 1 if not seq & 1 else seq  # odd already: a previous owner died mid-write
+        words[w] = seq
+        body = off + _SYM_HEAD.size
+        buf[body:body + len(data)] = data
+        _SYM_META.pack_into(buf, off + 8, owner, len(data), _now_ms() if now_ms is None else now_ms,
+                            last_trade_id, last_kline_open_ms)
+        words[w] = seq + 1
+
+    def read_activity(self, index: int) -> ActivityReading | None:
+        """(owner, updated_ms, image) of a symbol slot, None if never written; raises StaleSlot."""
+        off = self._sym_off(index)
+        raw = self._read_consistent(off, _SYM_HEAD.size + self.activity_nbytes)
+        if raw is None:
+            return None
+        _, owner, length, updated, last_id, last_kline = _SYM_HEAD.unpack_from(raw)
+        return ActivityReading(owner, updated, raw[_SYM_HEAD.size:_SYM_HEAD.size + length], last_id, last_kline)
+
+
+class ProcessSlot:
+    """The owner's handle on one process slot: a local value array plus precomputed offsets.
+
+    Counters are set in `values` (by index, or by name via set()/update()) at whatever rate the owner
+    likes; publish() copies the whole array into shared memory in one memcpy between two seq stores,
+    so a publish costs the same few µs whatever the number of fields.
+    """
+
+    __slots__ = ("block", "slot", "pid", "role", "fields", "index", "values", "_off", "_body", "_seq", "_pack",
+                 "_text", "_text_dirty")
+
+    def __init__(self, block: StatsBlock, slot: int, pid: int, reset: bool = True) -> None:
+        self.block = block
+        self.slot = slot
+        self.pid = pid
+        self.role = role_of_slot(slot)
+        self.fields = FIELDS[self.role]
+        self.index = {f: i for i, f in enumerate(self.fields)}
+        self.values = [0.0] * len(self.fields)
+        self._pack = struct.Struct(f"@{len(self.fields)}d")
+        self._off = block._proc_off(slot)
+        self._body = self._off + _PROC_HEAD.size
+        seq = block._words[self._off >> 3]
+        self._seq = seq + 1 if seq & 1 else seq  # even: resume after a predecessor, even one that died mid-write
+        self._text = b""
+        self._text_dirty = reset  # a reset clears a predecessor's text too
+        if reset:  # a restarted process must not show its predecessor's counters as its own
+            self.publish()
+
+    def set(self, name: str, value: float) -> None:
+        self.values[self.index[name]] = value
+
+    def set_text(self, text: str) -> None:
+        """The slot's text (published with the values): cut to TEXT_CAPACITY bytes at a character boundary."""
+        raw = text.encode("utf-8")[:TEXT_CAPACITY]
+        raw = raw.decode("utf-8", "ignore").encode("utf-8")
+        if raw != self._text:
+            self._text, self._text_dirty = raw, True
+
+    def update(self, values: Mapping[str, float], prefix: str = "") -> list[str]:
+        """Set prefix+name for every item; returns the names that have no field here (ignored)."""
+        index, vals, unknown = self.index, self.values, []
+        for k, v in values.items():
+            i = index.get(prefix + k)
+            if i is None:
+                unknown.append(prefix + k)
+            else:
+                vals[i] = v
+        return unknown
+
+    def publish(self, now_ms: int | None = None) -> None:
+        """Copy the local values into the slot (seqlock-protected, lock-free, never blocks)."""
+        block = self.block
+        buf, words, w = block.buf, block._words, self._off >> 3
+        seq = self._seq + 1
+        words[w] = seq
+        self._pack.pack_into(buf, self._body, *self.values)
+        if self._text_dirty:  # rare (a new error): the text is copied only when it changed
+            at = self._body + 8 * VALUES_CAPACITY
+            _TEXT_LEN.pack_into(buf, at, len(self._text))
+            buf[at + _TEXT_LEN.size:at + _TEXT_LEN.size + len(self._text)] = self._text
+            self._text_dirty = False
+        _PROC_META.pack_into(buf, self._off + 8, self.pid, _now_ms() if now_ms is None else now_ms, self.role,
+                             len(self.values))
+        self._seq = seq = seq + 1
+        words[w] = seq
+
+
+# --- activity -> tiers ---------------------------------------------------------------------------------------
+
+
+def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[int]], now_ms: int,
+                   quantile: float = 0.9) -> dict[str, Summary]:
+    """{symbol: Summary} over the window ending at now_ms, the input of tiers.compute_tiers.
+
+    A symbol may map to several slots (e.g. its old and new owner's while it moves between workers): their
+    images are merged with SymbolActivity.merge, which equals one process having seen both streams. Slots
+    never written or stale (owner died mid-write) are skipped; a symbol without any readable slot gets
+    EMPTY_SUMMARY, which compute_tiers ranks as trade-less.
+    """
+    out: dict[str, Summary] = {}
+    for symbol, slots in symbol_slots.items():
+        merged: SymbolActivity | None = None
+        for index in _as_indices(slots):
+            try:
+                reading = block.read_activity(index)
+            except StaleSlot:
+                log.warning("activity slot %d (%s) is stale: its owner died mid-write", index, symbol)
+                continue
+            if reading is None:
+                continue
+            act = SymbolActivity.from_bytes(reading.data)
+            if merged is None:
+                merged = act
+            else:
+                merged.merge(act)
+        out[symbol] = EMPTY_SUMMARY if merged is None else merged.summary(now_ms, quantile)
+    return out
+
+
+def _as_indices(slots: int | Sequence[int]) -> Iterable[int]:
+    return (slots,) if isinstance(slots, int) else slots

@@ -1,0 +1,489 @@
+"""A worker process: one uvloop event loop, one cryptofeed feed for its share of symbols, the pipeline.
+
+Everything here runs in the child: `WorkerSpec` is built by the supervisor and must stay small and
+picklable (spawn start method); heavy objects (feed, filters, sockets) are created in `run_worker`.
+Batches go to the writer over a Unix socket (collector.transport.link) and stay in this worker's memory
+until the writer acknowledges them as committed or spooled. When the writer falls behind and more than
+writer.worker_max_unacked_mb wait, the worker stops reading the exchange's sockets (until below half)
+rather than dropping anything it has accepted: the kernel and then the exchange buffer for us. A pause
+longer than the keepalive or the exchange's patience costs the connection; it is re-opened once reading
+resumes, and the trades and candles it missed are gaps, backfilled. Every pause is logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue as queue_mod
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event as MpEvent
+
+import psycopg
+
+from collector.config import Config
+from collector.db import schema as storage
+from collector.feed.backfill import Backfiller
+from collector.feed.exchange import Endpoints, bind_feed_class
+from collector.feed.rest_budget import SharedWeightBudget
+from collector.feed.source import FastBinanceFutures, poll_positions, subscription_channels
+from collector.pipeline.activity import SymbolActivity
+from collector.pipeline.encode import Batch
+from collector.pipeline.limits import WeightBudget
+from collector.pipeline.router import Pipeline
+from collector.pipeline.thresholds import Warmup
+from collector.pipeline.tiers import TierAssignment
+from collector.pipeline.trade_filter import FilterParams, TradeFilter
+from collector.runtime.checkpoints import RESUME_IDS_MAX_AGE_MS, CheckpointBlock, Checkpointer, HandoverBuffer
+from collector.runtime.shm import StatsBlock
+from collector.transport.link import WriterLink
+
+log = logging.getLogger(__name__)
+
+# The worker's housekeeping (flush aged batches, publish stats, read control messages, back-pressure) sleeps
+# until its next deadline instead of ticking: at the real market's rate a fixed 50 ms tick was most of an
+# idle worker's CPU, times 8 workers. Deadlines: a batch's flush (the pipeline wakes it when a batch
+# starts), the stats publication, the provisional-threshold refresh, and at most MAX_SLEEP_S, which bounds
+# how late a stop request or a control message (tiers, REST pause, config) is noticed.
+MAX_SLEEP_S = 1.0
+# Stats publication period: the heartbeat the supervisor's liveness check reads (monitoring.
+# heartbeat_timeout_s, 120 s by default) and /stats' freshness (health's stats_silent_ms is 10 s).
+STATS_PUBLISH_S = 0.5
+# While paused by back-pressure the unacknowledged bytes are checked this often, so reading resumes promptly
+# once the writer catches up (acknowledgements arrive on the link, which does not wake the housekeeping).
+PAUSED_CHECK_S = 0.05
+# How long a stopping worker waits for the writer to acknowledge its last batches.
+DRAIN_TIMEOUT_S = 30.0
+# How often the per-symbol statistics slots (23 KB activity image) are copied to shared memory:
+# ~90 µs for 62 symbols. (What a successor resumes from is in collector.runtime.checkpoints.)
+ACTIVITY_PUBLISH_S = 2.0
+# How often provisional thresholds are re-derived from the symbols' own trades (collector.pipeline.thresholds).
+# The first refresh runs at the first housekeeping tick, so the ticker's own thresholds never apply; after
+# that a symbol crosses 300 trades at most a second before its threshold follows. A refresh costs a count
+# per symbol plus a histogram walk for those whose count grew by 5%: 4.6 ms for 496 symbols on average
+# over bench/fresh_start.py's first ten minutes.
+WARMUP_REFRESH_S = 1.0
+# How often the worker logs where its provisional thresholds come from.
+WARMUP_LOG_S = 60.0
+
+
+@dataclass
+class WorkerSpec:
+    index: int
+    total: int
+    symbols: list[str]
+    config: Config
+    endpoints: Endpoints
+    socket_path: str  # the writer's (collector.transport.link)
+    control: Queue  # from the supervisor: ("tiers", {symbol: TierAssignment}) or ("config", Config)
+    stop: MpEvent
+    stats_name: str | None = None  # the supervisor's shared-memory statistics block (collector.runtime.shm)
+    symbol_slots: dict[str, int] = field(default_factory=dict)  # symbol -> its slot in that block
+    tiers: dict[str, TierAssignment] = field(default_factory=dict)
+    # True when `tiers` are the ticker/24hr estimate (no stored or live tiers yet): the worker then
+    # refines each threshold from the symbol's own trades until live tiers arrive.
+    tiers_provisional: bool = False
+    checkpoints_name: str | None = None  # the supervisor's checkpoint block (collector.runtime.checkpoints)
+    # A predecessor still collects these symbols: hold events until the supervisor says it has exited
+    handover: bool = False
+    rest_weight_share: float = 1.0  # of the collector's REST weight budget (without rest_budget_path)
+    rest_budget_path: str | None = None  # the process tree's shared REST budget (collector.feed.rest_budget)
+    dsn: str | None = None  # where the gaps table is read back (unfinished repairs to take over)
+
+
+def filter_params(cfg: Config) -> FilterParams:
+    tf = cfg.filters.trades
+    return FilterParams(price_change_pct=tf.price_change_pct, tier_intervals_s=tuple(tf.tier_intervals_s),
+                        keep_all=tf.keep_all)
+
+
+def build_trade_filter(cfg: Config, tiers: dict[str, TierAssignment]) -> TradeFilter:
+    f = TradeFilter(filter_params(cfg))
+    if tiers:
+        f.set_tiers(tiers)
+    return f
+
+
+def build_warmup(cfg: Config, spec: WorkerSpec, trade_filter: TradeFilter) -> Warmup | None:
+    """The fresh-start refinement of provisional thresholds, or None when the tiers are live ones."""
+    if not spec.tiers_provisional:
+        return None
+    tf = cfg.filters.trades
+    return Warmup(spec.tiers, tuple(tf.tier_multipliers), trade_filter.params.default_tier, tf.threshold_quantile)
+
+
+async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda: None) -> None:
+    """Build the worker (its boot: see collector.runtime.exitcodes), call `on_booted`, then run until stopped."""
+    cfg = spec.config
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    wake = asyncio.Event()  # wakes the housekeeping early: a batch started ageing, or a stop request
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: (stop.set(), wake.set()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the supervisor reloads config and tells us
+
+    link = WriterLink(spec.socket_path)
+    trade_filter = build_trade_filter(cfg, spec.tiers)
+    warmup = build_warmup(cfg, spec, trade_filter)
+    next_warmup = next_warmup_log = 0.0
+    checkpointer: Checkpointer | None = None
+
+    def emit(batch: Batch) -> None:
+        if checkpointer is not None:
+            checkpointer.before_send(batch)
+        link.send(batch)
+
+    pipeline = Pipeline(
+        spec.symbols, list(cfg.collection.data_types), trade_filter, emit,
+        funding_interval_ms=int(cfg.filters.funding.min_interval_s * 1000),
+        batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
+    )
+    # One REST weight budget for every REST user of every worker (open-interest pollers and backfills),
+    # shared through a file the supervisor created: a 429/418 reported by any of them pauses all.
+    budget = rest_budget(cfg, spec.rest_weight_share, spec.rest_budget_path)
+    backfill = Backfiller(spec.endpoints.rest, pipeline, budget, stop,
+                          trades="trades" in cfg.collection.data_types)
+    pipeline.on_gap = backfill.add_trade_gap
+    pipeline.on_candle_gap = backfill.add_candle_gap
+    feed_cls = bind_feed_class(spec.endpoints, FastBinanceFutures, ws_client=cfg.exchange.ws_client)
+    oi_symbols = spec.symbols if "open_interest" in cfg.collection.data_types else []
+    oi_positions = poll_positions(oi_symbols, cfg.filters.open_interest.interval_s)
+    oi_ready = asyncio.Event()  # the poller waits for the positions to be restored
+    holding: HandoverBuffer | None = None
+    if spec.checkpoints_name:
+        checkpointer = Checkpointer(CheckpointBlock.attach(spec.checkpoints_name), spec.symbol_slots, pipeline,
+                                    link)
+        if spec.handover:
+            checkpointer.active = False
+            holding = HandoverBuffer(spec.symbols)
+            log.info("holding events until the predecessor of these symbols has handed over")
+        else:
+            log.info("resumed the checkpoints of %d symbols", checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS))
+    if holding is None:
+        oi_ready.set()
+    feed = feed_cls(
+        exchange_symbols=spec.symbols, channels=subscription_channels(list(cfg.collection.data_types)),
+        sink=holding or pipeline, oi_symbols=oi_symbols, oi_interval=cfg.filters.open_interest.interval_s,
+        oi_gate=budget, stop_event=stop, oi_positions=oi_positions, oi_ready=oi_ready,
+        timeout=cfg.exchange.silent_timeout_s, timeout_interval=max(1.0, cfg.exchange.silent_timeout_s / 4),
+    )
+
+    paused = False
+    pauses = 0
+    max_unacked = cfg.writer.worker_max_unacked_mb << 20
+    link_stop = asyncio.Event()
+
+    publisher = StatsPublisher(spec, pipeline, feed, link, budget) if spec.stats_name else None
+    if publisher is not None and (resumed := publisher.resume()):
+        log.info("resumed statistics of %d symbols from a predecessor", resumed)
+
+    def take_over(why: str) -> None:
+        """The predecessor is gone (or took too long): continue from its checkpoints, then what we held."""
+        nonlocal holding
+        if holding is None or checkpointer is None:
+            return
+        checkpointer.active = True
+        checkpointer.block.set_ready(spec.index + 1, 0)
+        resumed = checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS)
+        feed.set_sink(pipeline)
+        held = len(holding.events)
+        skipped = holding.release(pipeline)
+        holding = None
+        oi_ready.set()
+        log.info("%s: resumed the checkpoints of %d symbols; replayed %d held events (%d trades already "
+                 "processed by the predecessor)", why, resumed, held, skipped)
+
+    pipeline.on_first_row = wake.set
+    next_publish = 0.0
+
+    async def housekeeping() -> None:
+        while not stop.is_set():
+            if spec.stop.is_set():
+                stop.set()
+                break
+            wake.clear()
+            try:
+                delay = tick()
+            except Exception:  # a bug here must not take the feed (and its unacknowledged batches) down
+                log.exception("housekeeping failed; carrying on")
+                delay = MAX_SLEEP_S
+            if not wake.is_set():
+                try:
+                    async with asyncio.timeout(max(delay, 0.0)):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+
+    def tick() -> float:
+        """Everything due now; returns the seconds until the next deadline."""
+        nonlocal paused, pauses, next_warmup, next_warmup_log, next_publish
+        now = time.time()
+        if now >= next_publish:
+            next_publish = now + STATS_PUBLISH_S
+            if publisher is not None and not publisher.quiet:
+                publisher.publish(paused)
+        pipeline.flush_due(int(now * 1000))
+        if checkpointer is not None:
+            checkpointer.tick()
+        if holding is not None and checkpointer is not None:
+            if holding.overflowing():
+                take_over("the predecessor did not hand over in time")
+            elif holding.ready() and not checkpointer.block.ready_ms(spec.index + 1):
+                checkpointer.block.set_ready(spec.index + 1, int(time.time() * 1000))  # the supervisor retires
+        over = link.unacked_bytes > max_unacked
+        if over != paused and (not paused or link.unacked_bytes < max_unacked // 2):
+            paused = not paused
+            pauses += paused
+            _set_reading(feed, not paused)
+            (log.warning if paused else log.info)(
+                "writer behind: %s reading from the exchange (%d MB unacknowledged)",
+                "paused" if paused else "resumed", link.unacked_bytes >> 20)
+        if _read_control(spec, pipeline, trade_filter, publisher, budget, warmup):
+            take_over("the predecessor has handed over")
+        now = time.time()
+        if warmup is not None and not warmup.ended and now >= next_warmup:
+            next_warmup = now + WARMUP_REFRESH_S
+            trade_filter.set_thresholds(warmup.refresh(pipeline.activity, int(now * 1000)))
+            if now >= next_warmup_log:
+                next_warmup_log = now + WARMUP_LOG_S
+                log.info("provisional tiers: large-trade thresholds from own trades %d, scaled ticker prior %d, "
+                         "none yet %d", *warmup.sources)
+        due = min(next_publish, now + (PAUSED_CHECK_S if paused else MAX_SLEEP_S))
+        if (flush_ms := pipeline.next_flush_ms()) is not None:
+            due = min(due, flush_ms / 1000)
+        if warmup is not None and not warmup.ended:
+            due = min(due, next_warmup)
+        if checkpointer is not None:
+            due = min(due, checkpointer.next_due)
+        if holding is not None:  # a hand-over in progress: notice "ready" and overflow promptly
+            due = min(due, now + PAUSED_CHECK_S)
+        return due - time.time()
+
+    log.info("worker %d/%d: %d symbols, data types %s", spec.index + 1, spec.total, len(spec.symbols),
+             ",".join(cfg.collection.data_types))
+    log.info("symbols: %s", " ".join(spec.symbols))
+    on_booted()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(link.run(link_stop), name="writer-link")
+        async with asyncio.TaskGroup() as feed_tg:
+            feed_tg.create_task(feed.run(stop), name="feed")
+            feed_tg.create_task(housekeeping(), name="housekeeping")
+            feed_tg.create_task(backfill.run(), name="backfill")
+            if spec.dsn is not None:
+                feed_tg.create_task(take_over_gaps(spec.dsn, spec.symbols, backfill, stop, cfg.exchange.gap_rescan_s),
+                                    name="gap-takeover")
+        take_over("stopping before the hand-over")  # what we held must not be lost
+        pipeline.flush_all()
+        if not await link.wait_acked(DRAIN_TIMEOUT_S):
+            log.error("worker %d: %d batches (%d bytes) not acknowledged by the writer at shutdown",
+                      spec.index + 1, len(link.unacked), link.unacked_bytes)
+        if checkpointer is not None:
+            checkpointer.final()
+        link_stop.set()
+    if publisher is not None:
+        if not publisher.quiet:
+            publisher.publish(False, activity=True)
+        publisher.close()
+    if checkpointer is not None:
+        checkpointer.block.close()
+    log.info("worker %d stopped: received %s kept %s rejected %s backfilled %s REST %s", spec.index,
+             dict(pipeline.received), dict(pipeline.kept), dict(pipeline.rejected), dict(pipeline.backfilled),
+             dict(backfill.counts))
+
+
+class StatsPublisher:
+    """Copies this worker's counters into its shared-memory slot (collector.runtime.shm); every STATS_PUBLISH_S."""
+
+    def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures, link: WriterLink,
+                 budget: WeightBudget | SharedWeightBudget) -> None:
+        assert spec.stats_name is not None
+        self.block = StatsBlock.attach(spec.stats_name)
+        self.slot = self.block.process_slot(spec.index + 1)
+        self.owner = spec.index + 1
+        self.spec, self.pipeline, self.feed, self.link, self.budget = spec, pipeline, feed, link, budget
+        self._next_activity = 0.0
+        self.quiet = False
+        self._trips = 0
+        self._reconnects = 0
+        self.last_watchdog_ms = 0
+        self.last_reconnect_ms = 0
+
+    def publish(self, paused: bool, activity: bool = False) -> None:
+        p, slot, now = self.pipeline, self.slot, time.time()
+        slot.update(p.received, "received.")
+        slot.update(p.kept, "kept.")
+        slot.update(p.rows, "rows.")
+        slot.update(p.rejected, "rejected.")
+        slot.update(p.last_event_ms, "last_event_ms.")
+        slot.update(p.backfilled, "backfilled.")
+        slot.set("rest_paused_until_ms", max(0.0, self.budget.paused_until_ms))
+        trips = reconnects = 0
+        for h in self.feed.connections:
+            st = h.conn.stats
+            trips += st.watchdog_trips
+            reconnects += st.reconnects
+        if trips > self._trips:
+            self.last_watchdog_ms = int(now * 1000)
+        if reconnects > self._reconnects:
+            self.last_reconnect_ms = int(now * 1000)
+        self._trips, self._reconnects = trips, reconnects
+        slot.update({
+            "reconnects": reconnects, "watchdog_trips": trips, "last_watchdog_ms": self.last_watchdog_ms,
+            "last_reconnect_ms": self.last_reconnect_ms, "outbox_batches": self.link.sent_batches,
+            "outbox_pending_batches": len(self.link.unacked), "outbox_pending_bytes": self.link.unacked_bytes,
+            "paused": float(paused), "symbols": len(self.spec.symbols),
+            "late_dropped": sum(a.late_dropped for a in p.activity.values()),
+        })
+        slot.publish()
+        if activity or now >= self._next_activity:
+            self._next_activity = now + ACTIVITY_PUBLISH_S
+            slot.set("activity_published_ms", now * 1000)
+            for sym, act in p.activity.items():
+                index = self.spec.symbol_slots.get(sym)
+                if index is not None:
+                    self.block.publish_activity(index, self.owner, act.to_bytes())
+
+    def resume(self) -> int:
+        """Take over the rolling statistics a predecessor (crashed or replaced) left in this worker's
+        symbol slots, instead of restarting them from zero; returns how many symbols were resumed.
+        (Everything that decides what is stored is resumed from collector.runtime.checkpoints.)"""
+        resumed = 0
+        for sym, index in self.spec.symbol_slots.items():
+            try:
+                r = self.block.read_activity(index)
+            except Exception:  # a stale slot (its owner died mid-write): start that symbol afresh
+                continue
+            if r is None or sym not in self.pipeline.activity:
+                continue
+            try:
+                self.pipeline.activity[sym] = SymbolActivity.from_bytes(r.data)
+            except ValueError:
+                continue
+            resumed += 1
+        return resumed
+
+    def close(self) -> None:
+        self.block.close()
+
+
+def _open_gaps(dsn: str, symbols: list[str]) -> list[storage.OpenGap]:
+    # bounded, so a stopping worker never waits long for this read
+    with psycopg.connect(dsn, connect_timeout=10, application_name="collector-worker",
+                         options="-c statement_timeout=10000") as conn:
+        return storage.open_gaps(conn, symbols)
+
+
+async def take_over_gaps(dsn: str, symbols: list[str], backfill: Backfiller, stop: asyncio.Event,
+                         every_s: float) -> None:
+    """At start and every `every_s`: queue the unfinished repairs of this worker's symbols from `gaps`.
+
+    What a killed predecessor or a stopped run left detected or filling is finished here; the read runs
+    in a thread so the feed never waits for the database, and a failed read is retried next period.
+    """
+    while not stop.is_set():
+        try:
+            backfill.take_over(await asyncio.to_thread(_open_gaps, dsn, symbols))  # type: ignore[arg-type]
+        except Exception as exc:  # database down or schema not there yet: the next round tries again
+            log.warning("could not read unfinished repairs from the gaps table: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            pass
+
+
+def rest_budget(cfg: Config, share: float, path: str | None = None) -> WeightBudget | SharedWeightBudget:
+    """The REST weight budget: exchange.rest_weight_per_min of Binance's per-IP limit. With `path`, the one
+    budget every worker shares (collector.feed.rest_budget); without, this worker's own with `share` of it."""
+    limit = WeightBudget.BINANCE_LIMIT_PER_MIN
+    if path is not None:
+        return SharedWeightBudget(path, limit)
+    return WeightBudget(time.time() * 1000, limit_per_min=limit,
+                        fraction=min(1.0, cfg.exchange.rest_weight_per_min / limit), share=share)
+
+
+def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
+    """Pause or resume reading every WebSocket: back-pressure to the exchange instead of dropping rows.
+
+    Both connection classes (collector.feed.websocket.PicowsConnection, collector.feed.exchange.WSConnection) stop
+    reading their socket and hold it, across their own flow control and reconnects, until resumed. The
+    REST pollers (open interest) have no such method and go on: a few rows a second within their budget.
+    """
+    for handler in feed.connections:
+        set_reading = getattr(handler.conn, "resume_reading" if on else "pause_reading", None)
+        if set_reading is not None:
+            set_reading()
+
+
+def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter,
+                  publisher: StatsPublisher | None, budget: WeightBudget | SharedWeightBudget | None = None,
+                  warmup: Warmup | None = None) -> bool:
+    """Apply the supervisor's messages; True when one said the predecessor has handed over."""
+    handover = False
+    while True:
+        try:
+            kind, payload = spec.control.get_nowait()
+        except queue_mod.Empty:
+            return handover
+        if kind == "tiers":
+            trade_filter.set_tiers(payload)
+            if warmup is not None:
+                warmup.end()  # tiers from live statistics: nothing provisional is left to refine
+            log.info("tiers updated for %d symbols", len(payload))
+        elif kind == "rest_pause" and budget is not None:
+            # another worker got a 429/418: the limit is per IP, so everyone waits
+            budget.pause_until(payload)
+            log.warning("REST paused for %.0f s: a worker was rate limited (the limit is per IP)",
+                        max(0.0, payload / 1000 - time.time()))
+        elif kind == "quiet" and publisher is not None:
+            # a successor is taking over this worker's stats slots; keep collecting until told to stop
+            publisher.quiet = True
+        elif kind == "config":
+            _apply_live_config(payload, pipeline, trade_filter)
+        elif kind == "handover":
+            handover = True
+
+
+def _apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilter) -> None:
+    """What SIGHUP changes without a restart: filter parameters, flush settings, log level."""
+    params = filter_params(cfg)
+    if params != trade_filter.params:
+        trade_filter.set_params(params)
+    pipeline.funding_gate.interval_ms = int(cfg.filters.funding.min_interval_s * 1000)
+    pipeline.batch_rows = cfg.writer.batch_rows
+    pipeline.flush_interval_ms = cfg.writer.flush_interval_ms
+    logging.getLogger().setLevel(cfg.logging.level)
+    log.info("configuration reloaded")
+
+
+def run_worker(spec: WorkerSpec) -> None:
+    """Process entry point (spawned). A failure before the worker has booted exits with BOOT_ERROR."""
+    import faulthandler
+    from pathlib import Path
+
+    import setproctitle
+    import uvloop
+
+    from collector.runtime.exitcodes import exit_boot_error
+    from collector.runtime.logs import exit_with_parent, log_dir, setup_logging
+
+    exit_with_parent()
+    faulthandler.enable()  # the supervisor's SIGABRT for a hung worker dumps every thread's stack to stderr
+    setproctitle.setproctitle(f"collector: worker {spec.index + 1}/{spec.total} ({len(spec.symbols)} symbols)")
+    name, run_dir = f"worker-{spec.index + 1}", Path(spec.socket_path).parent
+    booted = False
+
+    def mark_booted() -> None:
+        nonlocal booted
+        booted = True
+
+    try:
+        setup_logging(spec.config.logging, log_dir(spec.config.logging) / f"{name}.log")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the whole group: the supervisor decides
+        uvloop.run(_worker_main(spec, mark_booted))
+    except Exception as e:
+        if booted:
+            raise
+        exit_boot_error(run_dir, name, e)

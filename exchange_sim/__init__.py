@@ -1,0 +1,11 @@
+"""Binance USDT-M futures simulator on loopback, speaking Binance's wire format (REST + WebSocket).
+
+Entry points: `python -m exchange_sim`, `SimConfig` + `Simulator` (async), `run_in_thread(cfg)` and
+`launch_subprocess(cfg)` (see runner.py).
+"""
+
+from .config import SimConfig
+from .runner import SimHandle, SimProcess, launch_subprocess, run_in_thread
+from .simulator import Simulator
+
+__all__ = ["SimConfig", "SimHandle", "SimProcess", "Simulator", "launch_subprocess", "run_in_thread"]

@@ -1,0 +1,117 @@
+"""The worker pipeline on its own: events in, COPY batches out (a list sink), every rejection counted."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.feed.wire import (
+    AggTrade,
+    ForceOrder,
+    Kline,
+    KlineBody,
+    LiquidationOrder,
+    MarkPrice,
+    OpenInterest,
+)
+from collector.pipeline.encode import Batch
+from collector.pipeline.router import Pipeline
+from collector.pipeline.tiers import TierAssignment
+from collector.pipeline.trade_filter import FilterParams, TradeFilter
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
+RECEIPT = T0 / 1000
+
+
+def trade(a: int, p: str = "100.0", q: str = "1", t: int = T0, s: str = "BTCUSDT") -> AggTrade:
+    return AggTrade(E=t + 5, s=s, a=a, p=p, q=q, f=a * 2, l=a * 2 + 1, T=t, m=False)
+
+
+@pytest.fixture
+def out() -> list[Batch]:
+    return []
+
+
+@pytest.fixture
+def pipe(out: list[Batch]) -> Pipeline:
+    f = TradeFilter(FilterParams(price_change_pct=0.5, tier_intervals_s=(60, 60, 60, 60)))
+    f.set_tiers({"BTCUSDT": TierAssignment(0, 10_000.0, 5_000.0, 1.0)})
+    return Pipeline(["BTCUSDT", "ETHUSDT"], ["trades", "funding", "liquidations", "candles_1m", "open_interest"],
+                    f, out.append, batch_rows=1000, flush_interval_ms=250)
+
+
+def test_trades_kept_by_rule_and_batched(pipe: Pipeline, out: list[Batch]) -> None:
+    pipe.on_trade(trade(1), RECEIPT)  # first: time_interval
+    pipe.on_trade(trade(2, q="50"), RECEIPT)  # $5,000: not large, no move
+    pipe.on_trade(trade(3, q="101"), RECEIPT)  # $10,100 > $10,000: large_trade
+    pipe.on_trade(trade(4, p="100.6"), RECEIPT)  # +0.6%: price_change
+    assert dict(pipe.kept) == {"time_interval": 1, "large_trade": 1, "price_change": 1}
+    assert dict(pipe.rows) == {"trades": 3}
+    assert out == []
+    pipe.flush_due(T0)
+    assert out == []  # first tick only starts the clock
+    pipe.flush_due(T0 + 250)
+    assert [(b.table, b.rows) for b in out] == [("trades", 3)]
+
+
+def test_bad_input_is_counted_never_stored(pipe: Pipeline, out: list[Batch]) -> None:
+    pipe.on_trade(trade(1), RECEIPT)
+    pipe.on_trade(trade(2, s="DOGEUSDT"), RECEIPT)  # not this worker's symbol
+    pipe.on_trade(trade(3, p="0"), RECEIPT)
+    pipe.on_trade(trade(4, q="-1"), RECEIPT)
+    pipe.on_trade(trade(5, p="abc"), RECEIPT)
+    pipe.on_trade(trade(6, t=T0 // 1000), RECEIPT)  # seconds sent as milliseconds: 1970
+    pipe.on_trade(trade(1), RECEIPT)  # duplicate id
+    assert dict(pipe.rejected) == {"unknown_symbol": 1, "non_positive_or_infinite": 2, "bad_number": 1,
+                                   "absurd_timestamp": 1, "duplicate_or_old_id": 1}
+    pipe.flush_all()
+    assert sum(b.rows for b in out) == 1
+
+
+def test_gap_detected(pipe: Pipeline) -> None:
+    pipe.on_trade(trade(10), RECEIPT)
+    pipe.on_trade(trade(11), RECEIPT)
+    pipe.on_trade(trade(15), RECEIPT)
+    assert [(g.symbol, g.from_id, g.to_id) for g in pipe.gaps] == [("BTCUSDT", 12, 14)]
+
+
+def test_funding_at_most_one_row_per_symbol_minute(pipe: Pipeline, out: list[Batch]) -> None:
+    for i in range(60):  # one mark price a second for a minute and a bit, two symbols
+        for s in ("BTCUSDT", "ETHUSDT"):
+            pipe.on_mark_price(MarkPrice(E=T0 + 30_000 + i * 1000, s=s, p="100", i="100", r="0.0001", T=T0 + 8 * 3600_000),
+                               RECEIPT)
+    pipe.flush_all()
+    assert sum(b.rows for b in out if b.table == "funding") == 4  # minute 0 and minute 1, per symbol
+    assert pipe.received["funding"] == 120
+
+
+def test_liquidations_candles_open_interest(pipe: Pipeline, out: list[Batch]) -> None:
+    o = LiquidationOrder(s="ETHUSDT", S="SELL", o="LIMIT", f="IOC", q="2", p="3000", ap="3001", X="FILLED", l="2",
+                         z="2", T=T0)
+    pipe.on_liquidation(ForceOrder(E=T0, o=o), RECEIPT)
+    body = dict(t=T0, T=T0 + 59_999, s="BTCUSDT", i="1m", o="1", c="2", h="3", l="0.5", v="10", n=7, q="15",
+                V="4", Q="6")
+    pipe.on_kline(Kline(E=T0, s="BTCUSDT", k=KlineBody(**body, x=False)), RECEIPT)  # open kline: not stored
+    pipe.on_kline(Kline(E=T0, s="BTCUSDT", k=KlineBody(**body, x=True)), RECEIPT)
+    pipe.on_open_interest(OpenInterest(symbol="BTCUSDT", openInterest="12345.678", time=T0), RECEIPT)
+    pipe.on_open_interest(OpenInterest(symbol="XRPUSDT", openInterest="1", time=T0), RECEIPT)
+    pipe.flush_all()
+    assert sorted((b.table, b.rows) for b in out) == [("candles_1m", 1), ("liquidations", 1), ("open_interest", 1)]
+    assert pipe.rejected["unknown_symbol"] == 1
+
+
+def test_data_types_switch_tables_off(out: list[Batch]) -> None:
+    pipe = Pipeline(["BTCUSDT"], ["candles_1m"], TradeFilter(), out.append)
+    pipe.on_trade(trade(1), RECEIPT)
+    pipe.on_mark_price(MarkPrice(E=T0, s="BTCUSDT", p="1"), RECEIPT)
+    pipe.flush_all()
+    assert out == []
+    assert pipe.received["trades"] == 1  # still seen (statistics, gaps), just not stored
+
+
+def test_full_batch_is_emitted_at_once(out: list[Batch]) -> None:
+    pipe = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(FilterParams(keep_all=True)), out.append, batch_rows=10)
+    for a in range(1, 26):
+        pipe.on_trade(trade(a, t=T0 + a), RECEIPT)
+    assert [b.rows for b in out] == [10, 10]
+    pipe.flush_all()
+    assert [b.rows for b in out] == [10, 10, 5]

@@ -1,0 +1,83 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from collector.config import Config, ConfigError, config_from_dict, load_config, parse_duration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_file_equals_defaults() -> None:
+    assert load_config(ROOT / "config" / "main.yaml") == Config()
+
+
+def test_retention_defaults() -> None:
+    periods = Config().retention.periods()
+    assert periods["trades"] == timedelta(days=7)
+    assert periods["candles_30m"] == timedelta(days=365)
+    assert periods["candles_1d"] is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"monitoring": {"health_check_port": "x"}}, "monitoring.health_check_port: Expected `int`, got `str`"),
+        ({"monitoring": {"health_check_port": 70000}}, "monitoring.health_check_port"),
+        ({"collection": {"data_types": ["trades", "orderbook"]}}, "collection.data_types[1]"),
+        ({"logging": {"levl": "INFO"}}, "unknown field `levl`"),
+        ({"retention": {"trades": "7 days"}}, "retention.trades: expected a duration"),
+        ({"filters": {"trades": {"tier_multipliers": [2, 1]}}}, "filters.trades.tier_multipliers: expected 4 values"),
+        ({"exchange": {"rest_url": "http://127.0.0.1:1"}}, "exchange: give both rest_url and ws_url"),
+        ({"exchange": {"rest_url": "ftp://x", "ws_url": "ws://127.0.0.1:1"}}, "REST endpoint must be an http(s) URL"),
+        ({"database": {"password": "a", "password_env": "B"}}, "give only one of password"),
+        ({"collection": {"symbols": ["btc-usdt"]}}, "not a Binance symbol name"),
+        ([1, 2], "expected a mapping"),
+        ({"monitoring": {"heartbeat_timeout_s": 5}}, "monitoring.heartbeat_timeout_s: Expected `float` >= 10"),
+    ],
+)
+def test_bad_config_names_the_field(raw: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, "main.yaml")
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+    assert message.startswith("main.yaml: ")
+
+
+def test_broken_yaml_reports_line(tmp_path: Path) -> None:
+    p = tmp_path / "main.yaml"
+    p.write_text("database:\n  host: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+"):
+        load_config(p)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_password_sources_and_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-file\n")
+    cfg = config_from_dict({"database": {"host": "db", "password_file": str(secret)}})
+    assert cfg.database.resolve_password() == "s3cret-file"
+    assert "s3cret" not in repr(cfg.database) and "s3cret" not in repr(cfg)
+    monkeypatch.setenv("COLLECTOR_PW", "from-env")
+    assert config_from_dict({"database": {"password_env": "COLLECTOR_PW"}}).database.resolve_password() == "from-env"
+    with pytest.raises(ConfigError, match="NOPE_PW is not set"):
+        config_from_dict({"database": {"password_env": "NOPE_PW"}}).database.resolve_password()
+
+
+def test_durations() -> None:
+    assert parse_duration("90m", "x") == timedelta(minutes=90)
+    assert parse_duration(30, "x") == timedelta(seconds=30)
+    assert parse_duration("forever", "x") is None
+    with pytest.raises(ValueError, match="x: duration must be positive"):
+        parse_duration(0, "x")
+
+
+def test_explicit_endpoints_win() -> None:
+    cfg = config_from_dict({"exchange": {"rest_url": "http://127.0.0.1:9443/", "ws_url": "ws://127.0.0.1:9443"}})
+    ep = cfg.exchange.endpoints()
+    assert (ep.rest, ep.ws) == ("http://127.0.0.1:9443", "ws://127.0.0.1:9443")
