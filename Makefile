@@ -23,6 +23,7 @@ test: venv
 
 lint: venv
 	$(PY) -m ruff check collector exchange_sim tests bench supervisor.py
+	$(PY) -m mypy
 
 bench: venv
 	$(PY) -m pip install -q -e '.[dev,bench]'
