@@ -3,8 +3,9 @@
 One parser definition per command, so the entry points cannot drift apart: `supervisor.py` (the documented
 way to start the collector) builds its parser with `add_run_arguments` and hands the result to `run`, exactly
 as `collector run` does; `collector sim` uses the simulator's own argument definitions. Heavy imports (the
-arbiter, psycopg, the simulator) happen inside the command that needs them: `supervisor.py` is re-imported by
-every spawned worker, and the data path must never import the simulator.
+arbiter, psycopg, the simulator) happen inside the command that needs them: multiprocessing imports the main
+module (`supervisor.py`, the console script) again in every child process, and the data path must never import
+the simulator.
 """
 
 from __future__ import annotations
