@@ -12,7 +12,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 import yaml
@@ -23,7 +23,7 @@ DataType = Literal[
     "trades", "funding", "candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d",
     "liquidations", "open_interest",
 ]
-ALL_DATA_TYPES: tuple[str, ...] = DataType.__args__  # type: ignore[attr-defined]
+ALL_DATA_TYPES: tuple[DataType, ...] = get_args(DataType)
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]

@@ -11,8 +11,8 @@ from .runner import new_event_loop
 from .simulator import Simulator
 
 
-def parse_args(argv: list[str] | None = None) -> SimConfig:
-    p = argparse.ArgumentParser(prog="python -m exchange_sim", description=__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The simulator's options, shared by `python -m exchange_sim` and `collector sim`."""
     d = SimConfig()
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=9443)
@@ -31,12 +31,21 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     p.add_argument("--drop-prob", type=float, default=0.0, help="per-connection drop probability per second")
     p.add_argument("--malformed-rate", type=float, default=0.0, help="fraction of frames followed by a bad one")
     p.add_argument("--weight-limit", type=int, default=d.weight_limit)
-    a = p.parse_args(argv)
+
+
+def config_from(a: argparse.Namespace) -> SimConfig:
+    """The SimConfig for options parsed by `add_arguments`."""
     return SimConfig(host=a.host, port=a.port, symbols=a.symbols, rate=a.rate, seed=a.seed, speed=a.speed,
                      start_ms=a.start_ms, tick_ms=a.tick_ms, truth_file=a.truth_file, replay=a.replay,
                      replay_speed=a.replay_speed, ping_interval_s=a.ping_interval, pong_timeout_s=a.pong_timeout,
                      max_conn_age_s=a.max_conn_age, drop_prob_per_s=a.drop_prob, malformed_rate=a.malformed_rate,
                      weight_limit=a.weight_limit)
+
+
+def parse_args(argv: list[str] | None = None) -> SimConfig:
+    p = argparse.ArgumentParser(prog="python -m exchange_sim", description=__doc__)
+    add_arguments(p)
+    return config_from(p.parse_args(argv))
 
 
 async def _main(cfg: SimConfig) -> None:
@@ -52,13 +61,17 @@ async def _main(cfg: SimConfig) -> None:
     await sim.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = parse_args(argv)
+def serve(cfg: SimConfig) -> None:
+    """Run the simulator with `cfg` until SIGINT/SIGTERM."""
     loop = new_event_loop()
     try:
         loop.run_until_complete(_main(cfg))
     finally:
         loop.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve(parse_args(argv))
 
 
 if __name__ == "__main__":
