@@ -7,7 +7,7 @@ table flush. It never re-encodes a row.
 Failure model (a batch lands whole or is retried, never half, never twice):
 - transient errors (connection lost, server restart, lock or statement timeout): the pending batches stay
   in memory, the connection is dropped, and the flush is retried with exponential backoff. While the
-  backlog exceeds `max_pending_bytes` the run loop stops reading the workers' sockets (collector.transport.link), so
+  backlog exceeds `max_pending_bytes` the run loop stops reading the workers' sockets (collector.transport.server), so
   back-pressure reaches the workers instead of the writer's memory growing without bound.
 - a commit whose outcome is unknown (connection lost during COMMIT) may have landed: the retry then fails
   with a unique violation and the batches are loaded through a TEMP staging table with
@@ -25,7 +25,7 @@ Failure model (a batch lands whole or is retried, never half, never twice):
   deleted only after its rows are committed: a file whose load outcome is unknown (kill -9 mid-replay) is
   loaded again through the ON CONFLICT path, without duplicates. A full spool is never dropped from: the
   batches stay in memory, unacknowledged, until max_pending_bytes stops the reading (back-pressure).
-  Spool files use collector.transport.link's versioned spool format (the socket's frames behind a header naming
+  Spool files use collector.transport.frames' versioned spool format (the socket's frames behind a header naming
   each table's columns), so the next release reads them; the previous release's pickle files are still
   replayed (once: deleted when committed), so an upgrade during an outage loses nothing.
 After a recovery, partition upkeep and retention run at once, one table per tick under a short lock
@@ -55,7 +55,8 @@ from psycopg.conninfo import conninfo_to_dict
 from collector.db import schema as storage
 from collector.db import setup as dbsetup
 from collector.pipeline.encode import CANDLE_TABLES, COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
-from collector.transport.link import BatchServer, SpoolFormatError, decode_spool, encode_spool
+from collector.transport.frames import SpoolFormatError, decode_spool, encode_spool
+from collector.transport.server import BatchServer
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def _ms_to_dt(ms: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
 
 
-# pending-<seq>-<batches>.spool (collector.transport.link's spool format); .pkl: the previous release's pickles,
+# pending-<seq>-<batches>.spool (collector.transport.frames' spool format); .pkl: the previous release's pickles,
 # still read (once: replayed, then deleted) so that an upgrade during an outage loses nothing.
 _SPOOL_RE = re.compile(r"^pending-(?P<seq>\d+)-(?P<batches>\d+)\.(?:spool|pkl)$")
 

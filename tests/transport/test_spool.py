@@ -1,4 +1,4 @@
-"""Spool files: the versioned format (collector.transport.link), the committed fixtures that pin it, and the previous
+"""Spool files: the versioned format (collector.transport.frames), the committed fixtures that pin it, and the previous
 release's pickle files, which are replayed once instead of being set aside."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from spool_fixture import fixture_batches
 
 from collector.pipeline.encode import COLUMNS
-from collector.transport.link import SPOOL_VERSION, SpoolFormatError, decode_spool, encode_spool
+from collector.transport.frames import SPOOL_VERSION, SpoolFormatError, decode_spool, encode_spool
 from collector.writer.service import Spool, SpoolFile, Writer
 
 DATA = Path(__file__).parents[1] / "data"
