@@ -219,10 +219,12 @@ _SPOOL_RE = re.compile(r"^pending-(?P<seq>\d+)-(?P<batches>\d+)\.(?:spool|pkl)$"
 
 
 class _LegacyUnpickler(pickle.Unpickler):
-    """Reads the previous release's pickled spool files: a list of collector.pipeline.encode.Batch, nothing else."""
+    """Reads the previous release's pickled spool files: a list of Batch, nothing else. That release pickled
+    Batch under its module of the time, collector.encode (now collector.pipeline.encode): the name is fixed in
+    the files, so it must not follow the module."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("collector.pipeline.encode", "Batch"):
+        if (module, name) == ("collector.encode", "Batch"):
             return Batch
         raise pickle.UnpicklingError(f"{module}.{name} has no place in a spool file")
 
