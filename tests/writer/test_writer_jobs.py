@@ -4,7 +4,8 @@ tests/db/test_timescaledb.py::test_failing_policy_job_is_reported_by_check_and_t
 
 from __future__ import annotations
 
-from collector.writer.service import JOBS_POLL_S, Writer
+from collector.writer.maintenance import JOBS_POLL_S
+from collector.writer.service import Writer
 
 
 class Clock:
