@@ -64,7 +64,7 @@ class WriterSpec:
 
 
 def run_writer(spec: WriterSpec) -> None:
-    """Process entry point: configure this child (title, logging, signals), then run() until stopped.
+    """Process entry point: configure this child (title, logging, signals), then serve() until stopped.
 
     A failure before the writer has booted (socket listening, spool ready) exits with BOOT_ERROR.
     """

@@ -187,7 +187,8 @@ class Writer:
         return self.pending.due(now, self.max_rows, self.max_bytes, self.max_age_s)
 
     def next_wakeup(self) -> float:
-        """Seconds until something is due (a flush timer, a retry or maintenance), capped at MAX_WAIT_S."""
+        """Seconds until a flush timer or a retry is due, capped at MAX_WAIT_S (which also bounds how late
+        maintenance and the job poll, both checked on every tick, can start)."""
         now = self.clock()
         t = now + MAX_WAIT_S
         tables = self.pending.tables()

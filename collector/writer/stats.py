@@ -1,6 +1,6 @@
 """The writer's counters (WriterStats): what /health, /stats and /metrics learn about commits and failures.
 
-Kept apart from the code that moves the counters (collector.writer.sink, .service, .maintenance) so that the
+Kept apart from the code that moves the counters (collector.writer.sink, .service, .outage, .maintenance) so that the
 publisher (collector.writer.main) and the tests read one plain dataclass.
 """
 
