@@ -1,6 +1,6 @@
 """collector.writer.maintenance against a real PostgreSQL: candles rolled up (or views refreshed) after 1m
 candles land, late candles recompute exactly their periods, retention right after a recovery, and upkeep that
-gives way to a reader instead of stalling flushes."""
+gives way to a reader instead of stalling flushes, and the TimescaleDB job poll."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from writer_helpers import DAY_MS, DEAD_DSN, Clock, candle_5m, candles_batch, ti
 
 from collector.db import schema as storage
 from collector.pipeline.encode import BatchBuilder, encode_candle
-from collector.writer.maintenance import MAINTENANCE_LOCK_TIMEOUT_MS, merge_ranges
+from collector.writer.maintenance import JOBS_POLL_S, MAINTENANCE_LOCK_TIMEOUT_MS, merge_ranges
 from collector.writer.service import Writer
 
 
@@ -148,3 +148,28 @@ def test_maintenance_gives_way_to_a_reader_instead_of_stalling_flushes(db_url: s
     clock.advance(60.0)
     assert tick_until(w, clock, lambda: not partition_exists(db_url, name))
     w.close()
+
+
+# --- TimescaleDB job health ---------------------------------------------------------------------------------------
+# Without TimescaleDB the poll must find nothing failing, never error, and run at most once per JOBS_POLL_S. The
+# failing-job path on a real TimescaleDB is tests/db/test_timescaledb.py::test_failing_policy_job_is_reported_by_check_and_the_writer.
+
+
+def test_job_poll_runs_once_a_minute_and_finds_nothing_on_plain_postgres(db_url: str) -> None:
+    mono, wall = Clock(1000.0), Clock(1_750_000_000.0)
+    w = Writer(db_url, mode="postgres", clock=mono, wall=wall)
+    try:
+        w.tick()
+        assert w.backend == "postgres" and w.stats.errors == 0
+        assert w.stats.jobs_checked_ms == 1_750_000_000_000 and w.stats.jobs_failing == {}
+        mono.t += JOBS_POLL_S - 1
+        wall.t += JOBS_POLL_S - 1
+        w.tick()
+        assert w.stats.jobs_checked_ms == 1_750_000_000_000  # not yet due
+        mono.t += 1
+        wall.t += 1
+        w.tick()
+        assert w.stats.jobs_checked_ms == (1_750_000_000 + JOBS_POLL_S) * 1000 and w.stats.errors == 0
+        assert w.stats.snapshot()["jobs_failing"] == {}
+    finally:
+        w.close(0.0)

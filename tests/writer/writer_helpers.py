@@ -16,10 +16,10 @@ DEAD_DSN = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=1"
 
 
 class Clock:
-    """Monotonic clock the test moves by hand: no sleeping to wait for timers."""
+    """A clock (monotonic or wall) the test moves by hand: no sleeping to wait for timers."""
 
-    def __init__(self) -> None:
-        self.t = 1000.0
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
 
     def __call__(self) -> float:
         return self.t
