@@ -312,7 +312,7 @@ def check_retention(conn: psycopg.Connection, now: datetime,
     if mode == "timescaledb":
         rules, details = timescale_retention_rules(retention, storage.timescale_layout(conn))
     else:
-        from collector.writer.service import MAINTENANCE_EVERY_S
+        from collector.writer.maintenance import MAINTENANCE_EVERY_S
 
         rules, details = plain_retention_rules(retention, timedelta(seconds=MAINTENANCE_EVERY_S)), []
     for t, rule in rules.items():

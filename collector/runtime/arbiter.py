@@ -281,7 +281,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         from collector.runtime.worker import WorkerSpec, run_worker
-        from collector.writer.service import WriterSpec, run_writer
+        from collector.writer.main import WriterSpec, run_writer
 
         cfg = self.cfg
         assert cfg is not None and self.endpoints is not None and self.dsn is not None

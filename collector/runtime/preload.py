@@ -16,7 +16,7 @@ import setproctitle  # noqa: F401
 import uvloop  # noqa: F401
 
 import collector.runtime.worker  # noqa: F401 - pulls in cryptofeed, the feed, pipeline and filters
-import collector.writer.service  # noqa: F401
+import collector.writer.main  # noqa: F401
 
 gc.collect()
 gc.freeze()

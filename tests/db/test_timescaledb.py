@@ -199,7 +199,7 @@ def test_failing_policy_job_is_reported_by_check_and_the_writer(tsdb: str) -> No
     w = Writer(tsdb, mode="timescaledb")
     try:
         w.connection()
-        w._poll_jobs(0.0)
+        w.maintenance.poll_jobs(0.0)
         assert w.stats.jobs_failing == {"policy_refresh_continuous_aggregate": 1} and w.stats.jobs_checked_ms
     finally:
         w.close(0.0)

@@ -376,7 +376,8 @@ def test_stop_releases_the_port(block: StatsBlock) -> None:
 
 def test_failing_timescaledb_jobs_travel_from_writer_stats_to_every_endpoint(block: StatsBlock) -> None:
     """WriterStats -> the writer's publisher -> shared memory -> snapshot -> /health, /metrics, /stats."""
-    from collector.writer.service import WriterStats, WriterStatsPublisher
+    from collector.writer.main import WriterStatsPublisher
+    from collector.writer.stats import WriterStats
 
     _publish_healthy(block)
     st = WriterStats(schema_ready=True, jobs_checked_ms=NOW - 5_000,

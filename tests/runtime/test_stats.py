@@ -113,7 +113,7 @@ def test_slot_bounds(block: StatsBlock) -> None:
 
 
 def test_field_lists_cover_the_code_they_describe() -> None:
-    from collector.writer import service as writer
+    from collector.writer import stats as writer
 
     assert stats.COPY_LATENCY_BUCKETS_S == writer.LATENCY_BUCKETS_S
     assert set(stats.WRITER_TABLES) == set(COLUMNS)

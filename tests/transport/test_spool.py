@@ -1,4 +1,4 @@
-"""Spool files: the versioned format (collector.transport.link), the committed fixtures that pin it, and the previous
+"""Spool files: the versioned format (collector.transport.frames), the committed fixtures that pin it, and the previous
 release's pickle files, which are replayed once instead of being set aside."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 from spool_fixture import fixture_batches
 
 from collector.pipeline.encode import COLUMNS
-from collector.transport.link import SPOOL_VERSION, SpoolFormatError, decode_spool, encode_spool
-from collector.writer.service import Spool, SpoolFile, Writer
+from collector.transport.frames import SPOOL_VERSION, SpoolFormatError, decode_spool, encode_spool
+from collector.writer.service import Writer
+from collector.writer.spool import Spool, SpoolFile
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -78,7 +79,7 @@ def test_an_upgrade_during_an_outage_replays_the_old_files_then_the_new(db_url: 
     shutil.copy(DATA / "spool-v1.spool", spool_dir / "pending-00000000000000000002-4.spool")
     w = Writer(db_url, mode="postgres", spool_dir=spool_dir)
     assert w.stats.spooled_batches == 8
-    with caplog.at_level(logging.INFO, logger="collector.writer.service"):
+    with caplog.at_level(logging.INFO, logger="collector.writer.outage"):
         while w.spool_waiting():
             assert w.flush()
     # the same rows twice over: the second file adds nothing (ON CONFLICT path), nothing is set aside
