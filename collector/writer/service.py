@@ -146,8 +146,6 @@ class WriterStats:
     commit_lag_last_ms: int = 0
     pending_rows: int = 0
     pending_bytes: int = 0
-    kept: dict[str, int] = field(default_factory=dict)
-    received: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     last_error_ms: int = 0
     schema_ready: bool = False  # reached the database and ensured the schema at least once
@@ -183,7 +181,7 @@ class WriterStats:
     def snapshot(self) -> dict[str, Any]:
         """A plain-dict copy (for shared-memory stats or logging)."""
         out = dict(self.__dict__)
-        for k in ("rows_written", "batches_written", "kept", "received", "jobs_failing"):
+        for k in ("rows_written", "batches_written", "jobs_failing"):
             out[k] = dict(out[k])
         out["copy_latency_hist"] = list(self.copy_latency_hist)
         return out
@@ -428,12 +426,6 @@ class Writer:
         False when there is nothing to write (no rows, or a table this back-end does not take): the caller
         acknowledges such a batch at once, or its worker would hold it forever.
         """
-        if batch.kept:
-            for k, v in batch.kept.items():
-                self.stats.kept[k] = self.stats.kept.get(k, 0) + v
-        if batch.received:
-            for k, v in batch.received.items():
-                self.stats.received[k] = self.stats.received.get(k, 0) + v
         if batch.rows == 0:
             return False
         if batch.table not in COLUMNS or (self.backend == "timescaledb" and batch.table in storage.DERIVED_CANDLES):
