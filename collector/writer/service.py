@@ -54,6 +54,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from collector.db import schema as storage
 from collector.db import setup as dbsetup
+from collector.observability.catalogue import COPY_LATENCY_BUCKETS_S as LATENCY_BUCKETS_S
+from collector.observability.catalogue import JOB_PROCS, LATENCY_BUCKET_KEYS, WRITER_KINDS
 from collector.pipeline.encode import CANDLE_TABLES, COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
 from collector.transport.link import BatchServer, SpoolFormatError, decode_spool, encode_spool
 
@@ -108,8 +110,6 @@ MAINTENANCE_EVERY_S = 3600.0
 JOBS_POLL_S = 60.0
 # Run-loop wake-up cap: the loop also wakes for every batch that arrives, so this only bounds timer jitter.
 MAX_WAIT_S = 0.5
-# Histogram bucket upper bounds for COPY latency, seconds (last bucket: above 2.5 s).
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # EWMA weight of the newest COPY latency: ~the last 10 flushes dominate.
 EWMA_ALPHA = 0.1
 # Longest wait in select() before the loop looks at the stop event again: how late a stop is noticed.
@@ -1004,11 +1004,9 @@ def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_dea
 class WriterStatsPublisher:
     """Copies WriterStats into the writer's shared-memory slot after every loop turn (a few µs)."""
 
-    KINDS = ("trades", "funding", "liquidations", "open_interest", "candles")
+    KINDS = WRITER_KINDS
 
     def __init__(self, slot: Any) -> None:
-        from collector.runtime.shm import JOB_PROCS, LATENCY_BUCKET_KEYS
-
         self.slot = slot
         self.bucket_keys = LATENCY_BUCKET_KEYS
         self.job_procs = JOB_PROCS
