@@ -270,7 +270,7 @@ def test_every_prometheus_expression_uses_rendered_metrics() -> None:
                 assert any(f'{label}="{value}"' in s for s in samples[name]), (
                     f"{file}: panel {title!r}: {name} has no sample with {label}={value!r}")
     # what the issue asks the operations dashboard to show, by the metrics that carry it
-    for wanted in ("collector_worker_received_total", "collector_worker_kept_total", "collector_writer_queue_depth",
+    for wanted in ("collector_worker_received_total", "collector_worker_kept_total",
                    "collector_worker_outbox_pending_batches", "collector_writer_copy_latency_seconds_bucket",
                    "collector_worker_reconnects_total", "collector_worker_watchdog_trips_total",
                    "collector_worker_rejected_total", "collector_writer_errors_total", "collector_child_up",
