@@ -2,7 +2,7 @@
 
 What needs no tool always runs: the files load, compose's services, secrets and volumes refer to each
 other, the container config is valid for collector.config, the image runs as non-root, every Prometheus
-expression names metrics that collector/observability/health.py really renders, every SQL panel runs (and can use an
+expression names metrics that collector/observability/metrics.py really renders, every SQL panel runs (and can use an
 index) against the real schema. The external validators run when installed and skip saying what to
 install otherwise: `docker compose config` (or Debian's docker-compose 1.29) and `systemd-analyze verify`.
 """
@@ -24,10 +24,12 @@ import yaml
 
 from collector.config import load_config
 from collector.db.schema import DEFAULT_RETENTION, ensure_schema, store_tiers
-from collector.observability import health as h
-from collector.observability.health import ChildInfo, HealthServer, build_snapshot
+from collector.observability.catalogue import WORKER_FIELDS, WRITER_FIELDS
+from collector.observability.metrics import render_metrics
+from collector.observability.server import HealthServer
+from collector.observability.snapshot import ChildInfo, build_snapshot
 from collector.pipeline.tiers import TierAssignment
-from collector.runtime.shm import WORKER_FIELDS, WRITER_FIELDS, StatsBlock
+from collector.runtime.shm import StatsBlock
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
@@ -244,7 +246,7 @@ _PROMQL_WORDS = {"sum", "by", "rate", "increase", "scalar", "histogram_quantile"
 def test_every_prometheus_expression_uses_rendered_metrics() -> None:
     block = StatsBlock.create(process_slots=3, symbol_slots=0)
     try:
-        text = h.render_metrics(_realistic_snapshot(block))
+        text = render_metrics(_realistic_snapshot(block))
     finally:
         block.close()
     samples: dict[str, list[str]] = {}
@@ -268,7 +270,7 @@ def test_every_prometheus_expression_uses_rendered_metrics() -> None:
                 assert any(f'{label}="{value}"' in s for s in samples[name]), (
                     f"{file}: panel {title!r}: {name} has no sample with {label}={value!r}")
     # what the issue asks the operations dashboard to show, by the metrics that carry it
-    for wanted in ("collector_worker_received_total", "collector_worker_kept_total", "collector_writer_queue_depth",
+    for wanted in ("collector_worker_received_total", "collector_worker_kept_total",
                    "collector_worker_outbox_pending_batches", "collector_writer_copy_latency_seconds_bucket",
                    "collector_worker_reconnects_total", "collector_worker_watchdog_trips_total",
                    "collector_worker_rejected_total", "collector_writer_errors_total", "collector_child_up",

@@ -330,7 +330,6 @@ class Batch:
 
     first_event_ms / last_event_ms are the earliest / latest event time of the rows (not arrival order):
     the writer uses them to create missing partitions and to report event-to-commit lag.
-    `kept` / `received` optionally carry the worker's per-save_reason filter counters since its last batch.
     """
 
     table: str
@@ -339,8 +338,6 @@ class Batch:
     first_event_ms: int
     last_event_ms: int
     created_ms: int
-    kept: dict[str, int] | None = None
-    received: dict[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -372,14 +369,13 @@ class BatchBuilder:
     def nbytes(self) -> int:
         return self._nbytes
 
-    def take(self, now_ms: int | None = None, kept: dict[str, int] | None = None,
-             received: dict[str, int] | None = None) -> Batch | None:
+    def take(self, now_ms: int | None = None) -> Batch | None:
         """The rows added so far as a Batch (None when empty); the builder is empty afterwards."""
         if not self._parts:
             return None
         assert self._first is not None and self._last is not None
         batch = Batch(self.table, len(self._parts), b"".join(self._parts), self._first, self._last,
-                      _now_ms() if now_ms is None else now_ms, kept, received)
+                      _now_ms() if now_ms is None else now_ms)
         self._parts = []
         self._nbytes = 0
         self._first = self._last = None

@@ -29,14 +29,18 @@ from collector.config import Config, ConfigError, load_config, parse_duration
 from collector.feed.exchange import Endpoints
 from collector.feed.rest_budget import create_budget_file
 from collector.feed.universe import select_universe, shard
-from collector.observability.health import ChildInfo, HealthServer, build_snapshot, health, stats_json
+from collector.observability.health import health
+from collector.observability.server import HealthServer
+from collector.observability.snapshot import ChildInfo, build_snapshot
+from collector.observability.stats import stats_json
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.tiers import TierAssignment, TierParams, bootstrap_from_ticker_24hr, compute_tiers
 from collector.runtime import checkpoints
 from collector.runtime.exitcodes import BOOT_ERROR, EXIT_CONFIG, EXIT_OK, read_boot_error
 from collector.runtime.logs import mask_secrets, setup_logging
-from collector.runtime.shm import StatsBlock, merge_activity
+from collector.runtime.shm import StatsBlock
 from collector.runtime.startup import StartupError, check_machine, prepare_database
+from collector.runtime.tier_inputs import merge_activity
 
 log = logging.getLogger(__name__)
 

@@ -295,13 +295,9 @@ class CheckpointBlock:
         return out
 
     def close(self) -> None:
-        self._words.release()
-        self._shm.close()
-        if self._owner:
-            try:
-                self._shm.unlink()
-            except FileNotFoundError:
-                pass
+        from collector.runtime.shm import close_shared
+
+        close_shared(self._shm, self._owner, self._words)
 
 
 # --- the worker's side ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ and seq updated) before its first publish. The protocol relies on the 8-byte ali
 single stores that are not reordered with the slot's body, which holds on x86-64 (TSO); the block is a
 same-machine diagnostic, so a torn read on weaker hardware would be detected on the next read at worst.
 
-Layout (version 3, native byte order like the activity images, every offset from the start of the block; all regions 64-byte aligned):
+Layout (version 4, native byte order like the activity images, every offset from the start of the block; all regions 64-byte aligned):
 
     header, 64 bytes at 0
     | off | type    | field                                                         |
@@ -57,29 +57,29 @@ Layout (version 3, native byte order like the activity images, every offset from
     |  32 | i64     | unused likewise (was: newest closed 1m kline's open time); 0        |
     |  40 | A bytes | SymbolActivity.to_bytes()                                          |
 
-WRITER_FIELDS and WORKER_FIELDS are append-only: a new counter goes at the end, so value j keeps its
-meaning and a reader built from an older list still reads the values it knows. Names are "group.key"
-(one labelled family, e.g. "received.trades") or a bare scalar name; collector.observability.health turns them into
-metrics and JSON.
+The value lists (WRITER_FIELDS, WORKER_FIELDS) come from the metric catalogue
+(collector.observability.catalogue), which also derives /stats and /metrics from them. Names are
+"group.key" (one labelled family, e.g. "received.trades") or a bare scalar name; publishing a name the
+catalogue does not declare raises. The supervisor and its children run the same build, so the lists
+always agree between owner and reader; a change of the lists that moves values bumps LAYOUT_VERSION.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from multiprocessing import shared_memory
 from typing import NamedTuple
 
-from collector.pipeline.activity import DEFAULT_SLOTS, EMPTY_SUMMARY, Summary, SymbolActivity, nbytes
-
-log = logging.getLogger(__name__)
+from collector.observability.catalogue import WORKER_FIELDS, WRITER_FIELDS
+from collector.pipeline.activity import DEFAULT_SLOTS, nbytes
 
 MAGIC = b"CLSTATS1"
-LAYOUT_VERSION = 3
-# Room for value lists to grow (append-only) without a layout change: the lists below use ~45..55.
+# 4: the never-set queue_depth, queue_full and outbox_bytes left the value lists (values moved).
+LAYOUT_VERSION = 4
+# Room for the value lists to grow without a layout change: the catalogue's lists use ~45..60.
 VALUES_CAPACITY = 128
 # Workers the block can hold: well above any sensible worker count for one machine's cores.
 MAX_PROCESS_SLOTS = 65  # writer + 64 workers
@@ -111,79 +111,24 @@ TEXT_CAPACITY = 476
 _TEXT_LEN = struct.Struct("@I")
 PROCESS_SLOT_SIZE = _PROC_HEAD.size + 8 * VALUES_CAPACITY + _TEXT_LEN.size + TEXT_CAPACITY
 
-# --- the value lists (append-only) --------------------------------------------------------------------------
-
-DATA_TYPES = ("trades", "funding", "liquidations", "klines", "open_interest")  # what a worker receives
-SAVE_REASONS = ("large_trade", "price_change", "time_interval", "keep_all")  # filters.trades.REASONS
-WORKER_TABLES = ("trades", "funding", "liquidations", "open_interest", "candles_1m", "gaps")
-REJECT_KINDS = ("unknown_symbol", "bad_number", "non_positive_or_infinite", "absurd_timestamp",
-                "duplicate_or_old_id", "gap", "malformed_json", "invalid_frame", "unknown_event",
-                "handler_error", "unexpected_interval")
-BACKFILL_KINDS = ("trades", "candles", "gaps_filled", "gaps_unfilled")
-# Tables the writer copies into (encode.COLUMNS; a test checks they match).
-WRITER_TABLES = ("trades", "funding", "liquidations", "open_interest", "gaps", "candles_1m", "candles_5m",
-                 "candles_30m", "candles_4h", "candles_1d")
-# Kinds whose latest committed event time the writer reports (WriterStats.last_<kind>_time).
-WRITER_KINDS = ("trades", "funding", "liquidations", "open_interest", "candles")
-# Upper bounds (s) of the COPY latency histogram: writer.LATENCY_BUCKETS_S (a test checks they match);
-# the bucket after the last one counts everything slower.
-COPY_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-LATENCY_BUCKET_KEYS = tuple(repr(b) for b in COPY_LATENCY_BUCKETS_S) + ("+Inf",)
-# TimescaleDB policy procedures the writer reports failures of (storage.POLICY_PROCS; a test checks they match).
-JOB_PROCS = ("policy_retention", "policy_compression", "policy_refresh_continuous_aggregate")
-
-WORKER_FIELDS: tuple[str, ...] = (
-    *(f"received.{t}" for t in DATA_TYPES),  # events received, by type (before validation)
-    *(f"kept.{r}" for r in SAVE_REASONS),  # trades kept, by save_reason
-    *(f"rows.{t}" for t in WORKER_TABLES),  # rows encoded for the writer, by table
-    *(f"rejected.{k}" for k in REJECT_KINDS),  # bad input skipped, by kind
-    "reconnects",  # WebSocket connections re-opened
-    "watchdog_trips",  # silent streams restarted by the watchdog
-    "last_reconnect_ms",  # when the last reconnect happened (0 = never)
-    "last_watchdog_ms",  # when the watchdog last restarted a silent stream (0 = never)
-    *(f"last_event_ms.{t}" for t in DATA_TYPES),  # newest event time received, by type (0 = none)
-    "outbox_batches",  # batches handed to the writer's queue
-    "outbox_bytes",  # bytes of those batches
-    "outbox_pending_batches",  # batches held because the queue was full (gauge)
-    "outbox_pending_bytes",  # bytes held (gauge)
-    "queue_full",  # times the writer's queue was found full
-    "paused",  # 1 while reading from the exchange is paused (back-pressure)
-    "symbols",  # symbols this worker owns
-    "late_dropped",  # trades too old for the activity window
-    "rest_paused_until_ms",  # REST paused by a 429/418 until then (0 = not paused); the supervisor spreads it
-    *(f"backfilled.{k}" for k in BACKFILL_KINDS),  # repaired over REST: trades, candles, gaps filled/given up
-    "activity_published_ms",  # when the symbol slots (statistics, resume points) were last written
-)
-
-WRITER_FIELDS: tuple[str, ...] = (
-    *(f"rows.{t}" for t in WRITER_TABLES),  # rows committed, by table
-    *(f"batches.{t}" for t in WRITER_TABLES),  # batches committed, by table
-    "errors",  # failed flushes, maintenance or rollup runs
-    "last_error_ms",  # when the last error happened (0 = never)
-    "failing_since_ms",  # start of the current run of failed flushes; 0 when the last flush succeeded
-    *(f"last_event_ms.{k}" for k in WRITER_KINDS),  # newest committed event time, by kind (0 = none)
-    "copy_latency_last_s",
-    "copy_latency_ewma_s",
-    "copy_latency_sum_s",  # for the Prometheus histogram's _sum
-    *(f"copy_latency_bucket.{k}" for k in LATENCY_BUCKET_KEYS),  # COPYs per bucket (not cumulative)
-    "commit_lag_ms",  # commit time minus creation of the oldest batch in the last COPY
-    "pending_rows",
-    "pending_bytes",
-    "spooled_batches",  # batches on disk in the spool, waiting to be replayed (gauge)
-    "spooled_bytes",
-    "replayed_flushes",  # flushes that went through the ON CONFLICT recovery path
-    "partitions_created",
-    "partitions_dropped",
-    "rejected_batches",  # batches the database refused on their own, sent to the dead-letter spool
-    "refused_batches",  # batches for unknown or derived tables
-    "queue_depth",  # batches waiting in the multiprocessing queue (approximate)
-    "schema_ready",  # 1 once the writer has reached the database and ensured the schema
-    "jobs_checked_ms",  # when TimescaleDB's job_stats were last read (0 = not yet; plain PostgreSQL: none)
-    *(f"jobs_failing.{p}" for p in JOB_PROCS),  # the collector's policy jobs whose last run failed, by proc
-)
-
 FIELDS: dict[int, tuple[str, ...]] = {ROLE_WRITER: WRITER_FIELDS, ROLE_WORKER: WORKER_FIELDS}
 assert max(map(len, FIELDS.values())) <= VALUES_CAPACITY
+
+
+def close_shared(shm: shared_memory.SharedMemory, owner: bool, *views: memoryview) -> None:
+    """Release a block's views and mapping; the creator (owner) also removes its name, which may be gone already.
+
+    Shared by every block in shared memory (this one, collector.runtime.checkpoints): a view still alive
+    would make SharedMemory.close() raise BufferError.
+    """
+    for view in views:
+        view.release()
+    shm.close()
+    if owner:
+        try:
+            shm.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def role_of_slot(slot: int) -> int:
@@ -217,6 +162,14 @@ class ActivityReading(NamedTuple):
     last_kline_open_ms: int = 0
 
 
+class UnknownField(LookupError):
+    """A process published a field the metric catalogue does not declare for its role."""
+
+    def __init__(self, name: str, role: int) -> None:
+        super().__init__(f"{name!r} is not a {'writer' if role == ROLE_WRITER else 'worker'} field of the metric "
+                         "catalogue (collector.observability.catalogue)")
+
+
 class StaleSlot(Exception):
     """A slot's seq stayed odd for STALE_AFTER_S (its owner most likely died mid-write), or never settled."""
 
@@ -227,10 +180,18 @@ class StatsBlock:
     def __init__(self, shm: shared_memory.SharedMemory, owner: bool) -> None:
         self._shm = shm
         self._owner = owner
-        self.buf = shm.buf
-        (magic, version, header_size, self.process_slots, self.symbol_slots, proc_size, self.symbol_slot_size,
-         values_cap, self.activity_nbytes, self.process_offset, self.symbol_offset,
-         self.created_ms) = _HEADER.unpack_from(self.buf)
+        if shm.buf is None:
+            raise ValueError(f"{shm.name}: shared memory is closed")
+        self.buf: memoryview = shm.buf
+        (magic, version, header_size, process_slots, symbol_slots, proc_size, symbol_slot_size,
+         values_cap, activity_nbytes, process_offset, symbol_offset, created_ms) = _HEADER.unpack_from(self.buf)
+        self.process_slots: int = process_slots
+        self.symbol_slots: int = symbol_slots
+        self.symbol_slot_size: int = symbol_slot_size
+        self.activity_nbytes: int = activity_nbytes
+        self.process_offset: int = process_offset
+        self.symbol_offset: int = symbol_offset
+        self.created_ms: int = created_ms
         if magic != MAGIC or version != LAYOUT_VERSION:
             shm.close()
             raise ValueError(f"{shm.name}: not a stats block of layout {LAYOUT_VERSION} ({magic!r} v{version})")
@@ -254,11 +215,13 @@ class StatsBlock:
         sym_off = proc_off + _aligned(process_slots * PROCESS_SLOT_SIZE)
         size = sym_off + symbol_slots * sym_size
         shm = shared_memory.SharedMemory(name=name, create=True, size=size)
-        shm.buf[:size] = bytes(size)  # fresh POSIX shm is zeroed, but not every platform promises it
-        _HEADER.pack_into(shm.buf, 0, MAGIC, LAYOUT_VERSION, _HEADER.size, process_slots, symbol_slots,
+        buf = shm.buf
+        assert buf is not None  # open: just created
+        buf[:size] = bytes(size)  # fresh POSIX shm is zeroed, but not every platform promises it
+        _HEADER.pack_into(buf, 0, MAGIC, LAYOUT_VERSION, _HEADER.size, process_slots, symbol_slots,
                           PROCESS_SLOT_SIZE, sym_size, VALUES_CAPACITY, act, proc_off, sym_off, _now_ms())
         for k in range(symbol_slots):
-            _SYM_HEAD.pack_into(shm.buf, sym_off + k * sym_size, 0, -1, 0, 0, 0, 0)
+            _SYM_HEAD.pack_into(buf, sym_off + k * sym_size, 0, -1, 0, 0, 0, 0)
         return cls(shm, owner=True)
 
     @classmethod
@@ -277,14 +240,8 @@ class StatsBlock:
 
     def close(self) -> None:
         """Release this process's mapping; the creator also removes the block's name."""
-        self._words.release()
-        self.buf = None  # type: ignore[assignment]
-        self._shm.close()
-        if self._owner:
-            try:
-                self._shm.unlink()
-            except FileNotFoundError:
-                pass
+        del self.buf  # no view of the mapping may outlive it (SharedMemory.close() would raise BufferError)
+        close_shared(self._shm, self._owner, self._words)
 
     def __enter__(self) -> StatsBlock:
         return self
@@ -302,12 +259,6 @@ class StatsBlock:
     def process_slot(self, slot: int, pid: int | None = None) -> ProcessSlot:
         """Take ownership of a process slot (resets it); only the owner may publish into it afterwards."""
         return ProcessSlot(self, slot, os.getpid() if pid is None else pid)
-
-    def publish(self, slot: int, values: Mapping[str, float], now_ms: int | None = None) -> None:
-        """One-off publish (tests, rare writers); a long-lived owner keeps a ProcessSlot instead."""
-        ps = ProcessSlot(self, slot, os.getpid(), reset=False)
-        ps.update(values)
-        ps.publish(now_ms)
 
     def read(self, slot: int) -> ProcessReading | None:
         """A consistent copy of a process slot; None if never written; stale=True if its owner died mid-write."""
@@ -419,7 +370,11 @@ class ProcessSlot:
             self.publish()
 
     def set(self, name: str, value: float) -> None:
-        self.values[self.index[name]] = value
+        """Set one field; a name the catalogue does not declare for this role raises UnknownField."""
+        i = self.index.get(name)
+        if i is None:
+            raise UnknownField(name, self.role)
+        self.values[i] = value
 
     def set_text(self, text: str) -> None:
         """The slot's text (published with the values): cut to TEXT_CAPACITY bytes at a character boundary."""
@@ -428,16 +383,15 @@ class ProcessSlot:
         if raw != self._text:
             self._text, self._text_dirty = raw, True
 
-    def update(self, values: Mapping[str, float], prefix: str = "") -> list[str]:
-        """Set prefix+name for every item; returns the names that have no field here (ignored)."""
-        index, vals, unknown = self.index, self.values, []
+    def update(self, values: Mapping[str, float], prefix: str = "") -> None:
+        """Set prefix+name for every item; a name the catalogue does not declare raises UnknownField (a counter
+        that is not in the catalogue would otherwise vanish from /stats and /metrics without a trace)."""
+        index, vals = self.index, self.values
         for k, v in values.items():
             i = index.get(prefix + k)
             if i is None:
-                unknown.append(prefix + k)
-            else:
-                vals[i] = v
-        return unknown
+                raise UnknownField(prefix + k, self.role)
+            vals[i] = v
 
     def publish(self, now_ms: int | None = None) -> None:
         """Copy the local values into the slot (seqlock-protected, lock-free, never blocks)."""
@@ -455,39 +409,3 @@ class ProcessSlot:
                              len(self.values))
         self._seq = seq = seq + 1
         words[w] = seq
-
-
-# --- activity -> tiers ---------------------------------------------------------------------------------------
-
-
-def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[int]], now_ms: int,
-                   quantile: float = 0.9) -> dict[str, Summary]:
-    """{symbol: Summary} over the window ending at now_ms, the input of tiers.compute_tiers.
-
-    A symbol may map to several slots (e.g. its old and new owner's while it moves between workers): their
-    images are merged with SymbolActivity.merge, which equals one process having seen both streams. Slots
-    never written or stale (owner died mid-write) are skipped; a symbol without any readable slot gets
-    EMPTY_SUMMARY, which compute_tiers ranks as trade-less.
-    """
-    out: dict[str, Summary] = {}
-    for symbol, slots in symbol_slots.items():
-        merged: SymbolActivity | None = None
-        for index in _as_indices(slots):
-            try:
-                reading = block.read_activity(index)
-            except StaleSlot:
-                log.warning("activity slot %d (%s) is stale: its owner died mid-write", index, symbol)
-                continue
-            if reading is None:
-                continue
-            act = SymbolActivity.from_bytes(reading.data)
-            if merged is None:
-                merged = act
-            else:
-                merged.merge(act)
-        out[symbol] = EMPTY_SUMMARY if merged is None else merged.summary(now_ms, quantile)
-    return out
-
-
-def _as_indices(slots: int | Sequence[int]) -> Iterable[int]:
-    return (slots,) if isinstance(slots, int) else slots

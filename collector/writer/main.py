@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collector.observability.catalogue import JOB_PROCS, LATENCY_BUCKET_KEYS, WRITER_KINDS
 from collector.writer.service import serve
 from collector.writer.stats import WriterStats
 
@@ -18,11 +19,9 @@ from collector.writer.stats import WriterStats
 class WriterStatsPublisher:
     """Copies WriterStats into the writer's shared-memory slot after every loop turn (a few µs)."""
 
-    KINDS = ("trades", "funding", "liquidations", "open_interest", "candles")
+    KINDS = WRITER_KINDS
 
     def __init__(self, slot: Any) -> None:
-        from collector.runtime.shm import JOB_PROCS, LATENCY_BUCKET_KEYS
-
         self.slot = slot
         self.bucket_keys = LATENCY_BUCKET_KEYS
         self.job_procs = JOB_PROCS

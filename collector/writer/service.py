@@ -144,12 +144,6 @@ class Writer:
         False when there is nothing to write (no rows, or a table this back-end does not take): the caller
         acknowledges such a batch at once, or its worker would hold it forever.
         """
-        if batch.kept:
-            for k, v in batch.kept.items():
-                self.stats.kept[k] = self.stats.kept.get(k, 0) + v
-        if batch.received:
-            for k, v in batch.received.items():
-                self.stats.received[k] = self.stats.received.get(k, 0) + v
         if batch.rows == 0:
             return False
         if not self._takes(batch.table):

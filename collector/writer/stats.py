@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.observability.catalogue import COPY_LATENCY_BUCKETS_S as LATENCY_BUCKETS_S
 from collector.pipeline.encode import CANDLE_TABLES, Batch
 
-# Histogram bucket upper bounds for COPY latency, seconds (last bucket: above 2.5 s).
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # EWMA weight of the newest COPY latency: ~the last 10 flushes dominate.
 EWMA_ALPHA = 0.1
 
@@ -47,8 +46,6 @@ class WriterStats:
     commit_lag_last_ms: int = 0
     pending_rows: int = 0
     pending_bytes: int = 0
-    kept: dict[str, int] = field(default_factory=dict)
-    received: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     last_error_ms: int = 0
     schema_ready: bool = False  # reached the database and ensured the schema at least once
@@ -84,7 +81,7 @@ class WriterStats:
     def snapshot(self) -> dict[str, Any]:
         """A plain-dict copy (for shared-memory stats or logging)."""
         out = dict(self.__dict__)
-        for k in ("rows_written", "batches_written", "kept", "received", "jobs_failing"):
+        for k in ("rows_written", "batches_written", "jobs_failing"):
             out[k] = dict(out[k])
         out["copy_latency_hist"] = list(self.copy_latency_hist)
         return out

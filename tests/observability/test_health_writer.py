@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from test_health import NOW, _edit, _publish_healthy, _snap, block  # noqa: F401 - block is a fixture
+from test_health import NOW, _edit, _publish_healthy, _snap
 
 from collector.observability import health as h
+from collector.observability.stats import stats_json
 from collector.runtime.shm import StatsBlock
 
 
-def test_writer_that_never_wrote_is_reported_at_once(block: StatsBlock) -> None:  # noqa: F811
+def test_writer_that_never_wrote_is_reported_at_once(block: StatsBlock) -> None:
     _publish_healthy(block)
     snap = _edit(_snap(block), 0, **{k: 0 for k in _snap(block)["children"][0]["stats"] if k.startswith("batches.")})
     snap = _edit(snap, 0, failing_since_ms=NOW - 2_000)
@@ -20,7 +21,7 @@ def test_writer_that_never_wrote_is_reported_at_once(block: StatsBlock) -> None:
     assert h.health(snap, NOW) == (True, [])
 
 
-def test_writer_not_yet_at_the_database_is_not_healthy(block: StatsBlock) -> None:  # noqa: F811
+def test_writer_not_yet_at_the_database_is_not_healthy(block: StatsBlock) -> None:
     """A writer publishes zeros the moment it starts; 200 must wait until it has reached the database."""
     _publish_healthy(block)
     snap = _edit(_snap(block), 0, schema_ready=0)
@@ -33,7 +34,7 @@ SERVER_SAYS = ('connect: connection failed: connection to server at "127.0.0.1",
                'database "collector" does not exist')
 
 
-def test_writer_error_text_travels_through_shared_memory(block: StatsBlock) -> None:  # noqa: F811
+def test_writer_error_text_travels_through_shared_memory(block: StatsBlock) -> None:
     """The writer's last error, as it published it, is the reason /health gives and /stats' last_error."""
     _publish_healthy(block)
     w = block.process_slot(0, pid=100)
@@ -42,7 +43,7 @@ def test_writer_error_text_travels_through_shared_memory(block: StatsBlock) -> N
     w.publish(now_ms=NOW - 100)
     snap = _snap(block)
     assert h.health(snap, NOW) == (False, [f"writer: no database for 4 s: {SERVER_SAYS}"])
-    assert h.stats_json(snap)["writer"]["last_error"] == SERVER_SAYS
+    assert stats_json(snap)["writer"]["last_error"] == SERVER_SAYS
     # a writer that wrote before and then fails for longer than the grace period says why, too
     w.update({"schema_ready": 1, "batches.trades": 4, "failing_since_ms": NOW - 45_000})
     w.set_text("trades: the connection is lost")
@@ -51,7 +52,7 @@ def test_writer_error_text_travels_through_shared_memory(block: StatsBlock) -> N
         False, ["writer: flushes failing for 45 s (3 errors): trades: the connection is lost"])
 
 
-def test_text_is_bounded_and_cut_at_a_character(block: StatsBlock) -> None:  # noqa: F811
+def test_text_is_bounded_and_cut_at_a_character(block: StatsBlock) -> None:
     from collector.runtime.shm import TEXT_CAPACITY
 
     w = block.process_slot(0, pid=100)

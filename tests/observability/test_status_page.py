@@ -22,8 +22,13 @@ from pathlib import Path
 
 import pytest
 from helpers import SupervisorProcess, http_get, is_healthy, wait_for, write_config
+from test_health import _publish_healthy, _snap
 
 from collector.db.embedded import free_port
+from collector.observability.catalogue import REASONS
+from collector.observability.server import status_page
+from collector.observability.stats import stats_json
+from collector.runtime.shm import StatsBlock
 from exchange_sim import SimConfig, launch_subprocess
 
 SYMBOLS = 40
@@ -35,6 +40,26 @@ WORKERS = 2
 VIRTUAL_TIME_MS = 30000
 # Chromium's own start-up dominates; generous so a loaded CI machine does not fail the test.
 CHROMIUM_TIMEOUT_S = 120
+
+
+def test_the_page_reads_only_what_stats_serves(block: StatsBlock) -> None:
+    """Every /stats path the page's script reads exists in the document the catalogue derives; no browser needed."""
+    page = status_page().decode()
+    _publish_healthy(block)
+    doc = stats_json(_snap(block))
+    for function, section in (("renderWorkers", doc["workers"][0]), ("renderWriter", doc["writer"])):
+        body = page[page.index(f"function {function}("):]
+        body = body[:body.index("\n}\n")]
+        paths = set(re.findall(r"\bw\.([a-z_]+(?:\.[a-z_]+)*)", body))
+        assert paths, function
+        for path in paths:
+            node = section
+            for key in path.split("."):
+                assert isinstance(node, dict) and key in node, f"{function} reads w.{path}, which /stats lacks"
+                node = node[key]
+    kept = re.search(r"for \(const reason of \[([^\]]*)\]\)", page)
+    assert kept and re.findall(r'"(\w+)"', kept.group(1)) == list(REASONS)
+    assert "queue_depth" not in page and "queue_full" not in page
 
 
 def _chromium() -> str:

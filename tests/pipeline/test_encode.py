@@ -151,7 +151,7 @@ def test_batch_builder_take_and_pickle() -> None:
     b.add(r1, 2_000)
     b.add(r2, 1_000)
     assert len(b) == 2 and b.nbytes == len(r1) + len(r2)
-    batch = b.take(now_ms=5, kept={"keep_all": 2}, received={"keep_all": 2})
+    batch = b.take(now_ms=5)
     assert batch is not None and len(b) == 0 and b.take() is None
     assert (batch.rows, batch.data, batch.first_event_ms, batch.last_event_ms, batch.created_ms) == (
         2, r1 + r2, 1_000, 2_000, 5)

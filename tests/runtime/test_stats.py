@@ -10,8 +10,6 @@ import time
 import pytest
 
 from collector.pipeline.activity import EMPTY_SUMMARY, SymbolActivity, nbytes
-from collector.pipeline.encode import COLUMNS
-from collector.pipeline.trade_filter import REASONS
 from collector.runtime import shm as stats
 from collector.runtime.shm import (
     PROCESS_SLOT_SIZE,
@@ -21,8 +19,9 @@ from collector.runtime.shm import (
     WRITER_FIELDS,
     StaleSlot,
     StatsBlock,
-    merge_activity,
+    UnknownField,
 )
+from collector.runtime.tier_inputs import merge_activity
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -44,7 +43,7 @@ def test_header_describes_the_layout(block: StatsBlock) -> None:
     assert bytes(buf[0:8]) == b"CLSTATS1"
     version, header, procs, syms, proc_size, sym_size, cap, act = struct.unpack_from("@8I", buf, 8)
     proc_off, sym_off = struct.unpack_from("@QQ", buf, 40)
-    assert (version, header, procs, syms) == (3, 64, 4, 6)
+    assert (version, header, procs, syms) == (4, 64, 4, 6)
     assert (proc_size, cap, act) == (PROCESS_SLOT_SIZE, stats.VALUES_CAPACITY, nbytes())
     assert proc_off == 64 and proc_off % 64 == 0 and sym_off % 64 == 0 and sym_size % 64 == 0
     assert sym_off >= proc_off + procs * proc_size
@@ -55,7 +54,7 @@ def test_header_describes_the_layout(block: StatsBlock) -> None:
 def test_process_slot_round_trip(block: StatsBlock) -> None:
     assert block.read(0) is None and block.read(1) is None  # never written
     w = block.process_slot(1, pid=4242)
-    assert w.update({"trades": 10, "funding": 3, "nonsense": 1}, prefix="received.") == ["received.nonsense"]
+    w.update({"trades": 10, "funding": 3}, prefix="received.")
     w.set("paused", 1)
     w.publish(now_ms=T0)
     r = block.read(1)
@@ -65,7 +64,9 @@ def test_process_slot_round_trip(block: StatsBlock) -> None:
     assert r.values["received.trades"] == 10 and r.values["received.funding"] == 3 and r.values["paused"] == 1
     assert sum(r.values.values()) == 14
     # the writer's slot uses the writer's field list
-    block.publish(0, {"rows.trades": 5, "errors": 1}, now_ms=T0 + 1)
+    w0 = block.process_slot(0, pid=4243)
+    w0.update({"rows.trades": 5, "errors": 1})
+    w0.publish(now_ms=T0 + 1)
     r0 = block.read(0)
     assert r0 is not None and r0.role == ROLE_WRITER and list(r0.values) == list(WRITER_FIELDS)
     assert r0.values["rows.trades"] == 5 and r0.values["errors"] == 1
@@ -112,14 +113,18 @@ def test_slot_bounds(block: StatsBlock) -> None:
         StatsBlock.create(stats.MAX_PROCESS_SLOTS + 1, 0)
 
 
-def test_field_lists_cover_the_code_they_describe() -> None:
-    from collector.writer import stats as writer
+def test_unknown_field_names_fail_loudly(block: StatsBlock) -> None:
+    w = block.process_slot(1, pid=4242)
+    with pytest.raises(UnknownField, match="'received.nonsense' is not a worker field"):
+        w.update({"trades": 10, "nonsense": 1}, prefix="received.")
+    with pytest.raises(UnknownField, match="'queue_depth' is not a writer field"):
+        block.process_slot(0).set("queue_depth", 1)
+    with pytest.raises(UnknownField):
+        w.set("rows.trades_typo", 1)
 
-    assert stats.COPY_LATENCY_BUCKETS_S == writer.LATENCY_BUCKETS_S
-    assert set(stats.WRITER_TABLES) == set(COLUMNS)
-    assert set(stats.SAVE_REASONS) == set(REASONS)
-    for fields in (WORKER_FIELDS, WRITER_FIELDS):
-        assert len(fields) == len(set(fields)) <= stats.VALUES_CAPACITY
+
+def test_value_lists_fit_the_slot() -> None:
+    assert len(WORKER_FIELDS) <= stats.VALUES_CAPACITY and len(WRITER_FIELDS) <= stats.VALUES_CAPACITY
 
 
 # --- seqlock ------------------------------------------------------------------------------------------------
@@ -311,10 +316,3 @@ def test_symbol_slot_carries_where_a_successor_resumes(block: StatsBlock) -> Non
     assert r is not None and (r.owner, r.updated_ms, r.last_trade_id, r.last_kline_open_ms) == (1, 5_000, 123_456_789,
                                                                                                   60_000)
     assert SymbolActivity.from_bytes(r.data).summary(2_000).count == 1
-
-
-def test_job_procs_match_the_policies_storage_creates() -> None:
-    from collector.db import schema as storage
-    from collector.runtime import shm as stats
-
-    assert stats.JOB_PROCS == storage.POLICY_PROCS

@@ -1,0 +1,49 @@
+"""The tiers' input: every symbol's activity, merged from the workers' symbol slots in shared memory.
+
+Why here and not in collector.pipeline.tiers: tiers is pure (summaries in, tiers out); reading the
+slots is shared-memory I/O against collector.runtime.shm, which the supervisor's tier computation does
+once per recomputation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+from collector.pipeline.activity import EMPTY_SUMMARY, Summary, SymbolActivity
+from collector.runtime.shm import StaleSlot, StatsBlock
+
+log = logging.getLogger(__name__)
+
+
+def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[int]], now_ms: int,
+                   quantile: float = 0.9) -> dict[str, Summary]:
+    """{symbol: Summary} over the window ending at now_ms, the input of tiers.compute_tiers.
+
+    A symbol may map to several slots (e.g. its old and new owner's while it moves between workers): their
+    images are merged with SymbolActivity.merge, which equals one process having seen both streams. Slots
+    never written or stale (owner died mid-write) are skipped; a symbol without any readable slot gets
+    EMPTY_SUMMARY, which compute_tiers ranks as trade-less.
+    """
+    out: dict[str, Summary] = {}
+    for symbol, slots in symbol_slots.items():
+        merged: SymbolActivity | None = None
+        for index in _as_indices(slots):
+            try:
+                reading = block.read_activity(index)
+            except StaleSlot:
+                log.warning("activity slot %d (%s) is stale: its owner died mid-write", index, symbol)
+                continue
+            if reading is None:
+                continue
+            act = SymbolActivity.from_bytes(reading.data)
+            if merged is None:
+                merged = act
+            else:
+                merged.merge(act)
+        out[symbol] = EMPTY_SUMMARY if merged is None else merged.summary(now_ms, quantile)
+    return out
+
+
+def _as_indices(slots: int | Sequence[int]) -> Iterable[int]:
+    return (slots,) if isinstance(slots, int) else slots
