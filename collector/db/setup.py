@@ -108,7 +108,7 @@ def create_database(dsn: str, name: str, first_error: BaseException | None = Non
     why = one_line(str(first_error)) if first_error is not None else f'database "{name}" does not exist'
     kwargs = {k: v for k, v in kwargs.items() if k not in ("autocommit",)}
     try:
-        with psycopg.connect(make_conninfo(**params), autocommit=True, **kwargs) as conn:
+        with psycopg.connect(make_conninfo("", **params), autocommit=True, **kwargs) as conn:
             row = conn.execute("SELECT current_user, rolsuper OR rolcreatedb FROM pg_roles "
                                "WHERE rolname = current_user").fetchone()
             user, allowed = (row[0], bool(row[1])) if row else ("?", False)

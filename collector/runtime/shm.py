@@ -129,7 +129,7 @@ WRITER_KINDS = ("trades", "funding", "liquidations", "open_interest", "candles")
 # the bucket after the last one counts everything slower.
 COPY_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKET_KEYS = tuple(repr(b) for b in COPY_LATENCY_BUCKETS_S) + ("+Inf",)
-# TimescaleDB policy procedures the writer reports failures of (storage.POLICY_PROCS; a test checks they match).
+# TimescaleDB policy procedures the writer reports failures of (db.timescale.POLICY_PROCS; a test checks they match).
 JOB_PROCS = ("policy_retention", "policy_compression", "policy_refresh_continuous_aggregate")
 
 WORKER_FIELDS: tuple[str, ...] = (

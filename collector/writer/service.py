@@ -52,8 +52,11 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from collector.db import schema as storage
+from collector.db import gaps_repo, partitions, rollups, timescale
 from collector.db import setup as dbsetup
+from collector.db.mode import Mode
+from collector.db.schema import SchemaError, ensure_schema
+from collector.db.tables import DERIVED_CANDLES, SPANS, TIME_TABLES
 from collector.pipeline.encode import CANDLE_TABLES, COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
 from collector.transport.link import BatchServer, SpoolFormatError, decode_spool, encode_spool
 
@@ -371,7 +374,7 @@ class Writer:
     (Unix seconds) are injectable so tests move time instead of sleeping.
     """
 
-    def __init__(self, dsn: str, *, mode: storage.Mode = "auto",
+    def __init__(self, dsn: str, *, mode: Mode = "auto",
                  retention: Mapping[str, timedelta | None] | None = None,
                  max_age_s: float = MAX_AGE_S, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES,
                  max_pending_bytes: int = MAX_PENDING_BYTES, lock_timeout_ms: int = LOCK_TIMEOUT_MS,
@@ -436,7 +439,7 @@ class Writer:
                 self.stats.received[k] = self.stats.received.get(k, 0) + v
         if batch.rows == 0:
             return False
-        if batch.table not in COLUMNS or (self.backend == "timescaledb" and batch.table in storage.DERIVED_CANDLES):
+        if batch.table not in COLUMNS or (self.backend == "timescaledb" and batch.table in DERIVED_CANDLES):
             # derived candles are continuous aggregates under TimescaleDB: computed, never written
             self.stats.refused_batches += 1
             return False
@@ -563,15 +566,15 @@ class Writer:
             conn.execute(f"SET lock_timeout = {int(self.lock_timeout_ms)}")
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
             if self.backend is None:
-                self.backend = storage.ensure_schema(conn, self.mode, self.retention,
+                self.backend = ensure_schema(conn, self.mode, self.retention,
                                                      now=datetime.fromtimestamp(self.wall(), UTC))
                 self.stats.schema_ready = True
                 if self.backend == "timescaledb":  # batches queued before we knew: derived candles are views
-                    for t in storage.DERIVED_CANDLES:
+                    for t in DERIVED_CANDLES:
                         self.stats.refused_batches += len(self._pending.pop(t, []))
                         self._since.pop(t, None)
                     self._pending_bytes = sum(len(b.data) for bs in self._pending.values() for b in bs)
-        except (psycopg.Error, storage.SchemaError) as exc:  # down, refusing, or a refused mode: retried later
+        except (psycopg.Error, SchemaError) as exc:  # down, refusing, or a refused mode: retried later
             if conn is not None:
                 conn.close()
             raise _Transient(f"connect: {exc}") from exc
@@ -643,7 +646,7 @@ class Writer:
 
     def _load(self, table: str, batches: list[Batch]) -> None:
         """One transaction: fast COPY, or the staging path after a unique violation. Raises _Transient."""
-        staged = table == "gaps"  # a gap's versions share its key: always merged (storage.upsert_gaps_sql)
+        staged = table == "gaps"  # a gap's versions share its key: always merged (gaps_repo.upsert_gaps_sql)
         for _ in range(4):  # at most: COPY -> create partitions -> COPY -> unique violation -> staged
             conn = self.connection()
             t0 = time.perf_counter()
@@ -688,19 +691,19 @@ class Writer:
             sql.Identifier(stage), sql.Identifier(table)))
         self._copy(conn, stage, table, batches)
         if table == "gaps":
-            conn.execute(storage.upsert_gaps_sql(stage))
+            conn.execute(gaps_repo.upsert_gaps_sql(stage))
             return
         conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
             sql.Identifier(table), cols, cols, sql.Identifier(stage)))
 
     def _create_partitions(self, conn: psycopg.Connection, table: str, batches: list[Batch]) -> None:
-        if table not in storage.SPANS:
+        if table not in SPANS:
             raise _Transient(f"{table}: no partition and not a partitioned table")
         lo = _ms_to_dt(min(b.first_event_ms for b in batches))
         hi = _ms_to_dt(max(b.last_event_ms for b in batches))
         try:
             with conn.transaction():
-                created = storage.ensure_partitions_for(conn, table, lo, hi)
+                created = partitions.ensure_partitions_for(conn, table, lo, hi)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop_connection()
             raise _Transient(f"{table}: creating partitions: {exc}") from exc
@@ -757,9 +760,9 @@ class Writer:
             while self._rollup_ranges:
                 lo, hi = self._rollup_ranges[0]
                 if self.backend == "timescaledb":
-                    storage.refresh_candle_views(self.connection(), lo, hi, self._newest_candle_ms)
+                    rollups.refresh_candle_views(self.connection(), lo, hi, self._newest_candle_ms)
                 else:
-                    storage.rollup_candles(self.connection(), _ms_to_dt(lo), _ms_to_dt(hi))
+                    rollups.rollup_candles(self.connection(), _ms_to_dt(lo), _ms_to_dt(hi))
                 self._rollup_ranges.pop(0)
         except (psycopg.Error, _Transient) as exc:  # keep the ranges; retried after the next flush
             self.stats.errors += 1
@@ -772,7 +775,7 @@ class Writer:
         if now < self._next_maintenance:
             return
         if not self._maintenance_todo:
-            self._maintenance_todo = list(storage.TIME_TABLES)
+            self._maintenance_todo = list(TIME_TABLES)
         table = self._maintenance_todo[0]
         try:
             conn = self.connection()
@@ -794,21 +797,21 @@ class Writer:
         wall = datetime.fromtimestamp(self.wall(), UTC)
         with conn.transaction():
             conn.execute(f"SET LOCAL lock_timeout = {int(MAINTENANCE_LOCK_TIMEOUT_MS)}")
-            created = storage.ensure_partitions(conn, wall, tables=(table,))
-            dropped = storage.drop_expired(conn, wall, self.retention, tables=(table,))
+            created = partitions.ensure_partitions(conn, wall, tables=(table,))
+            dropped = partitions.drop_expired(conn, wall, self.retention, tables=(table,))
         self.stats.partitions_created += len(created)
         if dropped:
             self.stats.partitions_dropped += len(dropped)
             log.info("retention dropped partitions: %s", dropped)
 
     def _poll_jobs(self, now: float) -> None:
-        """Read TimescaleDB's verdict on the collector's policy jobs (storage.timescale_job_failures) into
+        """Read TimescaleDB's verdict on the collector's policy jobs (timescale.timescale_job_failures) into
         stats, so /health and /metrics see a failing job; each newly failing job is logged with its error."""
         self._next_jobs_poll = now + JOBS_POLL_S
         try:  # on plain PostgreSQL this finds no timescaledb_information schema and reports none failing
             conn = self.connection()
             with conn.transaction():
-                failures = storage.timescale_job_failures(conn)
+                failures = timescale.timescale_job_failures(conn)
         except (psycopg.Error, _Transient) as exc:  # the next flush reports a lost connection; retry next poll
             log.warning("reading TimescaleDB job_stats failed: %s", exc)
             return
@@ -913,7 +916,7 @@ class Writer:
             return
         by_table: dict[str, list[Batch]] = {}
         for b in batches:
-            if b.table in COLUMNS and not (self.backend == "timescaledb" and b.table in storage.DERIVED_CANDLES):
+            if b.table in COLUMNS and not (self.backend == "timescaledb" and b.table in DERIVED_CANDLES):
                 by_table.setdefault(b.table, []).append(b)
             else:
                 self.stats.refused_batches += 1

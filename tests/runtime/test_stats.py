@@ -314,7 +314,7 @@ def test_symbol_slot_carries_where_a_successor_resumes(block: StatsBlock) -> Non
 
 
 def test_job_procs_match_the_policies_storage_creates() -> None:
-    from collector.db import schema as storage
+    from collector.db import timescale
     from collector.runtime import shm as stats
 
-    assert stats.JOB_PROCS == storage.POLICY_PROCS
+    assert stats.JOB_PROCS == timescale.POLICY_PROCS

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from helpers import now_ms, trade_ids, trades_batch
 
-from collector.db import schema as storage
+from collector.db.partitions import ensure_partitions_for
 from collector.pipeline.encode import Batch, BatchBuilder, encode_candle, encode_funding
 from collector.transport.link import WriterLink, decode_spool, encode_spool
 from collector.writer.service import MAINTENANCE_LOCK_TIMEOUT_MS, Spool, SpoolFile, Writer, serve
@@ -436,7 +436,7 @@ def expired_trades_partition(db_url: str) -> str:
     """Create a trades partition 30 days old (retention: 7 days) and return its name."""
     old = datetime.now(UTC) - timedelta(days=30)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        (name,) = storage.ensure_partitions_for(conn, "trades", old, old)
+        (name,) = ensure_partitions_for(conn, "trades", old, old)
     return name
 
 
