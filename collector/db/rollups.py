@@ -1,9 +1,10 @@
 """Derived candles (5m, 30m, 4h, 1d) from the stored 1m candles, on either back-end.
 
 Why the collector computes them at all: Binance sends 1m klines only, and a chart of a coarser interval
-must agree with Binance's own klines of that interval. Plain PostgreSQL: rollup_candles upserts the
-derived tables after each flush of 1m candles. TimescaleDB: continuous aggregates do it, and
-refresh_candle_views re-materialises the buckets of a candle stored later than their refresh policy looks.
+must agree with Binance's own klines of that interval. After each flush of 1m candles the writer calls, on
+plain PostgreSQL, rollup_candles (upserts into the derived tables) and, on TimescaleDB, where continuous
+aggregates do the arithmetic, refresh_candle_views (their refresh policies look back only so far, so a
+late candle from a REST repair or a spool replay would otherwise never reach them).
 """
 
 from __future__ import annotations

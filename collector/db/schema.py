@@ -40,8 +40,8 @@ class SchemaError(RuntimeError):
 
 # --- DDL ----------------------------------------------------------------------------------------------------------
 
-# Created on every start before the migrations run, so a database of any version has these tables in the
-# layout of the version that first created them; a later layout change is a migration (see _v5_tiers).
+# Created (IF NOT EXISTS) on every start, before the migrations: a new database gets the current layout
+# here; an existing one keeps the layout it has and the migrations bring it up to date (see _v5_tiers).
 _COMMON_DDL = [
     """CREATE TABLE IF NOT EXISTS symbol_tiers (
         computed_at TIMESTAMPTZ NOT NULL,

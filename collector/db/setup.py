@@ -21,7 +21,7 @@ from collector.runtime.logs import mask_secrets
 
 log = logging.getLogger(__name__)
 
-# Longest error text carried to /health and /stats (and the writer's shared-memory text, stats.TEXT_CAPACITY
+# Longest error text carried to /health and /stats (and the writer's shared-memory text, shm.TEXT_CAPACITY
 # bytes): a server message plus its fix fits in ~300 characters; anything longer is a stack of context
 # lines nobody reads on a status page.
 MESSAGE_MAX_CHARS = 400

@@ -25,20 +25,19 @@ class TierRow(NamedTuple):
     score: float | None
 
 
-def store_tiers(conn: psycopg.Connection, assignments: Mapping[str, object], computed_at: datetime) -> int:
-    """Append one tier computation (symbol -> TierRow, a TierAssignment, or any object with those attributes).
+# (tier, threshold_usd, size quantile USD, score): a TierRow, a TierAssignment or a plain tuple.
+TierTuple = tuple[int, float, float | None, float | None]
+
+
+def store_tiers(conn: psycopg.Connection, assignments: Mapping[str, TierTuple], computed_at: datetime) -> int:
+    """Append one tier computation (symbol -> TierRow, TierAssignment or a tuple in their field order).
 
     History is kept (one row per symbol per computation); re-storing the same computed_at is a no-op.
     """
     rows = []
-    for symbol, a in assignments.items():
+    for symbol, (tier, thr, quantile, score) in assignments.items():
         if not valid_symbol(symbol):
             raise ValueError(f"invalid symbol: {symbol!r}")
-        if isinstance(a, tuple):
-            tier, thr, quantile, score = a
-        else:
-            tier, thr = a.tier, a.threshold_usd  # type: ignore[attr-defined]
-            quantile, score = getattr(a, "size_quantile_usd", None), getattr(a, "score", None)
         rows.append((computed_at, symbol, int(tier), float(thr), quantile, score))
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany("""INSERT INTO symbol_tiers (computed_at, symbol, tier, threshold_usd, size_quantile_usd,
