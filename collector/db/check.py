@@ -20,6 +20,7 @@ from psycopg import sql
 
 from collector.db import tables, timescale
 from collector.db.mode import schema_mode
+from collector.db.tables import relation_exists
 from collector.pipeline.encode import valid_symbol
 
 MINUTE = timedelta(minutes=1)
@@ -87,11 +88,6 @@ def _capped(details: list[str]) -> list[str]:
     if len(details) > MAX_LISTED:
         return details[:MAX_LISTED] + [f"... and {len(details) - MAX_LISTED} more"]
     return details
-
-
-def _exists(conn: psycopg.Connection, rel: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (rel,)).fetchone()
-    return bool(row and row[0])
 
 
 def _minute(t: datetime) -> datetime:
@@ -239,7 +235,7 @@ def check_duplicates(conn: psycopg.Connection, now: datetime) -> Finding:
     details = []
     checked = []
     for table, key in tables.KEYS.items():
-        if not _exists(conn, table) or _has_unique_key(conn, table, key):
+        if not relation_exists(conn, table) or _has_unique_key(conn, table, key):
             continue  # guaranteed by the key (or absent)
         checked.append(table)
         cols = sql.SQL(", ").join(map(sql.Identifier, key))
@@ -317,7 +313,7 @@ def check_retention(conn: psycopg.Connection, now: datetime,
 
         rules, details = plain_retention_rules(retention, timedelta(seconds=MAINTENANCE_EVERY_S)), []
     for t, rule in rules.items():
-        if not _exists(conn, t):
+        if not relation_exists(conn, t):
             continue
         limit = now - rule.retention - rule.tolerance
         # only rows past the limit are read: partitions/chunks newer than it are pruned, so this is cheap

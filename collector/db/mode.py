@@ -13,6 +13,8 @@ from typing import Literal
 
 import psycopg
 
+from collector.db.tables import relation_exists
+
 # database.mode as configured; "auto" resolves to one of the two back-ends.
 Mode = Literal["auto", "timescaledb", "postgres"]
 Backend = Literal["timescaledb", "postgres"]
@@ -21,9 +23,10 @@ Backend = Literal["timescaledb", "postgres"]
 # introduced in TimescaleDB 2.13.0: https://docs.tigerdata.com/api/latest/hypertable/create_hypertable/
 TIMESCALEDB_MIN_VERSION = (2, 13, 0)
 
-_FIX_PRELOAD = "add timescaledb to shared_preload_libraries in postgresql.conf and restart PostgreSQL"
+# The fix for a TimescaleDB that is installed but not loaded; setup.py gives it for the server's own error too.
+FIX_PRELOAD = "add timescaledb to shared_preload_libraries in postgresql.conf and restart PostgreSQL"
 _FIX_INSTALL = ("install TimescaleDB 2.13 or newer for this PostgreSQL (e.g. the timescaledb-2-postgresql-NN "
-                "package), " + _FIX_PRELOAD)
+                "package), " + FIX_PRELOAD)
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def decide_mode(requested: Mode, facts: ModeFacts) -> ModeDecision:
                                             "timescaledb extension is missing from it: CREATE EXTENSION timescaledb")
         if not facts.preloaded:
             return ModeDecision(None, error="database.mode: this database was created for timescaledb but "
-                                            f"timescaledb is not preloaded: {_FIX_PRELOAD}")
+                                            f"timescaledb is not preloaded: {FIX_PRELOAD}")
         return ModeDecision("timescaledb")
     if requested == "postgres":
         return ModeDecision("postgres")
@@ -112,7 +115,7 @@ def decide_mode(requested: Mode, facts: ModeFacts) -> ModeDecision:
     if version is None:
         problem, fix = "the timescaledb extension is not installed on this PostgreSQL server", _FIX_INSTALL
     elif not facts.preloaded:
-        problem, fix = f"TimescaleDB {version} is installed but not preloaded", _FIX_PRELOAD
+        problem, fix = f"TimescaleDB {version} is installed but not preloaded", FIX_PRELOAD
     elif parse_version(version) < TIMESCALEDB_MIN_VERSION:
         need = _version_text(TIMESCALEDB_MIN_VERSION)
         problem = f"TimescaleDB {version} is older than {need}, the oldest this collector supports"
@@ -161,8 +164,7 @@ def read_mode_facts(conn: psycopg.Connection, stored: Backend | None) -> ModeFac
 
 def schema_mode(conn: psycopg.Connection) -> Backend | None:
     """The back-end the schema was created for (schema_version.mode), or None before ensure_schema ran."""
-    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
+    if not relation_exists(conn, "schema_version"):
         return None
     row = conn.execute("SELECT mode FROM schema_version ORDER BY version DESC LIMIT 1").fetchone()
     return row[0] if row else None

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from collector.db.mode import FIX_PRELOAD
 from collector.runtime.logs import mask_secrets
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,10 @@ MESSAGE_MAX_CHARS = 400
 MAINTENANCE_DB = "postgres"
 
 _MISSING_DB = re.compile(r'database "(?P<name>[^"]+)" does not exist')
-_PRELOAD_FIX = "add timescaledb to shared_preload_libraries in postgresql.conf and restart PostgreSQL"
 
 # (pattern in the server's or libpq's message, the fix); the first match wins.
 FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r'extension "timescaledb" must be preloaded'), _PRELOAD_FIX),
+    (re.compile(r'extension "timescaledb" must be preloaded'), FIX_PRELOAD),
     (_MISSING_DB, "create it, or give the collector's role CREATEDB so that it creates it at start"),
     (re.compile(r"password authentication failed"),
      "check database.password, password_env or password_file (or the password in database.url)"),

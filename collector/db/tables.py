@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
+import psycopg
 from psycopg import sql
 
 from collector.config import RetentionConfig
@@ -124,6 +125,13 @@ def table_ddl(table: str, partitioned: bool) -> sql.Composed:
 def with_default_retention(retention: Mapping[str, timedelta | None] | None) -> dict[str, timedelta | None]:
     """`retention` over DEFAULT_RETENTION: a table the caller does not name keeps its default."""
     return dict(DEFAULT_RETENTION) if retention is None else {**DEFAULT_RETENTION, **retention}
+
+
+def relation_exists(conn: psycopg.Connection, name: str) -> bool:
+    """True when `name` (a table, view or schema-qualified relation) exists; a plain query, so asking about
+    one that does not (no schema yet, no TimescaleDB) never aborts the caller's transaction."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
 
 
 def interval_sql(d: timedelta) -> str:

@@ -14,7 +14,14 @@ from typing import NamedTuple
 
 import psycopg
 
-from collector.db.tables import DERIVED_CANDLES, TIME_TABLES, interval_sql, table_ddl, with_default_retention
+from collector.db.tables import (
+    DERIVED_CANDLES,
+    TIME_TABLES,
+    interval_sql,
+    relation_exists,
+    table_ddl,
+    with_default_retention,
+)
 
 # --- what ensure_schema creates ---------------------------------------------------------------------------------
 
@@ -133,11 +140,6 @@ class JobFailure(NamedTuple):
                 f"{self.total_failures} failures in total: {err}")
 
 
-def _has_relation(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
-    return bool(row and row[0])
-
-
 def _our_hypertables_sql() -> str:
     """(hypertable_name, relation) for the collector's hypertables and its aggregates' materialization tables."""
     ours = ", ".join(f"('{t}', '{t}')" for t in TIME_TABLES if t not in DERIVED_CANDLES)
@@ -179,9 +181,9 @@ def timescale_job_failures(conn: psycopg.Connection) -> list[JobFailure]:
     Without the extension the timescaledb_information schema does not exist: checked first, so the query
     never raises (and never aborts the caller's transaction) on plain PostgreSQL.
     """
-    if not _has_relation(conn, "timescaledb_information.job_stats"):
+    if not relation_exists(conn, "timescaledb_information.job_stats"):
         return []
-    query = job_failures_sql(with_errors=_has_relation(conn, "timescaledb_information.job_errors"))
+    query = job_failures_sql(with_errors=relation_exists(conn, "timescaledb_information.job_errors"))
     rows = conn.execute(query, (list(POLICY_PROCS),)).fetchall()
     return [JobFailure(int(r[0]), r[1], r[2], int(r[3] or 0), r[4], r[5]) for r in rows]
 
@@ -215,7 +217,7 @@ def timescale_layout(conn: psycopg.Connection) -> dict[str, TimescaleLayout]:
     .continuous_aggregates (materialization_hypertable_name), so `check` judges retention by what the
     database actually does rather than by what ensure_schema asked for.
     """
-    if not _has_relation(conn, "timescaledb_information.dimensions"):
+    if not relation_exists(conn, "timescaledb_information.dimensions"):
         return {}
     rows = conn.execute(layout_sql()).fetchall()
     out: dict[str, TimescaleLayout] = {}
