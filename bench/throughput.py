@@ -50,8 +50,8 @@ import yaml
 
 from bench import common
 from bench.peer import PEER_COLS, run_peer
-from collector.db import schema as storage
 from collector.db.embedded import free_port
+from collector.db.schema import ensure_schema
 
 # Default matrix: every rate in filtered and keep_all at N=2 (the 2-core machine's natural N), N scaling at
 # one mid rate; the peer at the same rates. Sized so the whole run stays under 10 minutes.
@@ -79,7 +79,7 @@ TARGET_PSS_MB = 600
 def prepare_database(dsn: str) -> None:
     """The product's schema, created now, plus the bench-only committed_at column on trades."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        storage.ensure_schema(conn, "postgres")
+        ensure_schema(conn, "postgres")
         conn.execute("ALTER TABLE trades ADD COLUMN committed_at TIMESTAMPTZ DEFAULT clock_timestamp()")
 
 

@@ -34,7 +34,7 @@ import psycopg
 
 from bench import common
 from bench.peer import PEER_DDL, TRADE_COLUMNS
-from collector.db import schema as storage
+from collector.db.schema import ensure_schema
 from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, BatchBuilder, encode_trade
 from collector.writer.service import MAX_ROWS, Writer
 
@@ -140,7 +140,7 @@ async def _cryptofeed(dsn: str, trades: list[tuple]) -> float:
 
 def prepare(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        storage.ensure_schema(conn, "postgres")
+        ensure_schema(conn, "postgres")
         conn.execute(PEER_DDL[0].replace("CREATE TABLE trades", "CREATE TABLE cf_trades"))
 
 

@@ -65,7 +65,7 @@ def timescaledb_available(pg_server_url: str) -> bool:
     """True when the test server can give TimescaleDB: installed, preloaded and new enough (the decision
     the collector itself makes). Installed but not preloaded, as a package install leaves it, is False:
     the TimescaleDB tests then do not run, instead of failing on a server that cannot run them."""
-    from collector.db.schema import decide_mode, read_mode_facts
+    from collector.db.mode import decide_mode, read_mode_facts
 
     with psycopg.connect(pg_server_url) as conn:
         return decide_mode("timescaledb", read_mode_facts(conn, None)).mode == "timescaledb"

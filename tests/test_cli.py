@@ -25,7 +25,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from collector.cli import BENCH_SCRIPTS
 from collector.config import Config
-from collector.db import schema as storage
+from collector.db.partitions import ensure_partitions, ensure_partitions_for
+from collector.db.schema import ensure_schema
 
 # The console script pip installed for [project.scripts] (make venv / pip install -e . puts it here).
 COLLECTOR = Path(sysconfig.get_path("scripts")) / "collector"
@@ -185,7 +186,7 @@ def test_unreachable_database_is_a_clear_error() -> None:
 def test_report_on_collected_data(db_url: str) -> None:
     now = datetime.now(UTC)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        storage.ensure_schema(conn, "postgres", Config().retention.periods(), now=now)
+        ensure_schema(conn, "postgres", Config().retention.periods(), now=now)
         for i in range(3):
             conn.execute("INSERT INTO trades (time, symbol, trade_id, price, amount, usd_value, side, save_reason,"
                          " first_trade_id, last_trade_id) VALUES (%s, 'BTCUSDT', %s, 100, 1, 100, 'buy', %s, 1, 1)",
@@ -198,8 +199,8 @@ def test_report_on_collected_data(db_url: str) -> None:
 
 def _demo(conn: psycopg.Connection, start: datetime, minutes: int) -> None:
     """A clean demo of two symbols over `minutes` closed minutes from `start`: funding and 1m candles."""
-    storage.ensure_schema(conn, "postgres", Config().retention.periods(), now=start)
-    storage.ensure_partitions(conn, datetime.now(UTC))
+    ensure_schema(conn, "postgres", Config().retention.periods(), now=start)
+    ensure_partitions(conn, datetime.now(UTC))
     for s in ("BTCUSDT", "ETHUSDT"):
         for m in range(minutes):
             t = start + timedelta(minutes=m)
@@ -219,7 +220,7 @@ def _drop_candle(conn: psycopg.Connection, start: datetime) -> None:
 
 def _expired_trade(conn: psycopg.Connection, start: datetime) -> None:
     old = start - timedelta(days=30)  # trades keep 7 days
-    storage.ensure_partitions_for(conn, "trades", old, old)
+    ensure_partitions_for(conn, "trades", old, old)
     conn.execute("INSERT INTO trades VALUES (%s, 'BTCUSDT', 1, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (old,))
 
 

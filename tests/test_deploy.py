@@ -23,7 +23,9 @@ import pytest
 import yaml
 
 from collector.config import load_config
-from collector.db.schema import DEFAULT_RETENTION, ensure_schema, store_tiers
+from collector.db.schema import ensure_schema
+from collector.db.tables import DEFAULT_RETENTION
+from collector.db.tiers_repo import store_tiers
 from collector.observability.catalogue import WORKER_FIELDS, WRITER_FIELDS
 from collector.observability.metrics import render_metrics
 from collector.observability.server import HealthServer
@@ -303,7 +305,7 @@ def test_dashboards_load_and_use_the_provisioned_datasources() -> None:
 
 FROM, TO = NOW - timedelta(hours=6), NOW + timedelta(minutes=1)
 CANDLE_TABLES = ("candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d")
-# What the $candles variable offers: only complete periods (storage.closed_view), never an open candle.
+# What the $candles variable offers: only complete periods (collector.db.schema.closed_view), never an open candle.
 CANDLE_VIEWS = tuple(f"{t}_closed" for t in CANDLE_TABLES)
 # The gaps table has no time index (a handful of rows per day; its key is (symbol, kind, from_id, to_id)), so a
 # time-range panel over it scans the table; every other panel must be able to use an index.

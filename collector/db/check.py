@@ -18,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from collector.db import schema as storage
+from collector.db import tables, timescale
+from collector.db.mode import schema_mode
+from collector.db.tables import relation_exists
 from collector.pipeline.encode import valid_symbol
 
 MINUTE = timedelta(minutes=1)
@@ -86,11 +88,6 @@ def _capped(details: list[str]) -> list[str]:
     if len(details) > MAX_LISTED:
         return details[:MAX_LISTED] + [f"... and {len(details) - MAX_LISTED} more"]
     return details
-
-
-def _exists(conn: psycopg.Connection, rel: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (rel,)).fetchone()
-    return bool(row and row[0])
 
 
 def _minute(t: datetime) -> datetime:
@@ -237,8 +234,8 @@ def _has_unique_key(conn: psycopg.Connection, table: str, key: tuple[str, ...]) 
 def check_duplicates(conn: psycopg.Connection, now: datetime) -> Finding:
     details = []
     checked = []
-    for table, key in storage.KEYS.items():
-        if not _exists(conn, table) or _has_unique_key(conn, table, key):
+    for table, key in tables.KEYS.items():
+        if not relation_exists(conn, table) or _has_unique_key(conn, table, key):
             continue  # guaranteed by the key (or absent)
         checked.append(table)
         cols = sql.SQL(", ").join(map(sql.Identifier, key))
@@ -269,21 +266,21 @@ def plain_retention_rules(retention: Mapping[str, timedelta | None],
     """Plain PostgreSQL: the writer drops a partition once all of it is past retention, every
     `maintenance_every`; so a row may outlive retention by its partition's span plus one interval."""
     out = {}
-    for t, info in storage.table_info(retention).items():
+    for t, info in tables.table_info(retention).items():
         if info.retention is not None:
             out[t] = RetentionRule(info.retention, info.span + maintenance_every + RETENTION_SLACK,
-                                   f"{_ADVERB[storage.SPANS[t]]} partitions dropped every {_human(maintenance_every)}")
+                                   f"{_ADVERB[tables.SPANS[t]]} partitions dropped every {_human(maintenance_every)}")
     return out
 
 
 def timescale_retention_rules(retention: Mapping[str, timedelta | None],
-                              layout: Mapping[str, storage.TimescaleLayout]) -> tuple[dict[str, RetentionRule],
+                              layout: Mapping[str, timescale.TimescaleLayout]) -> tuple[dict[str, RetentionRule],
                                                                                       list[str]]:
     """TimescaleDB: a retention job drops whole chunks past drop_after, every schedule_interval; both are
     what the database reports (timescale_layout). Tables that should have a policy but lack one are
     returned as problems."""
     out, problems = {}, []
-    for t, info in storage.table_info(retention).items():
+    for t, info in tables.table_info(retention).items():
         if info.retention is None:
             continue
         lay = layout.get(t)
@@ -310,13 +307,13 @@ def check_retention(conn: psycopg.Connection, now: datetime,
                     retention: Mapping[str, timedelta | None] | None, mode: str | None) -> Finding:
     retention = retention or {}
     if mode == "timescaledb":
-        rules, details = timescale_retention_rules(retention, storage.timescale_layout(conn))
+        rules, details = timescale_retention_rules(retention, timescale.timescale_layout(conn))
     else:
         from collector.writer.maintenance import MAINTENANCE_EVERY_S
 
         rules, details = plain_retention_rules(retention, timedelta(seconds=MAINTENANCE_EVERY_S)), []
     for t, rule in rules.items():
-        if not _exists(conn, t):
+        if not relation_exists(conn, t):
             continue
         limit = now - rule.retention - rule.tolerance
         # only rows past the limit are read: partitions/chunks newer than it are pruned, so this is cheap
@@ -333,7 +330,7 @@ def check_retention(conn: psycopg.Connection, now: datetime,
 def check_jobs(conn: psycopg.Connection, mode: str | None) -> Finding:
     if mode != "timescaledb":
         return Finding("timescaledb_jobs", True, "plain PostgreSQL: retention and roll-ups run in the writer")
-    failures = storage.timescale_job_failures(conn)
+    failures = timescale.timescale_job_failures(conn)
     return Finding("timescaledb_jobs", not failures,
                    "every policy job's last run succeeded" if not failures
                    else f"{len(failures)} policy jobs failed their last run", [f.describe() for f in failures])
@@ -362,7 +359,7 @@ def run_check(dsn: str, universe: list[str] | None = None, now: datetime | float
     report = Report(now)
     # read-only session: a check must never be able to change what it inspects
     with psycopg.connect(dsn, autocommit=True, options="-c default_transaction_read_only=on") as conn:
-        mode = storage.schema_mode(conn)
+        mode = schema_mode(conn)
         if mode is None:
             info = conn.info
             raise NoCollectorSchema(f'no collector tables in database "{info.dbname}" at {info.host}:{info.port}')

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class EmbeddedPostgres:
     def admin_url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _cmd(self, args: list[str], **kw) -> subprocess.CompletedProcess[str]:
+    def _cmd(self, args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(args, user=self._user, capture_output=True, text=True, **kw)
         if res.returncode != 0:
             raise PostgresUnavailable(f"{Path(args[0]).name} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
@@ -219,12 +220,8 @@ class EmbeddedPostgres:
         self._cmd([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.datadir / "server.log"),
                    "-w", "-t", "60", "-o", " ".join(opts), "start"])
 
-    def restart(self) -> None:
-        """Start again on the same port and data directory after stop_server()."""
-        self._pg_ctl_start()
-
     def stop_server(self, mode: str = "immediate") -> None:
-        """Stop the server but keep its data (to simulate an outage); restart() brings it back."""
+        """Stop the server but keep its data (an outage); start() brings it back on the same port and data."""
         assert self._bindir and self.datadir
         subprocess.run([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"],
                        user=self._user, capture_output=True, check=False)

@@ -17,11 +17,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from collector.db.mode import FIX_PRELOAD
 from collector.runtime.logs import mask_secrets
 
 log = logging.getLogger(__name__)
 
-# Longest error text carried to /health and /stats (and the writer's shared-memory text, stats.TEXT_CAPACITY
+# Longest error text carried to /health and /stats (and the writer's shared-memory text, shm.TEXT_CAPACITY
 # bytes): a server message plus its fix fits in ~300 characters; anything longer is a stack of context
 # lines nobody reads on a status page.
 MESSAGE_MAX_CHARS = 400
@@ -29,11 +30,10 @@ MESSAGE_MAX_CHARS = 400
 MAINTENANCE_DB = "postgres"
 
 _MISSING_DB = re.compile(r'database "(?P<name>[^"]+)" does not exist')
-_PRELOAD_FIX = "add timescaledb to shared_preload_libraries in postgresql.conf and restart PostgreSQL"
 
 # (pattern in the server's or libpq's message, the fix); the first match wins.
 FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r'extension "timescaledb" must be preloaded'), _PRELOAD_FIX),
+    (re.compile(r'extension "timescaledb" must be preloaded'), FIX_PRELOAD),
     (_MISSING_DB, "create it, or give the collector's role CREATEDB so that it creates it at start"),
     (re.compile(r"password authentication failed"),
      "check database.password, password_env or password_file (or the password in database.url)"),
@@ -108,7 +108,7 @@ def create_database(dsn: str, name: str, first_error: BaseException | None = Non
     why = one_line(str(first_error)) if first_error is not None else f'database "{name}" does not exist'
     kwargs = {k: v for k, v in kwargs.items() if k not in ("autocommit",)}
     try:
-        with psycopg.connect(make_conninfo(**params), autocommit=True, **kwargs) as conn:
+        with psycopg.connect(make_conninfo("", **params), autocommit=True, **kwargs) as conn:
             row = conn.execute("SELECT current_user, rolsuper OR rolcreatedb FROM pg_roles "
                                "WHERE rolname = current_user").fetchone()
             user, allowed = (row[0], bool(row[1])) if row else ("?", False)

@@ -19,8 +19,8 @@ Gaps are durable from detection: every hole is written to `gaps` when it is foun
 when its repair starts (filling) and when it ends (filled, or unfillable when the exchange no longer has
 the data). A repair that cannot finish here (the worker stops, or REST keeps failing) leaves its row
 detected; whichever worker owns the symbol next (a successor after kill -9, the next start after a
-stop) reads the unfinished rows (storage.open_gaps, see take_over) and repairs them. The writer keeps
-the most advanced version of each row (storage.upsert_gaps_sql), so the order versions land in does
+stop) reads the unfinished rows (gaps_repo.open_gaps, see take_over) and repairs them. The writer keeps
+the most advanced version of each row (gaps_repo.upsert_gaps_sql), so the order versions land in does
 not matter. A gap taken over from the table is filtered from the symbol's current filter state (its
 state at detection died with the process that found it).
 """

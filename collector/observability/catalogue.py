@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from collector.db.schema import POLICY_PROCS
+from collector.db.timescale import POLICY_PROCS
 from collector.pipeline.encode import COLUMNS
 from collector.pipeline.trade_filter import REASONS
 

@@ -47,7 +47,7 @@ class Summary(NamedTuple):
     count: int
     avg: float  # USD per trade; 0 when count == 0
     max: float  # largest single trade, USD; 0 when count == 0
-    p90: float  # the requested size quantile (0.9 by default), USD; 0 when count == 0
+    size_quantile: float  # the requested size quantile (summary's `quantile`), USD; 0 when count == 0
 
 
 EMPTY_SUMMARY = Summary(0.0, 0, 0.0, 0.0, 0.0)

@@ -207,7 +207,7 @@ def encode_row(types: Sequence[str], values: Sequence[object]) -> bytes:
 
 # --- per-table fast paths ---------------------------------------------------------------------------------------
 
-_TRADE_HEAD = struct.Struct(">hiq").pack  # nfields, len(time), time
+_ROW_HEAD = struct.Struct(">hiq").pack  # row header of every fast path: nfields, len(time), time (column 1)
 _TRADE_ID = struct.Struct(">iq").pack
 _TRADE_USD = struct.Struct(">id").pack
 _TRADE_TAIL = struct.Struct(">iqiq").pack  # first_trade_id, last_trade_id
@@ -217,7 +217,7 @@ def encode_trade(time_ms: int, symbol: str, trade_id: int, price: str, amount: s
                  side: str, save_reason: str, first_trade_id: int, last_trade_id: int) -> bytes:
     """One `trades` tuple. Hot path (every kept trade, up to ~50k/s in keep_all): keep it lean."""
     return b"".join((
-        _TRADE_HEAD(10, 8, (time_ms - PG_EPOCH_MS) * 1000),
+        _ROW_HEAD(10, 8, (time_ms - PG_EPOCH_MS) * 1000),
         enc_symbol(symbol),
         _TRADE_ID(8, trade_id),
         enc_numeric(price),
@@ -233,7 +233,7 @@ def encode_funding(time_ms: int, symbol: str, mark_price: str, index_price: str 
                    funding_rate: str | None, next_funding_time_ms: int | None) -> bytes:
     """One `funding` tuple (mark price stream event)."""
     return b"".join((
-        _TRADE_HEAD(6, 8, (time_ms - PG_EPOCH_MS) * 1000),
+        _ROW_HEAD(6, 8, (time_ms - PG_EPOCH_MS) * 1000),
         enc_symbol(symbol),
         enc_numeric(mark_price),
         enc_numeric_or_null(index_price),
@@ -246,7 +246,7 @@ def encode_liquidation(time_ms: int, symbol: str, side: str, order_type: str, pr
                        quantity: str, filled_quantity: str, status: str, usd_value: float) -> bytes:
     """One `liquidations` tuple (forceOrder event)."""
     return b"".join((
-        _TRADE_HEAD(10, 8, (time_ms - PG_EPOCH_MS) * 1000),
+        _ROW_HEAD(10, 8, (time_ms - PG_EPOCH_MS) * 1000),
         enc_symbol(symbol),
         _enc_word(side),
         _enc_word(order_type),
@@ -262,7 +262,7 @@ def encode_liquidation(time_ms: int, symbol: str, side: str, order_type: str, pr
 def encode_open_interest(time_ms: int, symbol: str, open_interest: str) -> bytes:
     """One `open_interest` tuple."""
     return b"".join((
-        _TRADE_HEAD(3, 8, (time_ms - PG_EPOCH_MS) * 1000),
+        _ROW_HEAD(3, 8, (time_ms - PG_EPOCH_MS) * 1000),
         enc_symbol(symbol),
         enc_numeric(open_interest),
     ))
@@ -276,7 +276,7 @@ def encode_candle(open_time_ms: int, symbol: str, close_time_ms: int, open: str,
                   taker_buy_quote_volume: str) -> bytes:
     """One tuple for any `candles_*` table (Binance kline fields, strings as sent)."""
     return b"".join((
-        _TRADE_HEAD(12, 8, (open_time_ms - PG_EPOCH_MS) * 1000),
+        _ROW_HEAD(12, 8, (open_time_ms - PG_EPOCH_MS) * 1000),
         enc_symbol(symbol),
         enc_timestamptz(close_time_ms),
         enc_numeric(open),
@@ -299,7 +299,7 @@ def encode_gap(symbol: str, from_id: int, to_id: int, detected_at_ms: int, fille
     kind "trades": aggregate-trade ids from_id..to_id (inclusive); kind "candles_1m": the 1m candles
     opening from_id..to_id (ms). state: detected / filling / filled / unfillable (default: filled when
     filled_at is set, else unfillable). updated_at orders two versions of the same gap (the writer keeps
-    the most advanced, see storage.GAP_STATES).
+    the most advanced, see collector.db.gaps_repo.GAP_STATES).
     """
     if state is None:
         state = "filled" if filled_at_ms is not None else "unfillable"

@@ -300,7 +300,7 @@ class Pipeline:
                    reason: str, updated_ms: int, filled_ms: int | None = None) -> None:
         """Store one version of a gap's row (collector.feed.backfill: detected, filling, filled, unfillable).
 
-        Sent like any row; the writer keeps the most advanced version per gap (storage.upsert_gaps_sql).
+        Sent like any row; the writer keeps the most advanced version per gap (collector.db.gaps_repo.upsert_gaps_sql).
         """
         if kind == "trades" and state in ("filled", "unfillable"):
             self.backfilled["gaps_filled" if state == "filled" else "gaps_unfilled"] += 1

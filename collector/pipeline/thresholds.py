@@ -113,7 +113,7 @@ class Prior(Protocol):
     def tier(self) -> int: ...
 
     @property
-    def p90(self) -> float: ...  # the prior size quantile (the field's name predates P99)
+    def size_quantile(self) -> float: ...  # the prior size quantile, USD
 
 
 def _usable(q: float) -> bool:
@@ -169,7 +169,7 @@ def warm_thresholds(priors: Mapping[str, Prior], observed: Mapping[str, Observed
     for s, o in observed.items():
         a = priors.get(s)
         if a is not None:
-            by_tier.setdefault(a.tier, []).append((a.p90, o))
+            by_tier.setdefault(a.tier, []).append((a.size_quantile, o))
     scales = {t: prior_scale(pairs, len(pairs), params) for t, pairs in by_tier.items()}
     if not params.calibrate_per_tier:
         every = [p for pairs in by_tier.values() for p in pairs]
@@ -179,7 +179,7 @@ def warm_thresholds(priors: Mapping[str, Prior], observed: Mapping[str, Observed
     for s, o in observed.items():
         a = priors.get(s)
         tier = a.tier if a is not None else default_tier
-        q = warm_quantile(a.p90, o, scales[tier], params) if a is not None else warm_quantile(
+        q = warm_quantile(a.size_quantile, o, scales[tier], params) if a is not None else warm_quantile(
             math.nan, o, None, params)
         out[s] = multipliers[min(max(tier, 0), last)] * q
     return out

@@ -5,11 +5,11 @@ symbol can afford sparser time samples per trade than a quiet one. Each symbol's
 weighted sum of its percentile ranks (0..1) in volume, trade count, average size and maximum
 size; ranks rather than raw values so one metric's heavy tail (BTC volume) cannot drown the
 others. Symbols are then cut by score rank into tiers, and each tier multiplies the symbol's
-size quantile (P90 by default) into a threshold above which a trade counts as large.
+size quantile (filters.trades.threshold_quantile, P99 by default) into a threshold above which a trade counts as large.
 
 Exact rounding rules (tests pin them):
 - Only symbols with count > 0 are ranked; N is their number. Symbols without trades get tier
-  len(cutoffs) (the last), score 0.0, p90 0.0 and an infinite threshold: no size is "large" for
+  len(cutoffs) (the last), score 0.0, size_quantile 0.0 and an infinite threshold: no size is "large" for
   a symbol whose sizes are unknown.
 - Percentile rank of a value is its mid-rank: (#smaller + (#equal - 1) / 2) / (N - 1), so equal
   values get equal ranks; with N == 1 every rank is 1.0.
@@ -46,7 +46,7 @@ class TierParams:
     # Threshold = multiplier * size quantile. Busy symbols need a higher multiple to keep the
     # large-trade rows affordable; quiet ones a lower one so their notable trades still show.
     multipliers: tuple[float, ...] = (2.0, 1.8, 1.5, 1.2)
-    # The size quantile the multipliers apply to (Summary.p90 is expected to hold it).
+    # The size quantile the multipliers apply to (Summary.size_quantile is expected to hold it).
     quantile: float = 0.9
     # Bootstrap only: assumed log-normal spread (sigma of ln size) of trade sizes; see
     # estimate_size_quantiles for why 1.5 and how little the choice matters.
@@ -70,7 +70,7 @@ class TierParams:
 class TierAssignment(NamedTuple):
     tier: int
     threshold_usd: float  # a trade strictly above this is a large trade; inf = none is
-    p90: float  # the size quantile the threshold was derived from
+    size_quantile: float  # the size quantile (USD) the threshold was derived from
     score: float  # 0..1
 
 
@@ -101,8 +101,8 @@ def tier_of_position(position: int, n: int, cutoffs: Sequence[float]) -> int:
     return len(cutoffs)
 
 
-def _threshold(multiplier: float, p90: float) -> float:
-    return multiplier * p90 if p90 > 0 and math.isfinite(p90) else math.inf
+def _threshold(multiplier: float, size_quantile: float) -> float:
+    return multiplier * size_quantile if size_quantile > 0 and math.isfinite(size_quantile) else math.inf
 
 
 def compute_tiers(summaries: Mapping[str, Summary], params: TierParams = TierParams()) -> dict[str, TierAssignment]:
@@ -123,8 +123,8 @@ def compute_tiers(summaries: Mapping[str, Summary], params: TierParams = TierPar
         position[i] = position[prev] if prev is not None and scores[prev] == scores[i] else p
     for i, s in enumerate(ranked):
         tier = tier_of_position(position[i], n, params.cutoffs)
-        p90 = summaries[s].p90
-        out[s] = TierAssignment(tier, _threshold(params.multipliers[tier], p90), p90, scores[i])
+        quantile = summaries[s].size_quantile
+        out[s] = TierAssignment(tier, _threshold(params.multipliers[tier], quantile), quantile, scores[i])
     return out
 
 

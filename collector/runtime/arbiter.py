@@ -266,19 +266,19 @@ class Supervisor:
         """The last stored tiers, so a restart resumes them instead of bootstrapping again."""
         import psycopg
 
-        from collector.db import schema as storage
+        from collector.db.tiers_repo import load_latest_tiers
 
         assert self.dsn is not None
         try:
             with psycopg.connect(self.dsn, connect_timeout=10) as conn:
-                stored = storage.load_latest_tiers(conn)
+                stored = load_latest_tiers(conn)
                 row = conn.execute("SELECT max(computed_at) FROM symbol_tiers").fetchone()
         except Exception as e:  # first start (no schema yet) or database down: bootstrap instead
             log.info("no stored tiers to resume (%s)", type(e).__name__)
             return False
         if not stored or row is None or row[0] is None:
             return False
-        self.tiers = {s: TierAssignment(t.tier, t.threshold_usd, t.p90_usd, t.score) for s, t in stored.items()}
+        self.tiers = {s: TierAssignment(t.tier, t.threshold_usd, t.size_quantile_usd, t.score) for s, t in stored.items()}
         self.tiers_ms = int(row[0].timestamp() * 1000)
         log.info("resumed the tiers of %d symbols computed at %s", len(self.tiers), row[0].isoformat())
         return True
@@ -659,12 +659,12 @@ class Supervisor:
 
         import psycopg
 
-        from collector.db import schema as storage
+        from collector.db.tiers_repo import store_tiers
 
         assert self.dsn is not None
         try:
             with psycopg.connect(self.dsn, connect_timeout=10) as conn:
-                storage.store_tiers(conn, self.tiers, datetime.fromtimestamp(now_ms / 1000, UTC))
+                store_tiers(conn, self.tiers, datetime.fromtimestamp(now_ms / 1000, UTC))
         except Exception as e:  # the tiers still apply; storing is retried at the next computation
             log.warning("could not store tiers: %s", mask_secrets(str(e)))
 

@@ -470,7 +470,7 @@ class HandoverBuffer:
 
 
 def save(conn: psycopg.Connection, checkpoints: Mapping[str, SymbolCheckpoint]) -> int:
-    """Upsert every symbol's checkpoint into the `checkpoints` table (collector.db.schema, version 2)."""
+    """Upsert every symbol's checkpoint into the `checkpoints` table (collector.db.schema, version 3)."""
     rows = [(s, *_pack(c)) for s, c in checkpoints.items() if c.updated_ms]
     if not rows:
         return 0

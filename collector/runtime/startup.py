@@ -24,8 +24,9 @@ from pathlib import Path
 import psycopg
 
 from collector.config import Config
-from collector.db import schema as storage
 from collector.db import setup as dbsetup
+from collector.db.mode import Mode
+from collector.db.schema import SchemaError, ensure_schema
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def check_machine(cfg: Config, simulate: bool) -> None:
         check_exchange(ex.endpoints().rest, "exchange.rest_url" if ex.rest_url else f"exchange.preset ({ex.preset})")
 
 
-def prepare_database(dsn: str, mode: storage.Mode, retention: Mapping[str, timedelta | None]) -> str | None:
+def prepare_database(dsn: str, mode: Mode, retention: Mapping[str, timedelta | None]) -> str | None:
     """Create the database if missing (and allowed), decide the back-end and ensure the schema, before the
     writer starts, so a refused database.mode stops the start with one line and the one warning about an
     unusable TimescaleDB lands on the console. Returns the back-end, or None when the database cannot be
@@ -106,8 +107,8 @@ def prepare_database(dsn: str, mode: storage.Mode, retention: Mapping[str, timed
     try:
         with dbsetup.connect(dsn, autocommit=True, connect_timeout=DATABASE_CONNECT_TIMEOUT_S,
                              application_name="collector-setup") as conn:
-            backend = storage.ensure_schema(conn, mode, retention)
-    except storage.SchemaError as e:
+            backend = ensure_schema(conn, mode, retention)
+    except SchemaError as e:
         text = str(e)
         raise StartupError(text if text.startswith("database") else f"database: {text}") from None
     except psycopg.Error as e:

@@ -25,7 +25,7 @@ from multiprocessing.synchronize import Event as MpEvent
 import psycopg
 
 from collector.config import Config
-from collector.db import schema as storage
+from collector.db import gaps_repo
 from collector.feed.backfill import Backfiller
 from collector.feed.exchange import Endpoints, bind_feed_class
 from collector.feed.rest_budget import SharedWeightBudget
@@ -369,11 +369,11 @@ class StatsPublisher:
         self.block.close()
 
 
-def _open_gaps(dsn: str, symbols: list[str]) -> list[storage.OpenGap]:
+def _open_gaps(dsn: str, symbols: list[str]) -> list[gaps_repo.OpenGap]:
     # bounded, so a stopping worker never waits long for this read
     with psycopg.connect(dsn, connect_timeout=10, application_name="collector-worker",
                          options="-c statement_timeout=10000") as conn:
-        return storage.open_gaps(conn, symbols)
+        return gaps_repo.open_gaps(conn, symbols)
 
 
 async def take_over_gaps(dsn: str, symbols: list[str], backfill: Backfiller, stop: asyncio.Event,

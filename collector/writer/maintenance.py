@@ -1,7 +1,7 @@
 """Database upkeep the writer schedules between its flushes: roll-ups, partitions and retention, job health.
 
 Each step is small (one table, one range) and runs on the writer's own connection between flushes, so upkeep
-never holds up fresh rows for long; the SQL itself is collector.db's (storage.xxx). After a recovery from an
+never holds up fresh rows for long; the SQL itself is collector.db's (partitions, rollups, timescale). After a recovery from an
 outage the writer calls run_now(), since retention and partitions ahead may have been skipped meanwhile.
 """
 
@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import errors
 
-from collector.db import schema as storage
+from collector.db import partitions, rollups, tables, timescale
 from collector.pipeline.encode import Batch
 from collector.writer.sink import Sink, Transient, ms_to_dt
 from collector.writer.stats import WriterStats
@@ -88,9 +88,9 @@ class Maintenance:
             while self.rollup_ranges:
                 lo, hi = self.rollup_ranges[0]
                 if self.sink.backend == "timescaledb":
-                    storage.refresh_candle_views(self.sink.connection(), lo, hi, self.newest_candle_ms)
+                    rollups.refresh_candle_views(self.sink.connection(), lo, hi, self.newest_candle_ms)
                 else:
-                    storage.rollup_candles(self.sink.connection(), ms_to_dt(lo), ms_to_dt(hi))
+                    rollups.rollup_candles(self.sink.connection(), ms_to_dt(lo), ms_to_dt(hi))
                 self.rollup_ranges.pop(0)
         except (psycopg.Error, Transient) as exc:  # keep the ranges; retried after the next flush
             self.stats.errors += 1
@@ -106,7 +106,7 @@ class Maintenance:
         if now < self.next_run:
             return
         if not self.todo:
-            self.todo = list(storage.TIME_TABLES)
+            self.todo = list(tables.TIME_TABLES)
         table = self.todo[0]
         try:
             conn = self.sink.connection()
@@ -127,21 +127,21 @@ class Maintenance:
         wall = datetime.fromtimestamp(self.wall(), UTC)
         with conn.transaction():
             conn.execute(f"SET LOCAL lock_timeout = {int(MAINTENANCE_LOCK_TIMEOUT_MS)}")
-            created = storage.ensure_partitions(conn, wall, tables=(table,))
-            dropped = storage.drop_expired(conn, wall, self.retention, tables=(table,))
+            created = partitions.ensure_partitions(conn, wall, tables=(table,))
+            dropped = partitions.drop_expired(conn, wall, self.retention, tables=(table,))
         self.stats.partitions_created += len(created)
         if dropped:
             self.stats.partitions_dropped += len(dropped)
             log.info("retention dropped partitions: %s", dropped)
 
     def poll_jobs(self, now: float) -> None:
-        """Read TimescaleDB's verdict on the collector's policy jobs (storage.timescale_job_failures) into
+        """Read TimescaleDB's verdict on the collector's policy jobs (timescale.timescale_job_failures) into
         stats, so /health and /metrics see a failing job; each newly failing job is logged with its error."""
         self.next_jobs_poll = now + JOBS_POLL_S
         try:  # on plain PostgreSQL this finds no timescaledb_information schema and reports none failing
             conn = self.sink.connection()
             with conn.transaction():
-                failures = storage.timescale_job_failures(conn)
+                failures = timescale.timescale_job_failures(conn)
         except (psycopg.Error, Transient) as exc:  # the next flush reports a lost connection; retry next poll
             log.warning("reading TimescaleDB job_stats failed: %s", exc)
             return

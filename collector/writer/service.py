@@ -39,8 +39,9 @@ from typing import Any, Protocol
 
 import psycopg
 
-from collector.db import schema as storage
 from collector.db import setup as dbsetup
+from collector.db import tables
+from collector.db.mode import Mode
 from collector.pipeline.encode import COLUMNS, Batch
 from collector.transport.server import BatchServer
 from collector.writer.maintenance import MAINTENANCE_EVERY_S, Maintenance
@@ -77,7 +78,7 @@ class Writer:
     (Unix seconds) are injectable so tests move time instead of sleeping.
     """
 
-    def __init__(self, dsn: str, *, mode: storage.Mode = "auto",
+    def __init__(self, dsn: str, *, mode: Mode = "auto",
                  retention: Mapping[str, timedelta | None] | None = None,
                  max_age_s: float = MAX_AGE_S, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES,
                  max_pending_bytes: int = MAX_PENDING_BYTES, lock_timeout_ms: int = LOCK_TIMEOUT_MS,
@@ -155,11 +156,11 @@ class Writer:
 
     def _takes(self, table: str) -> bool:
         # derived candles are continuous aggregates under TimescaleDB: computed, never written
-        return table in COLUMNS and not (self.backend == "timescaledb" and table in storage.DERIVED_CANDLES)
+        return table in COLUMNS and not (self.backend == "timescaledb" and table in tables.DERIVED_CANDLES)
 
     def _schema_ready(self, backend: Backend) -> None:
         if backend == "timescaledb":  # batches queued before we knew: derived candles are views
-            for t in storage.DERIVED_CANDLES:
+            for t in tables.DERIVED_CANDLES:
                 self.stats.refused_batches += len(self.pending.drop(t))
             self._sync_pending()
 

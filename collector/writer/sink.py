@@ -25,8 +25,9 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from collector.db import schema as storage
+from collector.db import gaps_repo, partitions, schema, tables
 from collector.db import setup as dbsetup
+from collector.db.mode import Mode
 from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
 from collector.writer.stats import WriterStats
 
@@ -40,7 +41,7 @@ CONNECT_TIMEOUT_S = 5
 LOCK_TIMEOUT_MS = 5_000
 STATEMENT_TIMEOUT_MS = 60_000
 
-Backend = Literal["timescaledb", "postgres"]  # what storage.ensure_schema settled on
+Backend = Literal["timescaledb", "postgres"]  # what schema.ensure_schema settled on
 
 
 class Transient(Exception):
@@ -73,7 +74,7 @@ class Sink:
     (batches queued before that may belong to tables this back-end does not take).
     """
 
-    def __init__(self, dsn: str, stats: WriterStats, *, mode: storage.Mode = "auto",
+    def __init__(self, dsn: str, stats: WriterStats, *, mode: Mode = "auto",
                  retention: Mapping[str, timedelta | None] | None = None,
                  lock_timeout_ms: int = LOCK_TIMEOUT_MS, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
                  wall: Callable[[], float] = time.time,
@@ -108,12 +109,12 @@ class Sink:
             conn.execute(f"SET lock_timeout = {int(self.lock_timeout_ms)}")
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
             if self.backend is None:
-                self.backend = storage.ensure_schema(conn, self.mode, self.retention,
+                self.backend = schema.ensure_schema(conn, self.mode, self.retention,
                                                      now=datetime.fromtimestamp(self.wall(), UTC))
                 self.stats.schema_ready = True
                 if self.on_schema is not None:
                     self.on_schema(self.backend)
-        except (psycopg.Error, storage.SchemaError) as exc:  # down, refusing, or a refused mode: retried later
+        except (psycopg.Error, schema.SchemaError) as exc:  # down, refusing, or a refused mode: retried later
             if conn is not None:
                 conn.close()
             raise Transient(f"connect: {exc}") from exc
@@ -168,7 +169,7 @@ class Sink:
 
     def _load(self, table: str, batches: list[Batch]) -> None:
         """One transaction: fast COPY, or the staging path after a unique violation. Raises Transient."""
-        staged = table == "gaps"  # a gap's versions share its key: always merged (storage.upsert_gaps_sql)
+        staged = table == "gaps"  # a gap's versions share its key: always merged (gaps_repo.upsert_gaps_sql)
         for _ in range(4):  # at most: COPY -> create partitions -> COPY -> unique violation -> staged
             conn = self.connection()
             t0 = time.perf_counter()
@@ -213,19 +214,19 @@ class Sink:
             sql.Identifier(stage), sql.Identifier(table)))
         self._copy(conn, stage, table, batches)
         if table == "gaps":
-            conn.execute(storage.upsert_gaps_sql(stage))
+            conn.execute(gaps_repo.upsert_gaps_sql(stage))
             return
         conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
             sql.Identifier(table), cols, cols, sql.Identifier(stage)))
 
     def _create_partitions(self, conn: psycopg.Connection, table: str, batches: list[Batch]) -> None:
-        if table not in storage.SPANS:
+        if table not in tables.SPANS:
             raise Transient(f"{table}: no partition and not a partitioned table")
         lo = ms_to_dt(min(b.first_event_ms for b in batches))
         hi = ms_to_dt(max(b.last_event_ms for b in batches))
         try:
             with conn.transaction():
-                created = storage.ensure_partitions_for(conn, table, lo, hi)
+                created = partitions.ensure_partitions_for(conn, table, lo, hi)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self.drop_connection()
             raise Transient(f"{table}: creating partitions: {exc}") from exc

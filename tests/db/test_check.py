@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from collector.db import schema as storage
 from collector.db.check import (
     DELIVERY_GRACE,
     expected_minutes,
@@ -21,7 +20,9 @@ from collector.db.check import (
     run_check,
     timescale_retention_rules,
 )
-from collector.db.schema import ensure_partitions_for, ensure_schema
+from collector.db.partitions import ensure_partitions_for
+from collector.db.schema import ensure_schema
+from collector.db.timescale import TimescaleLayout
 
 NOW = datetime(2025, 3, 12, 15, 30, 20, tzinfo=UTC)
 UNIVERSE = ["BTCUSDT", "ETHUSDT"]
@@ -84,8 +85,8 @@ def test_retention_tolerance_comes_from_the_backend_layout() -> None:
     assert plain["trades"].tolerance == timedelta(days=1, hours=2)  # daily partitions + hourly drop + slack
     assert plain["candles_5m"].tolerance == timedelta(days=31, hours=2)
     assert "candles_1d" not in plain  # kept forever
-    layout = {"trades": storage.TimescaleLayout("trades", timedelta(days=1), timedelta(days=1), "7 days"),
-              "candles_5m": storage.TimescaleLayout("_materialized_hypertable_7", timedelta(days=70),
+    layout = {"trades": TimescaleLayout("trades", timedelta(days=1), timedelta(days=1), "7 days"),
+              "candles_5m": TimescaleLayout("_materialized_hypertable_7", timedelta(days=70),
                                                     timedelta(days=1), "180 days")}
     rules, problems = timescale_retention_rules({}, layout)
     assert rules["trades"].tolerance == timedelta(days=2, hours=1)  # 1 d chunks + daily job + slack

@@ -1,4 +1,4 @@
-"""dbsetup against a real PostgreSQL: a missing database is created when the role may, else one line
+"""collector.db.setup against a real PostgreSQL: a missing database is created when the role may, else one line
 naming it; errors are described with the server's words and the fix."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def test_unreachable_server_is_described_with_the_fix() -> None:
 def test_writer_keeps_a_refused_mode_as_its_error_and_the_batch(ts_not_preloaded_url: str) -> None:
     """A database.mode the server cannot give, found by the writer (the database was down when the
     supervisor checked): no crash loop, the batch stays pending, the error names the fix."""
-    from test_writer import trades_batch
+    from helpers import trades_batch
 
     from collector.writer.service import Writer
 

@@ -1,10 +1,23 @@
-"""The back-end decision (storage.decide_mode), every combination of what a server can say, as a table."""
+"""collector.db.mode: the back-end decision (decide_mode), every combination of what a server can say, as a table;
+and the facts it decides on, as real servers report them (read_mode_facts)."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
 import pytest
 
-from collector.db.schema import ModeDecision, ModeFacts, decide_mode, parse_version, preload_listed
+from collector.db.mode import (
+    ModeDecision,
+    ModeFacts,
+    decide_mode,
+    parse_version,
+    preload_listed,
+    read_mode_facts,
+)
+from collector.db.schema import SchemaError, ensure_schema
 
 # server states: (available default_version, preloaded, created in this database)
 NOT_INSTALLED = dict(available_version=None, preloaded=False, created_version=None)
@@ -94,3 +107,74 @@ def test_parse_version() -> None:
     assert parse_version("2.17.2") == (2, 17, 2)
     assert parse_version("2.14.0-dev") == (2, 14, 0)
     assert parse_version("2.12.9") < (2, 13, 0) <= parse_version("2.13.0")
+
+
+NOW = datetime(2025, 3, 12, 15, 30, tzinfo=UTC)
+
+
+def test_mode_facts_agree_with_the_server(db_url: str) -> None:
+    """Whatever this server has, read_mode_facts reports what its catalogs and settings say."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'"
+                           ).fetchone()
+        spl = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        facts = read_mode_facts(conn, None)
+    assert facts.available_version == (row[0] if row else None)
+    assert facts.preloaded == preload_listed(spl)
+    assert facts.created_version is None and facts.stored_mode is None  # a fresh database
+
+
+def test_mode_facts_readable_without_superuser(db_url: str) -> None:
+    """shared_preload_libraries is hidden from ordinary roles: the facts still come without an error."""
+    role = f"collector_plain_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            conn.execute(f"SET ROLE {role}")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SHOW shared_preload_libraries")
+            facts = read_mode_facts(conn, None)
+            assert conn.execute("SELECT 1").fetchone() == (1,)  # the session survived
+            conn.execute("RESET ROLE")
+            spl = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+            assert facts.preloaded == preload_listed(spl)
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_installed_but_not_preloaded_server(ts_not_preloaded_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The trap of issue 11: auto picks plain PostgreSQL with one warning, timescaledb is refused with the
+    fix, and the connection survives both (the stub's install script would end it, as the real one does)."""
+    from helpers import STUB_TIMESCALEDB_VERSION
+
+    with psycopg.connect(ts_not_preloaded_url, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS mode_trap WITH (FORCE)")
+        admin.execute("CREATE DATABASE mode_trap")
+    url = ts_not_preloaded_url.rsplit("/", 1)[0] + "/mode_trap"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            facts = read_mode_facts(conn, None)
+            assert facts == ModeFacts(STUB_TIMESCALEDB_VERSION, False, None, None)
+            with pytest.raises(SchemaError) as refused:
+                ensure_schema(conn, "timescaledb", now=NOW)
+            assert "add timescaledb to shared_preload_libraries" in str(refused.value)
+            assert not conn.closed and conn.execute("SELECT 1").fetchone() == (1,)
+            with caplog.at_level("WARNING", logger="collector.db.schema"):
+                assert ensure_schema(conn, "auto", now=NOW) == "postgres"
+                assert ensure_schema(conn, "auto", now=NOW) == "postgres"
+            warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            assert len(warnings) == 1 and "shared_preload_libraries" in warnings[0], warnings
+            assert conn.execute("SELECT DISTINCT mode FROM schema_version").fetchall() == [("postgres",)]
+            assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone() == (0,)
+    finally:
+        with psycopg.connect(ts_not_preloaded_url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS mode_trap WITH (FORCE)")
+
+
+def test_the_stub_kills_a_session_that_creates_the_extension(ts_not_preloaded_url: str) -> None:
+    """The fixture is a faithful trap: CREATE EXTENSION there ends the session, even inside a savepoint."""
+    with psycopg.connect(ts_not_preloaded_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.OperationalError), conn.transaction():
+            conn.execute("CREATE EXTENSION timescaledb")
+        assert conn.closed

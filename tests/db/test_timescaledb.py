@@ -27,13 +27,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from collector.db import schema as storage
+from collector.db import timescale
 from collector.db.check import run_check
-from collector.db.schema import DEFAULT_RETENTION, ensure_schema
+from collector.db.schema import ensure_schema
+from collector.db.tables import DEFAULT_RETENTION, DERIVED_CANDLES, TIME_TABLES
 
 NOW = datetime.now(UTC)
 HYPERTABLES = ("trades", "funding", "liquidations", "open_interest", "candles_1m")
-AGGREGATES = tuple(f"{t}_agg" for t in storage.DERIVED_CANDLES)
+AGGREGATES = tuple(f"{t}_agg" for t in DERIVED_CANDLES)
 
 # The statements the tests send, named so test_timescale_sql_parses can check each one.
 SQL = {
@@ -68,7 +69,7 @@ def _jobs(conn: psycopg.Connection) -> dict[tuple[str, str], tuple[int, timedelt
     """(proc, relation) -> (job_id, schedule_interval, config); an aggregate's jobs are listed under its view."""
     mat = {m: v for v, m, _, _ in conn.execute(SQL["aggregates"]).fetchall()}
     out: dict[tuple[str, str], tuple[int, timedelta, dict]] = {}
-    for job_id, proc, ht, every, config in conn.execute(SQL["jobs"], (list(storage.POLICY_PROCS),)).fetchall():
+    for job_id, proc, ht, every, config in conn.execute(SQL["jobs"], (list(timescale.POLICY_PROCS),)).fetchall():
         key = (proc, mat.get(ht, ht))
         assert key not in out, f"two {proc} jobs on {key[1]}"
         out[key] = (job_id, every, config)
@@ -92,7 +93,7 @@ def test_every_policy_as_timescaledb_reports_it(tsdb: str) -> None:
 
         dims = {ht: (col, iv) for ht, col, iv in conn.execute(SQL["dimensions"]).fetchall()}
         for t in HYPERTABLES:
-            assert dims[t][0] == "time" and _same_interval(conn, dims[t][1], storage._CHUNK_INTERVAL[t]), (t, dims[t])
+            assert dims[t][0] == "time" and _same_interval(conn, dims[t][1], timescale.CHUNK_INTERVAL[t]), (t, dims[t])
         for view, (mat, _, _) in aggs.items():  # 10x candles_1m's 7 days, per the docs
             assert dims[mat][1] == timedelta(days=70), (view, dims[mat])
 
@@ -105,16 +106,16 @@ def test_every_policy_as_timescaledb_reports_it(tsdb: str) -> None:
         jobs = _jobs(conn)
         for t in HYPERTABLES:
             _, _, cfg = jobs[("policy_compression", t)]
-            assert _same_interval(conn, cfg["compress_after"], storage._COMPRESS_AFTER[t]), (t, cfg)
-        for t in storage.TIME_TABLES:
-            rel = f"{t}_agg" if t in storage.DERIVED_CANDLES else t
+            assert _same_interval(conn, cfg["compress_after"], timescale.COMPRESS_AFTER[t]), (t, cfg)
+        for t in TIME_TABLES:
+            rel = f"{t}_agg" if t in DERIVED_CANDLES else t
             keep = DEFAULT_RETENTION[t]
             if keep is None:  # candles_1d keeps forever: no retention job on its materialization table
                 assert ("policy_retention", rel) not in jobs
             else:
                 _, _, cfg = jobs[("policy_retention", rel)]
                 assert _same_interval(conn, cfg["drop_after"], keep), (t, cfg)
-        for view, (start, end, every) in storage._CAGG_POLICY.items():
+        for view, (start, end, every) in timescale.CAGG_POLICY.items():
             _, sched, cfg = jobs[("policy_refresh_continuous_aggregate", f"{view}_agg")]
             assert _same_interval(conn, cfg["start_offset"], start), (view, cfg)
             assert _same_interval(conn, cfg["end_offset"], end), (view, cfg)
@@ -126,12 +127,12 @@ def test_every_policy_as_timescaledb_reports_it(tsdb: str) -> None:
         assert _same_interval(conn, cfg["drop_after"], timedelta(days=3)), cfg
 
         # what check reads back is what TimescaleDB reports, aggregates mapped to their tables
-        layout = storage.timescale_layout(conn)
+        layout = timescale.timescale_layout(conn)
         assert layout["candles_5m"].hypertable == aggs["candles_5m_agg"][0]
         assert layout["candles_5m"].chunk_interval == timedelta(days=70)
         assert layout["trades"].retention_every == jobs[("policy_retention", "trades")][1]
         assert layout["candles_1d"].retention_every is None
-        assert storage.timescale_job_failures(conn) == []
+        assert timescale.timescale_job_failures(conn) == []
     report = run_check(tsdb, None, NOW, DEFAULT_RETENTION)
     assert report.ok, report.format()
     assert report.get("timescaledb_jobs").summary == "every policy job's last run succeeded"
@@ -147,7 +148,7 @@ def test_late_1m_candle_reaches_candles_5m_after_a_window_refresh(tsdb: str) -> 
     the affected window (what the writer does for late candles) puts it into candles_5m."""
     bucket = datetime(2000, 1, 1, tzinfo=UTC) + ((NOW - timedelta(hours=3) - datetime(2000, 1, 1, tzinfo=UTC))
                                                    // timedelta(minutes=5)) * timedelta(minutes=5)
-    start = storage._CAGG_POLICY["candles_5m"][0]
+    start = timescale.CAGG_POLICY["candles_5m"][0]
     with psycopg.connect(tsdb, autocommit=True) as conn:
         ensure_schema(conn, "timescaledb", DEFAULT_RETENTION, now=NOW)
         assert conn.execute("SELECT %s < now() - %s::interval", (bucket, start)).fetchone()[0]
@@ -190,7 +191,7 @@ def test_failing_policy_job_is_reported_by_check_and_the_writer(tsdb: str) -> No
                 time.sleep(0.5)
         locker.rollback()
     with psycopg.connect(tsdb, autocommit=True) as conn:
-        failures = storage.timescale_job_failures(conn)
+        failures = timescale.timescale_job_failures(conn)
     assert [(f.job_id, f.proc_name, f.relation) for f in failures] == [
         (job_id, "policy_refresh_continuous_aggregate", "candles_5m_agg")]
     assert failures[0].error and "lock" in failures[0].error, failures
@@ -206,16 +207,16 @@ def test_failing_policy_job_is_reported_by_check_and_the_writer(tsdb: str) -> No
 
 
 def test_timescale_sql_parses(db_url: str) -> None:
-    """Every statement above and storage's informational-view queries are valid SQL: PostgreSQL parses a
+    """Every statement above and collector.db.timescale's informational-view queries are valid SQL: PostgreSQL parses a
     statement before it looks its relations up, so on a server without TimescaleDB each must fail only
     because a relation, function or procedure is missing, never with a syntax error."""
     statements: list[tuple[str | sql.Composed, list | None]] = [
         (q, [None] * q.count("%s") or None) for k, q in SQL.items() if k != "refresh"]
     statements += [
         (sql.SQL(SQL["refresh"]).format(sql.Literal(NOW), sql.Literal(NOW)), None),
-        (storage.job_failures_sql(True), [list(storage.POLICY_PROCS)]),
-        (storage.job_failures_sql(False), [list(storage.POLICY_PROCS)]),
-        (storage.layout_sql(), None),
+        (timescale.job_failures_sql(True), [list(timescale.POLICY_PROCS)]),
+        (timescale.job_failures_sql(False), [list(timescale.POLICY_PROCS)]),
+        (timescale.layout_sql(), None),
     ]
     with psycopg.connect(db_url, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('timescaledb_information.jobs')").fetchone()[0] is not None:

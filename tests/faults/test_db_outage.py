@@ -30,7 +30,7 @@ def test_database_outage_loses_nothing(writer_fault_rig) -> None:
     wait_for(lambda: rig.spooled_batches() > 0 and rig.spool_files(), 30, "the writer to spool during the outage")
     assert rig.health_status() != 200  # batches on disk, not in the database: reported
     wait_for(lambda: time.monotonic() - down_at >= OUTAGE_S, OUTAGE_S + 5, "the outage to last its time")
-    rig.pg.restart()
+    rig.pg.start()
 
     rig.wait_recovered()
     assert rig.children() == before  # the same writer and workers carried on: nothing crashed

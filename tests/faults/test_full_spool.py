@@ -41,7 +41,7 @@ def test_a_full_spool_stops_the_workers_reading_and_nothing_is_lost(writer_fault
     pids = _worker_pids(rig)
     wait_for(lambda: all(_ws_recv_queue(pid, port) >= QUEUED_WHEN_PAUSED for pid in pids), 20,
              "the workers' socket receive queues to fill")
-    rig.pg.restart()
+    rig.pg.start()
     wait_for(lambda: not any(w["paused"] for w in rig.worker_stats()), 60, "the workers to resume")
     rig.wait_recovered()
     t = rig.truth()

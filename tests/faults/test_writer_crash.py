@@ -53,6 +53,6 @@ def test_writer_killed_with_a_full_spool_the_next_one_replays_it(writer_fault_ri
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: rig.writer_pid() not in (None, pid), 60, "the supervisor to start a new writer")
     wait_for(lambda: rig.spooled_batches() > 0, 30, "the new writer to report the spool it found")
-    rig.pg.restart()
+    rig.pg.start()
     rig.wait_recovered()
     rig.verify_against_truth()

@@ -348,7 +348,7 @@ def test_stop_leaves_every_unfinished_repair_detected() -> None:
 
 
 class Open:
-    """A row of storage.open_gaps."""
+    """A row of collector.db.gaps_repo.open_gaps."""
 
     def __init__(self, kind: str, symbol: str, from_id: int, to_id: int) -> None:
         self.kind, self.symbol, self.from_id, self.to_id, self.detected_ms = kind, symbol, from_id, to_id, T0

@@ -25,8 +25,8 @@ def test_hand_computed_summary():
     s = a.summary(T0 + 2000)
     assert (s.volume, s.count, s.avg, s.max) == (2000.0, 5, 400.0, 1000.0)
     # Rank int(0.9 * 4) = 3 -> the 4th smallest, $400.
-    assert near(s.p90, 400.0)
-    assert near(a.summary(T0, quantile=1.0).p90, 1000.0)
+    assert near(s.size_quantile, 400.0)
+    assert near(a.summary(T0, quantile=1.0).size_quantile, 1000.0)
 
 
 def test_old_slots_age_out_of_the_window():
@@ -131,10 +131,10 @@ def test_merge_equals_one_process_seeing_everything(trades, seed):
     now = T0 + 20 * H
     for t in (now, now - 5 * H, now + 3 * H):
         m, w = merged.summary(t), whole.summary(t)
-        assert (m.count, m.max, m.p90) == (w.count, w.max, w.p90)
+        assert (m.count, m.max, m.size_quantile) == (w.count, w.max, w.size_quantile)
         assert m.volume == pytest.approx(w.volume, rel=1e-9, abs=1e-6)
     assert merged.sketch(now) == whole.sketch(now)
 
 
 def test_summary_is_a_namedtuple_with_the_documented_fields():
-    assert Summary._fields == ("volume", "count", "avg", "max", "p90")
+    assert Summary._fields == ("volume", "count", "avg", "max", "size_quantile")

@@ -68,7 +68,7 @@ def test_single_symbol_is_tier_zero_with_full_score():
 
 def test_hand_computed_scores():
     s = {
-        # volume, count, avg, max, p90
+        # volume, count, avg, max, size_quantile
         "A": Summary(300.0, 30, 10.0, 50.0, 20.0),
         "B": Summary(200.0, 10, 20.0, 90.0, 30.0),
         "C": Summary(100.0, 20, 5.0, 10.0, 8.0),
@@ -82,13 +82,13 @@ def test_hand_computed_scores():
     assert [t[k].tier for k in "ABC"] == [0, 3, 3]
     assert t["A"].threshold_usd == pytest.approx(40.0)
     assert t["B"].threshold_usd == pytest.approx(1.2 * 30.0)
-    assert t["B"].p90 == 30.0
+    assert t["B"].size_quantile == 30.0
 
 
 def test_thresholds_use_each_tiers_multiplier():
     t = compute_tiers(ladder(100))
     for name, a in t.items():
-        assert a.threshold_usd == pytest.approx([2.0, 1.8, 1.5, 1.2][a.tier] * ladder(100)[name].p90)
+        assert a.threshold_usd == pytest.approx([2.0, 1.8, 1.5, 1.2][a.tier] * ladder(100)[name].size_quantile)
 
 
 def test_all_ties_share_tier_zero():
@@ -111,7 +111,7 @@ def test_symbols_without_trades_are_last_tier_and_not_ranked():
     assert compute_tiers({}) == {}
 
 
-def test_unknown_p90_means_no_large_trades():
+def test_unknown_size_quantile_means_no_large_trades():
     t = compute_tiers({"A": Summary(5.0, 1, 5.0, 5.0, 0.0), "B": Summary(5.0, 1, 5.0, 5.0, math.nan)})
     assert t["A"].threshold_usd == math.inf and t["B"].threshold_usd == math.inf
 
@@ -179,8 +179,8 @@ def test_bootstrap_from_ticker_rows():
     # Two valid symbols: BTC is top in volume, count and max; ETH has the larger average.
     assert t["BTCUSDT"].tier == 0 and t["ETHUSDT"].tier == 3
     avg = 15000000000.50 / 3000000
-    assert t["BTCUSDT"].p90 == pytest.approx(estimate_size_quantiles(avg, 3000000)[0])
-    assert t["BTCUSDT"].threshold_usd == pytest.approx(2.0 * t["BTCUSDT"].p90)
+    assert t["BTCUSDT"].size_quantile == pytest.approx(estimate_size_quantiles(avg, 3000000)[0])
+    assert t["BTCUSDT"].threshold_usd == pytest.approx(2.0 * t["BTCUSDT"].size_quantile)
 
 
 def test_bootstrap_realistic_universe_has_the_right_tier_sizes():

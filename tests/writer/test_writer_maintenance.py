@@ -13,7 +13,7 @@ import pytest
 from helpers import now_ms, trade_ids, trades_batch
 from writer_helpers import DAY_MS, DEAD_DSN, Clock, candle_5m, candles_batch, tick_until
 
-from collector.db import schema as storage
+from collector.db import partitions
 from collector.pipeline.encode import BatchBuilder, encode_candle
 from collector.writer.maintenance import JOBS_POLL_S, MAINTENANCE_LOCK_TIMEOUT_MS, merge_ranges
 from collector.writer.service import Writer
@@ -103,7 +103,7 @@ def expired_trades_partition(db_url: str) -> str:
     """Create a trades partition 30 days old (retention: 7 days) and return its name."""
     old = datetime.now(UTC) - timedelta(days=30)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        (name,) = storage.ensure_partitions_for(conn, "trades", old, old)
+        (name,) = partitions.ensure_partitions_for(conn, "trades", old, old)
     return name
 
 
