@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="check the embedded database in database.embedded_dir (started if it is not running)")
     c.add_argument("--since", help="judge the span from this time (ISO 8601, UTC) or duration ago (2h, 7d); "
                                    "default: each symbol's first row within the last day")
+    sub.add_parser("api", help="serve the read-only HTTP API (python -m collector api --help)", add_help=False)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["api"]:
+        from collector.api import main as api_main
+
+        return api_main(argv[1:])
     args = p.parse_args(argv)
     now = time.time()
     try:
