@@ -223,4 +223,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
                        time_format, None)
 
     app.include_router(router)
+    _refine_openapi(app.openapi())
     return app
+
+
+def _refine_openapi(spec: dict[str, Any]) -> None:
+    """State the time and cursor grammars in the (cached) OpenAPI document: FastAPI knows them only as
+    strings, and clients and the property test need to know exactly what is accepted."""
+    exact = {"start": query.TIME_SCHEMA, "end": query.TIME_SCHEMA, "cursor": query.CURSOR_SCHEMA}
+    for path in spec["paths"].values():
+        for op in path.values():
+            for param in op.get("parameters", []):
+                if param["name"] in exact:
+                    param["schema"] = {**exact[param["name"]], "description": param.get("description", "")}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from psycopg import sql
 
@@ -144,11 +144,22 @@ ORDER BY u.symbol""")
 # --- parameters ----------------------------------------------------------------------------------------------
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The time grammar, exactly as the OpenAPI document states it (TIME_SCHEMA): epoch milliseconds, an
+# RFC 3339 date-time, or an RFC 3339 full-date (midnight UTC). A stricter grammar than Python's
+# fromisoformat on purpose: what the document calls valid is accepted and nothing else is.
 _MS = re.compile(r"-?\d{1,15}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 _CURSOR = re.compile(r"(\d{1,15})_(\d{1,9})")
 # The range PostgreSQL and Python both represent (years 1..9999), in epoch milliseconds.
-_MIN_MS = -62135596800000
-_MAX_MS = 253402300799999
+MIN_MS = -62135596800000
+MAX_MS = 253402300799999
+_MIN_TIME = datetime.min.replace(tzinfo=UTC)
+_MAX_TIME = datetime.max.replace(tzinfo=UTC)
+
+TIME_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"},
+                         {"type": "integer", "minimum": MIN_MS, "maximum": MAX_MS}]}
+CURSOR_SCHEMA: dict[str, Any] = {"type": "string", "pattern": f"^{_CURSOR.pattern}$"}
 
 
 class BadParameter(ValueError):
@@ -164,19 +175,30 @@ def datetime_to_ms(t: datetime) -> int:
 
 
 def parse_time(name: str, value: str) -> datetime:
-    """ISO 8601 (UTC unless it carries an offset) or epoch milliseconds -> an aware datetime."""
+    """Epoch milliseconds, an RFC 3339 date-time or a full-date (UTC) -> an aware datetime in UTC.
+
+    A date-time whose offset moves it past year 1 or 9999 is clamped to that end of the range (it selects
+    the same rows: none are stored there)."""
     v = value.strip()
     if _MS.fullmatch(v):
         ms = int(v)
-        if not _MIN_MS <= ms <= _MAX_MS:
+        if not MIN_MS <= ms <= MAX_MS:
             raise BadParameter(f"{name}: epoch milliseconds out of range: {value!r}")
         return ms_to_datetime(ms)
-    try:
-        t = datetime.fromisoformat(v)
-        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise BadParameter(f"{name}: expected ISO 8601 (2025-03-12T15:00:00Z) or epoch milliseconds, "
-                           f"got {value[:64]!r}") from None
+    if _DATE.fullmatch(v) or _DATETIME.fullmatch(v):
+        try:
+            t = datetime.fromisoformat(v.upper())
+        except ValueError:
+            pass
+        else:
+            if t.tzinfo is None:
+                return t.replace(tzinfo=UTC)
+            try:
+                return t.astimezone(UTC)
+            except OverflowError:
+                return _MIN_TIME if t.year == 1 else _MAX_TIME
+    raise BadParameter(f"{name}: expected an RFC 3339 time (2025-03-12T15:00:00Z), a date (2025-03-12) or "
+                       f"epoch milliseconds, got {value[:64]!r}")
 
 
 @dataclass(frozen=True)
@@ -197,10 +219,10 @@ class Cursor:
 
 def parse_cursor(value: str) -> Cursor:
     m = _CURSOR.fullmatch(value)
-    if not m or int(m.group(1)) > _MAX_MS:
+    if not m:
         raise BadParameter(f"cursor: expected the next_cursor of a previous page (like 1741791600000_0), "
                            f"got {value[:64]!r}")
-    return Cursor(int(m.group(1)), int(m.group(2)))
+    return Cursor(min(int(m.group(1)), MAX_MS), int(m.group(2)))  # past the last time: an empty page
 
 
 def next_cursor(times: list[int], start: Cursor, limit: int, fetched: int) -> Cursor | None:
@@ -233,13 +255,13 @@ DEFAULT_SPAN = timedelta(days=1)
 
 
 def resolve_window(start: str | None, end: str | None, cursor: str | None, now: datetime) -> Window:
-    """start/end/cursor parameters -> a Window; end defaults to now, start to a day before end."""
+    """start/end/cursor parameters -> a Window; end defaults to now, start to a day before end.
+
+    start at or after end is an empty range (an empty page), not an error."""
     t_end = parse_time("end", end) if end is not None else now
     if start is not None:
         t_start = parse_time("start", start)
     else:
         t_start = t_end - DEFAULT_SPAN if t_end - datetime.min.replace(tzinfo=UTC) > DEFAULT_SPAN else t_end
-    if t_start > t_end:
-        raise BadParameter(f"start: must not be after end ({t_start.isoformat()} > {t_end.isoformat()})")
     cur = parse_cursor(cursor) if cursor is not None else Cursor(datetime_to_ms(t_start))
     return Window(t_start, t_end, cur)

@@ -21,6 +21,7 @@ from conftest import TIE_SYMBOL
 
 from collector.api import query
 from collector.api.encode import iso
+from collector.db import schema
 
 WIDE = {"start": "2020-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z", "time_format": "ms"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,22 +65,21 @@ def symbols(filled_db: str) -> list[str]:
 
 
 def test_candles_every_timeframe_complete_and_partial(api_url: str, filled_db: str, symbols: list[str]) -> None:
-    differs = []
-    for tf in query.TIMEFRAMES:
+    for tf, width in zip(query.TIMEFRAMES, schema.TIMEFRAMES.values(), strict=True):
+        got: dict[bool, list[list[Any]]] = {}
         for partial in (False, True):
             table = f"candles_{tf}" if partial else f"candles_{tf}_closed"
             want = truth(filled_db, f"SELECT {_names(query.CANDLE_COLUMNS)} FROM {table} WHERE symbol = %s "
                                     "ORDER BY time", (symbols[0],))
-            got = get_rows(api_url, "candles", query.CANDLE_COLUMNS, symbol=symbols[0], timeframe=tf,
-                           include_partial=str(partial).lower(), **WIDE)
-            assert got == want, (tf, partial)
-            if partial:
-                differs.append(got != closed)
-            else:
-                closed = got
-                assert tf != "1m" or len(got) >= 8
-    # the 1d period of data written half an hour ago is still open: include_partial shows more than closed
-    assert differs[-1]
+            got[partial] = get_rows(api_url, "candles", query.CANDLE_COLUMNS, symbol=symbols[0], timeframe=tf,
+                                    include_partial=str(partial).lower(), **WIDE)
+            assert got[partial] == want, (tf, partial)
+        assert len(got[True]) >= (8 if tf == "1m" else 1)
+        # complete periods only: those that ended (plus the grace for derived candles) before now
+        grace = timedelta(0) if tf == "1m" else schema.CLOSED_GRACE
+        now_ms = (datetime.now(UTC) - _EPOCH) // timedelta(milliseconds=1)
+        ended = [r for r in got[True] if r[0] + (width + grace) // timedelta(milliseconds=1) <= now_ms]
+        assert got[False] == ended, tf
 
 
 def test_trades_all_and_by_reason(api_url: str, filled_db: str, symbols: list[str]) -> None:
@@ -186,7 +186,8 @@ def test_arrow_csv_and_iso_carry_the_same_rows(api_url: str, symbols: list[str])
     ({"symbol": "BTCUSDT", "timeframe": "2m"}, 422, "timeframe"),
     ({"symbol": "BTCUSDT", "start": "yesterday"}, 400, "start"),
     ({"symbol": "BTCUSDT", "end": "99999999999999999"}, 400, "end"),
-    ({"symbol": "BTCUSDT", "start": "2025-03-02", "end": "2025-03-01"}, 400, "start"),
+    ({"symbol": "BTCUSDT", "start": "2025-03-12T15:00"}, 400, "start"),
+    ({"symbol": "BTCUSDT", "end": "2025-02-30"}, 400, "end"),
     ({"symbol": "BTCUSDT", "cursor": "abc"}, 400, "cursor"),
     ({"symbol": "BTCUSDT", "limit": "0"}, 422, "limit"),
     ({"symbol": "BTCUSDT", "limit": "5001"}, 422, "limit"),
@@ -201,6 +202,12 @@ def test_bad_parameters_name_the_parameter(api_url: str, params: dict[str, str],
         assert detail.startswith(f"{named}:")
     else:
         assert named in [e["loc"][-1] for e in detail]
+
+
+def test_start_after_end_is_an_empty_range(api_url: str, symbols: list[str]) -> None:
+    r = httpx.get(f"{api_url}/api/v1/candles", params={"symbol": symbols[0], "start": "2100-01-01",
+                                                       "end": "2020-01-01"})
+    assert r.status_code == 200 and r.json() == {"data": [], "next_cursor": None}
 
 
 def test_save_reason_outside_the_known_set_is_refused(api_url: str) -> None:
