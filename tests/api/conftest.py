@@ -145,3 +145,10 @@ class ServerThread:
 def api_url(filled_db: str) -> Iterator[str]:
     with ServerThread(ApiSettings(dsn=filled_db, max_rows=5000, default_rows=1000)) as srv:
         yield srv.url
+
+
+@pytest.fixture(scope="session")
+def api_schema(api_url: str) -> object:
+    import schemathesis
+
+    return schemathesis.openapi.from_url(f"{api_url}/api/v1/openapi.json")
