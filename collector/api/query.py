@@ -90,7 +90,9 @@ def _select_list(columns: tuple[Column, ...]) -> sql.Composable:
     for c in columns:
         ident = sql.Identifier(c.name)
         if c.kind == "time":
-            parts.append(sql.SQL("(extract(epoch FROM {}) * 1000)::int8").format(ident))
+            # floor, not the cast's rounding: a time with sub-millisecond digits stays in its own millisecond,
+            # which the cursor's `time >= ms` relies on (the collector itself stores whole milliseconds)
+            parts.append(sql.SQL("floor(extract(epoch FROM {}) * 1000)::int8").format(ident))
         elif c.kind == "float":
             parts.append(sql.SQL("{}::float8").format(ident))
         else:
@@ -128,9 +130,9 @@ WITH universe AS (
     SELECT symbol FROM candles_1m WHERE time > now() - INTERVAL '1 hour'
 )
 SELECT u.symbol,
-       (extract(epoch FROM f.time) * 1000)::int8, f.funding_rate::float8, f.mark_price::float8,
-       (extract(epoch FROM o.time) * 1000)::int8, o.open_interest::float8,
-       (extract(epoch FROM c.time) * 1000)::int8, c.close::float8
+       floor(extract(epoch FROM f.time) * 1000)::int8, f.funding_rate::float8, f.mark_price::float8,
+       floor(extract(epoch FROM o.time) * 1000)::int8, o.open_interest::float8,
+       floor(extract(epoch FROM c.time) * 1000)::int8, c.close::float8
 FROM universe u
 LEFT JOIN LATERAL (SELECT time, funding_rate, mark_price FROM funding WHERE symbol = u.symbol
                    ORDER BY time DESC LIMIT 1) f ON true

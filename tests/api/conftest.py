@@ -27,6 +27,7 @@ from exchange_sim import SimConfig, launch_subprocess
 
 SYMBOLS = 6
 TIE_SYMBOL = "TIEUSDT"  # trades sharing milliseconds, so pages must split inside one millisecond
+SUBMS_SYMBOL = "SUBMSUSDT"  # trades with microseconds (the collector stores whole ms; PostgreSQL allows µs)
 
 
 def _count(url: str, sql: str) -> int:
@@ -98,7 +99,9 @@ def _add_tiers_and_ties(url: str) -> None:
             "first_trade_id, last_trade_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [(t0 + timedelta(milliseconds=7 * (i // 5)), TIE_SYMBOL, 1000 + i, f"{100 + i}.5", "0.25", 25.0 + i,
               "buy" if i % 2 else "sell", "large_trade" if i % 3 == 0 else "time_interval", 10 * i,
-              None if i == 4 else 10 * i + 1) for i in range(40)])
+              None if i == 4 else 10 * i + 1) for i in range(40)]
+            + [(t0 + timedelta(microseconds=us), SUBMS_SYMBOL, i, "1.5", "1", 1.5, "buy", "time_interval", i, i)
+               for i, us in enumerate((0, 200, 600, 999, 1000, 1400, 2000, 2600))])
         conn.commit()
 
 

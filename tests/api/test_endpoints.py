@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pyarrow as pa
 import pytest
-from conftest import TIE_SYMBOL
+from conftest import SUBMS_SYMBOL, TIE_SYMBOL
 
 from collector.api import query
 from collector.api.encode import iso
@@ -147,6 +147,14 @@ def test_pages_split_inside_one_millisecond(api_url: str, filled_db: str, limit:
                             "ORDER BY time, trade_id", (TIE_SYMBOL,))
     assert len(want) == 40
     assert get_rows(api_url, "trades", query.TRADE_COLUMNS, symbol=TIE_SYMBOL, limit=limit, **WIDE) == want
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_pages_over_sub_millisecond_times(api_url: str, filled_db: str, limit: int) -> None:
+    want = truth(filled_db, f"SELECT {_names(query.TRADE_COLUMNS)} FROM trades WHERE symbol = %s "
+                            "ORDER BY time, trade_id", (SUBMS_SYMBOL,))
+    assert len(want) == 8
+    assert get_rows(api_url, "trades", query.TRADE_COLUMNS, symbol=SUBMS_SYMBOL, limit=limit, **WIDE) == want
 
 
 def test_page_size_and_cursor(api_url: str, symbols: list[str]) -> None:
