@@ -166,11 +166,11 @@ def bench(name: str, rest: list[str]) -> NoReturn:
 # --- the command
 
 def build_parser(prog: str = "collector") -> argparse.ArgumentParser:
-    """The `collector` parser with its four subcommands."""
+    """The `collector` parser with its five subcommands."""
     from exchange_sim.__main__ import add_arguments as add_sim_arguments  # the simulator's only definition
 
     p = OneLineParser(prog=prog, description="Binance USDT-M futures collector")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{run,check,sim,bench}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,check,sim,bench,api}")
     r = sub.add_parser("run", help="collect: the supervisor, as `python supervisor.py`",
                        description="Start the collector (the same as `python supervisor.py`).")
     add_run_arguments(r)
@@ -185,11 +185,20 @@ def build_parser(prog: str = "collector") -> argparse.ArgumentParser:
                                    "to the script (`collector bench NAME --help` shows them).")
     b.add_argument("name", choices=BENCH_SCRIPTS, metavar="NAME", help=f"one of: {', '.join(BENCH_SCRIPTS)}")
     b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the script")
+    # The read API parses its own options (collector.api.serve); listed here for --help only.
+    sub.add_parser("api", help="serve the read-only HTTP API (`collector api --help`; needs the api extra)",
+                   add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None, prog: str = "collector") -> int:
     """Entry point of the `collector` console script and of `python -m collector`."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["api"]:  # its options are the API's own; FastAPI is imported only here
+        from collector.api import main as api_main
+
+        return api_main(argv[1:])
     p = build_parser(prog)
     args = p.parse_args(argv)
     if args.command == "run":

@@ -259,6 +259,46 @@ class LoggingConfig(_Section):
     backup_count: Annotated[int, msgspec.Meta(ge=0)] = 5
 
 
+class ApiConfig(_Section):
+    """`collector api`, the read-only HTTP API (collector/api). Off loopback it needs a bearer token."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8081
+    # The bearer token: one of token / token_file; otherwise the environment variable named by token_env
+    # when it is set. Read at start, never logged.
+    token: str | None = None
+    token_file: str | None = None
+    token_env: str = "COLLECTOR_API_TOKEN"
+    # A SELECT-only role's URL (README "Read API"); default: the collector's own database settings.
+    database_url: str | None = None
+    max_rows: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 100_000  # rows per request, at most
+    default_rows: PositiveInt = 10_000   # rows per request when `limit` is not given
+    statement_timeout_ms: PositiveInt = 5_000
+    pool_size: Annotated[int, msgspec.Meta(ge=1, le=100)] = 4
+
+    def __post_init__(self) -> None:
+        if self.token and self.token_file:
+            raise ValueError("api: give only one of token, token_file")
+        if self.default_rows > self.max_rows:
+            raise ValueError(f"api.default_rows: must not exceed api.max_rows ({self.max_rows})")
+
+    def resolve_token(self) -> str | None:
+        """The configured token, read now (a file or the environment), or None when there is none."""
+        if self.token_file:
+            try:
+                value = Path(self.token_file).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"api.token_file: cannot read {self.token_file}: {e.strerror}") from e
+            if not value:
+                raise ConfigError(f"api.token_file: {self.token_file} is empty")
+            return value
+        return self.token or os.environ.get(self.token_env) or None
+
+    def __repr__(self) -> str:  # never print a secret
+        return (f"ApiConfig(host={self.host!r}, port={self.port}, token={'<set>' if self.token else None}, "
+                f"database_url={'<set>' if self.database_url else None})")
+
+
 class Config(_Section):
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     collection: CollectionConfig = msgspec.field(default_factory=CollectionConfig)
@@ -268,6 +308,7 @@ class Config(_Section):
     writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
 
 
 def config_from_dict(raw: object, source: str = "<config>") -> Config:

@@ -63,7 +63,7 @@ def _targets(kind: str) -> list[tuple[str, str, dict[str, Any]]]:
 def test_compose_services_volumes_and_secrets_refer_to_each_other() -> None:
     doc = _compose()
     services, volumes, secrets = doc["services"], doc["volumes"], doc["secrets"]
-    assert set(services) == {"timescaledb", "collector", "prometheus", "grafana"}
+    assert set(services) == {"timescaledb", "collector", "api", "prometheus", "grafana"}
     assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg1[5-7]", services["timescaledb"]["image"])
     for name, svc in services.items():
         for s in svc.get("secrets", []):
@@ -87,10 +87,13 @@ def test_compose_services_volumes_and_secrets_refer_to_each_other() -> None:
     assert col["command"][:4] == ["python", "supervisor.py", "--workers", "8"]
     assert "./config.yaml:/etc/collector/config.yaml:ro" in col["volumes"]
     assert col["depends_on"]["timescaledb"]["condition"] == "service_healthy"
-    # the unauthenticated endpoints stay inside the compose network; only Grafana, only on loopback
+    # the unauthenticated endpoints stay inside the compose network; only Grafana and the token-guarded
+    # read API, only on loopback
     for name, svc in services.items():
         for p in svc.get("ports", []):
-            assert name == "grafana" and p.startswith("127.0.0.1:"), (name, p)
+            assert name in ("grafana", "api") and p.startswith("127.0.0.1:"), (name, p)
+    api_cfg = load_config(DEPLOY / "config.yaml").api
+    assert api_cfg.token_file == "/run/secrets/api_token" and "api_token" in services["api"]["secrets"]
 
 
 def test_container_config_is_valid_and_matches_the_stack() -> None:

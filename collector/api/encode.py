@@ -1,0 +1,120 @@
+"""Rows -> response bodies in the three formats the read API speaks: JSON, CSV and Arrow IPC.
+
+Why Arrow: a notebook turns an Arrow stream into a DataFrame without parsing a number (the buffers are the
+columns), so a float64 arrives bit for bit as PostgreSQL computed it and 100k rows load in milliseconds.
+JSON and CSV are for everything else (curl, spreadsheets, other services); both carry times either as
+ISO 8601 (UTC, millisecond precision) or as epoch milliseconds, the caller's pick.
+
+Rows come from collector.api.query already in wire shape (times as epoch ms, NUMERIC as float8), so this
+module only lays them out; it does no I/O.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+import pyarrow as pa
+
+from collector.api.query import Column
+
+Format = Literal["json", "csv", "arrow"]
+TimeFormat = Literal["iso", "ms"]
+ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
+MEDIA_TYPES: dict[Format, str] = {"json": "application/json", "csv": "text/csv; charset=utf-8",
+                                  "arrow": ARROW_MEDIA_TYPE}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ARROW_TYPES: dict[str, pa.DataType] = {"time": pa.timestamp("ms", tz="UTC"), "float": pa.float64(),
+                                        "int": pa.int64(), "str": pa.string()}
+
+Row = Sequence[Any]
+
+
+def negotiate(format_param: str | None, accept: str | None) -> Format:
+    """`format=` wins; otherwise the Accept header (Arrow, then CSV); JSON by default."""
+    if format_param in ("json", "csv", "arrow"):
+        return format_param  # type: ignore[return-value]  # narrowed by the membership test
+    accept = (accept or "").lower()
+    if ARROW_MEDIA_TYPE in accept:
+        return "arrow"
+    if "text/csv" in accept:
+        return "csv"
+    return "json"
+
+
+def iso(ms: int) -> str:
+    """Epoch ms -> '2025-03-12T15:00:00.000Z' (exact: integer arithmetic, no float seconds)."""
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _time_indexes(columns: Sequence[Column]) -> list[int]:
+    return [i for i, c in enumerate(columns) if c.kind == "time"]
+
+
+def _with_iso_times(rows: Sequence[Row], columns: Sequence[Column]) -> list[Row]:
+    idx = _time_indexes(columns)
+    if not idx:
+        return list(rows)
+    out: list[Row] = []
+    for r in rows:
+        lr = list(r)
+        for i in idx:
+            if lr[i] is not None:
+                lr[i] = iso(lr[i])
+        out.append(lr)
+    return out
+
+
+def to_json(rows: Sequence[Row], columns: Sequence[Column], times: TimeFormat,
+            next_cursor: str | None) -> bytes:
+    """{"data": [{column: value, ...}, ...], "next_cursor": "..." | null}."""
+    names = [c.name for c in columns]
+    body = rows if times == "ms" else _with_iso_times(rows, columns)
+    return orjson.dumps({"data": [dict(zip(names, r, strict=True)) for r in body], "next_cursor": next_cursor})
+
+
+def to_csv(rows: Sequence[Row], columns: Sequence[Column], times: TimeFormat) -> bytes:
+    """A header line, then one line per row; null is an empty field."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([c.name for c in columns])
+    w.writerows(rows if times == "ms" else _with_iso_times(rows, columns))
+    return buf.getvalue().encode()
+
+
+def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.kind], nullable=c.nullable) for c in columns])
+
+
+def to_arrow(rows: Sequence[Row], columns: Sequence[Column], next_cursor: str | None) -> bytes:
+    """An Arrow IPC stream of one record batch; the schema is fixed per endpoint, so an empty page is typed
+    too. The next cursor is also in the schema metadata (b'next_cursor'), besides the X-Next-Cursor header."""
+    schema = arrow_schema(columns)
+    if next_cursor is not None:
+        schema = schema.with_metadata({"next_cursor": next_cursor})
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    arrays = []
+    for c, values in zip(columns, cols, strict=True):
+        if c.kind == "time":
+            arrays.append(pa.array(values, pa.int64()).cast(_ARROW_TYPES["time"]))
+        else:
+            arrays.append(pa.array(values, _ARROW_TYPES[c.kind]))
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def render(fmt: Format, rows: Sequence[Row], columns: Sequence[Column], times: TimeFormat,
+           next_cursor: str | None) -> bytes:
+    if fmt == "arrow":
+        return to_arrow(rows, columns, next_cursor)
+    if fmt == "csv":
+        return to_csv(rows, columns, times)
+    return to_json(rows, columns, times, next_cursor)
