@@ -42,7 +42,7 @@ import psycopg
 import pyarrow as pa
 
 from bench import common
-from collector.db import schema as storage
+from collector.db import partitions, rollups, schema, tables, tiers_repo
 from collector.pipeline.encode import valid_symbol
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -61,9 +61,9 @@ def prefill(dsn: str, symbols: list[str], days: int, big_rows: int, now: datetim
     start = end - timedelta(days=days)
     hour = end - timedelta(hours=1)
     with psycopg.connect(dsn) as conn:
-        storage.ensure_schema(conn, "postgres")
-        for table in storage.TIME_TABLES:
-            storage.ensure_partitions_for(conn, table, start, now + timedelta(days=2))
+        schema.ensure_schema(conn, "postgres")
+        for table in tables.TIME_TABLES:
+            partitions.ensure_partitions_for(conn, table, start, now + timedelta(days=2))
         conn.commit()
         p = {"syms": symbols, "start": start, "end": end, "hour": hour}
         conn.execute("""
@@ -72,7 +72,7 @@ def prefill(dsn: str, symbols: list[str], days: int, big_rows: int, now: datetim
             FROM unnest(%(syms)s::text[]) WITH ORDINALITY AS u(s, i),
                  generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 minute',
                                  interval '1 minute') t""", p)
-        storage.rollup_candles(conn, start, end)
+        rollups.rollup_candles(conn, start, end)
         conn.execute("""
             INSERT INTO trades SELECT t, s, n, 100.25, 0.5, 50.125, CASE WHEN n %% 2 = 0 THEN 'buy' ELSE 'sell' END,
                    'time_interval', n * 3, n * 3 + 2
@@ -92,7 +92,7 @@ def prefill(dsn: str, symbols: list[str], days: int, big_rows: int, now: datetim
             INSERT INTO open_interest SELECT t, s, 12345.678
             FROM unnest(%(syms)s::text[]) AS u(s),
                  generate_series(%(start)s::timestamptz, %(end)s::timestamptz, interval '5 minutes') t""", p)
-        storage.store_tiers(conn, {s: storage.TierRow(i % 4, 1e4, 5e3, 0.5) for i, s in enumerate(symbols)}, end)
+        tiers_repo.store_tiers(conn, {s: tiers_repo.TierRow(i % 4, 1e4, 5e3, 0.5) for i, s in enumerate(symbols)}, end)
         conn.commit()
         conn.execute("ANALYZE")
         counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]

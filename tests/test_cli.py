@@ -49,7 +49,7 @@ def test_the_console_script_is_declared_and_installed() -> None:
 
 
 @pytest.mark.parametrize(("command", "shows"), [
-    ([], "{run,check,sim,bench}"), (["run"], "--sim-seed"), (["check"], "--embedded"),
+    ([], "{run,check,sim,bench,api}"), (["run"], "--sim-seed"), (["check"], "--embedded"),
     (["sim"], "--weight-limit"), (["bench"], "one of: throughput")])
 def test_every_command_has_help(command: list[str], shows: str) -> None:
     r = _collector(*command, "--help")
@@ -72,7 +72,7 @@ def test_collector_run_and_supervisor_py_take_the_same_options() -> None:
 
 @pytest.mark.parametrize(("args", "names"), [
     (["bogus"], "invalid choice: 'bogus'"),
-    ([], "required: {run,check,sim,bench}"),
+    ([], "required: {run,check,sim,bench,api}"),
     (["run", "--workers", "0"], "collector run: error: --workers must be at least 1"),
     (["run", "--workers", "many"], "argument --workers: invalid int value: 'many'"),
     (["check", "--nope"], "unrecognized arguments: --nope"),

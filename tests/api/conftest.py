@@ -22,7 +22,7 @@ from helpers import SupervisorProcess, http_get, wait_for, write_config
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from collector.api.app import ApiSettings, create_app
-from collector.db.schema import TierRow, store_tiers
+from collector.db.tiers_repo import TierRow, store_tiers
 from exchange_sim import SimConfig, launch_subprocess
 
 SYMBOLS = 6
