@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 # Perpetuals each venue lists by default: Binance's USDT-M count, OKX's and Bybit's rough USDT-linear counts.
 DEFAULT_SYMBOLS = {"binance": 496, "okx": 250, "bybit": 400}
 

@@ -125,7 +125,9 @@ class BybitHub(VenueHub):
     def snapshot(self, st: SymbolState, t: int) -> dict:
         """The full tickers object a new subscriber gets first, 24h statistics included."""
         b = self.sim.rest_binance._ticker(st, t)
-        last = st.by_last or ticker_state(st, t)
+        if st.by_last is None:     # subscribed before the first push: later deltas are relative to this
+            st.by_last = ticker_state(st, t)
+        last = st.by_last
         pct = f"{float(b['priceChangePercent']) / 100:.6f}"
         return {"symbol": st.name, "tickDirection": "ZeroPlusTick", "price24hPcnt": pct, **last,
                 "prevPrice24h": b["openPrice"], "highPrice24h": b["highPrice"], "lowPrice24h": b["lowPrice"],
@@ -138,7 +140,7 @@ class BybitHub(VenueHub):
     def _record(self, st: SymbolState, data: dict, t: int) -> None:
         if "fundingRate" in data:
             self.record_funding(st, {"symbol": st.name, "fundingRate": data["fundingRate"],
-                                     "nextFundingTime": data.get("nextFundingTime", st.by_last["nextFundingTime"]),
+                                     "nextFundingTime": data.get("nextFundingTime") or st.by_last["nextFundingTime"],
                                      "ts": t})
         if "openInterest" in data:
             self.record_oi(st, {"symbol": st.name, "openInterest": data["openInterest"], "ts": t})
