@@ -161,3 +161,45 @@ def test_standalone_cli_default_universe(venue, path, live, count):
         assert status == 200 and len(live(body)) == count
     finally:
         proc.stop()
+
+
+def test_okx_shared_faults_skip_gap_and_injected_frames(okx):
+    """The Binance fault controls act on the OKX wire: skipped trades leave a tradeId gap the truth records,
+    injected frames are OKX-shaped (truncated JSON, a trade for an instrument never listed)."""
+    url = okx.ws_url + "/ws/v5/public"
+    sub = {"op": "subscribe", "args": [{"channel": "trades", "instId": "BTC-USDT-SWAP"}]}
+
+    async def run() -> tuple[list, list]:
+        ids: list = []
+        raw: list = []
+        async with websockets.connect(url, compression=None) as ws:
+            await ws.send(json.dumps(sub))
+            async with asyncio.timeout(20):
+                while not ids:
+                    m = json.loads(await ws.recv())
+                    if "data" in m:
+                        ids.append(int(m["data"][0]["tradeId"]))
+                await asyncio.to_thread(okx.skip_ids, "BTC-USDT-SWAP", 3)
+                await asyncio.to_thread(okx.inject, "malformed")
+                await asyncio.to_thread(okx.inject, "unknown_symbol")
+                while len(raw) < 2 or all(b - a == 1 for a, b in zip(ids, ids[1:], strict=False)):
+                    text = await ws.recv()
+                    try:
+                        m = json.loads(text)
+                    except ValueError:
+                        raw.append(text)
+                        continue
+                    if m["data"][0]["instId"] == "ZZZZZ-USDT-SWAP":
+                        raw.append(m)
+                    else:
+                        ids.append(int(m["data"][0]["tradeId"]))
+        return ids, raw
+    ids, raw = asyncio.run(run())
+    gaps = [b - a for a, b in zip(ids, ids[1:], strict=False) if b - a != 1]
+    assert gaps == [4]
+    assert isinstance(raw[0], str) and raw[0].startswith('{"arg":{"channel":"trades"')
+    assert raw[1]["arg"] == {"channel": "trades", "instId": "ZZZZZ-USDT-SWAP"}
+    truth = okx.truth(klines=False)
+    assert truth["symbols"]["BTC-USDT-SWAP"]["trade_ids"]["skipped"][-1][1] - \
+        truth["symbols"]["BTC-USDT-SWAP"]["trade_ids"]["skipped"][-1][0] == 2
+    assert truth["injected"] == {"malformed": 1, "unknown_symbol": 1}
