@@ -13,7 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..hub import Hub, WsConn, prepare_state
-from ..market import SymbolState
+from ..market import Market, SymbolState
 from ..universe import SymbolSpec, build_universe
 
 if TYPE_CHECKING:
@@ -67,29 +67,34 @@ class VenueHub(Hub):
         super().__init__(sim.truth, sim.sim_now)
         self.sim = sim
         self.cfg = sim.cfg
-        self.funding: dict[str, deque[dict]] = {}
-        self.oi: dict[str, deque[dict]] = {}
-        self.trades_sent: list[dict] | None = [] if sim.cfg.truth_trades else None
+        self.funding: dict[str, deque[dict[str, Any]]] = {}
+        self.oi: dict[str, deque[dict[str, Any]]] = {}
+        self.trades_sent: list[dict[str, Any]] | None = [] if sim.cfg.truth_trades else None
         self.candle_keys: dict[str, SymbolState] = {}
+
+    @property
+    def mkt(self) -> Market:
+        assert self.market is not None, "hub used before its market was attached"
+        return self.market
 
     # -- to be provided by each venue ----------------------------------------------------------------
     def keys_of(self, st: SymbolState) -> None:
         raise NotImplementedError
 
     def trade_frame(self, st: SymbolState, a: int, f: int, l_: int, t: int, e: int, p: int, q: int,
-                    m: bool) -> tuple[bytes, dict]:
+                    m: bool) -> tuple[bytes, dict[str, Any]]:
         raise NotImplementedError
 
-    def candle_frame(self, st: SymbolState, k: list, e: int, closed: bool) -> bytes:
+    def candle_frame(self, st: SymbolState, k: list[Any], e: int, closed: bool) -> bytes:
         raise NotImplementedError
 
-    def kline_truth(self, st: SymbolState, k: list) -> dict:
+    def kline_truth(self, st: SymbolState, k: list[Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def liq_truth(self, st: SymbolState, liq: tuple) -> dict:
+    def liq_truth(self, st: SymbolState, liq: tuple[Any, ...]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def send_liquidation(self, st: SymbolState, liq: tuple) -> None:
+    def send_liquidation(self, st: SymbolState, liq: tuple[Any, ...]) -> None:
         raise NotImplementedError
 
     def ws_message(self, proto: SimProtocol, conn: WsConn, payload: bytes) -> None:
@@ -120,14 +125,13 @@ class VenueHub(Hub):
             st.first_a = a
         st.last_a = a
         conns = self.subs.get(st.k_trade)
-        if conns or self.trades_sent is not None:
+        if conns:
             frame, record = self.trade_frame(st, a, f, l_, t, e, p, q, m)
-            if conns:
-                self._send(st.k_trade, conns, frame)
+            self._send(st.k_trade, conns, frame)
             if self.trades_sent is not None:
                 self.trades_sent.append(record)
 
-    def on_kline_close(self, st: SymbolState, interval: str, k: list, e: int) -> None:
+    def on_kline_close(self, st: SymbolState, interval: str, k: list[Any], e: int) -> None:
         if interval != "1m":
             return
         st.n_kline["1m"] = st.n_kline.get("1m", 0) + 1
@@ -136,7 +140,7 @@ class VenueHub(Hub):
         if conns:
             self._send(st.k_candle, conns, self.candle_frame(st, k, e + 5, True))
 
-    def on_liquidation(self, st: SymbolState, liq: tuple) -> None:
+    def on_liquidation(self, st: SymbolState, liq: tuple[Any, ...]) -> None:
         st.n_liq += 1
         self.truth.liquidations.append((st, liq))
         st.liqs.append(liq)
@@ -148,7 +152,7 @@ class VenueHub(Hub):
                 conns = self.subs.get(key)
                 if conns:
                     self._send(key, conns, self.candle_frame(st, st.kline, now_ms, False), True)
-        for st in self.market.states:
+        for st in self.mkt.states:
             st.kline_dirty = False
 
     def _index(self, s: str) -> None:
@@ -164,7 +168,7 @@ class VenueHub(Hub):
 
     @property
     def candle_index(self) -> dict[str, SymbolState]:
-        return {st.k_candle: st for st in self.market.states}
+        return {st.k_candle: st for st in self.mkt.states}
 
     def inject(self, c: WsConn, kind: str) -> None:
         c.out.append(self.bad_frame(kind))
@@ -184,16 +188,16 @@ class VenueHub(Hub):
         self.add(conn, conn.streams)
 
     # -- ground truth --------------------------------------------------------------------------------
-    def record_funding(self, st: SymbolState, rec: dict) -> None:
+    def record_funding(self, st: SymbolState, rec: dict[str, Any]) -> None:
         st.n_mark += 1
         self.funding[st.name].append(rec)
 
-    def record_oi(self, st: SymbolState, rec: dict) -> None:
+    def record_oi(self, st: SymbolState, rec: dict[str, Any]) -> None:
         self.oi[st.name].append(rec)
 
-    def truth_doc(self, live_conns: list[WsConn], sim_ms: int, klines: bool) -> dict:
+    def truth_doc(self, live_conns: list[WsConn], sim_ms: int, klines: bool) -> dict[str, Any]:
         symbols = {}
-        for st in self.market.states:
+        for st in self.mkt.states:
             symbols[st.name] = {
                 "trading": st.trading, "trades": st.n_trade, "funding": st.n_mark, "liquidations": st.n_liq,
                 "candles_closed": st.n_kline.get("1m", 0),

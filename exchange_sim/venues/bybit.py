@@ -10,7 +10,7 @@ trade counter, so skipped trades show as a gap there.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -52,14 +52,14 @@ def base_of(name: str) -> str:
     return name[:-4] if name.endswith("USDT") else name
 
 
-def kline_data(st: SymbolState, k: list, confirm: bool, ts: int) -> dict:
+def kline_data(st: SymbolState, k: list[Any], confirm: bool, ts: int) -> dict[str, Any]:
     pdp, qdp = st.price_dp, st.qty_dp
     return {"start": k[K_T], "end": k[K_CT], "interval": "1", "open": dec(k[K_O], pdp), "close": dec(k[K_C], pdp),
             "high": dec(k[K_H], pdp), "low": dec(k[K_L], pdp), "volume": dec(k[K_V], qdp),
             "turnover": dec(k[K_QV], pdp + qdp), "confirm": confirm, "timestamp": ts}
 
 
-def liq_data(st: SymbolState, liq: tuple) -> dict:
+def liq_data(st: SymbolState, liq: tuple[Any, ...]) -> dict[str, Any]:
     t, _e, side, q, p, _ap = liq
     # "S" is the side of the liquidated position: a SELL liquidation order closes a long ("Buy") position.
     return {"T": t, "s": st.name, "S": "Buy" if side == "SELL" else "Sell", "v": dec(q, st.qty_dp),
@@ -94,7 +94,8 @@ class BybitHub(VenueHub):
         st.by_last = None
         st.by_prev = st.price
 
-    def trade_frame(self, st, a, f, l_, t, e, p, q, m):
+    def trade_frame(self, st: SymbolState, a: int, f: int, l_: int, t: int, e: int, p: int, q: int,
+                    m: bool) -> tuple[bytes, dict[str, Any]]:
         side = "Sell" if m else "Buy"
         tick = ("PlusTick" if p > st.by_prev else "MinusTick" if p < st.by_prev else "ZeroPlusTick")
         st.by_prev = p
@@ -104,25 +105,25 @@ class BybitHub(VenueHub):
                 f'"S":"{side}","v":"{v}","p":"{px}","L":"{tick}","i":"{tid}","BT":false,"RPI":false,"seq":{a}}}]}}')
         return ws_text(body.encode()), {"s": st.name, "i": tid, "seq": a, "T": t, "S": side, "v": v, "p": px}
 
-    def candle_frame(self, st, k, e, closed):
+    def candle_frame(self, st: SymbolState, k: list[Any], e: int, closed: bool) -> bytes:
         return ws_text(orjson.dumps({"topic": st.k_candle, "data": [kline_data(st, k, closed, e)], "ts": e,
                                      "type": "snapshot"}))
 
-    def kline_truth(self, st, k):
+    def kline_truth(self, st: SymbolState, k: list[Any]) -> dict[str, Any]:
         d = kline_data(st, k, True, k[K_CT] + 1)
         d.pop("timestamp")
         return {"symbol": st.name, **d}
 
-    def liq_truth(self, st, liq):
+    def liq_truth(self, st: SymbolState, liq: tuple[Any, ...]) -> dict[str, Any]:
         return liq_data(st, liq)
 
-    def send_liquidation(self, st, liq):
+    def send_liquidation(self, st: SymbolState, liq: tuple[Any, ...]) -> None:
         conns = self.subs.get(st.k_liq)
         if conns:
             self._send(st.k_liq, conns, ws_text(orjson.dumps({"topic": st.k_liq, "type": "snapshot", "ts": liq[1],
                                                               "data": [liq_data(st, liq)]})))
 
-    def snapshot(self, st: SymbolState, t: int) -> dict:
+    def snapshot(self, st: SymbolState, t: int) -> dict[str, Any]:
         """The full tickers object a new subscriber gets first, 24h statistics included."""
         b = self.sim.rest_binance._ticker(st, t)
         if st.by_last is None:     # subscribed before the first push: later deltas are relative to this
@@ -134,29 +135,30 @@ class BybitHub(VenueHub):
                 "prevPrice1h": b["openPrice"], "turnover24h": b["quoteVolume"], "volume24h": b["volume"],
                 "preOpenPrice": "", "preQty": "", "curPreListingPhase": ""}
 
-    def _tickers_frame(self, st: SymbolState, kind: str, data: dict, t: int) -> bytes:
+    def _tickers_frame(self, st: SymbolState, kind: str, data: dict[str, Any], t: int) -> bytes:
         return ws_text(orjson.dumps({"topic": st.k_tick, "type": kind, "data": data, "cs": t * 10 + 7, "ts": t}))
 
-    def _record(self, st: SymbolState, data: dict, t: int) -> None:
+    def _record(self, st: SymbolState, data: dict[str, Any], t: int) -> None:
         if "fundingRate" in data:
-            self.record_funding(st, {"symbol": st.name, "fundingRate": data["fundingRate"],
-                                     "nextFundingTime": data.get("nextFundingTime") or st.by_last["nextFundingTime"],
+            nxt = data.get("nextFundingTime") or (st.by_last or {}).get("nextFundingTime", "")
+            self.record_funding(st, {"symbol": st.name, "fundingRate": data["fundingRate"], "nextFundingTime": nxt,
                                      "ts": t})
         if "openInterest" in data:
             self.record_oi(st, {"symbol": st.name, "openInterest": data["openInterest"], "ts": t})
 
     def on_mark_tick(self, t_ms: int, three_s: bool) -> None:
         subs = self.subs
-        for st in self.market.states:
+        for st in self.mkt.states:
             if not st.trading:
                 continue
             st.n_mark1s += 1
+            conns = subs.get(st.k_tick)
+            if not conns:
+                st.by_last = None     # nobody to send deltas to: the next subscriber's snapshot starts afresh
+                continue
             cur = ticker_state(st, t_ms)
             prev = st.by_last
             st.by_last = cur
-            conns = subs.get(st.k_tick)
-            if not conns:
-                continue
             delta = {k: v for k, v in cur.items() if prev is None or prev[k] != v}
             if delta:
                 self._record(st, delta, t_ms)
@@ -201,7 +203,7 @@ class BybitHub(VenueHub):
         now = self.sim_now()
         for topic in good:
             if topic.startswith("tickers."):
-                st = self.market.by_name[topic[8:]]
+                st = self.mkt.by_name[topic[8:]]
                 snap = self.snapshot(st, now)
                 self._record(st, snap, now)
                 self._send(topic, [conn], self._tickers_frame(st, "snapshot", snap, now))
@@ -211,8 +213,8 @@ class BybitHub(VenueHub):
         if not isinstance(topic, str):
             return False
         kind, _, sym = topic.rpartition(".")
-        return kind in TOPICS and sym in self.market.by_name and self.market.by_name[sym].trading
+        return kind in TOPICS and sym in self.mkt.by_name and self.mkt.by_name[sym].trading
 
-    def _reply(self, proto: SimProtocol, obj: dict) -> None:
+    def _reply(self, proto: SimProtocol, obj: dict[str, Any]) -> None:
         self.flush()   # answers follow the data already queued for this connection
         proto.send_control(0x1, orjson.dumps(obj))

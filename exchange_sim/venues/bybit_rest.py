@@ -8,7 +8,7 @@ endpoint; over the per-endpoint limit the answer is retCode 10006 "Too many visi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -36,11 +36,11 @@ class BybitError(Exception):
         self.code, self.msg = code, msg
 
 
-def envelope(result: dict, now_ms: int, code: int = 0, msg: str = "OK") -> bytes:
+def envelope(result: dict[str, Any], now_ms: int, code: int = 0, msg: str = "OK") -> bytes:
     return orjson.dumps({"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": now_ms})
 
 
-def error_response(status: int, now_ms: int = 0) -> tuple[int, bytes, dict]:
+def error_response(status: int, now_ms: int = 0) -> tuple[int, bytes, dict[str, Any]]:
     if status == 403:
         return 403, b"access too frequent", {"Content-Type": "text/plain"}
     if status in (429, 418):
@@ -48,7 +48,7 @@ def error_response(status: int, now_ms: int = 0) -> tuple[int, bytes, dict]:
     return status, envelope({}, now_ms, 10016, "Server error."), {}
 
 
-def instrument(spec: SymbolSpec) -> dict:
+def instrument(spec: SymbolSpec) -> dict[str, Any]:
     """One linear entry of /v5/market/instruments-info, fields as the docs list them."""
     ctype = CTYPE.get(spec.contract_type, "LinearPerpetual")
     return {"symbol": spec.name, "contractType": ctype, "status": STATUS.get(spec.status, "Closed"),
@@ -77,7 +77,7 @@ class BybitRest:
         self.per_endpoint.reset()
         self.per_ip.reset()
 
-    def charge(self, peer: str, path: str) -> tuple[int, bytes, dict] | None:
+    def charge(self, peer: str, path: str) -> tuple[int, bytes, dict[str, Any]] | None:
         """None if allowed (headers then come from limit_headers), else the refusal to send."""
         if not self.per_ip.charge(peer, "*", IP_LIMIT_PER_5S)[0]:
             return error_response(403)
@@ -90,7 +90,7 @@ class BybitRest:
         status, body, _ = error_response(429, self.sim.sim_now())
         return status, body, dict(self.last_headers)
 
-    def handle(self, path: str, q: dict[str, str], now_ms: int) -> tuple[int, bytes, dict]:
+    def handle(self, path: str, q: dict[str, str], now_ms: int) -> tuple[int, bytes, dict[str, Any]]:
         hdrs = dict(getattr(self, "last_headers", {}))
         route = ROUTES.get(path)
         if route is None:
@@ -102,14 +102,14 @@ class BybitRest:
         except BybitError as e:
             return 200, envelope({}, now_ms, e.code, e.msg), hdrs
 
-    def _symbol(self, q: dict) -> SymbolState:
+    def _symbol(self, q: dict[str, Any]) -> SymbolState:
         st = self.market.by_name.get(q.get("symbol", ""))
         if st is None:
             raise BybitError(10001, "params error: symbol invalid")
         return st
 
     # -- endpoints -----------------------------------------------------------------------------------
-    def instruments_info(self, q: dict, now_ms: int) -> dict:
+    def instruments_info(self, q: dict[str, Any], now_ms: int) -> dict[str, Any]:
         cat = q["category"]
         if cat == "linear":
             rows = [instrument(s) for s in self.specs]
@@ -130,7 +130,7 @@ class BybitRest:
         nxt = str(start + limit) if start + limit < len(rows) else ""
         return {"category": cat, "list": page, "nextPageCursor": nxt}
 
-    def kline(self, q: dict, now_ms: int) -> dict:
+    def kline(self, q: dict[str, Any], now_ms: int) -> dict[str, Any]:
         st = self._symbol(q)
         if q.get("interval") not in INTERVALS:
             raise BybitError(10001, "Invalid period!")
@@ -143,7 +143,7 @@ class BybitRest:
             out.append([str(d["start"]), d["open"], d["high"], d["low"], d["close"], d["volume"], d["turnover"]])
         return {"symbol": st.name, "category": "linear", "list": out}
 
-    def open_interest(self, q: dict, now_ms: int) -> dict:
+    def open_interest(self, q: dict[str, Any], now_ms: int) -> dict[str, Any]:
         st = self._symbol(q)
         step = {"5min": 300_000, "15min": 900_000, "30min": 1_800_000, "1h": 3_600_000}.get(q.get("intervalTime", ""))
         if step is None:
@@ -154,24 +154,25 @@ class BybitRest:
                 for i in range(limit) if t - i * step >= st.listed_ms]
         return {"symbol": st.name, "category": "linear", "list": rows, "nextPageCursor": ""}
 
-    def tickers(self, q: dict, now_ms: int) -> dict:
+    def tickers(self, q: dict[str, Any], now_ms: int) -> dict[str, Any]:
         hub = self.sim.hub
+        assert isinstance(hub, bybit.BybitHub)
         states = [self._symbol(q)] if q.get("symbol") else [s for s in self.market.states if s.trading]
         return {"category": "linear", "list": [hub.snapshot(s, now_ms) for s in states]}
 
-    def funding_history(self, q: dict, now_ms: int) -> dict:
+    def funding_history(self, q: dict[str, Any], now_ms: int) -> dict[str, Any]:
         st = self._symbol(q)
         limit = max(1, min(200, int(q.get("limit") or 200)))
         end = int(q.get("endTime") or now_ms)
         t = end - end % FUNDING_PERIOD_MS
-        rows = []
+        rows: list[dict[str, str]] = []
         while len(rows) < limit and t >= max(st.listed_ms, int(q.get("startTime") or 0)):
             rows.append({"symbol": st.name, "fundingRate": f"{st.funding_rate(t - 1):.6f}",
                          "fundingRateTimestamp": str(t)})
             t -= FUNDING_PERIOD_MS
         return {"category": "linear", "list": rows}
 
-    def server_time(self, q: dict, now_ms: int) -> dict:
+    def server_time(self, q: dict[str, Any], now_ms: int) -> dict[str, Any]:
         return {"timeSecond": str(now_ms // 1000), "timeNano": str(now_ms * 1_000_000)}
 
 

@@ -9,7 +9,7 @@ q / 10**ct_dp contracts, so every size on the wire is an exact decimal (see `con
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -68,14 +68,14 @@ def base_of(name: str) -> str:
     return name.split("-")[0]
 
 
-def candle_row(st: SymbolState, k: list, confirm: bool) -> list[str]:
+def candle_row(st: SymbolState, k: list[Any], confirm: bool) -> list[str]:
     """[ts, o, h, l, c, vol (contracts), volCcy (base), volCcyQuote (USDT), confirm], as OKX sends it."""
     pdp, qdp = st.price_dp, st.qty_dp
     return [str(k[K_T]), dec(k[K_O], pdp), dec(k[K_H], pdp), dec(k[K_L], pdp), dec(k[K_C], pdp),
             dec(k[K_V], st.ct_dp), dec(k[K_V], qdp), dec(k[K_QV], pdp + qdp), "1" if confirm else "0"]
 
 
-def funding_record(st: SymbolState, t: int) -> dict:
+def funding_record(st: SymbolState, t: int) -> dict[str, Any]:
     nxt = st.next_funding(t)
     rate = f"{st.funding_rate(t):.10f}"
     mark, index = st.mark_ticks_e8(t)
@@ -87,13 +87,13 @@ def funding_record(st: SymbolState, t: int) -> dict:
             "settState": "settled", "ts": str(t)}
 
 
-def oi_record(st: SymbolState, t: int) -> dict:
+def oi_record(st: SymbolState, t: int) -> dict[str, Any]:
     steps = st.open_interest_steps(t)
     return {"instId": st.name, "instType": "SWAP", "oi": dec(steps, st.ct_dp), "oiCcy": dec(steps, st.qty_dp),
             "oiUsd": dec(steps * st.price, st.price_dp + st.qty_dp), "ts": str(t)}
 
 
-def liq_detail(st: SymbolState, liq: tuple) -> dict:
+def liq_detail(st: SymbolState, liq: tuple[Any, ...]) -> dict[str, Any]:
     t, _e, side, q, p, _ap = liq
     # side is the liquidation order's side: a SELL closes a long position.
     return {"bkLoss": "0", "bkPx": dec(p, st.price_dp), "ccy": "", "posSide": "long" if side == "SELL" else "short",
@@ -121,7 +121,8 @@ class OkxHub(VenueHub):
     def _frame(self, st: SymbolState, channel: str, data: str) -> bytes:
         return ws_text(f'{{"arg":{st.okx_arg[channel]},"data":[{data}]}}'.encode())
 
-    def trade_frame(self, st, a, f, l_, t, e, p, q, m):
+    def trade_frame(self, st: SymbolState, a: int, f: int, l_: int, t: int, e: int, p: int, q: int,
+                    m: bool) -> tuple[bytes, dict[str, Any]]:
         side = "sell" if m else "buy"
         px, sz = dec(p, st.price_dp), dec(q, st.ct_dp)
         data = (f'{{"instId":"{st.name}","tradeId":"{a}","px":"{px}","sz":"{sz}","side":"{side}","ts":"{t}",'
@@ -129,16 +130,16 @@ class OkxHub(VenueHub):
         return self._frame(st, "trades", data), {"instId": st.name, "tradeId": str(a), "px": px, "sz": sz,
                                                  "side": side, "ts": str(t)}
 
-    def candle_frame(self, st, k, e, closed):
+    def candle_frame(self, st: SymbolState, k: list[Any], e: int, closed: bool) -> bytes:
         return self._frame(st, "candle1m", orjson.dumps(candle_row(st, k, closed)).decode())
 
-    def kline_truth(self, st, k):
+    def kline_truth(self, st: SymbolState, k: list[Any]) -> dict[str, Any]:
         return {"instId": st.name, "candle": candle_row(st, k, True)}
 
-    def liq_truth(self, st, liq):
+    def liq_truth(self, st: SymbolState, liq: tuple[Any, ...]) -> dict[str, Any]:
         return {"instId": st.name, **liq_detail(st, liq)}
 
-    def send_liquidation(self, st, liq):
+    def send_liquidation(self, st: SymbolState, liq: tuple[Any, ...]) -> None:
         conns = self.subs.get("liquidation-orders:SWAP")
         if conns:
             body = orjson.dumps({"arg": {"channel": "liquidation-orders", "instType": "SWAP"}, "data": [{
@@ -150,7 +151,7 @@ class OkxHub(VenueHub):
         sec = t_ms // 1000
         fund, oi = sec % FUNDING_PUSH_S == 0, sec % OI_PUSH_S == 0
         subs = self.subs
-        for st in self.market.states:
+        for st in self.mkt.states:
             if not st.trading:
                 continue
             st.n_mark1s += 1
@@ -159,18 +160,17 @@ class OkxHub(VenueHub):
                 mark, _ = st.mark_ticks_e8(t_ms)
                 self._send(st.k_mark, c, self._frame(st, "mark-price", (
                     f'{{"instType":"SWAP","instId":"{st.name}","markPx":"{dec(mark, st.price_dp)}","ts":"{t_ms}"}}')))
-            if fund:
+            # The truth keeps what was sent: records of symbols nobody subscribed to are not kept.
+            c = subs.get(st.k_fund) if fund else None
+            if c:
                 rec = funding_record(st, t_ms)
                 self.record_funding(st, rec)
-                c = subs.get(st.k_fund)
-                if c:
-                    self._send(st.k_fund, c, self._frame(st, "funding-rate", orjson.dumps(rec).decode()))
-            if oi:
+                self._send(st.k_fund, c, self._frame(st, "funding-rate", orjson.dumps(rec).decode()))
+            c = subs.get(st.k_oi) if oi else None
+            if c:
                 rec = oi_record(st, t_ms)
                 self.record_oi(st, rec)
-                c = subs.get(st.k_oi)
-                if c:
-                    self._send(st.k_oi, c, self._frame(st, "open-interest", orjson.dumps(rec).decode()))
+                self._send(st.k_oi, c, self._frame(st, "open-interest", orjson.dumps(rec).decode()))
 
     def bad_frame(self, kind: str) -> bytes:
         if kind == "malformed":
@@ -220,8 +220,8 @@ class OkxHub(VenueHub):
         ch = arg["channel"]
         if ch == "liquidation-orders":
             return "liquidation-orders:SWAP" if arg.get("instType") == "SWAP" else None
-        st = self.market.by_name.get(arg.get("instId", ""))
+        st = self.mkt.by_name.get(arg.get("instId", ""))
         return f"{ch}:{st.name}" if st is not None else None
 
-    def _reply(self, proto: SimProtocol, obj: dict) -> None:
+    def _reply(self, proto: SimProtocol, obj: dict[str, Any]) -> None:
         proto.send_control(0x1, orjson.dumps(obj))

@@ -7,7 +7,7 @@ Candles are served from the very 1m rows that were streamed, so a REST repair eq
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -39,16 +39,16 @@ class OkxError(Exception):
         self.status, self.code, self.msg = status, code, msg
 
 
-def envelope(data: list, code: str = "0", msg: str = "") -> bytes:
+def envelope(data: list[Any], code: str = "0", msg: str = "") -> bytes:
     return orjson.dumps({"code": code, "data": data, "msg": msg})
 
 
-def error_response(status: int) -> tuple[int, bytes, dict]:
+def error_response(status: int) -> tuple[int, bytes, dict[str, Any]]:
     code, msg = ERRORS.get(status, ERRORS[500])
     return status, orjson.dumps({"msg": msg, "code": code}), {}
 
 
-def instrument(spec: SymbolSpec) -> dict:
+def instrument(spec: SymbolSpec) -> dict[str, Any]:
     """One SWAP entry of /api/v5/public/instruments, fields as the docs list them."""
     linear = spec.quote != "USD"
     settle = spec.quote if linear else spec.base
@@ -74,12 +74,12 @@ class OkxRest:
     def reset(self) -> None:
         self.limiter.reset()
 
-    def charge(self, peer: str, path: str) -> tuple[int, bytes, dict] | None:
+    def charge(self, peer: str, path: str) -> tuple[int, bytes, dict[str, Any]] | None:
         limit = self.sim.cfg.venue_rest_limit or LIMITS.get(path, 20)
         ok, _, _ = self.limiter.charge(peer, path, limit)
         return None if ok else error_response(429)
 
-    def handle(self, path: str, q: dict[str, str], now_ms: int) -> tuple[int, bytes, dict]:
+    def handle(self, path: str, q: dict[str, str], now_ms: int) -> tuple[int, bytes, dict[str, Any]]:
         route = ROUTES.get(path)
         if route is None:
             return 404, orjson.dumps({"msg": "Not Found", "code": "404"}), {}
@@ -88,11 +88,15 @@ class OkxRest:
         except OkxError as e:
             return e.status, envelope([], e.code, e.msg), {}
 
-    def _inst(self, q: dict, required: bool = True) -> SymbolState | None:
+    def _inst(self, q: dict[str, Any]) -> SymbolState:
+        st = self._inst_opt(q)
+        if st is None:
+            raise OkxError(400, "50014", "Parameter instId can not be empty.")
+        return st
+
+    def _inst_opt(self, q: dict[str, Any]) -> SymbolState | None:
         name = q.get("instId")
         if not name:
-            if required:
-                raise OkxError(400, "50014", "Parameter instId can not be empty.")
             return None
         st = self.market.by_name.get(name)
         if st is None:
@@ -100,7 +104,7 @@ class OkxRest:
         return st
 
     # -- endpoints -----------------------------------------------------------------------------------
-    def instruments(self, q: dict, now_ms: int) -> list:
+    def instruments(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         kind = q.get("instType")
         if kind == "SWAP":
             return [instrument(s) for s in self.specs if q.get("instId") in (None, s.name)]
@@ -116,10 +120,10 @@ class OkxRest:
             return []
         raise OkxError(400, "50014", "Parameter instType can not be empty.")
 
-    def underlying(self, q: dict, now_ms: int) -> list:
+    def underlying(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         return [["BTC-USD", "ETH-USD"]]
 
-    def candles(self, q: dict, now_ms: int, cap: int = 300) -> list:
+    def candles(self, q: dict[str, Any], now_ms: int, cap: int = 300) -> list[Any]:
         st = self._inst(q)
         if q.get("bar", "1m") != "1m":
             raise OkxError(400, "51000", "Parameter bar error")
@@ -132,21 +136,21 @@ class OkxRest:
         rows = rows[-limit:] if not before or after else rows[:limit]
         return [okx.candle_row(st, k, k is not st.kline) for k in reversed(rows)]
 
-    def history_candles(self, q: dict, now_ms: int) -> list:
+    def history_candles(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         return self.candles(q, now_ms, cap=100)
 
-    def open_interest(self, q: dict, now_ms: int) -> list:
+    def open_interest(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         if q.get("instType") != "SWAP":
             raise OkxError(400, "50014", "Parameter instType can not be empty.")
-        st = self._inst(q, required=False)
+        st = self._inst_opt(q)
         states = [st] if st is not None else [s for s in self.market.states if s.trading]
         return [okx.oi_record(s, now_ms) for s in states]
 
-    def funding_rate(self, q: dict, now_ms: int) -> list:
+    def funding_rate(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         st = self._inst(q)
         return [okx.funding_record(st, now_ms)]
 
-    def _ticker(self, st: SymbolState, now_ms: int) -> dict:
+    def _ticker(self, st: SymbolState, now_ms: int) -> dict[str, Any]:
         t = self.sim.rest_binance._ticker(st, now_ms)
         pdp = st.price_dp
         last = st.price
@@ -156,15 +160,15 @@ class OkxRest:
                 "volCcy24h": t["volume"], "vol24h": t["volume"], "sodUtc0": t["openPrice"],
                 "sodUtc8": t["openPrice"], "ts": str(now_ms)}
 
-    def tickers(self, q: dict, now_ms: int) -> list:
+    def tickers(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         if q.get("instType") != "SWAP":
             raise OkxError(400, "50014", "Parameter instType can not be empty.")
         return [self._ticker(s, now_ms) for s in self.market.states if s.trading]
 
-    def ticker(self, q: dict, now_ms: int) -> list:
+    def ticker(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         return [self._ticker(self._inst(q), now_ms)]
 
-    def liquidation_orders(self, q: dict, now_ms: int) -> list:
+    def liquidation_orders(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         if q.get("instType") != "SWAP":
             raise OkxError(400, "50014", "Parameter instType can not be empty.")
         st = self.market.by_name.get(f"{q.get('uly', '')}-SWAP")
@@ -176,7 +180,7 @@ class OkxRest:
         return [{"details": details, "instFamily": uly, "instId": st.name, "instType": "SWAP", "totalLoss": "0",
                  "uly": uly}]
 
-    def time(self, q: dict, now_ms: int) -> list:
+    def time(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         return [{"ts": str(now_ms)}]
 
 
