@@ -1,4 +1,4 @@
-"""Binance USDT-M futures simulator on loopback, speaking Binance's wire format (REST + WebSocket).
+"""Exchange simulator on loopback: Binance USDT-M (default), OKX v5 or Bybit v5 wire format (REST + WebSocket).
 
 Entry points: `python -m exchange_sim`, `SimConfig` + `Simulator` (async), `run_in_thread(cfg)` and
 `launch_subprocess(cfg)` (see runner.py).

@@ -1,4 +1,4 @@
-"""`python -m exchange_sim`: run the Binance USDT-M simulator until SIGINT/SIGTERM."""
+"""`python -m exchange_sim [--venue binance|okx|bybit]`: run the exchange simulator until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from .simulator import Simulator
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The simulator's options, shared by `python -m exchange_sim` and `collector sim`."""
     d = SimConfig()
+    p.add_argument("--venue", default=d.venue, choices=("binance", "okx", "bybit"))
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=9443)
-    p.add_argument("--symbols", type=int, default=d.symbols)
+    p.add_argument("--symbols", type=int, default=None, help="default: 496 binance, 250 okx, 400 bybit")
     p.add_argument("--rate", type=float, default=d.rate, help="aggTrades per sim second, whole market")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--speed", type=float, default=d.speed, help="sim seconds per wall second")
@@ -31,11 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-prob", type=float, default=0.0, help="per-connection drop probability per second")
     p.add_argument("--malformed-rate", type=float, default=0.0, help="fraction of frames followed by a bad one")
     p.add_argument("--weight-limit", type=int, default=d.weight_limit)
+    p.add_argument("--venue-rest-limit", type=int, default=None, help="OKX/Bybit: requests per endpoint window")
+    p.add_argument("--truth-trades", action="store_true", help="OKX/Bybit: keep every trade in the truth")
 
 
 def config_from(a: argparse.Namespace) -> SimConfig:
     """The SimConfig for options parsed by `add_arguments`."""
-    return SimConfig(host=a.host, port=a.port, symbols=a.symbols, rate=a.rate, seed=a.seed, speed=a.speed,
+    return SimConfig(venue=a.venue, venue_rest_limit=a.venue_rest_limit, truth_trades=a.truth_trades,
+                     host=a.host, port=a.port, symbols=a.symbols, rate=a.rate, seed=a.seed, speed=a.speed,
                      start_ms=a.start_ms, tick_ms=a.tick_ms, truth_file=a.truth_file, replay=a.replay,
                      replay_speed=a.replay_speed, ping_interval_s=a.ping_interval, pong_timeout_s=a.pong_timeout,
                      max_conn_age_s=a.max_conn_age, drop_prob_per_s=a.drop_prob, malformed_rate=a.malformed_rate,

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Perpetuals each venue lists by default: Binance's USDT-M count, OKX's and Bybit's rough USDT-linear counts.
+DEFAULT_SYMBOLS = {"binance": 496, "okx": 250, "bybit": 400}
+
 
 @dataclass
 class SimConfig:
     host: str = "127.0.0.1"
     # 0 lets the OS pick a free port; the chosen one is printed on the "ready" line.
     port: int = 0
-    # Binance lists roughly this many USDT-M perpetuals; the number the collector must scale to.
-    symbols: int = 496
+    # Which exchange's wire protocol is spoken: "binance", "okx" or "bybit" (same market model for all).
+    venue: str = "binance"
+    # Tradable perpetuals; None = the venue's default (DEFAULT_SYMBOLS), the number a collector must scale to.
+    symbols: int | None = None
     # aggTrades per second of *sim* time over the whole market (wall rate = rate * speed).
     rate: float = 1260.0
     seed: int = 7
@@ -56,4 +61,14 @@ class SimConfig:
     replay: str | None = None
     # Replay pacing: 1 = recorded pace, N = N times faster, 0 = as fast as the subscriber reads.
     replay_speed: float = 1.0
+    # OKX/Bybit REST: override every endpoint's documented request limit per window (tests make it small).
+    venue_rest_limit: int | None = None
+    # OKX/Bybit: keep every trade sent in the ground truth (value by value; memory grows with the run).
+    truth_trades: bool = False
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.venue not in DEFAULT_SYMBOLS:
+            raise ValueError(f"venue: unknown venue {self.venue!r} (one of {', '.join(DEFAULT_SYMBOLS)})")
+        if self.symbols is None:
+            self.symbols = DEFAULT_SYMBOLS[self.venue]

@@ -65,6 +65,8 @@ def _dispatch(sim: Simulator, cmd: str, q: dict) -> tuple:
         return _ok({"status": int(q.get("status", 0))})
     if cmd == "reset_weights":
         sim.limiter.reset()
+        if sim.venue_rest is not None:
+            sim.venue_rest.reset()
         return _ok({})
     if cmd == "activity":
         return _ok({"symbol": q["symbol"], "rate": sim.set_activity(q["symbol"], float(q["factor"]))})

@@ -82,6 +82,33 @@ def fold(agg: list | None, k: list, interval: str) -> list:
 class SymbolState:
     """Mutable per-symbol market state; public fields are read by the frame renderer and REST."""
 
+    # Set by the wire's hub when the symbol is added (hub.prepare_state, venues VenueHub.keys_of): stream
+    # names / subscription keys and truth counters, read on the hot path. Declared only, for the type checker.
+    s_agg: str
+    s_liq: str
+    s_mark: str
+    s_mark1: str
+    n_trade: int
+    n_mark: int
+    n_mark1s: int
+    n_liq: int
+    n_kline: dict[str, int]
+    first_a: int | None
+    last_a: int | None
+    skipped: list[list[int]]
+    liqs: deque[tuple[int, int, str, int, int, int]]
+    k_trade: str
+    k_candle: str
+    k_fund: str
+    k_oi: str
+    k_mark: str
+    k_tick: str
+    k_liq: str
+    ct_dp: int
+    okx_arg: dict[str, str]
+    by_last: dict[str, str] | None
+    by_prev: int
+
     def __init__(self, idx: int, spec: SymbolSpec, seed: int, rate_per_s: float, start_ms: int,
                  intervals: tuple[str, ...], trade_history: int, kline_history: int) -> None:
         self.idx = idx

@@ -38,7 +38,7 @@ class SimHandle:
         self.sim = Simulator(cfg)
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="binance-sim", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{cfg.venue}-sim", daemon=True)
         self._thread.start()
         if not self._ready.wait(30) or self._error:
             raise RuntimeError(f"simulator failed to start: {self._error!r}")
@@ -114,6 +114,12 @@ def cli_args(cfg: SimConfig) -> list[str]:
             "--seed", str(cfg.seed), "--speed", str(cfg.speed), "--tick-ms", str(cfg.tick_ms),
             "--ping-interval", str(cfg.ping_interval_s), "--pong-timeout", str(cfg.pong_timeout_s),
             "--weight-limit", str(cfg.weight_limit), "--max-conn-age", str(cfg.max_conn_age_s)]
+    if cfg.venue != "binance":
+        args += ["--venue", cfg.venue]
+    if cfg.venue_rest_limit:
+        args += ["--venue-rest-limit", str(cfg.venue_rest_limit)]
+    if cfg.truth_trades:
+        args += ["--truth-trades"]
     if cfg.start_ms is not None:
         args += ["--start-ms", str(cfg.start_ms)]
     if cfg.truth_file:

@@ -1,5 +1,8 @@
 """The simulator: clock, market, fan-out, REST, faults and truth wired onto one asyncio server.
 
+`cfg.venue` picks the wire: Binance (frames/hub/rest) or a module of venues/ (OKX, Bybit), all over the
+same market model, faults and truth.
+
 All methods must run on the simulator's event loop; runner.py gives thread-safe wrappers.
 """
 
@@ -23,6 +26,7 @@ from .rest import RestApi, error_body
 from .server import SimProtocol
 from .truth import Truth
 from .universe import build_universe, new_listing
+from .venues import VENUES
 
 LOG = logging.getLogger(__name__)
 # Paths Binance serves combined streams on: the legacy one and the 2025 market/public split.
@@ -35,8 +39,13 @@ class Simulator:
         now = int(time.time() * 1000)
         self.start_ms = cfg.start_ms if cfg.start_ms is not None else now - now % 60_000
         self.truth = Truth()
-        self.hub = Hub(self.truth, self.sim_now)
-        self.specs = build_universe(cfg.symbols, self.start_ms)
+        self.wire = VENUES.get(cfg.venue)
+        if self.wire is None:
+            self.hub = Hub(self.truth, self.sim_now)
+            self.specs = build_universe(cfg.symbols, self.start_ms)
+        else:
+            self.hub = self.wire.hub(self)
+            self.specs = self.wire.build(cfg.symbols, self.start_ms)
         self.market = Market(self.specs, cfg.seed, cfg.rate, self.start_ms, cfg.kline_intervals,
                              cfg.trade_history, cfg.kline_history, self.hub)
         self.hub.market = self.market
@@ -46,6 +55,9 @@ class Simulator:
         self.hub.rng = self.faults.rng
         self.hub.malformed_rate = cfg.malformed_rate
         self.rest = RestApi(self.market, self.specs)
+        # Binance's REST also computes the 24h statistics the other venues' tickers carry.
+        self.rest_binance = self.rest
+        self.venue_rest = self.wire.rest(self) if self.wire else None
         self.limiter = WeightLimiter(cfg.weight_limit, cfg.ban_after_429s, cfg.ban_seconds)
         self.replay = ReplaySource(cfg.replay, cfg.replay_speed) if cfg.replay else None
         self.protos: dict[int, SimProtocol] = {}
@@ -151,8 +163,9 @@ class Simulator:
                 proto.abort("fault: random drop")
 
     async def _keepalive(self) -> None:
-        # Server pings like Binance, and drops connections whose pong is overdue.
-        while True:
+        # Server pings like Binance, and drops connections whose pong is overdue. OKX and Bybit do not
+        # ping: their clients do (text "ping", {"op":"ping"}).
+        while self.wire is None:
             interval = min(self.cfg.ping_interval_s, self.cfg.pong_timeout_s) / 4
             await asyncio.sleep(max(0.05, interval))
             wall = time.monotonic()
@@ -169,6 +182,8 @@ class Simulator:
 
     # -- WebSocket hooks (called by SimProtocol) -----------------------------------------------------
     def ws_check(self, path: str, streams: list[str]) -> tuple | None:
+        if self.wire is not None:
+            return None if path in self.hub.ws_paths else (404, b'{"msg":"Not Found"}', {})
         if path not in STREAM_PATHS:
             return 404, error_body(-1000, "Not found."), {}
         if len(streams) > self.cfg.max_streams:
@@ -200,6 +215,9 @@ class Simulator:
         self.truth.closed_conns.append(c.record())
 
     def ws_message(self, proto: SimProtocol, payload: bytes) -> None:
+        if self.wire is not None:
+            self.hub.ws_message(proto, proto.ws, payload)
+            return
         # Binance's live (un)subscribe requests: {"method":"SUBSCRIBE","params":[...],"id":1}
         try:
             req = json.loads(payload)
@@ -233,6 +251,8 @@ class Simulator:
     def handle_http(self, peer: str, method: str, path: str, query: dict, headers: dict):
         if path.startswith("/_sim/"):
             return control.dispatch(self, method, path, query)
+        if self.venue_rest is not None:
+            return self._venue_http(peer, path, query)
         status, used, retry = self.limiter.charge(peer, weight_of(path, query))
         hdrs = {"X-MBX-USED-WEIGHT-1M": str(used)}
         if status != 200:
@@ -249,6 +269,23 @@ class Simulator:
             if fault.delay_s:
                 return self._later(self._serve(path, query, hdrs), fault.delay_s)
         return self._serve(path, query, hdrs)
+
+    def _venue_http(self, peer: str, path: str, query: dict):
+        refused = self.venue_rest.charge(peer, path)
+        if refused is not None:
+            return self._count(*refused)
+        fault = self.faults.rest_fault()
+        if fault is not None:
+            if fault.status:
+                self.truth.fault("rest_status", self.sim_now(), status=fault.status, path=path)
+                resp = self.wire.error_response(fault.status)
+                return self._later(resp, fault.delay_s) if fault.delay_s else self._count(*resp)
+            if fault.delay_s:
+                return self._later(self._venue_serve(path, query), fault.delay_s)
+        return self._venue_serve(path, query)
+
+    def _venue_serve(self, path: str, query: dict) -> tuple:
+        return self._count(*self.venue_rest.handle(path, query, self.sim_now()))
 
     def _serve(self, path: str, query: dict, hdrs: dict) -> tuple:
         resp = self.rest.handle(path, query, self.sim_now())
@@ -330,6 +367,8 @@ class Simulator:
     def list_symbol(self, name: str, price: float = 1.0) -> None:
         now = self.sim_now()
         spec = new_listing(name, now, price)
+        if self.wire is not None:
+            spec.base = self.wire.base_of(name)
         self.specs.insert(sum(1 for s in self.specs if s.tradable), spec)
         self.market.add_symbol(spec, now)
         for s in list(self.hub.subs):
@@ -347,6 +386,8 @@ class Simulator:
         self.truth.listings.append({"symbol": name, "event": "delisted", "sim_ms": now})
 
     def truth_doc(self, klines: bool = True) -> dict:
+        if self.wire is not None:
+            return self.hub.truth_doc(self.ws_conns(), self.sim_now(), klines)
         return self.truth.snapshot(self.market.states, self.ws_conns(), self.sim_now(), klines)
 
     def write_truth(self, path: str) -> None:

@@ -99,3 +99,51 @@ def _standin(rest_url: str, ws_url: str):
             return ret
 
     return LoopbackFutures
+
+
+def loopback_feed(cls, rest_url: str, ws_url: str):
+    """cryptofeed's stock feed class `cls` (OKX, Bybit) with its REST and WebSocket hosts pointed at the
+    simulator: endpoint paths, filters, options, parsers and subscribe code are all the stock ones."""
+    from urllib.parse import urlsplit
+
+    from cryptofeed.connection import AsyncConnection, RestEndpoint, WebsocketEndpoint, WSAsyncConn
+
+    class LoopbackWS(WSAsyncConn):
+        def __init__(self, address, conn_id, subscription=None, **kwargs):
+            # Stock WSAsyncConn insists on wss://; the simulator is plain ws:// on loopback.
+            self.address = address
+            AsyncConnection.__init__(self, f"{conn_id}.ws.{self.conn_count}", subscription=subscription)
+            self.ws_kwargs = kwargs
+
+    ws_eps = [WebsocketEndpoint(ws_url + urlsplit(ep.address).path, instrument_filter=ep.instrument_filter,
+                                channel_filter=ep.channel_filter, options=ep.options) for ep in cls.websocket_endpoints]
+    rest_eps = [RestEndpoint(rest_url, routes=ep.routes) for ep in cls.rest_endpoints]
+
+    class Loopback(cls):
+        websocket_endpoints = ws_eps
+        rest_endpoints = rest_eps
+
+        def __init__(self, *args, exchange_symbols=None, channels=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._exchange_symbols, self._init_channels = exchange_symbols, channels
+
+        async def _setup(self):
+            await self.load_symbols(conn=self.http_conn, refresh=True)
+            self._apply_symbol_mapping()
+            known = self.exchange_symbol_mapping
+            self._init_symbols = [known[s] for s in self._exchange_symbols if s in known]
+            self._build_subscription()
+
+        def connect(self):
+            # The stock Feed.connect, minus the per-endpoint connection limit (unset for OKX and Bybit).
+            ret = list(self._connect_rest())
+            for ep in self.websocket_endpoints:
+                temp = {c: [self.exchange_symbol_to_std_symbol(s) for s in syms] for c, syms in self.subscription.items()}
+                sub = {c: [self.std_symbol_to_exchange_symbol(s) for s in syms]
+                       for c, syms in ep.subscription_filter(temp).items()}
+                if sum(map(len, sub.values())):
+                    ret.append((LoopbackWS(ep.address, self.id, subscription=sub, **ep.options), self.subscribe,
+                                self.message_handler))
+            return ret
+
+    return Loopback
