@@ -33,6 +33,7 @@ from collector.observability.health import ChildInfo, HealthServer, build_snapsh
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.tiers import TierAssignment, TierParams, bootstrap_from_ticker_24hr, compute_tiers
 from collector.runtime import checkpoints
+from collector.runtime.checkpoint_block import CheckpointBlock
 from collector.runtime.exitcodes import BOOT_ERROR, EXIT_CONFIG, EXIT_OK, read_boot_error
 from collector.runtime.logs import mask_secrets, setup_logging
 from collector.runtime.shm import StatsBlock, merge_activity
@@ -138,7 +139,7 @@ class Supervisor:
         self.health_server = None
         self.retiring: list[Retiring] = []
         self.rest_paused_until = 0.0
-        self.checkpoints: checkpoints.CheckpointBlock | None = None
+        self.checkpoints: CheckpointBlock | None = None
         self.next_checkpoint_save = 0.0
 
     # --- signals: queue and wake, nothing else --------------------------------------------------------
@@ -333,7 +334,7 @@ class Supervisor:
                                min(1.0, self.cfg.exchange.rest_weight_per_min / WeightBudget.BINANCE_LIMIT_PER_MIN))
             self.stats = StatsBlock.create(len(self.shards) + 1, SYMBOL_SLOT_FACTOR * len(self.universe))
             self.symbol_slots = {sym: i for i, sym in enumerate(self.universe)}
-            self.checkpoints = checkpoints.CheckpointBlock.create(self.stats.symbol_slots)
+            self.checkpoints = CheckpointBlock.create(self.stats.symbol_slots)
             self._load_checkpoints()
             self._start_health()
             self.children = [Child("writer", 0)] + [
