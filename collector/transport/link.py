@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from collector.pipeline.encode import COLUMNS, Batch
+from collector.runtime.stopping import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +246,7 @@ class WriterLink:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-        return True
-    except TimeoutError:
-        return False
+    return await sleep_unless_stopped(stop, seconds)
 
 
 class BatchServer:
