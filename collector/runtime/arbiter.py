@@ -26,7 +26,6 @@ from types import FrameType
 from typing import Any
 
 from collector.config import Config, ConfigError, load_config
-from collector.observability.health import ChildInfo
 from collector.runtime.bootstrap import Resources, bootstrap, database_dsn, load_and_check
 from collector.runtime.children import (
     ABORT_GRACE_S,
@@ -35,6 +34,7 @@ from collector.runtime.children import (
     RESTART_DELAY_INITIAL,
     Child,
     Retiring,
+    child_infos,
     join_or_kill,
     liveness_action,
 )
@@ -175,7 +175,7 @@ class Supervisor:
             coordinator = self.coordinator = Coordinator(
                 cfg, res.endpoints, res.dsn, res.stats, res.checkpoints, res.universe, res.shards,
                 res.symbol_slots, res.tiers, res.tiers_ms, self.post, self._log_stats)
-            self.monitor = Monitor(res.stats, self.children_info, coordinator.tiers_view)
+            self.monitor = Monitor(res.stats, lambda: child_infos(self.children), coordinator.tiers_view)
             self.monitor.start(cfg.monitoring)
             self.children = [Child("writer", 0)] + [Child("worker", i) for i in range(len(res.shards))]
             for c in self.children:
@@ -395,15 +395,3 @@ class Supervisor:
                 join_or_kill(c, WRITER_STOP_TIMEOUT_S)
                 if c.process is not None and c.process.exitcode not in (0, None):
                     self.exit_code = self.exit_code or 1
-
-    def children_info(self) -> list[ChildInfo]:
-        """The children as the endpoints show them (called from the health server's thread)."""
-        kids = []
-        for c in self.children:
-            p = c.process  # read once: the main loop may replace it meanwhile
-            alive = p is not None and p.is_alive()
-            kids.append(ChildInfo(c.role, 0 if c.role == "writer" else c.index + 1, p.pid if p else None, alive,
-                                  c.restarts, len(c.symbols), c.started_ms))
-        return kids
-
-

@@ -1,4 +1,5 @@
-"""The arbiter's view of its children: their state, how a hung one is treated, how one is stopped.
+"""The arbiter's view of its children: their state, how a hung one is treated, how one is stopped and
+how the endpoints show them.
 
 Why apart from collector.runtime.arbiter: this is the plain data and the pure decisions (back-off
 delays, the liveness rule), which tests check without starting a process.
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
+
+from collector.observability.health import ChildInfo
 
 log = logging.getLogger("collector.runtime.arbiter")  # the supervisor's log lines, whichever module
 
@@ -85,3 +88,14 @@ def join_or_kill(c: Child, timeout: float) -> None:
         log.error("%s %d did not stop within %.0fs: killing it", c.role, c.index + 1, timeout)
         p.kill()
         p.join(5)
+
+
+def child_infos(children: list[Child]) -> list[ChildInfo]:
+    """The children as the endpoints show them (called from the health server's and coordinator's threads)."""
+    kids = []
+    for c in list(children):
+        p = c.process  # read once: the arbiter's loop may replace it meanwhile
+        alive = p is not None and p.is_alive()
+        kids.append(ChildInfo(c.role, 0 if c.role == "writer" else c.index + 1, p.pid if p else None, alive,
+                              c.restarts, len(c.symbols), c.started_ms))
+    return kids

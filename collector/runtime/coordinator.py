@@ -133,11 +133,7 @@ class Coordinator:
         self._refresh_now = threading.Event()  # SIGHUP changed the collection: refresh and replace all
         self._force_replace = False
         self._threads: list[threading.Thread] = []
-        now = time.monotonic()
-        self.next_tiers = self._tiers_due(now)
-        self.next_universe = now + cfg.exchange.universe_refresh_s
-        self.next_checkpoint_save = now + checkpoints.CHECKPOINT_SAVE_S
-        self.next_stats_log = now + cfg.monitoring.stats_interval
+        self.next_tiers = self.next_universe = self.next_checkpoint_save = self.next_stats_log = 0.0
 
     # --- what the arbiter reads and tells ----------------------------------------------------------------
 
@@ -160,6 +156,12 @@ class Coordinator:
             self._refresh_now.set()
 
     def start(self) -> None:
+        """Schedule every job from now (the children have just been spawned) and start both threads."""
+        now = time.monotonic()
+        self.next_tiers = self._tiers_due(now)
+        self.next_universe = now + self.cfg.exchange.universe_refresh_s
+        self.next_checkpoint_save = now + checkpoints.CHECKPOINT_SAVE_S
+        self.next_stats_log = now + self.cfg.monitoring.stats_interval
         for name, target in (("coordinator-io", self._io_loop), ("coordinator-relay", self._relay_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)  # never holds the supervisor's exit
             t.start()
