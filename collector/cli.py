@@ -119,7 +119,7 @@ def check(args: argparse.Namespace) -> int:
         print(f"error: {args.config} configures no database (no database.url or database.host): give --dsn, "
               f"or --embedded to check the embedded database in {cfg.database.embedded_dir}", file=sys.stderr)
         return 2
-    from collector.runtime.arbiter import database_dsn
+    from collector.runtime.bootstrap import database_dsn
 
     return _report(database_dsn(cfg), cfg, now, since)
 

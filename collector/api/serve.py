@@ -46,7 +46,7 @@ def _database(cfg: Config, config_path: str, dsn: str | None) -> Iterator[str]:
         yield dsn or cfg.api.database_url or ""
         return
     if not cfg.database.embedded:
-        from collector.runtime.arbiter import database_dsn
+        from collector.runtime.bootstrap import database_dsn
 
         yield database_dsn(cfg)
         return

@@ -40,6 +40,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from collector.feed.wire import AggTrade
+from collector.runtime.stopping import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -497,11 +498,7 @@ class Backfiller:
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep unless asked to stop; True when stopping."""
-        try:
-            await asyncio.wait_for(self.stop.wait(), timeout=max(seconds, 0.0))
-            return True
-        except TimeoutError:
-            return False
+        return await sleep_unless_stopped(self.stop, seconds)
 
     async def _get(self, url: str) -> tuple[int, dict[str, str], bytes]:
         if self._fetch is not None:

@@ -29,6 +29,8 @@ from cryptofeed.connection import (
 from cryptofeed.connection_handler import ConnectionHandler
 from cryptofeed.exchanges import BinanceFutures
 
+from collector.runtime.stopping import sleep_unless_stopped
+
 log = logging.getLogger(__name__)
 
 # Reconnect backoff: start fast (a dropped connection costs market data), cap so that a long outage is
@@ -145,8 +147,7 @@ class SupervisedConnection(ConnectionHandler):
         self._stop = stop
 
     async def _pause(self, seconds: float) -> None:
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        await sleep_unless_stopped(self._stop, seconds)
 
     async def _watcher(self) -> None:
         """cryptofeed's silence watchdog, except that silence we chose (back-pressure: reading paused, see

@@ -29,6 +29,7 @@ from collector.feed.wire import (
     frame_decoder,
     open_interest_decoder,
 )
+from collector.runtime.stopping import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,7 @@ class OpenInterestPoll(HTTPPoll):
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep unless asked to stop; True when stopping."""
-        try:
-            await asyncio.wait_for(self.stop.wait(), timeout=max(seconds, 0.0))
-            return True
-        except TimeoutError:
-            return False
+        return await sleep_unless_stopped(self.stop, seconds)
 
     async def read(self, header: dict | None = None):  # type: ignore[override]
         if self.ready is not None:  # a successor first restores the positions (collector.runtime.checkpoints)

@@ -41,46 +41,31 @@ Hand-over (SIGHUP replacement, re-sharding): the successor starts while its pred
 predecessor has drained and exited; it then restores the predecessor's final checkpoint and replays
 what it held, skipping trades the predecessor already processed. One process's decisions, no fork.
 
-Block: a 64-byte header (magic, record count, record size), one word per worker (the hand-over
-readiness, HandoverBuffer.ready), then the records. Record layout (native byte order, 64 bytes, seqlock as in collector.runtime.shm: seq odd while writing):
-    seq u64 | last trade id i64 | last kline open ms i64 | funding ms i64 | filter price f64 |
-    filter time ms i64 | open interest poll ms i64 | updated ms i64       (NONE = -2**63 for "unknown")
+The block's layout: collector.runtime.checkpoint_block; the hand-over: collector.runtime.handover.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from multiprocessing import shared_memory
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import psycopg
 
     from collector.feed.source import PollPositions
-    from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
     from collector.pipeline.encode import Batch
     from collector.pipeline.router import Pipeline
+    from collector.runtime.checkpoint_block import CheckpointBlock
+    from collector.runtime.shm import StatsBlock
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"CLCKPT01"
-_HEADER = struct.Struct("@8sII")  # magic, records, record size
-# Then one word per worker: when that worker, holding for a hand-over, saw every one of its symbols
-# (ms; 0 = not holding or not ready), so the supervisor can retire the predecessor at once.
-MAX_WORKERS = 64
-_READY_OFF = 64
-# words for workers 1..MAX_WORKERS (0 unused), rounded up so the records stay 64-byte (cache-line) aligned
-_HEADER_SIZE = -(-(_READY_OFF + 8 * (MAX_WORKERS + 1)) // 64) * 64
-_RECORD = struct.Struct("@qqqdqqq")  # after the seq word
-RECORD_SIZE = 8 + _RECORD.size
-assert RECORD_SIZE == 64
+# "unknown" in the block and the table (an i64 no id or time can take)
 NONE = -(2**63)
 # How often a worker records a snapshot (flushing its batches first): the age of what a successor
 # resumes is this plus the writer's acknowledgement (~0.3 s), so the REST repair after a crash covers
@@ -93,20 +78,10 @@ CHECKPOINT_SAVE_S = 60.0
 # gap per symbol of hours of trades, more than the REST budget should be spent on; a start from live
 # data (as on a first run) is the better trade. Funding, filter and poll positions are always resumed.
 RESUME_IDS_MAX_AGE_MS = 3_600_000
-# A successor holding events for its predecessor's hand-over stops holding (and resumes from whatever
-# checkpoint is there, as after a crash) past this many events or seconds: memory stays bounded even if
-# the predecessor takes long to drain. 200,000 events are ~40 MB; 60 s is far beyond a normal drain.
-HANDOVER_MAX_EVENTS = 200_000
-HANDOVER_MAX_S = 60.0
-# A holding successor is ready (its predecessor may stop) once every one of its symbols has sent an
-# event (mark prices come every 1-3 s for all of them), or this long after its first event, whichever
-# comes first: a symbol that is silent for that long has nothing to hand over.
-HANDOVER_SETTLE_S = 5.0
 # Snapshots waiting for acknowledgement at most: a minute of them. Beyond (the writer not acknowledging,
 # e.g. a full spool) the newest is replaced instead of appended, which only delays what is published.
 MAX_WAITING = 120
-# A seqlock reader gives up on a record whose seq stays odd this long (its writer died mid-write).
-STALE_AFTER_S = 0.05
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,102 +177,43 @@ class AckedCheckpoints:
         return True
 
 
-# --- the shared-memory block ---------------------------------------------------------------------------------
+def resume_activity(block: StatsBlock, slots: Mapping[str, int], pipeline: Pipeline) -> int:
+    """Take over the rolling statistics (the tiers' input) a predecessor, crashed or replaced, left in
+    these symbol slots of the statistics block instead of restarting them from zero; returns how many
+    symbols were resumed. Unlike the checkpoints above they decide nothing stored, only tiers later."""
+    from collector.pipeline.activity import SymbolActivity
+
+    resumed = 0
+    for sym, index in slots.items():
+        try:
+            r = block.read_activity(index)
+        except Exception:  # a stale slot (its owner died mid-write): start that symbol afresh
+            continue
+        if r is None or sym not in pipeline.activity:
+            continue
+        try:
+            pipeline.activity[sym] = SymbolActivity.from_bytes(r.data)
+        except ValueError:
+            continue
+        resumed += 1
+    return resumed
 
 
-def _pack(c: SymbolCheckpoint) -> tuple:
+# --- the record's values, shared by the block and the table ------------------------------------------------
+
+
+def pack(c: SymbolCheckpoint) -> tuple[int, int, int, float, int, int, int]:
     def v(x: int | None) -> int:
         return NONE if x is None else x
     return (v(c.last_trade_id), v(c.last_kline_open_ms), v(c.funding_ms), c.filter_price, v(c.filter_ts_ms),
             v(c.oi_polled_ms), c.updated_ms)
 
 
-def _unpack(values: tuple) -> SymbolCheckpoint:
+def unpack(values: tuple[int, int, int, float, int, int, int]) -> SymbolCheckpoint:
     def v(x: int) -> int | None:
         return None if x == NONE else x
     tid, kline, funding, price, ts, oi, updated = values
     return SymbolCheckpoint(v(tid), v(kline), v(funding), price, v(ts), v(oi), updated)
-
-
-class CheckpointBlock:
-    """One record per symbol slot in shared memory. The supervisor creates it (and unlinks it on close);
-    workers attach by name. A record has one writer at a time: the symbol's current owner."""
-
-    def __init__(self, shm: shared_memory.SharedMemory, owner: bool) -> None:
-        self._shm, self._owner = shm, owner
-        magic, self.records, size = _HEADER.unpack_from(shm.buf)
-        if magic != MAGIC or size != RECORD_SIZE:
-            shm.close()
-            raise ValueError(f"{shm.name}: not a checkpoint block of this build ({magic!r})")
-        self._words = shm.buf[:_HEADER_SIZE + self.records * RECORD_SIZE].cast("Q")
-
-    @classmethod
-    def create(cls, records: int, name: str | None = None) -> CheckpointBlock:
-        size = _HEADER_SIZE + max(records, 1) * RECORD_SIZE
-        shm = shared_memory.SharedMemory(name=name, create=True, size=size)
-        shm.buf[:size] = bytes(size)
-        _HEADER.pack_into(shm.buf, 0, MAGIC, records, RECORD_SIZE)
-        return cls(shm, owner=True)
-
-    @classmethod
-    def attach(cls, name: str) -> CheckpointBlock:
-        return cls(shared_memory.SharedMemory(name=name, create=False, track=False), owner=False)
-
-    @property
-    def name(self) -> str:
-        return self._shm.name
-
-    def set_ready(self, worker: int, ms: int) -> None:
-        """Worker `worker` (1-based) holds for a hand-over and receives everything (ms), or 0: not holding."""
-        self._words[(_READY_OFF >> 3) + worker] = ms
-
-    def ready_ms(self, worker: int) -> int:
-        return self._words[(_READY_OFF >> 3) + worker] if 0 < worker <= MAX_WORKERS else 0
-
-    def _off(self, index: int) -> int:
-        if not 0 <= index < self.records:
-            raise IndexError(f"checkpoint record {index} out of range 0..{self.records - 1}")
-        return _HEADER_SIZE + index * RECORD_SIZE
-
-    def write(self, index: int, c: SymbolCheckpoint) -> None:
-        off = self._off(index)
-        w = off >> 3
-        seq = self._words[w]
-        seq = seq + 1 if not seq & 1 else seq  # odd already: a previous writer died mid-write
-        self._words[w] = seq
-        _RECORD.pack_into(self._shm.buf, off + 8, *_pack(c))
-        self._words[w] = seq + 1
-
-    def read(self, index: int) -> SymbolCheckpoint | None:
-        """The record, None if never written or stale (its writer died mid-write: start that symbol afresh)."""
-        off = self._off(index)
-        w, buf = off >> 3, self._shm.buf
-        deadline = time.monotonic() + STALE_AFTER_S
-        while True:
-            s1 = self._words[w]
-            if s1 == 0:
-                return None
-            if not s1 & 1:
-                values = _RECORD.unpack_from(buf, off + 8)
-                if self._words[w] == s1:
-                    return _unpack(values)
-            if time.monotonic() > deadline:
-                log.warning("checkpoint record %d is stale (its writer died mid-write): not resumed", index)
-                return None
-            os.sched_yield()
-
-    def read_all(self, slots: Mapping[str, int]) -> dict[str, SymbolCheckpoint]:
-        out = {}
-        for sym, index in slots.items():
-            c = self.read(index)
-            if c is not None:
-                out[sym] = c
-        return out
-
-    def close(self) -> None:
-        from collector.runtime.shm import close_shared
-
-        close_shared(self._shm, self._owner, self._words)
 
 
 # --- the worker's side ---------------------------------------------------------------------------------------
@@ -395,83 +311,12 @@ class Checkpointer:
         return restore(self.pipeline, found, positions)
 
 
-# --- the hand-over -------------------------------------------------------------------------------------------
-
-
-class HandoverBuffer:
-    """A successor's event sink while its predecessor still collects: holds everything, in order.
-
-    `release(pipeline)` replays the held events into the pipeline once it has been restored from the
-    predecessor's final checkpoint; trades at or below the restored last id were processed by the
-    predecessor and are skipped (not counted as rejected: nothing was wrong with them).
-    """
-
-    def __init__(self, symbols: Iterable[str] = (), clock: Callable[[], float] = time.monotonic) -> None:
-        self.events: list[tuple[str, Any, float]] = []
-        self.clock = clock
-        self.started = clock()
-        self.unseen = set(symbols)  # symbols that have not sent an event yet
-        self.first_event: float | None = None
-
-    def _seen(self, symbol: str) -> None:
-        self.unseen.discard(symbol)
-        if self.first_event is None:
-            self.first_event = self.clock()
-
-    def on_trade(self, t: AggTrade, receipt: float) -> None:
-        self.events.append(("on_trade", t, receipt))
-        self._seen(t.s)
-
-    def on_mark_price(self, m: MarkPrice, receipt: float) -> None:
-        self.events.append(("on_mark_price", m, receipt))
-        self._seen(m.s)
-
-    def on_liquidation(self, f: ForceOrder, receipt: float) -> None:
-        self.events.append(("on_liquidation", f, receipt))
-
-    def on_kline(self, k: Kline, receipt: float) -> None:
-        self.events.append(("on_kline", k, receipt))
-        self._seen(k.s)
-
-    def on_open_interest(self, oi: OpenInterest, receipt: float) -> None:
-        self.events.append(("on_open_interest", oi, receipt))
-
-    def on_bad_frame(self, kind: str) -> None:
-        self.events.append(("on_bad_frame", kind, 0.0))
-
-    def ready(self) -> bool:
-        """Receiving everything the predecessor does: it can stop now (see HANDOVER_SETTLE_S)."""
-        return self.first_event is not None and (
-            not self.unseen or self.clock() - self.first_event >= HANDOVER_SETTLE_S)
-
-    def overflowing(self) -> bool:
-        """Held too much or too long: stop waiting for the predecessor."""
-        return len(self.events) > HANDOVER_MAX_EVENTS or self.clock() - self.started > HANDOVER_MAX_S
-
-    def release(self, pipeline: Pipeline) -> int:
-        """Replay into `pipeline`; returns how many trades were skipped as already processed."""
-        skipped = 0
-        last_ids = pipeline.last_trade_id
-        for name, ev, receipt in self.events:
-            if name == "on_trade":
-                last = last_ids.get(ev.s)
-                if last is not None and ev.a <= last:
-                    skipped += 1
-                    continue
-            if name == "on_bad_frame":
-                pipeline.on_bad_frame(ev)
-            else:
-                getattr(pipeline, name)(ev, receipt)
-        self.events.clear()
-        return skipped
-
-
 # --- the database copy (full restarts) ---------------------------------------------------------------------
 
 
 def save(conn: psycopg.Connection, checkpoints: Mapping[str, SymbolCheckpoint]) -> int:
     """Upsert every symbol's checkpoint into the `checkpoints` table (collector.db.schema, version 3)."""
-    rows = [(s, *_pack(c)) for s, c in checkpoints.items() if c.updated_ms]
+    rows = [(s, *pack(c)) for s, c in checkpoints.items() if c.updated_ms]
     if not rows:
         return 0
     with conn.transaction(), conn.cursor() as cur:

@@ -85,7 +85,7 @@ def _release_forkserver() -> None:
 
     server = getattr(forkserver, "_forkserver", None)
     fd = getattr(server, "_forkserver_alive_fd", None)
-    if fd is not None:
+    if server is not None and fd is not None:
         try:
             os.close(fd)
         except OSError:

@@ -118,7 +118,7 @@ assert max(map(len, FIELDS.values())) <= VALUES_CAPACITY
 def close_shared(shm: shared_memory.SharedMemory, owner: bool, *views: memoryview) -> None:
     """Release a block's views and mapping; the creator (owner) also removes its name, which may be gone already.
 
-    Shared by every block in shared memory (this one, collector.runtime.checkpoints): a view still alive
+    Shared by every block in shared memory (this one, collector.runtime.checkpoint_block): a view still alive
     would make SharedMemory.close() raise BufferError.
     """
     for view in views:

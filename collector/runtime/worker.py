@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue as queue_mod
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
@@ -30,16 +30,20 @@ from collector.feed.backfill import Backfiller
 from collector.feed.exchange import Endpoints, bind_feed_class
 from collector.feed.rest_budget import SharedWeightBudget
 from collector.feed.source import FastBinanceFutures, poll_positions, subscription_channels
-from collector.pipeline.activity import SymbolActivity
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.router import Pipeline
-from collector.pipeline.thresholds import Warmup
 from collector.pipeline.tiers import TierAssignment
-from collector.pipeline.trade_filter import FilterParams, TradeFilter
-from collector.runtime.checkpoints import RESUME_IDS_MAX_AGE_MS, CheckpointBlock, Checkpointer, HandoverBuffer
-from collector.runtime.shm import StatsBlock
+from collector.runtime.checkpoint_block import CheckpointBlock
+from collector.runtime.checkpoints import RESUME_IDS_MAX_AGE_MS, Checkpointer, resume_activity
+from collector.runtime.handover import HandoverBuffer
+from collector.runtime.stopping import sleep_unless_stopped
+from collector.runtime.worker_control import build_trade_filter, build_warmup, read_control
+from collector.runtime.worker_stats import StatsPublisher
 from collector.transport.link import WriterLink
+
+if TYPE_CHECKING:
+    from collector.feed.backfill import BackfillSink
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +61,6 @@ STATS_PUBLISH_S = 0.5
 PAUSED_CHECK_S = 0.05
 # How long a stopping worker waits for the writer to acknowledge its last batches.
 DRAIN_TIMEOUT_S = 30.0
-# How often the per-symbol statistics slots (23 KB activity image) are copied to shared memory:
-# ~90 µs for 62 symbols. (What a successor resumes from is in collector.runtime.checkpoints.)
-ACTIVITY_PUBLISH_S = 2.0
 # How often provisional thresholds are re-derived from the symbols' own trades (collector.pipeline.thresholds).
 # The first refresh runs at the first housekeeping tick, so the ticker's own thresholds never apply; after
 # that a symbol crosses 300 trades at most a second before its threshold follows. A refresh costs a count
@@ -78,7 +79,7 @@ class WorkerSpec:
     config: Config
     endpoints: Endpoints
     socket_path: str  # the writer's (collector.transport.link)
-    control: Queue  # from the supervisor: ("tiers", {symbol: TierAssignment}) or ("config", Config)
+    control: Queue[Any]  # from the supervisor: ("tiers", {symbol: TierAssignment}) or ("config", Config)
     stop: MpEvent
     stats_name: str | None = None  # the supervisor's shared-memory statistics block (collector.runtime.shm)
     symbol_slots: dict[str, int] = field(default_factory=dict)  # symbol -> its slot in that block
@@ -94,35 +95,19 @@ class WorkerSpec:
     dsn: str | None = None  # where the gaps table is read back (unfinished repairs to take over)
 
 
-def filter_params(cfg: Config) -> FilterParams:
-    tf = cfg.filters.trades
-    return FilterParams(price_change_pct=tf.price_change_pct, tier_intervals_s=tuple(tf.tier_intervals_s),
-                        keep_all=tf.keep_all)
-
-
-def build_trade_filter(cfg: Config, tiers: dict[str, TierAssignment]) -> TradeFilter:
-    f = TradeFilter(filter_params(cfg))
-    if tiers:
-        f.set_tiers(tiers)
-    return f
-
-
-def build_warmup(cfg: Config, spec: WorkerSpec, trade_filter: TradeFilter) -> Warmup | None:
-    """The fresh-start refinement of provisional thresholds, or None when the tiers are live ones."""
-    if not spec.tiers_provisional:
-        return None
-    tf = cfg.filters.trades
-    return Warmup(spec.tiers, tuple(tf.tier_multipliers), trade_filter.params.default_tier, tf.threshold_quantile)
-
-
 async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda: None) -> None:
     """Build the worker (its boot: see collector.runtime.exitcodes), call `on_booted`, then run until stopped."""
     cfg = spec.config
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     wake = asyncio.Event()  # wakes the housekeeping early: a batch started ageing, or a stop request
+
+    def on_stop_signal() -> None:
+        stop.set()
+        wake.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: (stop.set(), wake.set()))
+        loop.add_signal_handler(sig, on_stop_signal)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the supervisor reloads config and tells us
 
     link = WriterLink(spec.socket_path)
@@ -144,11 +129,15 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     # One REST weight budget for every REST user of every worker (open-interest pollers and backfills),
     # shared through a file the supervisor created: a 429/418 reported by any of them pauses all.
     budget = rest_budget(cfg, spec.rest_weight_share, spec.rest_budget_path)
-    backfill = Backfiller(spec.endpoints.rest, pipeline, budget, stop,
+    # cast: Pipeline.on_backfill_trade takes the pipeline's Gap, BackfillSink promises any GapLike; the
+    # backfiller only ever passes back the gaps the pipeline reported (pipeline.on_gap below)
+    backfill = Backfiller(spec.endpoints.rest, cast("BackfillSink", pipeline), budget, stop,
                           trades="trades" in cfg.collection.data_types)
     pipeline.on_gap = backfill.add_trade_gap
     pipeline.on_candle_gap = backfill.add_candle_gap
-    feed_cls = bind_feed_class(spec.endpoints, FastBinanceFutures, ws_client=cfg.exchange.ws_client)
+    # cast: bind_feed_class returns a subclass of the class it is given, typed as its default base
+    feed_cls = cast(type[FastBinanceFutures],
+                    bind_feed_class(spec.endpoints, FastBinanceFutures, ws_client=cfg.exchange.ws_client))
     oi_symbols = spec.symbols if "open_interest" in cfg.collection.data_types else []
     oi_positions = poll_positions(oi_symbols, cfg.filters.open_interest.interval_s)
     oi_ready = asyncio.Event()  # the poller waits for the positions to be restored
@@ -177,7 +166,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     link_stop = asyncio.Event()
 
     publisher = StatsPublisher(spec, pipeline, feed, link, budget) if spec.stats_name else None
-    if publisher is not None and (resumed := publisher.resume()):
+    if publisher is not None and (resumed := resume_activity(publisher.block, spec.symbol_slots, pipeline)):
         log.info("resumed statistics of %d symbols from a predecessor", resumed)
 
     def take_over(why: str) -> None:
@@ -211,11 +200,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
                 log.exception("housekeeping failed; carrying on")
                 delay = MAX_SLEEP_S
             if not wake.is_set():
-                try:
-                    async with asyncio.timeout(max(delay, 0.0)):
-                        await wake.wait()
-                except TimeoutError:
-                    pass
+                await sleep_unless_stopped(wake, delay)
 
     def tick() -> float:
         """Everything due now; returns the seconds until the next deadline."""
@@ -241,7 +226,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             (log.warning if paused else log.info)(
                 "writer behind: %s reading from the exchange (%d MB unacknowledged)",
                 "paused" if paused else "resumed", link.unacked_bytes >> 20)
-        if _read_control(spec, pipeline, trade_filter, publisher, budget, warmup):
+        if read_control(spec, pipeline, trade_filter, publisher, budget, warmup):
             take_over("the predecessor has handed over")
         now = time.time()
         if warmup is not None and not warmup.ended and now >= next_warmup:
@@ -294,81 +279,6 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
              dict(backfill.counts))
 
 
-class StatsPublisher:
-    """Copies this worker's counters into its shared-memory slot (collector.runtime.shm); every STATS_PUBLISH_S."""
-
-    def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures, link: WriterLink,
-                 budget: WeightBudget | SharedWeightBudget) -> None:
-        assert spec.stats_name is not None
-        self.block = StatsBlock.attach(spec.stats_name)
-        self.slot = self.block.process_slot(spec.index + 1)
-        self.owner = spec.index + 1
-        self.spec, self.pipeline, self.feed, self.link, self.budget = spec, pipeline, feed, link, budget
-        self._next_activity = 0.0
-        self.quiet = False
-        self._trips = 0
-        self._reconnects = 0
-        self.last_watchdog_ms = 0
-        self.last_reconnect_ms = 0
-
-    def publish(self, paused: bool, activity: bool = False) -> None:
-        p, slot, now = self.pipeline, self.slot, time.time()
-        slot.update(p.received, "received.")
-        slot.update(p.kept, "kept.")
-        slot.update(p.rows, "rows.")
-        slot.update(p.rejected, "rejected.")
-        slot.update(p.last_event_ms, "last_event_ms.")
-        slot.update(p.backfilled, "backfilled.")
-        slot.set("rest_paused_until_ms", max(0.0, self.budget.paused_until_ms))
-        trips = reconnects = 0
-        for h in self.feed.connections:
-            st = h.conn.stats
-            trips += st.watchdog_trips
-            reconnects += st.reconnects
-        if trips > self._trips:
-            self.last_watchdog_ms = int(now * 1000)
-        if reconnects > self._reconnects:
-            self.last_reconnect_ms = int(now * 1000)
-        self._trips, self._reconnects = trips, reconnects
-        slot.update({
-            "reconnects": reconnects, "watchdog_trips": trips, "last_watchdog_ms": self.last_watchdog_ms,
-            "last_reconnect_ms": self.last_reconnect_ms, "outbox_batches": self.link.sent_batches,
-            "outbox_pending_batches": len(self.link.unacked), "outbox_pending_bytes": self.link.unacked_bytes,
-            "paused": float(paused), "symbols": len(self.spec.symbols),
-            "late_dropped": sum(a.late_dropped for a in p.activity.values()),
-        })
-        slot.publish()
-        if activity or now >= self._next_activity:
-            self._next_activity = now + ACTIVITY_PUBLISH_S
-            slot.set("activity_published_ms", now * 1000)
-            for sym, act in p.activity.items():
-                index = self.spec.symbol_slots.get(sym)
-                if index is not None:
-                    self.block.publish_activity(index, self.owner, act.to_bytes())
-
-    def resume(self) -> int:
-        """Take over the rolling statistics a predecessor (crashed or replaced) left in this worker's
-        symbol slots, instead of restarting them from zero; returns how many symbols were resumed.
-        (Everything that decides what is stored is resumed from collector.runtime.checkpoints.)"""
-        resumed = 0
-        for sym, index in self.spec.symbol_slots.items():
-            try:
-                r = self.block.read_activity(index)
-            except Exception:  # a stale slot (its owner died mid-write): start that symbol afresh
-                continue
-            if r is None or sym not in self.pipeline.activity:
-                continue
-            try:
-                self.pipeline.activity[sym] = SymbolActivity.from_bytes(r.data)
-            except ValueError:
-                continue
-            resumed += 1
-        return resumed
-
-    def close(self) -> None:
-        self.block.close()
-
-
 def _open_gaps(dsn: str, symbols: list[str]) -> list[gaps_repo.OpenGap]:
     # bounded, so a stopping worker never waits long for this read
     with psycopg.connect(dsn, connect_timeout=10, application_name="collector-worker",
@@ -388,10 +298,7 @@ async def take_over_gaps(dsn: str, symbols: list[str], backfill: Backfiller, sto
             backfill.take_over(await asyncio.to_thread(_open_gaps, dsn, symbols))  # type: ignore[arg-type]
         except Exception as exc:  # database down or schema not there yet: the next round tries again
             log.warning("could not read unfinished repairs from the gaps table: %s", exc)
-        try:
-            await asyncio.wait_for(stop.wait(), every_s)
-        except TimeoutError:
-            pass
+        await sleep_unless_stopped(stop, every_s)
 
 
 def rest_budget(cfg: Config, share: float, path: str | None = None) -> WeightBudget | SharedWeightBudget:
@@ -415,47 +322,6 @@ def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
         set_reading = getattr(handler.conn, "resume_reading" if on else "pause_reading", None)
         if set_reading is not None:
             set_reading()
-
-
-def _read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter,
-                  publisher: StatsPublisher | None, budget: WeightBudget | SharedWeightBudget | None = None,
-                  warmup: Warmup | None = None) -> bool:
-    """Apply the supervisor's messages; True when one said the predecessor has handed over."""
-    handover = False
-    while True:
-        try:
-            kind, payload = spec.control.get_nowait()
-        except queue_mod.Empty:
-            return handover
-        if kind == "tiers":
-            trade_filter.set_tiers(payload)
-            if warmup is not None:
-                warmup.end()  # tiers from live statistics: nothing provisional is left to refine
-            log.info("tiers updated for %d symbols", len(payload))
-        elif kind == "rest_pause" and budget is not None:
-            # another worker got a 429/418: the limit is per IP, so everyone waits
-            budget.pause_until(payload)
-            log.warning("REST paused for %.0f s: a worker was rate limited (the limit is per IP)",
-                        max(0.0, payload / 1000 - time.time()))
-        elif kind == "quiet" and publisher is not None:
-            # a successor is taking over this worker's stats slots; keep collecting until told to stop
-            publisher.quiet = True
-        elif kind == "config":
-            _apply_live_config(payload, pipeline, trade_filter)
-        elif kind == "handover":
-            handover = True
-
-
-def _apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilter) -> None:
-    """What SIGHUP changes without a restart: filter parameters, flush settings, log level."""
-    params = filter_params(cfg)
-    if params != trade_filter.params:
-        trade_filter.set_params(params)
-    pipeline.funding_gate.interval_ms = int(cfg.filters.funding.min_interval_s * 1000)
-    pipeline.batch_rows = cfg.writer.batch_rows
-    pipeline.flush_interval_ms = cfg.writer.flush_interval_ms
-    logging.getLogger().setLevel(cfg.logging.level)
-    log.info("configuration reloaded")
 
 
 def run_worker(spec: WorkerSpec) -> None:

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from collector.pipeline.encode import Batch
+from collector.runtime.stopping import sleep_unless_stopped
 from collector.transport.frames import ACK, encode_frame
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,5 @@ class WriterLink:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-        return True
-    except TimeoutError:
-        return False
+    return await sleep_unless_stopped(stop, seconds)
 

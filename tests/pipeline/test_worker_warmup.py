@@ -11,7 +11,8 @@ from collector.feed.exchange import Endpoints
 from collector.pipeline.activity import SymbolActivity
 from collector.pipeline.router import Pipeline
 from collector.pipeline.tiers import TierAssignment
-from collector.runtime.worker import WorkerSpec, _read_control, build_trade_filter, build_warmup
+from collector.runtime.worker import WorkerSpec
+from collector.runtime.worker_control import build_trade_filter, build_warmup, read_control
 
 T0 = 1_767_225_600_000
 PRIOR = {"BTCUSDT": TierAssignment(0, 2.0 * 100.0, 100.0, 1.0)}
@@ -44,7 +45,7 @@ def test_provisional_thresholds_follow_own_trades_until_live_tiers_arrive():
     own = tf.symbol("BTCUSDT").threshold_usd
     assert 2.0 * 1990 * 0.98 <= own <= 2.0 * 1990 * 1.02  # tier 0's multiplier x own P99 (sketch: 2%)
     spec.control.put(("tiers", {"BTCUSDT": TierAssignment(1, 5000.0, 2500.0, 0.9)}))
-    _read_control(spec, pipeline, tf, None, None, warm)
+    read_control(spec, pipeline, tf, None, None, warm)
     assert warm.ended
     assert warm.refresh(pipeline.activity, T0 + 2000) == {}
     assert (tf.symbol("BTCUSDT").tier, tf.symbol("BTCUSDT").threshold_usd) == (1, 5000.0)

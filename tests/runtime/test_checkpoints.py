@@ -22,16 +22,10 @@ from collector.pipeline.limits import MinInterval
 from collector.pipeline.router import Pipeline
 from collector.pipeline.tiers import TierAssignment
 from collector.pipeline.trade_filter import FilterParams, SymbolFilter, TradeFilter
-from collector.runtime import checkpoints
-from collector.runtime.checkpoints import (
-    AckedCheckpoints,
-    CheckpointBlock,
-    Checkpointer,
-    HandoverBuffer,
-    SymbolCheckpoint,
-    restore,
-    snapshot,
-)
+from collector.runtime import checkpoint_block, checkpoints, handover
+from collector.runtime.checkpoint_block import CheckpointBlock
+from collector.runtime.checkpoints import AckedCheckpoints, Checkpointer, SymbolCheckpoint, restore, snapshot
+from collector.runtime.handover import HandoverBuffer
 from collector.transport.link import WriterLink
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
@@ -338,7 +332,7 @@ def test_handover_buffer_stops_holding_when_too_much_or_too_long() -> None:
     now = [0.0]
     h = HandoverBuffer(clock=lambda: now[0])
     assert not h.overflowing()
-    now[0] = checkpoints.HANDOVER_MAX_S + 1
+    now[0] = handover.HANDOVER_MAX_S + 1
     assert h.overflowing()
 
 
@@ -352,7 +346,7 @@ def test_handover_is_ready_once_every_symbol_sent_something_or_after_settling() 
     assert h.ready()
     quiet = HandoverBuffer(SYMBOLS, clock=lambda: now[0])
     quiet.on_trade(_trade(1), 0.0)
-    now[0] = checkpoints.HANDOVER_SETTLE_S
+    now[0] = handover.HANDOVER_SETTLE_S
     assert quiet.ready()  # a symbol silent this long has nothing to hand over
 
 
@@ -361,7 +355,7 @@ def test_ready_words_are_per_worker() -> None:
     try:
         block.set_ready(3, T0)
         block.write(0, SymbolCheckpoint(7, updated_ms=1))
-        assert (block.ready_ms(3), block.ready_ms(2), block.ready_ms(checkpoints.MAX_WORKERS)) == (T0, 0, 0)
+        assert (block.ready_ms(3), block.ready_ms(2), block.ready_ms(checkpoint_block.MAX_WORKERS)) == (T0, 0, 0)
         assert block.read(0).last_trade_id == 7  # type: ignore[union-attr]
     finally:
         block.close()

@@ -1,0 +1,203 @@
+"""Bootstrap: everything the supervisor needs before its first child is spawned, and its teardown.
+
+Kept apart from the arbiter (collector.runtime.arbiter) because it is slow, one-off and full of I/O: the
+startup checks, the `--simulate` simulator, the embedded PostgreSQL, the schema, the starting universe
+and its shards, the tiers a restart resumes (or the ticker/24hr estimate), the checkpoints the last run
+saved, and the run directory with the shared-memory blocks and the REST budget file. It runs once, before
+the arbiter's loop; what it builds is a `Resources`, closed by the supervisor on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from collector.config import Config, load_config
+from collector.feed.exchange import Endpoints
+from collector.feed.rest_budget import create_budget_file
+from collector.feed.universe import shard
+from collector.pipeline.limits import WeightBudget
+from collector.pipeline.tiers import TierAssignment, bootstrap_from_ticker_24hr
+from collector.runtime import checkpoints
+from collector.runtime.checkpoint_block import CheckpointBlock
+from collector.runtime.coordinator import DB_CONNECT_TIMEOUT_S, fetch_json, fetch_universe, tier_params
+from collector.runtime.shm import StatsBlock
+from collector.runtime.startup import StartupError, check_machine, prepare_database
+
+if TYPE_CHECKING:
+    from collector.db.embedded import EmbeddedPostgres
+    from exchange_sim.runner import SimProcess
+
+log = logging.getLogger(__name__)
+
+# Symbol slots in the stats block per symbol of the starting universe: room for listings.
+SYMBOL_SLOT_FACTOR = 2
+
+
+@dataclass
+class Resources:
+    """What bootstrap started or created; `close()` undoes it (in any state: a failed start too)."""
+
+    endpoints: Endpoints | None = None
+    dsn: str | None = None
+    sim: SimProcess | None = None
+    embedded_pg: EmbeddedPostgres | None = None
+    universe: list[str] = field(default_factory=list)
+    shards: list[list[str]] = field(default_factory=list)
+    tiers: dict[str, TierAssignment] = field(default_factory=dict)
+    tiers_ms: int | None = None  # when the resumed tiers were computed; None: an estimate (or nothing)
+    run_dir: str | None = None
+    socket_path: str = ""  # the writer's Unix socket (collector.transport)
+    rest_budget_path: str = ""  # the workers' shared REST weight budget (collector.feed.rest_budget)
+    stats: StatsBlock | None = None
+    symbol_slots: dict[str, int] = field(default_factory=dict)
+    checkpoints: CheckpointBlock | None = None
+
+    def close(self) -> None:
+        if self.stats is not None:
+            self.stats.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
+        if self.run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.sim is not None:
+            self.sim.stop()
+        if self.embedded_pg is not None:
+            self.embedded_pg.stop()
+
+
+def load_and_check(config_path: str, simulate: bool) -> Config:
+    """The configuration and every check that needs no database: ConfigError or StartupError (exit 2)."""
+    cfg = load_config(config_path)
+    check_machine(cfg, simulate)  # port, log and spool directories, exchange
+    return cfg
+
+
+def database_dsn(cfg: Config) -> str:
+    """The connection string for a configured (non-embedded) database, password resolved now."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    db = cfg.database
+    params: dict[str, Any] = conninfo_to_dict(db.url) if db.url else {
+        "host": db.host, "port": db.port, "user": db.user, "dbname": db.database}
+    password = db.resolve_password()
+    if password is not None:
+        params["password"] = password
+    params.setdefault("application_name", "collector")
+    return make_conninfo(**params)
+
+
+def bootstrap(res: Resources, cfg: Config, n_workers: int, simulate: bool, sim_options: dict[str, Any]) -> None:
+    """Fill `res` (started pieces land in it at once, so `res.close()` can undo a failed start)."""
+    _start_exchange(res, cfg, simulate, sim_options)
+    _start_database(res, cfg)
+    assert res.dsn is not None and res.endpoints is not None
+    prepare_database(res.dsn, cfg.database.mode, cfg.retention.periods())
+    _starting_universe(res, cfg, n_workers)
+    res.run_dir = tempfile.mkdtemp(prefix="collector-")  # short path: Unix socket names are <108 bytes
+    res.socket_path = os.path.join(res.run_dir, "writer.sock")
+    res.rest_budget_path = os.path.join(res.run_dir, "rest-budget")
+    limit = WeightBudget.BINANCE_LIMIT_PER_MIN
+    create_budget_file(res.rest_budget_path, time.time() * 1000, limit,
+                       min(1.0, cfg.exchange.rest_weight_per_min / limit))
+    res.stats = StatsBlock.create(len(res.shards) + 1, SYMBOL_SLOT_FACTOR * len(res.universe))
+    res.symbol_slots = {sym: i for i, sym in enumerate(res.universe)}
+    res.checkpoints = CheckpointBlock.create(res.stats.symbol_slots)
+    _load_checkpoints(res)
+
+
+def _start_exchange(res: Resources, cfg: Config, simulate: bool, sim_options: dict[str, Any]) -> None:
+    if simulate:
+        from exchange_sim.config import SimConfig  # only with --simulate: the data path never needs it
+        from exchange_sim.runner import launch_subprocess
+
+        res.sim = launch_subprocess(SimConfig(**sim_options))
+        res.endpoints = Endpoints(res.sim.rest_url, res.sim.ws_url)
+        log.info("simulator on %s", res.sim.rest_url)
+    else:
+        res.endpoints = cfg.exchange.endpoints()
+
+
+def _start_database(res: Resources, cfg: Config) -> None:
+    if not cfg.database.embedded:
+        res.dsn = database_dsn(cfg)
+        return
+    from collector.db.embedded import EmbeddedPostgres, PostgresUnavailable
+
+    res.embedded_pg = EmbeddedPostgres(datadir=Path(cfg.database.embedded_dir), database=cfg.database.database)
+    try:
+        res.dsn = res.embedded_pg.start()
+    except (PostgresUnavailable, OSError) as e:  # e.g. initdb (unprivileged) cannot reach the directory
+        raise StartupError(f"database.embedded_dir: cannot start the embedded PostgreSQL in "
+                           f"{cfg.database.embedded_dir}: {' '.join(str(e).split())}") from None
+    log.info("embedded PostgreSQL at %s", res.dsn)
+
+
+def _starting_universe(res: Resources, cfg: Config, n_workers: int) -> None:
+    """The universe, its shards (balanced by ticker/24hr activity) and the tiers to start with."""
+    assert res.endpoints is not None
+    universe = fetch_universe(res.endpoints.rest, cfg.collection.symbols)
+    if not universe:
+        raise RuntimeError("the exchange lists no USDT-M perpetual in TRADING: nothing to collect")
+    res.universe = universe
+    activity: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
+    try:
+        fetched = fetch_json(f"{res.endpoints.rest}/fapi/v1/ticker/24hr")
+        assert isinstance(fetched, list)
+        rows = [r for r in fetched if isinstance(r, dict) and r.get("symbol") in set(universe)]
+        activity = {r["symbol"]: float(r.get("quoteVolume") or 0) for r in rows}
+    except Exception as e:  # shards then ignore activity; tiers start at the filter's defaults
+        log.warning("could not read ticker/24hr: %s", e)
+    if not _resume_tiers(res) and rows:
+        res.tiers = bootstrap_from_ticker_24hr(rows, tier_params(cfg))
+        log.info("tiers bootstrapped from ticker/24hr until statistics cover a tier interval")
+    res.shards = shard(universe, min(n_workers, len(universe)), activity)
+    log.info("universe: %d symbols over %d workers", len(universe), len(res.shards))
+
+
+def _resume_tiers(res: Resources) -> bool:
+    """The last stored tiers, so a restart resumes them instead of bootstrapping again."""
+    import psycopg
+
+    from collector.db import tiers_repo
+
+    assert res.dsn is not None
+    try:
+        with psycopg.connect(res.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
+            stored = tiers_repo.load_latest_tiers(conn)
+            row = conn.execute("SELECT max(computed_at) FROM symbol_tiers").fetchone()
+    except Exception as e:  # first start (no schema yet) or database down: bootstrap instead
+        log.info("no stored tiers to resume (%s)", type(e).__name__)
+        return False
+    if not stored or row is None or row[0] is None:
+        return False
+    # a NULL quantile or score (never written by this collector) reads as nan: unknown, as in a fresh estimate
+    res.tiers = {s: TierAssignment(t.tier, t.threshold_usd, math.nan if t.size_quantile_usd is None else t.size_quantile_usd,
+                                   math.nan if t.score is None else t.score) for s, t in stored.items()}
+    res.tiers_ms = int(row[0].timestamp() * 1000)
+    log.info("resumed the tiers of %d symbols computed at %s", len(res.tiers), row[0].isoformat())
+    return True
+
+
+def _load_checkpoints(res: Resources) -> None:
+    """The checkpoints the last run saved, into the block before any worker starts (full restart)."""
+    import psycopg
+
+    assert res.dsn is not None and res.checkpoints is not None
+    try:
+        with psycopg.connect(res.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
+            stored = checkpoints.load(conn, res.symbol_slots)
+    except Exception as e:  # first start (no schema yet) or database down: start afresh
+        log.info("no stored checkpoints to resume (%s)", type(e).__name__)
+        return
+    for sym, c in stored.items():
+        res.checkpoints.write(res.symbol_slots[sym], c)
+    log.info("loaded the checkpoints of %d symbols saved by the last run", len(stored))

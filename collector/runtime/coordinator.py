@@ -1,0 +1,327 @@
+"""The coordinator: the collector's domain work, run off the arbiter's loop.
+
+Why apart from the arbiter (collector.runtime.arbiter): the arbiter must notice a dead or hung child
+within a second whatever the exchange or the database does, and this work waits on both: the universe
+refresh (exchangeInfo over HTTP, up to FETCH_TIMEOUT_S), the tier computation and its storage, the copy
+of the checkpoint block to the database (each connection up to DB_CONNECT_TIMEOUT_S). So it runs in two
+threads of its own:
+
+- the I/O thread: universe refresh and shard assignment (listings go to the least loaded worker,
+  delistings leave theirs), tiers computed from the workers' statistics, stored with history and sent to
+  the workers, and the checkpoint block's periodic copy;
+- the relay thread: what must stay prompt while the I/O thread waits, i.e. a 429/418 one worker got
+  spread to every worker (the limit is per IP), and the periodic stats log line.
+
+It never touches a process. What concerns children goes to the arbiter as a message (`post`): send a
+control message to worker i, or replace worker i with these symbols. The arbiter reads the assignment,
+the tiers and the symbol slots (under the coordinator's lock) when it spawns a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from collector.config import Config, parse_duration
+from collector.feed.exchange import Endpoints
+from collector.feed.universe import select_universe
+from collector.pipeline.tiers import TierAssignment, TierParams, compute_tiers
+from collector.runtime import checkpoints
+from collector.runtime.logs import mask_secrets
+from collector.runtime.shm import StatsBlock
+from collector.runtime.tier_inputs import merge_activity
+
+if TYPE_CHECKING:
+    from collector.runtime.checkpoint_block import CheckpointBlock
+
+log = logging.getLogger(__name__)
+
+# exchangeInfo and ticker/24hr are a few MB from Binance; a healthy exchange answers in well under a
+# second, and 30 s is where a slow answer becomes a failed attempt (the next refresh tries again).
+FETCH_TIMEOUT_S = 30.0
+# A reachable database answers in milliseconds; an unreachable host must not hold a tier computation or a
+# checkpoint copy for the OS's TCP timeout.
+DB_CONNECT_TIMEOUT_S = 10
+# Both threads' period when nothing is due: bounds how late a REST pause is relayed and a job starts.
+TICK_S = 1.0
+# When a tier computation finds no statistics yet (workers still starting), try again this much later.
+TIER_RETRY_S = 60.0
+
+
+def fetch_json(url: str, timeout: float = FETCH_TIMEOUT_S) -> object:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - configured endpoint
+        return json.loads(resp.read())
+
+
+def fetch_universe(rest_url: str, wanted: Sequence[str] = ()) -> list[str]:
+    """USDT-M perpetuals in TRADING, narrowed to `wanted` (collection.symbols) when that is set."""
+    info = fetch_json(f"{rest_url}/fapi/v1/exchangeInfo")
+    if not isinstance(info, dict):
+        raise ValueError("exchangeInfo is not a JSON object")
+    universe = select_universe(info)
+    if wanted:
+        missing = sorted(set(wanted) - set(universe))
+        if missing:
+            log.warning("configured symbols not trading on the exchange, skipped: %s", ", ".join(missing))
+        universe = [s for s in universe if s in set(wanted)]
+    return universe
+
+
+def tier_params(cfg: Config) -> TierParams:
+    tf = cfg.filters.trades
+    w = tf.score_weights  # four of them (collector.config checks)
+    weights = (w[0], w[1], w[2], w[3])
+    return TierParams(weights=weights, cutoffs=tuple(tf.tier_cutoffs), multipliers=tuple(tf.tier_multipliers),
+                      quantile=tf.threshold_quantile)
+
+
+def reassign(shards: Sequence[Sequence[str]], universe: Sequence[str], new: Sequence[str]
+             ) -> tuple[list[list[str]], list[str], set[str]]:
+    """New shards after the universe changed from `universe` to `new`: delisted symbols leave their
+    worker, each listing goes to the least loaded worker (lowest index on a tie). Returns (shards,
+    listed, delisted); a worker whose list is unchanged keeps its order."""
+    current = set(universe)
+    added = [s for s in new if s not in current]
+    removed = current - set(new)
+    out = [[s for s in symbols if s not in removed] for symbols in shards]
+    for sym in added:
+        target = min(range(len(out)), key=lambda i: (len(out[i]), i))
+        out[target].append(sym)
+    return out, added, removed
+
+
+@dataclass(frozen=True)
+class Send:
+    """Put `message` on worker `index`'s control queue (collector.runtime.worker_control.read_control)."""
+
+    index: int
+    message: tuple[str, Any]
+
+
+@dataclass(frozen=True)
+class Replace:
+    """Replace worker `index` by a successor collecting `symbols` (successor first, then retire)."""
+
+    index: int
+    symbols: list[str]
+
+
+Command = Send | Replace
+
+
+class Coordinator:
+    """Universe, shards, tiers and the REST-pause relay for one run; `start()`, then `stop()` at shutdown."""
+
+    def __init__(self, cfg: Config, endpoints: Endpoints, dsn: str, stats: StatsBlock,
+                 block: CheckpointBlock | None, universe: list[str], shards: list[list[str]],
+                 symbol_slots: dict[str, int], tiers: dict[str, TierAssignment], tiers_ms: int | None,
+                 post: Callable[[Command], None], log_stats: Callable[[], None] = lambda: None) -> None:
+        self.cfg, self.endpoints, self.dsn = cfg, endpoints, dsn
+        self.stats, self.block, self.post, self.log_stats = stats, block, post, log_stats
+        self._lock = threading.Lock()  # guards universe, shards, symbol_slots, tiers, tiers_ms
+        self.universe, self.shards, self.symbol_slots = universe, shards, symbol_slots
+        self.tiers, self.tiers_ms = tiers, tiers_ms
+        self.rest_paused_until = 0.0
+        self._stop = threading.Event()
+        self._refresh_now = threading.Event()  # SIGHUP changed the collection: refresh and replace all
+        self._force_replace = False
+        self._threads: list[threading.Thread] = []
+        self.next_tiers = self.next_universe = self.next_checkpoint_save = self.next_stats_log = 0.0
+
+    # --- what the arbiter reads and tells ----------------------------------------------------------------
+
+    def worker_inputs(self, index: int) -> tuple[list[str], dict[str, TierAssignment], bool, dict[str, int]]:
+        """(symbols, their tiers, tiers provisional, their stats slots) for a spawn of worker `index`."""
+        with self._lock:
+            symbols = list(self.shards[index])
+            return (symbols, {s: self.tiers[s] for s in symbols if s in self.tiers}, self.tiers_ms is None,
+                    {s: self.symbol_slots[s] for s in symbols if s in self.symbol_slots})
+
+    def tiers_view(self) -> tuple[dict[str, TierAssignment], int | None]:
+        with self._lock:
+            return self.tiers, self.tiers_ms
+
+    def reconfigure(self, cfg: Config, endpoints: Endpoints, dsn: str, collection_changed: bool) -> None:
+        """SIGHUP: the new configuration; a changed collection refreshes the universe and replaces every worker."""
+        self.cfg, self.endpoints, self.dsn = cfg, endpoints, dsn
+        if collection_changed:
+            self._force_replace = True
+            self._refresh_now.set()
+
+    def start(self) -> None:
+        """Schedule every job from now (the children have just been spawned) and start both threads."""
+        now = time.monotonic()
+        self.next_tiers = self._tiers_due(now)
+        self.next_universe = now + self.cfg.exchange.universe_refresh_s
+        self.next_checkpoint_save = now + checkpoints.CHECKPOINT_SAVE_S
+        self.next_stats_log = now + self.cfg.monitoring.stats_interval
+        for name, target in (("coordinator-io", self._io_loop), ("coordinator-relay", self._relay_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)  # never holds the supervisor's exit
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop both threads; an I/O call in flight is abandoned (daemon thread), not waited for."""
+        self._stop.set()
+        self._refresh_now.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    # --- the threads -------------------------------------------------------------------------------------
+
+    def _io_loop(self) -> None:
+        while not self._stop.is_set():
+            self._refresh_now.wait(TICK_S)
+            if self._stop.is_set():
+                return
+            try:
+                self.io_round(time.monotonic())
+            except Exception:  # a bug here must not end the collector's tiers and universe for good
+                log.exception("coordinator: I/O round failed; carrying on")
+
+    def _relay_loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.relay_round(time.monotonic())
+            except Exception:
+                log.exception("coordinator: relay round failed; carrying on")
+
+    def io_round(self, now: float) -> None:
+        """Whatever I/O job is due: tiers, universe refresh (or one SIGHUP asked for), checkpoint copy."""
+        if now >= self.next_tiers:
+            self.next_tiers = self._tiers_due(now) if self.recompute_tiers() else now + TIER_RETRY_S
+        if self._refresh_now.is_set() or now >= self.next_universe:
+            force, self._force_replace = self._force_replace, False
+            self._refresh_now.clear()
+            self.next_universe = now + self.cfg.exchange.universe_refresh_s
+            self.refresh_universe(force)
+        if now >= self.next_checkpoint_save:
+            self.next_checkpoint_save = now + checkpoints.CHECKPOINT_SAVE_S
+            self.save_checkpoints()
+
+    def relay_round(self, now: float) -> None:
+        self.spread_rest_pause()
+        if now >= self.next_stats_log:
+            self.next_stats_log = now + self.cfg.monitoring.stats_interval
+            self.log_stats()
+
+    # --- the jobs ----------------------------------------------------------------------------------------
+
+    def tier_interval_s(self) -> float:
+        period = parse_duration(self.cfg.filters.trades.tier_interval, "filters.trades.tier_interval")
+        return period.total_seconds() if period else float("inf")
+
+    def _tiers_due(self, now: float) -> float:
+        """One tier interval after the last computation; soon (tier_warmup) while tiers are only estimates."""
+        if self.tiers_ms:
+            age = (time.time() * 1000 - self.tiers_ms) / 1000
+            return now + max(0.0, self.tier_interval_s() - age)
+        warmup = parse_duration(self.cfg.filters.trades.tier_warmup, "filters.trades.tier_warmup")
+        return now + min(self.tier_interval_s(), warmup.total_seconds() if warmup else 0.0)
+
+    def refresh_universe(self, force_replace: bool = False) -> None:
+        """Listings and delistings applied without a full restart: only the affected workers are replaced."""
+        try:
+            new = fetch_universe(self.endpoints.rest, self.cfg.collection.symbols)
+        except Exception as e:  # keep the current universe; try again next time
+            log.warning("universe refresh failed: %s", e)
+            return
+        if not new:
+            log.error("universe refresh: the exchange lists no symbol in TRADING; keeping the current universe")
+            return
+        with self._lock:
+            shards, added, removed = reassign(self.shards, self.universe, new)
+            if not added and not removed and not force_replace:
+                return
+            for sym in added:
+                if sym in self.symbol_slots:
+                    continue
+                if len(self.symbol_slots) >= self.stats.symbol_slots:
+                    log.error("no statistics slot left for %s: tiers will not see it until a restart", sym)
+                else:
+                    self.symbol_slots[sym] = len(self.symbol_slots)
+            changed = [i for i, s in enumerate(shards) if force_replace or sorted(s) != sorted(self.shards[i])]
+            for i in changed:
+                shards[i] = sorted(shards[i])
+            self.universe, self.shards = new, shards
+        if added or removed:
+            log.info("universe changed: %d listed (%s), %d delisted (%s)", len(added), " ".join(added[:10]),
+                     len(removed), " ".join(sorted(removed)[:10]))
+        for i in changed:
+            self.post(Replace(i, shards[i]))
+
+    def recompute_tiers(self) -> bool:
+        """Tiers from every worker's published statistics, stored (with history) and sent to the workers.
+
+        False when no statistics exist yet (the current tiers stay).
+        """
+        params = tier_params(self.cfg)
+        now_ms = int(time.time() * 1000)
+        with self._lock:
+            slots = dict(self.symbol_slots)
+        summaries = merge_activity(self.stats, slots, now_ms, params.quantile)
+        active = {s: v for s, v in summaries.items() if v.count > 0}
+        if not active:
+            log.warning("tiers: no trade statistics published yet; keeping the current tiers")
+            return False
+        tiers = compute_tiers(summaries, params)
+        with self._lock:
+            self.tiers, self.tiers_ms = tiers, now_ms
+            shards = [list(s) for s in self.shards]
+        counts = Counter(a.tier for a in tiers.values())
+        log.info("tiers recomputed from %d symbols' statistics: %s", len(active),
+                 ", ".join(f"tier {t}: {counts[t]}" for t in sorted(counts)))
+        self._store_tiers(tiers, now_ms)
+        for i, symbols in enumerate(shards):
+            self.post(Send(i, ("tiers", {s: tiers[s] for s in symbols if s in tiers})))
+        return True
+
+    def _store_tiers(self, tiers: dict[str, TierAssignment], now_ms: int) -> None:
+        import psycopg
+
+        from collector.db import tiers_repo
+
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
+                tiers_repo.store_tiers(conn, tiers, datetime.fromtimestamp(now_ms / 1000, UTC))
+        except Exception as e:  # the tiers still apply; storing is retried at the next computation
+            log.warning("could not store tiers: %s", mask_secrets(str(e)))
+
+    def save_checkpoints(self) -> None:
+        """Copy the block to the `checkpoints` table (read only: the workers keep writing the block)."""
+        import psycopg
+
+        if self.block is None:
+            return
+        with self._lock:
+            slots = dict(self.symbol_slots)
+        found = self.block.read_all(slots)
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
+                checkpoints.save(conn, found)
+        except Exception as e:  # kept in shared memory; saved at the next attempt
+            log.warning("could not save checkpoints: %s", mask_secrets(str(e)))
+
+    def spread_rest_pause(self) -> None:
+        """A 429/418 is per IP: when one worker is told to back off, every worker backs off."""
+        with self._lock:
+            workers = len(self.shards)
+        until = 0.0
+        for i in range(workers):
+            reading = self.stats.read(i + 1)
+            if reading is not None and not reading.stale:
+                until = max(until, reading.values.get("rest_paused_until_ms", 0.0))
+        if until > time.time() * 1000 and until > self.rest_paused_until:
+            self.rest_paused_until = until
+            log.warning("REST rate limited: every worker pauses REST until %s",
+                        time.strftime("%H:%M:%S", time.gmtime(until / 1000)))
+            for i in range(workers):
+                self.post(Send(i, ("rest_pause", until)))

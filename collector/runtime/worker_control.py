@@ -1,0 +1,97 @@
+"""A worker's filters and what the supervisor tells it while it runs (tiers, REST pause, config, hand-over).
+
+Why apart from collector.runtime.worker: building the trade filter and applying the supervisor's control
+messages is plain logic over the pipeline's objects, testable without a process, a socket or a feed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_mod
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from collector.config import Config
+from collector.pipeline.thresholds import Warmup
+from collector.pipeline.tiers import TierAssignment
+from collector.pipeline.trade_filter import FilterParams, TradeFilter
+
+if TYPE_CHECKING:
+    from collector.pipeline.router import Pipeline
+    from collector.runtime.worker import WorkerSpec
+
+log = logging.getLogger(__name__)
+
+
+class RestPausable(Protocol):
+    """A REST weight budget (collector.pipeline.limits.WeightBudget, collector.feed.rest_budget)."""
+
+    def pause_until(self, until_ms: float) -> None: ...
+
+
+class Quietable(Protocol):
+    """The worker's statistics publisher (collector.runtime.worker_stats.StatsPublisher)."""
+
+    quiet: bool
+
+
+def filter_params(cfg: Config) -> FilterParams:
+    tf = cfg.filters.trades
+    return FilterParams(price_change_pct=tf.price_change_pct, tier_intervals_s=tuple(tf.tier_intervals_s),
+                        keep_all=tf.keep_all)
+
+
+def build_trade_filter(cfg: Config, tiers: dict[str, TierAssignment]) -> TradeFilter:
+    f = TradeFilter(filter_params(cfg))
+    if tiers:
+        f.set_tiers(tiers)
+    return f
+
+
+def build_warmup(cfg: Config, spec: WorkerSpec, trade_filter: TradeFilter) -> Warmup | None:
+    """The fresh-start refinement of provisional thresholds, or None when the tiers are live ones."""
+    if not spec.tiers_provisional:
+        return None
+    tf = cfg.filters.trades
+    return Warmup(spec.tiers, tuple(tf.tier_multipliers), trade_filter.params.default_tier, tf.threshold_quantile)
+
+
+def read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter,
+                  publisher: Quietable | None, budget: RestPausable | None = None,
+                  warmup: Warmup | None = None) -> bool:
+    """Apply the supervisor's messages; True when one said the predecessor has handed over."""
+    handover = False
+    while True:
+        try:
+            kind, payload = spec.control.get_nowait()
+        except queue_mod.Empty:
+            return handover
+        if kind == "tiers":
+            trade_filter.set_tiers(payload)
+            if warmup is not None:
+                warmup.end()  # tiers from live statistics: nothing provisional is left to refine
+            log.info("tiers updated for %d symbols", len(payload))
+        elif kind == "rest_pause" and budget is not None:
+            # another worker got a 429/418: the limit is per IP, so everyone waits
+            budget.pause_until(payload)
+            log.warning("REST paused for %.0f s: a worker was rate limited (the limit is per IP)",
+                        max(0.0, payload / 1000 - time.time()))
+        elif kind == "quiet" and publisher is not None:
+            # a successor is taking over this worker's stats slots; keep collecting until told to stop
+            publisher.quiet = True
+        elif kind == "config":
+            apply_live_config(payload, pipeline, trade_filter)
+        elif kind == "handover":
+            handover = True
+
+
+def apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilter) -> None:
+    """What SIGHUP changes without a restart: filter parameters, flush settings, log level."""
+    params = filter_params(cfg)
+    if params != trade_filter.params:
+        trade_filter.set_params(params)
+    pipeline.funding_gate.interval_ms = int(cfg.filters.funding.min_interval_s * 1000)
+    pipeline.batch_rows = cfg.writer.batch_rows
+    pipeline.flush_interval_ms = cfg.writer.flush_interval_ms
+    logging.getLogger().setLevel(cfg.logging.level)
+    log.info("configuration reloaded")
