@@ -17,7 +17,8 @@ from typing import Annotated, Literal
 import msgspec
 import yaml
 
-from collector.feed.exchange import PRESETS, Endpoints
+from collector.feed.endpoints import PRESETS, Endpoints
+from collector.symbols import valid_symbol
 
 DataType = Literal[
     "trades", "funding", "candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d",
@@ -110,7 +111,7 @@ class CollectionConfig(_Section):
     def __post_init__(self) -> None:
         if not self.data_types:
             raise ValueError("collection.data_types: at least one data type is needed")
-        bad = [s for s in self.symbols if not re.fullmatch(r"[A-Z0-9]{2,30}", s)]
+        bad = [s for s in self.symbols if not valid_symbol(s)]
         if bad:
             raise ValueError(f"collection.symbols: not a Binance symbol name: {bad[0]!r}")
 

@@ -81,11 +81,6 @@ def agg_trade_page(symbol: str, next_id: int, to_id: int) -> tuple[str, dict[str
     return AGG_TRADES_PATH, {"symbol": symbol, "fromId": next_id, "limit": min(AGG_TRADES_LIMIT, to_id - next_id + 1)}
 
 
-def agg_trade_pages(from_id: int, to_id: int) -> list[int]:
-    """fromId of every page needed to cover from_id..to_id when the exchange returns full pages."""
-    return list(range(from_id, to_id + 1, AGG_TRADES_LIMIT))
-
-
 def kline_pages(symbol: str, first_open_ms: int, last_open_ms: int) -> list[tuple[str, dict[str, str | int], int]]:
     """(path, query, weight) of the klines requests covering the 1m candles opening first..last."""
     pages = []
@@ -97,17 +92,6 @@ def kline_pages(symbol: str, first_open_ms: int, last_open_ms: int) -> list[tupl
                                     "limit": limit}, kline_weight(limit)))
         start = end + MINUTE_MS
     return pages
-
-
-def weight_needed(jobs: list[TradeGapJob | CandleJob]) -> int:
-    """REST weight the queued jobs will spend at least (full pages, no retries): a budget check."""
-    total = 0
-    for job in jobs:
-        if isinstance(job, TradeGapJob):
-            total += AGG_TRADES_WEIGHT * len(agg_trade_pages(job.next_id, job.gap.to_id))
-        else:
-            total += sum(w for _, _, w in kline_pages(job.symbol, job.first_open_ms, job.last_open_ms))
-    return total
 
 
 # --- what is repaired, and where it goes ----------------------------------------------------------------------
