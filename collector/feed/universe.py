@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from collector.symbols import valid_symbol
 
+
 def select_universe(exchange_info: Mapping[str, object]) -> list[str]:
     """The USDT-M perpetuals in TRADING, sorted; malformed entries and unsafe names are left out."""
     out = []

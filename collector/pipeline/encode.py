@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+
 from collector.symbols import valid_symbol  # also imported from here by collector.db
 
 # --- framing -------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.config import Config, ConfigError, load_config, parse_duration
-from collector.feed.exchange import Endpoints
+from collector.feed.endpoints import Endpoints
 from collector.feed.rest_budget import create_budget_file
 from collector.feed.universe import select_universe, shard
 from collector.observability.health import ChildInfo, HealthServer, build_snapshot, health, stats_json

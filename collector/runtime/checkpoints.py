@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import psycopg
 
-    from collector.feed.source import PollPositions
+    from collector.feed.open_interest import PollPositions
     from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
     from collector.pipeline.encode import Batch
     from collector.pipeline.router import Pipeline

@@ -27,9 +27,12 @@ import psycopg
 from collector.config import Config
 from collector.db import schema as storage
 from collector.feed.backfill import Backfiller
-from collector.feed.exchange import Endpoints, bind_feed_class
+from collector.feed.cryptofeed_adapter import bind_feed_class, subscription_channels
+from collector.feed.endpoints import Endpoints
+from collector.feed.open_interest import poll_positions
 from collector.feed.rest_budget import SharedWeightBudget
-from collector.feed.source import FastBinanceFutures, poll_positions, subscription_channels
+from collector.feed.rest_client import RestClient
+from collector.feed.source import FastBinanceFutures
 from collector.pipeline.activity import SymbolActivity
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget
@@ -144,7 +147,8 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     # One REST weight budget for every REST user of every worker (open-interest pollers and backfills),
     # shared through a file the supervisor created: a 429/418 reported by any of them pauses all.
     budget = rest_budget(cfg, spec.rest_weight_share, spec.rest_budget_path)
-    backfill = Backfiller(spec.endpoints.rest, pipeline, budget, stop,
+    rest = RestClient()  # the worker's one HTTP client: backfill, open interest and exchangeInfo
+    backfill = Backfiller(spec.endpoints.rest, pipeline, budget, stop, fetch=rest.get,
                           trades="trades" in cfg.collection.data_types)
     pipeline.on_gap = backfill.add_trade_gap
     pipeline.on_candle_gap = backfill.add_candle_gap
@@ -167,7 +171,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     feed = feed_cls(
         exchange_symbols=spec.symbols, channels=subscription_channels(list(cfg.collection.data_types)),
         sink=holding or pipeline, oi_symbols=oi_symbols, oi_interval=cfg.filters.open_interest.interval_s,
-        oi_gate=budget, stop_event=stop, oi_positions=oi_positions, oi_ready=oi_ready,
+        oi_gate=budget, stop_event=stop, oi_positions=oi_positions, oi_ready=oi_ready, rest=rest,
         timeout=cfg.exchange.silent_timeout_s, timeout_interval=max(1.0, cfg.exchange.silent_timeout_s / 4),
     )
 
@@ -275,6 +279,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             if spec.dsn is not None:
                 feed_tg.create_task(take_over_gaps(spec.dsn, spec.symbols, backfill, stop, cfg.exchange.gap_rescan_s),
                                     name="gap-takeover")
+        await rest.close()
         take_over("stopping before the hand-over")  # what we held must not be lost
         pipeline.flush_all()
         if not await link.wait_acked(DRAIN_TIMEOUT_S):
@@ -407,7 +412,7 @@ def rest_budget(cfg: Config, share: float, path: str | None = None) -> WeightBud
 def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
     """Pause or resume reading every WebSocket: back-pressure to the exchange instead of dropping rows.
 
-    Both connection classes (collector.feed.websocket.PicowsConnection, collector.feed.exchange.WSConnection) stop
+    Both connection classes (collector.feed.websocket.PicowsConnection, collector.feed.cryptofeed_adapter.WSConnection) stop
     reading their socket and hold it, across their own flow control and reconnects, until resumed. The
     REST pollers (open interest) have no such method and go on: a few rows a second within their budget.
     """

@@ -9,14 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from collector.feed.backfill import (
-    AGG_TRADES_WEIGHT,
-    TRADES_RESERVE,
-    Backfiller,
-    agg_trade_page,
-    kline_pages,
-    kline_weight,
-)
+from collector.feed.backfill import TRADES_RESERVE, Backfiller
+from collector.feed.backfill_plan import AGG_TRADES_WEIGHT, agg_trade_page, kline_pages, kline_weight
 from collector.feed.wire import AggTrade
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget

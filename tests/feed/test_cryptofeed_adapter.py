@@ -15,8 +15,8 @@ import pytest
 from cryptofeed.defines import TRADES
 from helpers import wait_for
 
-from collector.feed import exchange
-from collector.feed.exchange import (
+from collector.feed import cryptofeed_adapter as exchange
+from collector.feed.cryptofeed_adapter import (
     CollectorBinanceFutures,
     Endpoints,
     SupervisedConnection,
@@ -154,7 +154,7 @@ def test_connection_that_never_delivers_is_noticed(sim) -> None:
     async def main() -> int:
         stop = asyncio.Event()
         conn = WSConnection(f"{sim.ws_url}/market/stream?streams=nosuchusdt@aggTrade", "TEST")
-        handler_ = SupervisedConnection(conn, subscribe, handler, -1, timeout=1.0, timeout_interval=0.2, stop=stop)
+        handler_ = SupervisedConnection(conn, subscribe, handler, timeout=1.0, timeout_interval=0.2, stop=stop)
         task = asyncio.create_task(handler_.run())
         try:
             await asyncio.to_thread(wait_for, lambda: conn.stats.watchdog_trips >= 2, 15, "silence to be noticed twice")
@@ -193,7 +193,7 @@ def test_reconnects_without_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         conn = Counting(f"ws://127.0.0.1:{port}/market/stream?streams=btcusdt@aggTrade", "TEST")
-        handler_ = SupervisedConnection(conn, subscribe, handler, -1, timeout=30, timeout_interval=1, stop=stop)
+        handler_ = SupervisedConnection(conn, subscribe, handler, timeout=30, timeout_interval=1, stop=stop)
         task = asyncio.create_task(handler_.run())
         sim = None
         try:
