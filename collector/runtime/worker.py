@@ -33,7 +33,7 @@ from collector.feed.open_interest import poll_positions
 from collector.feed.rest_budget import SharedWeightBudget
 from collector.feed.rest_client import RestClient
 from collector.feed.source import FastBinanceFutures
-from collector.pipeline.activity import SymbolActivity
+from collector.pipeline.activity import SymbolActivity, window_ms
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.router import Pipeline
@@ -143,6 +143,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         spec.symbols, list(cfg.collection.data_types), trade_filter, emit,
         funding_interval_ms=int(cfg.filters.funding.min_interval_s * 1000),
         batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
+        stats_window_ms=window_ms(cfg.filters.trades.stats_window_s),
     )
     # One REST weight budget for every REST user of every worker (open-interest pollers and backfills),
     # shared through a file the supervisor created: a 429/418 reported by any of them pauses all.
