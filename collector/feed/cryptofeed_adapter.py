@@ -1,20 +1,14 @@
 """The one module that knows cryptofeed's internals: its connections, bound to our endpoints and hardened.
 
-Why one module: the collector drives cryptofeed below its public surface (the feed's private subscription
-hooks, ConnectionHandler's constructor and loop, the connection counters) and cryptofeed changes those
-between releases. So cryptofeed is pinned exactly in pyproject, every use of it is here, and
-tests/feed/test_cryptofeed_internals.py fails when what this module relies on moves. Other modules import
-cryptofeed's names (AsyncConnection, ConnectionClosed, channel names) from here, never from cryptofeed.
+Why one module: the collector drives cryptofeed below its public surface (private subscription hooks,
+ConnectionHandler's constructor and loop, connection counters), which changes between releases. So the pin
+is exact, every use of cryptofeed is here (other modules import its names from here), and
+tests/feed/test_cryptofeed_internals.py fails when what this module relies on moves.
 
-Stock cryptofeed takes its endpoints from class attributes, refuses `ws://` (so it cannot talk to a
-loopback simulator), reconnects the whole connection (hundreds of streams) on any exception raised while
-handling one frame, doubles its reconnect delay without bound, opens an HTTP session of its own per feed
-and per poller, and never notices a connection that was opened but never delivers a frame (the failure
-mode of Binance's 2026 URL change). Everything that changes that behaviour lives here; the rest of the
-collector sees `bind_feed_class(endpoints)`, `CollectorFeed` and the connection classes.
-
-Adding a venue: a `Collector<Venue>` class beside CollectorBinanceFutures (CollectorFeed first, then
-cryptofeed's class for the venue), and a `bind_feed_class` branch for its endpoints and routes.
+What changes stock behaviour: configured endpoints (and `ws://`, for the simulator); a bad frame is skipped,
+not a reconnect of hundreds of streams; reconnects never give up, at a capped delay; a connection that never
+delivers counts as silent; every HTTP request shares the process's RestClient. A venue is added as a
+`Collector<Venue>(CollectorFeed, <cryptofeed's venue class>)` and a `bind_feed_class` branch.
 """
 
 from __future__ import annotations
@@ -24,7 +18,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from importlib.metadata import version
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -63,15 +56,10 @@ WS_CLIENTS = ("auto", "picows", "websockets")
 
 # The cryptofeed release this module is written against (pyproject pins it; the internals test checks it).
 CRYPTOFEED_VERSION = "3.0.1"
-CRYPTOFEED_INSTALLED = version("cryptofeed")
 
 
 class ConnectionBase(AsyncConnection):
-    """What a WebSocket connection of our own (collector.feed.websocket) needs from cryptofeed's.
-
-    The counters, the raw-data callback and the connection number are cryptofeed internals; subclasses use
-    them through these methods only.
-    """
+    """A WebSocket connection's base: cryptofeed's counters, raw-data callback and numbering, via methods."""
 
     def __init__(self, address: str, conn_id: str, subscription: dict[str, list[str]] | None = None) -> None:
         if not address.startswith(("wss://", "ws://")):
@@ -95,7 +83,7 @@ class ConnectionBase(AsyncConnection):
         return self.raw_data_callback
 
 
-class WSConnection(WSAsyncConn):
+class WSConnection(ConnectionBase, WSAsyncConn):
     """WSAsyncConn that also accepts `ws://` and counts a connection that never delivers as silent.
 
     cryptofeed's watchdog only trips when `last_message` is set, so a connection that opens and then
@@ -105,10 +93,7 @@ class WSConnection(WSAsyncConn):
 
     def __init__(self, address: str, conn_id: str, subscription: dict[str, list[str]] | None = None,
                  **kwargs: object) -> None:
-        if not address.startswith(("wss://", "ws://")):
-            raise ValueError(f"Invalid address, must be a ws(s) address. Provided address is: {address!r}")
-        self.address = address
-        AsyncConnection.__init__(self, f"{conn_id}.ws.{AsyncConnection.conn_count}", subscription=subscription)
+        super().__init__(address, conn_id, subscription)
         self.ws_kwargs = kwargs
 
     reading_paused = False  # back-pressure: see pause_reading()
@@ -116,7 +101,7 @@ class WSConnection(WSAsyncConn):
 
     async def _open(self) -> None:
         await cast(Any, super())._open()
-        cast(Any, self).last_message = time.time()
+        self.received_at(time.time())
         # websockets pauses the transport when its own frame queue is full and resumes it when the queue
         # drains; route its resume through us so that the queue draining cannot undo back-pressure.
         conn = cast(Any, self.conn)  # websockets' ClientConnection; transport and queue are its internals
@@ -242,11 +227,7 @@ class SupervisedConnection(ConnectionHandler):
 
 
 class _BorrowedSession:
-    """An HTTP connection of cryptofeed's that uses the process's RestClient instead of a session of its own.
-
-    cryptofeed opens an aiohttp session per HTTPAsyncConn (one for the feed's exchangeInfo, one per poller)
-    and closes it with the connection; here they all borrow the one session, which its owner closes.
-    """
+    """cryptofeed's HTTP connection borrowing the RestClient's session (not its own), which it never closes."""
 
     rest: RestClient
     conn: Any
@@ -284,9 +265,7 @@ class PolledConnection(_BorrowedSession, HTTPPoll):
 
     def message_received(self) -> None:
         """Count one answer for the watchdog and the connection's statistics."""
-        me = cast(Any, self)
-        me.received += 1
-        me.last_message = time.time()
+        ConnectionBase.received_at(cast(Any, self), time.time(), 1)
 
 
 class CollectorFeed:
@@ -393,20 +372,6 @@ class CollectorBinanceFutures(CollectorFeed, BinanceFutures):
     """cryptofeed's BinanceFutures as a CollectorFeed (its own parsing; collector.feed.source is the lean one)."""
 
 
-def subscription_channels(data_types: list[str]) -> list[str]:
-    """cryptofeed channels needed for the configured data types (open interest is polled separately)."""
-    channels = []
-    if "trades" in data_types:
-        channels.append(TRADES)
-    if "funding" in data_types:
-        channels.append(FUNDING)
-    if "liquidations" in data_types:
-        channels.append(LIQUIDATIONS)
-    if any(t.startswith("candles_") for t in data_types):
-        channels.append(CANDLES)
-    return channels
-
-
 def ws_connection_class(ws_client: str = "auto") -> type[AsyncConnection]:
     """The connection class for a WS_CLIENTS name; "auto" falls back to websockets without picows."""
     if ws_client not in WS_CLIENTS:
@@ -446,4 +411,4 @@ def bind_feed_class(endpoints: Endpoints, base: type[CollectorFeed] = CollectorB
 __all__ = ["CANDLES", "CRYPTOFEED_VERSION", "FUNDING", "LIQUIDATIONS", "TRADES", "WS_CLIENTS", "AsyncConnection",
            "CollectorBinanceFutures", "CollectorFeed", "ConnectionBase", "ConnectionClosed", "PolledConnection",
            "SharedHTTPConnection", "SupervisedConnection", "WSConnection", "bind_feed_class",
-           "subscription_channels", "ws_connection_class"]
+           "ws_connection_class"]

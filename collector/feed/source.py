@@ -14,7 +14,14 @@ from typing import Any
 
 import msgspec
 
-from collector.feed.cryptofeed_adapter import AsyncConnection, CollectorBinanceFutures
+from collector.feed.cryptofeed_adapter import (
+    CANDLES,
+    FUNDING,
+    LIQUIDATIONS,
+    TRADES,
+    AsyncConnection,
+    CollectorBinanceFutures,
+)
 from collector.feed.events import EventSink
 from collector.feed.open_interest import OpenInterestPoll, PollPositions
 from collector.feed.rest_budget import WeightGate
@@ -103,3 +110,17 @@ def _dispatch(sink: EventSink) -> dict[type, Callable[[Any, float], None]]:
     """Event type -> the sink's entry point (mark prices arrive as a list, handled apart)."""
     return {AggTrade: sink.on_trade, MarkPrice: sink.on_mark_price, ForceOrder: sink.on_liquidation,
             Kline: sink.on_kline}
+
+
+def subscription_channels(data_types: list[str]) -> list[str]:
+    """cryptofeed channels needed for the configured data types (open interest is polled separately)."""
+    channels = []
+    if "trades" in data_types:
+        channels.append(TRADES)
+    if "funding" in data_types:
+        channels.append(FUNDING)
+    if "liquidations" in data_types:
+        channels.append(LIQUIDATIONS)
+    if any(t.startswith("candles_") for t in data_types):
+        channels.append(CANDLES)
+    return channels

@@ -27,12 +27,12 @@ import psycopg
 from collector.config import Config
 from collector.db import schema as storage
 from collector.feed.backfill import Backfiller
-from collector.feed.cryptofeed_adapter import bind_feed_class, subscription_channels
+from collector.feed.cryptofeed_adapter import bind_feed_class
 from collector.feed.endpoints import Endpoints
 from collector.feed.open_interest import poll_positions
 from collector.feed.rest_budget import SharedWeightBudget
 from collector.feed.rest_client import RestClient
-from collector.feed.source import FastBinanceFutures
+from collector.feed.source import FastBinanceFutures, subscription_channels
 from collector.pipeline.activity import SymbolActivity, window_ms
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget
