@@ -308,17 +308,13 @@ class CollectorFeed:
         """cryptofeed's own parsing (Decimal numbers, one object per event) and callbacks."""
         await cast(Any, super()).message_handler(msg, conn, timestamp)
 
-    def _connect_rest(self) -> list[tuple[AsyncConnection, Any, Any]]:
-        """REST pollers (none here; the lean feed adds open interest)."""
-        return []
-
     def rest_route(self, name: str) -> str:
         """The URL template of a REST route bound by bind_feed_class (e.g. "open_interest")."""
         return cast(str, cast(Any, self).rest_endpoints[0].route(name))
 
     def connect(self) -> list[tuple[AsyncConnection, Any, Any]]:
         me = cast(Any, self)
-        ret = list(self._connect_rest())
+        ret = list(me._connect_rest())  # REST pollers: cryptofeed's own, or the lean feed's open interest
         addresses = me._address() if me.subscription else []
         if isinstance(addresses, str):
             addresses = [addresses]
