@@ -210,3 +210,29 @@ def test_reconnects_without_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
                 await asyncio.to_thread(sim.stop)
 
     asyncio.run(main())
+
+
+def test_one_rest_client_serves_every_http_connection_of_a_feed() -> None:
+    """exchangeInfo and the open-interest poller borrow the worker's RestClient's session."""
+    from collector.feed.endpoints import Endpoints
+    from collector.feed.open_interest import OpenInterestPoll
+    from collector.feed.rest_client import RestClient
+    from collector.pipeline.limits import WeightBudget
+
+    async def main() -> None:
+        rest = RestClient()
+        cls = bind_feed_class(Endpoints("http://127.0.0.1:1", "ws://127.0.0.1:1"), FastBinanceFutures)
+        feed = cls(exchange_symbols=["BTCUSDT"], channels=[TRADES], sink=CountingSink(), rest=rest,
+                   oi_symbols=["BTCUSDT"], oi_gate=WeightBudget(0.0))
+        ((poll, _, _),) = feed._connect_rest()
+        assert isinstance(poll, OpenInterestPoll)
+        session = rest.session
+        for conn in (feed.http_conn, poll):
+            await conn._open()
+            assert conn.conn is session
+            await conn.close()  # the connection lets go; the session stays the client's
+        assert not session.closed and rest.session is session
+        await rest.close()
+        assert session.closed
+
+    asyncio.run(main())
