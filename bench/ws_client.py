@@ -9,7 +9,7 @@ SupervisedConnection and a null handler. After `--warmup` s the child reads its 
 CPU µs per frame = CPU seconds / frames received. Medians over `--runs` runs (fresh child each run).
 
 Variants:
-- `websockets`: collector.feed.exchange.WSConnection (cryptofeed's WSAsyncConn) + cryptofeed's per-message loop;
+- `websockets`: collector.feed.cryptofeed_adapter.WSConnection (cryptofeed's WSAsyncConn) + cryptofeed's per-message loop;
 - `picows-read`: collector.feed.websocket.PicowsConnection through the same per-message `read()` loop;
 - `picows`: PicowsConnection through SupervisedConnection's batched `read_batches()` path (the default);
 - `picows-asyncio-transport`: the same with the event loop's own transport instead of aiofastnet's
@@ -51,7 +51,7 @@ def cpu_seconds(pid: int | str = "self") -> float:
 
 
 def connection_class(variant: str) -> type:
-    from collector.feed.exchange import WSConnection
+    from collector.feed.cryptofeed_adapter import WSConnection
     from collector.feed.websocket import PicowsConnection
 
     if variant == "websockets":
@@ -68,7 +68,7 @@ def connection_class(variant: str) -> type:
 async def child(variant: str, ws: str, symbols: int, warmup: float, seconds: float) -> dict:
     from cryptofeed.exchanges import BinanceFutures
 
-    from collector.feed.exchange import SupervisedConnection
+    from collector.feed.cryptofeed_adapter import SupervisedConnection
     from exchange_sim.universe import build_universe
 
     names = [s.name.lower() for s in build_universe(symbols, 0) if s.tradable]
@@ -88,7 +88,7 @@ async def child(variant: str, ws: str, symbols: int, warmup: float, seconds: flo
         return None
 
     stop = asyncio.Event()
-    handlers = [SupervisedConnection(c, subscribe, handler, -1, timeout=30, timeout_interval=5, stop=stop)
+    handlers = [SupervisedConnection(c, subscribe, handler, timeout=30, timeout_interval=5, stop=stop)
                 for c in conns]
     tasks = [asyncio.create_task(h.run()) for h in handlers]
     await asyncio.sleep(warmup)

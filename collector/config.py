@@ -17,7 +17,8 @@ from typing import Annotated, Literal, get_args
 import msgspec
 import yaml
 
-from collector.feed.exchange import PRESETS, Endpoints
+from collector.feed.endpoints import PRESETS, Endpoints
+from collector.symbols import valid_symbol
 
 DataType = Literal[
     "trades", "funding", "candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d",
@@ -110,7 +111,7 @@ class CollectionConfig(_Section):
     def __post_init__(self) -> None:
         if not self.data_types:
             raise ValueError("collection.data_types: at least one data type is needed")
-        bad = [s for s in self.symbols if not re.fullmatch(r"[A-Z0-9]{2,30}", s)]
+        bad = [s for s in self.symbols if not valid_symbol(s)]
         if bad:
             raise ValueError(f"collection.symbols: not a Binance symbol name: {bad[0]!r}")
 
@@ -175,13 +176,22 @@ class TradeFilterConfig(_Section):
     # every active symbol's quantile.
     tier_warmup: str = "10m"
 
+    @property
+    def stats_window_s(self) -> float:
+        """filters.trades.stats_window in seconds: the span the per-symbol activity statistics cover."""
+        window = parse_duration(self.stats_window, "filters.trades.stats_window")
+        if window is None:  # refused by __post_init__; kept for the type checker
+            raise ValueError("filters.trades.stats_window: not a duration")
+        return window.total_seconds()
+
     def __post_init__(self) -> None:
         for name, want in (("tier_intervals_s", 4), ("tier_multipliers", 4), ("tier_cutoffs", 3), ("score_weights", 4)):
             if len(getattr(self, name)) != want:
                 raise ValueError(f"filters.trades.{name}: expected {want} values, got {len(getattr(self, name))}")
         if self.tier_cutoffs != sorted(self.tier_cutoffs):
             raise ValueError("filters.trades.tier_cutoffs: must be increasing, e.g. [0.02, 0.10, 0.30]")
-        parse_duration(self.stats_window, "filters.trades.stats_window")
+        if parse_duration(self.stats_window, "filters.trades.stats_window") is None:
+            raise ValueError("filters.trades.stats_window: a rolling window needs a duration like '24h', not forever")
         parse_duration(self.tier_interval, "filters.trades.tier_interval")
         parse_duration(self.tier_warmup, "filters.trades.tier_warmup")
 

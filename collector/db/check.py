@@ -21,7 +21,7 @@ from psycopg import sql
 from collector.db import tables, timescale
 from collector.db.mode import schema_mode
 from collector.db.tables import relation_exists
-from collector.pipeline.encode import valid_symbol
+from collector.symbols import valid_symbol
 
 MINUTE = timedelta(minutes=1)
 # How far back the checks read when no `since` is given: a day of 1m candles is ~720k rows for 500 symbols

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import psycopg
 
-from collector.pipeline.encode import valid_symbol
+from collector.symbols import valid_symbol
 
 
 class TierRow(NamedTuple):

@@ -24,7 +24,6 @@ the most advanced version of each row (gaps_repo.upsert_gaps_sql), so the order 
 not matter. A gap taken over from the table is filtered from the symbol's current filter state (its
 state at detection died with the process that found it).
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -32,27 +31,33 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
 
+from collector.feed.backfill_plan import (
+    AGG_TRADES_WEIGHT,
+    MINUTE_MS,
+    BackfillSink,
+    CandleJob,
+    GapLike,
+    OpenGapLike,
+    TakenOverGap,
+    TradeGapJob,
+    agg_rows,
+    agg_trade_page,
+    kline_pages,
+    kline_rows,
+)
+from collector.feed.rest_budget import WeightGate
+from collector.feed.rest_client import Fetch, RestClient
 from collector.feed.wire import AggTrade
 from collector.runtime.stopping import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 
-AGG_TRADES_PATH = "/fapi/v1/aggTrades"
-KLINES_PATH = "/fapi/v1/klines"
-# Binance's maximum page of /fapi/v1/aggTrades; its weight is 20 whatever the limit, so always ask for
-# as much of the gap as one page can hold.
-AGG_TRADES_LIMIT = 1000
-AGG_TRADES_WEIGHT = 20
-# Binance's maximum page of /fapi/v1/klines (weight 10 at this size, see kline_weight).
-KLINES_LIMIT = 1500
-MINUTE_MS = 60_000
 # A request answered with something other than 200/429/418 (5xx, network error, unparsable body) is
 # retried this many times in all before its gap is given up: enough to ride out a blip, and a gap
 # that cannot be fetched must not block the queue behind it forever.
@@ -63,104 +68,6 @@ RETRY_BASE_S = 1.0
 # Longest single sleep while waiting for weight: the stop event is checked at least this often even
 # when the budget says "hours" (a 418 ban).
 MAX_WAIT_S = 60.0
-# aiohttp total timeout per request: Binance answers in well under a second; 10 s means "broken".
-REQUEST_TIMEOUT_S = 10.0
-
-
-# --- pure planning --------------------------------------------------------------------------------------------
-
-
-def kline_weight(limit: int) -> int:
-    """Binance's request weight of /fapi/v1/klines for a given `limit` (documented table)."""
-    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
-
-
-def agg_trade_page(symbol: str, next_id: int, to_id: int) -> tuple[str, dict[str, str | int]]:
-    """The next aggTrades request of a gap whose ids next_id..to_id are still missing."""
-    if next_id > to_id:
-        raise ValueError("nothing left to fetch")
-    return AGG_TRADES_PATH, {"symbol": symbol, "fromId": next_id, "limit": min(AGG_TRADES_LIMIT, to_id - next_id + 1)}
-
-
-def agg_trade_pages(from_id: int, to_id: int) -> list[int]:
-    """fromId of every page needed to cover from_id..to_id when the exchange returns full pages."""
-    return list(range(from_id, to_id + 1, AGG_TRADES_LIMIT))
-
-
-def kline_pages(symbol: str, first_open_ms: int, last_open_ms: int) -> list[tuple[str, dict[str, str | int], int]]:
-    """(path, query, weight) of the klines requests covering the 1m candles opening first..last."""
-    pages = []
-    start = first_open_ms
-    while start <= last_open_ms:
-        end = min(last_open_ms, start + (KLINES_LIMIT - 1) * MINUTE_MS)
-        limit = (end - start) // MINUTE_MS + 1
-        pages.append((KLINES_PATH, {"symbol": symbol, "interval": "1m", "startTime": start, "endTime": end,
-                                    "limit": limit}, kline_weight(limit)))
-        start = end + MINUTE_MS
-    return pages
-
-
-def weight_needed(jobs: list[TradeGapJob | CandleJob]) -> int:
-    """REST weight the queued jobs will spend at least (full pages, no retries): a budget check."""
-    total = 0
-    for job in jobs:
-        if isinstance(job, TradeGapJob):
-            total += AGG_TRADES_WEIGHT * len(agg_trade_pages(job.next_id, job.gap.to_id))
-        else:
-            total += sum(w for _, _, w in kline_pages(job.symbol, job.first_open_ms, job.last_open_ms))
-    return total
-
-
-# --- what is repaired, and where it goes ----------------------------------------------------------------------
-
-
-class GapLike(Protocol):
-    symbol: str
-    from_id: int
-    to_id: int
-    detected_ms: int
-
-
-class BackfillSink(Protocol):
-    """The pipeline's backfill entry points (collector.pipeline.router.Pipeline implements them)."""
-
-    def on_backfill_trade(self, t: AggTrade, gap: GapLike, receipt: float) -> bool: ...
-    def on_backfill_kline(self, symbol: str, row: list, receipt: float) -> bool: ...
-    def record_gap(self, kind: str, symbol: str, from_id: int, to_id: int, detected_ms: int, state: str,
-                   reason: str, updated_ms: int, filled_ms: int | None = None) -> None: ...
-
-
-class WeightGate(Protocol):
-    def wait_time(self, weight: float, now_ms: float, reserve: float = 0.0) -> float: ...
-    def try_acquire(self, weight: float, now_ms: float, reserve: float = 0.0) -> bool: ...
-    def on_response(self, status: int, headers: dict[str, str], now_ms: float) -> None: ...
-
-
-@dataclass
-class TradeGapJob:
-    gap: GapLike
-    next_id: int
-
-    @property
-    def key(self) -> tuple[str, str, int, int]:
-        return "trades", self.gap.symbol, self.gap.from_id, self.gap.to_id
-
-    @property
-    def detected_ms(self) -> int:
-        return self.gap.detected_ms
-
-
-@dataclass
-class CandleJob:
-    symbol: str
-    first_open_ms: int
-    last_open_ms: int
-    detected_ms: int = 0
-
-    @property
-    def key(self) -> tuple[str, str, int, int]:
-        return "candles_1m", self.symbol, self.first_open_ms, self.last_open_ms
-
 
 # Share of the budget (tokens and the clock minute's weight) a trade-gap page must leave untouched: after a
 # mass drop the trade gaps are found at once and the candle holes only when the next kline closes; this
@@ -181,46 +88,6 @@ RETRY_FAILED_AFTER_S = 60.0
 REMEMBER_RESOLVED = 10_000
 
 
-class OpenGapLike(Protocol):
-    kind: str
-    symbol: str
-    from_id: int
-    to_id: int
-    detected_ms: int
-
-
-class _TakenOverGap:
-    """A trade gap read back from the table: no filter state (the pipeline uses the live one)."""
-
-    __slots__ = ("symbol", "from_id", "to_id", "detected_ms", "filter_state")
-
-    def __init__(self, symbol: str, from_id: int, to_id: int, detected_ms: int) -> None:
-        self.symbol, self.from_id, self.to_id, self.detected_ms = symbol, from_id, to_id, detected_ms
-        self.filter_state = None
-
-    def __repr__(self) -> str:
-        return f"Gap({self.symbol}, {self.from_id}..{self.to_id}, taken over)"
-
-
-class RestAggTrade(msgspec.Struct):
-    """One row of /fapi/v1/aggTrades (the stream's fields without e/E/s)."""
-
-    a: int
-    p: str
-    q: str
-    f: int
-    l: int  # noqa: E741 - Binance's name
-    T: int
-    m: bool
-
-
-_agg_rows = msgspec.json.Decoder(list[RestAggTrade])
-_kline_rows = msgspec.json.Decoder(list[list[str | int]])
-
-# (status, headers, body) of one GET; the default implementation is aiohttp, tests pass a fake.
-Fetch = Callable[[str], Awaitable[tuple[int, dict[str, str], bytes]]]
-
-
 class Backfiller:
     """One worker's REST repair queue: trade gaps and missing candles, one request at a time."""
 
@@ -233,8 +100,13 @@ class Backfiller:
         self.stop = stop
         self.clock = clock
         self.trades = trades  # False when trades are not collected: gaps are stored unfilled at once
+        # Every request goes through `fetch`: the worker's RestClient.get (its one HTTP client), or a fake
+        # in tests; without one the backfiller makes a RestClient of its own and closes it when it stops.
+        self._own_rest: RestClient | None = None
+        if fetch is None:
+            self._own_rest = RestClient()
+            fetch = self._own_rest.get
         self._fetch = fetch
-        self._session: object | None = None
         # (priority, sequence, job): candles first, then in arrival order
         self.queue: asyncio.PriorityQueue[tuple[int, int, TradeGapJob | CandleJob]] = asyncio.PriorityQueue()
         self._seq = 0
@@ -276,7 +148,7 @@ class Backfiller:
             if g.kind == "trades":
                 if not self.trades:
                     continue
-                job = TradeGapJob(_TakenOverGap(g.symbol, g.from_id, g.to_id, g.detected_ms), g.from_id)
+                job = TradeGapJob(TakenOverGap(g.symbol, g.from_id, g.to_id, g.detected_ms), g.from_id)
             elif g.kind == "candles_1m":
                 job = CandleJob(g.symbol, g.from_id, g.to_id, g.detected_ms)
             else:
@@ -367,7 +239,7 @@ class Backfiller:
             if body is None:  # REST kept failing, or stopping: not the exchange's answer, try again later
                 self._unfinished(job)
                 return
-            rows = self._decode(_agg_rows, body, gap.symbol)
+            rows = self._decode(agg_rows, body, gap.symbol)
             if rows is None or not rows:
                 complete = False
                 break
@@ -396,7 +268,7 @@ class Backfiller:
             if body is None:
                 self._unfinished(job)
                 return
-            rows = self._decode(_kline_rows, body, job.symbol)
+            rows = self._decode(kline_rows, body, job.symbol)
             if not rows:
                 log.warning("%s: candles %d..%d could not be fetched", job.symbol, query["startTime"],
                             query["endTime"])
@@ -436,7 +308,7 @@ class Backfiller:
             self._record(job, "filled", "fetched over REST", filled_ms)
         self._finish(job, math.inf)
 
-    def _decode(self, decoder: msgspec.json.Decoder, body: bytes | None, symbol: str) -> list | None:
+    def _decode(self, decoder: msgspec.json.Decoder[list[Any]], body: bytes | None, symbol: str) -> list[Any] | None:
         if body is None:
             return None
         try:
@@ -501,16 +373,8 @@ class Backfiller:
         return await sleep_unless_stopped(self.stop, seconds)
 
     async def _get(self, url: str) -> tuple[int, dict[str, str], bytes]:
-        if self._fetch is not None:
-            return await self._fetch(url)
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
-        async with self._session.get(url) as resp:  # type: ignore[attr-defined]
-            return resp.status, dict(resp.headers), await resp.read()
+        return await self._fetch(url)
 
     async def _close(self) -> None:
-        if self._session is not None:
-            await self._session.close()  # type: ignore[attr-defined]
-            self._session = None
+        if self._own_rest is not None:
+            await self._own_rest.close()

@@ -17,8 +17,19 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from collector.pipeline.limits import WeightBudget
+
+
+class WeightGate(Protocol):
+    """A REST weight budget as its users see it (WeightBudget, or SharedWeightBudget over the file): how
+    long to wait before `weight` may be spent leaving `reserve` (a fraction of capacity), taking it, and
+    what the server answered. Times in ms."""
+
+    def wait_time(self, weight: float, now_ms: float, reserve: float = 0.0) -> float: ...
+    def try_acquire(self, weight: float, now_ms: float, reserve: float = 0.0) -> bool: ...
+    def on_response(self, status: int, headers: Mapping[str, str], now_ms: float) -> None: ...
 
 
 def create_budget_file(path: str | Path, now_ms: float, limit_per_min: float, fraction: float) -> None:

@@ -7,15 +7,9 @@ produce the streams we store, and subscribing to them would only waste a connect
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
-SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}")
-
-
-def valid_symbol(name: object) -> bool:
-    """Symbol names reach SQL and file names: only plain uppercase alphanumerics are accepted."""
-    return isinstance(name, str) and SYMBOL_RE.fullmatch(name) is not None
+from collector.symbols import valid_symbol
 
 
 def select_universe(exchange_info: Mapping[str, object]) -> list[str]:

@@ -6,10 +6,10 @@ frames in Cython straight out of one reusable receive buffer and calls back once
 turns those callbacks into *batches* -- every message that arrived in one socket read, stamped with that
 read's time -- so the consumer wakes once per read instead of once per message.
 
-`PicowsConnection` has the interface of `collector.feed.exchange.WSConnection` (cryptofeed's AsyncConnection:
+`PicowsConnection` has the interface of `collector.feed.cryptofeed_adapter.WSConnection` (cryptofeed's AsyncConnection:
 `_open()`, `read()`, `write()`, `close()`, `is_open`, `stats`, `last_message`, `received`), so stock
 cryptofeed's ConnectionHandler drives it unchanged; `read_batches()` is the cheaper path that
-`collector.feed.exchange.SupervisedConnection` uses when present.
+`collector.feed.cryptofeed_adapter.SupervisedConnection` uses when present.
 
 Semantics kept from websockets/WSAsyncConn: server pings are answered (picows auto-pong), the client pings
 when the line is idle and drops the connection when the pong is overdue (`ping_interval`/`ping_timeout`),
@@ -28,9 +28,8 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
-from cryptofeed.connection import AsyncConnection
-from cryptofeed.exceptions import ConnectionClosed
 from picows import (
     WSCloseCode,
     WSFrame,
@@ -39,6 +38,8 @@ from picows import (
     WSTransport,
     ws_connect,
 )
+
+from collector.feed.cryptofeed_adapter import ConnectionBase, ConnectionClosed
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class _Session(WSListener):
             if recv is None:
                 self.error = "connection lost without a close frame"
             else:
-                code = int(getattr(recv.code, "value", recv.code))
+                code = int(cast(Any, recv.code))  # WSCloseCode is an IntEnum (picows types it otherwise)
                 if code not in NORMAL_CLOSE_CODES:
                     self.error = f"server closed with {code} {recv.reason!r}"
         self.done = True
@@ -187,8 +188,7 @@ class _Session(WSListener):
         self.pending = []
         now = time.time()
         conn = self.conn
-        conn.last_message = now
-        conn.received += len(batch)
+        conn.received_at(now, len(batch))
         self.queue.append((now, batch))
         self.queued += len(batch)
         if self.queued > QUEUE_PAUSE_MESSAGES and not self.paused:
@@ -238,7 +238,7 @@ class _Session(WSListener):
             raise ConnectionClosed(f"{self.conn.id}: {self.error}")
 
 
-class PicowsConnection(AsyncConnection):
+class PicowsConnection(ConnectionBase):
     """cryptofeed AsyncConnection over picows; accepts ws:// and wss:// (system default TLS context).
 
     `kwargs` are cryptofeed's websocket options: `ping_interval` / `ping_timeout` (client keep-alive: ping
@@ -248,15 +248,13 @@ class PicowsConnection(AsyncConnection):
     TypeError so that a misspelt option is noticed.
     """
 
-    def __init__(self, address: str, conn_id: str, subscription: dict | None = None, **kwargs: object) -> None:
-        if not address.startswith(("wss://", "ws://")):
-            raise ValueError(f"Invalid address, must be a ws(s) address. Provided address is: {address!r}")
+    def __init__(self, address: str, conn_id: str, subscription: dict[str, list[str]] | None = None,
+                 **kwargs: object) -> None:
         unknown = set(kwargs) - IGNORED_OPTIONS - {"ping_interval", "ping_timeout", "max_size", "open_timeout",
                                                    "ssl", "use_aiofastnet"}
         if unknown:
             raise TypeError(f"unsupported websocket options for picows: {sorted(unknown)}")
-        self.address = address
-        super().__init__(f"{conn_id}.ws.{self.conn_count}", subscription=subscription)
+        super().__init__(address, conn_id, subscription=subscription)
         self.ws_kwargs = kwargs
         self._session: _Session | None = None
         self.reading_paused = False  # back-pressure: see pause_reading()
@@ -288,11 +286,12 @@ class PicowsConnection(AsyncConnection):
         max_size = kw.get("max_size")
         ping_interval = kw.get("ping_interval", 20)
         ping_timeout = kw.get("ping_timeout", 60)
-        ssl_context = kw.get("ssl")
-        if self.address.startswith("wss://") and not isinstance(ssl_context, ssl.SSLContext):
+        given = kw.get("ssl")
+        ssl_context = given if isinstance(given, ssl.SSLContext) else None
+        if self.address.startswith("wss://") and ssl_context is None:
             ssl_context = ssl.create_default_context()
         # Counters first: frames that arrive with the handshake response are counted by the new session.
-        self._reset_counters()
+        self.session_started()
         session = _Session(self, max_size if isinstance(max_size, int) else None)
         log.debug("%s: connecting to %s", self.id, self.address)
         async with asyncio.timeout(float(kw.get("open_timeout") or OPEN_TIMEOUT)):  # type: ignore[arg-type]
@@ -307,16 +306,17 @@ class PicowsConnection(AsyncConnection):
                 auto_ping_idle_timeout=float(ping_interval or 20),  # type: ignore[arg-type]
                 # picows requires reply <= idle; websockets allows a longer wait (60 s vs 20 s by default).
                 auto_ping_reply_timeout=min(float(ping_timeout or 60), float(ping_interval or 20)),  # type: ignore[arg-type]
-                use_aiofastnet=kw.get("use_aiofastnet"),
+                use_aiofastnet=cast(bool | None, kw.get("use_aiofastnet")),
                 logger_name=f"client.{self.id}",
             )
         session.transport = transport
         self._session = session
         session.hold(self.reading_paused)  # back-pressure may have started during the handshake
-        self.conn = transport  # type: ignore[assignment]  # for introspection, as WSAsyncConn exposes its socket
-        self.last_message = time.time()
-        if self.raw_data_callback is not None:
-            await self.raw_data_callback.on_ws_open(self, self.last_message)
+        cast(Any, self).conn = transport  # for introspection, as WSAsyncConn exposes its socket
+        opened = time.time()
+        self.received_at(opened)
+        if self.raw_callback is not None:
+            await self.raw_callback.on_ws_open(self, opened)
 
     async def read_batches(self) -> AsyncIterator[Batch]:
         """(receipt time, messages) per socket read, in arrival order; ends or raises like read()."""
@@ -334,7 +334,7 @@ class PicowsConnection(AsyncConnection):
         if session is None or (session.done and not session.queue):
             why = session.error if session is not None and session.error else f"connection closed in {caller}()"
             raise ConnectionClosed(f"{self.id}: {why}")
-        callback = self.raw_data_callback
+        callback = self.raw_callback
         async for batch in session.batches():
             if callback is not None:
                 for msg in batch[1]:
@@ -350,14 +350,14 @@ class PicowsConnection(AsyncConnection):
         else:
             self._session.transport.send(_BINARY, data)
         self.sent += 1
-        if self.raw_data_callback is not None:
-            await self.raw_data_callback.on_ws_send(self, data, time.time())
+        if self.raw_callback is not None:
+            await self.raw_callback.on_ws_send(self, data, time.time())
 
     async def close(self) -> None:
         """Close frame, then TCP close; a reader of this session ends quietly. Safe to call twice."""
         session = self._session
         self._session = None
-        self.conn = None
+        cast(Any, self).conn = None
         if session is not None and session.transport is not None:
             transport = session.transport
             session.closed_by_us = True
@@ -375,8 +375,8 @@ class PicowsConnection(AsyncConnection):
             session.done = True
             session._wake()
             log.info("%s: closed connection", self.id)
-        if self.raw_data_callback is not None:
-            await self.raw_data_callback.on_close(self)
+        if self.raw_callback is not None:
+            await self.raw_callback.on_close(self)
 
 
 __all__ = ["PicowsConnection"]

@@ -53,6 +53,12 @@ class Summary(NamedTuple):
 EMPTY_SUMMARY = Summary(0.0, 0, 0.0, 0.0, 0.0)
 
 
+def window_ms(seconds: float, slots: int = DEFAULT_SLOTS) -> int:
+    """The configured window (filters.trades.stats_window) in whole ms that split into `slots` equal slots:
+    rounded to the nearest such value, at least one ms per slot."""
+    return max(slots, round(seconds * 1000 / slots) * slots)
+
+
 def nbytes(slots: int = DEFAULT_SLOTS) -> int:
     """Size of one symbol's exported state: what a shared-memory slot must hold."""
     return _HEADER.size + slots * (4 * 8 + sketch.NBYTES)

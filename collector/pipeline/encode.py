@@ -11,12 +11,13 @@ type's binary send format; the trailer is int16 -1.
 
 from __future__ import annotations
 
-import re
 import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+
+from collector.symbols import valid_symbol
 
 # --- framing -------------------------------------------------------------------------------------------------
 
@@ -47,21 +48,6 @@ CANDLE_COLUMNS = ("time", "symbol", "close_time", "open", "high", "low", "close"
 CANDLE_TABLES = ("candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d")
 for _t in CANDLE_TABLES:
     COLUMNS[_t] = CANDLE_COLUMNS
-
-# --- symbols -------------------------------------------------------------------------------------------------
-
-# Decision: ASCII uppercase letters and digits, 2..30 characters. Every USDT-M perpetual ticker so far fits
-# (BTCUSDT, 1000PEPEUSDT, 1000000MOGUSDT); dated delivery contracts (BTCUSDT_250926) carry an underscore and
-# are not perpetuals, so they are refused on purpose. Binance has also listed a non-ASCII perpetual
-# (a Chinese-named ...USDT in 2025): it is refused too and must be skipped (and logged) by the universe.
-# 30 leaves room over the longest ticker seen (~16) without letting garbage through.
-_SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}")
-
-
-def valid_symbol(s: object) -> bool:
-    """True when `s` is a symbol we accept anywhere near SQL: ^[A-Z0-9]{2,30}$ (ASCII)."""
-    return isinstance(s, str) and _SYMBOL_RE.fullmatch(s) is not None
-
 
 # --- scalar encoders (length prefix included) ----------------------------------------------------------------
 

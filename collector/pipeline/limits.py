@@ -1,4 +1,4 @@
-"""Rate limits: per-key row caps, the open-interest poll schedule and the REST weight budget.
+"""Rate limits: per-key row caps and the REST weight budget.
 
 All clocks are passed in as milliseconds (event time for MinInterval, wall time for the others).
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 
 MINUTE_MS = 60_000
 
@@ -56,50 +56,6 @@ class MinInterval:
             self._last[key] = bucket
 
 
-class PollSchedule:
-    """Which symbols are due for an open-interest poll: each once per period, spread evenly.
-
-    Symbol i of N is due at start_ms + i * period / N + k * period. Spreading keeps the REST
-    weight flat (N polls per period at a steady rate) instead of a burst every period.
-    `due(now)` returns every symbol with a due time in (previous call, now]; after a stall
-    longer than a period each symbol is returned once, not once per missed period.
-    """
-
-    def __init__(self, symbols: Sequence[str], start_ms: int, period_ms: int = 300_000) -> None:
-        if period_ms <= 0:
-            raise ValueError("period_ms must be > 0")
-        self.period_ms = period_ms
-        self._start = start_ms
-        self._checked = start_ms - 1  # due times <= this have been handed out; start_ms is not yet
-        self.set_symbols(symbols)
-
-    def set_symbols(self, symbols: Sequence[str]) -> None:
-        """Replace the universe; offsets are re-spread over the new count, so a symbol whose new
-        slot has already passed this period waits for the next one (at most one period)."""
-        n = len(symbols)
-        self._symbols = list(symbols)
-        self._offsets = [self._start + i * self.period_ms // n for i in range(n)] if n else []
-
-    def _cycle(self, offset: int, t: int) -> int:
-        """Number of due times of this offset at or before t."""
-        return (t - offset) // self.period_ms
-
-    def due(self, now_ms: int) -> list[str]:
-        prev = self._checked
-        if now_ms <= prev:
-            return []
-        self._checked = now_ms
-        return [s for s, off in zip(self._symbols, self._offsets, strict=True)
-                if self._cycle(off, now_ms) > self._cycle(off, prev)]
-
-    def next_due_ms(self) -> int | None:
-        """Earliest due time after the last call to due(): when to wake up next."""
-        if not self._offsets:
-            return None
-        t = self._checked
-        return min(off + (self._cycle(off, t) + 1) * self.period_ms for off in self._offsets)
-
-
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     if value is None:
@@ -124,11 +80,9 @@ class WeightBudget:
     rate, so fraction = 0.5 is what guarantees never passing Binance's 2400/min even in that
     worst case (and leaves the usual minute for other tools on the same IP).
 
-    Sharing across processes: the supervisor grants each worker a `share` (shares summing to at
-    most 1), each worker keeps its own bucket, and the fixed-size state (to_bytes/from_bytes,
-    STATE.size bytes) lets the supervisor read them from shared memory. Bans and 429s are per
-    IP: when one worker reports a pause (paused_until_ms), the supervisor must pass it on to the
-    others with pause_until().
+    Sharing across processes: every worker uses the same bucket, kept as its fixed-size state
+    (to_bytes/from_bytes, STATE.size bytes) in a file (collector.feed.rest_budget), so a 429/418 any
+    worker reports pauses all of them. `share` < 1 gives one process a slice of the budget instead.
 
     Binance counts weight per clock minute, and requests in flight are not in its header yet; so the
     bucket also counts what it granted in the current clock minute, at least share * the server's
@@ -214,13 +168,6 @@ class WeightBudget:
     def pause_until(self, until_ms: float) -> None:
         self.paused_until_ms = max(self.paused_until_ms, until_ms)
 
-    def set_share(self, share: float, now_ms: float) -> None:
-        """New grant from the supervisor; tokens scale with it so a shrunk share cannot burst."""
-        self._refill(now_ms)
-        old = self.capacity
-        self.share = share
-        self.tokens = self.tokens * self.capacity / old if old > 0 else 0.0
-
     def on_response(self, status: int, headers: Mapping[str, str], now_ms: float) -> None:
         self._refill(now_ms)
         retry_after = _number(_header(headers, "Retry-After"))  # seconds
@@ -256,8 +203,3 @@ class WeightBudget:
 def _next_minute(now_ms: float) -> float:
     return (now_ms // MINUTE_MS + 1) * MINUTE_MS
 
-
-def equal_shares(workers: Iterable[str]) -> dict[str, float]:
-    """The simplest grant: every worker the same slice of the budget."""
-    names = list(workers)
-    return {w: 1.0 / len(names) for w in names} if names else {}

@@ -14,7 +14,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
-from collector.pipeline.activity import SymbolActivity
+from collector.pipeline.activity import DAY_MS, SymbolActivity
 from collector.pipeline.encode import (
     Batch,
     BatchBuilder,
@@ -42,6 +42,21 @@ LOG_EVERY = 10_000
 MINUTE_MS = 60_000
 # Gaps kept in memory (Pipeline.gaps): a few days of reconnects; older ones are in the gaps table.
 RECENT_GAPS = 1000
+
+
+def check_trade(t: AggTrade, receipt: float) -> tuple[float, float] | str:
+    """(price, quantity) of a trade fit to store, or the kind of rejection: the one validation of live and
+    backfilled trades."""
+    try:
+        price = float(t.p)
+        qty = float(t.q)
+    except ValueError:
+        return "bad_number"
+    if not (price > 0.0 and qty > 0.0) or price == float("inf") or qty == float("inf"):
+        return "non_positive_or_infinite"
+    if abs(t.T - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
+        return "absurd_timestamp"
+    return price, qty
 
 
 class Gap:
@@ -74,7 +89,7 @@ class Pipeline:
     def __init__(self, symbols: list[str], data_types: list[str], trade_filter: TradeFilter,
                  emit: Callable[[Batch], None], *, funding_interval_ms: int = 60_000,
                  batch_rows: int = 20_000, flush_interval_ms: int = 250,
-                 activity: dict[str, SymbolActivity] | None = None,
+                 activity: dict[str, SymbolActivity] | None = None, stats_window_ms: int = DAY_MS,
                  on_gap: Callable[[Gap], None] | None = None,
                  on_candle_gap: Callable[[str, int, int], None] | None = None) -> None:
         self.symbols = set(symbols)
@@ -84,8 +99,10 @@ class Pipeline:
         self.funding_gate = MinInterval(funding_interval_ms)
         self.batch_rows = batch_rows
         self.flush_interval_ms = flush_interval_ms
-        # Per-symbol rolling statistics the tiers are computed from (published by the worker).
-        self.activity = activity if activity is not None else {s: SymbolActivity() for s in symbols}
+        # Per-symbol rolling statistics the tiers are computed from (published by the worker), over the last
+        # `stats_window_ms` of event time (filters.trades.stats_window).
+        self.activity = activity if activity is not None else {
+            s: SymbolActivity(window_ms=stats_window_ms) for s in symbols}
         self.on_gap = on_gap
         # Called with (symbol, first missing open ms, last missing open ms) when closed 1m klines jump.
         self.on_candle_gap = on_candle_gap
@@ -117,16 +134,11 @@ class Pipeline:
         sym = t.s
         if sym not in self.symbols:
             return self._reject("unknown_symbol", t)
-        try:
-            price = float(t.p)
-            qty = float(t.q)
-        except ValueError:
-            return self._reject("bad_number", t)
-        if not (price > 0.0 and qty > 0.0) or price == float("inf") or qty == float("inf"):
-            return self._reject("non_positive_or_infinite", t)
+        checked = check_trade(t, receipt)
+        if isinstance(checked, str):
+            return self._reject(checked, t)
+        price, qty = checked
         ts = t.T
-        if abs(ts - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
-            return self._reject("absurd_timestamp", t)
         self.last_event_ms["trades"] = ts
         last = self.last_trade_id.get(sym)
         if last is not None:
@@ -254,16 +266,11 @@ class Pipeline:
             return self._reject("unknown_symbol", t) or False
         if not gap.from_id <= t.a <= gap.to_id or sym != gap.symbol:
             return self._reject("duplicate_or_old_id", t) or False
-        try:
-            price = float(t.p)
-            qty = float(t.q)
-        except ValueError:
-            return self._reject("bad_number", t) or False
-        if not (price > 0.0 and qty > 0.0) or price == float("inf") or qty == float("inf"):
-            return self._reject("non_positive_or_infinite", t) or False
+        checked = check_trade(t, receipt)
+        if isinstance(checked, str):
+            return self._reject(checked, t) or False
+        price, qty = checked
         ts = t.T
-        if abs(ts - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
-            return self._reject("absurd_timestamp", t) or False
         self.backfilled["trades"] += 1
         usd = price * qty
         self.activity[sym].add(ts, usd)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from collector.config import Config, load_config
-from collector.feed.exchange import Endpoints
+from collector.feed.endpoints import Endpoints
 from collector.feed.rest_budget import create_budget_file
 from collector.feed.universe import shard
 from collector.pipeline.limits import WeightBudget

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import psycopg
 
-    from collector.feed.source import PollPositions
+    from collector.feed.open_interest import PollPositions
     from collector.pipeline.encode import Batch
     from collector.pipeline.router import Pipeline
     from collector.runtime.checkpoint_block import CheckpointBlock

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from collector.config import Config, parse_duration
-from collector.feed.exchange import Endpoints
+from collector.feed.endpoints import Endpoints
 from collector.feed.universe import select_universe
 from collector.pipeline.tiers import TierAssignment, TierParams, compute_tiers
 from collector.runtime import checkpoints

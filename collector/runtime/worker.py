@@ -27,9 +27,13 @@ import psycopg
 from collector.config import Config
 from collector.db import gaps_repo
 from collector.feed.backfill import Backfiller
-from collector.feed.exchange import Endpoints, bind_feed_class
+from collector.feed.cryptofeed_adapter import bind_feed_class
+from collector.feed.endpoints import Endpoints
+from collector.feed.open_interest import poll_positions
 from collector.feed.rest_budget import SharedWeightBudget
-from collector.feed.source import FastBinanceFutures, poll_positions, subscription_channels
+from collector.feed.rest_client import RestClient
+from collector.feed.source import FastBinanceFutures, subscription_channels
+from collector.pipeline.activity import window_ms
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.router import Pipeline
@@ -43,7 +47,7 @@ from collector.runtime.worker_stats import StatsPublisher
 from collector.transport.link import WriterLink
 
 if TYPE_CHECKING:
-    from collector.feed.backfill import BackfillSink
+    from collector.feed.backfill_plan import BackfillSink
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +129,15 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         spec.symbols, list(cfg.collection.data_types), trade_filter, emit,
         funding_interval_ms=int(cfg.filters.funding.min_interval_s * 1000),
         batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
+        stats_window_ms=window_ms(cfg.filters.trades.stats_window_s),
     )
     # One REST weight budget for every REST user of every worker (open-interest pollers and backfills),
     # shared through a file the supervisor created: a 429/418 reported by any of them pauses all.
     budget = rest_budget(cfg, spec.rest_weight_share, spec.rest_budget_path)
     # cast: Pipeline.on_backfill_trade takes the pipeline's Gap, BackfillSink promises any GapLike; the
     # backfiller only ever passes back the gaps the pipeline reported (pipeline.on_gap below)
-    backfill = Backfiller(spec.endpoints.rest, cast("BackfillSink", pipeline), budget, stop,
+    rest = RestClient()  # the worker's one HTTP client: backfill, open interest and exchangeInfo
+    backfill = Backfiller(spec.endpoints.rest, cast("BackfillSink", pipeline), budget, stop, fetch=rest.get,
                           trades="trades" in cfg.collection.data_types)
     pipeline.on_gap = backfill.add_trade_gap
     pipeline.on_candle_gap = backfill.add_candle_gap
@@ -156,7 +162,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     feed = feed_cls(
         exchange_symbols=spec.symbols, channels=subscription_channels(list(cfg.collection.data_types)),
         sink=holding or pipeline, oi_symbols=oi_symbols, oi_interval=cfg.filters.open_interest.interval_s,
-        oi_gate=budget, stop_event=stop, oi_positions=oi_positions, oi_ready=oi_ready,
+        oi_gate=budget, stop_event=stop, oi_positions=oi_positions, oi_ready=oi_ready, rest=rest,
         timeout=cfg.exchange.silent_timeout_s, timeout_interval=max(1.0, cfg.exchange.silent_timeout_s / 4),
     )
 
@@ -260,6 +266,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             if spec.dsn is not None:
                 feed_tg.create_task(take_over_gaps(spec.dsn, spec.symbols, backfill, stop, cfg.exchange.gap_rescan_s),
                                     name="gap-takeover")
+        await rest.close()
         take_over("stopping before the hand-over")  # what we held must not be lost
         pipeline.flush_all()
         if not await link.wait_acked(DRAIN_TIMEOUT_S):
@@ -314,7 +321,7 @@ def rest_budget(cfg: Config, share: float, path: str | None = None) -> WeightBud
 def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
     """Pause or resume reading every WebSocket: back-pressure to the exchange instead of dropping rows.
 
-    Both connection classes (collector.feed.websocket.PicowsConnection, collector.feed.exchange.WSConnection) stop
+    Both connection classes (collector.feed.websocket.PicowsConnection, collector.feed.cryptofeed_adapter.WSConnection) stop
     reading their socket and hold it, across their own flow control and reconnects, until resumed. The
     REST pollers (open interest) have no such method and go on: a few rows a second within their budget.
     """

@@ -9,18 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from collector.feed.backfill import (
-    AGG_TRADES_WEIGHT,
-    TRADES_RESERVE,
-    Backfiller,
-    CandleJob,
-    TradeGapJob,
-    agg_trade_page,
-    agg_trade_pages,
-    kline_pages,
-    kline_weight,
-    weight_needed,
-)
+from collector.feed.backfill import TRADES_RESERVE, Backfiller
+from collector.feed.backfill_plan import AGG_TRADES_WEIGHT, agg_trade_page, kline_pages, kline_weight
 from collector.feed.wire import AggTrade
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget
@@ -34,10 +24,7 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
 
 
 def test_pages_cover_a_gap_exactly() -> None:
-    assert agg_trade_pages(100, 100) == [100]
-    assert agg_trade_pages(100, 1099) == [100]
-    assert agg_trade_pages(100, 1100) == [100, 1100]
-    assert agg_trade_pages(1, 2500) == [1, 1001, 2001]
+    assert agg_trade_page("BTCUSDT", 100, 100)[1] == {"symbol": "BTCUSDT", "fromId": 100, "limit": 1}
     assert agg_trade_page("BTCUSDT", 1001, 2500)[1] == {"symbol": "BTCUSDT", "fromId": 1001, "limit": 1000}
     assert agg_trade_page("BTCUSDT", 2001, 2500)[1]["limit"] == 500  # never more than the gap
     with pytest.raises(ValueError):
@@ -52,12 +39,6 @@ def test_kline_pages_and_weights() -> None:
     pages = kline_pages("BTCUSDT", T0, T0 + 1999 * 60_000)  # 2000 minutes: 1500 + 500
     assert [p[1]["limit"] for p in pages] == [1500, 500]
     assert pages[1][1]["startTime"] == T0 + 1500 * 60_000
-
-
-def test_weight_needed_for_a_mass_reconnect() -> None:
-    gaps = [TradeGapJob(Gap(f"S{i}USDT", 1, 40, T0), 1) for i in range(30)]
-    assert weight_needed(gaps) == 30 * AGG_TRADES_WEIGHT
-    assert weight_needed([TradeGapJob(Gap("BTCUSDT", 1, 2500, T0), 1), CandleJob("BTCUSDT", T0, T0 + 60_000)]) == 61
 
 
 # --- the loop against a fake exchange --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from helpers import wait_for
 from test_wsfast import OPTIONS, Recorder, _supervised, _url
 
 from collector.feed import websocket as wsfast
-from collector.feed.exchange import WSConnection
+from collector.feed.cryptofeed_adapter import WSConnection
 from collector.feed.websocket import PicowsConnection
 from exchange_sim import SimConfig, run_in_thread
 

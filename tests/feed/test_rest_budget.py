@@ -100,7 +100,8 @@ def test_a_holder_killed_inside_the_lock_does_not_wedge_the_others(tmp_path: Pat
 def test_trade_pages_leave_a_reserve_for_candle_repairs(tmp_path: Path) -> None:
     """After a mass drop the trade gaps come first (found at reconnect) and would spend the whole minute;
     with the backfill's TRADES_RESERVE they leave 20%, so candle holes found seconds later go at once."""
-    from collector.feed.backfill import AGG_TRADES_WEIGHT, TRADES_RESERVE
+    from collector.feed.backfill import TRADES_RESERVE
+    from collector.feed.backfill_plan import AGG_TRADES_WEIGHT
 
     path = budget_file(tmp_path, per_min=300)
     trades, candles = SharedWeightBudget(path), SharedWeightBudget(path)

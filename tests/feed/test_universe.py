@@ -1,4 +1,5 @@
-from collector.feed.universe import select_universe, shard, valid_symbol
+from collector.feed.universe import select_universe, shard
+from collector.symbols import valid_symbol
 
 
 def _sym(name: str, **kw: str) -> dict:

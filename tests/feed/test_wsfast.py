@@ -22,8 +22,9 @@ from cryptofeed.exceptions import ConnectionClosed
 from helpers import wait_for
 from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
-from collector.feed import exchange
-from collector.feed.exchange import Endpoints, SupervisedConnection, WSConnection, bind_feed_class
+from collector.feed import cryptofeed_adapter as exchange
+from collector.feed.cryptofeed_adapter import SupervisedConnection, WSConnection, bind_feed_class
+from collector.feed.endpoints import Endpoints
 from collector.feed.websocket import PicowsConnection
 from exchange_sim import SimConfig, run_in_thread
 
@@ -72,7 +73,7 @@ async def _nothing(conn: object) -> None:
 async def _supervised(conn: PicowsConnection, handler: Callable, body: Callable, timeout: float = 30) -> None:
     """Run `conn` under SupervisedConnection while `body(handler_obj)` (a coroutine function) runs."""
     stop = asyncio.Event()
-    sup = SupervisedConnection(conn, _nothing, handler, -1, timeout=timeout, timeout_interval=0.1, stop=stop)
+    sup = SupervisedConnection(conn, _nothing, handler, timeout=timeout, timeout_interval=0.1, stop=stop)
     task = asyncio.create_task(sup.run())
     try:
         await body(sup)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.pipeline.limits import MinInterval, PollSchedule, WeightBudget, equal_shares
+from collector.pipeline.limits import MinInterval, WeightBudget
 
 T0 = 1_700_000_040_000  # a minute boundary
 MIN = 60_000
@@ -34,49 +34,6 @@ def test_at_most_one_per_key_per_calendar_minute_and_one_in_each_active_minute(e
     assert set(per_minute) == {(k, (T0 + ts) // MIN) for k, ts in events}
 
 
-# --- PollSchedule ---------------------------------------------------------------------------------
-
-
-def test_polls_are_spread_evenly_and_each_symbol_once_per_period():
-    syms = [f"S{i}" for i in range(10)]
-    p = PollSchedule(syms, start_ms=T0, period_ms=300_000)
-    assert p.due(T0) == ["S0"]
-    assert p.due(T0 + 29_999) == []
-    assert p.due(T0 + 30_000) == ["S1"]
-    assert p.due(T0 + 299_999) == [f"S{i}" for i in range(2, 10)]
-    assert p.due(T0 + 300_000) == ["S0"]
-    assert p.next_due_ms() == T0 + 330_000
-
-
-def test_each_symbol_due_once_per_period_when_polled_every_second():
-    syms = [f"S{i}" for i in range(496)]
-    p = PollSchedule(syms, start_ms=T0)
-    seen: Counter[str] = Counter()
-    per_second = []
-    for t in [*range(T0, T0 + 300_000, 1000), T0 + 299_999]:
-        d = p.due(t)
-        seen.update(d)
-        per_second.append(len(d))
-    assert seen == Counter({s: 1 for s in syms})
-    assert max(per_second) <= 2  # 496 / 300 s = 1.65 per second: flat, no burst
-
-
-def test_stall_longer_than_a_period_returns_each_symbol_once():
-    p = PollSchedule(["A", "B", "C"], start_ms=T0, period_ms=3000)
-    p.due(T0)
-    assert sorted(p.due(T0 + 100_000)) == ["A", "B", "C"]
-    assert p.due(T0 + 100_000) == []
-
-
-def test_empty_universe_and_resizing():
-    p = PollSchedule([], start_ms=T0)
-    assert p.due(T0 + 1) == [] and p.next_due_ms() is None
-    p.set_symbols(["A", "B"])
-    # A's slot (T0) passed before it was added: it waits for its next one, within a period.
-    assert p.due(T0 + 150_000) == ["B"]
-    assert p.due(T0 + 300_000) == ["A"]
-
-
 # --- WeightBudget ---------------------------------------------------------------------------------
 
 
@@ -103,10 +60,7 @@ def test_share_scales_the_bucket():
     b = WeightBudget(T0, share=0.25)
     assert b.capacity == 300
     assert b.try_acquire(300, T0) and not b.try_acquire(1, T0)
-    b.set_share(0.5, T0)
-    assert b.capacity == 600 and b.tokens == 0
     assert WeightBudget(T0, share=0.0).wait_time(1, T0) == math.inf
-    assert equal_shares(["w1", "w2", "w3", "w4"]) == {f"w{i}": 0.25 for i in range(1, 5)}
 
 
 def test_request_heavier_than_the_bucket_goes_through_on_a_full_bucket():

@@ -115,3 +115,28 @@ def test_full_batch_is_emitted_at_once(out: list[Batch]) -> None:
     assert [b.rows for b in out] == [10, 10]
     pipe.flush_all()
     assert [b.rows for b in out] == [10, 10, 5]
+
+
+def test_stats_window_sets_what_the_activity_statistics_cover(out: list[Batch]) -> None:
+    """filters.trades.stats_window: the same trades, two windows, two different statistics."""
+    from collector.config import TradeFilterConfig
+    from collector.pipeline.activity import window_ms
+
+    hour = 3_600_000
+    pipes = {}
+    for window in ("1h", "24h"):
+        ms = window_ms(TradeFilterConfig(stats_window=window).stats_window_s)
+        pipes[window] = p = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(), out.append, stats_window_ms=ms)
+        for i, hours_ago in enumerate((5, 3, 0)):  # $100 each, at T0 - 5 h, T0 - 3 h and T0
+            p.on_trade(trade(i + 1, t=T0 - hours_ago * hour), RECEIPT)
+    assert window_ms(TradeFilterConfig(stats_window="1h").stats_window_s) == hour
+    assert pipes["1h"].activity["BTCUSDT"].summary(T0).count == 1
+    assert pipes["24h"].activity["BTCUSDT"].summary(T0).count == 3
+    assert pipes["24h"].activity["BTCUSDT"].summary(T0).volume == pytest.approx(300.0)
+
+
+def test_stats_window_must_be_a_duration() -> None:
+    from collector.config import TradeFilterConfig
+
+    with pytest.raises(ValueError, match="filters.trades.stats_window"):
+        TradeFilterConfig(stats_window="forever")

@@ -7,7 +7,7 @@ import multiprocessing
 import queue
 
 from collector.config import Config
-from collector.feed.exchange import Endpoints
+from collector.feed.endpoints import Endpoints
 from collector.pipeline.activity import SymbolActivity
 from collector.pipeline.router import Pipeline
 from collector.pipeline.tiers import TierAssignment

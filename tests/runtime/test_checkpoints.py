@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from collector.db.schema import ensure_schema
-from collector.feed.source import PollPositions
+from collector.feed.open_interest import PollPositions
 from collector.feed.wire import AggTrade, Kline, KlineBody, MarkPrice, OpenInterest
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import MinInterval

@@ -15,8 +15,8 @@ import pytest
 from cryptofeed.defines import TRADES
 from helpers import wait_for
 
-from collector.feed import exchange
-from collector.feed.exchange import (
+from collector.feed import cryptofeed_adapter as exchange
+from collector.feed.cryptofeed_adapter import (
     CollectorBinanceFutures,
     Endpoints,
     SupervisedConnection,
@@ -154,7 +154,7 @@ def test_connection_that_never_delivers_is_noticed(sim) -> None:
     async def main() -> int:
         stop = asyncio.Event()
         conn = WSConnection(f"{sim.ws_url}/market/stream?streams=nosuchusdt@aggTrade", "TEST")
-        handler_ = SupervisedConnection(conn, subscribe, handler, -1, timeout=1.0, timeout_interval=0.2, stop=stop)
+        handler_ = SupervisedConnection(conn, subscribe, handler, timeout=1.0, timeout_interval=0.2, stop=stop)
         task = asyncio.create_task(handler_.run())
         try:
             await asyncio.to_thread(wait_for, lambda: conn.stats.watchdog_trips >= 2, 15, "silence to be noticed twice")
@@ -193,7 +193,7 @@ def test_reconnects_without_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         conn = Counting(f"ws://127.0.0.1:{port}/market/stream?streams=btcusdt@aggTrade", "TEST")
-        handler_ = SupervisedConnection(conn, subscribe, handler, -1, timeout=30, timeout_interval=1, stop=stop)
+        handler_ = SupervisedConnection(conn, subscribe, handler, timeout=30, timeout_interval=1, stop=stop)
         task = asyncio.create_task(handler_.run())
         sim = None
         try:
@@ -208,5 +208,31 @@ def test_reconnects_without_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
             await asyncio.wait_for(task, 10)
             if sim is not None:
                 await asyncio.to_thread(sim.stop)
+
+    asyncio.run(main())
+
+
+def test_one_rest_client_serves_every_http_connection_of_a_feed() -> None:
+    """exchangeInfo and the open-interest poller borrow the worker's RestClient's session."""
+    from collector.feed.endpoints import Endpoints
+    from collector.feed.open_interest import OpenInterestPoll
+    from collector.feed.rest_client import RestClient
+    from collector.pipeline.limits import WeightBudget
+
+    async def main() -> None:
+        rest = RestClient()
+        cls = bind_feed_class(Endpoints("http://127.0.0.1:1", "ws://127.0.0.1:1"), FastBinanceFutures)
+        feed = cls(exchange_symbols=["BTCUSDT"], channels=[TRADES], sink=CountingSink(), rest=rest,
+                   oi_symbols=["BTCUSDT"], oi_gate=WeightBudget(0.0))
+        ((poll, _, _),) = feed._connect_rest()
+        assert isinstance(poll, OpenInterestPoll)
+        session = rest.session
+        for conn in (feed.http_conn, poll):
+            await conn._open()
+            assert conn.conn is session
+            await conn.close()  # the connection lets go; the session stays the client's
+        assert not session.closed and rest.session is session
+        await rest.close()
+        assert session.closed
 
     asyncio.run(main())
