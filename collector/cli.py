@@ -41,6 +41,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--simulate", action="store_true",
                    help="start the bundled Binance simulator on 127.0.0.1 and collect from it")
     p.add_argument("--run-for", type=float, default=None, metavar="SECONDS", help="stop cleanly after this long")
+    p.add_argument("--api", action="store_true",
+                   help="also serve the read API (`collector api`, config api:) as a supervised child process")
     p.add_argument("--sim-symbols", type=int, default=496, help="with --simulate: number of perpetuals")
     p.add_argument("--sim-rate", type=float, default=1260.0, help="with --simulate: aggTrades/s (sim time)")
     p.add_argument("--sim-speed", type=float, default=1.0, help="with --simulate: sim seconds per wall second")
@@ -55,7 +57,7 @@ def run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     sim = {"symbols": args.sim_symbols, "rate": args.sim_rate, "speed": args.sim_speed, "seed": args.sim_seed}
     code: int = Supervisor(args.config, args.workers, simulate=args.simulate, run_for=args.run_for,
-                           sim_options=sim).run()
+                           sim_options=sim, api=args.api).run()
     return code
 
 

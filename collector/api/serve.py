@@ -39,6 +39,30 @@ def token_problem(host: str, token: str | None) -> str | None:
     return None
 
 
+def startup_problem(cfg: Config) -> str | None:
+    """Why the supervisor's --api role cannot start (one line), checked before anything is spawned."""
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        return "--api needs the api extra: pip install -e '.[api]'"
+    try:
+        return token_problem(cfg.api.host, cfg.api.resolve_token())
+    except ConfigError as e:
+        return str(e)
+
+
+def run_child(config_path: str, dsn: str) -> None:
+    """The supervisor's API child (collector.runtime.arbiter): `collector api` on the collector's database.
+
+    The DSN is passed in memory, not on a command line, where `ps` would show its password. Exit code 2
+    means the configuration is wrong: the arbiter reports it and does not restart the child.
+    """
+    import setproctitle
+
+    setproctitle.setproctitle("collector: api")
+    raise SystemExit(main(["--config", config_path, "--dsn", dsn]))
+
+
 @contextmanager
 def _database(cfg: Config, config_path: str, dsn: str | None) -> Iterator[str]:
     """The DSN to read from: --dsn, api.database_url, the configured database, or the embedded one."""

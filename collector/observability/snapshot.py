@@ -14,8 +14,10 @@ Snapshot shape (all times in ms since the epoch, JSON-serialisable):
                    "text": str}],  # the slot's text: the child's last error, verbatim ("" = none)
      "tiers": {"computed_ms": int | None, "counts": {"0": int, ...},
                "thresholds": {"0": {"min": float, "max": float}, ...},  # finite large-trade thresholds (USD)
-               "top": [{"symbol": str, "tier": int, "threshold_usd": float, "score": float}]} | None}
-"thresholds" and "top" were added later: readers must accept a tiers dict without them.
+               "top": [{"symbol": str, "tier": int, "threshold_usd": float, "score": float}]} | None,
+     "api": {"url": str, "docs": str, "pid": int | None, "alive": bool, "restarts": int} | None}
+"thresholds" and "top" were added later: readers must accept a tiers dict without them; "api" is there
+only when the supervisor runs the read API (--api).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ class ChildInfo:
 
 def build_snapshot(block: StatsBlock | None, children: Iterable[ChildInfo],
                    tiers: Mapping[str, TierAssignment] | None, now_ms: int, *,
-                   tiers_computed_ms: int | None = None, started_ms: int | None = None) -> Snapshot:
+                   tiers_computed_ms: int | None = None, started_ms: int | None = None,
+                   api: dict[str, Any] | None = None) -> Snapshot:
     """Read every child's slot once (lock-free) and combine it with the supervisor's view."""
     out_children = []
     for c in children:
@@ -73,7 +76,7 @@ def build_snapshot(block: StatsBlock | None, children: Iterable[ChildInfo],
         tier_info = {"computed_ms": tiers_computed_ms, "counts": dict(sorted(counts.items())),
                      "thresholds": _tier_thresholds(tiers), "top": _top_symbols(tiers)}
     return {"now_ms": now_ms, "supervisor": {"pid": os.getpid(), "started_ms": started_ms},
-            "children": out_children, "tiers": tier_info}
+            "children": out_children, "tiers": tier_info, "api": api}
 
 
 def _tier_thresholds(tiers: Mapping[str, TierAssignment]) -> dict[str, dict[str, float]]:

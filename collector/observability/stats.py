@@ -96,6 +96,8 @@ def stats_json(snapshot: Snapshot) -> dict[str, Any]:
             "restarts": {child_name(c): c["restarts"] for c in children},
             "tiers": None if tiers is None else _tiers_json(tiers),
         },
+        # the read API when the supervisor runs it (--api): its address, docs and process
+        "api": snapshot.get("api"),
         "generated_at": iso(now),
     }
 

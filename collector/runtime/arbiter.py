@@ -34,6 +34,7 @@ from collector.runtime.children import (
     RESTART_DELAY_INITIAL,
     Child,
     Retiring,
+    api_info,
     child_infos,
     join_or_kill,
     liveness_action,
@@ -51,6 +52,7 @@ LOOP_TIMEOUT_S = 1.0
 # How long children get to flush and exit on shutdown before they are killed.
 WORKER_STOP_TIMEOUT_S = 40.0
 WRITER_STOP_TIMEOUT_S = 120.0
+API_STOP_TIMEOUT_S = 10.0  # uvicorn finishes the requests in flight
 # How long a replaced worker keeps collecting beside its successor at most: the successor's spawn, imports
 # and connections take a few seconds on a loaded 2-core box. It is retired earlier once the successor
 # reports that it receives every symbol (collector.runtime.handover: it holds its events until the hand-over).
@@ -61,8 +63,9 @@ class Supervisor:
     SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
     def __init__(self, config_path: str, workers: int, simulate: bool = False, run_for: float | None = None,
-                 sim_options: dict[str, Any] | None = None) -> None:
+                 sim_options: dict[str, Any] | None = None, api: bool = False) -> None:
         self.config_path = config_path
+        self.api = api  # also run the read API (collector.api) as a child
         self.n_workers = workers
         self.simulate = simulate
         self.run_for = run_for
@@ -137,6 +140,11 @@ class Supervisor:
                 if c.role == "writer" and c.process is not None and c.stop is not None:
                     c.stop.set()  # it drains; the reaper starts its successor
                     c.expected_exit = True
+        if old.api != new.api:  # its successor reads the new file itself
+            for c in self.children:
+                if c.role == "api" and c.process is not None and c.process.is_alive():
+                    c.expected_exit = True
+                    c.process.terminate()
         if old.monitoring != new.monitoring and self.monitor is not None:
             self.monitor.restart(new.monitoring)
         log.info("SIGHUP: configuration reloaded from %s", self.config_path)
@@ -161,7 +169,7 @@ class Supervisor:
 
         setproctitle.setproctitle("collector: supervisor")
         try:
-            cfg = self.cfg = load_and_check(self.config_path, self.simulate)  # exit 2 now, nothing started
+            cfg = self.cfg = load_and_check(self.config_path, self.simulate, self.api)  # exit 2 now, nothing started
         except (ConfigError, StartupError) as e:
             print(f"error: {e}", flush=True)
             return EXIT_CONFIG
@@ -175,9 +183,12 @@ class Supervisor:
             coordinator = self.coordinator = Coordinator(
                 cfg, res.endpoints, res.dsn, res.stats, res.checkpoints, res.universe, res.shards,
                 res.symbol_slots, res.tiers, res.tiers_ms, self.post, self._log_stats)
-            self.monitor = Monitor(res.stats, lambda: child_infos(self.children), coordinator.tiers_view)
+            api_url = f"http://{cfg.api.host}:{cfg.api.port}"
+            self.monitor = Monitor(res.stats, lambda: child_infos(self.children), coordinator.tiers_view,
+                                   lambda: api_info(self.children, api_url))
             self.monitor.start(cfg.monitoring)
             self.children = [Child("writer", 0)] + [Child("worker", i) for i in range(len(res.shards))]
+            self.children += [Child("api", 0)] if self.api else []
             for c in self.children:
                 self._spawn(c)
             coordinator.start()
@@ -243,7 +254,11 @@ class Supervisor:
         assert cfg is not None and res.endpoints is not None and res.dsn is not None and res.stats is not None
         assert co is not None
         child.stop = stop = self.ctx.Event()
-        if child.role == "writer":
+        if child.role == "api":  # stopped with SIGTERM (uvicorn's graceful shutdown), not the event
+            from collector.api.serve import run_child
+
+            child.process = self.ctx.Process(target=run_child, args=(self.config_path, res.dsn), name="api")
+        elif child.role == "writer":
             wspec = WriterSpec(config=cfg, dsn=res.dsn, socket_path=res.socket_path, stop=stop,
                                stats_name=res.stats.name)
             child.process = self.ctx.Process(target=run_writer, args=(wspec,), name="writer", daemon=False)
@@ -285,6 +300,9 @@ class Supervisor:
                     self.exit_code = BOOT_ERROR
                     self.stopping = True
                     return
+                if c.role == "api" and code == 2:  # its configuration is wrong: restarting cannot help
+                    log.error("the read API stopped: its configuration is refused (above); not restarting it")
+                    continue
                 if c.expected_exit:
                     c.expected_exit = False
                     c.restart_at = now
@@ -313,8 +331,8 @@ class Supervisor:
         timeout = self.cfg.monitoring.heartbeat_timeout_s
         for c in self.children:
             p = c.process
-            if p is None or p.pid is None or p.exitcode is not None or c.killed:
-                continue
+            if c.role == "api" or p is None or p.pid is None or p.exitcode is not None or c.killed:
+                continue  # the API has no stats slot to beat in
             reading = self.res.stats.read(0 if c.role == "writer" else c.index + 1)
             if reading is not None and reading.pid == p.pid and reading.updated_ms != c.beat_ms:
                 c.beat_ms, c.beat_seen = reading.updated_ms, now
@@ -389,6 +407,10 @@ class Supervisor:
         if self.coordinator is not None:
             self.coordinator.stop()
             self.coordinator.save_checkpoints()  # the workers' final, fully acknowledged state
+        for c in self.children:
+            if c.role == "api" and c.process is not None:
+                c.process.terminate()
+                join_or_kill(c, API_STOP_TIMEOUT_S)
         for c in self.children:
             if c.role == "writer" and c.process is not None and c.stop is not None:
                 c.stop.set()

@@ -73,9 +73,17 @@ class Resources:
             self.embedded_pg.stop()
 
 
-def load_and_check(config_path: str, simulate: bool) -> Config:
-    """The configuration and every check that needs no database: ConfigError or StartupError (exit 2)."""
+def load_and_check(config_path: str, simulate: bool, api: bool = False) -> Config:
+    """The configuration and every check that needs no database: ConfigError or StartupError (exit 2).
+
+    With `api` (the supervisor runs the read API) its configuration is checked first: it needs no network.
+    """
     cfg = load_config(config_path)
+    if api:
+        from collector.api.serve import startup_problem
+
+        if problem := startup_problem(cfg):
+            raise StartupError(problem)
     check_machine(cfg, simulate)  # port, log and spool directories, exchange
     return cfg
 

@@ -32,7 +32,7 @@ ABORT_GRACE_S = 5.0
 
 @dataclass
 class Child:
-    role: str  # "writer" or "worker"
+    role: str  # "writer", "worker" or "api" (the read API: no stats slot, no heartbeat)
     index: int
     process: mp.process.BaseProcess | None = None
     started: float = 0.0
@@ -90,10 +90,22 @@ def join_or_kill(c: Child, timeout: float) -> None:
         p.join(5)
 
 
+def api_info(children: list[Child], url: str) -> dict[str, Any] | None:
+    """The read API child as /stats and the status page show it (None when the supervisor runs none)."""
+    for c in list(children):
+        if c.role == "api":
+            p = c.process
+            return {"url": url, "docs": f"{url}/api/v1/docs", "pid": p.pid if p else None,
+                    "alive": p is not None and p.is_alive(), "restarts": c.restarts}
+    return None
+
+
 def child_infos(children: list[Child]) -> list[ChildInfo]:
     """The children as the endpoints show them (called from the health server's and coordinator's threads)."""
     kids = []
     for c in list(children):
+        if c.role == "api":  # shown apart (api_info): the slots are the writer's and the workers'
+            continue
         p = c.process  # read once: the arbiter's loop may replace it meanwhile
         alive = p is not None and p.is_alive()
         kids.append(ChildInfo(c.role, 0 if c.role == "writer" else c.index + 1, p.pid if p else None, alive,

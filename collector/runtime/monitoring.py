@@ -28,15 +28,16 @@ class Monitor:
     """Snapshot, endpoints and stats log of one run; `children()` and `tiers()` are read per request."""
 
     def __init__(self, stats: StatsBlock | None, children: Callable[[], Iterable[ChildInfo]],
-                 tiers: Callable[[], tuple[dict[str, TierAssignment], int | None]]) -> None:
-        self.stats, self.children, self.tiers = stats, children, tiers
+                 tiers: Callable[[], tuple[dict[str, TierAssignment], int | None]],
+                 api: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
+        self.stats, self.children, self.tiers, self.api = stats, children, tiers, api
         self.started_ms = int(time.time() * 1000)
         self.server: HealthServer | None = None
 
     def snapshot(self) -> dict[str, Any]:
         tiers, tiers_ms = self.tiers()
         return build_snapshot(self.stats, list(self.children()), tiers, int(time.time() * 1000),
-                              tiers_computed_ms=tiers_ms, started_ms=self.started_ms)
+                              tiers_computed_ms=tiers_ms, started_ms=self.started_ms, api=self.api())
 
     def start(self, mon: MonitoringConfig) -> None:
         """Listen on monitoring.health_check_host:port; StartupError (one line) when that is impossible."""
