@@ -44,7 +44,7 @@ class Summary(NamedTuple):
     """What tiering needs to know about one symbol over the window."""
 
     volume: float  # USD
-    count: int
+    count: int  # type: ignore[assignment]  # a field named like tuple.count, on purpose: callers read .count
     avg: float  # USD per trade; 0 when count == 0
     max: float  # largest single trade, USD; 0 when count == 0
     size_quantile: float  # the requested size quantile (summary's `quantile`), USD; 0 when count == 0
@@ -188,7 +188,7 @@ class SymbolActivity:
         self._flush()
         return sketch.SizeSketch(self._hist_of(list(self._live(now_ms))))
 
-    def _hist_of(self, live: list[int]) -> array:
+    def _hist_of(self, live: list[int]) -> array[int]:
         total = array(sketch.TYPECODE, _ZERO_HIST)
         for k in live:
             total = array(sketch.TYPECODE, map(int.__add__, total, self._hist[k * NBUCKETS:(k + 1) * NBUCKETS]))

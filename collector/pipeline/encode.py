@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -88,10 +88,10 @@ _MAX_NUMERIC_CHARS = 200
 _NUMERIC_NEG = 0x4000
 
 
-_NUMERIC_PACKS: dict[int, object] = {}
+_NUMERIC_PACKS: dict[int, Callable[..., bytes]] = {}
 
 
-def _numeric_packer(ndigits: int):  # noqa: ANN202
+def _numeric_packer(ndigits: int) -> Callable[..., bytes]:
     p = _NUMERIC_PACKS.get(ndigits)
     if p is None:
         p = _NUMERIC_PACKS[ndigits] = struct.Struct(f">ihhhh{ndigits}H").pack

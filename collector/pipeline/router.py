@@ -12,6 +12,7 @@ import copy
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import Any
 
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
 from collector.pipeline.activity import DAY_MS, SymbolActivity
@@ -263,12 +264,15 @@ class Pipeline:
         """
         sym = t.s
         if sym not in self.symbols:
-            return self._reject("unknown_symbol", t) or False
+            self._reject("unknown_symbol", t)
+            return False
         if not gap.from_id <= t.a <= gap.to_id or sym != gap.symbol:
-            return self._reject("duplicate_or_old_id", t) or False
+            self._reject("duplicate_or_old_id", t)
+            return False
         checked = check_trade(t, receipt)
         if isinstance(checked, str):
-            return self._reject(checked, t) or False
+            self._reject(checked, t)
+            return False
         price, qty = checked
         ts = t.T
         self.backfilled["trades"] += 1
@@ -281,23 +285,26 @@ class Pipeline:
         self._keep_trade(t, usd, reason)
         return True
 
-    def on_backfill_kline(self, symbol: str, row: list, receipt: float) -> bool:
+    def on_backfill_kline(self, symbol: str, row: list[Any], receipt: float) -> bool:
         """A closed 1m kline from REST /fapi/v1/klines (a list: open time, o, h, l, c, v, close time, quote
         volume, trades, taker buy volume, taker buy quote volume, ...); True if stored.
 
         Only minutes before a closed kline the stream already delivered are asked for, so every row is
         closed; the exchange's clock, not ours, says so (ours may differ, and does on the simulator)."""
         if symbol not in self.symbols:
-            return self._reject("unknown_symbol", row) or False
+            self._reject("unknown_symbol", row)
+            return False
         try:
             t, o, h, low, c, v, close_t, qv, n, tv, tqv = row[:11]
             if not (isinstance(t, int) and isinstance(close_t, int) and isinstance(n, int)):
                 raise ValueError("kline times and trade count must be integers")
             if abs(t - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
-                return self._reject("absurd_timestamp", row) or False
+                self._reject("absurd_timestamp", row)
+                return False
             encoded = encode_candle(t, symbol, close_t, o, h, low, c, v, qv, n, tv, tqv)
         except (ValueError, TypeError):
-            return self._reject("bad_number", row) or False
+            self._reject("bad_number", row)
+            return False
         self.backfilled["candles"] += 1
         if self._store_candles:
             self._add("candles_1m", encoded, t)

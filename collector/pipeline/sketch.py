@@ -80,7 +80,7 @@ class SizeSketch:
 
     __slots__ = ("counts", "_n")
 
-    def __init__(self, counts: array | None = None) -> None:
+    def __init__(self, counts: array[int] | None = None) -> None:
         if counts is None:
             counts = array(TYPECODE, bytes(NBYTES))
         elif len(counts) != NBUCKETS or counts.typecode != TYPECODE:

@@ -102,7 +102,7 @@ class WarmupParams:
 class Observed(NamedTuple):
     """A symbol's own trades so far: how many, and their size quantile (USD; nan when none)."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # a field named like tuple.count, on purpose: callers read .count
     quantile: float
 
 

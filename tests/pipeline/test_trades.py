@@ -1,4 +1,5 @@
 import math
+import sys
 import tracemalloc
 
 import pytest
@@ -118,6 +119,10 @@ def test_drop_path_does_not_allocate():
     f.decide(100.0, 1.0, T0)
     price, usd, ts, decide = 100.01, 5.0, T0 + 1, f.decide
     decide(price, usd, ts)
+    # No other thread may run meanwhile: in a whole-suite run an earlier test's thread (a simulator, a
+    # health server) would allocate during the loop and its bytes would count in the peak.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(60.0)
     tracemalloc.start()
     try:
         for _ in range(10_000):
@@ -125,6 +130,7 @@ def test_drop_path_does_not_allocate():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+        sys.setswitchinterval(switch)
     assert peak < 1024
 
 
