@@ -73,6 +73,7 @@ def _group(name: str, label: str, keys: tuple[str, ...], metric: str, kind: Kind
     return Entry(name, metric, kind, help_, label, keys, scale, json, json_as)
 
 
+# The catalogue's rows are alike by design (the duplicate finder pairs runs of them): one row per metric.
 WORKER: tuple[Entry, ...] = (
     _group("received", "type", DATA_TYPES, "collector_worker_received_total", "counter",
            "Events received from the exchange", json=("received",)),

@@ -192,6 +192,8 @@ def encode_row(types: Sequence[str], values: Sequence[object]) -> bytes:
 
 
 # --- per-table fast paths ---------------------------------------------------------------------------------------
+# One function per table, its columns written out in order, alike by design (the duplicate finder pairs them):
+# these run for every row kept, and encode_row's loop over type names costs a lookup and a call per column.
 
 _ROW_HEAD = struct.Struct(">hiq").pack  # row header of every fast path: nfields, len(time), time (column 1)
 _TRADE_ID = struct.Struct(">iq").pack

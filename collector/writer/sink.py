@@ -74,6 +74,8 @@ class Sink:
     (batches queued before that may belong to tables this back-end does not take).
     """
 
+    # The Writer's settings this part needs, passed through from service.Writer.__init__ (the duplicate
+    # finder pairs the two assignment lists: each object keeps what it uses).
     def __init__(self, dsn: str, stats: WriterStats, *, mode: Mode = "auto",
                  retention: Mapping[str, timedelta | None] | None = None,
                  lock_timeout_ms: int = LOCK_TIMEOUT_MS, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,

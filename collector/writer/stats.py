@@ -21,7 +21,10 @@ _COUNT_FIELD = {"trades": "trades", "funding": "funding", "liquidations": "liqui
 
 @dataclass
 class WriterStats:
-    """Counters for health reporting. Row counts and last_*_time (event ms) move only on commit."""
+    """Counters for health reporting. Row counts and last_*_time (event ms) move only on commit.
+
+    One field per counter, alike by design (the duplicate finder pairs the count and time fields): the
+    publisher copies them by name into the catalogue's writer fields (collector.writer.main)."""
 
     trades_count: int = 0
     funding_count: int = 0
