@@ -4,7 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 8
 # `make test` runs `make lint` (ruff, and mypy --strict on the product package) first; LINT=0 skips it.
-LINT ?= 1
+# (make has a built-in LINT = lint, so `?=` would never apply: set it unless the command line or the
+# environment did.)
+ifeq ($(origin LINT),default)
+LINT := 1
+endif
 
 .PHONY: venv run test lint bench clean
 
