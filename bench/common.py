@@ -297,11 +297,16 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(c - before.get(pid, 0.0) for pid, c in after.items())
 
 
-def table_bytes(dsn: str, tables: Sequence[str]) -> dict[str, int]:
+def table_bytes(dsn: str, tables: Sequence[str] | None = None) -> dict[str, int]:
     """pg_total_relation_size (heap + indexes + TOAST) per table, partitions summed (a partitioned parent
-    has no storage of its own; pg_partition_tree lists the parent and every partition)."""
+    has no storage of its own; pg_partition_tree lists the parent and every partition). Default: every
+    top-level table of the public schema."""
     out = {}
     with psycopg.connect(dsn) as conn:
+        if tables is None:
+            tables = [r[0] for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')"
+                " AND NOT relispartition ORDER BY relname")]
         for t in tables:
             row = conn.execute("SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(%s)",
                                (t,)).fetchone()

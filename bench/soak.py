@@ -49,6 +49,7 @@ from bench.throughput import (
     logged_received,
     open_connections,
     prepare_database,
+    stable,
     workers_received,
     write_config,
 )
@@ -163,7 +164,7 @@ def run(a: argparse.Namespace, admin: str, src: Path) -> dict:
                     raise RuntimeError(f"the supervisor exited with {sup.returncode} during the soak")
             common.http_json(sim.rest_url + "/_sim/pause")
             totals = common.sent_totals_by_stream(sim.rest_url)
-            common.wait_for(lambda: _stable(lambda: workers_received(port)), 60, "workers to drain")
+            common.wait_for(lambda: stable(lambda: workers_received(port), 1.0), 60, "workers to drain")
             sup.send_signal(signal.SIGTERM)
             exit_code = sup.wait(STOP_TIMEOUT_S)
             received, kept = logged_received(tmp / "logs"), logged_kept(tmp / "logs")
@@ -175,15 +176,9 @@ def run(a: argparse.Namespace, admin: str, src: Path) -> dict:
                 os.killpg(sup.pid, signal.SIGKILL)  # no-op after a clean stop; else writer and workers too
             sup.wait()
         common.drop_database(admin, dsn)
-    verdict = exact_verdict(db_rows["trades"], sum(kept.values()), received.get("trades", -1),
+    verdict = exact_verdict(db_rows["trades"], sum(kept.values()), received.get("trades", 0) if received else -1,
                             totals.get("aggTrade", 0), a.keep_all, None)
     return {"samples": samples, "exit_code": exit_code, "exact": verdict}
-
-
-def _stable(value: object) -> bool:
-    v0 = value()  # type: ignore[operator]
-    time.sleep(1.0)
-    return v0 == value()  # type: ignore[operator]
 
 
 def main() -> None:

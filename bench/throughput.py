@@ -160,12 +160,12 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             results = [_window(sim.rest_url, sampler, postmaster, window_s, offset, port) for _ in range(windows)]
             common.http_json(sim.rest_url + "/_sim/pause")
             totals = common.sent_totals_by_stream(sim.rest_url)  # final: nothing is sent while paused
-            common.wait_for(lambda: _stable(lambda: workers_received(port), 0.5), 60, "workers to drain")
+            common.wait_for(lambda: stable(lambda: workers_received(port), 0.5), 60, "workers to drain")
             # exact, unlike a window's ratio: from the first window's start to the pause, everything the
             # exchange sent against everything the workers had received once they drained
             span_ratio = ((workers_received(port) - first_received)
                           / max(common.sent_totals(sim.rest_url).frames - first_sent, 1))
-            common.wait_for(lambda: _stable(lambda: _last_commit(dsn), 1.0), 60, "the writer to commit")
+            common.wait_for(lambda: stable(lambda: _last_commit(dsn), 1.0), 60, "the writer to commit")
             span = (results[0]["t0_sim"], results[-1]["t1_sim"])
             rows = common.rows_per_table(dsn, {t: "time" for t in TABLES}, span)
             for r in results:
@@ -193,7 +193,7 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             "cpu_us_per_msg": common.median([r["cpu_by_pid"].get(pid, 0) / r["received_n"] * 1e6
                                              for r in results if r["received_n"]]),
             "peak_rss_mb": round(p.peak_rss_kb / 1024, 1), "peak_pss_mb": round(p.peak_pss_kb / 1024, 1)}
-    verdict = exact_verdict(db_rows["trades"], sum(kept.values()), received.get("trades", -1),
+    verdict = exact_verdict(db_rows["trades"], sum(kept.values()), received.get("trades", 0) if received else -1,
                             totals.get("aggTrade", 0), keep_all, common.median([r["lat_p99_ms"] for r in results]))
     for r in results:
         r.pop("cpu_by_pid")
@@ -217,7 +217,8 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
     }
 
 
-def _stable(value: object, period: float) -> bool:
+def stable(value: object, period: float) -> bool:
+    """True when value() reads the same twice, `period` s apart: a drain/commit has come to rest."""
     a = value()  # type: ignore[operator]
     time.sleep(period)
     return a == value()  # type: ignore[operator]
