@@ -239,15 +239,23 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float 
 # --- PostgreSQL ---------------------------------------------------------------------------------------------
 
 
+# The two servers a benchmark can run against (--server): "fast" = fsync, synchronous_commit and
+# full_page_writes off (the test setting: commits never wait for the disk); "durable" = PostgreSQL's defaults
+# (fsync on, synchronous_commit on): what a production server does, every commit waits for its WAL flush.
+SERVERS = {"fast": "fsync off (fast, non-durable)", "durable": "fsync on (durable, PostgreSQL defaults)"}
+
+
 @contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """A private, non-durable PostgreSQL server (admin URL); removed on exit."""
-    server = EmbeddedPostgres(durable=False)
-    server.start()
+def throwaway_postgres(server: str = "fast") -> Iterator[str]:
+    """A private PostgreSQL server (admin URL), `server` one of SERVERS; removed on exit."""
+    if server not in SERVERS:
+        raise ValueError(f"--server: {server!r} is not one of {sorted(SERVERS)}")
+    pg = EmbeddedPostgres(durable=server == "durable")
+    pg.start()
     try:
-        yield server.admin_url
+        yield pg.admin_url
     finally:
-        server.stop()
+        pg.stop()
 
 
 def new_database(admin_url: str, prefix: str) -> str:
@@ -272,6 +280,49 @@ def postmaster_pid(admin_url: str) -> int:
         datadir = conn.execute("SHOW data_directory").fetchone()[0]  # type: ignore[index]
     with open(Path(datadir) / "postmaster.pid") as fp:
         return int(fp.readline())
+
+
+def tree_cpu(root: int) -> dict[int, float]:
+    """utime+stime of root and every live descendant, by pid."""
+    out = {}
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):
+            out[pid] = cpu_seconds(pid)
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU spent between two tree_cpu() readings: a process born in between is charged all its CPU; one that
+    exited in between is lost (PostgreSQL backends of a pooled client live for the whole session)."""
+    return sum(c - before.get(pid, 0.0) for pid, c in after.items())
+
+
+def table_bytes(dsn: str, tables: Sequence[str] | None = None) -> dict[str, int]:
+    """pg_total_relation_size (heap + indexes + TOAST) per table, partitions summed (a partitioned parent
+    has no storage of its own; pg_partition_tree lists the parent and every partition). Default: every
+    top-level table of the public schema."""
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        if tables is None:
+            tables = [r[0] for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')"
+                " AND NOT relispartition ORDER BY relname")]
+        for t in tables:
+            row = conn.execute("SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(%s)",
+                               (t,)).fetchone()
+            out[t] = int(row[0]) if row else 0
+    return out
+
+
+def timescaledb_available(admin_url: str) -> bool:
+    """Whether the server can load TimescaleDB (pg_available_extensions); the bench then says so."""
+    with psycopg.connect(admin_url) as conn:
+        return conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone() is not None
+
+
+def conditions(command: Sequence[str], product: str, server: str) -> str:
+    """One line saying what produced the numbers that follow: printed beside every table."""
+    return f"command: {' '.join(command)} | product: {product} | server: {SERVERS.get(server, server)}"
 
 
 # --- numbers and output -------------------------------------------------------------------------------------

@@ -15,17 +15,25 @@ as a subprocess - so the medians over runs include start-up to start-up variatio
   summed (shared pages split between the processes that map them: the real footprint);
 - **idle**: the same with the simulator at 0 aggTrades/s (connections open, markPrice still pushed every
   second per symbol, klines only updated by trades, so none), after the same warm-up;
-- **peer**: bench/peer.py's session (stock cryptofeed + its Postgres backends, one process) at the same rate,
-  one window of the same length, in the same invocation.
+- **peer**: bench/peer.py's session at the same rate, one window of the same length, in the same invocation:
+  `stock` (cryptofeed + its Postgres backends, everything stored) and `filtered` (the same with the
+  collector's own storage rules in its callbacks, bench/peer_filter.py: the like-for-like one); their PG cores
+  are PostgreSQL's whole process tree, as ours;
+- **bytes on disk per table per day**: pg_total_relation_size growth of every table over the loaded window,
+  extrapolated linearly to 86,400 s (DISK_METHOD); TimescaleDB is detected and reported (compressed sizes
+  are not measured: the collector runs in plain-PostgreSQL mode here).
+
+`--server fast durable` repeats everything on a server with fsync on; every table is preceded by a line
+naming the command, the product snapshot and the server.
 
 What the window covers: the workers' per-tick work (batch ageing, stats publication, control messages),
 the activity/resume-point publication (every 2 s), provisional-threshold refreshes (every 1 s while the
 warm-up lasts), the supervisor's loop (1 s) and stats log (monitoring.stats_interval), the writer's flushes
 and its job polls. It does NOT cover open interest (every filters.open_interest.interval_s = 300 s), tier
 recomputation (tier interval, an hour by default) nor the writer's hourly maintenance: use --window 600 or
-more (or bench/soak.py when it exists) for those.
+more, or bench/soak.py, for those.
 
-    python bench/shipped.py                 # 3 runs x (loaded, idle, peer), 30 s warm-up + 120 s window: ~25 min
+    python bench/shipped.py                 # 3 runs x (loaded, idle, 2 peers), 30 s warm-up + 120 s window: ~33 min
     python bench/shipped.py --quick         # 1 run, 10 s warm-up + 20 s window, no idle: ~2 min
     python bench/shipped.py --runs 1 --window 60 --no-peer --no-idle --src .   # before/after a change
 """
@@ -35,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,12 +57,15 @@ if __package__ in (None, ""):
 import psycopg
 
 from bench import common
-from bench.peer import run_peer
+from bench.peer import VARIANTS, count_rows, exact_verdict, run_peer
 from bench.throughput import (
     BOOT_TIMEOUT_S,
     STOP_TIMEOUT_S,
+    logged_kept,
+    logged_received,
     open_connections,
     prepare_database,
+    stable,
     workers_received,
     write_config,
 )
@@ -71,6 +83,12 @@ RUNS = 3
 TARGET_CORES = 0.045
 TARGET_PSS_MB = 200.0
 TARGET_IDLE_CORES = 0.01
+# How bytes on disk per day are estimated (printed with the numbers).
+DISK_METHOD = ("pg_total_relation_size (heap + indexes + TOAST, partitions summed) of every table at the start "
+               "and the end of the measured window; the growth / window seconds x 86,400 = bytes per day at "
+               "this rate. Plain PostgreSQL, uncompressed. Linear: PostgreSQL grows files by 8 kB pages, so "
+               "short windows are coarse; funding (1 row/symbol/minute) and candles_1m (closed minutes) need "
+               "a window of several minutes, open_interest (every 300 s) --window 600 or more.")
 
 
 def _first_commit(dsn: str) -> float | None:
@@ -91,14 +109,6 @@ def role(pid: int) -> str:
         if f"multiprocessing.{helper} import main" in cmdline:
             return f"mp {helper.replace('_', ' ')}"
     return common.label(common.proc_name(pid))
-
-
-def _pg_cpu(postmaster: int) -> float:
-    total = 0.0
-    for pid in common.process_tree(postmaster):
-        with contextlib.suppress(OSError):
-            total += common.cpu_seconds(pid)
-    return total
 
 
 def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: float, window_s: float,
@@ -127,10 +137,12 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
             time.sleep(max(0.0, warmup_s - (time.time() - t_connected)))
             tree = common.process_tree(sup.pid)
             c0 = {pid: common.cpu_seconds(pid) for pid in tree}
-            pg0, r0, w0 = _pg_cpu(postmaster), workers_received(port), time.monotonic()
+            bytes0 = common.table_bytes(dsn)
+            pg0, r0, w0 = common.tree_cpu(postmaster), workers_received(port), time.monotonic()
             time.sleep(window_s)
             dt = time.monotonic() - w0
-            pg1, r1 = _pg_cpu(postmaster), workers_received(port)
+            pg1, r1 = common.tree_cpu(postmaster), workers_received(port)
+            bytes1 = common.table_bytes(dsn)
             procs: dict[int, dict] = {}
             for pid in common.process_tree(sup.pid):
                 with contextlib.suppress(OSError):
@@ -139,28 +151,40 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
                     procs[pid] = {"name": role(pid), "cpu_cores": cpu / dt,
                                   "pss_mb": common.pss_kb(pid) / 1024, "rss_mb": common.rss_kb(pid) / 1024}
             gone = sorted(set(tree) - set(procs))
+            # the exact-count check (bench.peer.exact_verdict): pause, drain, stop, then count
+            common.http_json(sim.rest_url + "/_sim/pause")
+            totals = common.sent_totals_by_stream(sim.rest_url)
+            common.wait_for(lambda: stable(lambda: workers_received(port), 1.0), 60, "workers to drain")
             sup.send_signal(signal.SIGTERM)
             exit_code = sup.wait(STOP_TIMEOUT_S)
+            received, kept = logged_received(tmp / "logs"), logged_kept(tmp / "logs")
+            verdict = exact_verdict(count_rows(dsn, ("trades",))["trades"], sum(kept.values()),
+                                    received.get("trades", 0) if received else -1, totals.get("aggTrade", 0), False, None)
     finally:
         if sup is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(sup.pid, signal.SIGKILL)  # no-op after a clean stop; else writer and workers too
             sup.wait()
         common.drop_database(admin, dsn)
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     return {"rate": rate, "workers": workers, "window_s": round(dt, 1), "warmup_s": warmup_s,
             "cold_start_s": cold, "received_msgs_s": (r1 - r0) / dt,
-            "cpu_cores": sum(p["cpu_cores"] for p in procs.values()), "pg_cores": (pg1 - pg0) / dt,
+            "cpu_cores": sum(p["cpu_cores"] for p in procs.values()), "pg_cores": common.cpu_delta(pg0, pg1) / dt,
+            "table_bytes_start": bytes0, "table_bytes_end": bytes1,
+            # growth in the window, extrapolated linearly to a day (see DISK_METHOD)
+            "bytes_per_day": {t: (bytes1.get(t, 0) - bytes0.get(t, 0)) / dt * 86400 for t in bytes1},
             "pss_mb": sum(p["pss_mb"] for p in procs.values()), "rss_mb": sum(p["rss_mb"] for p in procs.values()),
-            "processes": procs, "exited_in_window": gone, "exit_code": exit_code}
+            "processes": procs, "exited_in_window": gone, "exit_code": exit_code, "exact": verdict,
+            "sustained": verdict["sustained"] and exit_code == 0}
 
 
 def summarise(runs: list[dict]) -> dict:
     keys = ("cold_start_s", "received_msgs_s", "cpu_cores", "pg_cores", "pss_mb", "rss_mb")
     out = {k: common.median([r[k] for r in runs]) for k in keys}
     out["runs"] = len(runs)
+    out["sustained"] = all(r["sustained"] for r in runs)
+    tables = sorted({t for r in runs for t in r.get("bytes_per_day", {})})
+    out["bytes_per_day"] = {t: common.median([r["bytes_per_day"].get(t) for r in runs]) for t in tables}
     # per role (workers summed), median over runs: where the cores and megabytes go
     roles: dict[str, list[tuple[float, float]]] = {}
     for r in runs:
@@ -181,48 +205,70 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=WORKERS)
     p.add_argument("--rate", type=float, default=RATE, help="offered aggTrades/s (loaded runs)")
+    p.add_argument("--symbols", type=int, default=SYMBOLS)
     p.add_argument("--runs", type=int, default=RUNS, help="sessions per configuration (medians)")
     p.add_argument("--window", type=float, default=WINDOW_S, help="measured seconds per session")
     p.add_argument("--warmup", type=float, default=WARMUP_S, help="seconds from connected to the window")
-    p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--server", nargs="+", default=["fast"], choices=list(common.SERVERS),
+                   help="PostgreSQL server(s): every configuration runs once per server (default: fast)")
+    p.add_argument("--peers", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="peer variants (default: stock and filtered; none: --peers with no value)")
+    p.add_argument("--no-peer", action="store_true", help="same as --peers with no value")
     p.add_argument("--no-idle", action="store_true")
     p.add_argument("--src", default=None, help="run the product from this directory (default: a snapshot of HEAD)")
     p.add_argument("--quick", action="store_true", help="1 run, 10 s warm-up, 20 s window, no idle run")
     a = p.parse_args()
     if a.quick:
         a.runs, a.window, a.warmup, a.no_idle = 1, 20.0, 10.0, True
+    if a.no_peer:
+        a.peers = []
     t_start = time.monotonic()
-    loaded: list[dict] = []
-    idle: list[dict] = []
-    peers: list[dict] = []
-    with common.throwaway_postgres() as admin, common.product_source(a.src) as (src, what):
-        print(f"product: {what}; {a.runs} run(s), warm-up {a.warmup:.0f} s, window {a.window:.0f} s")
-        for i in range(a.runs):
-            loaded.append(run_session(admin, src, a.rate, a.workers, a.warmup, a.window))
-            print(f"  run {i + 1} loaded: {_line(loaded[-1])}", flush=True)
-            if not a.no_idle:
-                idle.append(run_session(admin, src, 0.0, a.workers, a.warmup, a.window))
-                print(f"  run {i + 1} idle:   {_line(idle[-1])}", flush=True)
-            if not a.no_peer:
-                peers.append(run_peer(admin, a.rate, 1, a.window, a.warmup))
-                print(f"  run {i + 1} peer:   {common.fmt(peers[-1]['cpu_frac'])} cores, "
-                      f"{common.fmt(peers[-1]['peak_pss_mb'])} MB PSS (peak)", flush=True)
-    summary = {"loaded": summarise(loaded), "idle": summarise(idle) if idle else None,
-               "peer": {"cpu_cores": common.median([r["cpu_frac"] for r in peers]),
-                        "pss_mb": common.median([r["peak_pss_mb"] for r in peers]), "runs": len(peers)}
-               if peers else None}
-    report(summary, a)
+    out: dict[str, dict] = {}
+    with common.product_source(a.src) as (src, what):
+        for server in a.server:
+            with common.throwaway_postgres(server) as admin:
+                timescale = common.timescaledb_available(admin)
+                print(f"product: {what}; server: {common.SERVERS[server]}; {a.runs} run(s), warm-up "
+                      f"{a.warmup:.0f} s, window {a.window:.0f} s", flush=True)
+                loaded: list[dict] = []
+                idle: list[dict] = []
+                peers: dict[str, list[dict]] = {v: [] for v in a.peers}
+                for i in range(a.runs):
+                    loaded.append(run_session(admin, src, a.rate, a.workers, a.warmup, a.window, a.symbols))
+                    print(f"  run {i + 1} loaded: {_line(loaded[-1])}", flush=True)
+                    if not a.no_idle:
+                        idle.append(run_session(admin, src, 0.0, a.workers, a.warmup, a.window, a.symbols))
+                        print(f"  run {i + 1} idle:   {_line(idle[-1])}", flush=True)
+                    for v in a.peers:
+                        peers[v].append(run_peer(admin, a.rate, 1, a.window, a.warmup, a.symbols, v))
+                        r = peers[v][-1]
+                        print(f"  run {i + 1} peer {v}: {common.fmt(r['cpu_frac'])} cores, PG "
+                              f"{common.fmt(r['pg_cpu_frac'])} cores, {common.fmt(r['peak_pss_mb'])} MB PSS (peak), "
+                              f"sustained {common.fmt(r['sustained'])}", flush=True)
+            summary = {"loaded": summarise(loaded), "idle": summarise(idle) if idle else None,
+                       "peers": {v: {"cpu_cores": common.median([r["cpu_frac"] for r in rs]),
+                                     "pg_cores": common.median([r["pg_cpu_frac"] for r in rs]),
+                                     "pss_mb": common.median([r["peak_pss_mb"] for r in rs]),
+                                     "sustained": all(r["sustained"] for r in rs), "runs": len(rs)}
+                                 for v, rs in peers.items() if rs},
+                       "timescaledb_available": timescale}
+            out[server] = {"summary": summary, "loaded": loaded, "idle": idle, "peers": peers}
+        for server, res in out.items():
+            print(f"\n{common.conditions(sys.argv, what, server)}")
+            report(res["summary"], a)
     name = "shipped-quick" if a.quick else "shipped"
-    path = common.write_results(name, {"command": " ".join(sys.argv), "product": what, "summary": summary,
-                                       "loaded": loaded, "idle": idle, "peer": peers,
-                                       "elapsed_s": round(time.monotonic() - t_start)})
+    path = common.write_results(name, {"command": " ".join(sys.argv), "product": what, "servers": out,
+                                       "disk_method": DISK_METHOD, "elapsed_s": round(time.monotonic() - t_start)})
     print(f"\nwrote {path} ({time.monotonic() - t_start:.0f} s)")
 
 
 def _line(r: dict) -> str:
     cold = f", cold start {r['cold_start_s']:.1f} s" if r["cold_start_s"] is not None else ""
+    e = r["exact"]
     return (f"{r['cpu_cores']:.4f} cores, {r['pss_mb']:.0f} MB PSS, {r['received_msgs_s']:,.0f} msg/s received"
-            f"{cold}, PG {r['pg_cores']:.4f} cores")
+            f"{cold}, PG {r['pg_cores']:.4f} cores; exact count: trades rows {e['db_trades']}, kept "
+            f"{e['kept_trades']}, received {e['received_trades']}, sent {e['sent_trades']}, exit {r['exit_code']}"
+            f" -> sustained {common.fmt(r['sustained'])}")
 
 
 def report(s: dict, a: argparse.Namespace) -> None:
@@ -231,18 +277,35 @@ def report(s: dict, a: argparse.Namespace) -> None:
     if s["idle"]:
         rows.append({"what": f"collector --workers {a.workers}, idle", **s["idle"],
                      "target": f"<= {TARGET_IDLE_CORES} cores"})
-    if s["peer"]:
-        rows.append({"what": f"peer, {a.rate:,.0f} aggTrades/s", "cpu_cores": s["peer"]["cpu_cores"],
-                     "pss_mb": s["peer"]["pss_mb"], "runs": s["peer"]["runs"]})
+    for v, pr in s["peers"].items():
+        rows.append({"what": f"peer {v}, {a.rate:,.0f} aggTrades/s", **pr})
     common.print_table(rows, [("what", "configuration"), ("runs", "runs"), ("cpu_cores", "CPU cores"),
                               ("pg_cores", "PG cores"), ("pss_mb", "PSS MB"), ("cold_start_s", "cold start s"),
-                              ("received_msgs_s", "recv msg/s"), ("target", "target")],
-                       f"medians over runs (window {a.window:.0f} s after {a.warmup:.0f} s warm-up)")
+                              ("received_msgs_s", "recv msg/s"), ("sustained", "sustained"), ("target", "target")],
+                       f"medians over runs (window {a.window:.0f} s after {a.warmup:.0f} s warm-up; a peer is one"
+                       " session per run)")
+    ratios = [{"peer": v, "cpu": pr["cpu_cores"] / s["loaded"]["cpu_cores"] if s["loaded"]["cpu_cores"] else None,
+               "cpu_pg": ((pr["cpu_cores"] or 0) + (pr["pg_cores"] or 0))
+               / ((s["loaded"]["cpu_cores"] or 0) + (s["loaded"]["pg_cores"] or 0) or float("nan")),
+               "pss": pr["pss_mb"] / s["loaded"]["pss_mb"] if s["loaded"]["pss_mb"] else None,
+               "sustained": pr["sustained"]} for v, pr in s["peers"].items()]
+    if ratios:
+        common.print_table(ratios, [("peer", "peer"), ("cpu", "CPU peer/ours"), ("cpu_pg", "incl. PG"),
+                                    ("pss", "PSS peer/ours"), ("sustained", "peer sustained")],
+                           "ratios, same invocation (> 1: the collector is cheaper)")
     roles = [{"run": "loaded", "role": k, **v} for k, v in s["loaded"]["by_role"].items()]
     if s["idle"]:
         roles += [{"run": "idle", "role": k, **v} for k, v in s["idle"]["by_role"].items()]
     common.print_table(roles, [("run", "run"), ("role", "process"), ("cpu_cores", "CPU cores"),
                                ("pss_mb", "PSS MB")], "by process role (workers summed), medians")
+    disk = [{"table": t, "mb_day": b / 1e6 if b is not None else None}
+            for t, b in s["loaded"]["bytes_per_day"].items()]
+    common.print_table(disk, [("table", "table"), ("mb_day", "MB per day")],
+                       f"bytes on disk per table per day at {a.rate:,.0f} aggTrades/s (median over runs)")
+    print(f"  method: {DISK_METHOD}")
+    print("  TimescaleDB: " + ("available on this server, but compressed sizes are not measured by this script"
+                               " (the collector runs in plain-PostgreSQL mode here)" if s["timescaledb_available"]
+                               else "not available on this server: compressed sizes not measured"))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,13 @@ Per window:
 After the windows the simulator is paused, the collector drains, rows per table are counted by event time
 over the measured span, and the supervisor is stopped: the workers' logged totals must cover >= 99.9% of
 the aggTrades the simulator sent (no silent loss).
-Sustained = from the first window to the pause, the workers received >= 99.9% of the frames sent (counted
-after they drained, so no boundary noise), nothing was lost at the end, and p99 latency stayed under 1 s.
+Sustained (bench.peer.exact_verdict, the same rule for the peer): after the pause, the drain and the
+supervisor's SIGTERM stop, the workers' logged received trades equal the aggTrades the simulator sent, the
+trades table holds exactly as many rows as the workers' logged `kept` counters (keep_all: also exactly every
+trade sent; rows left in the writer's spool or in flight are missing and fail it), the supervisor exited 0,
+and p99 latency stayed under 1 s. The frames ratio from the first window to the pause is reported beside it.
+The peer each mode is compared with: filtered -> the filtered peer (same rules in its callbacks), keep_all ->
+the stock peer. --server fast|durable picks fsync off / on; the output says which.
 
     python bench/throughput.py            # default matrix, < 10 min
     python bench/throughput.py --quick    # N=2, one rate, one window, filtered + peer: ~1.5 min
@@ -49,7 +54,7 @@ import psycopg
 import yaml
 
 from bench import common
-from bench.peer import PEER_COLS, run_peer
+from bench.peer import PEER_COLS, count_rows, exact_verdict, run_peer
 from collector.db.embedded import free_port
 from collector.db.schema import ensure_schema
 
@@ -112,9 +117,19 @@ def open_connections(rest: str) -> int:
 
 def logged_received(log_dir: Path) -> dict[str, int]:
     """Sum of the workers' final `received {...}` counters (logged when a worker stops)."""
+    return _logged(log_dir, r"stopped: received (\{.*?\}) kept")
+
+
+def logged_kept(log_dir: Path) -> dict[str, int]:
+    """Sum of the workers' final `kept {...}` counters: trades the filter kept (live and backfilled), by
+    reason; their total is the number of rows the trades table must hold once the writer has drained."""
+    return _logged(log_dir, r"stopped: received \{.*?\} kept (\{.*?\}) rejected")
+
+
+def _logged(log_dir: Path, pattern: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for f in log_dir.glob("worker-*.log"):
-        for m in re.finditer(r"stopped: received (\{.*?\}) kept", f.read_text()):
+        for m in re.finditer(pattern, f.read_text()):
             for k, v in ast.literal_eval(m.group(1)).items():
                 out[k] = out.get(k, 0) + v
     return out
@@ -145,12 +160,12 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             results = [_window(sim.rest_url, sampler, postmaster, window_s, offset, port) for _ in range(windows)]
             common.http_json(sim.rest_url + "/_sim/pause")
             totals = common.sent_totals_by_stream(sim.rest_url)  # final: nothing is sent while paused
-            common.wait_for(lambda: _stable(lambda: workers_received(port), 0.5), 60, "workers to drain")
+            common.wait_for(lambda: stable(lambda: workers_received(port), 0.5), 60, "workers to drain")
             # exact, unlike a window's ratio: from the first window's start to the pause, everything the
             # exchange sent against everything the workers had received once they drained
             span_ratio = ((workers_received(port) - first_received)
                           / max(common.sent_totals(sim.rest_url).frames - first_sent, 1))
-            common.wait_for(lambda: _stable(lambda: _last_commit(dsn), 1.0), 60, "the writer to commit")
+            common.wait_for(lambda: stable(lambda: _last_commit(dsn), 1.0), 60, "the writer to commit")
             span = (results[0]["t0_sim"], results[-1]["t1_sim"])
             rows = common.rows_per_table(dsn, {t: "time" for t in TABLES}, span)
             for r in results:
@@ -160,7 +175,9 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             sampler.stop()
             sup.send_signal(signal.SIGTERM)
             exit_code = sup.wait(STOP_TIMEOUT_S)
-            received = logged_received(tmp / "logs")
+            received, kept = logged_received(tmp / "logs"), logged_kept(tmp / "logs")
+            # counted after the stop: what is in the spool or in flight is not in the database
+            db_rows = count_rows(dsn, ("trades",))
         shutil.rmtree(tmp, ignore_errors=True)
     finally:
         if sup is not None:
@@ -176,7 +193,8 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             "cpu_us_per_msg": common.median([r["cpu_by_pid"].get(pid, 0) / r["received_n"] * 1e6
                                              for r in results if r["received_n"]]),
             "peak_rss_mb": round(p.peak_rss_kb / 1024, 1), "peak_pss_mb": round(p.peak_pss_kb / 1024, 1)}
-    lossless = received.get("trades", 0) >= 0.999 * totals.get("aggTrade", 0)
+    verdict = exact_verdict(db_rows["trades"], sum(kept.values()), received.get("trades", 0) if received else -1,
+                            totals.get("aggTrade", 0), keep_all, common.median([r["lat_p99_ms"] for r in results]))
     for r in results:
         r.pop("cpu_by_pid")
     return {
@@ -194,12 +212,13 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
         "rows_per_s": {t: round(n / span_s, 1) for t, n in rows.items()},
         "trades_sent": totals.get("aggTrade"), "trades_received_logged": received.get("trades"),
         "exit_code": exit_code, "per_process": per_proc, "windows": results,
-        "span_ratio": span_ratio,
-        "sustained": span_ratio >= 0.999 and lossless and max(r["lat_p99_ms"] or 0 for r in results) < 1000,
+        "span_ratio": span_ratio, "kept_logged": kept, "exact": verdict,
+        "sustained": verdict["sustained"] and exit_code == 0,
     }
 
 
-def _stable(value: object, period: float) -> bool:
+def stable(value: object, period: float) -> bool:
+    """True when value() reads the same twice, `period` s apart: a drain/commit has come to rest."""
     a = value()  # type: ignore[operator]
     time.sleep(period)
     return a == value()  # type: ignore[operator]
@@ -212,10 +231,9 @@ def _last_commit(dsn: str) -> object:
 
 def _window(rest: str, sampler: common.TreeSampler, postmaster: int, window_s: float, offset: float,
             port: int) -> dict:
-    pg_pids = common.process_tree(postmaster)  # the writer's backend exists by now
-    s0, r0, c0, p0 = common.sent_totals(rest), workers_received(port), sampler.cpu_now(), _cpu_sum(pg_pids)
+    s0, r0, c0, p0 = common.sent_totals(rest), workers_received(port), sampler.cpu_now(), common.tree_cpu(postmaster)
     time.sleep(window_s)
-    s1, r1, c1, p1 = common.sent_totals(rest), workers_received(port), sampler.cpu_now(), _cpu_sum(pg_pids)
+    s1, r1, c1, p1 = common.sent_totals(rest), workers_received(port), sampler.cpu_now(), common.tree_cpu(postmaster)
     dt = s1.wall - s0.wall
     sent = s1.frames - s0.frames
     got = r1 - r0
@@ -224,18 +242,8 @@ def _window(rest: str, sampler: common.TreeSampler, postmaster: int, window_s: f
     cpu = sum(cpu_by_pid.values())
     return {"offered": sent / dt, "received": got / dt, "received_n": got, "ratio": ratio, "dt": dt,
             "cpu_us_per_msg": cpu / got * 1e6 if got else None, "cpu_frac": cpu / dt,
-            "pg_cpu_frac": (p1 - p0) / dt, "cpu_by_pid": cpu_by_pid,
+            "pg_cpu_frac": common.cpu_delta(p0, p1) / dt, "cpu_by_pid": cpu_by_pid,
             "t0_sim": s0.wall * 1000 - offset, "t1_sim": s1.wall * 1000 - offset}
-
-
-def _cpu_sum(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            total += common.cpu_seconds(pid)
-        except OSError:
-            pass
-    return total
 
 
 COLS = [("mode", "mode"), ("workers", "N"), ("rate", "aggTrades/s"), ("offered_msgs_s", "offered msg/s"),
@@ -249,6 +257,11 @@ def best_rate(rows: list[dict]) -> float | None:
     return max(ok) if ok else None
 
 
+# The peer each collector mode is compared with: filtered against the peer running the same rules in its
+# callbacks, keep_all against stock cryptofeed (which stores everything, as keep_all does).
+PEER_FOR_MODE = {"filtered": "filtered", "keep_all": "stock"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", type=float, nargs="+", default=DEFAULT_RATES, help="offered aggTrades/s")
@@ -257,9 +270,12 @@ def main() -> None:
     p.add_argument("--scaling-rate", type=float, default=SCALING_RATE)
     p.add_argument("--modes", nargs="+", default=["filtered", "keep_all"], choices=["filtered", "keep_all"])
     p.add_argument("--no-peer", action="store_true", help="skip the cryptofeed peer")
+    p.add_argument("--server", nargs="+", default=["fast"], choices=list(common.SERVERS),
+                   help="PostgreSQL server(s): the whole matrix runs once per server (default: fast)")
     p.add_argument("--runs", type=int, default=3, help="measurement windows per session (medians)")
     p.add_argument("--window", type=float, default=WINDOW_S)
     p.add_argument("--warmup", type=float, default=WARMUP_S)
+    p.add_argument("--symbols", type=int, default=496)
     p.add_argument("--src", default=None, help="run the product from this directory (default: a snapshot of HEAD)")
     p.add_argument("--quick", action="store_true", help="smoke: N=2, 10,000 aggTrades/s, filtered + peer, 1 window")
     a = p.parse_args()
@@ -268,52 +284,82 @@ def main() -> None:
     t_start = time.monotonic()
     ours: list[dict] = []
     peers: list[dict] = []
-    with common.throwaway_postgres() as admin, common.product_source(a.src) as (src, what):
-        print(f"product: {what}")
-        for mode in a.modes:
-            for rate in a.rates:
-                ours.append(run_ours(admin, src, rate, a.workers, mode == "keep_all", a.runs, a.window, a.warmup))
-                common.print_table(ours[-1:], COLS)
-        for n in a.scaling:
-            if n == a.workers and "filtered" in a.modes and a.scaling_rate in a.rates:
-                continue  # already measured in the ladder
-            ours.append(run_ours(admin, src, a.scaling_rate, n, False, a.runs, a.window, a.warmup))
-            common.print_table(ours[-1:], COLS)
-        if not a.no_peer:
-            for rate in a.rates:
-                peers.append(run_peer(admin, rate, a.runs, a.window, a.warmup))
-                common.print_table(peers[-1:], PEER_COLS)
-        report(ours, peers, a)
+    with common.product_source(a.src) as (src, what):
+        for server in a.server:
+            with common.throwaway_postgres(server) as admin:
+                print(f"product: {what}; server: {common.SERVERS[server]}")
+                for mode in a.modes:
+                    for rate in a.rates:
+                        ours.append(run_ours(admin, src, rate, a.workers, mode == "keep_all", a.runs, a.window,
+                                             a.warmup, a.symbols) | {"server": server})
+                        common.print_table(ours[-1:], COLS)
+                for n in a.scaling:
+                    if n == a.workers and "filtered" in a.modes and a.scaling_rate in a.rates:
+                        continue  # already measured in the ladder
+                    ours.append(run_ours(admin, src, a.scaling_rate, n, False, a.runs, a.window, a.warmup,
+                                         a.symbols) | {"server": server})
+                    common.print_table(ours[-1:], COLS)
+                if not a.no_peer:
+                    for variant in sorted({PEER_FOR_MODE[m] for m in a.modes}):
+                        for rate in a.rates:
+                            peers.append(run_peer(admin, rate, a.runs, a.window, a.warmup, a.symbols, variant)
+                                         | {"server": server})
+                            common.print_table(peers[-1:], PEER_COLS)
+        for server in a.server:
+            print(f"\n{common.conditions(sys.argv, what, server)}")
+            report([r for r in ours if r["server"] == server], [r for r in peers if r["server"] == server], a)
         name = "throughput-quick" if a.quick else "throughput"
         path = common.write_results(name, {"command": " ".join(sys.argv), "product": what, "ours": ours,
-                                                   "peer": peers, "elapsed_s": round(time.monotonic() - t_start)})
+                                           "peer": peers, "elapsed_s": round(time.monotonic() - t_start)})
     print(f"\nwrote {path} ({time.monotonic() - t_start:.0f} s)")
 
 
 def report(ours: list[dict], peers: list[dict], a: argparse.Namespace) -> None:
-    common.print_table(ours, COLS, "collector (supervisor + writer + workers), medians over windows")
+    common.print_table(ours, COLS, f"collector (supervisor + writer + workers), medians over {a.runs} window(s)"
+                       f" of {a.window:.0f} s after {a.warmup:.0f} s warm-up")
     for r in ours:
-        print(f"  {r['mode']} N={r['workers']} rate {r['rate']:,.0f}: rows/s {r['rows_per_s']}; trades sent "
-              f"{r['trades_sent']}, received (workers' logs) {r['trades_received_logged']}; exit {r['exit_code']}")
+        e = r["exact"]
+        print(f"  {r['mode']} N={r['workers']} rate {r['rate']:,.0f}: rows/s {r['rows_per_s']}; exact count "
+              f"{e['checks']} (trades rows {e['db_trades']}, kept {e['kept_trades']}, received "
+              f"{e['received_trades']}, sent {e['sent_trades']}); exit {r['exit_code']}")
     procs = [{"run": f"{r['mode']} N={r['workers']} {r['rate']:,.0f}", "proc": k, **v}
              for r in ours for k, v in r["per_process"].items()]
     common.print_table(procs, [("run", "session"), ("proc", "process"), ("cpu_us_per_msg", "CPU us/msg"),
                                ("peak_rss_mb", "peak RSS MB"), ("peak_pss_mb", "peak PSS MB")], "per process")
     if peers:
         common.print_table(peers, PEER_COLS, "peer (cryptofeed + its Postgres backends), medians over windows")
+        for r in peers:
+            e = r["exact"]
+            print(f"  peer {r['variant']} rate {r['rate']:,.0f}: exact count {e['checks']} (trades rows "
+                  f"{e['db_trades']}, kept {e['kept_trades']}, received {e['received_trades']}, sent "
+                  f"{e['sent_trades']}); dropped by its backends {r['dropped']}")
         ratios = []
-        for pr in peers:
-            for r in ours:
-                if r["rate"] == pr["rate"] and r["workers"] == a.workers and r["cpu_us_per_msg"]:
-                    ratios.append({"rate": pr["rate"], "mode": r["mode"],
-                                   "cpu_ratio": (pr["cpu_us_per_msg"] or 0) / r["cpu_us_per_msg"]})
-        common.print_table(ratios, [("rate", "aggTrades/s"), ("mode", "ours"), ("cpu_ratio", "CPU/msg peer/ours")],
-                           "ratios")
+        for rate in a.rates:
+            row: dict = {"rate": rate}
+            for mode in a.modes:
+                mine = next((r for r in ours if r["rate"] == rate and r["mode"] == mode
+                             and r["workers"] == a.workers), None)
+                theirs = next((r for r in peers if r["rate"] == rate and r["variant"] == PEER_FOR_MODE[mode]), None)
+                if mine and theirs and mine["cpu_us_per_msg"] and theirs["cpu_us_per_msg"]:
+                    row[mode] = theirs["cpu_us_per_msg"] / mine["cpu_us_per_msg"]
+                    # with PostgreSQL's CPU: what the whole machine spends per message on each side
+                    both_ours = (mine["cpu_frac"] + (mine["pg_cpu_frac"] or 0)) / max(mine["received_msgs_s"], 1)
+                    both_theirs = (theirs["cpu_frac"] + (theirs["pg_cpu_frac"] or 0)) / max(theirs["received_msgs_s"], 1)
+                    row[f"{mode}_pg"] = both_theirs / both_ours
+                    row[f"{mode}_ok"] = "both" if mine["sustained"] and theirs["sustained"] else "NOT both"
+            ratios.append(row)
+        cols = [("rate", "aggTrades/s")]
+        for mode in a.modes:
+            cols += [(mode, f"{mode} vs {PEER_FOR_MODE[mode]} peer"), (f"{mode}_pg", "incl. PG"),
+                     (f"{mode}_ok", "sustained")]
+        common.print_table(ratios, cols, f"CPU per message, peer / ours (N={a.workers}); a ratio where either side"
+                           " was not sustained compares unequal work")
     for mode in a.modes:
         mine = best_rate([r for r in ours if r["mode"] == mode and r["workers"] == a.workers])
-        theirs = best_rate(peers) if peers else None
+        theirs = best_rate([r for r in peers if r["variant"] == PEER_FOR_MODE[mode]]) if peers else None
         ratio = f"{mine / theirs:.2f}" if mine and theirs else "-"
-        print(f"  highest sustained rate ({mode}, N={a.workers}): ours {mine}, peer {theirs}, ours/peer {ratio}")
+        print(f"  highest sustained rate ({mode}, N={a.workers}): ours {mine}, peer {PEER_FOR_MODE[mode]} {theirs},"
+              f" ours/peer {ratio}")
     print(f"  targets: >= {TARGET_RATE:,} msgs/s with p99 < {TARGET_P99_MS} ms; <= {TARGET_US_PER_MSG} us/msg "
           f"filtered; >= {TARGET_PEER_RATIO}x less CPU/msg than the peer; PSS (N=8) <= {TARGET_PSS_MB} MB")
 
