@@ -1,5 +1,6 @@
-"""Declared dependencies match imports: every third-party module the product imports is declared (in the
-main dependencies, or in the extra of the part that imports it), and every main dependency is imported."""
+"""Declared dependencies match imports: every third-party module the product (collector/ and the simulator it
+ships for --simulate, exchange_sim/) imports is declared (in the main dependencies, or in the extra of the
+part that imports it), and every main dependency is imported."""
 
 from __future__ import annotations
 
@@ -32,11 +33,13 @@ def _declared() -> dict[str, set[str]]:
 
 
 def _imports() -> dict[str, set[str]]:
-    """Distribution name -> the parts of collector/ (first path component) that import it."""
+    """Distribution name -> the parts (collector/'s first path component, or exchange_sim) that import it."""
     dists = packages_distributions()
     found: dict[str, set[str]] = {}
-    for path in (ROOT / "collector").rglob("*.py"):
-        part = path.relative_to(ROOT / "collector").parts[0]
+    paths = [*(ROOT / "collector").rglob("*.py"), *(ROOT / "exchange_sim").rglob("*.py")]
+    for path in paths:
+        part = path.relative_to(ROOT / "collector").parts[0] if path.is_relative_to(ROOT / "collector") \
+            else "exchange_sim"
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
@@ -57,7 +60,7 @@ def test_every_import_is_declared_where_its_part_is_installed() -> None:
         for part in parts:
             extra = EXTRA_OF.get(part)
             where = declared["main"] | (declared[extra] if extra else set())
-            assert dist in where, f"collector/{part} imports {dist}, declared in neither the main " \
+            assert dist in where, f"{part} imports {dist}, declared in neither the main " \
                                   f"dependencies nor {f'the {extra} extra' if extra else 'any extra it needs'}"
 
 
@@ -67,5 +70,5 @@ def test_every_declared_dependency_is_imported() -> None:
         for dist in declared[extra]:
             users = imported.get(dist, set())
             if extra == "main":
-                users -= set(EXTRA_OF)  # the main list is for what the collector itself imports
+                users -= set(EXTRA_OF)  # the main list is for what the collector and its simulator import
             assert users or dist in INDIRECT, f"{dist} is declared ({extra}) but nothing there imports it"
