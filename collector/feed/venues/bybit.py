@@ -113,6 +113,8 @@ PING = '{"op":"ping"}'
 
 # --- wire ----------------------------------------------------------------------------------------------
 
+NO_DATA = msgspec.Raw(b"")  # the envelope of an answer (no `data`)
+
 
 class Envelope(msgspec.Struct):
     """A push (`topic`, `type`, `ts`, `data`) or an answer (`success`, `ret_msg`, `op`)."""
@@ -120,7 +122,7 @@ class Envelope(msgspec.Struct):
     topic: str = ""
     type: str = ""
     ts: int = 0
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = NO_DATA
     success: bool | None = None
     ret_msg: str = ""
     op: str = ""
@@ -201,7 +203,7 @@ class BybitDecoder:
         except msgspec.DecodeError as e:
             kind = "invalid_frame" if isinstance(e, msgspec.ValidationError) else "malformed_json"
             return self.skipped.skip(kind, msg, e)
-        if env.data is None:
+        if env.data is NO_DATA:
             if env.success is False:
                 self.venue_errors.append(env.ret_msg)
                 return self.skipped.skip("venue_error", msg)

@@ -108,6 +108,8 @@ def subscribe_messages(inst_ids: Iterable[str], data_types: Iterable[str],
 
 # --- wire ----------------------------------------------------------------------------------------------
 
+NO_DATA = msgspec.Raw(b"")  # the envelope of an answer (no `data`)
+
 
 class Arg(msgspec.Struct):
     channel: str
@@ -119,7 +121,7 @@ class Envelope(msgspec.Struct):
     """A push (`arg` + `data`) or an answer (`event`: subscribe, unsubscribe, error)."""
 
     arg: Arg | None = None
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = NO_DATA
     event: str = ""
     code: str = ""
     msg: str = ""
@@ -205,7 +207,7 @@ class OkxDecoder:
         except msgspec.DecodeError as e:
             kind = "invalid_frame" if isinstance(e, msgspec.ValidationError) else "malformed_json"
             return self.skipped.skip(kind, msg, e)
-        if env.arg is None or env.data is None:
+        if env.arg is None or env.data is NO_DATA:
             if env.event == "error":
                 self.venue_errors.append(f"{env.code} {env.msg}")
                 return self.skipped.skip("venue_error", msg)
