@@ -246,6 +246,8 @@ class BybitDecoder:
         name = d.symbol
         if not self._known(name, msg):
             return
+        if d.nextFundingTime:
+            int(d.nextFundingTime)  # a bad value is refused here (bad_number), never merged into the state
         st = self.tickers.get(name)
         if env.type == "snapshot" or st is None:
             st = self.tickers[name] = d
