@@ -309,3 +309,34 @@ def test_cryptofeed_stays_in_its_adapter():
             if any(n == "cryptofeed" or n.startswith("cryptofeed.") for n in names):
                 importers.append(path.relative_to(ROOT).as_posix())
     assert sorted(set(importers)) == ["collector/feed/cryptofeed_adapter.py"]
+
+
+def test_trade_fast_path_equals_the_general_path():
+    """Trades in the venue's usual key order take a one-decode path; any other order gives the same event."""
+    okx_frame = json.loads(OKX_TRADE % ("BTC-USDT-SWAP", "BTC-USDT-SWAP", "12.3"))
+    by_frame = {"topic": "publicTrade.BTCUSDT", "type": "snapshot", "ts": 5,
+                "data": [{"T": 4, "s": "BTCUSDT", "S": "Buy", "v": "0.5", "p": "9.5", "i": "u", "seq": 77}]}
+    for decoder, sym, frame in ((okx.OkxDecoder, OKX_BTC, okx_frame), (bybit.BybitDecoder, BY_BTC, by_frame)):
+        usual, reordered = json.dumps(frame, separators=(",", ":")), json.dumps(dict(reversed(frame.items())))
+        assert not reordered.startswith(usual[:20])
+        events = []
+        for text in (usual, reordered, usual.encode()):
+            sink = Sink()
+            decoder([sym], sink).handle(text, 1.0)
+            assert not sink.bad
+            events.append(sink.events)
+        assert events[0] == events[1] == events[2] and len(events[0]) == 1
+
+
+def test_a_failing_sink_is_counted_not_raised():
+    class Failing(Sink):
+        def on_trade(self, t, r):
+            raise RuntimeError("sink broke")
+    for decoder, sym, frame in ((okx.OkxDecoder, OKX_BTC, OKX_TRADE % ("BTC-USDT-SWAP", "BTC-USDT-SWAP", "1")),
+                                (bybit.BybitDecoder, BY_BTC, '{"topic":"publicTrade.BTCUSDT","ts":1,"data":[{"T":1,'
+                                 '"s":"BTCUSDT","S":"Buy","v":"1","p":"1","seq":1}]}')):
+        sink = Failing()
+        d = decoder([sym], sink)
+        d.handle(frame, 1.0)
+        d.handle(json.dumps(dict(reversed(json.loads(frame).items()))), 1.0)   # the general path too
+        assert sink.bad == {"handler_error": 2}

@@ -59,13 +59,12 @@ def shift_decimal(value: str, exp10: int) -> str:
     Keeps the scale Decimal.scaleb would ("50" * 10**-2 -> "0.50"). ValueError unless value is an unsigned
     positional decimal (what the venues send for sizes).
     """
-    m = _DECIMAL_RE.fullmatch(value)
-    if m is None:
+    whole, dot, frac = value.partition(".")
+    digits = whole + frac
+    if not whole or (dot and not frac) or not digits.isdigit() or not digits.isascii():
         raise ValueError(f"not an unsigned decimal: {value!r}")
-    whole, frac = m.group(1), m.group(2) or ""
     if exp10 == 0:
         return value
-    digits = whole + frac
     point = len(whole) + exp10
     if point <= 0:
         return "0." + "0" * -point + digits
@@ -75,10 +74,14 @@ def shift_decimal(value: str, exp10: int) -> str:
     return head + "." + digits[point:]
 
 
+# Sizes repeat (lot multiples: "1", "0.1", "12"...): converted ones are remembered, up to this many per size.
+_SIZE_CACHE_LIMIT = 4096
+
+
 class ContractSize:
     """Base units per contract, applied to size strings exactly (a digit shift when it is a power of ten)."""
 
-    __slots__ = ("_exp", "value")
+    __slots__ = ("_cache", "_exp", "value")
 
     def __init__(self, value: str = "1") -> None:
         try:
@@ -89,6 +92,7 @@ class ContractSize:
             raise ValueError(f"contract size {value!r} is not a positive decimal")
         self.value = value
         self._exp = power_of_ten(value)
+        self._cache: dict[str, str] = {}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ContractSize) and Decimal(other.value) == Decimal(self.value)
@@ -101,12 +105,19 @@ class ContractSize:
 
     def base_units(self, contracts: str) -> str:
         """contracts * value as an exact decimal string."""
+        out = self._cache.get(contracts)
+        if out is not None:
+            return out
         exp = self._exp
         if exp is not None:
-            return shift_decimal(contracts, exp)
-        if _DECIMAL_RE.fullmatch(contracts) is None:
-            raise ValueError(f"not an unsigned decimal: {contracts!r}")
-        return format(Decimal(contracts) * Decimal(self.value), "f")
+            out = shift_decimal(contracts, exp)
+        else:
+            shift_decimal(contracts, 0)  # the same validation
+            out = format(Decimal(contracts) * Decimal(self.value), "f")
+        if len(self._cache) >= _SIZE_CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[contracts] = out
+        return out
 
 
 @dataclass(frozen=True, slots=True)
