@@ -20,6 +20,7 @@ from collector.feed.venues.common import (
     ContractSize,
     VenueSymbol,
     binance_normalized,
+    binance_symbol,
     normalized,
     power_of_ten,
     shift_decimal,
@@ -82,6 +83,7 @@ def test_names():
     assert normalized("BTC") == "BTC-USDT-PERP"
     assert binance_normalized("BTCUSDT") == "BTC-USDT-PERP"
     assert binance_normalized("1000PEPEUSDT") == "1000PEPE-USDT-PERP"
+    assert binance_symbol("ETHUSDT") == VenueSymbol("binance", "ETHUSDT", "ETH-USDT-PERP", ContractSize("1"))
     for bad in ("USDT", "BTCUSDC", "btcusdt"):
         with pytest.raises(ValueError):
             binance_normalized(bad)
@@ -226,6 +228,8 @@ def test_okx_decoder_counts_bad_frames():
         "unknown_symbol": OKX_TRADE % ("ETH-USDT-SWAP", "ETH-USDT-SWAP", "1"),
         "bad_number": OKX_TRADE % ("BTC-USDT-SWAP", "BTC-USDT-SWAP", "-1"),
         "venue_error": '{"event":"error","code":"60018","msg":"Wrong URL or channel","connId":"a"}',
+        "venue_notice": '{"event":"notice","code":"64008","msg":"service upgrade","connId":"a"}',
+        "unknown_event": '{"event":"channel-conn-count","channel":"x","connCount":"2","connId":"a"}',
     }
     for f in frames.values():
         d.handle(f, 1.0)
@@ -233,7 +237,7 @@ def test_okx_decoder_counts_bad_frames():
     d.handle('{"event":"subscribe","arg":{"channel":"trades","instId":"BTC-USDT-SWAP"},"connId":"a"}', 1.0)
     d.handle(OKX_TRADE % ("BTC-USDT-SWAP", "BTC-USDT-SWAP", "12.3"), 1.0)
     assert sink.bad == d.skipped.counts == Counter(frames.keys())
-    assert d.venue_errors == ["60018 Wrong URL or channel"]
+    assert d.venue_errors == ["60018 Wrong URL or channel", "64008 service upgrade"]
     [(kind, t)] = sink.events
     assert (kind, t.s, t.a, t.p, t.q, t.m, t.T) == ("trade", "BTC-USDT-SWAP", 7, "65000.1", "0.123", True,
                                                    1700000000000)

@@ -145,3 +145,8 @@ class SkipCounter:
     def skip(self, kind: str, msg: str | bytes, exc: BaseException | None = None) -> None:
         self.errors.record(kind, msg, self.conn_id, exc)
         self.sink.on_bad_frame(kind)
+
+
+def binance_symbol(name: str) -> VenueSymbol:
+    """A Binance USDT-M perpetual (sizes in base units already) with its cross-venue name."""
+    return VenueSymbol("binance", name, binance_normalized(name), ContractSize("1"))

@@ -237,7 +237,10 @@ class OkxDecoder:
                 return self.skipped.skip("venue_error", msg)
             if env.event in ("subscribe", "unsubscribe"):
                 return None
-            return self.skipped.skip("invalid_frame", msg)
+            if env.event == "notice":  # e.g. 64008: the connection will be closed for a service upgrade
+                self.venue_errors.append(f"{env.code} {env.msg}")
+                return self.skipped.skip("venue_notice", msg)
+            return self.skipped.skip("unknown_event" if env.event else "invalid_frame", msg)
         channel = env.arg.channel
         decoder = _rows.get(channel)
         if decoder is None:
