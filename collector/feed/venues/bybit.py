@@ -1,9 +1,9 @@
 """Bybit v5 USDT linear perpetuals: universe (cursor-paginated), subscriptions and a lean frame decoder.
 
 Why: the collector's pipeline consumes collector.feed.wire's structs; this turns Bybit's `/v5/public/linear`
-frames (publicTrade, tickers, allLiquidation, kline.1) into those structs with two msgspec decodes
-(envelope, then the topic's data), no Decimal and no object beyond the struct. Linear sizes are already
-base units (contract size 1).
+frames (publicTrade, tickers, allLiquidation, kline.1) into those structs: one msgspec decode for a trade
+frame in Bybit's usual key order, else two (envelope, then the topic's data); no Decimal, no object beyond
+the struct. Linear sizes are already base units (contract size 1).
 
 Mapping (Bybit -> wire struct; venues/__init__ has the table for both venues):
 - publicTrade -> AggTrade: a = f = l = seq (0 when absent). Trade ids `i` are UUIDs and `seq` is not

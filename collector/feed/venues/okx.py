@@ -2,12 +2,14 @@
 
 Why: the collector's pipeline consumes collector.feed.wire's structs; this turns OKX's public WebSocket frames
 (`/ws/v5/public`: trades, funding-rate, open-interest, mark-price, liquidation-orders; `/ws/v5/business`:
-candle1m) into those structs with two msgspec decodes (envelope, then the channel's rows), no Decimal and no
-object beyond the struct, and contract sizes applied on the strings so amounts are base units.
+candle1m) into those structs: one msgspec decode for a trades frame in OKX's usual key order, else two
+(envelope, then the channel's rows); no Decimal, no object beyond the struct; contract sizes applied on the
+strings so amounts are base units.
 
 Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
-- trades -> AggTrade: a = f = l = tradeId (per instrument; OKX does not promise consecutive ids, the
-  simulator makes them consecutive), q = sz * ctVal, m = side == "sell", E = T = ts.
+- trades -> AggTrade: a = f = l = tradeId (per instrument; a live push aggregates `count` trades and OKX
+  does not document ids as consecutive per push, the simulator sends consecutive ones), q = sz * ctVal,
+  m = side == "sell", E = T = ts.
 - funding-rate and mark-price -> MarkPrice: OKX sends the funding rate (every 30-90 s) apart from the mark
   price (every second), so the decoder keeps both per instrument and every push of either emits the merged
   MarkPrice (p = "" until a mark price was seen); T = fundingTime, the settlement of the rate sent.
