@@ -37,6 +37,7 @@ from collector.runtime.checkpoint_block import CheckpointBlock
 from collector.runtime.checkpoints import RESUME_IDS_MAX_AGE_MS, Checkpointer, resume_activity
 from collector.runtime.handover import HandoverBuffer
 from collector.runtime.stopping import sleep_unless_stopped
+from collector.runtime.wakeups import coalesce
 from collector.runtime.worker_control import build_trade_filter, build_warmup, read_control
 from collector.runtime.worker_spec import WorkerSpec
 from collector.runtime.worker_stats import StatsPublisher
@@ -50,8 +51,9 @@ log = logging.getLogger(__name__)
 # The worker's housekeeping (flush aged batches, publish stats, read control messages, back-pressure) sleeps
 # until its next deadline instead of ticking: at the real market's rate a fixed 50 ms tick was most of an
 # idle worker's CPU, times 8 workers. Deadlines: a batch's flush (the pipeline wakes it when a batch
-# starts), the stats publication, the provisional-threshold refresh, and at most MAX_SLEEP_S, which bounds
-# how late a stop request or a control message (tiers, REST pause, config) is noticed.
+# starts), the stats publication, the checkpoint snapshot, the provisional-threshold refresh, and at most
+# MAX_SLEEP_S, which bounds how late a stop request or a control message (tiers, REST pause, config) is
+# noticed. Timers due within collector.runtime.wakeups.TIMER_SLACK_S of each other share one wake-up.
 MAX_SLEEP_S = 1.0
 # How often the stats are looked at; they are copied to shared memory only when they changed, and at
 # least every worker_stats.HEARTBEAT_S: the heartbeat the supervisor's liveness check reads (monitoring.
@@ -215,13 +217,14 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
                 next_warmup_log = now + WARMUP_LOG_S
                 log.info("provisional tiers: large-trade thresholds from own trades %d, scaled ticker prior %d, "
                          "none yet %d", *warmup.sources)
-        due = min(next_publish, now + (PAUSED_CHECK_S if paused else MAX_SLEEP_S))
+        timers = [next_publish, now + (PAUSED_CHECK_S if paused else MAX_SLEEP_S)]
+        if warmup is not None and not warmup.ended:
+            timers.append(next_warmup)
+        if checkpointer is not None:
+            timers.append(checkpointer.next_due)
+        due = coalesce(timers)  # one wake-up for the timers due together (collector.runtime.wakeups)
         if (flush_ms := pipeline.next_flush_ms()) is not None:
             due = min(due, flush_ms / 1000)
-        if warmup is not None and not warmup.ended:
-            due = min(due, next_warmup)
-        if checkpointer is not None:
-            due = min(due, checkpointer.next_due)
         if holding is not None:  # a hand-over in progress: notice "ready" and overflow promptly
             due = min(due, now + PAUSED_CHECK_S)
         return due - time.time()
