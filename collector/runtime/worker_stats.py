@@ -66,15 +66,15 @@ class StatsPublisher:
     def publish(self, paused: bool, activity: bool = False) -> None:
         """Copy the counters if they changed (or the heartbeat is due), and the activity images if a trade
         arrived since their last copy (or `activity`: a final or hand-over copy, always made)."""
-        now = time.time()
-        signature = self._signature(paused)
-        if self._counters.check(now, signature) or activity:
+        now, mono = time.time(), time.monotonic()  # the heartbeats on the monotonic clock: a wall-clock step
+        signature = self._signature(paused)           # back must not silence a child (the arbiter kills it)
+        if self._counters.check(mono, signature) or activity:
             self._publish_counters(paused, now)
         if activity or now >= self._next_activity:
             self._next_activity = now + ACTIVITY_PUBLISH_S
             # the images change only with the trades that feed them (SymbolActivity.add: live and backfilled)
             trades = (self.pipeline.received.get("trades", 0), self.pipeline.backfilled.get("trades", 0))
-            if self._activity.check(now, trades) or activity:
+            if self._activity.check(mono, trades) or activity:
                 self._publish_activity(now)
 
     def _publish_counters(self, paused: bool, now: float) -> None:
