@@ -8,6 +8,7 @@ needs to continue correctly is in collector.runtime.checkpoints, not here.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from collector.runtime.heartbeat import PublishPolicy
@@ -37,13 +38,14 @@ class StatsPublisher:
     Called every STATS_PUBLISH_S (collector.runtime.worker); copies only what changed, plus a heartbeat."""
 
     def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures, link: WriterLink,
-                 budget: WeightBudget | SharedWeightBudget) -> None:
+                 budget: WeightBudget | SharedWeightBudget, clock: Callable[[], float] = time.monotonic) -> None:
         assert spec.stats_name is not None
         self.block = StatsBlock.attach(spec.stats_name)
         self.slot = self.block.process_slot(spec.index + 1)
         self.owner = spec.index + 1
         self.spec, self.pipeline, self.feed, self.link, self.budget = spec, pipeline, feed, link, budget
         self._next_activity = 0.0
+        self.clock = clock  # for the heartbeats: monotonic, a wall-clock step back must not silence the child
         self._counters = PublishPolicy(HEARTBEAT_S)
         self._activity = PublishPolicy(ACTIVITY_HEARTBEAT_S)
         self.quiet = False
@@ -66,8 +68,8 @@ class StatsPublisher:
     def publish(self, paused: bool, activity: bool = False) -> None:
         """Copy the counters if they changed (or the heartbeat is due), and the activity images if a trade
         arrived since their last copy (or `activity`: a final or hand-over copy, always made)."""
-        now, mono = time.time(), time.monotonic()  # the heartbeats on the monotonic clock: a wall-clock step
-        signature = self._signature(paused)           # back must not silence a child (the arbiter kills it)
+        now, mono = time.time(), self.clock()
+        signature = self._signature(paused)
         if self._counters.check(mono, signature) or activity:
             self._publish_counters(paused, now)
         if activity or now >= self._next_activity:
