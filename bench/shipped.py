@@ -10,9 +10,11 @@ as a subprocess - so the medians over runs include start-up to start-up variatio
   `committed_at DEFAULT clock_timestamp()` column, see throughput.py), wall seconds;
 - **CPU cores** (loaded): utime+stime from /proc/<pid>/stat of every process in the supervisor's tree
   (supervisor, writer, workers, multiprocessing's helpers), summed, over a steady window after a warm-up,
-  divided by the window's wall time; PostgreSQL's own CPU apart ("PG cores");
+  divided by the window's wall time; PostgreSQL's own CPU apart ("PG cores"); the simulator (this script's
+  child, not the supervisor's) is in neither;
 - **PSS MB**: /proc/<pid>/smaps_rollup `Pss:` of every process of the tree at the end of the window,
-  summed (shared pages split between the processes that map them: the real footprint);
+  summed (shared pages split between the processes that map them: the real footprint; the shared-memory
+  stats block is split among the supervisor and the children that map it, so it is counted once);
 - **idle**: the same with the simulator at 0 aggTrades/s (connections open, markPrice still pushed every
   second per symbol, klines only updated by trades, so none), after the same warm-up;
 - **peer**: bench/peer.py's session at the same rate, one window of the same length, in the same invocation:

@@ -247,7 +247,7 @@ class Supervisor:
                 self._replace_worker(c)
 
     def _spawn(self, child: Child) -> None:
-        from collector.runtime.worker import WorkerSpec, run_worker
+        from collector.runtime.worker_spec import WorkerSpec, run_worker
         from collector.writer.main import WriterSpec, run_writer
 
         cfg, res, co = self.cfg, self.res, self.coordinator

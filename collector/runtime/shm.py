@@ -217,7 +217,8 @@ class StatsBlock:
         shm = shared_memory.SharedMemory(name=name, create=True, size=size)
         buf = shm.buf
         assert buf is not None  # open: just created
-        buf[:size] = bytes(size)  # fresh POSIX shm is zeroed, but not every platform promises it
+        if os.name != "posix":  # POSIX zero-fills a new shm object (ftruncate): writing zeros would make
+            buf[:size] = bytes(size)  # every page resident, ~12 MB of listing room that may never be used
         _HEADER.pack_into(buf, 0, MAGIC, LAYOUT_VERSION, _HEADER.size, process_slots, symbol_slots,
                           PROCESS_SLOT_SIZE, sym_size, VALUES_CAPACITY, act, proc_off, sym_off, _now_ms())
         for k in range(symbol_slots):

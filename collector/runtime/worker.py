@@ -1,7 +1,7 @@
 """A worker process: one uvloop event loop, one cryptofeed feed for its share of symbols, the pipeline.
 
-Everything here runs in the child: `WorkerSpec` is built by the supervisor and must stay small and
-picklable (spawn start method); heavy objects (feed, filters, sockets) are created in `run_worker`.
+Everything here runs in the child: the supervisor builds a `WorkerSpec` (collector.runtime.worker_spec)
+without importing this module; heavy objects (feed, filters, sockets) are created in `run_worker`.
 Batches go to the writer over a Unix socket (collector.transport.link) and stay in this worker's memory
 until the writer acknowledges them as committed or spooled. When the writer falls behind and more than
 writer.worker_max_unacked_mb wait, the worker stops reading the exchange's sockets (until below half)
@@ -17,10 +17,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.queues import Queue
-from multiprocessing.synchronize import Event as MpEvent
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import psycopg
 
@@ -28,7 +25,6 @@ from collector.config import Config
 from collector.db import gaps_repo
 from collector.feed.backfill import Backfiller
 from collector.feed.cryptofeed_adapter import bind_feed_class
-from collector.feed.endpoints import Endpoints
 from collector.feed.open_interest import poll_positions
 from collector.feed.rest_budget import SharedWeightBudget
 from collector.feed.rest_client import RestClient
@@ -37,12 +33,13 @@ from collector.pipeline.activity import window_ms
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.router import Pipeline
-from collector.pipeline.tiers import TierAssignment
 from collector.runtime.checkpoint_block import CheckpointBlock
 from collector.runtime.checkpoints import RESUME_IDS_MAX_AGE_MS, Checkpointer, resume_activity
 from collector.runtime.handover import HandoverBuffer
 from collector.runtime.stopping import sleep_unless_stopped
+from collector.runtime.wakeups import coalesce
 from collector.runtime.worker_control import build_trade_filter, build_warmup, read_control
+from collector.runtime.worker_spec import WorkerSpec
 from collector.runtime.worker_stats import StatsPublisher
 from collector.transport.link import WriterLink
 
@@ -54,10 +51,12 @@ log = logging.getLogger(__name__)
 # The worker's housekeeping (flush aged batches, publish stats, read control messages, back-pressure) sleeps
 # until its next deadline instead of ticking: at the real market's rate a fixed 50 ms tick was most of an
 # idle worker's CPU, times 8 workers. Deadlines: a batch's flush (the pipeline wakes it when a batch
-# starts), the stats publication, the provisional-threshold refresh, and at most MAX_SLEEP_S, which bounds
-# how late a stop request or a control message (tiers, REST pause, config) is noticed.
+# starts), the stats publication, the checkpoint snapshot, the provisional-threshold refresh, and at most
+# MAX_SLEEP_S, which bounds how late a stop request or a control message (tiers, REST pause, config) is
+# noticed. Timers due within collector.runtime.wakeups.TIMER_SLACK_S of each other share one wake-up.
 MAX_SLEEP_S = 1.0
-# Stats publication period: the heartbeat the supervisor's liveness check reads (monitoring.
+# How often the stats are looked at; they are copied to shared memory only when they changed, and at
+# least every worker_stats.HEARTBEAT_S: the heartbeat the supervisor's liveness check reads (monitoring.
 # heartbeat_timeout_s, 120 s by default) and /stats' freshness (health's stats_silent_ms is 10 s).
 STATS_PUBLISH_S = 0.5
 # While paused by back-pressure the unacknowledged bytes are checked this often, so reading resumes promptly
@@ -73,30 +72,6 @@ DRAIN_TIMEOUT_S = 30.0
 WARMUP_REFRESH_S = 1.0
 # How often the worker logs where its provisional thresholds come from.
 WARMUP_LOG_S = 60.0
-
-
-@dataclass
-class WorkerSpec:
-    index: int
-    total: int
-    symbols: list[str]
-    config: Config
-    endpoints: Endpoints
-    socket_path: str  # the writer's (collector.transport.link)
-    control: Queue[Any]  # from the supervisor: ("tiers", {symbol: TierAssignment}) or ("config", Config)
-    stop: MpEvent
-    stats_name: str | None = None  # the supervisor's shared-memory statistics block (collector.runtime.shm)
-    symbol_slots: dict[str, int] = field(default_factory=dict)  # symbol -> its slot in that block
-    tiers: dict[str, TierAssignment] = field(default_factory=dict)
-    # True when `tiers` are the ticker/24hr estimate (no stored or live tiers yet): the worker then
-    # refines each threshold from the symbol's own trades until live tiers arrive.
-    tiers_provisional: bool = False
-    checkpoints_name: str | None = None  # the supervisor's checkpoint block (collector.runtime.checkpoints)
-    # A predecessor still collects these symbols: hold events until the supervisor says it has exited
-    handover: bool = False
-    rest_weight_share: float = 1.0  # of the collector's REST weight budget (without rest_budget_path)
-    rest_budget_path: str | None = None  # the process tree's shared REST budget (collector.feed.rest_budget)
-    dsn: str | None = None  # where the gaps table is read back (unfinished repairs to take over)
 
 
 async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda: None) -> None:
@@ -242,13 +217,14 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
                 next_warmup_log = now + WARMUP_LOG_S
                 log.info("provisional tiers: large-trade thresholds from own trades %d, scaled ticker prior %d, "
                          "none yet %d", *warmup.sources)
-        due = min(next_publish, now + (PAUSED_CHECK_S if paused else MAX_SLEEP_S))
+        timers = [next_publish, now + (PAUSED_CHECK_S if paused else MAX_SLEEP_S)]
+        if warmup is not None and not warmup.ended:
+            timers.append(next_warmup)
+        if checkpointer is not None:
+            timers.append(checkpointer.next_due)
+        due = coalesce(timers)  # one wake-up for the timers due together (collector.runtime.wakeups)
         if (flush_ms := pipeline.next_flush_ms()) is not None:
             due = min(due, flush_ms / 1000)
-        if warmup is not None and not warmup.ended:
-            due = min(due, next_warmup)
-        if checkpointer is not None:
-            due = min(due, checkpointer.next_due)
         if holding is not None:  # a hand-over in progress: notice "ready" and overflow promptly
             due = min(due, now + PAUSED_CHECK_S)
         return due - time.time()

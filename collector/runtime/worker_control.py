@@ -18,7 +18,7 @@ from collector.pipeline.trade_filter import FilterParams, TradeFilter
 
 if TYPE_CHECKING:
     from collector.pipeline.router import Pipeline
-    from collector.runtime.worker import WorkerSpec
+    from collector.runtime.worker_spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 

@@ -6,27 +6,48 @@ runs collector.writer.service.serve() until the supervisor's stop event is set.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from collector.observability.catalogue import JOB_PROCS, LATENCY_BUCKET_KEYS, WRITER_KINDS
+from collector.runtime.heartbeat import PublishPolicy
 from collector.writer.service import serve
 from collector.writer.stats import WriterStats
 
+# Unchanged stats are copied again this often: the writer's heartbeat (collector.runtime.heartbeat), well
+# inside health's stats_silent_ms (10 s) and monitoring.heartbeat_timeout_s.
+HEARTBEAT_S = 5.0
+
+
+def stats_signature(st: WriterStats) -> tuple[object, ...]:
+    """Changes whenever a value WriterStatsPublisher copies does. Every commit (rows, last event times,
+    COPY latencies, histogram) adds to batches_written; the other fields are compared as they are."""
+    return (sum(st.batches_written.values()), st.copy_latency_sum_s, st.commit_lag_last_ms, st.errors,
+            st.last_error, st.last_error_ms, st.failing_since_ms, st.pending_rows, st.pending_bytes,
+            st.spooled_batches, st.spooled_bytes, st.replayed_flushes, st.partitions_created,
+            st.partitions_dropped, st.rejected_batches, st.refused_batches, st.schema_ready, st.jobs_checked_ms,
+            tuple(sorted(st.jobs_failing.items())))
+
 
 class WriterStatsPublisher:
-    """Copies WriterStats into the writer's shared-memory slot after every loop turn (a few µs)."""
+    """Copies WriterStats into the writer's shared-memory slot after a loop turn that changed them (a few µs),
+    and at least every HEARTBEAT_S."""
 
     KINDS = WRITER_KINDS
 
-    def __init__(self, slot: Any) -> None:
+    def __init__(self, slot: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.slot = slot
         self.bucket_keys = LATENCY_BUCKET_KEYS
         self.job_procs = JOB_PROCS
+        self.policy = PublishPolicy(HEARTBEAT_S)
+        self.clock = clock
 
     def __call__(self, st: WriterStats) -> None:
+        if not self.policy.check(self.clock(), stats_signature(st)):
+            return
         slot = self.slot
         slot.update(st.rows_written, "rows.")
         slot.update(st.batches_written, "batches.")
