@@ -358,13 +358,16 @@ class BatchBuilder:
         if self.table not in COLUMNS:
             raise ValueError(f"unknown table {self.table!r}")
 
-    def add(self, row: bytes, event_ms: int) -> None:
-        self._parts.append(row)
+    def add(self, row: bytes, event_ms: int) -> int:
+        """Append one tuple; returns the number of rows now held (saves the caller a len() per row)."""
+        parts = self._parts
+        parts.append(row)
         self._nbytes += len(row)
         if self._first is None or event_ms < self._first:
             self._first = event_ms
         if self._last is None or event_ms > self._last:
             self._last = event_ms
+        return len(parts)
 
     def __len__(self) -> int:
         return len(self._parts)

@@ -338,11 +338,11 @@ class Pipeline:
         b = self.builders.get(table)
         if b is None:
             b = self.builders[table] = BatchBuilder(table)
-        b.add(row, event_ms)
-        if len(b) == 1 and self.on_first_row is not None:
+        n = b.add(row, event_ms)
+        if n == 1 and self.on_first_row is not None:
             self.on_first_row()
         self.rows[table] += 1
-        if len(b) >= self.batch_rows:
+        if n >= self.batch_rows:
             self._emit(b)
 
     def _emit(self, builder: BatchBuilder, now_ms: int | None = None) -> None:
