@@ -114,7 +114,7 @@ def main() -> None:
                         prof.join()
                 workers = sum(v["cpu_us_per_msg"] or 0.0 for k, v in r["per_process"].items() if "worker" in k)
                 row = {"total": r["cpu_us_per_msg"], "workers": workers, "recv": r["received_msgs_s"],
-                       "sustained": r["sustained"], "exact": r["exact"]}
+                       "p99_ms": r["lat_p99_ms"], "sustained": r["sustained"], "exact": r["exact"]}
                 results[name].append(row)
                 print(f"{name}: {json.dumps(row)}", flush=True)
     mode = "keep_all" if a.keep_all else "filtered"
