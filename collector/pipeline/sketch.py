@@ -71,9 +71,14 @@ def quantile_of_counts(counts: Iterable[int], total: int, q: float) -> float:
     rank = int(q * (total - 1))
     # The first bucket whose running total exceeds the rank, found by C-level accumulate + bisect rather than
     # a Python loop over ~1,400 buckets (the warm-up refresh does this for every busy symbol every second).
+    lo = 0
+    if isinstance(counts, array):  # skip the empty buckets below the smallest and above the largest size, in C
+        raw = counts.tobytes()
+        lo = (len(raw) - len(raw.lstrip(b"\0"))) // counts.itemsize
+        counts = counts[lo:-(-len(raw.rstrip(b"\0")) // counts.itemsize)]
     running = list(accumulate(counts))
     i = bisect_right(running, rank)
-    return bucket_value(i if i < len(running) else _LAST)
+    return bucket_value(lo + i if i < len(running) else _LAST)
 
 
 class SizeSketch:
