@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -57,6 +57,8 @@ WS_CLIENTS = ("auto", "picows", "websockets")
 
 # The cryptofeed release this module is written against (pyproject pins it; the internals test checks it).
 CRYPTOFEED_VERSION = "3.0.1"
+# A plain function handling every message of one socket read: (messages, connection, receipt time).
+BatchHandler = Callable[[Sequence[str | bytes], Any, float], None]
 
 
 class ConnectionBase(AsyncConnection):
@@ -135,13 +137,15 @@ class SupervisedConnection(ConnectionHandler):
 
     def __init__(self, conn: AsyncConnection, subscribe: Callable[[AsyncConnection], Awaitable[None]],
                  handler: Callable[[str, AsyncConnection, float], Awaitable[None]], *, stop: asyncio.Event,
-                 timeout: float = 120.0, timeout_interval: float = 30.0, start_delay: float = 0.0) -> None:
+                 timeout: float = 120.0, timeout_interval: float = 30.0, start_delay: float = 0.0,
+                 batch_handler: BatchHandler | None = None) -> None:
         # Keywords only: upstream has inserted parameters before (keepalive, keepalive_interval).
         # cryptofeed annotates subscribe and handler as Awaitable; they are the callables it awaits.
         super().__init__(conn=conn, subscribe=cast(Any, subscribe), handler=cast(Any, handler), retries=-1,
                          timeout=timeout, timeout_interval=timeout_interval, log_on_error=False,
                          start_delay=start_delay)
         self._stop = stop
+        self._batch_handler = batch_handler
 
     async def _pause(self, seconds: float) -> None:
         await sleep_unless_stopped(self._stop, seconds)
@@ -171,16 +175,21 @@ class SupervisedConnection(ConnectionHandler):
 
         cryptofeed's loop resumes an async generator and looks up `last_message` for every message; here
         one resumption hands over every message of a socket read, each handled with that read's receipt
-        time. The watchdog still sees `last_message`, which the connection stamps on receipt.
+        time; with a `batch_handler` (plain function) the whole read is one call, no coroutine per message.
+        The watchdog still sees `last_message`, which the connection stamps on receipt.
         """
         read_batches = getattr(connection, "read_batches", None)
         if read_batches is None:
             await cast(Any, super())._handler(connection, handler)
             return
+        batch_handler = self._batch_handler
         try:
             async for timestamp, messages in read_batches():
-                for message in messages:
-                    await handler(message, connection, timestamp)
+                if batch_handler is not None:
+                    batch_handler(messages, connection, timestamp)
+                else:
+                    for message in messages:
+                        await handler(message, connection, timestamp)
                 if not self.running:
                     await cast(Any, connection).close()
                     return
@@ -351,9 +360,11 @@ class CollectorFeed:
         """Connections only: the collector does its own batching, so cryptofeed's backends are not used."""
         me = cast(Any, self)
         await self._setup()
+        batch = getattr(self, "handle_batch", None)  # the lean feed's whole-read stand-in for message_handler
         self.connections = [
             SupervisedConnection(conn, sub, handler, stop=stop_event, timeout=me.timeout,
-                                 timeout_interval=me.timeout_interval, start_delay=me.start_delay)
+                                 timeout_interval=me.timeout_interval, start_delay=me.start_delay,
+                                 batch_handler=batch if handler == self.message_handler else None)
             for conn, sub, handler in self.connect()
         ]
         async with asyncio.TaskGroup() as tg:

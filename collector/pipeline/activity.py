@@ -189,9 +189,15 @@ class SymbolActivity:
         return sketch.SizeSketch(self._hist_of(list(self._live(now_ms))))
 
     def _hist_of(self, live: list[int]) -> array[int]:
-        total = array(sketch.TYPECODE, _ZERO_HIST)
-        for k in live:
-            total = array(sketch.TYPECODE, map(int.__add__, total, self._hist[k * NBUCKETS:(k + 1) * NBUCKETS]))
+        # The first live slot is copied, not added to zeros: during warm-up (one live slot) the provisional
+        # thresholds read every busy symbol's histogram each second, and the element-wise add was most of that.
+        if not live:
+            return array(sketch.TYPECODE, _ZERO_HIST)
+        hist = self._hist
+        k = live[0]
+        total = hist[k * NBUCKETS:(k + 1) * NBUCKETS]
+        for k in live[1:]:
+            total = array(sketch.TYPECODE, map(int.__add__, total, hist[k * NBUCKETS:(k + 1) * NBUCKETS]))
         return total
 
     def merge(self, other: SymbolActivity) -> None:

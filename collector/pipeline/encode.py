@@ -15,7 +15,6 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from collector.symbols import valid_symbol
 
@@ -107,28 +106,42 @@ def _enc_numeric(s: str) -> bytes:
     if not (ip.isdigit() and ip.isascii()) or (dot and not (fp.isdigit() and fp.isascii())):
         raise ValueError(f"not a decimal string: {s!r}")
     dscale = len(fp)
-    ip = ip.lstrip("0")
-    li = len(ip)
-    pad = -li % 4
-    # base-10000 groups are aligned on the decimal point: pad the integer part on the left and the
-    # fraction on the right to multiples of 4 digits
-    digits = "0" * pad + ip + fp + "0" * (-dscale % 4)
-    stripped = digits.lstrip("0")
-    if not stripped:  # zero: PostgreSQL stores no digits, weight 0, positive sign; the scale is kept
+    # The digits as one integer, the fraction padded on the right to whole base-10000 groups (groups are
+    # aligned on the decimal point); int() and divmod do in C what slicing 4-digit strings did per group.
+    fpad = -dscale % 4
+    n = int(ip + fp + "0" * fpad if fpad else ip + fp)
+    if not n:  # zero: PostgreSQL stores no digits, weight 0, positive sign; the scale is kept
         return _numeric_packer(0)(8, 0, 0, 0, dscale)
-    lead = (len(digits) - len(stripped)) >> 2  # whole zero groups before the first significant one
-    end = len(digits.rstrip("0"))
-    end += -end % 4  # trailing zero groups are dropped (dscale keeps the displayed zeros)
-    weight = ((li + pad) >> 2) - 1 - lead
-    groups = [int(digits[i:i + 4]) for i in range(lead * 4, end, 4)]
+    groups = []  # least significant first
+    while n:
+        n, g = divmod(n, 10000)
+        groups.append(g)
+    weight = len(groups) - 1 - (dscale + fpad) // 4
+    i = 0
+    while not groups[i]:  # trailing zero groups are dropped (dscale keeps the displayed zeros)
+        i += 1
+    groups = groups[:i - 1:-1] if i else groups[::-1]
     nd = len(groups)
     return _numeric_packer(nd)(8 + 2 * nd, nd, weight, _NUMERIC_NEG if neg else 0, dscale, *groups)
 
 
 # Prices and quantities repeat heavily within seconds (same tick, same lot sizes): caching the encoded bytes
-# turns most NUMERIC encodes into one dict lookup. 2**16 entries x ~100 B = a few MB per worker.
-enc_numeric = lru_cache(maxsize=1 << 16)(_enc_numeric)
-enc_numeric.__doc__ = """Decimal ASCII string (as Binance sends it) -> NUMERIC binary, exact; ValueError on garbage."""
+# turns most NUMERIC encodes into one dict lookup (a plain dict: its get() is about half an lru_cache hit,
+# and the hot encoders call it inline). Emptied when full: 2**16 entries x ~100 B = a few MB per worker.
+_NUMERIC_CACHE: dict[str, bytes] = {}
+_NUMERIC_CACHE_SIZE = 1 << 16
+_numeric_cached = _NUMERIC_CACHE.get
+
+
+def enc_numeric(s: str) -> bytes:
+    """Decimal ASCII string (as Binance sends it) -> NUMERIC binary, exact; ValueError on garbage."""
+    b = _NUMERIC_CACHE.get(s)
+    if b is None:
+        b = _enc_numeric(s)
+        if len(_NUMERIC_CACHE) >= _NUMERIC_CACHE_SIZE:
+            _NUMERIC_CACHE.clear()
+        _NUMERIC_CACHE[s] = b
+    return b
 
 
 def enc_numeric_or_null(s: str | None) -> bytes:
@@ -145,6 +158,8 @@ _SYMBOL_CACHE: dict[str, bytes] = {}
 _WORD_CACHE: dict[str, bytes] = {}
 # ~500 perpetuals today; the bound only protects against an unbounded stream of new names.
 _CACHE_LIMIT = 4096
+_symbol_cached = _SYMBOL_CACHE.get
+_word_cached = _WORD_CACHE.get
 
 
 def enc_symbol(s: str) -> bytes:
@@ -204,15 +219,16 @@ _TRADE_TAIL = struct.Struct(">iqiq").pack  # first_trade_id, last_trade_id
 def encode_trade(time_ms: int, symbol: str, trade_id: int, price: str, amount: str, usd_value: float,
                  side: str, save_reason: str, first_trade_id: int, last_trade_id: int) -> bytes:
     """One `trades` tuple. Hot path (every kept trade, up to ~50k/s in keep_all): keep it lean."""
+    # Cache lookups inline (encoded bytes are never empty, so `or` only calls the encoder on a miss).
     return b"".join((
         _ROW_HEAD(10, 8, (time_ms - PG_EPOCH_MS) * 1000),
-        enc_symbol(symbol),
+        _symbol_cached(symbol) or enc_symbol(symbol),
         _TRADE_ID(8, trade_id),
-        enc_numeric(price),
-        enc_numeric(amount),
+        _numeric_cached(price) or enc_numeric(price),
+        _numeric_cached(amount) or enc_numeric(amount),
         _TRADE_USD(8, usd_value),
-        _enc_word(side),
-        _enc_word(save_reason),
+        _word_cached(side) or _enc_word(side),
+        _word_cached(save_reason) or _enc_word(save_reason),
         _TRADE_TAIL(8, first_trade_id, 8, last_trade_id),
     ))
 
@@ -342,13 +358,16 @@ class BatchBuilder:
         if self.table not in COLUMNS:
             raise ValueError(f"unknown table {self.table!r}")
 
-    def add(self, row: bytes, event_ms: int) -> None:
-        self._parts.append(row)
+    def add(self, row: bytes, event_ms: int) -> int:
+        """Append one tuple; returns the number of rows now held (saves the caller a len() per row)."""
+        parts = self._parts
+        parts.append(row)
         self._nbytes += len(row)
         if self._first is None or event_ms < self._first:
             self._first = event_ms
         if self._last is None or event_ms > self._last:
             self._last = event_ms
+        return len(parts)
 
     def __len__(self) -> int:
         return len(self._parts)

@@ -162,7 +162,8 @@ class TradeFilter:
         return f
 
     def decide(self, symbol: str, price: float, usd: float, ts_ms: int) -> str | None:
-        return self.symbol(symbol).decide(price, usd, ts_ms)
+        f = self._symbols.get(symbol)  # symbol() inlined for the known symbol: this runs for every trade
+        return (f if f is not None else self.symbol(symbol)).decide(price, usd, ts_ms)
 
     def set_tiers(self, assignments: Mapping[str, Assignment]) -> None:
         """Apply new tiers/thresholds in place. Symbols missing from `assignments` keep theirs:

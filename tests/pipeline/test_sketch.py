@@ -149,3 +149,18 @@ def test_overflow_is_loud_not_silent():
     s.add(1.0, count=2**32 - 1)
     with pytest.raises(OverflowError):
         s.add(1.0)
+
+
+def test_quantile_of_an_array_skips_empty_ends_without_moving_the_bucket() -> None:
+    """The array path trims empty buckets at both ends in C; the bucket found must be the list path's."""
+    from array import array
+
+    from collector.pipeline.sketch import TYPECODE, bucket_value, quantile_of_counts
+
+    counts = [0] * NBUCKETS
+    counts[400], counts[401], counts[700] = 5, 90, 5  # rank int(q * 99): 0-4 -> 400, 5-94 -> 401, 95-99 -> 700
+    arr = array(TYPECODE, counts)
+    for q, bucket in ((0.0, 400), (0.05, 400), (0.06, 401), (0.9, 401), (0.96, 700), (1.0, 700)):
+        assert quantile_of_counts(arr, 100, q) == quantile_of_counts(counts, 100, q) == bucket_value(bucket)
+    assert quantile_of_counts(arr, 101, 1.0) == bucket_value(NBUCKETS - 1)  # a total above the counts' sum
+    assert quantile_of_counts(array(TYPECODE, bytes(NBUCKETS * arr.itemsize)), 3, 0.5) == bucket_value(NBUCKETS - 1)
