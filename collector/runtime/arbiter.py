@@ -1,16 +1,14 @@
-"""The arbiter: spawns one writer and N workers, reaps them, restarts them with back-off, kills hung ones.
+"""The arbiter: spawns one writer and N workers (and the read API with --api), reaps them, restarts them
+with back-off, kills hung ones.
 
 Modelled on gunicorn's arbiter: signal handlers only queue the signal and wake the main loop; the loop
-dispatches to `handle_<name>()`, reaps dead children, restarts them with backoff, kills hung ones (a
-stale heartbeat: SIGABRT, then SIGKILL) so that they are restarted the same way, and carries out what
-the coordinator asks of the children (a control message, a replacement). Nothing on this loop waits for
-the network or the database: the domain work (universe, shards, tiers, REST-pause relay, the checkpoint
-copy) runs in the coordinator's threads (collector.runtime.coordinator), start-up in
-collector.runtime.bootstrap, the endpoints in collector.runtime.monitoring.
-Children are started with the `forkserver` context (heavy modules preloaded once, collector.runtime.preload,
-so their pages are shared) and configure themselves (logging, event loop).
-A child that fails to boot (exit code BOOT_ERROR, collector.runtime.exitcodes) stops the supervisor instead of
-being respawned forever.
+dispatches to `handle_<name>()`, reaps and restarts dead children, kills hung ones (a stale heartbeat:
+SIGABRT, then SIGKILL) and carries out what the coordinator asks (a control message, a replacement). Nothing
+here waits for the network or the database: domain work runs in the coordinator's threads
+(collector.runtime.coordinator), start-up in collector.runtime.bootstrap, the endpoints in
+collector.runtime.monitoring. Children are forkserver children (heavy modules preloaded once,
+collector.runtime.preload, pages shared). A child that fails to boot (BOOT_ERROR) stops the supervisor
+instead of being respawned forever.
 """
 
 from __future__ import annotations
@@ -38,11 +36,13 @@ from collector.runtime.children import (
     child_infos,
     join_or_kill,
     liveness_action,
+    successor_ready,
 )
 from collector.runtime.coordinator import Command, Coordinator, Replace, Send
 from collector.runtime.exitcodes import BOOT_ERROR, EXIT_CONFIG, EXIT_OK, read_boot_error
 from collector.runtime.logs import mask_secrets, setup_logging
 from collector.runtime.monitoring import Monitor
+from collector.runtime.reload import plan_reload
 from collector.runtime.startup import StartupError
 
 log = logging.getLogger(__name__)
@@ -114,38 +114,33 @@ class Supervisor:
         assert old is not None and res.endpoints is not None and res.dsn is not None
         logging.getLogger().setLevel(new.logging.level)
         self.cfg = new
-        feeds_changed = old.exchange != new.exchange or old.collection != new.collection
-        writer_changed = old.database != new.database or old.writer != new.writer or old.retention != new.retention
-        if writer_changed:
-            if not new.database.embedded and not old.database.embedded:
-                res.dsn = database_dsn(new)
-            elif new.database != old.database:
-                log.error("SIGHUP: switching between the embedded and an external database needs a restart")
-        if feeds_changed and not self.simulate:
+        plan = plan_reload(old, new)
+        if plan.resolve_dsn:
+            res.dsn = database_dsn(new)
+        elif plan.embedded_switch:
+            log.error("SIGHUP: switching between the embedded and an external database needs a restart")
+        if plan.feeds and not self.simulate:
             res.endpoints = new.exchange.endpoints()
         if self.coordinator is not None:  # a changed collection: it refreshes the universe, replacing every worker
-            self.coordinator.reconfigure(new, res.endpoints, res.dsn, old.collection != new.collection)
-        if feeds_changed:
+            self.coordinator.reconfigure(new, res.endpoints, res.dsn, plan.universe)
+        if plan.feeds:
             log.info("SIGHUP: exchange or collection settings changed: replacing the workers one by one")
-            if old.collection == new.collection:
-                for c in self.workers():
-                    self._replace_worker(c)
-        else:  # filter parameters, intervals and log level apply live
-            for c in self.workers():
-                if c.control is not None:
-                    c.control.put(("config", new))
-        if writer_changed:
+        for c in self.workers():
+            if plan.feeds and not plan.universe:
+                self._replace_worker(c)
+            elif not plan.feeds and c.control is not None:  # filter parameters, intervals apply live
+                c.control.put(("config", new))
+        if plan.writer:
             log.info("SIGHUP: database or writer settings changed: restarting the writer")
-            for c in self.children:
-                if c.role == "writer" and c.process is not None and c.stop is not None:
-                    c.stop.set()  # it drains; the reaper starts its successor
-                    c.expected_exit = True
-        if old.api != new.api:  # its successor reads the new file itself
-            for c in self.children:
-                if c.role == "api" and c.process is not None and c.process.is_alive():
-                    c.expected_exit = True
+        for c in self.children:  # the writer drains, the API finishes its requests; the reaper starts successors
+            if c.process is not None and c.stop is not None and c.process.is_alive() and (
+                    (c.role == "writer" and plan.writer) or (c.role == "api" and plan.api)):
+                c.expected_exit = True
+                if c.role == "writer":
+                    c.stop.set()
+                else:
                     c.process.terminate()
-        if old.monitoring != new.monitoring and self.monitor is not None:
+        if plan.monitoring and self.monitor is not None:
             self.monitor.restart(new.monitoring)
         log.info("SIGHUP: configuration reloaded from %s", self.config_path)
 
@@ -371,7 +366,7 @@ class Supervisor:
 
     def _retire_predecessors(self, now: float) -> None:
         for r in list(self.retiring):
-            if not r.stop_sent and (now - r.since >= RETIRE_AFTER_S or self._successor_ready(r)):
+            if not r.stop_sent and (now - r.since >= RETIRE_AFTER_S or successor_ready(r, self.res.checkpoints)):
                 r.stop.set()
                 r.stop_sent = True
             if r.process.exitcode is not None:
@@ -383,13 +378,6 @@ class Supervisor:
                     s.handover = False
                     if s.control is not None:
                         s.control.put(("handover", None))
-
-    def _successor_ready(self, r: Retiring) -> bool:
-        """The successor holds for the hand-over and receives every symbol: the predecessor may stop now."""
-        s, block = r.successor, self.res.checkpoints
-        if s is None or not s.handover or block is None or s.started_ms is None:
-            return False
-        return block.ready_ms(s.index + 1) >= s.started_ms
 
     def _shutdown(self) -> None:
         for r in self.retiring:

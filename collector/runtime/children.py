@@ -15,6 +15,7 @@ from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
 from collector.observability.snapshot import ChildInfo
+from collector.runtime.checkpoint_block import CheckpointBlock
 
 log = logging.getLogger("collector.runtime.arbiter")  # the supervisor's log lines, whichever module
 
@@ -66,6 +67,14 @@ class Retiring:
     since: float
     stop_sent: bool = False
     successor: Child | None = None  # told ("handover") once this process has exited
+
+
+def successor_ready(r: Retiring, block: CheckpointBlock | None) -> bool:
+    """The successor holds for the hand-over and receives every symbol: the predecessor may stop now."""
+    s = r.successor
+    if s is None or not s.handover or block is None or s.started_ms is None:
+        return False
+    return block.ready_ms(s.index + 1) >= s.started_ms
 
 
 def liveness_action(silent_s: float, timeout_s: float, aborted_s: float | None, grace_s: float = ABORT_GRACE_S
