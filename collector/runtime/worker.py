@@ -51,11 +51,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The worker's housekeeping (flush aged batches, publish stats, read control messages, back-pressure) sleeps
-# until its next deadline instead of ticking: at the real market's rate a fixed 50 ms tick was most of an
-# idle worker's CPU, times 8 workers. Deadlines: a batch's flush (the pipeline wakes it when a batch
-# starts), the stats publication, the provisional-threshold refresh, and at most MAX_SLEEP_S, which bounds
-# how late a stop request or a control message (tiers, REST pause, config) is noticed.
+# The worker's housekeeping (publish stats, read control messages, back-pressure) sleeps until its next
+# deadline instead of ticking: at the real market's rate a fixed 50 ms tick was most of an idle worker's
+# CPU, times 8 workers. Batches have their own timer (arm_flush_timer). Deadlines: the stats publication,
+# the provisional-threshold refresh, and at most MAX_SLEEP_S, which bounds how late a stop request or a
+# control message (tiers, REST pause, config) is noticed.
 MAX_SLEEP_S = 1.0
 # Stats publication period: the heartbeat the supervisor's liveness check reads (monitoring.
 # heartbeat_timeout_s, 120 s by default) and /stats' freshness (health's stats_silent_ms is 10 s).
@@ -104,7 +104,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     cfg = spec.config
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    wake = asyncio.Event()  # wakes the housekeeping early: a batch started ageing, or a stop request
+    wake = asyncio.Event()  # wakes the housekeeping early: a stop request
 
     def on_stop_signal() -> None:
         stop.set()
@@ -191,7 +191,25 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         log.info("%s: resumed the checkpoints of %d symbols; replayed %d held events (%d trades already "
                  "processed by the predecessor)", why, resumed, held, skipped)
 
-    pipeline.on_first_row = wake.set
+    flush_timer: asyncio.TimerHandle | None = None
+
+    def flush_pending() -> None:
+        """The flush timer: send the batches whose hold is over, re-arm for the next one."""
+        nonlocal flush_timer
+        flush_timer = None
+        pipeline.flush_due(int(time.time() * 1000))
+        arm_flush_timer()
+
+    def arm_flush_timer() -> None:
+        """A batch got its first row (or one was sent): one timer for the earliest pending batch's hold.
+
+        Its own timer rather than a housekeeping wake-up: the housekeeping round (stats, control queue,
+        checkpoints) would run once per batch, which at a 50 ms hold is most of what it does."""
+        nonlocal flush_timer
+        if flush_timer is None and (due_ms := pipeline.next_flush_ms()) is not None:
+            flush_timer = loop.call_later(max(0.0, due_ms / 1000 - time.time()), flush_pending)
+
+    pipeline.on_first_row = arm_flush_timer
     next_publish = 0.0
 
     async def housekeeping() -> None:
@@ -216,7 +234,8 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             next_publish = now + STATS_PUBLISH_S
             if publisher is not None and not publisher.quiet:
                 publisher.publish(paused)
-        pipeline.flush_due(int(now * 1000))
+        pipeline.flush_due(int(now * 1000))  # the flush timer's job; here too, in case a callback raised
+        arm_flush_timer()
         if checkpointer is not None:
             checkpointer.tick()
         if holding is not None and checkpointer is not None:
@@ -243,8 +262,6 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
                 log.info("provisional tiers: large-trade thresholds from own trades %d, scaled ticker prior %d, "
                          "none yet %d", *warmup.sources)
         due = min(next_publish, now + (PAUSED_CHECK_S if paused else MAX_SLEEP_S))
-        if (flush_ms := pipeline.next_flush_ms()) is not None:
-            due = min(due, flush_ms / 1000)
         if warmup is not None and not warmup.ended:
             due = min(due, next_warmup)
         if checkpointer is not None:
