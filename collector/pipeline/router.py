@@ -342,7 +342,7 @@ class Pipeline:
 
     @property
     def flush_interval_ms(self) -> int:
-        """How long a table's rows wait here, from the first of them, before going to the writer."""
+        """The least time between two batches of one table, and so the longest a row waits here."""
         return self.flush_policy.hold_ms
 
     @flush_interval_ms.setter
@@ -350,15 +350,19 @@ class Pipeline:
         self.flush_policy.hold_ms = ms
 
     def _emit(self, builder: BatchBuilder, now_ms: int | None = None) -> None:
-        self.flush_policy.sent(builder.table)
+        now_ms = self.clock_ms() if now_ms is None else now_ms
+        self.flush_policy.sent(builder.table, now_ms)
         batch = builder.take(now_ms)
         if batch is not None:
             self.emit(batch)
 
     def flush_due(self, now_ms: int) -> None:
-        """Emit every batch whose first row is `flush_interval_ms` old (collector.pipeline.flush).
+        """Emit every batch the flush policy lets go now (collector.pipeline.flush): at once when its table
+        was not sent in the last `flush_interval_ms`, else that long after the previous send.
 
-        Called by the worker's flush timer, armed for next_flush_ms() when a builder gets its first row.
+        Called by the worker's flush timer, armed for next_flush_ms() when a builder gets its first row: the
+        event loop runs it once the current socket read has been processed, so rows read together leave
+        together.
         """
         for table in self.flush_policy.due(now_ms):
             self._emit(self.builders[table], now_ms)

@@ -192,22 +192,30 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
                  "processed by the predecessor)", why, resumed, held, skipped)
 
     flush_timer: asyncio.TimerHandle | None = None
+    flush_timer_ms = 0  # when flush_timer is due
 
     def flush_pending() -> None:
-        """The flush timer: send the batches whose hold is over, re-arm for the next one."""
+        """The flush timer: send the batches the policy lets go, re-arm for the next one."""
         nonlocal flush_timer
         flush_timer = None
         pipeline.flush_due(int(time.time() * 1000))
         arm_flush_timer()
 
     def arm_flush_timer() -> None:
-        """A batch got its first row (or one was sent): one timer for the earliest pending batch's hold.
+        """A batch got its first row (or one was sent): one timer, for the earliest batch that may go.
 
-        Its own timer rather than a housekeeping wake-up: the housekeeping round (stats, control queue,
-        checkpoints) would run once per batch, which at a 50 ms hold is most of what it does."""
-        nonlocal flush_timer
-        if flush_timer is None and (due_ms := pipeline.next_flush_ms()) is not None:
-            flush_timer = loop.call_later(max(0.0, due_ms / 1000 - time.time()), flush_pending)
+        A batch that may go now gets a zero-delay timer: the event loop fires it after the callbacks of the
+        current socket read, so everything read together leaves together (the stream went quiet). Its own
+        timer rather than a housekeeping wake-up: the housekeeping round (stats, control queue,
+        checkpoints) would otherwise run once per batch."""
+        nonlocal flush_timer, flush_timer_ms
+        due_ms = pipeline.next_flush_ms()
+        if due_ms is None or (flush_timer is not None and flush_timer_ms <= due_ms):
+            return
+        if flush_timer is not None:
+            flush_timer.cancel()
+        flush_timer_ms = due_ms
+        flush_timer = loop.call_later(max(0.0, due_ms / 1000 - time.time()), flush_pending)
 
     pipeline.on_first_row = arm_flush_timer
     next_publish = 0.0
