@@ -13,10 +13,13 @@ Per window:
   not the REST open-interest answers), summed over workers from the collector's /stats at each window edge;
 - CPU us per message: utime+stime (from /proc) of every collector process (supervisor, writer, workers, the
   multiprocessing resource tracker) / received messages; PostgreSQL's CPU is reported apart;
-- event-to-commit latency p50/p99: a bench-only `committed_at DEFAULT clock_timestamp()` column is added to
-  the trades table before the writer starts (the product's COPY names its columns, so it never sees it);
-  latency = committed_at - trade event time (moved onto the wall clock with the sim's clock offset).
-  clock_timestamp() is the insert time, at most one COPY (tens of ms) before the commit.
+- event-to-commit latency p50/p99: the commit time of the transaction that inserted each trades row
+  (`pg_xact_commit_timestamp(xmin)`; the server runs with track_commit_timestamp) - the trade's event time
+  from the exchange (moved onto the wall clock with the sim's clock offset);
+- COPY/s: transactions that committed rows into the product's tables in the window; CPU us per stored row:
+  the collector's CPU over the rows those transactions stored.
+A bench-only `committed_at DEFAULT clock_timestamp()` column on trades (the product's COPY names its columns,
+so it never sees it) marks when rows were inserted: the drain and cold-start checks read it.
 After the windows the simulator is paused, the collector drains, rows per table are counted by event time
 over the measured span, and the supervisor is stopped: the workers' logged totals must cover >= 99.9% of
 the aggTrades the simulator sent (no silent loss).

@@ -239,7 +239,8 @@ class WriterConfig(_Section):
     # A table's rows are loaded once this many are waiting: big enough that COPY's per-statement cost
     # is amortised, small enough to bound memory.
     batch_rows: PositiveInt = 20000
-    # ...or, in a worker, this long after the first of a table's pending rows arrived: the worker's hold.
+    # A worker sends a table's rows once it has processed what it read, but at most one batch per table per
+    # this many ms (collector.pipeline.flush): the longest a row waits in a worker.
     flush_interval_ms: PositiveInt = 50
     # The writer's hold: a table is committed once its oldest waiting batch is this old, counted from when
     # its worker sent it (0: at every writer turn). Batches arriving meanwhile share the COPY, so this bounds
