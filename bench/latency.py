@@ -6,8 +6,8 @@ supervisor; filtered mode unless --keep-all) alternate between a base git ref an
 each, so nobody's half-edited tree is measured), `--repeats` times, so both versions see the same machine
 load. Per session: p50/p99 event-to-commit of trades rows (the row's commit time in PostgreSQL, from
 track_commit_timestamp, minus the exchange's event time), COPY transactions per second committed in the
-windows, CPU of every collector process per stored row and per second. Printed: every session, then the
-medians per (point, version).
+windows, CPU of every collector process per stored row and per second, and the writer's and the workers'
+CPU per received message apart. Printed: every session, then the medians per (point, version).
 
     python bench/latency.py --base lead                       # 1,260/s N=8, 5,000/s and 20,000/s N=2, x3
     python bench/latency.py --base lead --points 1260:8 --repeats 1 --window 4
@@ -34,7 +34,18 @@ from bench.throughput import run_ours
 ROOT = Path(__file__).resolve().parents[1]
 COLS = [("version", "version"), ("rate", "aggTrades/s"), ("workers", "N"), ("lat_p50_ms", "p50 ms"),
         ("lat_p99_ms", "p99 ms"), ("copies_s", "COPY/s"), ("cpu_us_per_row", "CPU us/row"),
-        ("cpu_frac", "CPU cores"), ("pg_cpu_frac", "PG cores"), ("sustained", "sustained")]
+        ("cpu_frac", "CPU cores"), ("writer_us_msg", "writer us/msg"), ("workers_us_msg", "workers us/msg"),
+        ("pg_cpu_frac", "PG cores"), ("sustained", "sustained")]
+
+
+def by_role(per_process: dict[str, dict]) -> dict[str, float]:
+    """CPU us per received message of the writer and of the workers together (run_ours' per-process table)."""
+    out = {"writer_us_msg": 0.0, "workers_us_msg": 0.0}
+    for name, p in per_process.items():
+        key = "writer_us_msg" if name.startswith("writer") else "workers_us_msg" if name.startswith("worker") else None
+        if key is not None:
+            out[key] += p["cpu_us_per_msg"] or 0.0
+    return out
 
 
 @contextlib.contextmanager
@@ -72,7 +83,8 @@ def main() -> None:
                 order = [(base, base_dir), (head, head_dir)]
                 for version, src in (order if i % 2 == 0 else order[::-1]):
                     r = run_ours(admin, src, rate, n, a.keep_all, a.runs, a.window, a.warmup)
-                    rows.append({k: r[k] for k, _ in COLS if k in r} | {"version": version})
+                    rows.append({k: r[k] for k, _ in COLS if k in r} | by_role(r["per_process"])
+                                | {"version": version})
                     common.print_table(rows[-1:], COLS)
     summary = []
     for rate, n in points:
