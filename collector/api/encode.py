@@ -92,11 +92,8 @@ def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
 
 
 def to_arrow(rows: Sequence[Row], columns: Sequence[Column], next_cursor: str | None) -> bytes:
-    """An Arrow IPC stream of one record batch; the schema is fixed per endpoint, so an empty page is typed
-    too. The next cursor is also in the schema metadata (b'next_cursor'), besides the X-Next-Cursor header."""
-    schema = arrow_schema(columns)
-    if next_cursor is not None:
-        schema = schema.with_metadata({"next_cursor": next_cursor})
+    """Rows -> an Arrow IPC stream (arrow_stream); the read API itself fetches Arrow pages as columns
+    (collector.api.columnar), this is for rows already in hand."""
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     arrays = []
     for c, values in zip(columns, cols, strict=True):
@@ -104,7 +101,16 @@ def to_arrow(rows: Sequence[Row], columns: Sequence[Column], next_cursor: str | 
             arrays.append(pa.array(values, pa.int64()).cast(_ARROW_TYPES["time"]))
         else:
             arrays.append(pa.array(values, _ARROW_TYPES[c.kind]))
-    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return arrow_stream(arrays, columns, next_cursor)
+
+
+def arrow_stream(arrays: Sequence[pa.Array], columns: Sequence[Column], next_cursor: str | None) -> bytes:
+    """An Arrow IPC stream of one record batch; the schema is fixed per endpoint, so an empty page is typed
+    too. The next cursor is also in the schema metadata (b'next_cursor'), besides the X-Next-Cursor header."""
+    schema = arrow_schema(columns)
+    if next_cursor is not None:
+        schema = schema.with_metadata({"next_cursor": next_cursor})
+    batch = pa.RecordBatch.from_arrays(list(arrays), schema=schema)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as writer:
         writer.write_batch(batch)
