@@ -6,14 +6,21 @@ trades, (3) `latest` for all symbols, measured while the collector writes `--rat
 default, keep_all so every one is a row) on the same machine; and an Arrow response of 100k rows at least
 5x faster to a DataFrame than the JSON one.
 
-One session: a throwaway PostgreSQL; history written ahead with generate_series (`--days` of 1m candles,
-the last hour of trades at one a second, funding, open interest and tiers for every simulator symbol, and
-`--big-rows` trades of one extra symbol for the format comparison); then the simulator, the real supervisor
-(`--workers`) and `python -m collector api` as its own process. Requests are sequential over one keep-alive
-connection (httpx); each latency is request sent -> body read. The achieved write rate (trades rows/s
-committed during the measurement) is reported beside the latencies: judge them against it.
+One session: a throwaway PostgreSQL; history written ahead with generate_series, in time order as the
+collector appends (`--days` of 1m candles, the last hour of trades at one a second, funding, open interest
+and tiers for every simulator symbol, and `--big-rows` trades of one extra symbol for the format
+comparison); then `python -m collector api` as its own process, the simulator and the real supervisor
+(`--workers`). Requests are sequential over one keep-alive connection (httpx); each latency is request
+sent -> body read. The achieved write rate (trades rows/s committed during the measurement) is reported
+beside the latencies: judge them against it.
 
-    python bench/api.py [--quick] [--rate 5000] [--symbols 496] [--days 2] [--requests 300] [--big-rows 100000]
+The format comparison runs after the collector stopped: `--big-rows` trades requested as JSON (epoch-ms
+times) and as Arrow and turned into a polars and a pandas DataFrame, the four cases interleaved run by run,
+medians of `--format-runs`; besides wall time, the CPU seconds each request cost the API process,
+PostgreSQL and this process (/proc), which other jobs on a shared machine distort far less.
+
+    python bench/api.py [--quick] [--formats-only] [--rate 5000] [--symbols 496] [--days 2] [--requests 300]
+                        [--big-rows 100000] [--format-runs 7]
 """
 
 from __future__ import annotations
