@@ -6,14 +6,21 @@ trades, (3) `latest` for all symbols, measured while the collector writes `--rat
 default, keep_all so every one is a row) on the same machine; and an Arrow response of 100k rows at least
 5x faster to a DataFrame than the JSON one.
 
-One session: a throwaway PostgreSQL; history written ahead with generate_series (`--days` of 1m candles,
-the last hour of trades at one a second, funding, open interest and tiers for every simulator symbol, and
-`--big-rows` trades of one extra symbol for the format comparison); then the simulator, the real supervisor
-(`--workers`) and `python -m collector api` as its own process. Requests are sequential over one keep-alive
-connection (httpx); each latency is request sent -> body read. The achieved write rate (trades rows/s
-committed during the measurement) is reported beside the latencies: judge them against it.
+One session: a throwaway PostgreSQL; history written ahead with generate_series, in time order as the
+collector appends (`--days` of 1m candles, the last hour of trades at one a second, funding, open interest
+and tiers for every simulator symbol, and `--big-rows` trades of one extra symbol for the format
+comparison); then `python -m collector api` as its own process, the simulator and the real supervisor
+(`--workers`). Requests are sequential over one keep-alive connection (httpx); each latency is request
+sent -> body read. The achieved write rate (trades rows/s committed during the measurement) is reported
+beside the latencies: judge them against it.
 
-    python bench/api.py [--quick] [--rate 5000] [--symbols 496] [--days 2] [--requests 300] [--big-rows 100000]
+The format comparison runs after the collector stopped: `--big-rows` trades requested as JSON (epoch-ms
+times) and as Arrow and turned into a polars and a pandas DataFrame, the four cases interleaved run by run,
+medians of `--format-runs`; besides wall time, the CPU seconds each request cost the API process,
+PostgreSQL and this process (/proc), which other jobs on a shared machine distort far less.
+
+    python bench/api.py [--quick] [--formats-only] [--rate 5000] [--symbols 496] [--days 2] [--requests 300]
+                        [--big-rows 100000] [--format-runs 7]
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 import httpx
+import orjson
+import pandas as pd
 import polars as pl
 import psycopg
 import pyarrow as pa
@@ -71,14 +80,16 @@ def prefill(dsn: str, symbols: list[str], days: int, big_rows: int, now: datetim
                    10, 1005, 7, 5, 502.5
             FROM unnest(%(syms)s::text[]) WITH ORDINALITY AS u(s, i),
                  generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 minute',
-                                 interval '1 minute') t""", p)
+                                 interval '1 minute') t
+            ORDER BY t, s""", p)  # time order, as the collector appends (the time BRINs rely on it)
         rollups.rollup_candles(conn, start, end)
         conn.execute("""
             INSERT INTO trades SELECT t, s, n, 100.25, 0.5, 50.125, CASE WHEN n %% 2 = 0 THEN 'buy' ELSE 'sell' END,
                    'time_interval', n * 3, n * 3 + 2
             FROM unnest(%(syms)s::text[]) AS u(s),
                  generate_series(%(hour)s::timestamptz, %(end)s::timestamptz - interval '1 second',
-                                 interval '1 second') WITH ORDINALITY AS g(t, n)""", p)
+                                 interval '1 second') WITH ORDINALITY AS g(t, n)
+            ORDER BY t, s""", p)
         conn.execute("""
             INSERT INTO trades SELECT %(hour)s::timestamptz + n * (interval '1 hour' / %(big)s), %(sym)s, n,
                    100 + n / 1000.0, 0.001 * (n %% 97 + 1), 0.1 * (n %% 97 + 1), 'buy', 'keep_all', n, n
@@ -87,11 +98,12 @@ def prefill(dsn: str, symbols: list[str], days: int, big_rows: int, now: datetim
             INSERT INTO funding SELECT t, s, 100.5, 100.4, 0.0001, date_trunc('hour', t) + interval '8 hours'
             FROM unnest(%(syms)s::text[]) AS u(s),
                  generate_series(%(end)s::timestamptz - interval '2 hours', %(end)s::timestamptz, interval '1 minute') t
-            """, p)
+            ORDER BY t, s""", p)
         conn.execute("""
             INSERT INTO open_interest SELECT t, s, 12345.678
             FROM unnest(%(syms)s::text[]) AS u(s),
-                 generate_series(%(start)s::timestamptz, %(end)s::timestamptz, interval '5 minutes') t""", p)
+                 generate_series(%(start)s::timestamptz, %(end)s::timestamptz, interval '5 minutes') t
+            ORDER BY t, s""", p)
         tiers_repo.store_tiers(conn, {s: tiers_repo.TierRow(i % 4, 1e4, 5e3, 0.5) for i, s in enumerate(symbols)}, end)
         conn.commit()
         conn.execute("ANALYZE")
@@ -143,30 +155,56 @@ def arrow_rows(r: httpx.Response) -> int:
     return int(pa.ipc.open_stream(r.content).read_all().num_rows)
 
 
-def formats(client: httpx.Client, base: str, rows: int, runs: int) -> dict[str, Any]:
-    """Arrow vs JSON, the same `rows` trades to a polars DataFrame: decode only, and request + decode."""
+def _to_frame(fmt: str, kind: str, body: bytes) -> Any:
+    """A response body -> a DataFrame the way a notebook would: orjson (the fastest JSON parser at hand, so
+    the comparison is not against a slow JSON path) into polars/pandas, or Arrow IPC into polars/pandas.
+    JSON times stay epoch-ms integers (not converted to timestamps): again the cheaper side for JSON."""
+    if fmt == "json":
+        data = orjson.loads(body)["data"]
+        return pl.DataFrame(data) if kind == "polars" else pd.DataFrame(data)
+    table = pa.ipc.open_stream(body).read_all()
+    return pl.from_arrow(table) if kind == "polars" else table.to_pandas()
+
+
+def formats(client: httpx.Client, base: str, rows: int, runs: int, api_pid: int, pg_pid: int) -> dict[str, Any]:
+    """Arrow vs JSON, the same `rows` trades to a polars and a pandas DataFrame, runs interleaved (JSON, Arrow,
+    JSON, ...) so both see the same machine. Per run: wall time of the request + conversion and of the
+    conversion alone, and the CPU seconds it cost the API process, PostgreSQL and this process (/proc: what
+    contention from other jobs distorts least)."""
     url = f"{base}/api/v1/trades"
     params = {"symbol": BIG, "start": 0, "end": "2100-01-01", "limit": rows, "time_format": "ms"}
-    out: dict[str, Any] = {}
-    for fmt, headers in (("json", {}), ("arrow", {"Accept": ARROW})):
-        decode, total = [], []
-        for _ in range(runs):
+    cases = [(fmt, kind) for kind in ("polars", "pandas") for fmt in ("json", "arrow")]
+    samples: dict[tuple[str, str], dict[str, list[float]]] = {
+        c: {"total": [], "decode": [], "cpu": [], "api_cpu": [], "pg_cpu": []} for c in cases}
+    sizes: dict[str, int] = {}
+    for _ in range(runs):
+        for fmt, kind in cases:
+            headers = {"Accept": ARROW} if fmt == "arrow" else {}
+            api0, pg0, me0 = common.cpu_seconds(api_pid), common.tree_cpu(pg_pid), time.process_time()
             t0 = time.perf_counter()
             body = client.get(url, params=params, headers=headers).content
             t1 = time.perf_counter()
-            if fmt == "json":
-                df = pl.DataFrame(json.loads(body)["data"])
-            else:
-                df = pl.from_arrow(pa.ipc.open_stream(body).read_all())
+            df = _to_frame(fmt, kind, body)
             t2 = time.perf_counter()
-            assert isinstance(df, pl.DataFrame) and len(df) == rows, (fmt, len(df))
-            decode.append((t2 - t1) * 1000)
-            total.append((t2 - t0) * 1000)
-        out[fmt] = {"bytes": len(body), "decode_median_ms": statistics.median(decode),
-                    "request_and_decode_median_ms": statistics.median(total)}
-    out["decode_speedup"] = out["json"]["decode_median_ms"] / out["arrow"]["decode_median_ms"]
-    out["request_and_decode_speedup"] = (out["json"]["request_and_decode_median_ms"]
-                                         / out["arrow"]["request_and_decode_median_ms"])
+            api_cpu = common.cpu_seconds(api_pid) - api0
+            pg_cpu = common.cpu_delta(pg0, common.tree_cpu(pg_pid))
+            assert len(df) == rows, (fmt, kind, len(df))
+            sizes[fmt] = len(body)
+            got = samples[(fmt, kind)]
+            got["total"].append((t2 - t0) * 1000)
+            got["decode"].append((t2 - t1) * 1000)
+            got["api_cpu"].append(api_cpu * 1000)
+            got["pg_cpu"].append(pg_cpu * 1000)
+            got["cpu"].append((api_cpu + pg_cpu + time.process_time() - me0) * 1000)
+    out: dict[str, Any] = {"rows": rows, "runs": runs, "bytes": sizes}
+    for kind in ("polars", "pandas"):
+        med = {fmt: {k: statistics.median(v) for k, v in samples[(fmt, kind)].items()} for fmt in ("json", "arrow")}
+        out[kind] = {
+            **{f"{fmt}_{k}_median_ms": med[fmt][k] for fmt in ("json", "arrow") for k in med[fmt]},
+            "request_to_frame_speedup": med["json"]["total"] / med["arrow"]["total"],
+            "cpu_speedup": med["json"]["cpu"] / med["arrow"]["cpu"],
+            "decode_speedup": med["json"]["decode"] / med["arrow"]["decode"],
+        }
     return out
 
 
@@ -191,13 +229,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "logging": {"filename": str(tmp / "logs" / "supervisor.log")},
             "monitoring": {"health_check_port": 0}}))
         port = _free_port()
-        live_since = datetime.now(UTC)
-        with process([sys.executable, str(common.ROOT / "supervisor.py"), "--workers", str(args.workers),
-                      "--config", str(cfg)], tmp, tmp / "supervisor.out"), \
-             process([sys.executable, "-m", "collector", "api", "--config", str(cfg), "--dsn", dsn,
-                      "--port", str(port)], tmp, tmp / "api.out"):
-            base = f"http://127.0.0.1:{port}"
-            common.wait_for(lambda: trades_rows(dsn, live_since) > 0, 120, "the collector's first trades")
+        base = f"http://127.0.0.1:{port}"
+        results: dict[str, Any] = {}
+        write_rate = None
+        with process([sys.executable, "-m", "collector", "api", "--config", str(cfg), "--dsn", dsn,
+                      "--port", str(port)], tmp, tmp / "api.out") as api, httpx.Client(timeout=60) as client:
 
             def api_up() -> bool:
                 try:
@@ -206,29 +242,40 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     return False
 
             common.wait_for(api_up, 60, "the API to listen")
-            time.sleep(args.warmup)  # let the write rate settle before measuring (not a synchronisation)
-            sym = symbols[0]
-            day_end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
-            targets = {
-                "candles_1m_symbol_day": ("candles", {"symbol": sym, "timeframe": "1m",
-                                                      "start": (day_end - timedelta(days=1)).isoformat(),
-                                                      "end": day_end.isoformat(), "limit": 2000}),
-                "trades_symbol_hour": ("trades", {"symbol": sym, "start": (day_end - timedelta(hours=1)).isoformat(),
-                                                  "end": day_end.isoformat(), "limit": 10000}),
-                "latest_all_symbols": ("latest", {}),
-            }
-            before_rows, before_t = trades_rows(dsn, live_since), time.monotonic()
-            results: dict[str, Any] = {}
-            with httpx.Client(timeout=60) as client:
-                for name, (path, params) in targets.items():
-                    for fmt, headers, check in (("json", {}, json_rows), ("arrow", {"Accept": ARROW}, arrow_rows)):
-                        results[f"{name}/{fmt}"] = latencies(client, f"{base}/api/v1/{path}", params, headers,
-                                                             args.requests, check)
-                write_rate = (trades_rows(dsn, live_since) - before_rows) / (time.monotonic() - before_t)
-                fmts = formats(client, base, args.big_rows, args.format_runs)
+            if not args.formats_only:
+                results, write_rate = under_load(args, tmp, cfg, dsn, base, client, symbols[0])
+            # after the collector stopped: the format comparison is about the API's own cost
+            fmts = formats(client, base, args.big_rows, args.format_runs, api.pid, common.postmaster_pid(admin))
         common.drop_database(admin, dsn)
     return {"params": vars(args), "prefill_rows": counts, "write_rate_rows_per_s": write_rate,
             "latency": results, "arrow_vs_json": fmts}
+
+
+def under_load(args: argparse.Namespace, tmp: Path, cfg: Path, dsn: str, base: str, client: httpx.Client,
+               sym: str) -> tuple[dict[str, Any], float]:
+    """The three target queries, each format, while the real supervisor writes every simulator trade."""
+    live_since = datetime.now(UTC)
+    with process([sys.executable, str(common.ROOT / "supervisor.py"), "--workers", str(args.workers),
+                  "--config", str(cfg)], tmp, tmp / "supervisor.out"):
+        common.wait_for(lambda: trades_rows(dsn, live_since) > 0, 120, "the collector's first trades")
+        time.sleep(args.warmup)  # let the write rate settle before measuring (not a synchronisation)
+        day_end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
+        targets = {
+            "candles_1m_symbol_day": ("candles", {"symbol": sym, "timeframe": "1m",
+                                                  "start": (day_end - timedelta(days=1)).isoformat(),
+                                                  "end": day_end.isoformat(), "limit": 2000}),
+            "trades_symbol_hour": ("trades", {"symbol": sym, "start": (day_end - timedelta(hours=1)).isoformat(),
+                                              "end": day_end.isoformat(), "limit": 10000}),
+            "latest_all_symbols": ("latest", {}),
+        }
+        before_rows, before_t = trades_rows(dsn, live_since), time.monotonic()
+        results: dict[str, Any] = {}
+        for name, (path, params) in targets.items():
+            for fmt, headers, check in (("json", {}, json_rows), ("arrow", {"Accept": ARROW}, arrow_rows)):
+                results[f"{name}/{fmt}"] = latencies(client, f"{base}/api/v1/{path}", params, headers,
+                                                     args.requests, check)
+        write_rate = (trades_rows(dsn, live_since) - before_rows) / (time.monotonic() - before_t)
+    return results, write_rate
 
 
 def main() -> None:
@@ -240,7 +287,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--requests", type=int, default=300, help="requests per target and format")
     p.add_argument("--big-rows", type=int, default=100_000, help="rows of the Arrow vs JSON comparison")
-    p.add_argument("--format-runs", type=int, default=5)
+    p.add_argument("--format-runs", type=int, default=7, help="interleaved runs of each format (medians)")
+    p.add_argument("--formats-only", action="store_true", help="only the Arrow vs JSON comparison (no collector)")
     p.add_argument("--warmup", type=float, default=10.0, help="seconds of writing before measuring")
     args = p.parse_args()
     if args.quick:
@@ -250,16 +298,24 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         out = run(args, Path(tmp))
-    rows = [{"query": k, **v} for k, v in out["latency"].items()]
-    common.print_table(rows, [("query", "query/format"), ("rows", "rows"), ("median_ms", "median ms"),
-                              ("p99_ms", "p99 ms"), ("max_ms", "max ms")],
-                       f"latency while writing {out['write_rate_rows_per_s']:,.0f} trades rows/s")
+    if out["latency"]:
+        rows = [{"query": k, **v} for k, v in out["latency"].items()]
+        common.print_table(rows, [("query", "query/format"), ("rows", "rows"), ("median_ms", "median ms"),
+                                  ("p99_ms", "p99 ms"), ("max_ms", "max ms")],
+                           f"latency while writing {out['write_rate_rows_per_s']:,.0f} trades rows/s")
     f = out["arrow_vs_json"]
-    print(f"\n{args.big_rows:,} rows to a polars DataFrame: JSON {f['json']['decode_median_ms']:.1f} ms decode "
-          f"({f['json']['request_and_decode_median_ms']:.1f} ms with the request), Arrow "
-          f"{f['arrow']['decode_median_ms']:.1f} ms ({f['arrow']['request_and_decode_median_ms']:.1f} ms): "
-          f"{f['decode_speedup']:.1f}x decode, {f['request_and_decode_speedup']:.1f}x end to end")
-    path = common.write_results("api-quick" if args.quick else "api", out)
+    print(f"\n{args.big_rows:,} trades rows, request to DataFrame (medians of {f['runs']} interleaved runs; "
+          f"JSON {f['bytes']['json']:,} B, Arrow {f['bytes']['arrow']:,} B):")
+    for kind in ("polars", "pandas"):
+        k = f[kind]
+        print(f"  {kind}: JSON {k['json_total_median_ms']:.0f} ms (decode {k['json_decode_median_ms']:.0f}; CPU "
+              f"{k['json_cpu_median_ms']:.0f}: API {k['json_api_cpu_median_ms']:.0f}, PostgreSQL "
+              f"{k['json_pg_cpu_median_ms']:.0f}), Arrow {k['arrow_total_median_ms']:.0f} ms (decode "
+              f"{k['arrow_decode_median_ms']:.1f}; CPU {k['arrow_cpu_median_ms']:.0f}: API "
+              f"{k['arrow_api_cpu_median_ms']:.0f}, PostgreSQL {k['arrow_pg_cpu_median_ms']:.0f}): "
+              f"{k['request_to_frame_speedup']:.1f}x wall, {k['cpu_speedup']:.1f}x CPU, "
+              f"{k['decode_speedup']:.0f}x decode alone")
+    path = common.write_results("api-quick" if args.quick else ("api-formats" if args.formats_only else "api"), out)
     print(f"results: {path}")
 
 

@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, create_model
 
-from collector.api import db, encode, query
+from collector.api import columnar, db, encode, query
 from collector.api.encode import Format, TimeFormat
 from collector.api.query import BadParameter, Column, Series
 
@@ -156,23 +156,47 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def rows_of(request: Request, sql_: Any, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return await db.fetch(request.app.state.pool, sql_, params, timeout=timeout_s)
 
-    def respond(request: Request, fmt: Format | None, rows: Sequence[Any], columns: Sequence[Column],
-                times: TimeFormat, cursor: str | None) -> Response:
-        chosen = encode.negotiate(fmt, request.headers.get("accept"))
-        body = encode.render(chosen, rows, columns, times, cursor)
+    def chosen_format(request: Request, fmt: Format | None) -> Format:
+        return encode.negotiate(fmt, request.headers.get("accept"))
+
+    def respond(chosen: Format, body: bytes, cursor: str | None) -> Response:
         headers = {"X-Next-Cursor": cursor} if cursor else None
         return Response(body, media_type=encode.MEDIA_TYPES[chosen], headers=headers)
+
+    async def whole(request: Request, fmt: Format | None, times: TimeFormat, columns: tuple[Column, ...],
+                    row_sql: Any, raw_time_sql: Any) -> Response:
+        """An unpaged endpoint: Arrow fetched as columns (collector.api.columnar), the rest as rows."""
+        chosen = chosen_format(request, fmt)
+        if chosen == "arrow":
+            got = await rows_of(request, columnar.columns_sql(raw_time_sql, columns))
+            arrays, _ = columnar.decode(got[0], columns)
+            return respond(chosen, encode.arrow_stream(arrays, columns, None), None)
+        rows = await rows_of(request, row_sql)
+        return respond(chosen, encode.render(chosen, rows, columns, times, None), None)
 
     async def page(request: Request, series: Series, symbol: str, start: str | None, end: str | None,
                    cursor: str | None, limit: int, fmt: Format | None, times: TimeFormat,
                    save_reason: str | None = None) -> Response:
+        chosen = chosen_format(request, fmt)
         win = query.resolve_window(start, end, cursor, datetime.now(UTC))
         params = {"symbol": symbol, "lo": query.ms_to_datetime(win.cursor.ms), "end": win.end,
                   "skip": win.cursor.skip, "limit": limit + 1, "save_reason": save_reason}
-        rows = await rows_of(request, query.series_sql(series, save_reason is not None), params)
-        shown = rows[:limit]
-        nxt = query.next_cursor([r[0] for r in shown], win.cursor, limit, len(rows))
-        return respond(request, fmt, shown, series.columns, times, nxt.encode() if nxt else None)
+        with_reason = save_reason is not None
+        if chosen == "arrow":
+            given = {"symbol": symbol}  # WHERE symbol = %(symbol)s: every row's, no need to fetch it
+            got = await rows_of(request, columnar.columns_sql(
+                query.series_sql(series, with_reason, raw_times=True), series.columns, given), params)
+            arrays, ms = columnar.decode(got[0], series.columns, given)
+            assert ms is not None  # every series has its time first
+            fetched = len(ms)
+            nxt = query.next_cursor(ms[:limit].tolist(), win.cursor, limit, fetched)
+            shown = [a.slice(0, limit) for a in arrays]
+            cur = nxt.encode() if nxt else None
+            return respond(chosen, encode.arrow_stream(shown, series.columns, cur), cur)
+        rows = await rows_of(request, query.series_sql(series, with_reason), params)
+        nxt = query.next_cursor([r[0] for r in rows[:limit]], win.cursor, limit, len(rows))
+        cur = nxt.encode() if nxt else None
+        return respond(chosen, encode.render(chosen, rows[:limit], series.columns, times, cur), cur)
 
     @router.get("/candles", response_model=_page_model("Candles", query.CANDLE_COLUMNS),
                 responses=_responses(True), summary="One symbol's candles of one timeframe")
@@ -213,14 +237,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
     @router.get("/symbols", response_model=_page_model("Symbols", query.SYMBOL_COLUMNS),
                 responses=_responses(False), summary="The universe: each symbol's latest tier and threshold")
     async def symbols(request: Request, fmt: FormatParam = None, time_format: TimesParam = "iso") -> Response:
-        return respond(request, fmt, await rows_of(request, query.symbols_sql()), query.SYMBOL_COLUMNS,
-                       time_format, None)
+        return await whole(request, fmt, time_format, query.SYMBOL_COLUMNS, query.symbols_sql(),
+                           query.symbols_sql(raw_times=True))
 
     @router.get("/latest", response_model=_page_model("Latest", query.LATEST_COLUMNS),
                 responses=_responses(False), summary="Last funding, open interest and 1m close of every symbol")
     async def latest(request: Request, fmt: FormatParam = None, time_format: TimesParam = "iso") -> Response:
-        return respond(request, fmt, await rows_of(request, query.LATEST_SQL), query.LATEST_COLUMNS,
-                       time_format, None)
+        return await whole(request, fmt, time_format, query.LATEST_COLUMNS, query.latest_sql(),
+                           query.latest_sql(raw_times=True))
 
     app.include_router(router)
     _refine_openapi(app.openapi())

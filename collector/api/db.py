@@ -42,6 +42,9 @@ def make_pool(dsn: str, size: int, statement_timeout_ms: int) -> AsyncConnection
         await conn.execute("SET default_transaction_read_only = on")
         await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(statement_timeout_ms)))
         await conn.execute("SET TIME ZONE 'UTC'")
+        # Every statement here is an index range or a few hundred index probes: JIT compiling one costs more
+        # than it saves (40 ms of a 120 ms `latest` over 496 symbols, EXPLAIN ANALYZE on a shared machine).
+        await conn.execute("SET jit = off")
 
     return AsyncConnectionPool(dsn, min_size=1, max_size=size, open=False, configure=configure,
                                kwargs={"autocommit": True, "application_name": "collector-api"},

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -52,22 +53,22 @@ def iso(ms: int) -> str:
     return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _time_indexes(columns: Sequence[Column]) -> list[int]:
-    return [i for i, c in enumerate(columns) if c.kind == "time"]
+def iso_column(values: Sequence[int | None]) -> list[str | None]:
+    """iso() of a whole column at once (numpy's datetime formatting instead of a datetime object per value:
+    ~6 ms of the 8.5 ms a 1,440-row candle page took to encode as JSON); None stays None."""
+    ms = np.fromiter((0 if v is None else v for v in values), np.int64, len(values))
+    text = np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms").tolist()
+    return [None if v is None else t + "Z" for v, t in zip(values, text, strict=True)]
 
 
-def _with_iso_times(rows: Sequence[Row], columns: Sequence[Column]) -> list[Row]:
-    idx = _time_indexes(columns)
-    if not idx:
-        return list(rows)
-    out: list[Row] = []
-    for r in rows:
-        lr = list(r)
-        for i in idx:
-            if lr[i] is not None:
-                lr[i] = iso(lr[i])
-        out.append(lr)
-    return out
+def _with_iso_times(rows: Sequence[Row], columns: Sequence[Column]) -> Sequence[Row]:
+    idx = [i for i, c in enumerate(columns) if c.kind == "time"]
+    if not idx or not rows:
+        return rows
+    cols: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for i in idx:
+        cols[i] = iso_column(cols[i])
+    return list(zip(*cols, strict=True))
 
 
 def to_json(rows: Sequence[Row], columns: Sequence[Column], times: TimeFormat,
@@ -92,11 +93,8 @@ def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
 
 
 def to_arrow(rows: Sequence[Row], columns: Sequence[Column], next_cursor: str | None) -> bytes:
-    """An Arrow IPC stream of one record batch; the schema is fixed per endpoint, so an empty page is typed
-    too. The next cursor is also in the schema metadata (b'next_cursor'), besides the X-Next-Cursor header."""
-    schema = arrow_schema(columns)
-    if next_cursor is not None:
-        schema = schema.with_metadata({"next_cursor": next_cursor})
+    """Rows -> an Arrow IPC stream (arrow_stream); the read API itself fetches Arrow pages as columns
+    (collector.api.columnar), this is for rows already in hand."""
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     arrays = []
     for c, values in zip(columns, cols, strict=True):
@@ -104,7 +102,16 @@ def to_arrow(rows: Sequence[Row], columns: Sequence[Column], next_cursor: str | 
             arrays.append(pa.array(values, pa.int64()).cast(_ARROW_TYPES["time"]))
         else:
             arrays.append(pa.array(values, _ARROW_TYPES[c.kind]))
-    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return arrow_stream(arrays, columns, next_cursor)
+
+
+def arrow_stream(arrays: Sequence[pa.Array], columns: Sequence[Column], next_cursor: str | None) -> bytes:
+    """An Arrow IPC stream of one record batch; the schema is fixed per endpoint, so an empty page is typed
+    too. The next cursor is also in the schema metadata (b'next_cursor'), besides the X-Next-Cursor header."""
+    schema = arrow_schema(columns)
+    if next_cursor is not None:
+        schema = schema.with_metadata({"next_cursor": next_cursor})
+    batch = pa.RecordBatch.from_arrays(list(arrays), schema=schema)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as writer:
         writer.write_batch(batch)

@@ -5,8 +5,9 @@ input only ever reaches PostgreSQL as a bound parameter; the only identifiers in
 and column names spelled out in this module (a timeframe picks one of five fixed candle relations).
 
 Every value leaves the database already in the wire's shape: times as epoch milliseconds (int8), NUMERIC
-as float8 (the conversion a quant would otherwise do by hand), so encoding is the same for JSON, CSV and
-Arrow and no Decimal or datetime object is built per row.
+as float8 (the conversion a quant would otherwise do by hand), so no Decimal or datetime object is built
+per row. The Arrow path (collector.api.columnar) asks for times raw (raw_times) and floors them to
+milliseconds in bulk.
 """
 
 from __future__ import annotations
@@ -85,22 +86,29 @@ def candle_series(timeframe: Timeframe, include_partial: bool) -> Series:
     return Series(table, CANDLE_COLUMNS)
 
 
-def _select_list(columns: tuple[Column, ...]) -> sql.Composable:
+def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...] | None = None,
+                raw_times: bool = False) -> sql.Composable:
+    """The output columns in wire shape, aliased c0, c1, ... (`sources`: each column's expression, by default
+    its name). raw_times keeps time columns as timestamptz, for collector.api.columnar, which converts
+    them in bulk instead of per row."""
     parts: list[sql.Composable] = []
-    for c in columns:
-        ident = sql.Identifier(c.name)
-        if c.kind == "time":
+    for i, c in enumerate(columns):
+        src = sources[i] if sources is not None else sql.Identifier(c.name)
+        if c.kind == "time" and not raw_times:
             # floor, not the cast's rounding: a time with sub-millisecond digits stays in its own millisecond,
             # which the cursor's `time >= ms` relies on (the collector itself stores whole milliseconds)
-            parts.append(sql.SQL("floor(extract(epoch FROM {}) * 1000)::int8").format(ident))
+            expr: sql.Composable = sql.SQL("floor(extract(epoch FROM {}) * 1000)::int8").format(src)
         elif c.kind == "float":
-            parts.append(sql.SQL("{}::float8").format(ident))
+            expr = sql.SQL("{}::float8").format(src)
+        elif c.kind == "str":
+            expr = sql.SQL("{}::text").format(src)
         else:
-            parts.append(ident)
+            expr = src
+        parts.append(sql.SQL("{} AS {}").format(expr, sql.Identifier(f"c{i}")))
     return sql.SQL(", ").join(parts)
 
 
-def series_sql(series: Series, with_reason: bool = False) -> sql.Composed:
+def series_sql(series: Series, with_reason: bool = False, raw_times: bool = False) -> sql.Composed:
     """One page of one symbol's rows in [lo, end), skipping `skip` rows at time lo, ordered by the key.
 
     Parameters: symbol, lo, end, (save_reason), skip, limit. The (symbol, time, ...) primary key serves
@@ -110,30 +118,30 @@ def series_sql(series: Series, with_reason: bool = False) -> sql.Composed:
     order = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", *series.tiebreak))
     return sql.SQL("SELECT {cols} FROM {table} WHERE symbol = %(symbol)s AND time >= %(lo)s AND time < %(end)s"
                    "{reason} ORDER BY {order} OFFSET %(skip)s LIMIT %(limit)s").format(
-        cols=_select_list(series.columns), table=sql.Identifier(series.table), reason=reason, order=order)
+        cols=select_list(series.columns, raw_times=raw_times), table=sql.Identifier(series.table), reason=reason, order=order)
 
 
-def symbols_sql() -> sql.Composed:
+def symbols_sql(raw_times: bool = False) -> sql.Composed:
     """Each symbol's most recent tier computation (the symbol_tiers_symbol_latest index serves it)."""
     return sql.SQL("SELECT {cols} FROM (SELECT DISTINCT ON (symbol) * FROM symbol_tiers "
-                   "ORDER BY symbol, computed_at DESC) t ORDER BY symbol").format(cols=_select_list(SYMBOL_COLUMNS))
+                   "ORDER BY symbol, computed_at DESC) t ORDER BY symbol").format(
+        cols=select_list(SYMBOL_COLUMNS, raw_times=raw_times))
 
 
 # The symbols `latest` covers: every symbol the collector has computed a tier for, plus every symbol with a
-# closed 1m candle in the last hour (a fresh installation has no tiers yet; the BRIN on time narrows that
-# scan to the last hour's pages). Each symbol's last row of each table is then one backward scan of its
-# (symbol, time) primary key, so the cost grows with the number of symbols, not with the history kept.
-LATEST_SQL = sql.SQL("""
-WITH universe AS (
-    SELECT symbol FROM symbol_tiers
-    UNION
-    SELECT symbol FROM candles_1m WHERE time > now() - INTERVAL '1 hour'
-)
-SELECT u.symbol,
-       floor(extract(epoch FROM f.time) * 1000)::int8, f.funding_rate::float8, f.mark_price::float8,
-       floor(extract(epoch FROM o.time) * 1000)::int8, o.open_interest::float8,
-       floor(extract(epoch FROM c.time) * 1000)::int8, c.close::float8
-FROM universe u
+# 1m candle in the last hour (a fresh installation has no tiers yet). The recent symbols are found by a
+# loose index scan, one probe of candles_1m's (symbol, time) key per symbol: walking the key backwards, the
+# first entry below the previous symbol is the next symbol's latest candle, so an active symbol costs one
+# descent. (A DISTINCT over the last hour's rows relied on the BRIN on time, which only narrows summarised
+# page ranges: the symbol list alone took 150 ms against 5 ms, 496 symbols, bench/api.py's prefill, JIT off.)
+# Each symbol's last row of each table is then one backward scan of its (symbol, time) key, so the cost
+# grows with the number of symbols, not with the history kept.
+_LATEST_SOURCES = tuple(sql.SQL(src) for src in (
+    "u.symbol", "f.time", "f.funding_rate", "f.mark_price", "o.time", "o.open_interest", "c.time", "c.close"))
+_LATEST_FROM = sql.SQL("""
+FROM (SELECT symbol FROM symbol_tiers
+      UNION
+      SELECT symbol FROM recent WHERE symbol IS NOT NULL) u
 LEFT JOIN LATERAL (SELECT time, funding_rate, mark_price FROM funding WHERE symbol = u.symbol
                    ORDER BY time DESC LIMIT 1) f ON true
 LEFT JOIN LATERAL (SELECT time, open_interest FROM open_interest WHERE symbol = u.symbol
@@ -141,6 +149,22 @@ LEFT JOIN LATERAL (SELECT time, open_interest FROM open_interest WHERE symbol = 
 LEFT JOIN LATERAL (SELECT time, close FROM candles_1m WHERE symbol = u.symbol
                    ORDER BY time DESC LIMIT 1) c ON true
 ORDER BY u.symbol""")
+
+
+_RECENT_SYMBOLS = sql.SQL("""WITH RECURSIVE recent(symbol) AS (
+    (SELECT symbol FROM candles_1m WHERE time > now() - INTERVAL '1 hour' ORDER BY symbol DESC, time DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT c.symbol FROM candles_1m c WHERE c.symbol < r.symbol AND c.time > now() - INTERVAL '1 hour'
+            ORDER BY c.symbol DESC, c.time DESC LIMIT 1)
+    FROM recent r WHERE r.symbol IS NOT NULL
+)
+""")
+
+
+def latest_sql(raw_times: bool = False) -> sql.Composed:
+    """Every symbol's last funding, open interest and 1m close (LATEST_COLUMNS' order)."""
+    cols = select_list(LATEST_COLUMNS, _LATEST_SOURCES, raw_times)
+    return sql.SQL("{recent}SELECT {cols} {rest}").format(recent=_RECENT_SYMBOLS, cols=cols, rest=_LATEST_FROM)
 
 
 # --- parameters ----------------------------------------------------------------------------------------------

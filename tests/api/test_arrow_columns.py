@@ -1,0 +1,165 @@
+"""The Arrow path (a page fetched as columns, collector.api.columnar) carries exactly the JSON path's values.
+
+JSON is fetched as rows and is itself checked against SQL ground truth (test_endpoints.py); here every
+endpoint's Arrow body must equal its JSON body value by value, page by page (the same next_cursor), with
+the column types the schema promises. The edge cases the collector's data may not contain (times before
+2000 and inside a millisecond, NULLs in every kind, multi-byte text, an empty page) are checked on a
+literal page, against the row path's own SQL.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pyarrow as pa
+import pytest
+from conftest import SUBMS_SYMBOL, TIE_SYMBOL
+from psycopg import sql
+
+from collector.api import columnar, encode, query
+
+ARROW = {"Accept": encode.ARROW_MEDIA_TYPE}
+WIDE = {"start": "2020-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z", "time_format": "ms"}
+_PY = {"time": int, "float": float, "int": int, "str": str}
+
+
+def _arrow_rows(table: pa.Table, columns: tuple[query.Column, ...]) -> list[list[Any]]:
+    assert table.schema.remove_metadata() == encode.arrow_schema(columns)
+    cols = [table.column(c.name).cast(pa.int64()).to_pylist() if c.kind == "time"
+            else table.column(c.name).to_pylist() for c in columns]
+    rows = [list(r) for r in zip(*cols, strict=True)]
+    for r in rows:
+        for c, v in zip(columns, r, strict=True):
+            assert v is None and c.nullable or type(v) is _PY[c.kind], (c, v)
+    return rows
+
+
+def both_pages(api_url: str, path: str, columns: tuple[query.Column, ...],
+               **params: Any) -> tuple[list[list[Any]], int]:
+    """Every page in JSON and in Arrow, asserting each pair equal (rows and cursor); all rows, page count."""
+    out: list[list[Any]] = []
+    pages = 0
+    params = dict(params)
+    while True:
+        j = httpx.get(f"{api_url}/api/v1/{path}", params=params, timeout=30)
+        a = httpx.get(f"{api_url}/api/v1/{path}", params=params, headers=ARROW, timeout=30)
+        assert j.status_code == 200 and a.status_code == 200, (j.text, a.text)
+        assert a.headers["content-type"] == encode.ARROW_MEDIA_TYPE
+        body = j.json()
+        want = [[row[c.name] for c in columns] for row in body["data"]]
+        table = pa.ipc.open_stream(a.content).read_all()
+        assert _arrow_rows(table, columns) == want, (path, params)
+        cursor = (table.schema.metadata or {}).get(b"next_cursor")
+        assert (cursor.decode() if cursor else None) == body["next_cursor"] == a.headers.get("x-next-cursor")
+        out += want
+        pages += 1
+        if body["next_cursor"] is None:
+            return out, pages
+        params["cursor"] = body["next_cursor"]
+
+
+@pytest.fixture(scope="module")
+def symbols(filled_db: str) -> list[str]:
+    with psycopg.connect(filled_db) as conn:
+        return [r[0] for r in conn.execute("SELECT DISTINCT symbol FROM candles_1m ORDER BY 1")]
+
+
+def test_candles_every_timeframe(api_url: str, symbols: list[str]) -> None:
+    for tf in query.TIMEFRAMES:
+        for partial in ("false", "true"):
+            rows, _ = both_pages(api_url, "candles", query.CANDLE_COLUMNS, symbol=symbols[0], timeframe=tf,
+                                 include_partial=partial, **WIDE)
+            assert rows or (tf, partial) != ("1m", "true")
+    rows, pages = both_pages(api_url, "candles", query.CANDLE_COLUMNS, symbol=symbols[0], limit=3, **WIDE)
+    assert len(rows) >= 8 and pages >= 3
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 1000])
+def test_trades_pages_inside_one_millisecond(api_url: str, limit: int) -> None:
+    for symbol in (TIE_SYMBOL, SUBMS_SYMBOL):
+        rows, _ = both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol=symbol, limit=limit, **WIDE)
+        assert len(rows) == {TIE_SYMBOL: 40, SUBMS_SYMBOL: 8}[symbol]
+    assert any(r[-1] is None for r in both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol=TIE_SYMBOL,
+                                                 **WIDE)[0])
+
+
+def test_trades_by_reason(api_url: str, symbols: list[str]) -> None:
+    total = 0
+    for reason in ("large_trade", "price_change", "time_interval", "keep_all"):
+        total += len(both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol=symbols[0], save_reason=reason,
+                                **WIDE)[0])
+    assert total == len(both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol=symbols[0], **WIDE)[0]) > 0
+
+
+@pytest.mark.parametrize("table,columns", [("funding", query.FUNDING_COLUMNS),
+                                           ("liquidations", query.LIQUIDATION_COLUMNS),
+                                           ("open_interest", query.OPEN_INTEREST_COLUMNS)])
+def test_funding_liquidations_open_interest(api_url: str, filled_db: str, table: str,
+                                            columns: tuple[query.Column, ...]) -> None:
+    with psycopg.connect(filled_db) as conn:
+        row = conn.execute(sql.SQL("SELECT symbol FROM {} GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").format(
+            sql.Identifier(table))).fetchone()
+    assert row is not None
+    assert both_pages(api_url, table, columns, symbol=row[0], **WIDE)[0]
+
+
+def test_symbols_and_latest(api_url: str, symbols: list[str]) -> None:
+    got = both_pages(api_url, "symbols", query.SYMBOL_COLUMNS, time_format="ms")[0]
+    assert [r[0] for r in got] == symbols and any(r[3] is None for r in got)
+    got = both_pages(api_url, "latest", query.LATEST_COLUMNS, time_format="ms")[0]
+    assert [r[0] for r in got] == symbols
+
+
+def test_an_empty_page_is_typed(api_url: str) -> None:
+    rows, _ = both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol="NOSUCHUSDT", **WIDE)
+    assert rows == []
+
+
+_EDGE_COLUMNS = query._cols("t:time f:float? i:int? s:str? n:time?")
+
+
+def test_edge_values_equal_the_row_path(db_url: str) -> None:
+    """Times before 2000 and with microseconds (floored, never rounded), NULL in every kind, NaN and
+    infinities, multi-byte and empty text: the columns decode to the row path's values."""
+    base = datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    values = [
+        (base, 1.5, 7, "é€😀", None),
+        (base + timedelta(microseconds=1), None, None, None, base),
+        (datetime(1970, 1, 1, tzinfo=UTC) - timedelta(microseconds=1), float("nan"), -(2**63) + 1, "", base),
+        (datetime(2025, 3, 12, 15, 0, 0, 123_456, tzinfo=UTC), float("-inf"), 2**63 - 1, "BTCUSDT", None),
+        (datetime(2025, 3, 12, 15, 0, 0, 999_000, tzinfo=UTC), 1e-300, 0, None, base + timedelta(days=9000)),
+    ]
+    literal = sql.SQL("(VALUES {}) v(t, f, i, s, n)").format(sql.SQL(", ").join(
+        sql.SQL("({}::timestamptz, {}::float8, {}::int8, {}::text, {}::timestamptz)").format(*map(sql.Literal, r))
+        for r in values))
+    sources = tuple(sql.SQL("v.{}").format(sql.Identifier(c.name)) for c in _EDGE_COLUMNS)
+
+    def page(raw: bool) -> sql.Composed:
+        return sql.SQL("SELECT {} FROM {} ORDER BY v.t").format(
+            query.select_list(_EDGE_COLUMNS, sources, raw_times=raw), literal)
+
+    with psycopg.connect(db_url) as conn:
+        want = [list(r) for r in conn.cursor(binary=True).execute(page(False)).fetchall()]
+        got_row = conn.cursor(binary=True).execute(columnar.columns_sql(page(True), _EDGE_COLUMNS)).fetchone()
+        empty = conn.cursor(binary=True).execute(columnar.columns_sql(
+            sql.SQL("{} LIMIT 0").format(page(True)), _EDGE_COLUMNS)).fetchone()
+    assert got_row is not None and empty is not None
+    arrays, ms = columnar.decode(got_row, _EDGE_COLUMNS)
+    table = pa.Table.from_arrays(arrays, schema=encode.arrow_schema(_EDGE_COLUMNS))
+    got = _arrow_rows(table, _EDGE_COLUMNS)
+    assert ms is not None and ms.tolist() == [r[0] for r in want]
+    assert [r[0] for r in want] == [-1, 946684799999, 946684800000, 1741791600123, 1741791600999]
+
+    def same(a: Any, b: Any) -> bool:
+        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert all(same(x, y) for x, y in zip(g, w, strict=True)), (g, w)
+    empty_arrays, empty_ms = columnar.decode(empty, _EDGE_COLUMNS)
+    assert [len(a) for a in empty_arrays] == [0] * len(_EDGE_COLUMNS) and empty_ms is not None
+    assert [a.type for a in empty_arrays] == [f.type for f in encode.arrow_schema(_EDGE_COLUMNS)]

@@ -1,0 +1,48 @@
+"""Which symbols `latest` lists: those with a tier, plus those with a 1m candle in the last hour.
+
+The second set is found by a loose index scan over candles_1m's (symbol, time) key (collector.api.query);
+the filled database of the other API tests has tiers for every symbol, so the scan is checked here on
+its own: no tiers, candles of several ages, every symbol probed in both the row and the column form.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from collector.api import columnar, query
+from collector.db import partitions, schema, tables
+from collector.db.tiers_repo import TierRow, store_tiers
+
+
+def test_latest_lists_tiered_and_recently_traded_symbols(db_url: str) -> None:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    ages = {"AAAUSDT": [2], "BBBUSDT": [90, 61], "CCCUSDT": [200, 30], "DDDUSDT": [59], "EEEUSDT": [3000]}
+    with psycopg.connect(db_url) as conn:
+        schema.ensure_schema(conn, "postgres")
+        for table in tables.TIME_TABLES:
+            partitions.ensure_partitions_for(conn, table, now - timedelta(days=3), now + timedelta(days=1))
+        for sym, minutes in ages.items():
+            for m in minutes:
+                t = now - timedelta(minutes=m)
+                conn.execute("INSERT INTO candles_1m VALUES (%s, %s, %s, 1, 2, 0.5, 1.5, 10, 15, 3, 5, 7.5)",
+                             (t, sym, t + timedelta(seconds=59.999)))
+        conn.commit()
+
+        def listed() -> tuple[list[str], list[str]]:
+            rows = [r[0] for r in conn.execute(query.latest_sql())]
+            got = conn.cursor(binary=True).execute(
+                columnar.columns_sql(query.latest_sql(raw_times=True), query.LATEST_COLUMNS)).fetchone()
+            assert got is not None
+            arrays, _ = columnar.decode(got, query.LATEST_COLUMNS)
+            return rows, arrays[0].to_pylist()
+
+        # no tiers: the symbols whose latest candle is younger than an hour, whatever their older candles
+        assert listed() == (["AAAUSDT", "CCCUSDT", "DDDUSDT"], ["AAAUSDT", "CCCUSDT", "DDDUSDT"])
+        store_tiers(conn, {"EEEUSDT": TierRow(3, 1.0, None, None), "ZZZUSDT": TierRow(3, 1.0, None, None)}, now)
+        conn.commit()
+        want = ["AAAUSDT", "CCCUSDT", "DDDUSDT", "EEEUSDT", "ZZZUSDT"]
+        assert listed() == (want, want)
+        closes = {r[0]: r[7] for r in conn.execute(query.latest_sql())}
+        assert closes["EEEUSDT"] == 1.5 and closes["ZZZUSDT"] is None
