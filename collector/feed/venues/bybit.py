@@ -206,6 +206,8 @@ class BybitDecoder:
         self.tickers.clear()
 
     def handle(self, msg: str | bytes, receipt: float) -> None:
+        # The same shape as okx.py's handle (the duplicate finder pairs them, as it pairs the imports): each
+        # venue's frames and structs differ, and a shared skeleton would add a call to every frame.
         # Fast path for trades (nearly every frame): one decode when Bybit's usual key order shows the topic.
         if msg.startswith(_TRADES_B) if isinstance(msg, bytes) else msg.startswith(_TRADES_S):
             try:

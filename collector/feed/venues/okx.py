@@ -213,6 +213,8 @@ class OkxDecoder:
         self._handlers: dict[str, Any] = {ch: getattr(self, "_" + ch.replace("-", "_")) for ch in _rows}
 
     def handle(self, msg: str | bytes, receipt: float) -> None:
+        # The same shape as bybit.py's handle (the duplicate finder pairs them, as it pairs the imports): each
+        # venue's frames and structs differ, and a shared skeleton would add a call to every frame.
         # Fast path for trades (nearly every frame): one decode when OKX's usual key order shows the channel.
         if msg.startswith(_TRADES_B) if isinstance(msg, bytes) else msg.startswith(_TRADES_S):
             try:
