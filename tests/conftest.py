@@ -8,13 +8,11 @@ Each test gets its own fresh database so tests never see each other's rows.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-from helpers import STUB_TIMESCALEDB_VERSION
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from helpers import STUB_TIMESCALEDB_VERSION, fresh_database
 
 from collector.db.embedded import EmbeddedPostgres
 
@@ -37,16 +35,8 @@ def pg_server_url() -> Iterator[str]:
 @pytest.fixture
 def db_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(pg_server_url)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_server_url) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

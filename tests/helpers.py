@@ -10,11 +10,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import yaml
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from collector.pipeline.encode import Batch, BatchBuilder, encode_trade
 
@@ -134,3 +137,18 @@ def partition_names(conn: psycopg.Connection, table: str) -> list[str]:
     return sorted(r[0] for r in conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = %s::regclass", (table,)).fetchall())
+
+
+@contextmanager
+def fresh_database(pg_server_url: str) -> Iterator[str]:
+    """A new, empty database on `pg_server_url`, dropped afterwards (one test's, or one module's)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(pg_server_url)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**params)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -8,15 +8,12 @@ once, naming the step that broke the product (it is not skipped: a skip must nev
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 import pytest
-from helpers import SupervisorProcess
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from helpers import SupervisorProcess, fresh_database
 
 
 class Scenario:
@@ -46,13 +43,5 @@ def keep_running(sup: SupervisorProcess) -> None:
 @contextmanager
 def module_database(pg_server_url: str) -> Iterator[str]:
     """A fresh database for a module's steps (tests/conftest.py's db_url is one test's)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(pg_server_url)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_server_url) as url:
+        yield url
