@@ -141,17 +141,8 @@ class Hub:
 
     def on_trade(self, st: SymbolState, a: int, f: int, l_: int, t: int, e: int, p: int, q: int, m: bool,
                  streamed: bool) -> None:
-        if not streamed:
-            sk = st.skipped
-            if sk and sk[-1][1] == a - 1:
-                sk[-1][1] = a
-            else:
-                sk.append([a, a])
+        if not record_trade(st, a, streamed):
             return
-        st.n_trade += 1
-        if st.first_a is None:
-            st.first_a = a
-        st.last_a = a
         conns = self.subs.get(st.s_agg)
         if conns:
             self._send(st.s_agg, conns, frames.wrap(st.s_agg, frames.agg_trade(st, a, f, l_, t, e, p, q, m)))
@@ -219,6 +210,23 @@ class Hub:
                     self._send(name, conns, frames.wrap(name, frames.kline(st, iv, k, now_ms, False)), True)
         for st in market.states:
             st.kline_dirty = False
+
+
+def record_trade(st: SymbolState, a: int, streamed: bool) -> bool:
+    """A trade's place in the ground truth, shared by every venue's hub: a skipped one (a fault) extends the
+    symbol's skipped id ranges; a streamed one is counted. True when it is to be sent."""
+    if not streamed:
+        sk = st.skipped
+        if sk and sk[-1][1] == a - 1:
+            sk[-1][1] = a
+        else:
+            sk.append([a, a])
+        return False
+    st.n_trade += 1
+    if st.first_a is None:
+        st.first_a = a
+    st.last_a = a
+    return True
 
 
 def prepare_state(st: SymbolState) -> None:

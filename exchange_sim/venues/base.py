@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..hub import Hub, WsConn, prepare_state
+from ..hub import Hub, WsConn, prepare_state, record_trade
 from ..market import Market, SymbolState
 from ..universe import SymbolSpec, build_universe
 
@@ -113,17 +113,8 @@ class VenueHub(Hub):
 
     def on_trade(self, st: SymbolState, a: int, f: int, l_: int, t: int, e: int, p: int, q: int, m: bool,
                  streamed: bool) -> None:
-        if not streamed:
-            sk = st.skipped
-            if sk and sk[-1][1] == a - 1:
-                sk[-1][1] = a
-            else:
-                sk.append([a, a])
+        if not record_trade(st, a, streamed):
             return
-        st.n_trade += 1
-        if st.first_a is None:
-            st.first_a = a
-        st.last_a = a
         conns = self.subs.get(st.k_trade)
         if conns:
             frame, record = self.trade_frame(st, a, f, l_, t, e, p, q, m)
