@@ -35,8 +35,10 @@ import psycopg
 from bench import common
 from bench.peer import PEER_DDL, TRADE_COLUMNS
 from collector.db.schema import ensure_schema
-from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, BatchBuilder, encode_trade
+from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, BatchBuilder, RowEncoder
 from collector.writer.service import MAX_ROWS, Writer
+
+BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 
 # Rows per run: ~10 COPY batches of the writer's default size, enough to amortise connection set-up and
 # short enough (a few seconds per path) for 3 runs of 4 paths to stay well under 10 minutes.
@@ -69,7 +71,7 @@ def encoded_batches(trades: list[tuple]) -> list:
     for start in range(0, len(trades), BATCH_ROWS):
         b = BatchBuilder("trades")
         for t, s, i, p, q, usd, side, reason in trades[start:start + BATCH_ROWS]:
-            b.add(encode_trade(t, s, i, p, q, usd, side, reason, i, i), t)
+            b.add(BINANCE.trade(t, s, i, p, q, usd, side, reason, i, i), t)
         batches.append(b.take())
     return batches
 

@@ -135,7 +135,7 @@ def _report(dsn: str, cfg: Config, now: float, since: datetime | None) -> int:
     try:
         report = run_check(dsn, None, now, retention=cfg.retention.periods(), since=since,
                            funding_interval_s=cfg.filters.funding.min_interval_s,
-                           data_types=cfg.collection.data_types)
+                           data_types=cfg.collection.data_types, venue="binance")
     except NoCollectorSchema as e:
         print(f"error: {e}; has the collector run against it?", file=sys.stderr)
         return 2

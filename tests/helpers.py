@@ -19,7 +19,9 @@ import psycopg
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from collector.pipeline.encode import Batch, BatchBuilder, encode_trade
+from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
+
+BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 
 ROOT = Path(__file__).resolve().parents[1]
 # The version the stub "installed but not preloaded" TimescaleDB advertises (conftest.ts_not_preloaded_url).
@@ -120,7 +122,7 @@ def trades_batch(start_id: int, n: int, t0: int | None = None, step_ms: int = 10
     b = BatchBuilder("trades")
     for i in range(start_id, start_id + n):
         t = t0 + (i - start_id) * step_ms
-        b.add(encode_trade(t, "BTCUSDT", i, f"{40000 + i}.10", "0.001", 40.0 + i, "buy" if i % 2 else "sell",
+        b.add(BINANCE.trade(t, "BTCUSDT", i, f"{40000 + i}.10", "0.001", 40.0 + i, "buy" if i % 2 else "sell",
                            reason, i * 10, i * 10 + 2), t)
     batch = b.take()
     assert batch is not None
@@ -152,3 +154,28 @@ def fresh_database(pg_server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# The primary keys version 5 code created (before every table gained the venue in schema version 6).
+V5_KEYS = {"trades": "symbol, time, trade_id", "funding": "symbol, time", "liquidations": "symbol, time, side, price, "
+           "quantity", "open_interest": "symbol, time", "candles_1m": "symbol, time", "candles_5m": "symbol, time",
+           "candles_30m": "symbol, time", "candles_4h": "symbol, time", "candles_1d": "symbol, time",
+           "gaps": "symbol, kind, from_id, to_id", "symbol_tiers": "computed_at, symbol", "checkpoints": "symbol"}
+
+
+def to_version_5_layout(conn: psycopg.Connection) -> None:
+    """Turn a freshly created (current) plain-PostgreSQL schema back into what version 5 code left: no venue
+    column anywhere, the old keys and indexes, no instruments table, schema_version at 5."""
+    from collector.db.schema import TIMEFRAMES, _closed_view_ddl, closed_view
+
+    for view in TIMEFRAMES:
+        conn.execute(f"DROP VIEW {closed_view(view)}")
+    for table, key in V5_KEYS.items():
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN venue")  # drops the key and indexes holding it
+        conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
+    conn.execute("CREATE INDEX gaps_open ON gaps (symbol) WHERE state IN ('detected', 'filling')")
+    conn.execute("CREATE INDEX symbol_tiers_symbol_latest ON symbol_tiers (symbol, computed_at DESC)")
+    conn.execute("DROP TABLE instruments")
+    for view in TIMEFRAMES:
+        conn.execute(_closed_view_ddl(view))
+    conn.execute("DELETE FROM schema_version WHERE version > 5")

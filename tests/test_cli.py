@@ -188,8 +188,8 @@ def test_report_on_collected_data(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         ensure_schema(conn, "postgres", Config().retention.periods(), now=now)
         for i in range(3):
-            conn.execute("INSERT INTO trades (time, symbol, trade_id, price, amount, usd_value, side, save_reason,"
-                         " first_trade_id, last_trade_id) VALUES (%s, 'BTCUSDT', %s, 100, 1, 100, 'buy', %s, 1, 1)",
+            conn.execute("INSERT INTO trades (time, venue, symbol, trade_id, price, amount, usd_value, side, save_reason,"
+                         " first_trade_id, last_trade_id) VALUES (%s, 'binance', 'BTCUSDT', %s, 100, 1, 100, 'buy', %s, 1, 1)",
                          (now - timedelta(minutes=i), i, ["large_trade", "price_change", "time_interval"][i]))
     r = _check("--dsn", db_url)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -204,13 +204,13 @@ def _demo(conn: psycopg.Connection, start: datetime, minutes: int) -> None:
     for s in ("BTCUSDT", "ETHUSDT"):
         for m in range(minutes):
             t = start + timedelta(minutes=m)
-            conn.execute("INSERT INTO funding (time, symbol, mark_price) VALUES (%s, %s, 1)", (t + timedelta(seconds=3), s))
-            conn.execute("INSERT INTO candles_1m VALUES (%s, %s, %s, 1, 1, 1, 1, 1, 1, 1, 1, 1)",
+            conn.execute("INSERT INTO funding (time, venue, symbol, mark_price) VALUES (%s, 'binance', %s, 1)", (t + timedelta(seconds=3), s))
+            conn.execute("INSERT INTO candles_1m VALUES (%s, 'binance', %s, %s, 1, 1, 1, 1, 1, 1, 1, 1, 1)",
                          (t, s, t + timedelta(seconds=59.999)))
 
 
 def _double_funding(conn: psycopg.Connection, start: datetime) -> None:
-    conn.execute("INSERT INTO funding (time, symbol, mark_price) VALUES (%s, 'ETHUSDT', 1)",
+    conn.execute("INSERT INTO funding (time, venue, symbol, mark_price) VALUES (%s, 'binance', 'ETHUSDT', 1)",
                  (start + timedelta(minutes=2, seconds=30),))
 
 
@@ -221,7 +221,7 @@ def _drop_candle(conn: psycopg.Connection, start: datetime) -> None:
 def _expired_trade(conn: psycopg.Connection, start: datetime) -> None:
     old = start - timedelta(days=30)  # trades keep 7 days
     ensure_partitions_for(conn, "trades", old, old)
-    conn.execute("INSERT INTO trades VALUES (%s, 'BTCUSDT', 1, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (old,))
+    conn.execute("INSERT INTO trades VALUES (%s, 'binance', 'BTCUSDT', 1, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (old,))
 
 
 def test_collector_check_on_clean_data_exits_0(db_url: str) -> None:

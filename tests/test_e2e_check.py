@@ -57,8 +57,8 @@ def test_short_demo_passes_check(db_url: str, tmp_path: Path) -> None:
         assert "[ok] funding_cap: at most one row per symbol per minute" in r.stdout, r.stdout
         # and the same database with one funding minute doubled fails: check can fail on this data
         with psycopg.connect(db_url, autocommit=True) as conn:
-            conn.execute("""INSERT INTO funding (time, symbol, mark_price)
-                            SELECT time + INTERVAL '1 millisecond', symbol, mark_price FROM funding
+            conn.execute("""INSERT INTO funding (time, venue, symbol, mark_price)
+                            SELECT time + INTERVAL '1 millisecond', venue, symbol, mark_price FROM funding
                             WHERE extract(second FROM time) < 59 ORDER BY time DESC LIMIT 1""")
         r = subprocess.run([sys.executable, "-m", "collector", "check", "--config", str(cfg)], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)

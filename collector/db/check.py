@@ -24,6 +24,9 @@ from collector.db.tables import relation_exists
 from collector.symbols import valid_symbol
 
 MINUTE = timedelta(minutes=1)
+# The venue the completeness checks judge unless told otherwise: the collector's first and default venue
+# (collection.exchanges: [binance]); each other venue is judged by its own run (run_check(venue=...)).
+BINANCE = "binance"
 # How far back the checks read when no `since` is given: a day of 1m candles is ~720k rows for 500 symbols
 # (a second or two to count), and a day is what an operator looks at after an incident.
 DEFAULT_LOOKBACK = timedelta(days=1)
@@ -125,38 +128,40 @@ def funding_cap_bucket_ms(interval_s: float) -> int:
 # --- findings ---------------------------------------------------------------------------------------------
 
 
-def _newest(conn: psycopg.Connection, table: str, lo: datetime, now: datetime) -> datetime | None:
-    row = conn.execute(sql.SQL("SELECT max(time) FROM {} WHERE time >= %s AND time <= %s").format(
-        sql.Identifier(table)), (lo, now)).fetchone()
+def _newest(conn: psycopg.Connection, table: str, lo: datetime, now: datetime, venue: str) -> datetime | None:
+    row = conn.execute(sql.SQL("SELECT max(time) FROM {} WHERE time >= %s AND time <= %s AND venue = %s").format(
+        sql.Identifier(table)), (lo, now, venue)).fetchone()
     return row[0] if row else None
 
 
 def check_funding(conn: psycopg.Connection, universe: list[str] | None, now: datetime,
-                  lo: datetime) -> Finding:
-    end = _newest(conn, "funding", lo, now)
+                  lo: datetime, venue: str = BINANCE) -> Finding:
+    end = _newest(conn, "funding", lo, now, venue)
     if end is None:
         return Finding("funding", not universe, f"no funding rows collected since {lo:%Y-%m-%d %H:%M} UTC",
                        [f"missing: {_listed(sorted(universe))}"] if universe else [])
     start = max(lo, end - FUNDING_WINDOW)
     seen = {r[0] for r in conn.execute(
-        "SELECT DISTINCT symbol FROM funding WHERE time > %s AND time <= %s", (start, end))}
+        "SELECT DISTINCT symbol FROM funding WHERE time > %s AND time <= %s AND venue = %s", (start, end, venue))}
     if universe is None:  # every symbol collected in the lookback should still be in its last hour
         universe = sorted({r[0] for r in conn.execute(
-            "SELECT DISTINCT symbol FROM funding WHERE time >= %s AND time <= %s", (lo, end))})
+            "SELECT DISTINCT symbol FROM funding WHERE time >= %s AND time <= %s AND venue = %s", (lo, end, venue))})
     missing = sorted(set(universe) - seen)
     summary = (f"{len(set(universe) & seen)}/{len(universe)} symbols with funding in "
                f"{start:%H:%M}..{end:%H:%M} UTC (the collection's last hour)")
     return Finding("funding", not missing, summary, [f"missing: {_listed(missing)}"] if missing else [])
 
 
-def check_funding_cap(conn: psycopg.Connection, now: datetime, lo: datetime, interval_s: float) -> Finding:
+def check_funding_cap(conn: psycopg.Connection, now: datetime, lo: datetime, interval_s: float,
+                      venue: str = BINANCE) -> Finding:
     """At most one funding row per symbol per bucket of filters.funding.min_interval_s (the stored cap)."""
     bucket = funding_cap_bucket_ms(interval_s)
     rows = conn.execute("""
         SELECT symbol, to_timestamp(b * %(bucket)s / 1000.0) AS bucket_start, n FROM (
             SELECT symbol, floor(extract(epoch FROM time) * 1000 / %(bucket)s)::bigint AS b, count(*) AS n
-            FROM funding WHERE time >= %(lo)s AND time <= %(now)s GROUP BY 1, 2 HAVING count(*) > 1) d
-        ORDER BY bucket_start, symbol""", {"bucket": bucket, "lo": lo, "now": now}).fetchall()
+            FROM funding WHERE time >= %(lo)s AND time <= %(now)s AND venue = %(venue)s
+            GROUP BY 1, 2 HAVING count(*) > 1) d
+        ORDER BY bucket_start, symbol""", {"bucket": bucket, "lo": lo, "now": now, "venue": venue}).fetchall()
     what = "minute" if bucket == 60_000 else f"{bucket / 1000:g} s"
     details = _capped([f"{s} {t.astimezone(UTC):%Y-%m-%d %H:%M:%S}: {n} rows" for s, t, n in rows])
     summary = (f"at most one row per symbol per {what}" if not rows
@@ -164,32 +169,34 @@ def check_funding_cap(conn: psycopg.Connection, now: datetime, lo: datetime, int
     return Finding("funding_cap", not rows, summary, details)
 
 
-def check_trades(conn: psycopg.Connection, now: datetime, lo: datetime) -> Finding:
+def check_trades(conn: psycopg.Connection, now: datetime, lo: datetime, venue: str = BINANCE) -> Finding:
     # the collection's end from funding (a row per symbol-minute), not max(time) over a day of trades,
     # which in keep_all mode is hundreds of millions of rows
-    end = _newest(conn, "funding", lo, now) or now
+    end = _newest(conn, "funding", lo, now, venue) or now
     start = max(lo, end - TRADES_WINDOW)
     rows = conn.execute("""SELECT save_reason, count(*), avg(usd_value) FROM trades
-                           WHERE time >= %s AND time <= %s GROUP BY save_reason ORDER BY count(*) DESC""",
-                        (start, end)).fetchall()
+                           WHERE time >= %s AND time <= %s AND venue = %s
+                           GROUP BY save_reason ORDER BY count(*) DESC""",
+                        (start, end, venue)).fetchall()
     total = sum(r[1] for r in rows)
     details = [f"{reason:<15} {n:>10} rows  avg ${avg:,.2f}" for reason, n, avg in rows]
     return Finding("trades", True, f"{total} trades kept in {start:%H:%M}..{end:%H:%M} UTC", details)
 
 
 def check_candles(conn: psycopg.Connection, universe: list[str] | None, now: datetime, lo: datetime,
-                  also: Iterable[str] = (), judge_from_lo: bool = False) -> Finding:
+                  also: Iterable[str] = (), judge_from_lo: bool = False, venue: str = BINANCE) -> Finding:
     """Every symbol has every closed 1m candle from its first row to the collection's newest minute.
 
     `also`: symbols known to be collected (e.g. from funding) that must have candles even if they have none.
     `judge_from_lo` (an explicit --since): every symbol's span starts at `lo`, or at the collection's first
     row if that is later, instead of at the symbol's own first row.
     """
-    last = last_complete_minute(_newest(conn, "candles_1m", lo, now), now)
+    last = last_complete_minute(_newest(conn, "candles_1m", lo, now, venue), now)
     if last is None:
         return Finding("candles_1m", True, "no closed 1m candle collected yet")
     rows = conn.execute("""SELECT symbol, min(time), count(DISTINCT time) FROM candles_1m
-                           WHERE time >= %s AND time <= %s GROUP BY symbol""", (lo, last)).fetchall()
+                           WHERE time >= %s AND time <= %s AND venue = %s GROUP BY symbol""",
+                        (lo, last, venue)).fetchall()
     if not rows:  # the newest minute is still within its delivery grace
         return Finding("candles_1m", True, "no closed 1m candle collected yet")
     first = {s: t for s, t, _ in rows}
@@ -198,11 +205,12 @@ def check_candles(conn: psycopg.Connection, universe: list[str] | None, now: dat
     collection_start = min(first.values())
     # A symbol whose first row in the window is after `lo` was either collected before it too (then its
     # span starts at `lo` and the late start is missing data) or is new (its span starts at its first row;
-    # a symbol with no row at all at the collection's first row). The EXISTS probes the (symbol, time) key.
+    # a symbol with no row at all at the collection's first row). The EXISTS probes the (venue, symbol, time) key.
     late = [s for s in symbols if first.get(s, last + MINUTE) > lo]
     before = {r[0] for r in conn.execute(
         """SELECT s FROM unnest(%s::text[]) s WHERE EXISTS (
-               SELECT 1 FROM candles_1m c WHERE c.symbol = s AND c.time < %s)""", (late, lo))} if late else set()
+               SELECT 1 FROM candles_1m c WHERE c.venue = %s AND c.symbol = s AND c.time < %s)""",
+        (late, venue, lo))} if late else set()
     missing: dict[str, tuple[int, int]] = {}
     for s in symbols:
         if s in before:
@@ -338,13 +346,16 @@ def check_jobs(conn: psycopg.Connection, mode: str | None) -> Finding:
 
 def run_check(dsn: str, universe: list[str] | None = None, now: datetime | float | None = None,
               retention: Mapping[str, timedelta | None] | None = None, *, since: datetime | None = None,
-              funding_interval_s: float = 60.0, data_types: Iterable[str] | None = None) -> Report:
+              funding_interval_s: float = 60.0, data_types: Iterable[str] | None = None,
+              venue: str = BINANCE) -> Report:
     """Run every check against `dsn`. `universe` = the symbols that should be collected (None: infer).
 
     `now` is a datetime or Unix seconds (default: the current time). `since` starts the judged span
     (default: DEFAULT_LOOKBACK before now, or each symbol's first row if later). `funding_interval_s` is
     filters.funding.min_interval_s; `data_types` (collection.data_types) skips checks of what is not
-    collected. Raises NoCollectorSchema when the database has no collector tables.
+    collected. `venue`: the exchange whose rows are judged (the completeness checks are per venue; the
+    duplicate, retention and job checks cover every venue). Raises NoCollectorSchema when the database has
+    no collector tables.
     """
     if now is None:
         now = datetime.now(UTC)
@@ -364,23 +375,25 @@ def run_check(dsn: str, universe: list[str] | None = None, now: datetime | float
             info = conn.info
             raise NoCollectorSchema(f'no collector tables in database "{info.dbname}" at {info.host}:{info.port}')
         if kinds is None or "funding" in kinds:
-            report.findings.append(check_funding(conn, universe, now, lo))
-            report.findings.append(check_funding_cap(conn, now, lo, funding_interval_s))
+            report.findings.append(check_funding(conn, universe, now, lo, venue))
+            report.findings.append(check_funding_cap(conn, now, lo, funding_interval_s, venue))
         if kinds is None or "trades" in kinds:
-            report.findings.append(check_trades(conn, now, lo))
+            report.findings.append(check_trades(conn, now, lo, venue))
         if kinds is None or "candles_1m" in kinds:
-            also = _recent_funding_symbols(conn, now, lo) if kinds is None or "funding" in kinds else set()
-            report.findings.append(check_candles(conn, universe, now, lo, also, judge_from_lo=since is not None))
+            also = _recent_funding_symbols(conn, now, lo, venue) if kinds is None or "funding" in kinds else set()
+            report.findings.append(check_candles(conn, universe, now, lo, also, judge_from_lo=since is not None,
+                                                 venue=venue))
         report.findings.append(check_duplicates(conn, now))
         report.findings.append(check_retention(conn, now, retention, mode))
         report.findings.append(check_jobs(conn, mode))
     return report
 
 
-def _recent_funding_symbols(conn: psycopg.Connection, now: datetime, lo: datetime) -> set[str]:
+def _recent_funding_symbols(conn: psycopg.Connection, now: datetime, lo: datetime, venue: str) -> set[str]:
     """Symbols with funding in the collection's last FUNDING_WINDOW: being collected, so owed candles."""
-    end = _newest(conn, "funding", lo, now)
+    end = _newest(conn, "funding", lo, now, venue)
     if end is None:
         return set()
-    return {r[0] for r in conn.execute("SELECT DISTINCT symbol FROM funding WHERE time > %s AND time <= %s",
-                                       (max(lo, end - FUNDING_WINDOW), end))}
+    return {r[0] for r in conn.execute(
+        "SELECT DISTINCT symbol FROM funding WHERE time > %s AND time <= %s AND venue = %s",
+        (max(lo, end - FUNDING_WINDOW), end, venue))}

@@ -56,10 +56,10 @@ class OpenGap(NamedTuple):
     detected_ms: int
 
 
-def open_gaps(conn: psycopg.Connection, symbols: list[str]) -> list[OpenGap]:
-    """The unfinished repairs (detected or filling) of `symbols`, oldest first: what a worker takes over."""
+def open_gaps(conn: psycopg.Connection, venue: str, symbols: list[str]) -> list[OpenGap]:
+    """The unfinished repairs (detected or filling) of `venue`'s `symbols`, oldest first: what a worker
+    takes over (the gaps_open index on (venue, symbol) serves it)."""
     rows = conn.execute("""SELECT kind, symbol, from_id, to_id, (extract(epoch FROM detected_at) * 1000)::bigint
-                           FROM gaps WHERE state IN ('detected', 'filling') AND symbol = ANY(%s)
-                           ORDER BY detected_at""", (symbols,)).fetchall()
+                           FROM gaps WHERE state IN ('detected', 'filling') AND venue = %s AND symbol = ANY(%s)
+                           ORDER BY detected_at""", (venue, symbols)).fetchall()
     return [OpenGap(*r) for r in rows]
-

@@ -31,16 +31,16 @@ _BIN_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"  # a UTC midnight: 4h and 1
 def _rollup_sql(target: str, source: str, width: timedelta) -> sql.Composed:
     w = sql.Literal(width)
     return sql.SQL("""
-        INSERT INTO {target} AS t (time, symbol, close_time, open, high, low, close, volume, quote_volume,
+        INSERT INTO {target} AS t (time, venue, symbol, close_time, open, high, low, close, volume, quote_volume,
                                    trades, taker_buy_volume, taker_buy_quote_volume)
-        SELECT b, symbol, b + {w} - INTERVAL '1 millisecond',
+        SELECT b, venue, symbol, b + {w} - INTERVAL '1 millisecond',
                (array_agg(open ORDER BY time))[1], max(high), min(low), (array_agg(close ORDER BY time DESC))[1],
                sum(volume), sum(quote_volume), sum(trades), sum(taker_buy_volume), sum(taker_buy_quote_volume)
         FROM (SELECT date_bin({w}, time, {origin}) AS b, * FROM {source}
               WHERE time >= date_bin({w}, %(since)s, {origin})
                 AND time < date_bin({w}, %(until)s - INTERVAL '1 microsecond', {origin}) + {w}) s
-        GROUP BY b, symbol
-        ON CONFLICT (symbol, time) DO UPDATE SET
+        GROUP BY b, venue, symbol
+        ON CONFLICT (venue, symbol, time) DO UPDATE SET
             close_time = EXCLUDED.close_time, open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
             close = EXCLUDED.close, volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume,
             trades = EXCLUDED.trades, taker_buy_volume = EXCLUDED.taker_buy_volume,
@@ -56,7 +56,8 @@ def _rollup_sql(target: str, source: str, width: timedelta) -> sql.Composed:
 def rollup_candles(conn: psycopg.Connection, since: datetime, until: datetime) -> dict[str, int]:
     """Recompute every 5m/30m/4h/1d candle whose bucket overlaps [since, until) from candles_1m.
 
-    Same values as Binance's own klines of that interval: open of the first 1m candle, close of the last,
+    Per venue and symbol (two venues' BTCUSDT are two contracts, rolled up apart). Same values as Binance's
+    own klines of that interval: open of the first 1m candle, close of the last,
     max high, min low, summed volumes and trade counts, close_time = bucket end - 1 ms; buckets in UTC.
     Idempotent (upsert, rows rewritten only when they changed); the still-open bucket is recomputed on the
     next call. In TimescaleDB mode the continuous aggregates do this and the call returns {}.

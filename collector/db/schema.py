@@ -23,12 +23,21 @@ from collector.db import timescale
 from collector.db.gaps_repo import GAP_STATES
 from collector.db.mode import Backend, Mode, decide_mode, read_mode_facts
 from collector.db.partitions import ensure_partitions
-from collector.db.tables import DERIVED_CANDLES, TIME_TABLES, interval_sql, table_ddl, with_default_retention
+from collector.db.tables import (
+    DERIVED_CANDLES,
+    KEYS,
+    TIME_TABLES,
+    add_venue_column,
+    interval_sql,
+    set_primary_key,
+    table_ddl,
+    with_default_retention,
+)
 
 log = logging.getLogger(__name__)
 
 # Bump when the DDL changes and add a step to _MIGRATIONS; a database newer than this refuses to start.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Arbitrary constant key for pg_advisory_xact_lock: two processes running ensure_schema at once serialise.
 _SCHEMA_LOCK_KEY = 0x434F4C4C  # "COLL"
@@ -41,18 +50,18 @@ class SchemaError(RuntimeError):
 # --- DDL ----------------------------------------------------------------------------------------------------------
 
 # Created (IF NOT EXISTS) on every start, before the migrations: a new database gets the current layout
-# here; an existing one keeps the layout it has and the migrations bring it up to date (see _v5_tiers).
+# here; an existing one keeps the layout it has and the migrations bring it up to date (see _v5_tiers,
+# _v6_venues, which also creates its index: an index on venue cannot be declared before the column exists).
 _COMMON_DDL = [
     """CREATE TABLE IF NOT EXISTS symbol_tiers (
         computed_at TIMESTAMPTZ NOT NULL,
+        venue TEXT NOT NULL,
         symbol TEXT NOT NULL,
         tier SMALLINT NOT NULL,
         threshold_usd DOUBLE PRECISION NOT NULL,
         size_quantile_usd DOUBLE PRECISION,
         score DOUBLE PRECISION,
-        PRIMARY KEY (computed_at, symbol))""",
-    # latest tiers per symbol on restart: DISTINCT ON (symbol) ORDER BY symbol, computed_at DESC
-    "CREATE INDEX IF NOT EXISTS symbol_tiers_symbol_latest ON symbol_tiers (symbol, computed_at DESC)",
+        PRIMARY KEY (venue, computed_at, symbol))""",
 ]
 
 
@@ -115,7 +124,20 @@ def ensure_schema(conn: psycopg.Connection, mode: Mode = "auto",
                 timescale.apply_retention(conn, retention)
             else:
                 ensure_partitions(conn, now)
+    if chosen == "timescaledb" and 0 < current < 6:
+        _refresh_rebuilt_aggregates(conn)
     return chosen
+
+
+def _refresh_rebuilt_aggregates(conn: psycopg.Connection) -> None:
+    """After version 6 rebuilt the candle aggregates on an existing TimescaleDB database: materialise them
+    whole (only possible outside a transaction), or say how to when the caller's connection is not autocommit."""
+    if conn.autocommit:
+        timescale.refresh_candle_aggregates(conn)
+    else:
+        log.warning("schema version 6 rebuilt candles_5m..1d grouped by venue: run CALL "
+                    "refresh_continuous_aggregate('candles_<tf>_agg', NULL, NULL) for each timeframe "
+                    "(outside a transaction) to materialise the history")
 
 
 def _v1(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None], now: datetime) -> None:
@@ -213,4 +235,53 @@ def _v5_tiers(conn: psycopg.Connection, mode: str, retention: Mapping[str, timed
         conn.execute("ALTER TABLE symbol_tiers RENAME COLUMN p90_usd TO size_quantile_usd")
 
 
-_MIGRATIONS = {1: _v1, 2: _v2, 3: _v3_checkpoints, 4: _v4_gaps, 5: _v5_tiers}
+# The tables every venue's instruments are recorded in (collector.db.instruments_repo): a symbol is the
+# venue's own name; `normalized` (BTC-USDT-PERP, collector.feed.venues.common.normalized) joins venues.
+INSTRUMENTS_DDL = """CREATE TABLE IF NOT EXISTS instruments (
+    venue TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    normalized TEXT NOT NULL,
+    base TEXT NOT NULL,
+    contract_size NUMERIC NOT NULL,
+    first_seen TIMESTAMPTZ NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (venue, symbol))"""
+
+
+def _v6_venues(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None],
+               now: datetime) -> None:
+    """Every table gains `venue` (OKX and Bybit beside Binance), first in every key and index; the rows
+    already stored were all collected from Binance and become 'binance'. Plus the instruments table.
+
+    Idempotent like _v4_gaps: a database created by this code's _v1 already has the column and the keys
+    (set_primary_key leaves a key that is already right alone), one created by version 1..5 code gets them
+    here. The closed views are recreated because `SELECT *` fixed their column list when they were made.
+    """
+    for table in TIMEFRAMES:
+        conn.execute(f"DROP VIEW IF EXISTS {closed_view(table)}")
+    if mode == "timescaledb":
+        archives = timescale.migrate_to_venues(conn, retention)
+        for a in archives:
+            log.warning("schema version 6: candles older than the oldest 1m candle were kept in %s "
+                        "(the rebuilt aggregate cannot recompute them)", a)
+    else:
+        for t in TIME_TABLES:
+            add_venue_column(conn, t)
+            set_primary_key(conn, t, KEYS[t])
+    add_venue_column(conn, "gaps")
+    set_primary_key(conn, "gaps", KEYS["gaps"])
+    conn.execute("DROP INDEX IF EXISTS gaps_open")
+    conn.execute("CREATE INDEX gaps_open ON gaps (venue, symbol) WHERE state IN ('detected', 'filling')")
+    add_venue_column(conn, "symbol_tiers")
+    set_primary_key(conn, "symbol_tiers", ("venue", "computed_at", "symbol"))
+    # latest tiers per symbol on restart: DISTINCT ON (venue, symbol) ORDER BY venue, symbol, computed_at DESC
+    conn.execute("DROP INDEX IF EXISTS symbol_tiers_symbol_latest")
+    conn.execute("CREATE INDEX IF NOT EXISTS symbol_tiers_latest ON symbol_tiers (venue, symbol, computed_at DESC)")
+    add_venue_column(conn, "checkpoints")
+    set_primary_key(conn, "checkpoints", ("venue", "symbol"))
+    conn.execute(INSTRUMENTS_DDL)
+    for table in TIMEFRAMES:
+        conn.execute(_closed_view_ddl(table))
+
+
+_MIGRATIONS = {1: _v1, 2: _v2, 3: _v3_checkpoints, 4: _v4_gaps, 5: _v5_tiers, 6: _v6_venues}

@@ -46,20 +46,23 @@ SPANS: dict[str, Span] = {
 }
 SPAN_LENGTH: dict[Span, timedelta] = {"day": DAY, "week": 7 * DAY, "month": 31 * DAY, "year": 366 * DAY}
 
-# Primary keys: (symbol, time, ...) serves "one symbol over a time range" and "latest row of a symbol"
-# (backward index scan) directly; the trailing columns make each event unique so a replay is a no-op.
+# Primary keys: (venue, symbol, time, ...) serves "one symbol of one venue over a time range" and "latest row
+# of a symbol" (backward index scan) directly; the venue leads because a symbol name means nothing without
+# it (Binance's and Bybit's BTCUSDT are two contracts); the trailing columns make each event unique so a
+# replay is a no-op.
 KEYS: dict[str, tuple[str, ...]] = {
-    "trades": ("symbol", "time", "trade_id"),
-    "funding": ("symbol", "time"),
-    "liquidations": ("symbol", "time", "side", "price", "quantity"),
-    "open_interest": ("symbol", "time"),
-    **{t: ("symbol", "time") for t in CANDLE_TABLES},
-    "gaps": ("symbol", "kind", "from_id", "to_id"),
+    "trades": ("venue", "symbol", "time", "trade_id"),
+    "funding": ("venue", "symbol", "time"),
+    "liquidations": ("venue", "symbol", "time", "side", "price", "quantity"),
+    "open_interest": ("venue", "symbol", "time"),
+    **{t: ("venue", "symbol", "time") for t in CANDLE_TABLES},
+    "gaps": ("venue", "symbol", "kind", "from_id", "to_id"),
 }
 
 
 COLUMN_TYPES: dict[str, str] = {
     "time": "TIMESTAMPTZ NOT NULL",
+    "venue": "TEXT NOT NULL",
     "symbol": "TEXT NOT NULL",
     "trade_id": "BIGINT NOT NULL",
     "price": "NUMERIC NOT NULL",
@@ -153,3 +156,44 @@ def table_info(retention: Mapping[str, timedelta | None] | None = None) -> dict[
     """Key, effective retention and partition span of every time-partitioned table."""
     retention = with_default_retention(retention)
     return {t: TableInfo(t, KEYS[t], retention.get(t), SPAN_LENGTH[SPANS[t]]) for t in TIME_TABLES}
+
+
+def add_venue_column(conn: psycopg.Connection, table: str, venue: str = "binance") -> None:
+    """Schema version 6: `table` gains `venue TEXT NOT NULL`, its existing rows holding `venue`.
+
+    The DEFAULT only fills the rows already there (since PostgreSQL 11 a constant default is recorded in
+    the catalog, not written into every row, so this is quick on a large table; on a partitioned parent it
+    propagates to every partition); it is dropped at once so that a row arriving without a venue is refused
+    instead of being filed under Binance.
+    """
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS venue TEXT NOT NULL DEFAULT {}").format(
+        sql.Identifier(table), sql.Literal(venue)))
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN venue DROP DEFAULT").format(sql.Identifier(table)))
+
+
+def primary_key(conn: psycopg.Connection, table: str) -> tuple[str, tuple[str, ...]] | None:
+    """(constraint name, columns in key order) of `table`'s primary key, from pg_constraint; None if none."""
+    row = conn.execute("""SELECT c.conname, array_agg(a.attname::text ORDER BY k.i)
+                          FROM pg_constraint c
+                          CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY k(attnum, i)
+                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+                          WHERE c.conrelid = to_regclass(%s) AND c.contype = 'p'
+                          GROUP BY c.conname""", (table,)).fetchone()
+    return None if row is None else (row[0], tuple(row[1]))
+
+
+def set_primary_key(conn: psycopg.Connection, table: str, key: tuple[str, ...]) -> bool:
+    """Make `key` the primary key of `table` (drop the old one, add the new); False when it already is.
+
+    On a partitioned parent both statements recurse: PostgreSQL drops the partitions' inherited key indexes
+    and builds one per partition for the new key (which must contain the partition column, time).
+    """
+    current = primary_key(conn, table)
+    if current is not None and current[1] == key:
+        return False
+    if current is not None:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+            sql.Identifier(table), sql.Identifier(current[0])))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, key))))
+    return True

@@ -16,9 +16,13 @@ import psycopg
 
 from collector.db.tables import (
     DERIVED_CANDLES,
+    KEYS,
     TIME_TABLES,
+    add_venue_column,
     interval_sql,
+    primary_key,
     relation_exists,
+    set_primary_key,
     table_ddl,
     with_default_retention,
 )
@@ -69,11 +73,23 @@ def create_timescale(conn: psycopg.Connection, retention: Mapping[str, timedelta
     for t, chunk in CHUNK_INTERVAL.items():
         conn.execute(table_ddl(t, partitioned=False))
         conn.execute(f"SELECT create_hypertable('{t}', by_range('time', INTERVAL '{chunk}'), if_not_exists => TRUE)")
-        conn.execute(f"ALTER TABLE {t} SET (timescaledb.compress, timescaledb.compress_segmentby = 'symbol', "
-                     f"timescaledb.compress_orderby = 'time DESC')")
-        conn.execute(f"SELECT add_compression_policy('{t}', compress_after => INTERVAL '{COMPRESS_AFTER[t]}', "
-                     f"if_not_exists => TRUE)")
+        _enable_compression(conn, t)
     conn.execute(table_ddl("gaps", partitioned=False))
+    _create_candle_aggregates(conn)
+    apply_retention(conn, retention)
+
+
+def _enable_compression(conn: psycopg.Connection, table: str) -> None:
+    """Compression segmented by (venue, symbol): a segment holds one contract's rows, which is what every
+    query filters on, and two venues' BTCUSDT never share one."""
+    conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'venue, symbol', "
+                 f"timescaledb.compress_orderby = 'time DESC')")
+    conn.execute(f"SELECT add_compression_policy('{table}', compress_after => INTERVAL '{COMPRESS_AFTER[table]}', "
+                 f"if_not_exists => TRUE)")
+
+
+def _create_candle_aggregates(conn: psycopg.Connection) -> None:
+    """candles_5m..1d: a continuous aggregate per timeframe, grouped by venue and symbol, plus its policy."""
     for view, bucket in CAGG_BUCKET.items():
         # The aggregate itself lives in <view>_agg; <view> is a plain view adding close_time. Why: a
         # continuous aggregate may only use immutable expressions, and timestamptz + interval is merely
@@ -82,16 +98,17 @@ def create_timescale(conn: psycopg.Connection, retention: Mapping[str, timedelta
         conn.execute(f"""
             CREATE MATERIALIZED VIEW IF NOT EXISTS {view}_agg
             WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
-            SELECT time_bucket(INTERVAL '{bucket}', time) AS bucket, symbol,
+            SELECT time_bucket(INTERVAL '{bucket}', time) AS bucket, venue, symbol,
                    first(open, time) AS open, max(high) AS high, min(low) AS low, last(close, time) AS close,
                    sum(volume) AS volume, sum(quote_volume) AS quote_volume, sum(trades) AS trades,
                    sum(taker_buy_volume) AS taker_buy_volume, sum(taker_buy_quote_volume) AS taker_buy_quote_volume
             FROM candles_1m
-            GROUP BY time_bucket(INTERVAL '{bucket}', time), symbol
+            GROUP BY time_bucket(INTERVAL '{bucket}', time), venue, symbol
             WITH NO DATA""")
         conn.execute(f"""
             CREATE OR REPLACE VIEW {view} AS
-            SELECT bucket AS time, symbol, bucket + INTERVAL '{bucket}' - INTERVAL '1 millisecond' AS close_time,
+            SELECT bucket AS time, venue, symbol,
+                   bucket + INTERVAL '{bucket}' - INTERVAL '1 millisecond' AS close_time,
                    open, high, low, close, volume, quote_volume, trades::bigint AS trades,
                    taker_buy_volume, taker_buy_quote_volume
             FROM {view}_agg""")
@@ -99,7 +116,79 @@ def create_timescale(conn: psycopg.Connection, retention: Mapping[str, timedelta
         conn.execute(f"SELECT add_continuous_aggregate_policy('{view}_agg', start_offset => INTERVAL '{start}', "
                      f"end_offset => INTERVAL '{end}', schedule_interval => INTERVAL '{every}', "
                      f"if_not_exists => TRUE)")
+
+
+# --- schema version 6: every table gains the venue ------------------------------------------------------------
+
+
+def migrate_to_venues(conn: psycopg.Connection, retention: Mapping[str, timedelta | None]) -> list[str]:
+    """Version 6 on TimescaleDB: the hypertables gain `venue` in their key and segmentby, and the candle
+    aggregates are rebuilt grouped by venue. Existing rows become 'binance'. Returns the archive tables made.
+
+    Followed, statement by statement (TimescaleDB 2.x docs):
+    - remove_compression_policy(hypertable, if_exists) first, so no job compresses a chunk mid-migration
+      (https://docs.tigerdata.com/api/latest/compression/remove_compression_policy/; the decompress_chunk
+      page asks for the policy to be stopped before decompressing).
+    - SELECT decompress_chunk(c, true) FROM show_chunks('<hypertable>') c: every compressed chunk back to
+      row form (https://docs.tigerdata.com/api/latest/compression/decompress_chunk/), because "creation of
+      unique constraints on compressed chunks is not supported. You can add them by disabling compression on
+      the hypertable and re-enabling after constraint creation" (https://docs.tigerdata.com/api/latest/compression/).
+    - ALTER TABLE ... SET (timescaledb.compress = false), then ADD COLUMN venue TEXT NOT NULL DEFAULT
+      'binance' (a NOT NULL column with a default is supported on hypertables, compressed ones from 2.6:
+      https://docs.tigerdata.com/use-timescale/latest/compression/modify-a-schema/), the primary key
+      swapped, compression re-enabled with compress_segmentby = 'venue, symbol' (ALTER TABLE (Compression):
+      https://docs.tigerdata.com/api/latest/compression/alter_table_compression/) and its policy re-added;
+      the policy recompresses the old chunks on its next runs.
+    - A continuous aggregate's query cannot be altered, so each candles_<tf>_agg is dropped with DROP
+      MATERIALIZED VIEW, which also removes its refresh and retention policies
+      (https://docs.tigerdata.com/api/latest/continuous-aggregates/drop_materialized_view/), after copying
+      the buckets older than the oldest stored 1m candle (which a new aggregate could not rebuild) into a
+      plain table candles_<tf>_v5_archive. Recreated WITH NO DATA (CREATE MATERIALIZED VIEW cannot refresh
+      inside ensure_schema's transaction); ensure_schema then refreshes them whole outside it
+      (refresh_candle_aggregates).
+    """
+    archives: list[str] = []
+    for view in CAGG_BUCKET:
+        conn.execute(f"DROP VIEW IF EXISTS {view}_closed")
+        conn.execute(f"DROP VIEW IF EXISTS {view}")  # recreated below with the venue column
+        if relation_exists(conn, f"{view}_agg") and not _has_column(conn, f"{view}_agg", "venue"):
+            archive = f"{view}_v5_archive"
+            conn.execute(f"""CREATE TABLE IF NOT EXISTS {archive} AS
+                             SELECT 'binance'::text AS venue, a.* FROM {view}_agg a
+                             WHERE a.bucket < coalesce((SELECT min(time) FROM candles_1m), 'infinity')""")
+            archives.append(archive)
+            conn.execute(f"DROP MATERIALIZED VIEW {view}_agg")
+    for t in CHUNK_INTERVAL:
+        key = primary_key(conn, t)
+        if key is not None and key[1] == KEYS[t]:
+            continue  # created by this code's create_timescale (a new database) or migrated already
+        conn.execute(f"SELECT remove_compression_policy('{t}', if_exists => TRUE)")
+        conn.execute(f"SELECT decompress_chunk(c, true) FROM show_chunks('{t}') c")
+        conn.execute(f"ALTER TABLE {t} SET (timescaledb.compress = false)")
+        add_venue_column(conn, t)
+        set_primary_key(conn, t, KEYS[t])
+        _enable_compression(conn, t)
+    _create_candle_aggregates(conn)
     apply_retention(conn, retention)
+    return archives
+
+
+def _has_column(conn: psycopg.Connection, relation: str, column: str) -> bool:
+    row = conn.execute("""SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                          AND table_name = %s AND column_name = %s""", (relation, column)).fetchone()
+    return row is not None
+
+
+def refresh_candle_aggregates(conn: psycopg.Connection) -> None:
+    """Materialise every bucket of candles_5m..1d once (after version 6 rebuilt them WITH NO DATA): the
+    refresh policies only look back a few buckets, and real-time aggregation only covers what lies past the
+    materialised range. CALL refresh_continuous_aggregate(agg, NULL, NULL) refreshes the whole range and
+    must run outside a transaction block (https://docs.tigerdata.com/api/latest/continuous-aggregates/
+    refresh_continuous_aggregate/)."""
+    if not conn.autocommit:
+        raise ValueError("refresh_continuous_aggregate needs an autocommit connection")
+    for view in CAGG_BUCKET:
+        conn.execute(f"CALL refresh_continuous_aggregate('{view}_agg', NULL, NULL)")
 
 
 def apply_retention(conn: psycopg.Connection, retention: Mapping[str, timedelta | None]) -> None:

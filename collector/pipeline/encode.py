@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from collector.symbols import valid_symbol
+from collector.symbols import valid_symbol, valid_venue
 
 # --- framing -------------------------------------------------------------------------------------------------
 
@@ -33,17 +33,20 @@ _LEN_F64 = struct.Struct(">id").pack
 _LEN_I16 = struct.Struct(">ih").pack
 
 # Column order of every COPY target: the contract between the workers' encoders and the writer's COPY.
+# `venue` (the exchange a row came from: every table's key starts with it) follows `time` so that the
+# encoders write it together with the symbol as one cached field pair (RowEncoder._venue_symbol).
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "trades": ("time", "symbol", "trade_id", "price", "amount", "usd_value", "side", "save_reason",
+    "trades": ("time", "venue", "symbol", "trade_id", "price", "amount", "usd_value", "side", "save_reason",
                "first_trade_id", "last_trade_id"),
-    "funding": ("time", "symbol", "mark_price", "index_price", "funding_rate", "next_funding_time"),
-    "liquidations": ("time", "symbol", "side", "order_type", "price", "avg_price", "quantity",
+    "funding": ("time", "venue", "symbol", "mark_price", "index_price", "funding_rate", "next_funding_time"),
+    "liquidations": ("time", "venue", "symbol", "side", "order_type", "price", "avg_price", "quantity",
                      "filled_quantity", "status", "usd_value"),
-    "open_interest": ("time", "symbol", "open_interest"),
-    "gaps": ("symbol", "kind", "from_id", "to_id", "detected_at", "filled_at", "state", "reason", "updated_at"),
+    "open_interest": ("time", "venue", "symbol", "open_interest"),
+    "gaps": ("venue", "symbol", "kind", "from_id", "to_id", "detected_at", "filled_at", "state", "reason",
+             "updated_at"),
 }
-CANDLE_COLUMNS = ("time", "symbol", "close_time", "open", "high", "low", "close", "volume", "quote_volume",
-                  "trades", "taker_buy_volume", "taker_buy_quote_volume")
+CANDLE_COLUMNS = ("time", "venue", "symbol", "close_time", "open", "high", "low", "close", "volume",
+                  "quote_volume", "trades", "taker_buy_volume", "taker_buy_quote_volume")
 CANDLE_TABLES = ("candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d")
 for _t in CANDLE_TABLES:
     COLUMNS[_t] = CANDLE_COLUMNS
@@ -207,118 +210,141 @@ def encode_row(types: Sequence[str], values: Sequence[object]) -> bytes:
 
 
 # --- per-table fast paths ---------------------------------------------------------------------------------------
-# One function per table, its columns written out in order, alike by design (the duplicate finder pairs them):
+# One method per table, its columns written out in order, alike by design (the duplicate finder pairs them):
 # these run for every row kept, and encode_row's loop over type names costs a lookup and a call per column.
 
-_ROW_HEAD = struct.Struct(">hiq").pack  # row header of every fast path: nfields, len(time), time (column 1)
+_ROW_HEAD = struct.Struct(">hiq").pack  # row header of every timed table: nfields, len(time), time (column 1)
 _TRADE_ID = struct.Struct(">iq").pack
 _TRADE_USD = struct.Struct(">id").pack
 _TRADE_TAIL = struct.Struct(">iqiq").pack  # first_trade_id, last_trade_id
-
-
-def encode_trade(time_ms: int, symbol: str, trade_id: int, price: str, amount: str, usd_value: float,
-                 side: str, save_reason: str, first_trade_id: int, last_trade_id: int) -> bytes:
-    """One `trades` tuple. Hot path (every kept trade, up to ~50k/s in keep_all): keep it lean."""
-    # Cache lookups inline (encoded bytes are never empty, so `or` only calls the encoder on a miss).
-    return b"".join((
-        _ROW_HEAD(10, 8, (time_ms - PG_EPOCH_MS) * 1000),
-        _symbol_cached(symbol) or enc_symbol(symbol),
-        _TRADE_ID(8, trade_id),
-        _numeric_cached(price) or enc_numeric(price),
-        _numeric_cached(amount) or enc_numeric(amount),
-        _TRADE_USD(8, usd_value),
-        _word_cached(side) or _enc_word(side),
-        _word_cached(save_reason) or _enc_word(save_reason),
-        _TRADE_TAIL(8, first_trade_id, 8, last_trade_id),
-    ))
-
-
-def encode_funding(time_ms: int, symbol: str, mark_price: str, index_price: str | None,
-                   funding_rate: str | None, next_funding_time_ms: int | None) -> bytes:
-    """One `funding` tuple (mark price stream event)."""
-    return b"".join((
-        _ROW_HEAD(6, 8, (time_ms - PG_EPOCH_MS) * 1000),
-        enc_symbol(symbol),
-        enc_numeric(mark_price),
-        enc_numeric_or_null(index_price),
-        enc_numeric_or_null(funding_rate),
-        enc_timestamptz_or_null(next_funding_time_ms),
-    ))
-
-
-def encode_liquidation(time_ms: int, symbol: str, side: str, order_type: str, price: str, avg_price: str,
-                       quantity: str, filled_quantity: str, status: str, usd_value: float) -> bytes:
-    """One `liquidations` tuple (forceOrder event)."""
-    return b"".join((
-        _ROW_HEAD(10, 8, (time_ms - PG_EPOCH_MS) * 1000),
-        enc_symbol(symbol),
-        _enc_word(side),
-        _enc_word(order_type),
-        enc_numeric(price),
-        enc_numeric(avg_price),
-        enc_numeric(quantity),
-        enc_numeric(filled_quantity),
-        _enc_word(status),
-        _TRADE_USD(8, usd_value),
-    ))
-
-
-def encode_open_interest(time_ms: int, symbol: str, open_interest: str) -> bytes:
-    """One `open_interest` tuple."""
-    return b"".join((
-        _ROW_HEAD(3, 8, (time_ms - PG_EPOCH_MS) * 1000),
-        enc_symbol(symbol),
-        enc_numeric(open_interest),
-    ))
-
-
 _CANDLE_TRADES = struct.Struct(">iq").pack
 
 
-def encode_candle(open_time_ms: int, symbol: str, close_time_ms: int, open: str, high: str, low: str,
-                  close: str, volume: str, quote_volume: str, trades: int, taker_buy_volume: str,
-                  taker_buy_quote_volume: str) -> bytes:
-    """One tuple for any `candles_*` table (Binance kline fields, strings as sent)."""
-    return b"".join((
-        _ROW_HEAD(12, 8, (open_time_ms - PG_EPOCH_MS) * 1000),
-        enc_symbol(symbol),
-        enc_timestamptz(close_time_ms),
-        enc_numeric(open),
-        enc_numeric(high),
-        enc_numeric(low),
-        enc_numeric(close),
-        enc_numeric(volume),
-        enc_numeric(quote_volume),
-        _CANDLE_TRADES(8, trades),
-        enc_numeric(taker_buy_volume),
-        enc_numeric(taker_buy_quote_volume),
-    ))
+class RowEncoder:
+    """Encodes one venue's rows for every table: the venue is fixed when the encoder is made.
 
-
-def encode_gap(symbol: str, from_id: int, to_id: int, detected_at_ms: int, filled_at_ms: int | None = None, *,
-               kind: str = "trades", state: str | None = None, reason: str = "",
-               updated_at_ms: int | None = None) -> bytes:
-    """One `gaps` tuple: what the stream missed and how far its repair got (collector.feed.backfill).
-
-    kind "trades": aggregate-trade ids from_id..to_id (inclusive); kind "candles_1m": the 1m candles
-    opening from_id..to_id (ms). state: detected / filling / filled / unfillable (default: filled when
-    filled_at is set, else unfillable). updated_at orders two versions of the same gap (the writer keeps
-    the most advanced, see collector.db.gaps_repo.GAP_STATES).
+    Why an object: a worker collects exactly one venue, so the venue field costs nothing per row. It is
+    encoded once, together with each symbol (`venue` and `symbol` are adjacent COPY columns), into a cached
+    field pair: a row pays the same single dict lookup for venue + symbol that it paid for the symbol alone.
     """
-    if state is None:
-        state = "filled" if filled_at_ms is not None else "unfillable"
-    return b"".join((
-        _I16(9),
-        enc_symbol(symbol),
-        enc_text(kind),
-        enc_int8(from_id),
-        enc_int8(to_id),
-        enc_timestamptz(detected_at_ms),
-        enc_timestamptz_or_null(filled_at_ms),
-        enc_text(state),
-        enc_text(reason),
-        enc_timestamptz(updated_at_ms if updated_at_ms is not None else filled_at_ms or detected_at_ms),
-    ))
+
+    __slots__ = ("_pairs", "_pair_cached", "_venue_field", "venue")
+
+    def __init__(self, venue: str) -> None:
+        if not valid_venue(venue):
+            raise ValueError(f"invalid venue: {venue!r} (expected lowercase letters and digits, e.g. binance)")
+        self.venue = venue
+        self._venue_field = enc_text(venue)
+        self._pairs: dict[str, bytes] = {}
+        self._pair_cached = self._pairs.get
+
+    def __repr__(self) -> str:
+        return f"RowEncoder({self.venue!r})"
+
+    def _venue_symbol(self, symbol: str) -> bytes:
+        """The venue and symbol fields (length-prefixed, in that order); ValueError for an invalid symbol."""
+        b = self._pairs.get(symbol)
+        if b is None:
+            b = self._venue_field + enc_symbol(symbol)
+            if len(self._pairs) < _CACHE_LIMIT:
+                self._pairs[symbol] = b
+        return b
+
+    def trade(self, time_ms: int, symbol: str, trade_id: int, price: str, amount: str, usd_value: float,
+              side: str, save_reason: str, first_trade_id: int, last_trade_id: int) -> bytes:
+        """One `trades` tuple. Hot path (every kept trade, up to ~50k/s in keep_all): keep it lean."""
+        # Cache lookups inline (encoded bytes are never empty, so `or` only calls the encoder on a miss).
+        return b"".join((
+            _ROW_HEAD(11, 8, (time_ms - PG_EPOCH_MS) * 1000),
+            self._pair_cached(symbol) or self._venue_symbol(symbol),
+            _TRADE_ID(8, trade_id),
+            _numeric_cached(price) or enc_numeric(price),
+            _numeric_cached(amount) or enc_numeric(amount),
+            _TRADE_USD(8, usd_value),
+            _word_cached(side) or _enc_word(side),
+            _word_cached(save_reason) or _enc_word(save_reason),
+            _TRADE_TAIL(8, first_trade_id, 8, last_trade_id),
+        ))
+
+    def funding(self, time_ms: int, symbol: str, mark_price: str, index_price: str | None,
+                funding_rate: str | None, next_funding_time_ms: int | None) -> bytes:
+        """One `funding` tuple (mark price stream event)."""
+        return b"".join((
+            _ROW_HEAD(7, 8, (time_ms - PG_EPOCH_MS) * 1000),
+            self._venue_symbol(symbol),
+            enc_numeric(mark_price),
+            enc_numeric_or_null(index_price),
+            enc_numeric_or_null(funding_rate),
+            enc_timestamptz_or_null(next_funding_time_ms),
+        ))
+
+    def liquidation(self, time_ms: int, symbol: str, side: str, order_type: str, price: str, avg_price: str,
+                    quantity: str, filled_quantity: str, status: str, usd_value: float) -> bytes:
+        """One `liquidations` tuple (forceOrder event)."""
+        return b"".join((
+            _ROW_HEAD(11, 8, (time_ms - PG_EPOCH_MS) * 1000),
+            self._venue_symbol(symbol),
+            _enc_word(side),
+            _enc_word(order_type),
+            enc_numeric(price),
+            enc_numeric(avg_price),
+            enc_numeric(quantity),
+            enc_numeric(filled_quantity),
+            _enc_word(status),
+            _TRADE_USD(8, usd_value),
+        ))
+
+    def open_interest(self, time_ms: int, symbol: str, open_interest: str) -> bytes:
+        """One `open_interest` tuple."""
+        return b"".join((
+            _ROW_HEAD(4, 8, (time_ms - PG_EPOCH_MS) * 1000),
+            self._venue_symbol(symbol),
+            enc_numeric(open_interest),
+        ))
+
+    def candle(self, open_time_ms: int, symbol: str, close_time_ms: int, open: str, high: str, low: str,
+               close: str, volume: str, quote_volume: str, trades: int, taker_buy_volume: str,
+               taker_buy_quote_volume: str) -> bytes:
+        """One tuple for any `candles_*` table (Binance kline fields, strings as sent)."""
+        return b"".join((
+            _ROW_HEAD(13, 8, (open_time_ms - PG_EPOCH_MS) * 1000),
+            self._venue_symbol(symbol),
+            enc_timestamptz(close_time_ms),
+            enc_numeric(open),
+            enc_numeric(high),
+            enc_numeric(low),
+            enc_numeric(close),
+            enc_numeric(volume),
+            enc_numeric(quote_volume),
+            _CANDLE_TRADES(8, trades),
+            enc_numeric(taker_buy_volume),
+            enc_numeric(taker_buy_quote_volume),
+        ))
+
+    def gap(self, symbol: str, from_id: int, to_id: int, detected_at_ms: int, filled_at_ms: int | None = None, *,
+            kind: str = "trades", state: str | None = None, reason: str = "",
+            updated_at_ms: int | None = None) -> bytes:
+        """One `gaps` tuple: what the stream missed and how far its repair got (collector.feed.backfill).
+
+        kind "trades": aggregate-trade ids from_id..to_id (inclusive); kind "candles_1m": the 1m candles
+        opening from_id..to_id (ms). state: detected / filling / filled / unfillable (default: filled when
+        filled_at is set, else unfillable). updated_at orders two versions of the same gap (the writer keeps
+        the most advanced, see collector.db.gaps_repo.GAP_STATES).
+        """
+        if state is None:
+            state = "filled" if filled_at_ms is not None else "unfillable"
+        return b"".join((
+            _I16(10),
+            self._venue_symbol(symbol),
+            enc_text(kind),
+            enc_int8(from_id),
+            enc_int8(to_id),
+            enc_timestamptz(detected_at_ms),
+            enc_timestamptz_or_null(filled_at_ms),
+            enc_text(state),
+            enc_text(reason),
+            enc_timestamptz(updated_at_ms if updated_at_ms is not None else filled_at_ms or detected_at_ms),
+        ))
 
 
 # --- batches ------------------------------------------------------------------------------------------------------

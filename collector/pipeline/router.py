@@ -17,16 +17,7 @@ from typing import Any
 
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
 from collector.pipeline.activity import DAY_MS, SymbolActivity
-from collector.pipeline.encode import (
-    Batch,
-    BatchBuilder,
-    encode_candle,
-    encode_funding,
-    encode_gap,
-    encode_liquidation,
-    encode_open_interest,
-    encode_trade,
-)
+from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
 from collector.pipeline.limits import MinInterval
 from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
 
@@ -86,16 +77,21 @@ class Pipeline:
     """Filters and encodes one worker's events into per-table batches.
 
     `symbols` is the worker's share of the universe: frames for anything else are counted as
-    `unknown_symbol` and skipped (a misrouted or injected frame must not create rows).
+    `unknown_symbol` and skipped (a misrouted or injected frame must not create rows). `venue` is the one
+    exchange the worker collects (binance, okx, bybit): every row it encodes carries it, and there is no
+    default so that no row can be filed under the wrong venue by omission.
     """
 
     def __init__(self, symbols: list[str], data_types: list[str], trade_filter: TradeFilter,
-                 emit: Callable[[Batch], None], *, funding_interval_ms: int = 60_000,
+                 emit: Callable[[Batch], None], *, venue: str, funding_interval_ms: int = 60_000,
                  batch_rows: int = 20_000, flush_interval_ms: int = 250,
                  activity: dict[str, SymbolActivity] | None = None, stats_window_ms: int = DAY_MS,
                  on_gap: Callable[[Gap], None] | None = None,
                  on_candle_gap: Callable[[str, int, int], None] | None = None) -> None:
         self.symbols = set(symbols)
+        self.venue = venue
+        self.encoder = RowEncoder(venue)
+        self._encode_trade = self.encoder.trade  # bound once: the per-kept-trade call skips two lookups
         self.data_types = set(data_types)
         self.trade_filter = trade_filter
         self.emit = emit
@@ -170,8 +166,8 @@ class Pipeline:
         """A trade the filter kept (live or backfilled): counted, and stored when trades are collected."""
         self.kept[reason] += 1
         if self._store_trades:
-            self._add("trades", encode_trade(t.T, t.s, t.a, t.p, t.q, usd, "sell" if t.m else "buy", reason,
-                                             t.f, t.l), t.T)
+            self._add("trades", self._encode_trade(t.T, t.s, t.a, t.p, t.q, usd, "sell" if t.m else "buy",
+                                                   reason, t.f, t.l), t.T)
 
     def on_mark_price(self, m: MarkPrice, receipt: float) -> None:
         if not self._admit("funding", m.s, m.E, receipt, m):
@@ -179,7 +175,7 @@ class Pipeline:
         if not self._store_funding or not self.funding_gate.accept(m.s, m.E):
             return None
         try:
-            row = encode_funding(m.E, m.s, m.p, m.i or None, m.r or None, m.T or None)
+            row = self.encoder.funding(m.E, m.s, m.p, m.i or None, m.r or None, m.T or None)
         except ValueError:
             return self._reject("bad_number", m)
         self._add("funding", row, m.E)
@@ -195,7 +191,7 @@ class Pipeline:
             price, qty = float(o.ap or o.p), float(o.z or o.q)
             if not (float(o.p) > 0.0 and float(o.q) > 0.0):
                 return self._reject("non_positive_or_infinite", f)
-            row = encode_liquidation(o.T, o.s, o.S.lower(), o.o, o.p, o.ap, o.q, o.z, o.X, price * qty)
+            row = self.encoder.liquidation(o.T, o.s, o.S.lower(), o.o, o.p, o.ap, o.q, o.z, o.X, price * qty)
         except ValueError:
             return self._reject("bad_number", f)
         self._add("liquidations", row, o.T)
@@ -216,7 +212,7 @@ class Pipeline:
         if not self._store_candles:
             return None
         try:
-            row = encode_candle(b.t, k.s, b.T, b.o, b.h, b.l, b.c, b.v, b.q, b.n, b.V, b.Q)
+            row = self.encoder.candle(b.t, k.s, b.T, b.o, b.h, b.l, b.c, b.v, b.q, b.n, b.V, b.Q)
         except ValueError:
             return self._reject("bad_number", k)
         self._add("candles_1m", row, b.t)
@@ -238,7 +234,7 @@ class Pipeline:
         try:
             if float(oi.openInterest) < 0:
                 return self._reject("non_positive_or_infinite", oi)
-            row = encode_open_interest(oi.time, oi.symbol, oi.openInterest)
+            row = self.encoder.open_interest(oi.time, oi.symbol, oi.openInterest)
         except ValueError:
             return self._reject("bad_number", oi)
         self._add("open_interest", row, oi.time)
@@ -312,7 +308,7 @@ class Pipeline:
             if abs(t - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
                 self._reject("absurd_timestamp", row)
                 return False
-            encoded = encode_candle(t, symbol, close_t, o, h, low, c, v, qv, n, tv, tqv)
+            encoded = self.encoder.candle(t, symbol, close_t, o, h, low, c, v, qv, n, tv, tqv)
         except (ValueError, TypeError):
             self._reject("bad_number", row)
             return False
@@ -329,7 +325,7 @@ class Pipeline:
         """
         if kind == "trades" and state in ("filled", "unfillable"):
             self.backfilled["gaps_filled" if state == "filled" else "gaps_unfilled"] += 1
-        self._add("gaps", encode_gap(symbol, from_id, to_id, detected_ms, filled_ms, kind=kind, state=state,
+        self._add("gaps", self.encoder.gap(symbol, from_id, to_id, detected_ms, filled_ms, kind=kind, state=state,
                                      reason=reason, updated_at_ms=updated_ms), detected_ms)
 
     # --- batching ---------------------------------------------------------------------------------------

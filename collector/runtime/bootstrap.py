@@ -27,7 +27,13 @@ from collector.pipeline.limits import WeightBudget
 from collector.pipeline.tiers import TierAssignment, bootstrap_from_ticker_24hr
 from collector.runtime import checkpoints
 from collector.runtime.checkpoint_block import CheckpointBlock
-from collector.runtime.coordinator import DB_CONNECT_TIMEOUT_S, fetch_json, fetch_universe, tier_params
+from collector.runtime.coordinator import (
+    DB_CONNECT_TIMEOUT_S,
+    fetch_json,
+    fetch_universe,
+    record_universe,
+    tier_params,
+)
 from collector.runtime.shm import StatsBlock
 from collector.runtime.startup import StartupError, check_machine, prepare_database
 
@@ -155,6 +161,8 @@ def _starting_universe(res: Resources, cfg: Config, n_workers: int) -> None:
     if not universe:
         raise RuntimeError("the exchange lists no USDT-M perpetual in TRADING: nothing to collect")
     res.universe = universe
+    if res.dsn is not None:
+        record_universe(res.dsn, universe)
     activity: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     try:
@@ -180,8 +188,8 @@ def _resume_tiers(res: Resources) -> bool:
     assert res.dsn is not None
     try:
         with psycopg.connect(res.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
-            stored = tiers_repo.load_latest_tiers(conn)
-            row = conn.execute("SELECT max(computed_at) FROM symbol_tiers").fetchone()
+            stored = tiers_repo.load_latest_tiers(conn, "binance")
+            row = conn.execute("SELECT max(computed_at) FROM symbol_tiers WHERE venue = %s", ("binance",)).fetchone()
     except Exception as e:  # first start (no schema yet) or database down: bootstrap instead
         log.info("no stored tiers to resume (%s)", type(e).__name__)
         return False
@@ -202,7 +210,7 @@ def _load_checkpoints(res: Resources) -> None:
     assert res.dsn is not None and res.checkpoints is not None
     try:
         with psycopg.connect(res.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
-            stored = checkpoints.load(conn, res.symbol_slots)
+            stored = checkpoints.load(conn, res.symbol_slots, venue="binance")
     except Exception as e:  # first start (no schema yet) or database down: start afresh
         log.info("no stored checkpoints to resume (%s)", type(e).__name__)
         return

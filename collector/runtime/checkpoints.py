@@ -314,17 +314,18 @@ class Checkpointer:
 # --- the database copy (full restarts) ---------------------------------------------------------------------
 
 
-def save(conn: psycopg.Connection, checkpoints: Mapping[str, SymbolCheckpoint]) -> int:
-    """Upsert every symbol's checkpoint into the `checkpoints` table (collector.db.schema, version 3)."""
-    rows = [(s, *pack(c)) for s, c in checkpoints.items() if c.updated_ms]
+def save(conn: psycopg.Connection, checkpoints: Mapping[str, SymbolCheckpoint], *, venue: str) -> int:
+    """Upsert every symbol's checkpoint of `venue` into the `checkpoints` table (collector.db.schema,
+    version 3; keyed by venue and symbol since version 6)."""
+    rows = [(venue, s, *pack(c)) for s, c in checkpoints.items() if c.updated_ms]
     if not rows:
         return 0
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
-            """INSERT INTO checkpoints (symbol, last_trade_id, last_kline_open_ms, funding_ms, filter_price,
+            """INSERT INTO checkpoints (venue, symbol, last_trade_id, last_kline_open_ms, funding_ms, filter_price,
                                         filter_ts_ms, oi_polled_ms, updated_ms)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (symbol) DO UPDATE SET last_trade_id = EXCLUDED.last_trade_id,
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (venue, symbol) DO UPDATE SET last_trade_id = EXCLUDED.last_trade_id,
                    last_kline_open_ms = EXCLUDED.last_kline_open_ms, funding_ms = EXCLUDED.funding_ms,
                    filter_price = EXCLUDED.filter_price, filter_ts_ms = EXCLUDED.filter_ts_ms,
                    oi_polled_ms = EXCLUDED.oi_polled_ms, updated_ms = EXCLUDED.updated_ms
@@ -333,10 +334,12 @@ def save(conn: psycopg.Connection, checkpoints: Mapping[str, SymbolCheckpoint]) 
     return len(rows)
 
 
-def load(conn: psycopg.Connection, symbols: Iterable[str] | None = None) -> dict[str, SymbolCheckpoint]:
-    """The stored checkpoints (of `symbols`, or all)."""
+def load(conn: psycopg.Connection, symbols: Iterable[str] | None = None, *,
+         venue: str) -> dict[str, SymbolCheckpoint]:
+    """The stored checkpoints of `venue` (of `symbols`, or all)."""
     rows = conn.execute("""SELECT symbol, last_trade_id, last_kline_open_ms, funding_ms, filter_price,
-                                  filter_ts_ms, oi_polled_ms, updated_ms FROM checkpoints""").fetchall()
+                                  filter_ts_ms, oi_polled_ms, updated_ms FROM checkpoints WHERE venue = %s""",
+                        (venue,)).fetchall()
     wanted = None if symbols is None else set(symbols)
     return {r[0]: SymbolCheckpoint(r[1], r[2], r[3], math.nan if r[4] is None else r[4], r[5], r[6], r[7])
             for r in rows if wanted is None or r[0] in wanted}

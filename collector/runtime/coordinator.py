@@ -83,6 +83,21 @@ def tier_params(cfg: Config) -> TierParams:
                       quantile=tf.threshold_quantile)
 
 
+def record_universe(dsn: str, universe: Sequence[str]) -> None:
+    """The Binance universe into `instruments` (collector.db.instruments_repo); a failure is logged only:
+    the table serves cross-venue queries, never the collection itself."""
+    import psycopg
+
+    from collector.db import instruments_repo
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
+            instruments_repo.upsert_instruments(conn, instruments_repo.binance_instruments(universe),
+                                                datetime.now(UTC))
+    except Exception as e:  # retried at the next universe refresh
+        log.warning("could not record the instruments: %s", mask_secrets(str(e)))
+
+
 def reassign(shards: Sequence[Sequence[str]], universe: Sequence[str], new: Sequence[str]
              ) -> tuple[list[list[str]], list[str], set[str]]:
     """New shards after the universe changed from `universe` to `new`: delisted symbols leave their
@@ -237,6 +252,7 @@ class Coordinator:
         if not new:
             log.error("universe refresh: the exchange lists no symbol in TRADING; keeping the current universe")
             return
+        record_universe(self.dsn, new)
         with self._lock:
             shards, added, removed = reassign(self.shards, self.universe, new)
             if not added and not removed and not force_replace:
@@ -291,7 +307,7 @@ class Coordinator:
 
         try:
             with psycopg.connect(self.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
-                tiers_repo.store_tiers(conn, tiers, datetime.fromtimestamp(now_ms / 1000, UTC))
+                tiers_repo.store_tiers(conn, "binance", tiers, datetime.fromtimestamp(now_ms / 1000, UTC))
         except Exception as e:  # the tiers still apply; storing is retried at the next computation
             log.warning("could not store tiers: %s", mask_secrets(str(e)))
 
@@ -306,7 +322,7 @@ class Coordinator:
         found = self.block.read_all(slots)
         try:
             with psycopg.connect(self.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
-                checkpoints.save(conn, found)
+                checkpoints.save(conn, found, venue="binance")
         except Exception as e:  # kept in shared memory; saved at the next attempt
             log.warning("could not save checkpoints: %s", mask_secrets(str(e)))
 

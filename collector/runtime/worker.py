@@ -101,7 +101,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         link.send(batch)
 
     pipeline = Pipeline(
-        spec.symbols, list(cfg.collection.data_types), trade_filter, emit,
+        spec.symbols, list(cfg.collection.data_types), trade_filter, emit, venue="binance",
         funding_interval_ms=int(cfg.filters.funding.min_interval_s * 1000),
         batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
         stats_window_ms=window_ms(cfg.filters.trades.stats_window_s),
@@ -266,7 +266,7 @@ def _open_gaps(dsn: str, symbols: list[str]) -> list[gaps_repo.OpenGap]:
     # bounded, so a stopping worker never waits long for this read
     with psycopg.connect(dsn, connect_timeout=10, application_name="collector-worker",
                          options="-c statement_timeout=10000") as conn:
-        return gaps_repo.open_gaps(conn, symbols)
+        return gaps_repo.open_gaps(conn, "binance", symbols)
 
 
 async def take_over_gaps(dsn: str, symbols: list[str], backfill: Backfiller, stop: asyncio.Event,

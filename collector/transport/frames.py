@@ -9,6 +9,7 @@ Frame (worker -> writer): HEADER then `length` bytes of COPY tuples. Ack (writer
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterator
 
@@ -126,3 +127,59 @@ def decode_spool(data: bytes) -> tuple[list[Batch], dict[str, tuple[str, ...]]]:
     if reader.buf or len(batches) != nframes:
         raise SpoolFormatError(f"truncated: {len(batches)} of {nframes} frames, {len(reader.buf)} bytes left over")
     return batches, columns
+
+
+# --- files from before a table gained a column -----------------------------------------------------------------
+
+# Columns a release added to tables, with the value every tuple written before has in them: schema version 6
+# gave every table `venue`, and every row collected before was collected from Binance.
+ADDED_COLUMNS: dict[str, bytes] = {"venue": struct.pack(">i", 7) + b"binance"}
+
+
+def upgrade_batches(batches: list[Batch], columns: dict[str, tuple[str, ...]],
+                    target: dict[str, tuple[str, ...]] = COLUMNS) -> list[Batch]:
+    """Batches whose tuples carry `columns` (a spool file's, or an older release's) rewritten to `target`'s
+    columns: a column of ADDED_COLUMNS the file lacks is inserted with its constant, in target order.
+
+    Pure. Raises SpoolFormatError for any other difference (a file is refused, never loaded into the wrong
+    columns). Tuples are walked field by field (int16 count, then int32 length + bytes per field), so only
+    a file written before the change pays for it.
+    """
+    out = []
+    for b in batches:
+        have, want = columns.get(b.table), target.get(b.table)
+        if have == want:
+            out.append(b)
+            continue
+        if have is None or want is None or [c for c in want if c not in ADDED_COLUMNS or c in have] != list(have):
+            raise SpoolFormatError(f"{b.table}: the file's columns {have} are not this release's {want}")
+        added = {i: ADDED_COLUMNS[c] for i, c in enumerate(want) if c not in have}
+        out.append(dataclasses.replace(b, data=_insert_fields(b.data, b.rows, added, len(want))))
+    return out
+
+
+def _insert_fields(data: bytes, rows: int, added: dict[int, bytes], width: int) -> bytes:
+    parts: list[bytes] = []
+    pos = 0
+    try:
+        for _ in range(rows):
+            (n,) = struct.unpack_from(">h", data, pos)
+            pos += 2
+            if n + len(added) != width:
+                raise SpoolFormatError(f"a tuple of {n} fields, expected {width - len(added)}")
+            parts.append(struct.pack(">h", width))
+            for i in range(width):
+                if i in added:
+                    parts.append(added[i])
+                    continue
+                (size,) = struct.unpack_from(">i", data, pos)
+                end = pos + 4 + max(size, 0)
+                if end > len(data):
+                    raise SpoolFormatError("truncated tuple")
+                parts.append(data[pos:end])
+                pos = end
+    except struct.error as e:
+        raise SpoolFormatError(f"truncated tuple: {e}") from None
+    if pos != len(data):
+        raise SpoolFormatError(f"{len(data) - pos} bytes after the last of {rows} tuples")
+    return b"".join(parts)

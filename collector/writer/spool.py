@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from collector.pipeline.encode import COLUMNS, Batch
-from collector.transport.frames import SpoolFormatError, decode_spool, encode_spool
+from collector.transport.frames import (
+    ADDED_COLUMNS,
+    decode_spool,
+    encode_spool,
+    upgrade_batches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,20 +157,20 @@ class Spool:
     @staticmethod
     def read(f: SpoolFile) -> list[Batch]:
         """The file's batches. Raises OSError, SpoolFormatError (a ValueError), or for a legacy pickle file
-        pickle.UnpicklingError / EOFError; a file whose tuples carry other columns than this release's
-        tables is refused (SpoolFormatError) rather than loaded into the wrong columns."""
+        pickle.UnpicklingError / EOFError. A file written before a table gained a column (every table's
+        venue, schema version 6) has the column's constant added (collector.transport.frames.upgrade_batches);
+        any other difference from this release's columns is refused (SpoolFormatError) rather than loaded
+        into the wrong columns."""
         data = f.path.read_bytes()
         if f.path.suffix == ".pkl":
             batches = _LegacyUnpickler(io.BytesIO(data)).load()
             if not isinstance(batches, list) or not all(isinstance(b, Batch) for b in batches):
                 raise pickle.UnpicklingError("a legacy spool file holds a list of batches")
-            return batches
+            # that release's tuples carried every column but those added since (the venue)
+            return upgrade_batches(batches, {t: tuple(c for c in cols if c not in ADDED_COLUMNS)
+                                             for t, cols in COLUMNS.items()})
         batches, columns = decode_spool(data)
-        for table, cols in columns.items():
-            if COLUMNS.get(table) != cols:
-                raise SpoolFormatError(f"{table}: the file's columns {cols} are not this release's "
-                                       f"{COLUMNS.get(table)}")
-        return batches
+        return upgrade_batches(batches, columns)
 
     def remove(self, f: SpoolFile) -> None:
         """Forget a file whose batches are committed (the only way a pending file leaves the spool)."""

@@ -35,13 +35,13 @@ MINUTES = 10
 def _candles(conn: psycopg.Connection, symbol: str, skip: set[int] = frozenset(), start: datetime = FIRST,
              minutes: int = MINUTES) -> None:
     with conn.cursor() as cur:
-        cur.executemany("INSERT INTO candles_1m VALUES (%s, %s, %s, 1, 1, 1, 1, 1, 1, 1, 1, 1)", [
+        cur.executemany("INSERT INTO candles_1m VALUES (%s, 'binance', %s, %s, 1, 1, 1, 1, 1, 1, 1, 1, 1)", [
             (start + timedelta(minutes=m), symbol, start + timedelta(minutes=m, seconds=59.999))
             for m in range(minutes) if m not in skip])
 
 
 def _funding(conn: psycopg.Connection, symbol: str, t: datetime) -> None:
-    conn.execute("INSERT INTO funding (time, symbol, mark_price) VALUES (%s, %s, 1)", (t, symbol))
+    conn.execute("INSERT INTO funding (time, venue, symbol, mark_price) VALUES (%s, 'binance', %s, 1)", (t, symbol))
 
 
 def healthy(conn: psycopg.Connection) -> None:
@@ -52,7 +52,7 @@ def healthy(conn: psycopg.Connection) -> None:
             _funding(conn, s, FIRST + timedelta(minutes=m, seconds=7))
         _candles(conn, s)
     for i, (reason, usd) in enumerate([("large_trade", 100.0), ("large_trade", 300.0), ("time_interval", 5.0)]):
-        conn.execute("INSERT INTO trades VALUES (%s, 'BTCUSDT', %s, 1, 1, %s, 'buy', %s, 1, 1)",
+        conn.execute("INSERT INTO trades VALUES (%s, 'binance', 'BTCUSDT', %s, 1, 1, %s, 'buy', %s, 1, 1)",
                      (NOW - timedelta(minutes=5), i, usd, reason))
 
 
@@ -186,11 +186,11 @@ def test_expired_row_fails(db_url: str) -> None:
         healthy(conn)
         old = NOW - timedelta(days=20)  # trades keep 7 days: 20 days is past any partition + schedule slack
         ensure_partitions_for(conn, "trades", old, old)
-        conn.execute("INSERT INTO trades VALUES (%s, 'BTCUSDT', 99, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (old,))
+        conn.execute("INSERT INTO trades VALUES (%s, 'binance', 'BTCUSDT', 99, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (old,))
         # within tolerance: a day-partition's worth past 7 days is what hourly partition drops leave
         edge = NOW - timedelta(days=7, hours=20)
         ensure_partitions_for(conn, "trades", edge, edge)
-        conn.execute("INSERT INTO trades VALUES (%s, 'BTCUSDT', 98, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (edge,))
+        conn.execute("INSERT INTO trades VALUES (%s, 'binance', 'BTCUSDT', 98, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (edge,))
     ret = run_check(db_url, None, NOW).get("retention")
     assert not ret.ok and len(ret.details) == 1 and ret.details[0].startswith("trades: oldest row 2025-02-20")
     assert "daily partitions dropped every 1 h" in ret.details[0]
@@ -210,7 +210,7 @@ def test_unkeyed_duplicates_and_silent_symbol_fail(db_url: str) -> None:
         _funding(conn, "SOLUSDT", FIRST - timedelta(hours=2))  # in the universe but silent for 2 hours
         conn.execute("ALTER TABLE open_interest DROP CONSTRAINT open_interest_pkey")
         for _ in range(3):
-            conn.execute("INSERT INTO open_interest VALUES (%s, 'BTCUSDT', 5)", (NOW - timedelta(minutes=1),))
+            conn.execute("INSERT INTO open_interest VALUES (%s, 'binance', 'BTCUSDT', 5)", (NOW - timedelta(minutes=1),))
     report = run_check(db_url, [*UNIVERSE, "SOLUSDT"], NOW)
     text = report.format()
     assert not report.get("funding").ok and "SOLUSDT" in report.get("funding").details[0]

@@ -24,13 +24,13 @@ def test_partitions_are_created_ahead(db_url: str) -> None:
         assert "trades_p20250319" in created and "funding_p20250317" in created
         assert ensure_partitions(conn, NOW + timedelta(days=5)) == []
         # a row in a partition that exists lands; bounds are half-open at UTC midnight
-        conn.execute("INSERT INTO trades VALUES ('2025-03-13 23:59:59.999+00', 'BTCUSDT', 1, 1, 1, 1, 'buy', "
+        conn.execute("INSERT INTO trades VALUES ('2025-03-13 23:59:59.999+00', 'binance', 'BTCUSDT', 1, 1, 1, 1, 'buy', "
                      "'keep_all', 1, 1)")
         assert conn.execute("SELECT tableoid::regclass::text FROM trades").fetchone() == ("trades_p20250313",)
 
 
 def _insert_trade(conn: psycopg.Connection, t: datetime, i: int) -> None:
-    conn.execute("INSERT INTO trades VALUES (%s, 'BTCUSDT', %s, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (t, i))
+    conn.execute("INSERT INTO trades VALUES (%s, 'binance', 'BTCUSDT', %s, 1, 1, 1, 'buy', 'keep_all', 1, 1)", (t, i))
 
 
 def test_drop_expired_drops_exactly_the_expired_partitions(db_url: str) -> None:
@@ -41,7 +41,7 @@ def test_drop_expired_drops_exactly_the_expired_partitions(db_url: str) -> None:
         for d in range(12):
             _insert_trade(conn, NOW - timedelta(days=d), d)
         for d in range(0, 70, 7):
-            conn.execute("INSERT INTO funding (time, symbol, mark_price) VALUES (%s, 'BTCUSDT', 1)",
+            conn.execute("INSERT INTO funding (time, venue, symbol, mark_price) VALUES (%s, 'binance', 'BTCUSDT', 1)",
                          (NOW - timedelta(days=d),))
         dropped = drop_expired(conn, NOW, {"trades": timedelta(days=7)})
         # trades: cutoff 2025-03-05 15:30 -> every day ending at or before it goes (up to 03-04)

@@ -59,7 +59,7 @@ def test_rollup_equals_hand_computed_klines(db_url: str) -> None:
         ensure_schema(conn, "postgres", now=NOW)
         ensure_partitions_for(conn, "candles_1m", start, start + timedelta(minutes=minutes))
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO candles_1m VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
+            cur.executemany("INSERT INTO candles_1m (time, symbol, close_time, open, high, low, close, volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume, venue) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s, 'binance')", rows)
         changed = rollup_candles(conn, start, start + timedelta(minutes=minutes))
         assert changed["candles_5m"] == 2 * 120
         for table, width in DERIVED_CANDLES.items():
@@ -76,7 +76,7 @@ def test_rollup_equals_hand_computed_klines(db_url: str) -> None:
         assert set(rollup_candles(conn, start, start + timedelta(minutes=minutes)).values()) == {0}
         # a late 1m candle for a hole updates every level, touching only its buckets
         late = _candle_rows(start + timedelta(minutes=61), 1, set(), "BTCUSDT", rng)
-        conn.execute("INSERT INTO candles_1m VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", late[0])
+        conn.execute("INSERT INTO candles_1m (time, symbol, close_time, open, high, low, close, volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume, venue) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s, 'binance')", late[0])
         changed = rollup_candles(conn, late[0][0], late[0][0] + timedelta(minutes=1))
         assert changed == {"candles_5m": 1, "candles_30m": 1, "candles_4h": 1, "candles_1d": 1}
         got5 = {(r[0], r[1]): tuple(r[2:]) for r in conn.execute(

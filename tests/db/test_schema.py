@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from helpers import partition_names
+from helpers import partition_names, to_version_5_layout
 
 from collector.db.gaps_repo import OpenGap, open_gaps
 from collector.db.partitions import ensure_partitions_for
@@ -67,7 +67,7 @@ def _closed_rows(conn: psycopg.Connection, view: str) -> set[datetime]:
 
 
 def _insert_candle(conn: psycopg.Connection, table: str, t: datetime, width: timedelta, symbol: str = "BTCUSDT") -> None:
-    conn.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, 1, 1, 1, 1, 1, 1, 1, 1, 1)",
+    conn.execute(f"INSERT INTO {table} VALUES (%s, 'binance', %s, %s, 1, 1, 1, 1, 1, 1, 1, 1, 1)",
                  (t, symbol, t + width - timedelta(milliseconds=1)))
 
 
@@ -107,29 +107,30 @@ def test_a_version_1_database_gains_the_closed_views(db_url: str) -> None:
         assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
 
 
-def test_closed_view_is_served_by_the_symbol_time_key(db_url: str) -> None:
-    """EXPLAIN on the plain back-end: one symbol's closed candles come from the primary key, no seq scan."""
+def test_closed_view_is_served_by_the_venue_symbol_time_key(db_url: str) -> None:
+    """EXPLAIN on the plain back-end: one venue's symbol's closed candles come from the primary key, no seq scan."""
     now = datetime.now(UTC)
     with psycopg.connect(db_url, autocommit=True) as conn:
         ensure_schema(conn, "postgres", now=now)
         ensure_partitions_for(conn, "candles_5m", now - timedelta(days=40), now)
         conn.execute("""
             INSERT INTO candles_5m
-            SELECT t, 'S' || s, t + INTERVAL '5 minutes' - INTERVAL '1 millisecond', 1, 1, 1, 1, 1, 1, 1, 1, 1
+            SELECT t, 'binance', 'S' || s, t + INTERVAL '5 minutes' - INTERVAL '1 millisecond', 1, 1, 1, 1, 1, 1, 1, 1, 1
             FROM generate_series(1, 10) s,
                  generate_series(date_bin('5 minutes', now() - INTERVAL '40 days', TIMESTAMPTZ '2000-01-01'),
                                  now(), INTERVAL '5 minutes') t""")
         conn.execute("ANALYZE candles_5m")
         plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN SELECT * FROM candles_5m_closed WHERE symbol = 'S3' AND time >= now() - INTERVAL '1 day'"))
+            "EXPLAIN SELECT * FROM candles_5m_closed WHERE venue = 'binance' AND symbol = 'S3' "
+            "AND time >= now() - INTERVAL '1 day'"))
         assert "Seq Scan" not in plan, plan
         conds = [line.strip() for line in plan.splitlines() if line.strip().startswith("Index Cond:")]
         assert conds and "_pkey" in plan, plan
         # the view's own bound (5 minutes + 1 minute grace) is an index condition, not a filter afterwards
         for c in conds:
-            assert "symbol = 'S3'::text" in c and "(\"time\" <= (now() - '00:06:00'::interval))" in c, plan
+            assert "venue = 'binance'::text" in c and "symbol = 'S3'::text" in c and "(\"time\" <= (now() - '00:06:00'::interval))" in c, plan
             assert "(\"time\" >= (now() - '1 day'::interval))" in c, plan
-        n = conn.execute("SELECT count(*) FROM candles_5m_closed WHERE symbol = 'S3' "
+        n = conn.execute("SELECT count(*) FROM candles_5m_closed WHERE venue = 'binance' AND symbol = 'S3' "
                          "AND time >= now() - INTERVAL '1 day'").fetchone()[0]
         assert 286 <= n <= 288  # a day of 5m periods, minus the open one and the one within the grace
 
@@ -156,11 +157,11 @@ def test_gaps_of_a_version_1_database_are_migrated(db_url: str) -> None:
         ensure_schema(conn, "postgres", now=NOW)
         rows = conn.execute("SELECT symbol, kind, state, updated_at = detected_at FROM gaps ORDER BY symbol").fetchall()
         assert rows == [("BTCUSDT", "trades", "filled", True), ("ETHUSDT", "trades", "unfillable", True)]
-        conn.execute("INSERT INTO gaps (symbol, kind, from_id, to_id, detected_at, state, reason, updated_at) "
-                     "VALUES ('BTCUSDT', 'candles_1m', 1, 5, %s, 'detected', 'test', %s)", (NOW, NOW))
+        conn.execute("INSERT INTO gaps (venue, symbol, kind, from_id, to_id, detected_at, state, reason, updated_at) "
+                     "VALUES ('binance', 'BTCUSDT', 'candles_1m', 1, 5, %s, 'detected', 'test', %s)", (NOW, NOW))
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("UPDATE gaps SET state = 'lost'")
-        assert open_gaps(conn, ["BTCUSDT", "ETHUSDT"]) == [
+        assert open_gaps(conn, "binance", ["BTCUSDT", "ETHUSDT"]) == [
             OpenGap("candles_1m", "BTCUSDT", 1, 5, int(NOW.timestamp() * 1000))]
 
 
@@ -168,6 +169,7 @@ def test_a_version_4_database_keeps_its_tiers_under_the_renamed_column(db_url: s
     """Version 5 renames symbol_tiers.p90_usd to size_quantile_usd; the rows a version 4 database holds stay."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         ensure_schema(conn, "postgres", now=NOW)
+        to_version_5_layout(conn)
         # back to what version 4 left: the column under its old name, rows written by version 4 code
         conn.execute("ALTER TABLE symbol_tiers RENAME COLUMN size_quantile_usd TO p90_usd")
         conn.execute("DELETE FROM schema_version WHERE version > 4")
@@ -177,10 +179,10 @@ def test_a_version_4_database_keeps_its_tiers_under_the_renamed_column(db_url: s
         ensure_schema(conn, "auto", now=NOW)
         cols = [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
                                            "WHERE table_name = 'symbol_tiers' ORDER BY ordinal_position")]
-        assert cols == ["computed_at", "symbol", "tier", "threshold_usd", "size_quantile_usd", "score"]
-        assert load_latest_tiers(conn) == {"BTCUSDT": TierRow(0, 2e6, 1e6, 0.9),
+        # version 6 appended the venue (ALTER TABLE ADD COLUMN places it last)
+        assert cols == ["computed_at", "symbol", "tier", "threshold_usd", "size_quantile_usd", "score", "venue"]
+        assert load_latest_tiers(conn, "binance") == {"BTCUSDT": TierRow(0, 2e6, 1e6, 0.9),
                                            "ETHUSDT": TierRow(3, math.inf, None, None)}
         assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
-        assert SCHEMA_VERSION == 5
         ensure_schema(conn, "auto", now=NOW)  # and the next start finds nothing left to rename
-        assert len(load_latest_tiers(conn)) == 2
+        assert len(load_latest_tiers(conn, "binance")) == 2

@@ -87,7 +87,7 @@ class Recorder:
     def __init__(self) -> None:
         self.out: list[Batch] = []
         self.pipe = Pipeline(["BTCUSDT", "ETHUSDT"], ["trades", "candles_1m"],
-                             TradeFilter(FilterParams(keep_all=True)), self.out.append)
+                             TradeFilter(FilterParams(keep_all=True)), self.out.append, venue="binance")
 
 
 def run_backfill(jobs: list, exchange: FakeExchange, budget: WeightBudget, clock: FakeClock,
@@ -135,7 +135,8 @@ def gap_versions(sink: Recorder) -> list[tuple[str, str, int, int, str, bool]]:
                 pos += 4
                 fields.append(None if size < 0 else data[pos:pos + size])
                 pos += max(size, 0)
-            sym, kind, lo, hi, _, filled, state = fields[:7]
+            venue, sym, kind, lo, hi, _, filled, state = fields[:8]
+            assert venue == b"binance"
             out.append((kind.decode(), sym.decode(), int.from_bytes(lo, "big"), int.from_bytes(hi, "big"),
                         state.decode(), filled is not None))
     return out
@@ -236,7 +237,7 @@ def test_candle_jump_reports_the_missing_minutes() -> None:
     from collector.feed.wire import Kline, KlineBody
 
     seen: list[tuple[str, int, int]] = []
-    pipe = Pipeline(["BTCUSDT"], ["candles_1m"], TradeFilter(), lambda b: None,
+    pipe = Pipeline(["BTCUSDT"], ["candles_1m"], TradeFilter(), lambda b: None, venue="binance",
                     on_candle_gap=lambda *a: seen.append(a))
 
     def kline(t: int) -> Kline:
@@ -251,7 +252,7 @@ def test_candle_jump_reports_the_missing_minutes() -> None:
 def test_backfilled_trades_do_not_disturb_the_live_sequence() -> None:
     gaps: list[Gap] = []
     out: list[Batch] = []
-    pipe = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(FilterParams(keep_all=True)), out.append,
+    pipe = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(FilterParams(keep_all=True)), out.append, venue="binance",
                     on_gap=gaps.append)
     pipe.on_trade(trade(1), T0 / 1000)
     pipe.on_trade(trade(5), T0 / 1000)
@@ -274,7 +275,7 @@ def test_backfill_is_filtered_from_the_state_before_the_gap() -> None:
     """Smart filter: the 0.5% move inside the gap is kept as price_change; the live filter is untouched."""
     gaps: list[Gap] = []
     pipe = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(FilterParams(tier_intervals_s=(60, 60, 60, 60))),
-                    lambda b: None, on_gap=gaps.append)
+                    lambda b: None, venue="binance", on_gap=gaps.append)
     pipe.on_trade(trade(1, p="100.0"), T0 / 1000)  # time_interval (first)
     pipe.on_trade(trade(4, p="100.1", t=T0 + 10), T0 / 1000)  # dropped
     live = pipe.trade_filter.symbol("BTCUSDT")

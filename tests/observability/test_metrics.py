@@ -80,7 +80,7 @@ def test_a_rejection_the_feed_counts_reaches_metrics(block: StatsBlock) -> None:
     """invalid_open_interest (feed.source) used to be dropped by the slot, which ignored unknown names."""
     from collector.pipeline.router import Pipeline
 
-    pipe = Pipeline(["BTCUSDT"], ["open_interest"], None, lambda batch: None)  # type: ignore[arg-type]
+    pipe = Pipeline(["BTCUSDT"], ["open_interest"], None, lambda batch: None, venue="binance")  # type: ignore[arg-type]
     pipe.on_bad_frame("invalid_open_interest")
     _publish_healthy(block)
     slot = block.process_slot(1, pid=101)

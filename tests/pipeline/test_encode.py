@@ -17,15 +17,13 @@ from collector.pipeline.encode import (
     COPY_HEADER,
     COPY_TRAILER,
     BatchBuilder,
+    RowEncoder,
     copy_payload,
-    encode_candle,
-    encode_funding,
-    encode_liquidation,
-    encode_open_interest,
     encode_row,
-    encode_trade,
     valid_symbol,
 )
+
+BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 
 NUMERIC_CASES = [
     "0", "0.0", "0.00010000", "-1.5", "123456789.123", "007.50", "000.000", "-0.0", "10000", "100000000",
@@ -80,42 +78,62 @@ def test_every_scalar_type_and_null_round_trips(db_url: str) -> None:
 
 def test_table_encoders_match_their_columns(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
-        conn.execute("""CREATE TEMP TABLE trades (time timestamptz, symbol text, trade_id bigint, price numeric,
+        conn.execute("""CREATE TEMP TABLE trades (time timestamptz, venue text, symbol text, trade_id bigint, price numeric,
             amount numeric, usd_value float8, side text, save_reason text, first_trade_id bigint,
             last_trade_id bigint)""")
-        conn.execute("""CREATE TEMP TABLE funding (time timestamptz, symbol text, mark_price numeric,
+        conn.execute("""CREATE TEMP TABLE funding (time timestamptz, venue text, symbol text, mark_price numeric,
             index_price numeric, funding_rate numeric, next_funding_time timestamptz)""")
-        conn.execute("""CREATE TEMP TABLE liquidations (time timestamptz, symbol text, side text, order_type text,
+        conn.execute("""CREATE TEMP TABLE liquidations (time timestamptz, venue text, symbol text, side text, order_type text,
             price numeric, avg_price numeric, quantity numeric, filled_quantity numeric, status text,
             usd_value float8)""")
-        conn.execute("CREATE TEMP TABLE open_interest (time timestamptz, symbol text, open_interest numeric)")
-        conn.execute("""CREATE TEMP TABLE candles_1m (time timestamptz, symbol text, close_time timestamptz,
+        conn.execute("CREATE TEMP TABLE open_interest (time timestamptz, venue text, symbol text, open_interest numeric)")
+        conn.execute("""CREATE TEMP TABLE candles_1m (time timestamptz, venue text, symbol text, close_time timestamptz,
             open numeric, high numeric, low numeric, close numeric, volume numeric, quote_volume numeric,
             trades bigint, taker_buy_volume numeric, taker_buy_quote_volume numeric)""")
         t = 1_700_000_000_123
         cases = {
-            "trades": (encode_trade(t, "BTCUSDT", 7, "43123.10", "0.015", 646.8465, "buy", "large_trade", 5, 9),
-                       (t, "BTCUSDT", 7, "43123.10", "0.015", 646.8465, "buy", "large_trade", 5, 9)),
-            "funding": (encode_funding(t, "ETHUSDT", "2301.50000000", None, "0.00010000", None),
-                        (t, "ETHUSDT", "2301.50000000", None, "0.00010000", None)),
-            "liquidations": (encode_liquidation(t, "SOLUSDT", "SELL", "LIMIT", "101.5", "101.49", "3", "3",
+            "trades": (BINANCE.trade(t, "BTCUSDT", 7, "43123.10", "0.015", 646.8465, "buy", "large_trade", 5, 9),
+                       (t, "binance", "BTCUSDT", 7, "43123.10", "0.015", 646.8465, "buy", "large_trade", 5, 9)),
+            "funding": (BINANCE.funding(t, "ETHUSDT", "2301.50000000", None, "0.00010000", None),
+                        (t, "binance", "ETHUSDT", "2301.50000000", None, "0.00010000", None)),
+            "liquidations": (BINANCE.liquidation(t, "SOLUSDT", "SELL", "LIMIT", "101.5", "101.49", "3", "3",
                                                 "FILLED", 304.47),
-                             (t, "SOLUSDT", "SELL", "LIMIT", "101.5", "101.49", "3", "3", "FILLED", 304.47)),
-            "open_interest": (encode_open_interest(t, "BTCUSDT", "81234.567"), (t, "BTCUSDT", "81234.567")),
-            "candles_1m": (encode_candle(t, "BTCUSDT", t + 59_999, "1.0", "2.00", "0.5", "1.5", "10", "15.5",
+                             (t, "binance", "SOLUSDT", "SELL", "LIMIT", "101.5", "101.49", "3", "3", "FILLED", 304.47)),
+            "open_interest": (BINANCE.open_interest(t, "BTCUSDT", "81234.567"), (t, "binance", "BTCUSDT", "81234.567")),
+            "candles_1m": (BINANCE.candle(t, "BTCUSDT", t + 59_999, "1.0", "2.00", "0.5", "1.5", "10", "15.5",
                                          42, "4", "6.2"),
-                           (t, "BTCUSDT", t + 59_999, "1.0", "2.00", "0.5", "1.5", "10", "15.5", 42, "4", "6.2")),
+                           (t, "binance", "BTCUSDT", t + 59_999, "1.0", "2.00", "0.5", "1.5", "10", "15.5", 42, "4", "6.2")),
         }
         for table, (row, values) in cases.items():
             cols = enc.COLUMNS[table]
             copy_rows(conn, table, ", ".join(cols), [row])
             select = ", ".join(
                 f"(extract(epoch from {c}) * 1000)::bigint" if c in ("time", "close_time", "next_funding_time")
-                else f"{c}::text" if c not in ("symbol", "side", "save_reason", "order_type", "status")
+                else f"{c}::text" if c not in ("venue", "symbol", "side", "save_reason", "order_type", "status")
                 and not c.endswith("_id") and c not in ("usd_value", "trades") else c
                 for c in cols)
             got = conn.execute(f"SELECT {select} FROM {table}").fetchone()
             assert got == values, table
+
+
+def test_the_venue_is_fixed_per_encoder_and_validated(db_url: str) -> None:
+    """Two encoders, one per venue, encode the same symbol into rows that differ only in the venue field;
+    a venue name that could not be stored safely is refused when the encoder is made."""
+    okx = enc.RowEncoder("okx")
+    t = 1_700_000_000_123
+    rows = [BINANCE.open_interest(t, "BTCUSDT", "1.5"), okx.open_interest(t, "BTCUSDT", "1.5"),
+            BINANCE.open_interest(t, "BTCUSDT", "2")]  # the second binance row reuses the cached pair
+    with psycopg.connect(db_url) as conn:
+        conn.execute("CREATE TEMP TABLE open_interest (time timestamptz, venue text, symbol text, "
+                     "open_interest numeric)")
+        copy_rows(conn, "open_interest", ", ".join(enc.COLUMNS["open_interest"]), rows)
+        got = conn.execute("SELECT venue, symbol, open_interest::text FROM open_interest").fetchall()
+    assert got == [("binance", "BTCUSDT", "1.5"), ("okx", "BTCUSDT", "1.5"), ("binance", "BTCUSDT", "2")]
+    for bad in ["", "Binance", "b", "bin ance", "x'; --", "b" * 21, None]:
+        with pytest.raises(ValueError):
+            enc.RowEncoder(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        okx.trade(t, "btc'; drop table trades; --", 1, "1", "1", 1.0, "buy", "keep_all", 1, 1)
 
 
 def test_garbage_numerics_are_refused() -> None:
@@ -132,7 +150,7 @@ def test_symbols_are_validated() -> None:
     for bad in ["btcusdt", "BTCUSDT_250926", "B", "BTC-USDT", "币安人生USDT", "X" * 31, "", None, "BTC USDT"]:
         assert not valid_symbol(bad)
     with pytest.raises(ValueError):
-        encode_trade(0, "btc'; drop table trades; --", 1, "1", "1", 1.0, "buy", "keep_all", 1, 1)
+        BINANCE.trade(0, "btc'; drop table trades; --", 1, "1", "1", 1.0, "buy", "keep_all", 1, 1)
 
 
 def test_numeric_wire_layout() -> None:
@@ -146,8 +164,8 @@ def test_numeric_wire_layout() -> None:
 def test_batch_builder_take_and_pickle() -> None:
     b = BatchBuilder("trades")
     assert b.take() is None
-    r1 = encode_trade(2_000, "BTCUSDT", 1, "1", "1", 1.0, "buy", "keep_all", 1, 1)
-    r2 = encode_trade(1_000, "BTCUSDT", 2, "1", "1", 1.0, "sell", "keep_all", 2, 2)
+    r1 = BINANCE.trade(2_000, "BTCUSDT", 1, "1", "1", 1.0, "buy", "keep_all", 1, 1)
+    r2 = BINANCE.trade(1_000, "BTCUSDT", 2, "1", "1", 1.0, "sell", "keep_all", 2, 2)
     b.add(r1, 2_000)
     b.add(r2, 1_000)
     assert len(b) == 2 and b.nbytes == len(r1) + len(r2)

@@ -36,7 +36,7 @@ def pipe(out: list[Batch]) -> Pipeline:
     f = TradeFilter(FilterParams(price_change_pct=0.5, tier_intervals_s=(60, 60, 60, 60)))
     f.set_tiers({"BTCUSDT": TierAssignment(0, 10_000.0, 5_000.0, 1.0)})
     return Pipeline(["BTCUSDT", "ETHUSDT"], ["trades", "funding", "liquidations", "candles_1m", "open_interest"],
-                    f, out.append, batch_rows=1000, flush_interval_ms=250)
+                    f, out.append, venue="binance", batch_rows=1000, flush_interval_ms=250)
 
 
 def test_trades_kept_by_rule_and_batched(pipe: Pipeline, out: list[Batch]) -> None:
@@ -100,7 +100,7 @@ def test_liquidations_candles_open_interest(pipe: Pipeline, out: list[Batch]) ->
 
 
 def test_data_types_switch_tables_off(out: list[Batch]) -> None:
-    pipe = Pipeline(["BTCUSDT"], ["candles_1m"], TradeFilter(), out.append)
+    pipe = Pipeline(["BTCUSDT"], ["candles_1m"], TradeFilter(), out.append, venue="binance")
     pipe.on_trade(trade(1), RECEIPT)
     pipe.on_mark_price(MarkPrice(E=T0, s="BTCUSDT", p="1"), RECEIPT)
     pipe.flush_all()
@@ -109,7 +109,7 @@ def test_data_types_switch_tables_off(out: list[Batch]) -> None:
 
 
 def test_full_batch_is_emitted_at_once(out: list[Batch]) -> None:
-    pipe = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(FilterParams(keep_all=True)), out.append, batch_rows=10)
+    pipe = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(FilterParams(keep_all=True)), out.append, venue="binance", batch_rows=10)
     for a in range(1, 26):
         pipe.on_trade(trade(a, t=T0 + a), RECEIPT)
     assert [b.rows for b in out] == [10, 10]
@@ -126,7 +126,7 @@ def test_stats_window_sets_what_the_activity_statistics_cover(out: list[Batch]) 
     pipes = {}
     for window in ("1h", "24h"):
         ms = window_ms(TradeFilterConfig(stats_window=window).stats_window_s)
-        pipes[window] = p = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(), out.append, stats_window_ms=ms)
+        pipes[window] = p = Pipeline(["BTCUSDT"], ["trades"], TradeFilter(), out.append, venue="binance", stats_window_ms=ms)
         for i, hours_ago in enumerate((5, 3, 0)):  # $100 each, at T0 - 5 h, T0 - 3 h and T0
             p.on_trade(trade(i + 1, t=T0 - hours_ago * hour), RECEIPT)
     assert window_ms(TradeFilterConfig(stats_window="1h").stats_window_s) == hour

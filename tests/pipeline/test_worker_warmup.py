@@ -35,7 +35,7 @@ def test_provisional_thresholds_follow_own_trades_until_live_tiers_arrive():
     tf = build_trade_filter(spec.config, spec.tiers)
     warm = build_warmup(spec.config, spec, tf)
     assert warm is not None and tf.symbol("BTCUSDT").threshold_usd == 200.0  # the ticker's, until a refresh
-    pipeline = Pipeline(spec.symbols, ["trades"], tf, lambda batch: None)
+    pipeline = Pipeline(spec.symbols, ["trades"], tf, lambda batch: None, venue="binance")
     act: SymbolActivity = pipeline.activity["BTCUSDT"]
     tf.set_thresholds(warm.refresh(pipeline.activity, T0))
     assert tf.symbol("BTCUSDT").threshold_usd == math.inf  # no own trades yet, and the prior is not trusted

@@ -122,7 +122,7 @@ def test_a_failed_poll_is_due_again_soon() -> None:
 def _pipeline(out: list[Batch]) -> Pipeline:
     f = TradeFilter(FilterParams(price_change_pct=0.5, tier_intervals_s=(60, 60, 60, 60)))
     f.set_tiers({s: TierAssignment(0, 50_000.0, 5_000.0, 1.0) for s in SYMBOLS})
-    return Pipeline(SYMBOLS, ["trades", "funding", "candles_1m", "open_interest"], f, out.append)
+    return Pipeline(SYMBOLS, ["trades", "funding", "candles_1m", "open_interest"], f, out.append, venue="binance")
 
 
 def _events(seed: int) -> list[tuple[str, object]]:
@@ -252,7 +252,7 @@ def wired() -> tuple[Checkpointer, Pipeline, WriterLink, CheckpointBlock]:
         link.send(batch)
 
     f = TradeFilter(FilterParams(tier_intervals_s=(60, 60, 60, 60)))
-    p = Pipeline(SYMBOLS, ["trades", "funding"], f, emit)
+    p = Pipeline(SYMBOLS, ["trades", "funding"], f, emit, venue="binance")
     clock = [T0 / 1000]
     holder.append(Checkpointer(block, {"BTCUSDT": 0, "ETHUSDT": 1}, p, link, clock=lambda: clock[0]))
     yield holder[0], p, link, block
@@ -366,13 +366,13 @@ def test_database_copy_round_trip(db_url: str) -> None:
         ensure_schema(conn, "postgres")
         a = SymbolCheckpoint(5, T0, T0 + 60_000, 1.5, T0 + 1, T0 + 2, T0 + 3)
         b = SymbolCheckpoint(updated_ms=T0)
-        assert checkpoints.save(conn, {"AUSDT": a, "BUSDT": b, "CUSDT": SymbolCheckpoint()}) == 2
+        assert checkpoints.save(conn, {"AUSDT": a, "BUSDT": b, "CUSDT": SymbolCheckpoint()}, venue="binance") == 2
         older = SymbolCheckpoint(1, updated_ms=T0 - 1)
-        checkpoints.save(conn, {"AUSDT": older})  # an older copy never overwrites a newer one
-        got = checkpoints.load(conn)
+        checkpoints.save(conn, {"AUSDT": older}, venue="binance")  # an older copy never overwrites a newer one
+        got = checkpoints.load(conn, venue="binance")
         assert got["AUSDT"] == a and set(got) == {"AUSDT", "BUSDT"}
         assert math.isnan(got["BUSDT"].filter_price) and got["BUSDT"].last_trade_id is None
-        assert set(checkpoints.load(conn, ["BUSDT", uuid.uuid4().hex])) == {"BUSDT"}
+        assert set(checkpoints.load(conn, ["BUSDT", uuid.uuid4().hex], venue="binance")) == {"BUSDT"}
 
 
 def test_a_successor_resumes_ids_only_from_a_recent_checkpoint(wired) -> None:  # noqa: ANN001

@@ -35,7 +35,7 @@ def opened() -> Iterator[list[StatsPublisher]]:
 
 
 def _publisher(block: StatsBlock, clock: list[float], opened: list[StatsPublisher]) -> tuple[StatsPublisher, Pipeline]:
-    pipeline = Pipeline([SYM], ["trades"], TradeFilter(FilterParams()), lambda batch: None)
+    pipeline = Pipeline([SYM], ["trades"], TradeFilter(FilterParams()), lambda batch: None, venue="binance")
     # collaborators the publisher only reads counters from (the thing under test is the publisher)
     spec: Any = SimpleNamespace(stats_name=block.name, index=0, symbols=[SYM], symbol_slots={SYM: 0})
     feed: Any = SimpleNamespace(connections=[])

@@ -3,6 +3,7 @@ release's pickle files, which are replayed once instead of being set aside."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -12,24 +13,50 @@ import pytest
 from spool_fixture import fixture_batches
 
 from collector.pipeline.encode import COLUMNS
-from collector.transport.frames import SPOOL_VERSION, SpoolFormatError, decode_spool, encode_spool
+from collector.transport.frames import (
+    SPOOL_VERSION,
+    SpoolFormatError,
+    decode_spool,
+    encode_spool,
+    upgrade_batches,
+)
 from collector.writer.service import Writer
 from collector.writer.spool import Spool, SpoolFile
 
 DATA = Path(__file__).parents[1] / "data"
 
 
+FIXTURE_TABLES = ("trades", "funding", "candles_1m", "liquidations")
+
+
 def test_the_committed_spool_file_still_decodes() -> None:
     """tests/data/spool-v1.spool was written by the release that introduced the format. If this fails, a change
-    broke the files a running collector may have on disk during an upgrade: keep reading format 1."""
-    batches, columns = decode_spool((DATA / "spool-v1.spool").read_bytes())
-    assert batches == fixture_batches()
-    assert columns == {t: COLUMNS[t] for t in ("trades", "funding", "candles_1m", "liquidations")}
+    broke the files a running collector may have on disk during an upgrade: keep reading format 1. It predates
+    the venue column: its tuples are read with the venue added as 'binance' (every row before was Binance's)."""
+    path = DATA / "spool-v1.spool"
+    batches, columns = decode_spool(path.read_bytes())
+    assert columns == {t: tuple(c for c in COLUMNS[t] if c != "venue") for t in FIXTURE_TABLES}
+    assert batches != fixture_batches()  # as written: no venue field
+    assert upgrade_batches(batches, columns) == fixture_batches()
+    assert Spool.read(SpoolFile(path, 1, 4, path.stat().st_size)) == fixture_batches()
 
 
 def test_encoding_is_stable_and_round_trips() -> None:
-    assert encode_spool(fixture_batches()) == (DATA / "spool-v1.spool").read_bytes()
+    """tests/data/spool-v1-venue.spool: format 1 as written since the venue column (schema version 6)."""
+    assert encode_spool(fixture_batches()) == (DATA / "spool-v1-venue.spool").read_bytes()
+    batches, columns = decode_spool((DATA / "spool-v1-venue.spool").read_bytes())
+    assert batches == fixture_batches() and columns == {t: COLUMNS[t] for t in FIXTURE_TABLES}
+    assert upgrade_batches(batches, columns) == batches  # nothing to add
     assert decode_spool(encode_spool([]))[0] == []
+
+
+def test_an_old_tuple_that_does_not_match_its_columns_is_refused() -> None:
+    batches, columns = decode_spool((DATA / "spool-v1.spool").read_bytes())
+    with pytest.raises(SpoolFormatError, match="truncated tuple"):
+        upgrade_batches([dataclasses.replace(batches[0], data=batches[0].data[:-3])], columns)
+    with pytest.raises(SpoolFormatError, match="a tuple of 10 fields, expected 9"):
+        upgrade_batches(batches[:1], {"trades": columns["trades"][:-1]},
+                        {"trades": tuple(c for c in COLUMNS["trades"] if c != "last_trade_id")})
 
 
 @pytest.mark.parametrize(("mangle", "message"), [

@@ -12,9 +12,11 @@ import psycopg
 from helpers import now_ms, trade_ids, trades_batch
 from writer_helpers import DEAD_DSN, Clock, spool_files
 
-from collector.pipeline.encode import Batch, BatchBuilder, encode_funding
+from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
 from collector.transport.link import WriterLink
 from collector.writer.service import Writer, serve
+
+BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 
 
 def test_batches_land_exactly(db_url: str) -> None:
@@ -23,8 +25,8 @@ def test_batches_land_exactly(db_url: str) -> None:
     w.add(trades_batch(1, 100, t))
     w.add(trades_batch(101, 50, t))
     fb = BatchBuilder("funding")
-    fb.add(encode_funding(t, "ETHUSDT", "2301.50000000", "2300.1", "0.00010000", t + 3_600_000), t)
-    fb.add(encode_funding(t, "BTCUSDT", "43000", None, None, None), t)
+    fb.add(BINANCE.funding(t, "ETHUSDT", "2301.50000000", "2300.1", "0.00010000", t + 3_600_000), t)
+    fb.add(BINANCE.funding(t, "BTCUSDT", "43000", None, None, None), t)
     funding = fb.take()
     assert funding is not None
     w.add(funding)

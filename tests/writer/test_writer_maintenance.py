@@ -14,9 +14,11 @@ from helpers import now_ms, trade_ids, trades_batch
 from writer_helpers import DAY_MS, DEAD_DSN, Clock, candle_5m, candles_batch, tick_until
 
 from collector.db import partitions
-from collector.pipeline.encode import BatchBuilder, encode_candle
+from collector.pipeline.encode import BatchBuilder, RowEncoder
 from collector.writer.maintenance import JOBS_POLL_S, MAINTENANCE_LOCK_TIMEOUT_MS, merge_ranges
 from collector.writer.service import Writer
+
+BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 
 
 def test_candles_are_rolled_up_after_1m_lands(db_url: str) -> None:
@@ -25,7 +27,7 @@ def test_candles_are_rolled_up_after_1m_lands(db_url: str) -> None:
     b = BatchBuilder("candles_1m")
     for m in range(5):
         t = t0 + m * 60_000
-        b.add(encode_candle(t, "BTCUSDT", t + 59_999, str(100 + m), str(101 + m), str(99 + m), str(100.5 + m),
+        b.add(BINANCE.candle(t, "BTCUSDT", t + 59_999, str(100 + m), str(101 + m), str(99 + m), str(100.5 + m),
                             "1.5", "150", 10, "0.5", "50"), t)
     batch = b.take()
     assert batch is not None
@@ -88,7 +90,7 @@ def test_timescaledb_refuses_derived_candles(db_url: str, timescaledb_available:
     w = Writer(db_url, mode="timescaledb")
     w.connection()
     b = BatchBuilder("candles_5m")
-    b.add(encode_candle(0, "BTCUSDT", 299_999, "1", "1", "1", "1", "1", "1", 1, "1", "1"), 0)
+    b.add(BINANCE.candle(0, "BTCUSDT", 299_999, "1", "1", "1", "1", "1", "1", 1, "1", "1"), 0)
     batch = b.take()
     assert batch is not None
     w.add(batch)

@@ -10,9 +10,11 @@ import psycopg
 from helpers import now_ms, trade_ids, trades_batch
 from writer_helpers import DAY_MS, Clock
 
-from collector.pipeline.encode import Batch, BatchBuilder
+from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
 from collector.transport.frames import decode_spool
 from collector.writer.service import Writer
+
+BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 
 
 def test_replayed_batch_produces_no_duplicates(db_url: str) -> None:
@@ -99,12 +101,11 @@ def test_a_bad_batch_is_isolated_and_the_rest_lands(db_url: str, tmp_path: Path)
 
 def gap_batch(*versions: tuple[str, int]) -> Batch:
     """Versions (state, updated ms) of the gap BTCUSDT trades 10..19."""
-    from collector.pipeline.encode import encode_gap
 
     b = BatchBuilder("gaps")
     t = now_ms()
     for state, updated in versions:
-        b.add(encode_gap("BTCUSDT", 10, 19, t, t + 5 if state == "filled" else None, state=state, reason=state,
+        b.add(BINANCE.gap("BTCUSDT", 10, 19, t, t + 5 if state == "filled" else None, state=state, reason=state,
                          updated_at_ms=t + updated), t)
     batch = b.take()
     assert batch is not None

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import psycopg
 
-from collector.pipeline.encode import Batch, BatchBuilder, encode_candle
+from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
 from collector.writer.service import Writer
+
+BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 
 DAY_MS = 86_400_000
 # Nothing listens on port 1: connecting fails at once, like a database that is down.
@@ -43,7 +45,7 @@ def candles_batch(t0: int, minutes: list[int], symbol: str = "BTCUSDT") -> Batch
     b = BatchBuilder("candles_1m")
     for m in minutes:
         t = t0 + m * 60_000
-        b.add(encode_candle(t, symbol, t + 59_999, str(100 + m), str(101 + m), str(99 + m), str(100.5 + m),
+        b.add(BINANCE.candle(t, symbol, t + 59_999, str(100 + m), str(101 + m), str(99 + m), str(100.5 + m),
                             "1.5", "150", 10, "0.5", "50"), t)
     batch = b.take()
     assert batch is not None
