@@ -76,7 +76,7 @@ def prefill(dsn: str, symbols: list[str], days: int, big_rows: int, now: datetim
         conn.commit()
         p = {"syms": symbols, "start": start, "end": end, "hour": hour}
         conn.execute("""
-            INSERT INTO candles_1m SELECT t, s, t + interval '59.999 seconds', 100 + i, 101 + i, 99 + i, 100.5 + i,
+            INSERT INTO candles_1m SELECT t, 'binance', s, t + interval '59.999 seconds', 100 + i, 101 + i, 99 + i, 100.5 + i,
                    10, 1005, 7, 5, 502.5
             FROM unnest(%(syms)s::text[]) WITH ORDINALITY AS u(s, i),
                  generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 minute',
@@ -84,27 +84,27 @@ def prefill(dsn: str, symbols: list[str], days: int, big_rows: int, now: datetim
             ORDER BY t, s""", p)  # time order, as the collector appends (the time BRINs rely on it)
         rollups.rollup_candles(conn, start, end)
         conn.execute("""
-            INSERT INTO trades SELECT t, s, n, 100.25, 0.5, 50.125, CASE WHEN n %% 2 = 0 THEN 'buy' ELSE 'sell' END,
+            INSERT INTO trades SELECT t, 'binance', s, n, 100.25, 0.5, 50.125, CASE WHEN n %% 2 = 0 THEN 'buy' ELSE 'sell' END,
                    'time_interval', n * 3, n * 3 + 2
             FROM unnest(%(syms)s::text[]) AS u(s),
                  generate_series(%(hour)s::timestamptz, %(end)s::timestamptz - interval '1 second',
                                  interval '1 second') WITH ORDINALITY AS g(t, n)
             ORDER BY t, s""", p)
         conn.execute("""
-            INSERT INTO trades SELECT %(hour)s::timestamptz + n * (interval '1 hour' / %(big)s), %(sym)s, n,
+            INSERT INTO trades SELECT %(hour)s::timestamptz + n * (interval '1 hour' / %(big)s), 'binance', %(sym)s, n,
                    100 + n / 1000.0, 0.001 * (n %% 97 + 1), 0.1 * (n %% 97 + 1), 'buy', 'keep_all', n, n
             FROM generate_series(1, %(big)s) n""", {**p, "big": big_rows, "sym": BIG})
         conn.execute("""
-            INSERT INTO funding SELECT t, s, 100.5, 100.4, 0.0001, date_trunc('hour', t) + interval '8 hours'
+            INSERT INTO funding SELECT t, 'binance', s, 100.5, 100.4, 0.0001, date_trunc('hour', t) + interval '8 hours'
             FROM unnest(%(syms)s::text[]) AS u(s),
                  generate_series(%(end)s::timestamptz - interval '2 hours', %(end)s::timestamptz, interval '1 minute') t
             ORDER BY t, s""", p)
         conn.execute("""
-            INSERT INTO open_interest SELECT t, s, 12345.678
+            INSERT INTO open_interest SELECT t, 'binance', s, 12345.678
             FROM unnest(%(syms)s::text[]) AS u(s),
                  generate_series(%(start)s::timestamptz, %(end)s::timestamptz, interval '5 minutes') t
             ORDER BY t, s""", p)
-        tiers_repo.store_tiers(conn, {s: tiers_repo.TierRow(i % 4, 1e4, 5e3, 0.5) for i, s in enumerate(symbols)}, end)
+        tiers_repo.store_tiers(conn, "binance", {s: tiers_repo.TierRow(i % 4, 1e4, 5e3, 0.5) for i, s in enumerate(symbols)}, end)
         conn.commit()
         conn.execute("ANALYZE")
         counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]

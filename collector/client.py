@@ -6,7 +6,9 @@
 
 It always asks for Arrow IPC: the columns arrive as typed buffers (float64, int64, UTC timestamps), so
 nothing goes through JSON text and back to floats, and it follows the time cursor until the range is
-complete. Standard library HTTP only; needs pyarrow and polars or pandas (the `client` extra).
+complete. Every method takes `venue=` (binance, bybit, okx): given, only that venue's rows; omitted, every
+venue's, each row naming its venue. Standard library HTTP only; needs pyarrow and polars or pandas (the
+`client` extra).
 """
 
 from __future__ import annotations
@@ -96,33 +98,33 @@ class Client:
         return pl.from_arrow(table)
 
     def candles(self, symbol: str, timeframe: str = "1m", start: TimeArg = None, end: TimeArg = None,
-                include_partial: bool = False, as_: Kind | None = None) -> Any:
+                include_partial: bool = False, venue: str | None = None, as_: Kind | None = None) -> Any:
         """Complete candles (unless include_partial) of [start, end); a day up to now by default."""
-        return self._frame(self._paged("candles", {"symbol": symbol, "timeframe": timeframe,
+        return self._frame(self._paged("candles", {"symbol": symbol, "venue": venue, "timeframe": timeframe,
                                                    "start": _time(start), "end": _time(end),
                                                    "include_partial": str(include_partial).lower()}), as_)
 
     def trades(self, symbol: str, start: TimeArg = None, end: TimeArg = None, save_reason: str | None = None,
-               as_: Kind | None = None) -> Any:
-        return self._frame(self._paged("trades", {"symbol": symbol, "start": _time(start), "end": _time(end),
+               venue: str | None = None, as_: Kind | None = None) -> Any:
+        return self._frame(self._paged("trades", {"symbol": symbol, "venue": venue, "start": _time(start), "end": _time(end),
                                                   "save_reason": save_reason}), as_)
 
-    def funding(self, symbol: str, start: TimeArg = None, end: TimeArg = None, as_: Kind | None = None) -> Any:
-        return self._frame(self._paged("funding", {"symbol": symbol, "start": _time(start), "end": _time(end)}),
+    def funding(self, symbol: str, start: TimeArg = None, end: TimeArg = None, venue: str | None = None, as_: Kind | None = None) -> Any:
+        return self._frame(self._paged("funding", {"symbol": symbol, "venue": venue, "start": _time(start), "end": _time(end)}),
                            as_)
 
     def liquidations(self, symbol: str, start: TimeArg = None, end: TimeArg = None,
-                     as_: Kind | None = None) -> Any:
-        return self._frame(self._paged("liquidations", {"symbol": symbol, "start": _time(start),
+                     venue: str | None = None, as_: Kind | None = None) -> Any:
+        return self._frame(self._paged("liquidations", {"symbol": symbol, "venue": venue, "start": _time(start),
                                                         "end": _time(end)}), as_)
 
     def open_interest(self, symbol: str, start: TimeArg = None, end: TimeArg = None,
-                      as_: Kind | None = None) -> Any:
-        return self._frame(self._paged("open_interest", {"symbol": symbol, "start": _time(start),
+                      venue: str | None = None, as_: Kind | None = None) -> Any:
+        return self._frame(self._paged("open_interest", {"symbol": symbol, "venue": venue, "start": _time(start),
                                                          "end": _time(end)}), as_)
 
-    def symbols(self, as_: Kind | None = None) -> Any:
-        return self._frame(self._get("symbols", {}), as_)
+    def symbols(self, venue: str | None = None, as_: Kind | None = None) -> Any:
+        return self._frame(self._get("symbols", {"venue": venue}), as_)
 
-    def latest(self, as_: Kind | None = None) -> Any:
-        return self._frame(self._get("latest", {}), as_)
+    def latest(self, venue: str | None = None, as_: Kind | None = None) -> Any:
+        return self._frame(self._get("latest", {"venue": venue}), as_)

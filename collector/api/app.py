@@ -88,7 +88,10 @@ def _responses(paged: bool) -> dict[int | str, dict[str, Any]]:
     return {200: ok, **_ERRORS}
 
 
-Symbol = Annotated[str, Query(pattern=r"^[A-Z0-9]{2,30}$", description="e.g. BTCUSDT")]
+Symbol = Annotated[str, Query(pattern=r"^[A-Z0-9]{2,30}$", description="the venue's own name, e.g. BTCUSDT")]
+VenueParam = Annotated[query.Venue | None, Query(
+    description="only this venue's rows; omitted: every venue's (each row names its venue, so Binance's and "
+                "Bybit's BTCUSDT are told apart)")]
 Start = Annotated[str | None, Query(description="ISO 8601 (UTC unless an offset is given) or epoch ms; "
                                                 "inclusive; default: a day before end")]
 End = Annotated[str | None, Query(description="ISO 8601 or epoch ms; exclusive; default: now")]
@@ -118,7 +121,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs", redoc_url=None,
                   description="Read-only access to the collected tables. Every list endpoint pages by time "
                               "cursor: follow next_cursor (JSON body, X-Next-Cursor header, or the Arrow "
-                              "schema's metadata) until it is null.")
+                              "schema's metadata) until it is null. Every row names its `venue` (binance, "
+                              "bybit, okx) and every endpoint takes an optional `venue`: given, only that "
+                              "venue's rows; omitted, every venue's (no default venue, which would silently "
+                              "hide the others). A symbol is the venue's own name; the database's "
+                              "instruments table gives each contract's cross-venue (normalized) name.")
 
     @app.exception_handler(BadParameter)
     async def bad_parameter(request: Request, exc: BadParameter) -> JSONResponse:
@@ -164,22 +171,23 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return Response(body, media_type=encode.MEDIA_TYPES[chosen], headers=headers)
 
     async def whole(request: Request, fmt: Format | None, times: TimeFormat, columns: tuple[Column, ...],
-                    row_sql: Any, raw_time_sql: Any) -> Response:
+                    row_sql: Any, raw_time_sql: Any, venue: query.Venue | None) -> Response:
         """An unpaged endpoint: Arrow fetched as columns (collector.api.columnar), the rest as rows."""
         chosen = chosen_format(request, fmt)
+        params = {"venues": query.venues_param(venue)}
         if chosen == "arrow":
-            got = await rows_of(request, columnar.columns_sql(raw_time_sql, columns))
+            got = await rows_of(request, columnar.columns_sql(raw_time_sql, columns), params)
             arrays, _ = columnar.decode(got[0], columns)
             return respond(chosen, encode.arrow_stream(arrays, columns, None), None)
-        rows = await rows_of(request, row_sql)
+        rows = await rows_of(request, row_sql, params)
         return respond(chosen, encode.render(chosen, rows, columns, times, None), None)
 
-    async def page(request: Request, series: Series, symbol: str, start: str | None, end: str | None,
-                   cursor: str | None, limit: int, fmt: Format | None, times: TimeFormat,
+    async def page(request: Request, series: Series, venue: query.Venue | None, symbol: str, start: str | None,
+                   end: str | None, cursor: str | None, limit: int, fmt: Format | None, times: TimeFormat,
                    save_reason: str | None = None) -> Response:
         chosen = chosen_format(request, fmt)
         win = query.resolve_window(start, end, cursor, datetime.now(UTC))
-        params = {"symbol": symbol, "lo": query.ms_to_datetime(win.cursor.ms), "end": win.end,
+        params = {"venues": query.venues_param(venue), "symbol": symbol, "lo": query.ms_to_datetime(win.cursor.ms), "end": win.end,
                   "skip": win.cursor.skip, "limit": limit + 1, "save_reason": save_reason}
         with_reason = save_reason is not None
         if chosen == "arrow":
@@ -200,31 +208,31 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @router.get("/candles", response_model=_page_model("Candles", query.CANDLE_COLUMNS),
                 responses=_responses(True), summary="One symbol's candles of one timeframe")
-    async def candles(request: Request, symbol: Symbol, timeframe: query.Timeframe = "1m",
+    async def candles(request: Request, symbol: Symbol, venue: VenueParam = None, timeframe: query.Timeframe = "1m",
                       start: Start = None, end: End = None,
                       include_partial: Annotated[bool, Query(
                           description="also the period in progress (default: complete periods only)")] = False,
                       cursor: CursorParam = None, limit: Limit = settings.default_rows,
                       fmt: FormatParam = None, time_format: TimesParam = "iso") -> Response:
-        return await page(request, query.candle_series(timeframe, include_partial), symbol, start, end, cursor,
-                          limit, fmt, time_format)
+        return await page(request, query.candle_series(timeframe, include_partial), venue, symbol, start, end,
+                          cursor, limit, fmt, time_format)
 
     @router.get("/trades", response_model=_page_model("Trades", query.TRADE_COLUMNS),
                 responses=_responses(True), summary="One symbol's kept trades (save_reason says why)")
-    async def trades(request: Request, symbol: Symbol, start: Start = None, end: End = None,
+    async def trades(request: Request, symbol: Symbol, venue: VenueParam = None, start: Start = None, end: End = None,
                      save_reason: query.SaveReason | None = None, cursor: CursorParam = None,
                      limit: Limit = settings.default_rows, fmt: FormatParam = None,
                      time_format: TimesParam = "iso") -> Response:
-        return await page(request, query.SERIES["trades"], symbol, start, end, cursor, limit, fmt, time_format,
-                          save_reason)
+        return await page(request, query.SERIES["trades"], venue, symbol, start, end, cursor, limit, fmt,
+                          time_format, save_reason)
 
     def series_route(name: str, summary: str) -> None:
         series = query.SERIES[name]
 
-        async def endpoint(request: Request, symbol: Symbol, start: Start = None, end: End = None,
-                           cursor: CursorParam = None, limit: Limit = settings.default_rows,
+        async def endpoint(request: Request, symbol: Symbol, venue: VenueParam = None, start: Start = None,
+                           end: End = None, cursor: CursorParam = None, limit: Limit = settings.default_rows,
                            fmt: FormatParam = None, time_format: TimesParam = "iso") -> Response:
-            return await page(request, series, symbol, start, end, cursor, limit, fmt, time_format)
+            return await page(request, series, venue, symbol, start, end, cursor, limit, fmt, time_format)
 
         router.add_api_route(f"/{name}", endpoint, methods=["GET"], name=name, summary=summary,
                              response_model=_page_model(name.title().replace("_", ""), series.columns),
@@ -236,15 +244,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @router.get("/symbols", response_model=_page_model("Symbols", query.SYMBOL_COLUMNS),
                 responses=_responses(False), summary="The universe: each symbol's latest tier and threshold")
-    async def symbols(request: Request, fmt: FormatParam = None, time_format: TimesParam = "iso") -> Response:
+    async def symbols(request: Request, venue: VenueParam = None, fmt: FormatParam = None,
+                      time_format: TimesParam = "iso") -> Response:
         return await whole(request, fmt, time_format, query.SYMBOL_COLUMNS, query.symbols_sql(),
-                           query.symbols_sql(raw_times=True))
+                           query.symbols_sql(raw_times=True), venue)
 
     @router.get("/latest", response_model=_page_model("Latest", query.LATEST_COLUMNS),
                 responses=_responses(False), summary="Last funding, open interest and 1m close of every symbol")
-    async def latest(request: Request, fmt: FormatParam = None, time_format: TimesParam = "iso") -> Response:
+    async def latest(request: Request, venue: VenueParam = None, fmt: FormatParam = None,
+                     time_format: TimesParam = "iso") -> Response:
         return await whole(request, fmt, time_format, query.LATEST_COLUMNS, query.latest_sql(),
-                           query.latest_sql(raw_times=True))
+                           query.latest_sql(raw_times=True), venue)
 
     app.include_router(router)
     _refine_openapi(app.openapi())

@@ -40,19 +40,33 @@ def _cols(spec: str) -> tuple[Column, ...]:
     return tuple(out)
 
 
-CANDLE_COLUMNS = _cols("time:time symbol:str close_time:time open:float high:float low:float close:float "
+CANDLE_COLUMNS = _cols("time:time venue:str symbol:str close_time:time open:float high:float low:float close:float "
                        "volume:float quote_volume:float trades:int taker_buy_volume:float "
                        "taker_buy_quote_volume:float")
-TRADE_COLUMNS = _cols("time:time symbol:str trade_id:int price:float amount:float usd_value:float side:str "
+TRADE_COLUMNS = _cols("time:time venue:str symbol:str trade_id:int price:float amount:float usd_value:float side:str "
                       "save_reason:str first_trade_id:int? last_trade_id:int?")
-FUNDING_COLUMNS = _cols("time:time symbol:str mark_price:float index_price:float? funding_rate:float? "
+FUNDING_COLUMNS = _cols("time:time venue:str symbol:str mark_price:float index_price:float? funding_rate:float? "
                         "next_funding_time:time?")
-LIQUIDATION_COLUMNS = _cols("time:time symbol:str side:str order_type:str? price:float avg_price:float? "
+LIQUIDATION_COLUMNS = _cols("time:time venue:str symbol:str side:str order_type:str? price:float avg_price:float? "
                             "quantity:float filled_quantity:float? status:str? usd_value:float")
-OPEN_INTEREST_COLUMNS = _cols("time:time symbol:str open_interest:float")
-SYMBOL_COLUMNS = _cols("symbol:str tier:int threshold_usd:float size_quantile_usd:float? score:float? computed_at:time")
-LATEST_COLUMNS = _cols("symbol:str funding_time:time? funding_rate:float? mark_price:float? "
+OPEN_INTEREST_COLUMNS = _cols("time:time venue:str symbol:str open_interest:float")
+SYMBOL_COLUMNS = _cols("symbol:str venue:str tier:int threshold_usd:float size_quantile_usd:float? score:float? computed_at:time")
+LATEST_COLUMNS = _cols("symbol:str venue:str funding_time:time? funding_rate:float? mark_price:float? "
                        "open_interest_time:time? open_interest:float? candle_time:time? close:float?")
+
+# The venues the collector stores (collection.exchanges). Every endpoint takes an optional `venue`: given,
+# only that venue's rows; omitted, every venue's, each row naming its venue. Why not default to binance: a
+# default would silently hide the other venues' rows from a client that never heard of them.
+Venue = Literal["binance", "bybit", "okx"]
+VENUES: tuple[Venue, ...] = ("binance", "bybit", "okx")
+
+
+def venues_param(venue: Venue | None) -> list[str]:
+    """The `venues` query parameter: the one asked for, or every venue."""
+    if venue is not None and venue not in VENUES:
+        raise BadParameter(f"venue: expected one of {', '.join(VENUES)}, got {venue[:32]!r}")
+    return [venue] if venue is not None else list(VENUES)
+
 
 Timeframe = Literal["1m", "5m", "30m", "4h", "1d"]
 TIMEFRAMES: tuple[Timeframe, ...] = ("1m", "5m", "30m", "4h", "1d")
@@ -65,7 +79,7 @@ class Series:
 
     table: str
     columns: tuple[Column, ...]
-    # After (symbol, time): the rest of the table's primary key, so the order is total and a page boundary
+    # After (time, venue): the rest of the table's primary key, so the order is total and a page boundary
     # inside rows of one millisecond is well defined.
     tiebreak: tuple[str, ...] = ()
 
@@ -109,60 +123,74 @@ def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...]
 
 
 def series_sql(series: Series, with_reason: bool = False, raw_times: bool = False) -> sql.Composed:
-    """One page of one symbol's rows in [lo, end), skipping `skip` rows at time lo, ordered by the key.
+    """One page of one symbol's rows in [lo, end) on the venues asked for, skipping `skip` rows at time lo,
+    ordered by time, venue and the rest of the key.
 
-    Parameters: symbol, lo, end, (save_reason), skip, limit. The (symbol, time, ...) primary key serves
-    the range and the order directly (plain partitions and TimescaleDB chunks are pruned by the range).
+    Parameters: venues (text[]), symbol, lo, end, (save_reason), skip, limit. Each venue's rows come from
+    its own (venue, symbol, time, ...) primary key range (plain partitions and TimescaleDB chunks are pruned
+    by the range), at most skip + limit of them: a row among the first skip + limit in (time, venue, ...)
+    order is among the first skip + limit of its own venue, so the merged page is exact and a page costs
+    the same with one venue or three.
     """
     reason = sql.SQL(" AND save_reason = %(save_reason)s") if with_reason else sql.SQL("")
-    order = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", *series.tiebreak))
-    return sql.SQL("SELECT {cols} FROM {table} WHERE symbol = %(symbol)s AND time >= %(lo)s AND time < %(end)s"
-                   "{reason} ORDER BY {order} OFFSET %(skip)s LIMIT %(limit)s").format(
-        cols=select_list(series.columns, raw_times=raw_times), table=sql.Identifier(series.table), reason=reason, order=order)
+    inner = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", *series.tiebreak))
+    order = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", "venue", *series.tiebreak))
+    return sql.SQL("SELECT {cols} FROM unnest(%(venues)s::text[]) v(name) CROSS JOIN LATERAL ("
+                   "SELECT * FROM {table} WHERE venue = v.name AND symbol = %(symbol)s AND time >= %(lo)s "
+                   "AND time < %(end)s{reason} ORDER BY {inner} LIMIT %(skip)s + %(limit)s) s "
+                   "ORDER BY {order} OFFSET %(skip)s LIMIT %(limit)s").format(
+        cols=select_list(series.columns, raw_times=raw_times), table=sql.Identifier(series.table), reason=reason,
+        inner=inner, order=order)
 
 
 def symbols_sql(raw_times: bool = False) -> sql.Composed:
-    """Each symbol's most recent tier computation (the symbol_tiers_symbol_latest index serves it)."""
-    return sql.SQL("SELECT {cols} FROM (SELECT DISTINCT ON (symbol) * FROM symbol_tiers "
-                   "ORDER BY symbol, computed_at DESC) t ORDER BY symbol").format(
-        cols=select_list(SYMBOL_COLUMNS, raw_times=raw_times))
+    """Each symbol's most recent tier computation on the venues asked for (parameter: venues), ordered by
+    symbol then venue; the symbol_tiers_latest index (venue, symbol, computed_at DESC) serves it."""
+    return sql.SQL("SELECT {cols} FROM (SELECT DISTINCT ON (venue, symbol) * FROM symbol_tiers "
+                   "WHERE venue = ANY(%(venues)s) ORDER BY venue, symbol, computed_at DESC) t "
+                   "ORDER BY symbol, venue").format(cols=select_list(SYMBOL_COLUMNS, raw_times=raw_times))
 
 
-# The symbols `latest` covers: every symbol the collector has computed a tier for, plus every symbol with a
-# 1m candle in the last hour (a fresh installation has no tiers yet). The recent symbols are found by a
-# loose index scan, one probe of candles_1m's (symbol, time) key per symbol: walking the key backwards, the
-# first entry below the previous symbol is the next symbol's latest candle, so an active symbol costs one
-# descent. (A DISTINCT over the last hour's rows relied on the BRIN on time, which only narrows summarised
-# page ranges: the symbol list alone took 150 ms against 5 ms, 496 symbols, bench/api.py's prefill, JIT off.)
-# Each symbol's last row of each table is then one backward scan of its (symbol, time) key, so the cost
-# grows with the number of symbols, not with the history kept.
+# The (venue, symbol)s `latest` covers: every one the collector has computed a tier for, plus every one with
+# a 1m candle in the last hour (a fresh installation has no tiers yet). The recent ones are found by a loose
+# index scan, one probe of candles_1m's (venue, symbol, time) key per contract: walking the key backwards,
+# the first entry below the previous (venue, symbol) is the next contract's latest candle, so an active
+# symbol costs one descent. (A DISTINCT over the last hour's rows relied on the BRIN on time, which only
+# narrows summarised page ranges: the symbol list alone took 150 ms against 5 ms, 496 symbols, bench/api.py's
+# prefill, JIT off; measured before the venue column.) Each contract's last row of each table is then one
+# backward scan of its key, so the cost grows with the number of contracts, not with the history kept.
 _LATEST_SOURCES = tuple(sql.SQL(src) for src in (
-    "u.symbol", "f.time", "f.funding_rate", "f.mark_price", "o.time", "o.open_interest", "c.time", "c.close"))
+    "u.symbol", "u.venue", "f.time", "f.funding_rate", "f.mark_price", "o.time", "o.open_interest", "c.time",
+    "c.close"))
 _LATEST_FROM = sql.SQL("""
-FROM (SELECT symbol FROM symbol_tiers
+FROM (SELECT venue, symbol FROM symbol_tiers
       UNION
-      SELECT symbol FROM recent WHERE symbol IS NOT NULL) u
-LEFT JOIN LATERAL (SELECT time, funding_rate, mark_price FROM funding WHERE symbol = u.symbol
+      SELECT venue, symbol FROM recent WHERE symbol IS NOT NULL) u
+LEFT JOIN LATERAL (SELECT time, funding_rate, mark_price FROM funding WHERE venue = u.venue AND symbol = u.symbol
                    ORDER BY time DESC LIMIT 1) f ON true
-LEFT JOIN LATERAL (SELECT time, open_interest FROM open_interest WHERE symbol = u.symbol
+LEFT JOIN LATERAL (SELECT time, open_interest FROM open_interest WHERE venue = u.venue AND symbol = u.symbol
                    ORDER BY time DESC LIMIT 1) o ON true
-LEFT JOIN LATERAL (SELECT time, close FROM candles_1m WHERE symbol = u.symbol
+LEFT JOIN LATERAL (SELECT time, close FROM candles_1m WHERE venue = u.venue AND symbol = u.symbol
                    ORDER BY time DESC LIMIT 1) c ON true
-ORDER BY u.symbol""")
+WHERE u.venue = ANY(%(venues)s)
+ORDER BY u.symbol, u.venue""")
 
 
-_RECENT_SYMBOLS = sql.SQL("""WITH RECURSIVE recent(symbol) AS (
-    (SELECT symbol FROM candles_1m WHERE time > now() - INTERVAL '1 hour' ORDER BY symbol DESC, time DESC LIMIT 1)
+_RECENT_SYMBOLS = sql.SQL("""WITH RECURSIVE recent(venue, symbol) AS (
+    (SELECT venue, symbol FROM candles_1m WHERE time > now() - INTERVAL '1 hour'
+     ORDER BY venue DESC, symbol DESC, time DESC LIMIT 1)
     UNION ALL
-    SELECT (SELECT c.symbol FROM candles_1m c WHERE c.symbol < r.symbol AND c.time > now() - INTERVAL '1 hour'
-            ORDER BY c.symbol DESC, c.time DESC LIMIT 1)
-    FROM recent r WHERE r.symbol IS NOT NULL
+    SELECT n.venue, n.symbol FROM recent r CROSS JOIN LATERAL (
+        SELECT c.venue, c.symbol FROM candles_1m c
+        WHERE (c.venue, c.symbol) < (r.venue, r.symbol) AND c.time > now() - INTERVAL '1 hour'
+        ORDER BY c.venue DESC, c.symbol DESC, c.time DESC LIMIT 1) n
 )
 """)
 
 
 def latest_sql(raw_times: bool = False) -> sql.Composed:
-    """Every symbol's last funding, open interest and 1m close (LATEST_COLUMNS' order)."""
+    """Every symbol's last funding, open interest and 1m close per venue asked for (parameter: venues;
+    LATEST_COLUMNS' order)."""
     cols = select_list(LATEST_COLUMNS, _LATEST_SOURCES, raw_times)
     return sql.SQL("{recent}SELECT {cols} {rest}").format(recent=_RECENT_SYMBOLS, cols=cols, rest=_LATEST_FROM)
 

@@ -88,15 +88,15 @@ def _add_tiers_and_ties(url: str) -> None:
     and a symbol whose trades share milliseconds (five per millisecond)."""
     with psycopg.connect(url) as conn:
         symbols = [r[0] for r in conn.execute("SELECT DISTINCT symbol FROM candles_1m ORDER BY 1")]
-        store_tiers(conn, {s: TierRow(i % 4, 1000.0 + i, None if i == 1 else 500.5 + i, None if i == 0 else 0.25 * i)
+        store_tiers(conn, "binance", {s: TierRow(i % 4, 1000.0 + i, None if i == 1 else 500.5 + i, None if i == 0 else 0.25 * i)
                            for i, s in enumerate(symbols)}, datetime(2025, 1, 1, tzinfo=UTC))
-        store_tiers(conn, {s: TierRow(3, 1.0, None, None) for s in symbols[:2]}, datetime(2024, 1, 1, tzinfo=UTC))
+        store_tiers(conn, "binance", {s: TierRow(3, 1.0, None, None) for s in symbols[:2]}, datetime(2024, 1, 1, tzinfo=UTC))
         row = conn.execute("SELECT min(time) FROM trades").fetchone()
         assert row is not None and row[0] is not None
         t0: datetime = row[0]
         conn.cursor().executemany(
-            "INSERT INTO trades (time, symbol, trade_id, price, amount, usd_value, side, save_reason, "
-            "first_trade_id, last_trade_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "INSERT INTO trades (time, venue, symbol, trade_id, price, amount, usd_value, side, save_reason, "
+            "first_trade_id, last_trade_id) VALUES (%s, 'binance', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [(t0 + timedelta(milliseconds=7 * (i // 5)), TIE_SYMBOL, 1000 + i, f"{100 + i}.5", "0.25", 25.0 + i,
               "buy" if i % 2 else "sell", "large_trade" if i % 3 == 0 else "time_interval", 10 * i,
               None if i == 4 else 10 * i + 1) for i in range(40)]

@@ -15,7 +15,7 @@ from conftest import TIE_SYMBOL, ServerThread
 from collector.api.app import ApiSettings
 from collector.client import ApiError, Client
 
-CANDLE_DTYPES_PL = {"time": pl.Datetime("ms", "UTC"), "symbol": pl.String, "close_time": pl.Datetime("ms", "UTC"),
+CANDLE_DTYPES_PL = {"time": pl.Datetime("ms", "UTC"), "venue": pl.String, "symbol": pl.String, "close_time": pl.Datetime("ms", "UTC"),
                     "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
                     "volume": pl.Float64, "quote_volume": pl.Float64, "trades": pl.Int64,
                     "taker_buy_volume": pl.Float64, "taker_buy_quote_volume": pl.Float64}
@@ -59,6 +59,16 @@ def test_latest_and_symbols_as_arrow_and_polars(api_url: str) -> None:
     assert latest.num_rows >= 6
     tiers = api.symbols()
     assert tiers.schema["tier"] == pl.Int64 and tiers.schema["computed_at"] == pl.Datetime("ms", "UTC")
+
+
+def test_venue_is_passed_through(api_url: str, symbol: str) -> None:
+    """The filled database holds Binance rows only: venue=binance returns them all, another venue none."""
+    api = Client(api_url)
+    every = api.trades(TIE_SYMBOL, start=0, end="2100-01-01")
+    assert set(every["venue"].to_list()) == {"binance"} and len(every) == 40
+    assert api.trades(TIE_SYMBOL, start=0, end="2100-01-01", venue="binance").equals(every)
+    assert len(api.trades(TIE_SYMBOL, start=0, end="2100-01-01", venue="bybit")) == 0
+    assert len(api.latest(venue="okx")) == 0 and len(api.symbols(venue="binance")) >= 6
 
 
 def test_errors_carry_the_servers_detail(api_url: str, filled_db: str) -> None:

@@ -124,7 +124,7 @@ def test_symbols_are_the_latest_tiers(api_url: str, filled_db: str, symbols: lis
                             "(SELECT max(computed_at) FROM symbol_tiers u WHERE u.symbol = t.symbol) ORDER BY symbol")
     got = get_rows(api_url, "symbols", query.SYMBOL_COLUMNS, time_format="ms")
     assert got == want and [r[0] for r in got] == symbols
-    assert any(r[3] is None for r in got) and any(r[4] is None for r in got)  # nullable columns stay null
+    assert any(r[4] is None for r in got) and any(r[5] is None for r in got)  # nullable columns stay null
 
 
 def test_latest_for_every_symbol(api_url: str, filled_db: str, symbols: list[str]) -> None:
@@ -135,7 +135,7 @@ def test_latest_for_every_symbol(api_url: str, filled_db: str, symbols: list[str
         o = truth(filled_db, "SELECT time, open_interest FROM open_interest WHERE symbol = %s "
                              "ORDER BY time DESC LIMIT 1", (s,))
         c = truth(filled_db, "SELECT time, close FROM candles_1m WHERE symbol = %s ORDER BY time DESC LIMIT 1", (s,))
-        want.append([s, *(f[0] if f else [None] * 3), *(o[0] if o else [None] * 2), *(c[0] if c else [None] * 2)])
+        want.append([s, "binance", *(f[0] if f else [None] * 3), *(o[0] if o else [None] * 2), *(c[0] if c else [None] * 2)])
     got = get_rows(api_url, "latest", query.LATEST_COLUMNS, time_format="ms")
     assert got == want
     assert all(v is not None for row in got for v in row)  # every symbol has all three after the run

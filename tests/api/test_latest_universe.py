@@ -1,6 +1,6 @@
 """Which symbols `latest` lists: those with a tier, plus those with a 1m candle in the last hour.
 
-The second set is found by a loose index scan over candles_1m's (symbol, time) key (collector.api.query);
+The second set is found by a loose index scan over candles_1m's (venue, symbol, time) key (collector.api.query);
 the filled database of the other API tests has tiers for every symbol, so the scan is checked here on
 its own: no tiers, candles of several ages, every symbol probed in both the row and the column form.
 """
@@ -15,6 +15,8 @@ from collector.api import columnar, query
 from collector.db import partitions, schema, tables
 from collector.db.tiers_repo import TierRow, store_tiers
 
+VENUES = {"venues": list(query.VENUES)}  # every venue: the endpoint's default
+
 
 def test_latest_lists_tiered_and_recently_traded_symbols(db_url: str) -> None:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -26,23 +28,35 @@ def test_latest_lists_tiered_and_recently_traded_symbols(db_url: str) -> None:
         for sym, minutes in ages.items():
             for m in minutes:
                 t = now - timedelta(minutes=m)
-                conn.execute("INSERT INTO candles_1m VALUES (%s, %s, %s, 1, 2, 0.5, 1.5, 10, 15, 3, 5, 7.5)",
+                conn.execute("INSERT INTO candles_1m VALUES (%s, 'binance', %s, %s, 1, 2, 0.5, 1.5, 10, 15, 3, 5, 7.5)",
                              (t, sym, t + timedelta(seconds=59.999)))
         conn.commit()
 
         def listed() -> tuple[list[str], list[str]]:
-            rows = [r[0] for r in conn.execute(query.latest_sql())]
+            rows = [r[0] for r in conn.execute(query.latest_sql(), VENUES)]
             got = conn.cursor(binary=True).execute(
-                columnar.columns_sql(query.latest_sql(raw_times=True), query.LATEST_COLUMNS)).fetchone()
+                columnar.columns_sql(query.latest_sql(raw_times=True), query.LATEST_COLUMNS), VENUES).fetchone()
             assert got is not None
             arrays, _ = columnar.decode(got, query.LATEST_COLUMNS)
             return rows, arrays[0].to_pylist()
 
         # no tiers: the symbols whose latest candle is younger than an hour, whatever their older candles
         assert listed() == (["AAAUSDT", "CCCUSDT", "DDDUSDT"], ["AAAUSDT", "CCCUSDT", "DDDUSDT"])
-        store_tiers(conn, {"EEEUSDT": TierRow(3, 1.0, None, None), "ZZZUSDT": TierRow(3, 1.0, None, None)}, now)
+        store_tiers(conn, "binance", {"EEEUSDT": TierRow(3, 1.0, None, None), "ZZZUSDT": TierRow(3, 1.0, None, None)}, now)
         conn.commit()
         want = ["AAAUSDT", "CCCUSDT", "DDDUSDT", "EEEUSDT", "ZZZUSDT"]
         assert listed() == (want, want)
-        closes = {r[0]: r[7] for r in conn.execute(query.latest_sql())}
+        closes = {r[0]: r[8] for r in conn.execute(query.latest_sql(), VENUES)}
         assert closes["EEEUSDT"] == 1.5 and closes["ZZZUSDT"] is None
+
+        # another venue's contracts are listed beside Binance's, even under the same name, and filtered out
+        t = now - timedelta(minutes=5)
+        for sym in ("AAAUSDT", "QQQUSDT"):
+            conn.execute("INSERT INTO candles_1m VALUES (%s, 'bybit', %s, %s, 1, 2, 0.5, 9.5, 10, 15, 3, 5, 7.5)",
+                         (t, sym, t + timedelta(seconds=59.999)))
+        conn.commit()
+        both = [(r[0], r[1], r[8]) for r in conn.execute(query.latest_sql(), VENUES)]
+        assert both[:3] == [("AAAUSDT", "binance", 1.5), ("AAAUSDT", "bybit", 9.5), ("CCCUSDT", "binance", 1.5)]
+        assert ("QQQUSDT", "bybit", 9.5) in both and len(both) == len(want) + 2
+        assert [r[0] for r in conn.execute(query.latest_sql(), {"venues": ["bybit"]})] == ["AAAUSDT", "QQQUSDT"]
+        assert [r[0] for r in conn.execute(query.latest_sql(), {"venues": ["binance"]})] == want
