@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from collector.db import timescale
+from collector.db import rollups, timescale
 from collector.db.gaps_repo import GAP_STATES
 from collector.db.mode import Backend, Mode, decide_mode, read_mode_facts
 from collector.db.partitions import ensure_partitions
@@ -132,12 +132,16 @@ def ensure_schema(conn: psycopg.Connection, mode: Mode = "auto",
 def _refresh_rebuilt_aggregates(conn: psycopg.Connection) -> None:
     """After version 6 rebuilt the candle aggregates on an existing TimescaleDB database: materialise them
     whole (only possible outside a transaction), or say how to when the caller's connection is not autocommit."""
+    row = conn.execute("""SELECT (extract(epoch FROM min(time)) * 1000)::bigint,
+                                 (extract(epoch FROM max(time)) * 1000)::bigint + 60000 FROM candles_1m""").fetchone()
+    if row is None or row[0] is None:
+        return
     if conn.autocommit:
-        timescale.refresh_candle_aggregates(conn)
+        rollups.refresh_candle_views(conn, row[0], row[1], row[1])
     else:
         log.warning("schema version 6 rebuilt candles_5m..1d grouped by venue: run CALL "
-                    "refresh_continuous_aggregate('candles_<tf>_agg', NULL, NULL) for each timeframe "
-                    "(outside a transaction) to materialise the history")
+                    "refresh_continuous_aggregate('candles_<tf>_agg', <oldest 1m candle>, now()) for each "
+                    "timeframe (outside a transaction) to materialise the history")
 
 
 def _v1(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None], now: datetime) -> None:

@@ -144,8 +144,10 @@ def migrate_to_venues(conn: psycopg.Connection, retention: Mapping[str, timedelt
       (https://docs.tigerdata.com/api/latest/continuous-aggregates/drop_materialized_view/), after copying
       the buckets older than the oldest stored 1m candle (which a new aggregate could not rebuild) into a
       plain table candles_<tf>_v5_archive. Recreated WITH NO DATA (CREATE MATERIALIZED VIEW cannot refresh
-      inside ensure_schema's transaction); ensure_schema then refreshes them whole outside it
-      (refresh_candle_aggregates).
+      inside ensure_schema's transaction); ensure_schema then refreshes every complete bucket of the stored
+      1m candles outside it (collector.db.rollups.refresh_candle_views: CALL refresh_continuous_aggregate
+      with an explicit window, https://docs.tigerdata.com/api/latest/continuous-aggregates/
+      refresh_continuous_aggregate/).
     """
     archives: list[str] = []
     for view in CAGG_BUCKET:
@@ -174,21 +176,10 @@ def migrate_to_venues(conn: psycopg.Connection, retention: Mapping[str, timedelt
 
 
 def _has_column(conn: psycopg.Connection, relation: str, column: str) -> bool:
-    row = conn.execute("""SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
-                          AND table_name = %s AND column_name = %s""", (relation, column)).fetchone()
+    """pg_attribute, not information_schema.columns: the latter lists no materialized relations."""
+    row = conn.execute("""SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s
+                          AND attnum > 0 AND NOT attisdropped""", (relation, column)).fetchone()
     return row is not None
-
-
-def refresh_candle_aggregates(conn: psycopg.Connection) -> None:
-    """Materialise every bucket of candles_5m..1d once (after version 6 rebuilt them WITH NO DATA): the
-    refresh policies only look back a few buckets, and real-time aggregation only covers what lies past the
-    materialised range. CALL refresh_continuous_aggregate(agg, NULL, NULL) refreshes the whole range and
-    must run outside a transaction block (https://docs.tigerdata.com/api/latest/continuous-aggregates/
-    refresh_continuous_aggregate/)."""
-    if not conn.autocommit:
-        raise ValueError("refresh_continuous_aggregate needs an autocommit connection")
-    for view in CAGG_BUCKET:
-        conn.execute(f"CALL refresh_continuous_aggregate('{view}_agg', NULL, NULL)")
 
 
 def apply_retention(conn: psycopg.Connection, retention: Mapping[str, timedelta | None]) -> None:
