@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any, Protocol, cast
 
@@ -28,6 +28,7 @@ from collector.feed.events import EventSink, FrameErrors
 from collector.feed.venues import bybit, okx
 from collector.feed.venues.common import VenueSymbol
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
+from collector.runtime.stopping import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 # for a slow pong. Bybit recommends {"op":"ping"} every 20 s.
 PING_TEXT = {"okx": "ping", "bybit": bybit.PING}
 PING_INTERVAL_S = {"okx": 20.0, "bybit": 20.0}
+# A failed instruments request at start (the venue's REST down or rate limited) is retried this often: the
+# contract sizes are needed before any frame can be decoded.
+LOAD_RETRY_S = 10.0
 
 
 class Decoder(Protocol):
@@ -108,24 +112,34 @@ class GatedSink:
 
 
 class VenueFeed:
-    """One venue's streams for `symbols` (VenueSymbols from its instruments): connections, pings, decoding.
+    """One venue's streams for `symbols`: connections, pings, decoding; run(stop) until stop is set.
 
-    `connection_class` is collector.feed.cryptofeed_adapter.ws_connection_class(exchange.ws_client);
-    `ws_options` its options (picows: ping_interval, ping_timeout, ...). run(stop) until stop is set.
+    `symbols` are VenueSymbols (with contract sizes), or the venue's names with `load` (an async fetch of
+    the venue's instruments, collector.feed.venue_universe), which run() calls first, retrying until it
+    answers; names the venue does not list are logged and left out. `connection_class` is
+    collector.feed.cryptofeed_adapter.ws_connection_class(exchange.ws_client); `ws_options` its options.
     """
 
-    def __init__(self, venue: str, endpoints: Endpoints, symbols: Sequence[VenueSymbol], data_types: Sequence[str],
-                 sink: EventSink, connection_class: type[AsyncConnection], *, oi_interval_s: float = 300.0,
+    def __init__(self, venue: str, endpoints: Endpoints, symbols: Sequence[VenueSymbol] | Sequence[str],
+                 data_types: Sequence[str], sink: EventSink, connection_class: type[AsyncConnection], *,
+                 load: Callable[[], Awaitable[list[VenueSymbol]]] | None = None, oi_interval_s: float = 300.0,
                  timeout: float = 60.0, timeout_interval: float = 15.0, ws_options: dict[str, Any] | None = None,
                  ping_interval_s: float | None = None) -> None:
+        if venue not in PING_TEXT:
+            raise ValueError(f"no lean feed for venue {venue!r}")
         self.venue, self.endpoints = venue, endpoints
-        self.symbols = list(symbols)
+        self.data_types = list(data_types)
         self.sink = GatedSink(sink, OpenInterestGate(int(oi_interval_s * 1000)))
-        names = [s.name for s in self.symbols]
-        self.plan = subscriptions(venue, names, data_types)
-        self.decoder: Decoder = (okx.OkxDecoder(self.symbols, self.sink, venue) if venue == "okx"
-                                 else bybit.BybitDecoder(self.symbols, self.sink, venue))
-        self.frame_errors: FrameErrors = self.decoder.skipped.errors
+        self._load = load
+        self._wanted = [s if isinstance(s, str) else s.name for s in symbols]
+        self.unknown_symbols: list[str] = []
+        self.plan: dict[str, list[str]] = {}
+        self.decoder: Decoder | None = None
+        self._frame_errors = FrameErrors()  # until the decoder exists
+        if all(isinstance(s, VenueSymbol) for s in symbols):
+            self._use([s for s in symbols if isinstance(s, VenueSymbol)])
+        elif load is None:
+            raise ValueError("names without VenueSymbols need `load` (the venue's instruments)")
         self.connection_class = connection_class
         self.ws_options = dict(ws_options or {})
         self.timeout, self.timeout_interval = timeout, timeout_interval
@@ -135,18 +149,49 @@ class VenueFeed:
         self._pings: dict[str, asyncio.Task[None]] = {}
         self.pings_sent = 0
 
+    def _use(self, symbols: list[VenueSymbol]) -> None:
+        self.symbols = symbols
+        self.plan = subscriptions(self.venue, [s.name for s in symbols], self.data_types)
+        self.decoder = (okx.OkxDecoder(symbols, self.sink, self.venue) if self.venue == "okx"
+                        else bybit.BybitDecoder(symbols, self.sink, self.venue))
+
+    @property
+    def frame_errors(self) -> FrameErrors:
+        """Frames the decoder skipped, by kind (collector.feed.events)."""
+        return self.decoder.skipped.errors if self.decoder is not None else self._frame_errors
+
+    async def _resolve(self, stop: asyncio.Event) -> bool:
+        """The wanted names' VenueSymbols from the venue's instruments; False if stopped before it answered."""
+        assert self._load is not None
+        while not stop.is_set():
+            try:
+                listed = {s.name: s for s in await self._load()}
+            except Exception as e:  # the venue's REST down or rate limited: the streams wait for it
+                log.warning("%s: instruments not loaded (%s: %s); retrying in %.0f s", self.venue,
+                            type(e).__name__, e, LOAD_RETRY_S)
+                await sleep_unless_stopped(stop, LOAD_RETRY_S)
+                continue
+            self.unknown_symbols = [n for n in self._wanted if n not in listed]
+            if self.unknown_symbols:
+                log.warning("%s: %d symbols are not listed in trading state and are skipped: %s", self.venue,
+                            len(self.unknown_symbols), ", ".join(self.unknown_symbols[:20]))
+            self._use([listed[n] for n in self._wanted if n in listed])
+            return True
+        return False
+
     def set_sink(self, sink: EventSink) -> None:
         """Send events to another sink from now on (a successor's hand-over), keeping the gate's state."""
         self.sink.sink = sink
 
     def handle_batch(self, messages: Sequence[str | bytes], conn: AsyncConnection, timestamp: float) -> None:
         """Every frame of one socket read, in order; the decoder counts and skips what it cannot use."""
+        assert self.decoder is not None  # connections start after it exists
         handle = self.decoder.handle
         for msg in messages:
             handle(msg, timestamp)
 
     async def message_handler(self, msg: str | bytes, conn: AsyncConnection, timestamp: float) -> None:
-        self.decoder.handle(msg, timestamp)
+        self.handle_batch((msg,), conn, timestamp)
 
     async def _subscribe(self, conn: AsyncConnection) -> None:
         path = self._paths[conn.id]
@@ -173,6 +218,8 @@ class VenueFeed:
             self.pings_sent += 1
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.decoder is None and not await self._resolve(stop):
+            return
         self._paths: dict[str, str] = {}
         self.connections = []
         for path in self.plan:
