@@ -85,3 +85,32 @@ def test_binance_and_okx_in_one_collector(db_url: str, tmp_path: Path) -> None:
     for sym, tid, price, amount, side, t in stored:
         r = sent[(sym, tid)]
         assert (price, amount, side, str(t)) == (Decimal(r["px"]), Decimal(r["sz"]) * ct[sym], r["side"], r["ts"])
+
+
+@pytest.mark.timeout(240)
+def test_simulate_starts_one_simulator_per_venue(db_url: str, tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "main.yaml",
+        database={"url": db_url},
+        collection={"exchanges": ["okx", "binance"]},
+        logging={"filename": str(tmp_path / "logs" / "supervisor.log")},
+        writer={"spool_dir": str(tmp_path / "spool")},
+        monitoring={"health_check_port": free_port()},
+        filters={"trades": {"keep_all": True}},
+    )
+    sup = SupervisorProcess("--workers", "2", "--config", str(cfg), "--simulate", "--sim-symbols", "5",
+                            "--sim-rate", "40", "--sim-speed", "20", cwd=tmp_path)
+    try:
+        log = tmp_path / "logs" / "supervisor.log"
+        wait_for(lambda: log.exists() and "okx simulator on http://127.0.0.1:" in log.read_text(), 60,
+                 "the OKX simulator started")
+        wait_for(lambda: "okx: 5 symbols, 1 workers, binance: 5 symbols, 1 workers" in log.read_text(), 60,
+                 "one worker per venue")
+
+        def both() -> bool:
+            c = _counts(db_url, "trades") if _db(db_url, "SELECT to_regclass('trades')")[0][0] else {}
+            return c.get(True, 0) > 0 and c.get(False, 0) > 0
+        wait_for(both, 120, "trades of both venues")
+    finally:
+        code, out = sup.stop()
+    assert code == 0, out[-2000:]
