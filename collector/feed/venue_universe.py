@@ -25,6 +25,8 @@ REST_LIMIT_PER_MIN = {"binance": float(WeightBudget.BINANCE_LIMIT_PER_MIN), "okx
 REST_FRACTION = 0.5
 # Bybit answers a rate-limited IP with HTTP 403 ("access too frequent") and lifts it after 10 minutes.
 BYBIT_BAN_MS = 600_000
+# Bybit's per-endpoint limits count per second; without its reset header, one second is when it lifts.
+BYBIT_RETRY_MS = 1_000
 # A Bybit universe of ~500 linear contracts is one page of 1000; this bounds a misbehaving cursor.
 MAX_PAGES = 20
 
@@ -73,10 +75,17 @@ async def afetch_venue_universe(venue: str, rest_url: str, get_json: AsyncGetJso
     raise ValueError(f"{venue} instruments: more than {MAX_PAGES} pages")
 
 
-def note_response(venue: str, gate: WeightGate, status: int, headers: dict[str, str], now_ms: float) -> None:
-    """Tell the venue's budget what its server answered; Bybit's 403 is its rate-limit ban."""
-    if venue == "bybit" and status == 403 and isinstance(gate, WeightBudget):
-        gate.pause_until(now_ms + BYBIT_BAN_MS)
+def note_response(venue: str, gate: WeightGate, status: int, headers: dict[str, str], now_ms: float,
+                  body: bytes = b"") -> None:
+    """Tell the venue's budget what its server answered. Bybit: HTTP 403 is the IP's ban (10 minutes); an
+    HTTP 200 with retCode 10006 ("Too many visits") is the endpoint's limit, which lifts at
+    X-Bapi-Limit-Reset-Timestamp (ms). OKX answers 429 (code 50011), which on_response already pauses."""
+    if venue == "bybit" and isinstance(gate, WeightBudget):
+        if status == 403:
+            gate.pause_until(now_ms + BYBIT_BAN_MS)
+        elif b'"retCode":10006' in body.replace(b" ", b""):
+            reset = {k.lower(): v for k, v in headers.items()}.get("x-bapi-limit-reset-timestamp", "")
+            gate.pause_until(float(reset) if reset.isdigit() else now_ms + BYBIT_RETRY_MS)
     gate.on_response(status, headers, now_ms)
 
 

@@ -41,7 +41,7 @@ def build_venue_feed(spec: WorkerSpec, sink: EventSink, rest: RestClient, budget
             await asyncio.sleep(min(wait, 60_000) / 1000)
         budget.try_acquire(INSTRUMENTS_WEIGHT, time.time() * 1000)
         status, headers, body = await rest.get(url)
-        note_response(spec.venue, budget, status, headers, time.time() * 1000)
+        note_response(spec.venue, budget, status, headers, time.time() * 1000, body)
         if status != 200:
             raise ValueError(f"HTTP {status} from {url}")
         return json.loads(body)

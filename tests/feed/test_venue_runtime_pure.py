@@ -101,3 +101,13 @@ def test_each_venue_has_its_own_budget_and_bybit_403_pauses_only_bybit() -> None
     assert bybit_b.paused_until_ms == 1_000.0 + venue_universe.BYBIT_BAN_MS
     assert okx_b.paused_until_ms <= 0 and okx_b.try_acquire(1, 1_000.0)
     assert not bybit_b.try_acquire(1, 2_000.0)
+
+
+def test_bybit_too_many_visits_pauses_until_its_reset() -> None:
+    b = venue_universe.venue_budget("bybit", 0.0)
+    venue_universe.note_response("bybit", b, 200, {"X-Bapi-Limit-Reset-Timestamp": "5000"}, 1_000.0,
+                                 b'{"retCode": 10006, "retMsg": "Too many visits!", "result": {}}')
+    assert b.paused_until_ms == 5_000.0
+    b = venue_universe.venue_budget("bybit", 0.0)
+    venue_universe.note_response("bybit", b, 200, {}, 1_000.0, b'{"retCode":0,"result":{"list":[]}}')
+    assert b.paused_until_ms <= 0
