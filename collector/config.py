@@ -17,7 +17,7 @@ from typing import Annotated, Literal, get_args
 import msgspec
 import yaml
 
-from collector.feed.endpoints import PRESETS, Endpoints
+from collector.feed.endpoints import PRESETS, VENUE_DEFAULTS, VENUES, Endpoints
 from collector.symbols import valid_symbol
 
 DataType = Literal[
@@ -105,15 +105,53 @@ class DatabaseConfig(_Section):
 
 class CollectionConfig(_Section):
     data_types: list[DataType] = msgspec.field(default_factory=lambda: list(ALL_DATA_TYPES))
-    # Empty: every USDT-M perpetual in TRADING. Otherwise only these (still validated against the venue).
+    # Empty: every USDT-M perpetual in TRADING. Otherwise only these (still validated against the venue),
+    # each in its venue's own spelling (BTCUSDT on Binance and Bybit, BTC-USDT-SWAP on OKX).
     symbols: list[str] = msgspec.field(default_factory=list)
+    # The venues collected, each at most once: any of binance, okx, bybit (collector.feed.endpoints.VENUES).
+    exchanges: list[str] = msgspec.field(default_factory=lambda: ["binance"])
 
     def __post_init__(self) -> None:
         if not self.data_types:
             raise ValueError("collection.data_types: at least one data type is needed")
         bad = [s for s in self.symbols if not valid_symbol(s)]
         if bad:
-            raise ValueError(f"collection.symbols: not a Binance symbol name: {bad[0]!r}")
+            raise ValueError(f"collection.symbols: not a symbol name of any venue: {bad[0]!r}")
+        if problem := exchanges_problem(self.exchanges):
+            raise ValueError(f"collection.exchanges: {problem}")
+
+
+def exchanges_problem(names: list[str]) -> str | None:
+    """Why a `collection.exchanges` list is refused (unknown name, duplicate, empty), or None if it is fine."""
+    if not names:
+        return f"at least one exchange is needed (choose from {', '.join(VENUES)})"
+    seen: set[str] = set()
+    for name in names:
+        if name not in VENUES:
+            return f"unknown exchange {name!r} (choose from {', '.join(VENUES)})"
+        if name in seen:
+            return f"{name!r} is listed twice"
+        seen.add(name)
+    if {"binance", "bybit"} <= seen:
+        # Both name their perpetuals BTCUSDT: the stored rows are apart (venue is in every key), but the
+        # supervisor's per-symbol state (statistics slots, checkpoints, tiers) is still keyed by name alone.
+        return "binance and bybit together are not supported yet: they share symbol names (collect one of them)"
+    return None
+
+
+class VenueEndpointsConfig(_Section):
+    """One venue's REST base URL and WebSocket base URL (the venue's paths are appended by its feed)."""
+
+    rest_url: str
+    ws_url: str
+
+    def endpoints(self) -> Endpoints:
+        return Endpoints(self.rest_url, self.ws_url)
+
+
+def _venue_default(venue: str) -> VenueEndpointsConfig:
+    e = VENUE_DEFAULTS[venue]
+    return VenueEndpointsConfig(rest_url=e.rest, ws_url=e.ws)
 
 
 class ExchangeConfig(_Section):
@@ -135,6 +173,11 @@ class ExchangeConfig(_Section):
     # WebSocket client: picows (Cython frame parsing, ~7x cheaper per frame) when installed, else the
     # websockets library cryptofeed uses. "websockets" forces cryptofeed's own.
     ws_client: Literal["auto", "picows", "websockets"] = "auto"
+    # OKX and Bybit endpoints (used when collection.exchanges names them): base URLs, e.g. a simulator's
+    # http://127.0.0.1:PORT and ws://127.0.0.1:PORT; OKX's /ws/v5/public and /ws/v5/business and Bybit's
+    # /v5/public/linear are appended by their feeds (collector.feed.venue_feed).
+    okx: VenueEndpointsConfig = msgspec.field(default_factory=lambda: _venue_default("okx"))
+    bybit: VenueEndpointsConfig = msgspec.field(default_factory=lambda: _venue_default("bybit"))
 
     def __post_init__(self) -> None:
         if (self.rest_url is None) != (self.ws_url is None):
@@ -145,6 +188,18 @@ class ExchangeConfig(_Section):
             self.endpoints()
         except ValueError as e:
             raise ValueError(f"exchange: {e}") from None
+        for venue in ("okx", "bybit"):
+            try:
+                getattr(self, venue).endpoints()
+            except ValueError as e:
+                raise ValueError(f"exchange.{venue}: {e}") from None
+
+    def venue_endpoints(self, venue: str) -> Endpoints:
+        """The endpoints of one venue of collection.exchanges (Binance's: the preset or rest_url/ws_url)."""
+        if venue == "binance":
+            return self.endpoints()
+        cfg: VenueEndpointsConfig = getattr(self, venue)
+        return cfg.endpoints()
 
     def endpoints(self) -> Endpoints:
         if self.rest_url is not None and self.ws_url is not None:

@@ -122,7 +122,10 @@ class Hub:
         self.dirty.add(c)
 
     def flush(self) -> None:
-        for c in self.dirty:
+        # Swapped out first: on_overflow (a slow consumer cut) removes its connection from `dirty`, which
+        # must not change the set being iterated ("Set changed size during iteration").
+        dirty, self.dirty = self.dirty, set()
+        for c in dirty:
             if c.closed or not c.out:
                 c.out.clear()
                 continue
@@ -133,7 +136,6 @@ class Hub:
             c.transport.write(data)
             if c.transport.get_write_buffer_size() > self.max_buffer and self.on_overflow:
                 self.on_overflow(c)
-        self.dirty.clear()
 
     # -- Sink ----------------------------------------------------------------------------------------
     def on_new_symbol(self, st: SymbolState) -> None:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import psycopg
 
-from collector.feed.venues.common import NORMALIZED_SUFFIX, binance_normalized
+from collector.feed.venues.common import NORMALIZED_SUFFIX, VenueSymbol, binance_normalized
 from collector.symbols import valid_symbol, valid_venue
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,19 @@ def binance_instruments(symbols: Iterable[str]) -> list[Instrument]:
             log.warning("instruments: skipped %r: %s", s, e)
             continue
         out.append(Instrument("binance", s, norm, norm.removesuffix(NORMALIZED_SUFFIX), "1"))
+    return out
+
+
+def from_venue_symbols(symbols: Iterable[VenueSymbol]) -> list[Instrument]:
+    """A venue's universe (collector.feed.venue_universe) -> Instruments; one without a cross-venue name
+    (a Binance name that is not ...USDT) is skipped and logged, the rest are recorded."""
+    out = []
+    for s in symbols:
+        if not s.normalized.endswith(NORMALIZED_SUFFIX):
+            log.warning("instruments: skipped %s %r: no cross-venue name", s.venue, s.name)
+            continue
+        out.append(Instrument(s.venue, s.name, s.normalized, s.normalized.removesuffix(NORMALIZED_SUFFIX),
+                              s.contract.value))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Where the venue is: its REST and WebSocket base URLs, checked once, and the named presets.
+"""Where each venue is: its REST and WebSocket base URLs, checked once, and the named presets.
 
 Why apart from the connections: the config, the arbiter and the workers all need the URLs, and none of
 them should import cryptofeed for it.
@@ -30,4 +30,15 @@ class Endpoints:
 PRESETS: dict[str, Endpoints] = {
     "binance": Endpoints("https://fapi.binance.com", "wss://fstream.binance.com"),
     "testnet": Endpoints("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com"),
+}
+
+
+# The venues the collector speaks (collection.exchanges), and the public endpoints of each: OKX's REST host
+# and WebSocket host (its feed appends /ws/v5/public and /ws/v5/business), Bybit's (its feed appends
+# /v5/public/linear).
+VENUES = ("binance", "okx", "bybit")
+VENUE_DEFAULTS: dict[str, Endpoints] = {
+    "binance": PRESETS["binance"],
+    "okx": Endpoints("https://www.okx.com", "wss://ws.okx.com:8443"),
+    "bybit": Endpoints("https://api.bybit.com", "wss://stream.bybit.com"),
 }

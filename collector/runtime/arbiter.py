@@ -177,7 +177,9 @@ class Supervisor:
             assert res.endpoints is not None and res.dsn is not None and res.stats is not None
             coordinator = self.coordinator = Coordinator(
                 cfg, res.endpoints, res.dsn, res.stats, res.checkpoints, res.universe, res.shards,
-                res.symbol_slots, res.tiers, res.tiers_ms, self.post, self._log_stats)
+                res.symbol_slots, res.tiers, res.tiers_ms, self.post, self._log_stats,
+                venues=res.shard_venues or None, universes=res.universes or None,
+                venue_endpoints=res.venue_endpoints)
             api_url = f"http://{cfg.api.host}:{cfg.api.port}"
             self.monitor = Monitor(res.stats, lambda: child_infos(self.children), coordinator.tiers_view,
                                    lambda: api_info(self.children, api_url))
@@ -262,8 +264,9 @@ class Supervisor:
             symbols, tiers, provisional, slots = co.worker_inputs(child.index)
             child.symbols = symbols
             total = len(res.shards)
-            spec = WorkerSpec(index=child.index, total=total, symbols=symbols, config=cfg,
-                              endpoints=res.endpoints, socket_path=res.socket_path, control=child.control,
+            venue = co.worker_venue(child.index)
+            spec = WorkerSpec(index=child.index, total=total, symbols=symbols, config=cfg, venue=venue,
+                              endpoints=co.endpoints_of(venue), socket_path=res.socket_path, control=child.control,
                               stop=stop, tiers=tiers, tiers_provisional=provisional, stats_name=res.stats.name,
                               symbol_slots=slots, rest_weight_share=1.0 / total,
                               rest_budget_path=res.rest_budget_path, dsn=res.dsn,

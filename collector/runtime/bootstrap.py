@@ -30,12 +30,13 @@ from collector.runtime.checkpoint_block import CheckpointBlock
 from collector.runtime.coordinator import (
     DB_CONNECT_TIMEOUT_S,
     fetch_json,
-    fetch_universe,
+    fetch_venue_symbols,
     record_universe,
     tier_params,
 )
 from collector.runtime.shm import StatsBlock
 from collector.runtime.startup import StartupError, check_machine, prepare_database
+from collector.runtime.venue_shards import shard_venues
 
 if TYPE_CHECKING:
     from collector.db.embedded import EmbeddedPostgres
@@ -55,8 +56,13 @@ class Resources:
     dsn: str | None = None
     sim: SimProcess | None = None
     embedded_pg: EmbeddedPostgres | None = None
-    universe: list[str] = field(default_factory=list)
+    universe: list[str] = field(default_factory=list)  # every venue's, venue after venue
     shards: list[list[str]] = field(default_factory=list)
+    # per venue of collection.exchanges: its universe and endpoints; and the venue each shard serves
+    universes: dict[str, list[str]] = field(default_factory=dict)
+    venue_endpoints: dict[str, Endpoints] = field(default_factory=dict)
+    shard_venues: list[str] = field(default_factory=list)
+    venue_sims: list[SimProcess] = field(default_factory=list)  # --simulate: the OKX / Bybit simulators
     tiers: dict[str, TierAssignment] = field(default_factory=dict)
     tiers_ms: int | None = None  # when the resumed tiers were computed; None: an estimate (or nothing)
     run_dir: str | None = None
@@ -75,6 +81,8 @@ class Resources:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.sim is not None:
             self.sim.stop()
+        for sim in self.venue_sims:
+            sim.stop()
         if self.embedded_pg is not None:
             self.embedded_pg.stop()
 
@@ -135,8 +143,17 @@ def _start_exchange(res: Resources, cfg: Config, simulate: bool, sim_options: di
         res.sim = launch_subprocess(SimConfig(**sim_options))
         res.endpoints = Endpoints(res.sim.rest_url, res.sim.ws_url)
         log.info("simulator on %s", res.sim.rest_url)
+        for venue in cfg.collection.exchanges:  # one simulator per other venue, the same market options
+            if venue != "binance":
+                sim = launch_subprocess(SimConfig(**{**sim_options, "venue": venue}))
+                res.venue_sims.append(sim)
+                res.venue_endpoints[venue] = Endpoints(sim.rest_url, sim.ws_url)
+                log.info("%s simulator on %s", venue, sim.rest_url)
     else:
         res.endpoints = cfg.exchange.endpoints()
+    for venue in cfg.collection.exchanges:
+        res.venue_endpoints.setdefault(venue, res.endpoints if venue == "binance" else
+                                       cfg.exchange.venue_endpoints(venue))
 
 
 def _start_database(res: Resources, cfg: Config) -> None:
@@ -155,28 +172,38 @@ def _start_database(res: Resources, cfg: Config) -> None:
 
 
 def _starting_universe(res: Resources, cfg: Config, n_workers: int) -> None:
-    """The universe, its shards (balanced by ticker/24hr activity) and the tiers to start with."""
+    """Each venue's universe, the shards (one venue per worker: collector.runtime.venue_shards; Binance's
+    balanced by ticker/24hr activity) and the tiers to start with."""
     assert res.endpoints is not None
-    universe = fetch_universe(res.endpoints.rest, cfg.collection.symbols)
-    if not universe:
-        raise RuntimeError("the exchange lists no USDT-M perpetual in TRADING: nothing to collect")
-    res.universe = universe
-    if res.dsn is not None:
-        record_universe(res.dsn, universe)
+    for venue in cfg.collection.exchanges:
+        symbols = fetch_venue_symbols(venue, res.venue_endpoints[venue].rest, cfg.collection.symbols)
+        if not symbols:
+            raise RuntimeError(f"{venue} lists no USDT-margined perpetual in trading: nothing to collect there")
+        res.universes[venue] = [s.name for s in symbols]
+        record_universe(res.dsn, symbols)
+    res.universe = [s for names in res.universes.values() for s in names]
+    universe = res.universes.get("binance", [])
     activity: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     try:
-        fetched = fetch_json(f"{res.endpoints.rest}/fapi/v1/ticker/24hr")
-        assert isinstance(fetched, list)
-        rows = [r for r in fetched if isinstance(r, dict) and r.get("symbol") in set(universe)]
-        activity = {r["symbol"]: float(r.get("quoteVolume") or 0) for r in rows}
+        if universe:
+            fetched = fetch_json(f"{res.endpoints.rest}/fapi/v1/ticker/24hr")
+            assert isinstance(fetched, list)
+            rows = [r for r in fetched if isinstance(r, dict) and r.get("symbol") in set(universe)]
+            activity = {r["symbol"]: float(r.get("quoteVolume") or 0) for r in rows}
     except Exception as e:  # shards then ignore activity; tiers start at the filter's defaults
         log.warning("could not read ticker/24hr: %s", e)
     if not _resume_tiers(res) and rows:
         res.tiers = bootstrap_from_ticker_24hr(rows, tier_params(cfg))
         log.info("tiers bootstrapped from ticker/24hr until statistics cover a tier interval")
-    res.shards = shard(universe, min(n_workers, len(universe)), activity)
-    log.info("universe: %d symbols over %d workers", len(universe), len(res.shards))
+    if list(res.universes) == ["binance"]:  # Binance alone: as before, never more workers than symbols
+        res.shards = shard(universe, min(n_workers, len(universe)), activity)
+        res.shard_venues = ["binance"] * len(res.shards)
+    else:
+        res.shards, res.shard_venues = shard_venues(res.universes, n_workers, {"binance": activity})
+    log.info("universe: %d symbols over %d workers (%s)", len(res.universe), len(res.shards),
+             ", ".join(f"{v}: {len(res.universes[v])} symbols, {res.shard_venues.count(v)} workers"
+                       for v in res.universes))
 
 
 def _resume_tiers(res: Resources) -> bool:
@@ -188,8 +215,11 @@ def _resume_tiers(res: Resources) -> bool:
     assert res.dsn is not None
     try:
         with psycopg.connect(res.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
-            stored = tiers_repo.load_latest_tiers(conn, "binance")
-            row = conn.execute("SELECT max(computed_at) FROM symbol_tiers WHERE venue = %s", ("binance",)).fetchone()
+            stored = {}
+            for venue in res.universes:
+                stored.update(tiers_repo.load_latest_tiers(conn, venue))
+            row = conn.execute("SELECT max(computed_at) FROM symbol_tiers WHERE venue = ANY(%s)",
+                               (list(res.universes),)).fetchone()
     except Exception as e:  # first start (no schema yet) or database down: bootstrap instead
         log.info("no stored tiers to resume (%s)", type(e).__name__)
         return False
@@ -210,7 +240,10 @@ def _load_checkpoints(res: Resources) -> None:
     assert res.dsn is not None and res.checkpoints is not None
     try:
         with psycopg.connect(res.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
-            stored = checkpoints.load(conn, res.symbol_slots, venue="binance")
+            stored = {}
+            for venue, names in res.universes.items():
+                slots = {s: res.symbol_slots[s] for s in names if s in res.symbol_slots}
+                stored.update(checkpoints.load(conn, slots, venue=venue))
     except Exception as e:  # first start (no schema yet) or database down: start afresh
         log.info("no stored checkpoints to resume (%s)", type(e).__name__)
         return

@@ -6,11 +6,11 @@ refresh (exchangeInfo over HTTP, up to FETCH_TIMEOUT_S), the tier computation an
 of the checkpoint block to the database (each connection up to DB_CONNECT_TIMEOUT_S). So it runs in two
 threads of its own:
 
-- the I/O thread: universe refresh and shard assignment (listings go to the least loaded worker,
-  delistings leave theirs), tiers computed from the workers' statistics, stored with history and sent to
+- the I/O thread: universe refresh of every venue of collection.exchanges and shard assignment (listings
+  go to the least loaded worker of their venue, delistings leave theirs; collector.runtime.venue_shards), tiers computed from the workers' statistics, stored with history and sent to
   the workers, and the checkpoint block's periodic copy;
 - the relay thread: what must stay prompt while the I/O thread waits, i.e. a 429/418 one worker got
-  spread to every worker (the limit is per IP), and the periodic stats log line.
+  spread to every worker of the same venue (limits are per IP and venue), and the periodic stats log line.
 
 It never touches a process. What concerns children goes to the arbiter as a message (`post`): send a
 control message to worker i, or replace worker i with these symbols. The arbiter reads the assignment,
@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -33,11 +33,15 @@ from typing import TYPE_CHECKING, Any
 from collector.config import Config, parse_duration
 from collector.feed.endpoints import Endpoints
 from collector.feed.universe import select_universe
+from collector.feed.venue_universe import fetch_venue_universe
+from collector.feed.venues.common import ContractSize, VenueSymbol, binance_symbol
+from collector.pipeline.activity import Summary
 from collector.pipeline.tiers import TierAssignment, TierParams, compute_tiers
 from collector.runtime import checkpoints
 from collector.runtime.logs import mask_secrets
 from collector.runtime.shm import StatsBlock
 from collector.runtime.tier_inputs import merge_activity
+from collector.runtime.venue_shards import reassign_venue
 
 if TYPE_CHECKING:
     from collector.runtime.checkpoint_block import CheckpointBlock
@@ -75,6 +79,51 @@ def fetch_universe(rest_url: str, wanted: Sequence[str] = ()) -> list[str]:
     return universe
 
 
+def fetch_venue_symbols(venue: str, rest_url: str, wanted: Sequence[str] = ()) -> list[VenueSymbol]:
+    """One venue's perpetuals in trading state, with their cross-venue names and contract sizes, narrowed
+    to `wanted` (the venue's own names) when that is set."""
+    if venue == "binance":
+        out = []
+        for name in fetch_universe(rest_url, wanted):
+            try:
+                out.append(binance_symbol(name))
+            except ValueError as e:  # not a ...USDT name: collected, but it has no cross-venue name
+                log.warning("binance: %s", e)
+                out.append(VenueSymbol("binance", name, "", ContractSize("1")))
+        return out
+    universe = fetch_venue_universe(venue, rest_url, fetch_json)
+    if wanted:
+        universe = [s for s in universe if s.name in set(wanted)]
+    return universe
+
+
+def by_venue[T](per_symbol: Mapping[str, T], universes: Mapping[str, Sequence[str]]) -> dict[str, dict[str, T]]:
+    """Split a per-symbol mapping by the venue each symbol belongs to (a symbol in no universe is dropped:
+    it was delisted, and nothing is stored for it). Symbol names are unique across the configured venues
+    (collector.config refuses venues that share names)."""
+    out: dict[str, dict[str, T]] = {}
+    for venue, names in universes.items():
+        part = {s: per_symbol[s] for s in names if s in per_symbol}
+        if part:
+            out[venue] = part
+    return out
+
+
+def tiers_per_venue(summaries: Mapping[str, Summary], universes: Mapping[str, Sequence[str]],
+                    params: TierParams) -> dict[str, TierAssignment]:
+    """Tiers ranked within each venue (a venue's quiet symbols are not pushed down by another venue's busy
+    ones; activity levels differ by venue), merged into one mapping."""
+    out: dict[str, TierAssignment] = {}
+    for part in by_venue(summaries, universes).values():
+        out.update(compute_tiers(part, params))
+    return out
+
+
+def fetch_venue_names(venue: str, rest_url: str, wanted: Sequence[str] = ()) -> list[str]:
+    """One venue's perpetuals in trading state (its own names), narrowed to `wanted` when that is set."""
+    return [s.name for s in fetch_venue_symbols(venue, rest_url, wanted)]
+
+
 def tier_params(cfg: Config) -> TierParams:
     tf = cfg.filters.trades
     w = tf.score_weights  # four of them (collector.config checks)
@@ -83,16 +132,18 @@ def tier_params(cfg: Config) -> TierParams:
                       quantile=tf.threshold_quantile)
 
 
-def record_universe(dsn: str, universe: Sequence[str]) -> None:
-    """The Binance universe into `instruments` (collector.db.instruments_repo); a failure is logged only:
+def record_universe(dsn: str | None, symbols: Sequence[VenueSymbol]) -> None:
+    """A venue's universe into `instruments` (collector.db.instruments_repo); a failure is logged only:
     the table serves cross-venue queries, never the collection itself."""
+    if dsn is None or not symbols:
+        return
     import psycopg
 
     from collector.db import instruments_repo
 
     try:
         with psycopg.connect(dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
-            instruments_repo.upsert_instruments(conn, instruments_repo.binance_instruments(universe),
+            instruments_repo.upsert_instruments(conn, instruments_repo.from_venue_symbols(symbols),
                                                 datetime.now(UTC))
     except Exception as e:  # retried at the next universe refresh
         log.warning("could not record the instruments: %s", mask_secrets(str(e)))
@@ -138,13 +189,21 @@ class Coordinator:
     def __init__(self, cfg: Config, endpoints: Endpoints, dsn: str, stats: StatsBlock,
                  block: CheckpointBlock | None, universe: list[str], shards: list[list[str]],
                  symbol_slots: dict[str, int], tiers: dict[str, TierAssignment], tiers_ms: int | None,
-                 post: Callable[[Command], None], log_stats: Callable[[], None] = lambda: None) -> None:
+                 post: Callable[[Command], None], log_stats: Callable[[], None] = lambda: None,
+                 venues: list[str] | None = None, universes: dict[str, list[str]] | None = None,
+                 venue_endpoints: dict[str, Endpoints] | None = None) -> None:
+        """`venues[i]`: the venue worker i serves (default: Binance for all); `universes` per venue (default:
+        `universe` is Binance's); `venue_endpoints` the other venues' endpoints (default: the configured)."""
         self.cfg, self.endpoints, self.dsn = cfg, endpoints, dsn
         self.stats, self.block, self.post, self.log_stats = stats, block, post, log_stats
-        self._lock = threading.Lock()  # guards universe, shards, symbol_slots, tiers, tiers_ms
+        self._lock = threading.Lock()  # guards universe(s), shards, symbol_slots, tiers, tiers_ms
         self.universe, self.shards, self.symbol_slots = universe, shards, symbol_slots
+        self.venues = venues if venues is not None else ["binance"] * len(shards)
+        self.universes = universes if universes is not None else {"binance": list(universe)}
+        self.venue_endpoints = dict(venue_endpoints or {})
         self.tiers, self.tiers_ms = tiers, tiers_ms
         self.rest_paused_until = 0.0
+        self.venue_paused_until: dict[str, float] = {}
         self._stop = threading.Event()
         self._refresh_now = threading.Event()  # SIGHUP changed the collection: refresh and replace all
         self._force_replace = False
@@ -159,6 +218,15 @@ class Coordinator:
             symbols = list(self.shards[index])
             return (symbols, {s: self.tiers[s] for s in symbols if s in self.tiers}, self.tiers_ms is None,
                     {s: self.symbol_slots[s] for s in symbols if s in self.symbol_slots})
+
+    def worker_venue(self, index: int) -> str:
+        """The venue worker `index` serves (fixed for the run: a worker never changes venue)."""
+        return self.venues[index]
+
+    def endpoints_of(self, venue: str) -> Endpoints:
+        if venue == "binance":
+            return self.endpoints
+        return self.venue_endpoints.get(venue) or self.cfg.exchange.venue_endpoints(venue)
 
     def tiers_view(self) -> tuple[dict[str, TierAssignment], int | None]:
         with self._lock:
@@ -243,20 +311,39 @@ class Coordinator:
         return now + min(self.tier_interval_s(), warmup.total_seconds() if warmup else 0.0)
 
     def refresh_universe(self, force_replace: bool = False) -> None:
-        """Listings and delistings applied without a full restart: only the affected workers are replaced."""
+        """Listings and delistings applied without a full restart: only the affected workers are replaced.
+
+        Each venue the run started with is refreshed on its own (one failing venue keeps its universe and
+        never holds another's); the venues themselves are fixed for the run (a changed collection.exchanges
+        needs a restart: the workers' split depends on it)."""
+        if sorted(self.cfg.collection.exchanges) != sorted(self.universes):
+            log.error("collection.exchanges changed to %s: a restart is needed to collect other venues; still "
+                      "collecting %s", ",".join(self.cfg.collection.exchanges), ",".join(self.universes))
+        for venue in list(self.universes):
+            # a forced replacement replaces every worker once: with the first venue whose refresh succeeds
+            if self._refresh_venue(venue, force_replace):
+                force_replace = False
+
+    def _refresh_venue(self, venue: str, force_replace: bool) -> bool:
+        """Apply one venue's current universe; False when it could not be read (the current one stays)."""
         try:
-            new = fetch_universe(self.endpoints.rest, self.cfg.collection.symbols)
+            symbols = fetch_venue_symbols(venue, self.endpoints_of(venue).rest, self.cfg.collection.symbols)
         except Exception as e:  # keep the current universe; try again next time
-            log.warning("universe refresh failed: %s", e)
-            return
+            log.warning("%s universe refresh failed: %s", venue, e)
+            return False
+        new = [s.name for s in symbols]
         if not new:
-            log.error("universe refresh: the exchange lists no symbol in TRADING; keeping the current universe")
-            return
-        record_universe(self.dsn, new)
+            log.error("%s universe refresh: the exchange lists no symbol in trading; keeping the current universe",
+                      venue)
+            return False
+        record_universe(self.dsn, symbols)
         with self._lock:
-            shards, added, removed = reassign(self.shards, self.universe, new)
+            if venue == "binance" and list(self.universes) == ["binance"]:
+                shards, added, removed = reassign(self.shards, self.universe, new)
+            else:
+                shards, added, removed = reassign_venue(self.shards, self.venues, venue, self.universes[venue], new)
             if not added and not removed and not force_replace:
-                return
+                return True
             for sym in added:
                 if sym in self.symbol_slots:
                     continue
@@ -267,12 +354,15 @@ class Coordinator:
             changed = [i for i, s in enumerate(shards) if force_replace or sorted(s) != sorted(self.shards[i])]
             for i in changed:
                 shards[i] = sorted(shards[i])
-            self.universe, self.shards = new, shards
+            self.universes[venue] = new
+            self.universe = [s for names in self.universes.values() for s in names]
+            self.shards = shards
         if added or removed:
-            log.info("universe changed: %d listed (%s), %d delisted (%s)", len(added), " ".join(added[:10]),
+            log.info("%s universe changed: %d listed (%s), %d delisted (%s)", venue, len(added), " ".join(added[:10]),
                      len(removed), " ".join(sorted(removed)[:10]))
         for i in changed:
             self.post(Replace(i, shards[i]))
+        return True
 
     def recompute_tiers(self) -> bool:
         """Tiers from every worker's published statistics, stored (with history) and sent to the workers.
@@ -288,7 +378,9 @@ class Coordinator:
         if not active:
             log.warning("tiers: no trade statistics published yet; keeping the current tiers")
             return False
-        tiers = compute_tiers(summaries, params)
+        with self._lock:
+            universes = {v: list(names) for v, names in self.universes.items()}
+        tiers = tiers_per_venue(summaries, universes, params)
         with self._lock:
             self.tiers, self.tiers_ms = tiers, now_ms
             shards = [list(s) for s in self.shards]
@@ -307,9 +399,14 @@ class Coordinator:
 
         try:
             with psycopg.connect(self.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
-                tiers_repo.store_tiers(conn, "binance", tiers, datetime.fromtimestamp(now_ms / 1000, UTC))
+                for venue, part in by_venue(tiers, self._universes()).items():
+                    tiers_repo.store_tiers(conn, venue, part, datetime.fromtimestamp(now_ms / 1000, UTC))
         except Exception as e:  # the tiers still apply; storing is retried at the next computation
             log.warning("could not store tiers: %s", mask_secrets(str(e)))
+
+    def _universes(self) -> dict[str, list[str]]:
+        with self._lock:
+            return {v: list(names) for v, names in self.universes.items()}
 
     def save_checkpoints(self) -> None:
         """Copy the block to the `checkpoints` table (read only: the workers keep writing the block)."""
@@ -322,22 +419,27 @@ class Coordinator:
         found = self.block.read_all(slots)
         try:
             with psycopg.connect(self.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
-                checkpoints.save(conn, found, venue="binance")
+                for venue, part in by_venue(found, self._universes()).items():
+                    checkpoints.save(conn, part, venue=venue)
         except Exception as e:  # kept in shared memory; saved at the next attempt
             log.warning("could not save checkpoints: %s", mask_secrets(str(e)))
 
     def spread_rest_pause(self) -> None:
-        """A 429/418 is per IP: when one worker is told to back off, every worker backs off."""
+        """A 429/418 is per IP and venue: when one worker is told to back off, every worker of its venue backs
+        off; other venues' workers go on (their limits are their own)."""
         with self._lock:
-            workers = len(self.shards)
-        until = 0.0
-        for i in range(workers):
-            reading = self.stats.read(i + 1)
-            if reading is not None and not reading.stale:
-                until = max(until, reading.values.get("rest_paused_until_ms", 0.0))
-        if until > time.time() * 1000 and until > self.rest_paused_until:
-            self.rest_paused_until = until
-            log.warning("REST rate limited: every worker pauses REST until %s",
-                        time.strftime("%H:%M:%S", time.gmtime(until / 1000)))
-            for i in range(workers):
-                self.post(Send(i, ("rest_pause", until)))
+            venues = list(self.venues)
+        for venue in dict.fromkeys(venues):
+            mine = [i for i, v in enumerate(venues) if v == venue]
+            until = 0.0
+            for i in mine:
+                reading = self.stats.read(i + 1)
+                if reading is not None and not reading.stale:
+                    until = max(until, reading.values.get("rest_paused_until_ms", 0.0))
+            if until > time.time() * 1000 and until > self.venue_paused_until.get(venue, 0.0):
+                self.venue_paused_until[venue] = until
+                self.rest_paused_until = max(self.rest_paused_until, until)
+                log.warning("REST rate limited on %s: every worker pauses REST until %s (those of %s; other "
+                            "venues go on)", venue, time.strftime("%H:%M:%S", time.gmtime(until / 1000)), venue)
+                for i in mine:
+                    self.post(Send(i, ("rest_pause", until)))

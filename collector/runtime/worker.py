@@ -1,4 +1,7 @@
-"""A worker process: one uvloop event loop, one cryptofeed feed for its share of symbols, the pipeline.
+"""A worker process: one uvloop event loop, one feed for its share of one venue's symbols, the pipeline.
+
+The feed is Binance's (collector.feed.source) or, for a worker of OKX or Bybit, collector.feed.venue_feed
+(collector.runtime.venue_worker builds it); both run over the same connection layer.
 
 Everything here runs in the child: the supervisor builds a `WorkerSpec` (collector.runtime.worker_spec)
 without importing this module; heavy objects (feed, filters, sockets) are created in `run_worker`.
@@ -29,6 +32,7 @@ from collector.feed.open_interest import poll_positions
 from collector.feed.rest_budget import SharedWeightBudget
 from collector.feed.rest_client import RestClient
 from collector.feed.source import FastBinanceFutures, subscription_channels
+from collector.feed.venue_feed import VenueFeed
 from collector.pipeline.activity import window_ms
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget
@@ -37,6 +41,7 @@ from collector.runtime.checkpoint_block import CheckpointBlock
 from collector.runtime.checkpoints import RESUME_IDS_MAX_AGE_MS, Checkpointer, resume_activity
 from collector.runtime.handover import HandoverBuffer
 from collector.runtime.stopping import sleep_unless_stopped
+from collector.runtime.venue_worker import build_venue_feed, venue_rest_budget
 from collector.runtime.wakeups import coalesce
 from collector.runtime.worker_control import build_trade_filter, build_warmup, read_control
 from collector.runtime.worker_spec import WorkerSpec
@@ -101,25 +106,29 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         link.send(batch)
 
     pipeline = Pipeline(
-        spec.symbols, list(cfg.collection.data_types), trade_filter, emit, venue="binance",
+        spec.symbols, list(cfg.collection.data_types), trade_filter, emit, venue=spec.venue,
         funding_interval_ms=int(cfg.filters.funding.min_interval_s * 1000),
         batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
         stats_window_ms=window_ms(cfg.filters.trades.stats_window_s),
     )
     # One REST weight budget for every REST user of every worker (open-interest pollers and backfills),
     # shared through a file the supervisor created: a 429/418 reported by any of them pauses all.
-    budget = rest_budget(cfg, spec.rest_weight_share, spec.rest_budget_path)
+    # Another venue's workers have their own budget (its limits are its own: a Binance 429 never pauses them).
+    budget = (rest_budget(cfg, spec.rest_weight_share, spec.rest_budget_path) if spec.venue == "binance"
+              else venue_rest_budget(spec))
     # cast: Pipeline.on_backfill_trade takes the pipeline's Gap, BackfillSink promises any GapLike; the
     # backfiller only ever passes back the gaps the pipeline reported (pipeline.on_gap below)
     rest = RestClient()  # the worker's one HTTP client: backfill, open interest and exchangeInfo
     backfill = Backfiller(spec.endpoints.rest, cast("BackfillSink", pipeline), budget, stop, fetch=rest.get,
                           trades="trades" in cfg.collection.data_types)
-    pipeline.on_gap = backfill.add_trade_gap
-    pipeline.on_candle_gap = backfill.add_candle_gap
+    if spec.venue == "binance":  # the repairs use Binance's REST (aggTrades, klines); see venue_worker
+        pipeline.on_gap = backfill.add_trade_gap
+        pipeline.on_candle_gap = backfill.add_candle_gap
     # cast: bind_feed_class returns a subclass of the class it is given, typed as its default base
     feed_cls = cast(type[FastBinanceFutures],
                     bind_feed_class(spec.endpoints, FastBinanceFutures, ws_client=cfg.exchange.ws_client))
-    oi_symbols = spec.symbols if "open_interest" in cfg.collection.data_types else []
+    # Open interest is polled on Binance; OKX and Bybit push it (VenueFeed keeps one per interval).
+    oi_symbols = spec.symbols if "open_interest" in cfg.collection.data_types and spec.venue == "binance" else []
     oi_positions = poll_positions(oi_symbols, cfg.filters.open_interest.interval_s)
     oi_ready = asyncio.Event()  # the poller waits for the positions to be restored
     holding: HandoverBuffer | None = None
@@ -134,12 +143,16 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             log.info("resumed the checkpoints of %d symbols", checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS))
     if holding is None:
         oi_ready.set()
-    feed = feed_cls(
-        exchange_symbols=spec.symbols, channels=subscription_channels(list(cfg.collection.data_types)),
-        sink=holding or pipeline, oi_symbols=oi_symbols, oi_interval=cfg.filters.open_interest.interval_s,
-        oi_gate=budget, stop_event=stop, oi_positions=oi_positions, oi_ready=oi_ready, rest=rest,
-        timeout=cfg.exchange.silent_timeout_s, timeout_interval=max(1.0, cfg.exchange.silent_timeout_s / 4),
-    )
+    feed: FastBinanceFutures | VenueFeed
+    if spec.venue == "binance":
+        feed = feed_cls(
+            exchange_symbols=spec.symbols, channels=subscription_channels(list(cfg.collection.data_types)),
+            sink=holding or pipeline, oi_symbols=oi_symbols, oi_interval=cfg.filters.open_interest.interval_s,
+            oi_gate=budget, stop_event=stop, oi_positions=oi_positions, oi_ready=oi_ready, rest=rest,
+            timeout=cfg.exchange.silent_timeout_s, timeout_interval=max(1.0, cfg.exchange.silent_timeout_s / 4),
+        )
+    else:
+        feed = build_venue_feed(spec, holding or pipeline, rest, budget)
 
     paused = False
     pauses = 0
@@ -239,7 +252,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             feed_tg.create_task(feed.run(stop), name="feed")
             feed_tg.create_task(housekeeping(), name="housekeeping")
             feed_tg.create_task(backfill.run(), name="backfill")
-            if spec.dsn is not None:
+            if spec.dsn is not None and spec.venue == "binance":
                 feed_tg.create_task(take_over_gaps(spec.dsn, spec.symbols, backfill, stop, cfg.exchange.gap_rescan_s),
                                     name="gap-takeover")
         await rest.close()
@@ -294,7 +307,7 @@ def rest_budget(cfg: Config, share: float, path: str | None = None) -> WeightBud
                         fraction=min(1.0, cfg.exchange.rest_weight_per_min / limit), share=share)
 
 
-def _set_reading(feed: FastBinanceFutures, on: bool) -> None:
+def _set_reading(feed: FastBinanceFutures | VenueFeed, on: bool) -> None:
     """Pause or resume reading every WebSocket: back-pressure to the exchange instead of dropping rows.
 
     Both connection classes (collector.feed.websocket.PicowsConnection, collector.feed.cryptofeed_adapter.WSConnection) stop

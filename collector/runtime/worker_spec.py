@@ -42,6 +42,9 @@ class WorkerSpec:
     rest_weight_share: float = 1.0  # of the collector's REST weight budget (without rest_budget_path)
     rest_budget_path: str | None = None  # the process tree's shared REST budget (collector.feed.rest_budget)
     dsn: str | None = None  # where the gaps table is read back (unfinished repairs to take over)
+    # The one venue this worker serves (collection.exchanges; collector.runtime.venue_shards); `endpoints`
+    # are that venue's, `symbols` in its own spelling.
+    venue: str = "binance"
 
 
 

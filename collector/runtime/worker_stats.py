@@ -17,6 +17,7 @@ from collector.runtime.shm import StatsBlock
 if TYPE_CHECKING:
     from collector.feed.rest_budget import SharedWeightBudget
     from collector.feed.source import FastBinanceFutures
+    from collector.feed.venue_feed import VenueFeed
     from collector.pipeline.limits import WeightBudget
     from collector.pipeline.router import Pipeline
     from collector.runtime.worker_spec import WorkerSpec
@@ -37,7 +38,7 @@ class StatsPublisher:
 
     Called every STATS_PUBLISH_S (collector.runtime.worker); copies only what changed, plus a heartbeat."""
 
-    def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures, link: WriterLink,
+    def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures | VenueFeed, link: WriterLink,
                  budget: WeightBudget | SharedWeightBudget, clock: Callable[[], float] = time.monotonic) -> None:
         assert spec.stats_name is not None
         self.block = StatsBlock.attach(spec.stats_name)

@@ -31,7 +31,7 @@ def test_retention_defaults() -> None:
         ({"exchange": {"rest_url": "http://127.0.0.1:1"}}, "exchange: give both rest_url and ws_url"),
         ({"exchange": {"rest_url": "ftp://x", "ws_url": "ws://127.0.0.1:1"}}, "REST endpoint must be an http(s) URL"),
         ({"database": {"password": "a", "password_env": "B"}}, "give only one of password"),
-        ({"collection": {"symbols": ["btc-usdt"]}}, "not a Binance symbol name"),
+        ({"collection": {"symbols": ["btc-usdt"]}}, "collection.symbols: not a symbol name of any venue"),
         ([1, 2], "expected a mapping"),
         ({"monitoring": {"heartbeat_timeout_s": 5}}, "monitoring.heartbeat_timeout_s: Expected `float` >= 10"),
     ],
@@ -81,3 +81,39 @@ def test_explicit_endpoints_win() -> None:
     cfg = config_from_dict({"exchange": {"rest_url": "http://127.0.0.1:9443/", "ws_url": "ws://127.0.0.1:9443"}})
     ep = cfg.exchange.endpoints()
     assert (ep.rest, ep.ws) == ("http://127.0.0.1:9443", "ws://127.0.0.1:9443")
+
+
+@pytest.mark.parametrize(
+    ("exchanges", "expected"),
+    [
+        (["binance", "kraken"], "main.yaml: collection.exchanges: unknown exchange 'kraken' (choose from binance, okx, bybit)"),
+        (["okx", "bybit", "okx"], "main.yaml: collection.exchanges: 'okx' is listed twice"),
+        ([], "main.yaml: collection.exchanges: at least one exchange is needed"),
+        (["OKX"], "main.yaml: collection.exchanges: unknown exchange 'OKX'"),
+        (["bybit", "okx", "binance"], "main.yaml: collection.exchanges: binance and bybit together are not supported yet"),
+    ],
+)
+def test_bad_exchanges_name_the_key(exchanges: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"collection": {"exchanges": exchanges}}, "main.yaml")
+    assert str(info.value).startswith(expected)
+    assert "\n" not in str(info.value)
+
+
+def test_exchanges_default_and_venue_endpoints() -> None:
+    cfg = config_from_dict({}, "main.yaml")
+    assert cfg.collection.exchanges == ["binance"]
+    assert cfg.exchange.venue_endpoints("okx").ws == "wss://ws.okx.com:8443"
+    cfg = config_from_dict({"collection": {"exchanges": ["bybit", "okx"]},
+                            "exchange": {"okx": {"rest_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1/"}}})
+    assert cfg.collection.exchanges == ["bybit", "okx"]
+    assert (cfg.exchange.venue_endpoints("okx").rest, cfg.exchange.venue_endpoints("okx").ws) == \
+           ("http://127.0.0.1:1", "ws://127.0.0.1:1")
+    assert cfg.exchange.venue_endpoints("bybit").rest == "https://api.bybit.com"
+    with pytest.raises(ConfigError, match=r"^main.yaml: exchange.bybit: exchange WebSocket endpoint must be"):
+        config_from_dict({"exchange": {"bybit": {"rest_url": "http://x", "ws_url": "http://x"}}}, "main.yaml")
+
+
+def test_okx_symbols_are_accepted_in_the_config() -> None:
+    cfg = config_from_dict({"collection": {"symbols": ["BTC-USDT-SWAP", "BTCUSDT"]}})
+    assert cfg.collection.symbols == ["BTC-USDT-SWAP", "BTCUSDT"]
