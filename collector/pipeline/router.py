@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from collector.pipeline.encode import (
     encode_open_interest,
     encode_trade,
 )
+from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.limits import MinInterval
 from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
 
@@ -91,17 +93,20 @@ class Pipeline:
 
     def __init__(self, symbols: list[str], data_types: list[str], trade_filter: TradeFilter,
                  emit: Callable[[Batch], None], *, funding_interval_ms: int = 60_000,
-                 batch_rows: int = 20_000, flush_interval_ms: int = 250,
+                 batch_rows: int = 20_000, flush_interval_ms: int = 50,
                  activity: dict[str, SymbolActivity] | None = None, stats_window_ms: int = DAY_MS,
                  on_gap: Callable[[Gap], None] | None = None,
-                 on_candle_gap: Callable[[str, int, int], None] | None = None) -> None:
+                 on_candle_gap: Callable[[str, int, int], None] | None = None,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.symbols = set(symbols)
         self.data_types = set(data_types)
         self.trade_filter = trade_filter
         self.emit = emit
         self.funding_gate = MinInterval(funding_interval_ms)
         self.batch_rows = batch_rows
-        self.flush_interval_ms = flush_interval_ms
+        self.flush_policy = FlushPolicy(flush_interval_ms)
+        # Read once per batch (its first row), never per row: when the batch starts its hold.
+        self.clock_ms = clock_ms
         # Per-symbol rolling statistics the tiers are computed from (published by the worker), over the last
         # `stats_window_ms` of event time (filters.trades.stats_window).
         self.activity = activity if activity is not None else {
@@ -110,9 +115,8 @@ class Pipeline:
         # Called with (symbol, first missing open ms, last missing open ms) when closed 1m klines jump.
         self.on_candle_gap = on_candle_gap
         self.builders: dict[str, BatchBuilder] = {}
-        self._pending_since: dict[str, int] = {}
-        # Called when a builder gets its first row: the worker's housekeeping sleeps until the next flush
-        # deadline and must learn that a new batch started ageing (no clock read per row).
+        # Called when a builder gets its first row (after the batch's hold has started): the worker arms
+        # its flush timer for next_flush_ms().
         self.on_first_row: Callable[[], None] | None = None
         self.received: Counter[str] = Counter()  # events by type
         self.kept: Counter[str] = Counter()  # trades kept, by save_reason
@@ -339,36 +343,44 @@ class Pipeline:
         if b is None:
             b = self.builders[table] = BatchBuilder(table)
         n = b.add(row, event_ms)
-        if n == 1 and self.on_first_row is not None:
-            self.on_first_row()
+        if n == 1:
+            self.flush_policy.started(table, self.clock_ms())
+            if self.on_first_row is not None:
+                self.on_first_row()
         self.rows[table] += 1
         if n >= self.batch_rows:
             self._emit(b)
 
+    @property
+    def flush_interval_ms(self) -> int:
+        """The least time between two batches of one table, and so the longest a row waits here."""
+        return self.flush_policy.hold_ms
+
+    @flush_interval_ms.setter
+    def flush_interval_ms(self, ms: int) -> None:  # SIGHUP (collector.runtime.worker_control)
+        self.flush_policy.hold_ms = ms
+
     def _emit(self, builder: BatchBuilder, now_ms: int | None = None) -> None:
-        self._pending_since.pop(builder.table, None)
+        now_ms = self.clock_ms() if now_ms is None else now_ms
+        self.flush_policy.sent(builder.table, now_ms)
         batch = builder.take(now_ms)
         if batch is not None:
             self.emit(batch)
 
     def flush_due(self, now_ms: int) -> None:
-        """Emit every batch that has waited `flush_interval_ms` since a tick first saw it.
+        """Emit every batch the flush policy lets go now (collector.pipeline.flush): at once when its table
+        was not sent in the last `flush_interval_ms`, else that long after the previous send.
 
-        Called by the worker's housekeeping as soon as a builder gets its first row (on_first_row) and at
-        each deadline (next_flush_ms); timing rows there rather than per row keeps the clock out of the
-        per-event path.
+        Called by the worker's flush timer, armed for next_flush_ms() when a builder gets its first row: the
+        event loop runs it once the current socket read has been processed, so rows read together leave
+        together.
         """
-        for table, b in self.builders.items():
-            if not len(b):
-                continue
-            since = self._pending_since.setdefault(table, now_ms)
-            if now_ms - since >= self.flush_interval_ms:
-                self._emit(b, now_ms)
+        for table in self.flush_policy.due(now_ms):
+            self._emit(self.builders[table], now_ms)
 
     def next_flush_ms(self) -> int | None:
-        """When flush_due() next has something to emit (None: no batch is ageing); after a flush_due()."""
-        since = self._pending_since.values()
-        return min(since) + self.flush_interval_ms if since else None
+        """When flush_due() next has something to emit (None: no batch is pending)."""
+        return self.flush_policy.next_ms()
 
     def flush_all(self, now_ms: int | None = None) -> None:
         """Emit everything pending (shutdown)."""
