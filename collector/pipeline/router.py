@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
@@ -30,6 +30,7 @@ from collector.pipeline.encode import (
 )
 from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.limits import MinInterval
+from collector.pipeline.tails import TailChecks, tail_gap
 from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ class Pipeline:
         self.on_gap = on_gap
         # Called with (symbol, first missing open ms, last missing open ms) when closed 1m klines jump.
         self.on_candle_gap = on_candle_gap
+        # Resumed symbols whose ids the worker checks over REST (collector.pipeline.tails), answered by on_tail.
+        self.tails = TailChecks()
         self.builders: dict[str, BatchBuilder] = {}
         # Called when a builder gets its first row (after the batch's hold has started): the worker arms
         # its flush timer for next_flush_ms().
@@ -263,6 +266,20 @@ class Pipeline:
             return False
         self.last_event_ms[kind] = event_ms
         return True
+
+    def tail_open(self, symbol: str, after_id: int) -> bool:
+        """Whether a tail check from `after_id` can still find anything (no live trade of `symbol` since)."""
+        return self.last_trade_id.get(symbol) == after_id
+
+    def on_tail(self, symbol: str, after_id: int, trades: Iterable[tuple[int, int]], receipt: float) -> None:
+        """The exchange's (id, trade time) of a resumed symbol's trades after its checkpoint: those traded
+        before the stream's newest event are a gap (repaired like the stream's), and the live ids continue
+        after it."""
+        seen = max(self.last_event_ms.values(), default=None)
+        span = tail_gap(self.last_trade_id.get(symbol), after_id, trades, seen)
+        if span is not None:
+            self._gap(symbol, span[0], span[1], int(receipt * 1000))
+            self.last_trade_id[symbol] = span[1]
 
     def on_bad_frame(self, kind: str) -> None:
         self.rejected[kind] += 1

@@ -132,6 +132,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             log.info("holding events until the predecessor of these symbols has handed over")
         else:
             log.info("resumed the checkpoints of %d symbols", checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS))
+            pipeline.tails.expect(pipeline.last_trade_id, int(time.time() * 1000))  # traded while unsubscribed
     if holding is None:
         oi_ready.set()
     feed = feed_cls(
@@ -158,6 +159,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         checkpointer.active = True
         checkpointer.block.set_ready(spec.index + 1, 0)
         resumed = checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS)
+        pipeline.tails.expect(pipeline.last_trade_id, int(time.time() * 1000))  # before the held events
         feed.set_sink(pipeline)
         held = len(holding.events)
         skipped = holding.release(pipeline)
@@ -221,6 +223,9 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         arm_flush_timer()
         if checkpointer is not None:
             checkpointer.tick()
+        for sym, after in pipeline.tails.take_due(int(now * 1000), bool(pipeline.last_event_ms)).items():
+            if pipeline.tail_open(sym, after):  # else a live trade of it came: its own gap, if any
+                backfill.add_tail_check(sym, after)
         if holding is not None and checkpointer is not None:
             if holding.overflowing():
                 take_over("the predecessor did not hand over in time")
@@ -249,6 +254,8 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             timers.append(next_warmup)
         if checkpointer is not None:
             timers.append(checkpointer.next_due)
+        if (tails_ms := pipeline.tails.due_ms) is not None and tails_ms > now * 1000:  # else next round
+            timers.append(tails_ms / 1000)
         due = coalesce(timers)  # one wake-up for the timers due together (collector.runtime.wakeups)
         if holding is not None:  # a hand-over in progress: notice "ready" and overflow promptly
             due = min(due, now + PAUSED_CHECK_S)
