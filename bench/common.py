@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,7 +250,8 @@ def throwaway_postgres(server: str = "fast") -> Iterator[str]:
     """A private PostgreSQL server (admin URL), `server` one of SERVERS; removed on exit."""
     if server not in SERVERS:
         raise ValueError(f"--server: {server!r} is not one of {sorted(SERVERS)}")
-    pg = EmbeddedPostgres(durable=server == "durable")
+    # track_commit_timestamp: latency_ms() and commits() read each row's commit time
+    pg = EmbeddedPostgres(durable=server == "durable", settings={"track_commit_timestamp": "on"})
     pg.start()
     try:
         yield pg.admin_url
@@ -417,15 +418,30 @@ def rows_per_table(dsn: str, tables: dict[str, str], span_ms: tuple[float, float
 
 def latency_ms(dsn: str, table: str, col: str, span_ms: tuple[float, float], offset_ms: float,
                ) -> tuple[float | None, float | None]:
-    """p50/p99 of committed_at - event time (moved to the wall clock by the sim's offset) for rows with
-    event time in span_ms. committed_at is the bench-only clock_timestamp() default column."""
+    """p50/p99 event-to-commit for rows with event time in span_ms: the commit time of the transaction that
+    inserted the row (`pg_xact_commit_timestamp(xmin)`: the server runs with track_commit_timestamp, see
+    throwaway_postgres) - the exchange's event time moved to the wall clock by the sim's offset. The commit,
+    not the insert: a row is not visible to readers before it, and a COPY's rows are inserted up to the
+    whole COPY's duration earlier."""
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
             f"SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY"
-            f' extract(epoch FROM committed_at - "{col}") * 1000 - %s) FROM {table}'
+            f' extract(epoch FROM pg_xact_commit_timestamp(xmin) - "{col}") * 1000 - %s) FROM {table}'
             f' WHERE "{col}" >= %s AND "{col}" < %s', (offset_ms, _ts(span_ms[0]), _ts(span_ms[1]))).fetchone()
     vals = row[0] if row else None
     return (vals[0], vals[1]) if vals else (None, None)
+
+
+def commits(dsn: str, tables: Iterable[str], wall_s: tuple[float, float]) -> tuple[int, int]:
+    """(transactions, rows) that committed rows into `tables` between the two wall times: the COPYs (or
+    INSERT transactions) the writer made in a window and the rows they stored, from the rows' xmin."""
+    union = " UNION ALL ".join(f"SELECT xmin::text AS x FROM {t} WHERE pg_xact_commit_timestamp(xmin) >= %(a)s"
+                               f" AND pg_xact_commit_timestamp(xmin) < %(b)s" for t in tables)
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(f"SELECT count(DISTINCT x), count(*) FROM ({union}) u",
+                           {"a": _ts(wall_s[0] * 1000), "b": _ts(wall_s[1] * 1000)}).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 @contextlib.contextmanager

@@ -13,10 +13,13 @@ Per window:
   not the REST open-interest answers), summed over workers from the collector's /stats at each window edge;
 - CPU us per message: utime+stime (from /proc) of every collector process (supervisor, writer, workers, the
   multiprocessing resource tracker) / received messages; PostgreSQL's CPU is reported apart;
-- event-to-commit latency p50/p99: a bench-only `committed_at DEFAULT clock_timestamp()` column is added to
-  the trades table before the writer starts (the product's COPY names its columns, so it never sees it);
-  latency = committed_at - trade event time (moved onto the wall clock with the sim's clock offset).
-  clock_timestamp() is the insert time, at most one COPY (tens of ms) before the commit.
+- event-to-commit latency p50/p99: the commit time of the transaction that inserted each trades row
+  (`pg_xact_commit_timestamp(xmin)`; the server runs with track_commit_timestamp) - the trade's event time
+  from the exchange (moved onto the wall clock with the sim's clock offset);
+- COPY/s: transactions that committed rows into the product's tables in the window; CPU us per stored row:
+  the collector's CPU over the rows those transactions stored.
+A bench-only `committed_at DEFAULT clock_timestamp()` column on trades (the product's COPY names its columns,
+so it never sees it) marks when rows were inserted: the drain and cold-start checks read it.
 After the windows the simulator is paused, the collector drains, rows per table are counted by event time
 over the measured span, and the supervisor is stopped: the workers' logged totals must cover >= 99.9% of
 the aggTrades the simulator sent (no silent loss).
@@ -171,6 +174,9 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             for r in results:
                 r["lat_p50_ms"], r["lat_p99_ms"] = common.latency_ms(dsn, "trades", "time",
                                                                      (r["t0_sim"], r["t1_sim"]), offset)
+                copies, stored = common.commits(dsn, TABLES, (r["t0_wall"], r["t0_wall"] + r["dt"]))
+                r["copies_s"], r["stored_rows_s"] = copies / r["dt"], stored / r["dt"]
+                r["cpu_us_per_row"] = r["cpu_frac"] / r["stored_rows_s"] * 1e6 if stored else None
             sampler.sample()
             sampler.stop()
             sup.send_signal(signal.SIGTERM)
@@ -207,6 +213,8 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
         "pg_cpu_frac": common.median([r["pg_cpu_frac"] for r in results]),
         "lat_p50_ms": common.median([r["lat_p50_ms"] for r in results]),
         "lat_p99_ms": common.median([r["lat_p99_ms"] for r in results]),
+        "copies_s": common.median([r["copies_s"] for r in results]),
+        "cpu_us_per_row": common.median([r["cpu_us_per_row"] for r in results]),
         "peak_rss_mb": round(sum(p.peak_rss_kb for p in sampler.procs.values()) / 1024, 1),
         "peak_pss_mb": round(sum(p.peak_pss_kb for p in sampler.procs.values()) / 1024, 1),
         "rows_per_s": {t: round(n / span_s, 1) for t, n in rows.items()},
@@ -243,13 +251,13 @@ def _window(rest: str, sampler: common.TreeSampler, postmaster: int, window_s: f
     return {"offered": sent / dt, "received": got / dt, "received_n": got, "ratio": ratio, "dt": dt,
             "cpu_us_per_msg": cpu / got * 1e6 if got else None, "cpu_frac": cpu / dt,
             "pg_cpu_frac": common.cpu_delta(p0, p1) / dt, "cpu_by_pid": cpu_by_pid,
-            "t0_sim": s0.wall * 1000 - offset, "t1_sim": s1.wall * 1000 - offset}
+            "t0_sim": s0.wall * 1000 - offset, "t1_sim": s1.wall * 1000 - offset, "t0_wall": s0.wall}
 
 
 COLS = [("mode", "mode"), ("workers", "N"), ("rate", "aggTrades/s"), ("offered_msgs_s", "offered msg/s"),
         ("received_msgs_s", "recv msg/s"), ("recv_ratio", "recv/off"), ("cpu_us_per_msg", "CPU us/msg"),
         ("cpu_frac", "CPU cores"), ("pg_cpu_frac", "PG cores"), ("lat_p50_ms", "p50 ms"), ("lat_p99_ms", "p99 ms"),
-        ("peak_rss_mb", "RSS MB"), ("peak_pss_mb", "PSS MB"), ("sustained", "sustained")]
+        ("copies_s", "COPY/s"), ("cpu_us_per_row", "CPU us/row"), ("peak_rss_mb", "RSS MB"), ("peak_pss_mb", "PSS MB"), ("sustained", "sustained")]
 
 
 def best_rate(rows: list[dict]) -> float | None:

@@ -294,8 +294,13 @@ class WriterConfig(_Section):
     # A table's rows are loaded once this many are waiting: big enough that COPY's per-statement cost
     # is amortised, small enough to bound memory.
     batch_rows: PositiveInt = 20000
-    # ...or once the oldest waiting row is this old: keeps event-to-commit latency under a second.
-    flush_interval_ms: PositiveInt = 250
+    # A worker sends a table's rows once it has processed what it read, but at most one batch per table per
+    # this many ms (collector.pipeline.flush): the longest a row waits in a worker.
+    flush_interval_ms: PositiveInt = 50
+    # The writer's hold: a table is committed once its oldest waiting batch is this old, counted from when
+    # its worker sent it (0: at every writer turn). Batches arriving meanwhile share the COPY, so this bounds
+    # COPYs per table per second at low rates; a row waits at most both holds plus one COPY.
+    commit_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 50
     spool_dir: str = "data/spool"
     spool_max_mb: PositiveInt = 2048
     # What each worker may hold in batches the writer has not acknowledged (committed or spooled) before it

@@ -38,12 +38,14 @@ from urllib.parse import urlencode
 import msgspec
 
 from collector.feed.backfill_plan import (
+    AGG_TRADES_LIMIT,
     AGG_TRADES_WEIGHT,
     MINUTE_MS,
     BackfillSink,
     CandleJob,
     GapLike,
     OpenGapLike,
+    TailCheckJob,
     TakenOverGap,
     TradeGapJob,
     agg_rows,
@@ -57,6 +59,8 @@ from collector.feed.wire import AggTrade
 from collector.runtime.stopping import sleep_unless_stopped
 
 log = logging.getLogger(__name__)
+
+Job = TradeGapJob | CandleJob | TailCheckJob
 
 # A request answered with something other than 200/429/418 (5xx, network error, unparsable body) is
 # retried this many times in all before its gap is given up: enough to ride out a blip, and a gap
@@ -108,9 +112,9 @@ class Backfiller:
             fetch = self._own_rest.get
         self._fetch = fetch
         # (priority, sequence, job): candles first, then in arrival order
-        self.queue: asyncio.PriorityQueue[tuple[int, int, TradeGapJob | CandleJob]] = asyncio.PriorityQueue()
+        self.queue: asyncio.PriorityQueue[tuple[int, int, Job]] = asyncio.PriorityQueue()
         self._seq = 0
-        self._current: TradeGapJob | CandleJob | None = None
+        self._current: Job | None = None
         self._active: set[tuple[str, str, int, int]] = set()  # queued or being repaired
         self._not_before: dict[tuple[str, str, int, int], float] = {}  # resolved (inf) or failed (retry time)
         self._candles_queued = 0  # candle jobs waiting: a trade gap waiting for weight gives way to them
@@ -126,6 +130,11 @@ class Backfiller:
             return
         self._record(job, "detected", "aggTrade ids skipped on the stream")
         self._enqueue(job)
+
+    def add_tail_check(self, symbol: str, after_id: int) -> None:
+        """Ask for a resumed symbol's trades after `after_id` (collector.pipeline.tails), behind the gaps."""
+        if self.trades:
+            self._enqueue(TailCheckJob(symbol, after_id))
 
     def add_candle_gap(self, symbol: str, first_open_ms: int, last_open_ms: int) -> None:
         log.warning("%s: 1m candles %d..%d missing (%d), fetching over REST", symbol, first_open_ms,
@@ -144,7 +153,7 @@ class Backfiller:
         now = self.clock()
         taken = 0
         for g in gaps:
-            job: TradeGapJob | CandleJob
+            job: Job
             if g.kind == "trades":
                 if not self.trades:
                     continue
@@ -162,19 +171,19 @@ class Backfiller:
             log.warning("took over %d unfinished repairs from the gaps table", taken)
         return taken
 
-    def _enqueue(self, job: TradeGapJob | CandleJob) -> None:
+    def _enqueue(self, job: Job) -> None:
         self._active.add(job.key)
         self._seq += 1
         candle = isinstance(job, CandleJob)
         self._candles_queued += candle
         self.queue.put_nowait((CANDLE_PRIORITY if candle else TRADES_PRIORITY, self._seq, job))
 
-    def _record(self, job: TradeGapJob | CandleJob, state: str, reason: str, filled_ms: int | None = None) -> None:
+    def _record(self, job: Job, state: str, reason: str, filled_ms: int | None = None) -> None:
         kind, symbol, lo, hi = job.key
         self.sink.record_gap(kind, symbol, lo, hi, job.detected_ms, state, reason, int(self.clock() * 1000),
                              filled_ms)
 
-    def _finish(self, job: TradeGapJob | CandleJob, not_before: float) -> None:
+    def _finish(self, job: Job, not_before: float) -> None:
         self._active.discard(job.key)
         self._not_before[job.key] = not_before
         if len(self._not_before) > REMEMBER_RESOLVED:
@@ -189,6 +198,11 @@ class Backfiller:
                 if job is None:
                     break
                 self._current = job
+                if isinstance(job, TailCheckJob):
+                    await self._check_tail(job)
+                    self._current = None
+                    self.queue.task_done()
+                    continue
                 self._record(job, "filling", "repairing over REST")
                 try:
                     await (self._fill_trades(job) if isinstance(job, TradeGapJob) else self._fill_candles(job))
@@ -202,7 +216,7 @@ class Backfiller:
             self._abandon_pending()
             await self._close()
 
-    async def _next_job(self) -> TradeGapJob | CandleJob | None:
+    async def _next_job(self) -> Job | None:
         getter = asyncio.ensure_future(self.queue.get())
         stopper = asyncio.ensure_future(self.stop.wait())
         done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -220,6 +234,7 @@ class Backfiller:
         while not self.queue.empty():
             jobs.append(self.queue.get_nowait()[2])
             self._candles_queued -= isinstance(jobs[-1], CandleJob)
+        jobs = [j for j in jobs if not isinstance(j, TailCheckJob)]  # not a gap: nothing to leave behind
         for job in jobs:
             self._record(job, "detected", "stopped before the repair finished; the next start repairs it")
             self._active.discard(job.key)
@@ -262,6 +277,23 @@ class Backfiller:
                 return
         self._resolve(job, int(self.clock() * 1000) if complete and job.next_id > gap.to_id else None)
 
+    async def _check_tail(self, job: TailCheckJob) -> None:
+        """One page of the symbol's trades after the checkpoint (a longer tail is a busy symbol's, whose next
+        live trade shows the rest), unless a live trade made it moot; a failed request leaves the tail to
+        the symbol's next live trade, as without the check."""
+        self._active.discard(job.key)
+        if not self.sink.tail_open(job.symbol, job.after_id):
+            return
+        path, query = agg_trade_page(job.symbol, job.after_id + 1, job.after_id + AGG_TRADES_LIMIT)
+        body = await self._request(path, query, AGG_TRADES_WEIGHT, TRADES_RESERVE, preemptible=True)
+        if body is None and self._preempted:
+            self._enqueue(job)  # after the candle repair that came up
+            return
+        rows = self._decode(agg_rows, body, job.symbol)
+        if rows is not None:
+            self.counts["tail_checks"] += 1
+            self.sink.on_tail(job.symbol, job.after_id, [(r.a, r.T) for r in rows], self.clock())
+
     async def _fill_candles(self, job: CandleJob) -> None:
         for path, query, weight in kline_pages(job.symbol, job.first_open_ms, job.last_open_ms):
             body = await self._request(path, query, weight)
@@ -284,7 +316,7 @@ class Backfiller:
         self._record(job, "filled", "fetched over REST", int(self.clock() * 1000))
         self._finish(job, math.inf)
 
-    def _unfinished(self, job: TradeGapJob | CandleJob) -> None:
+    def _unfinished(self, job: Job) -> None:
         """REST gave up (repeated failures) or the worker is stopping: the row stays detected, for a retry
         (take_over after RETRY_FAILED_AFTER_S) or the next owner of the symbol."""
         if self.stop.is_set():

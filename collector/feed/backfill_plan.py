@@ -69,6 +69,8 @@ class BackfillSink(Protocol):
     def on_backfill_kline(self, symbol: str, row: list[Any], receipt: float) -> bool: ...
     def record_gap(self, kind: str, symbol: str, from_id: int, to_id: int, detected_ms: int, state: str,
                    reason: str, updated_ms: int, filled_ms: int | None = None) -> None: ...
+    def tail_open(self, symbol: str, after_id: int) -> bool: ...
+    def on_tail(self, symbol: str, after_id: int, trades: list[tuple[int, int]], receipt: float) -> None: ...
 
 
 @dataclass
@@ -95,6 +97,19 @@ class CandleJob:
     @property
     def key(self) -> tuple[str, str, int, int]:
         return "candles_1m", self.symbol, self.first_open_ms, self.last_open_ms
+
+
+@dataclass
+class TailCheckJob:
+    """A resumed symbol's trades after its checkpoint, to ask for (collector.pipeline.tails); not a gap row."""
+
+    symbol: str
+    after_id: int
+    detected_ms: int = 0
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return "tail", self.symbol, self.after_id, self.after_id
 
 
 class OpenGapLike(Protocol):

@@ -11,14 +11,17 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
 from collector.pipeline.activity import DAY_MS, SymbolActivity
 from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
+from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.limits import MinInterval
+from collector.pipeline.tails import TailChecks, tail_gap
 from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
 
 log = logging.getLogger(__name__)
@@ -84,10 +87,11 @@ class Pipeline:
 
     def __init__(self, symbols: list[str], data_types: list[str], trade_filter: TradeFilter,
                  emit: Callable[[Batch], None], *, venue: str, funding_interval_ms: int = 60_000,
-                 batch_rows: int = 20_000, flush_interval_ms: int = 250,
+                 batch_rows: int = 20_000, flush_interval_ms: int = 50,
                  activity: dict[str, SymbolActivity] | None = None, stats_window_ms: int = DAY_MS,
                  on_gap: Callable[[Gap], None] | None = None,
-                 on_candle_gap: Callable[[str, int, int], None] | None = None) -> None:
+                 on_candle_gap: Callable[[str, int, int], None] | None = None,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.symbols = set(symbols)
         self.venue = venue
         self.encoder = RowEncoder(venue)
@@ -97,7 +101,9 @@ class Pipeline:
         self.emit = emit
         self.funding_gate = MinInterval(funding_interval_ms)
         self.batch_rows = batch_rows
-        self.flush_interval_ms = flush_interval_ms
+        self.flush_policy = FlushPolicy(flush_interval_ms)
+        # Read once per batch (its first row), never per row: when the batch starts its hold.
+        self.clock_ms = clock_ms
         # Per-symbol rolling statistics the tiers are computed from (published by the worker), over the last
         # `stats_window_ms` of event time (filters.trades.stats_window).
         self.activity = activity if activity is not None else {
@@ -105,10 +111,11 @@ class Pipeline:
         self.on_gap = on_gap
         # Called with (symbol, first missing open ms, last missing open ms) when closed 1m klines jump.
         self.on_candle_gap = on_candle_gap
+        # Resumed symbols whose ids the worker checks over REST (collector.pipeline.tails), answered by on_tail.
+        self.tails = TailChecks()
         self.builders: dict[str, BatchBuilder] = {}
-        self._pending_since: dict[str, int] = {}
-        # Called when a builder gets its first row: the worker's housekeeping sleeps until the next flush
-        # deadline and must learn that a new batch started ageing (no clock read per row).
+        # Called when a builder gets its first row (after the batch's hold has started): the worker arms
+        # its flush timer for next_flush_ms().
         self.on_first_row: Callable[[], None] | None = None
         self.received: Counter[str] = Counter()  # events by type
         self.kept: Counter[str] = Counter()  # trades kept, by save_reason
@@ -256,6 +263,20 @@ class Pipeline:
         self.last_event_ms[kind] = event_ms
         return True
 
+    def tail_open(self, symbol: str, after_id: int) -> bool:
+        """Whether a tail check from `after_id` can still find anything (no live trade of `symbol` since)."""
+        return self.last_trade_id.get(symbol) == after_id
+
+    def on_tail(self, symbol: str, after_id: int, trades: Iterable[tuple[int, int]], receipt: float) -> None:
+        """The exchange's (id, trade time) of a resumed symbol's trades after its checkpoint: those traded
+        before the stream's newest event are a gap (repaired like the stream's), and the live ids continue
+        after it."""
+        seen = max(self.last_event_ms.values(), default=None)
+        span = tail_gap(self.last_trade_id.get(symbol), after_id, trades, seen)
+        if span is not None:
+            self._gap(symbol, span[0], span[1], int(receipt * 1000))
+            self.last_trade_id[symbol] = span[1]
+
     def on_bad_frame(self, kind: str) -> None:
         self.rejected[kind] += 1
 
@@ -335,36 +356,44 @@ class Pipeline:
         if b is None:
             b = self.builders[table] = BatchBuilder(table)
         n = b.add(row, event_ms)
-        if n == 1 and self.on_first_row is not None:
-            self.on_first_row()
+        if n == 1:
+            self.flush_policy.started(table, self.clock_ms())
+            if self.on_first_row is not None:
+                self.on_first_row()
         self.rows[table] += 1
         if n >= self.batch_rows:
             self._emit(b)
 
+    @property
+    def flush_interval_ms(self) -> int:
+        """The least time between two batches of one table, and so the longest a row waits here."""
+        return self.flush_policy.hold_ms
+
+    @flush_interval_ms.setter
+    def flush_interval_ms(self, ms: int) -> None:  # SIGHUP (collector.runtime.worker_control)
+        self.flush_policy.hold_ms = ms
+
     def _emit(self, builder: BatchBuilder, now_ms: int | None = None) -> None:
-        self._pending_since.pop(builder.table, None)
+        now_ms = self.clock_ms() if now_ms is None else now_ms
+        self.flush_policy.sent(builder.table, now_ms)
         batch = builder.take(now_ms)
         if batch is not None:
             self.emit(batch)
 
     def flush_due(self, now_ms: int) -> None:
-        """Emit every batch that has waited `flush_interval_ms` since a tick first saw it.
+        """Emit every batch the flush policy lets go now (collector.pipeline.flush): at once when its table
+        was not sent in the last `flush_interval_ms`, else that long after the previous send.
 
-        Called by the worker's housekeeping as soon as a builder gets its first row (on_first_row) and at
-        each deadline (next_flush_ms); timing rows there rather than per row keeps the clock out of the
-        per-event path.
+        Called by the worker's flush timer, armed for next_flush_ms() when a builder gets its first row: the
+        event loop runs it once the current socket read has been processed, so rows read together leave
+        together.
         """
-        for table, b in self.builders.items():
-            if not len(b):
-                continue
-            since = self._pending_since.setdefault(table, now_ms)
-            if now_ms - since >= self.flush_interval_ms:
-                self._emit(b, now_ms)
+        for table in self.flush_policy.due(now_ms):
+            self._emit(self.builders[table], now_ms)
 
     def next_flush_ms(self) -> int | None:
-        """When flush_due() next has something to emit (None: no batch is ageing); after a flush_due()."""
-        since = self._pending_since.values()
-        return min(since) + self.flush_interval_ms if since else None
+        """When flush_due() next has something to emit (None: no batch is pending)."""
+        return self.flush_policy.next_ms()
 
     def flush_all(self, now_ms: int | None = None) -> None:
         """Emit everything pending (shutdown)."""

@@ -53,12 +53,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The worker's housekeeping (flush aged batches, publish stats, read control messages, back-pressure) sleeps
-# until its next deadline instead of ticking: at the real market's rate a fixed 50 ms tick was most of an
-# idle worker's CPU, times 8 workers. Deadlines: a batch's flush (the pipeline wakes it when a batch
-# starts), the stats publication, the checkpoint snapshot, the provisional-threshold refresh, and at most
-# MAX_SLEEP_S, which bounds how late a stop request or a control message (tiers, REST pause, config) is
-# noticed. Timers due within collector.runtime.wakeups.TIMER_SLACK_S of each other share one wake-up.
+# The worker's housekeeping (publish stats, read control messages, back-pressure) sleeps until its next
+# deadline instead of ticking: at the real market's rate a fixed 50 ms tick was most of an idle worker's
+# CPU, times 8 workers. Batches have their own timer (arm_flush_timer). Deadlines: the stats publication,
+# the provisional-threshold refresh, and at most MAX_SLEEP_S, which bounds how late a stop request or a
+# control message (tiers, REST pause, config) is noticed. Timers due within
+# collector.runtime.wakeups.TIMER_SLACK_S of each other share one wake-up.
 MAX_SLEEP_S = 1.0
 # How often the stats are looked at; they are copied to shared memory only when they changed, and at
 # least every worker_stats.HEARTBEAT_S: the heartbeat the supervisor's liveness check reads (monitoring.
@@ -84,7 +84,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     cfg = spec.config
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    wake = asyncio.Event()  # wakes the housekeeping early: a batch started ageing, or a stop request
+    wake = asyncio.Event()  # wakes the housekeeping early: a stop request
 
     def on_stop_signal() -> None:
         stop.set()
@@ -141,6 +141,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             log.info("holding events until the predecessor of these symbols has handed over")
         else:
             log.info("resumed the checkpoints of %d symbols", checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS))
+            pipeline.tails.expect(pipeline.last_trade_id, int(time.time() * 1000))  # traded while unsubscribed
     if holding is None:
         oi_ready.set()
     feed: FastBinanceFutures | VenueFeed
@@ -171,6 +172,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         checkpointer.active = True
         checkpointer.block.set_ready(spec.index + 1, 0)
         resumed = checkpointer.resume(oi_positions, RESUME_IDS_MAX_AGE_MS)
+        pipeline.tails.expect(pipeline.last_trade_id, int(time.time() * 1000))  # before the held events
         feed.set_sink(pipeline)
         held = len(holding.events)
         skipped = holding.release(pipeline)
@@ -179,7 +181,33 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         log.info("%s: resumed the checkpoints of %d symbols; replayed %d held events (%d trades already "
                  "processed by the predecessor)", why, resumed, held, skipped)
 
-    pipeline.on_first_row = wake.set
+    flush_timer: asyncio.TimerHandle | None = None
+    flush_timer_ms = 0  # when flush_timer is due
+
+    def flush_pending() -> None:
+        """The flush timer: send the batches the policy lets go, re-arm for the next one."""
+        nonlocal flush_timer
+        flush_timer = None
+        pipeline.flush_due(int(time.time() * 1000))
+        arm_flush_timer()
+
+    def arm_flush_timer() -> None:
+        """A batch got its first row (or one was sent): one timer, for the earliest batch that may go.
+
+        A batch that may go now gets a zero-delay timer: the event loop fires it after the callbacks of the
+        current socket read, so everything read together leaves together (the stream went quiet). Its own
+        timer rather than a housekeeping wake-up: the housekeeping round (stats, control queue,
+        checkpoints) would otherwise run once per batch."""
+        nonlocal flush_timer, flush_timer_ms
+        due_ms = pipeline.next_flush_ms()
+        if due_ms is None or (flush_timer is not None and flush_timer_ms <= due_ms):
+            return
+        if flush_timer is not None:
+            flush_timer.cancel()
+        flush_timer_ms = due_ms
+        flush_timer = loop.call_later(max(0.0, due_ms / 1000 - time.time()), flush_pending)
+
+    pipeline.on_first_row = arm_flush_timer
     next_publish = 0.0
 
     async def housekeeping() -> None:
@@ -204,9 +232,13 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             next_publish = now + STATS_PUBLISH_S
             if publisher is not None and not publisher.quiet:
                 publisher.publish(paused)
-        pipeline.flush_due(int(now * 1000))
+        pipeline.flush_due(int(now * 1000))  # the flush timer's job; here too, in case a callback raised
+        arm_flush_timer()
         if checkpointer is not None:
             checkpointer.tick()
+        for sym, after in pipeline.tails.take_due(int(now * 1000), bool(pipeline.last_event_ms)).items():
+            if pipeline.tail_open(sym, after):  # else a live trade of it came: its own gap, if any
+                backfill.add_tail_check(sym, after)
         if holding is not None and checkpointer is not None:
             if holding.overflowing():
                 take_over("the predecessor did not hand over in time")
@@ -235,9 +267,9 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             timers.append(next_warmup)
         if checkpointer is not None:
             timers.append(checkpointer.next_due)
+        if (tails_ms := pipeline.tails.due_ms) is not None and tails_ms > now * 1000:  # else next round
+            timers.append(tails_ms / 1000)
         due = coalesce(timers)  # one wake-up for the timers due together (collector.runtime.wakeups)
-        if (flush_ms := pipeline.next_flush_ms()) is not None:
-            due = min(due, flush_ms / 1000)
         if holding is not None:  # a hand-over in progress: notice "ready" and overflow promptly
             due = min(due, now + PAUSED_CHECK_S)
         return due - time.time()

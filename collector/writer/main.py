@@ -132,5 +132,5 @@ def _serve_from_config(spec: WriterSpec, publish: Callable[[WriterStats], None] 
     cfg = spec.config
     serve(spec.socket_path, spec.stop, spec.dsn, on_tick=publish, on_booted=on_booted, mode=cfg.database.mode,
           retention=cfg.retention.periods(), max_rows=cfg.writer.batch_rows,
-          max_age_s=cfg.writer.flush_interval_ms / 1000, spool_dir=Path(cfg.writer.spool_dir),
+          max_age_s=cfg.writer.commit_wait_ms / 1000, spool_dir=Path(cfg.writer.spool_dir),
           spool_max_bytes=cfg.writer.spool_max_mb << 20)

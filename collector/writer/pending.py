@@ -14,7 +14,7 @@ from collector.pipeline.encode import Batch
 
 
 class Pending:
-    """Per-table lists of batches in arrival order, the arrival time of each table's oldest, and totals.
+    """Per-table lists of batches in arrival order, when each table's oldest was created, and totals.
 
     A table keeps its place once seen (its list is emptied, not removed, when flushed), so tables are
     flushed and spooled in the order they first appeared.
@@ -22,7 +22,7 @@ class Pending:
 
     def __init__(self) -> None:
         self._batches: dict[str, list[Batch]] = {}
-        self._since: dict[str, float] = {}  # table -> clock() when its oldest pending batch arrived
+        self._since: dict[str, float] = {}  # table -> clock() when its oldest pending batch was created
         self._table_rows: dict[str, int] = {}
         self._table_bytes: dict[str, int] = {}
         self.rows = 0  # every pending batch's rows
@@ -31,11 +31,13 @@ class Pending:
     def __bool__(self) -> bool:
         return any(self._batches.values())
 
-    def add(self, batch: Batch, now: float) -> None:
-        """Queue `batch` behind its table's others; `now` starts the table's age if it was empty."""
+    def add(self, batch: Batch, born: float) -> None:
+        """Queue `batch` behind its table's others. `born` is when the batch's age starts, on the writer's
+        clock (its creation by the worker, see Writer.add): the table is as old as its oldest batch, which
+        need not be the first to arrive when several workers send."""
         batches = self._batches.setdefault(batch.table, [])
-        if not batches:
-            self._since[batch.table] = now
+        if not batches or born < self._since[batch.table]:
+            self._since[batch.table] = born
         batches.append(batch)
         self._count(batch.table, batch.rows, len(batch.data))
 
@@ -52,7 +54,7 @@ class Pending:
         return [b for bs in self._batches.values() for b in bs]
 
     def since(self, table: str) -> float:
-        """clock() when the table's oldest waiting batch arrived (KeyError when none waits)."""
+        """clock() when the table's oldest waiting batch was created (KeyError when none waits)."""
         return self._since[table]
 
     def oldest(self, default: float) -> float:

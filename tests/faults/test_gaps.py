@@ -150,7 +150,9 @@ def test_skipped_ids_are_one_filled_gap_and_trades_complete(db_url: str, tmp_pat
                   filters={"trades": {"keep_all": True}})
     try:
         sym = "BTCUSDT"
-        wait_for(lambda: c.truth()["symbols"][sym]["aggTrade"] >= 20, 30, "BTCUSDT to trade")
+        # the collector's own first trade, not the simulator's count: trades generated before the workers
+        # subscribed count there too, and a skip before the first trade received is no gap anyone can see
+        wait_for(lambda: trade_ids(c, sym), 30, "a stored BTCUSDT trade")
         c.control("fault/skip", symbol=sym, count=25)
         wait_for(lambda: c.truth()["symbols"][sym]["agg_ids"]["skipped"], 30, "the skip to happen")
         # a few more trades after the jump, then freeze the truth

@@ -104,9 +104,12 @@ def run_backfill(jobs: list, exchange: FakeExchange, budget: WeightBudget, clock
             return stop.is_set()
 
         bf._pause = fast_pause  # type: ignore[method-assign]
+        sink.pipe.on_gap = bf.add_trade_gap  # as the worker wires it: gaps found meanwhile are repaired too
         for job in jobs:
             if isinstance(job, Gap):
                 bf.add_trade_gap(job)
+            elif job[0] == "tail":
+                bf.add_tail_check(job[1], job[2])
             else:
                 bf.add_candle_gap(*job)
         task = asyncio.create_task(bf.run())
@@ -403,3 +406,27 @@ def test_a_trade_gap_waiting_for_weight_gives_way_to_a_candle_hole() -> None:
     assert sink.pipe.backfilled["trades"] == 10
     final = {v[:4]: v[4] for v in gap_versions(sink)}
     assert final == {("trades", "BTCUSDT", 10, 19): "filled", ("candles_1m", "ETHUSDT", T0, T0): "filled"}
+
+
+
+def test_a_resumed_symbol_s_tail_is_asked_for_and_repaired() -> None:
+    """The tail check (collector.pipeline.tails) asks for a page after the checkpoint; the ids traded before
+    the stream's newest event become a gap this backfiller fills, with its rows like any other."""
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock, history=range(1, 131))  # id a traded at T0 + a
+    sink.pipe.last_trade_id["BTCUSDT"] = 100  # resumed from a checkpoint; no live trade of it since
+    sink.pipe.last_event_ms["funding"] = T0 + 126  # the newest event the stream delivered
+    bf = run_backfill([("tail", "BTCUSDT", 100)], exchange, WeightBudget(clock() * 1000), clock, sink)
+    assert [q for _, _, q in exchange.requests] == [{"symbol": "BTCUSDT", "fromId": "101", "limit": "1000"},
+                                                     {"symbol": "BTCUSDT", "fromId": "101", "limit": "25"}]
+    assert bf.counts["tail_checks"] == 1 and bf.counts["gaps_filled"] == 1
+    assert stored_trade_ids(sink) == 25 and sink.pipe.last_trade_id["BTCUSDT"] == 125
+    assert gap_versions(sink)[-1] == ("trades", "BTCUSDT", 101, 125, "filled", True)
+
+
+def test_a_tail_check_made_moot_by_a_live_trade_costs_no_request() -> None:
+    clock, sink = FakeClock(), Recorder()
+    exchange = FakeExchange(clock, history=range(1, 131))
+    sink.pipe.last_trade_id["BTCUSDT"] = 101  # the checkpoint said 100; a live trade moved it on
+    run_backfill([("tail", "BTCUSDT", 100)], exchange, WeightBudget(clock() * 1000), clock, sink)
+    assert exchange.requests == []

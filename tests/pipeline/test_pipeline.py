@@ -36,7 +36,7 @@ def pipe(out: list[Batch]) -> Pipeline:
     f = TradeFilter(FilterParams(price_change_pct=0.5, tier_intervals_s=(60, 60, 60, 60)))
     f.set_tiers({"BTCUSDT": TierAssignment(0, 10_000.0, 5_000.0, 1.0)})
     return Pipeline(["BTCUSDT", "ETHUSDT"], ["trades", "funding", "liquidations", "candles_1m", "open_interest"],
-                    f, out.append, venue="binance", batch_rows=1000, flush_interval_ms=250)
+                    f, out.append, venue="binance", batch_rows=1000, flush_interval_ms=250, clock_ms=lambda: T0)
 
 
 def test_trades_kept_by_rule_and_batched(pipe: Pipeline, out: list[Batch]) -> None:
@@ -47,9 +47,10 @@ def test_trades_kept_by_rule_and_batched(pipe: Pipeline, out: list[Batch]) -> No
     assert dict(pipe.kept) == {"time_interval": 1, "large_trade": 1, "price_change": 1}
     assert dict(pipe.rows) == {"trades": 3}
     assert out == []
+    pipe.flush_due(T0 - 1)
+    assert out == []  # the first row came at T0 (clock_ms); nothing was sent before: it may go then
+    assert pipe.next_flush_ms() == T0
     pipe.flush_due(T0)
-    assert out == []  # first tick only starts the clock
-    pipe.flush_due(T0 + 250)
     assert [(b.table, b.rows) for b in out] == [("trades", 3)]
 
 

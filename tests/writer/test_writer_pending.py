@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import trade_ids, trades_batch
-from writer_helpers import Clock, outage_writer, spool_files
+from writer_helpers import DEAD_DSN, Clock, outage_writer, spool_files
 
 from collector.pipeline.encode import Batch
 from collector.writer.outage import BACKOFF_INITIAL_S, BACKOFF_MAX_S, SPOOL_EVERY_S, OutagePolicy, split_files
 from collector.writer.pending import Pending
+from collector.writer.service import Writer
 
 
 def sums(p: Pending) -> tuple[int, int]:
@@ -116,3 +117,36 @@ def test_spool_files_are_cut_between_batches() -> None:
     assert split_files([a, b, c], 300) == [[a, b], [c]]  # a batch larger than a file fills one alone
     assert split_files([a, b, c], 1) == [[a], [b], [c]]
     assert split_files([], 300) == []
+
+
+def test_a_table_is_as_old_as_its_oldest_batch_whatever_the_arrival_order() -> None:
+    p = Pending()
+    p.add(trades_batch(1, 1), 10.0)
+    p.add(trades_batch(2, 1), 9.5)  # arrived second, made first (another worker's)
+    p.add(trades_batch(3, 1), 11.0)
+    assert p.since("trades") == 9.5 == p.oldest(default=0.0)
+
+
+def test_the_writer_ages_a_batch_from_its_creation_not_its_arrival() -> None:
+    """A batch that spent 30 ms on its way (worker, socket) has 20 ms of a 50 ms budget left; one older than
+    the budget is due on arrival; a creation time ahead of the wall clock counts as made on arrival."""
+    clock, wall = Clock(1000.0), Clock(1_767_225_600.0)
+    w = Writer(DEAD_DSN, mode="postgres", clock=clock, wall=wall, max_age_s=0.05)
+    made = int(wall() * 1000)
+
+    def batch(table: str, created_ms: int) -> Batch:
+        return Batch(table, 1, b"x", made, made, created_ms)
+
+    w.add(batch("trades", made - 30))
+    assert w.due_tables() == [] and abs(w.next_wakeup() - 0.02) < 1e-6
+    clock.advance(0.019)
+    assert w.due_tables() == []
+    clock.advance(0.002)
+    assert w.due_tables() == ["trades"]
+    w.add(batch("funding", made - 500))  # older than the whole budget: due at once
+    w.add(batch("candles_1m", made + 10_000))  # a clock step: aged from its arrival
+    assert w.due_tables() == ["trades", "funding"]
+    clock.advance(0.049)
+    assert w.due_tables() == ["trades", "funding"]
+    clock.advance(0.002)
+    assert w.due_tables() == ["trades", "funding", "candles_1m"]
