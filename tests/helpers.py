@@ -173,6 +173,9 @@ def to_version_5_layout(conn: psycopg.Connection) -> None:
     for table, key in V5_KEYS.items():
         conn.execute(f"ALTER TABLE {table} DROP COLUMN venue")  # drops the key and indexes holding it
         conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
+    for table in ("candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d"):  # Binance's fields only
+        conn.execute(f"ALTER TABLE {table} ALTER COLUMN trades SET NOT NULL, ALTER COLUMN taker_buy_volume SET NOT "
+                     "NULL, ALTER COLUMN taker_buy_quote_volume SET NOT NULL")
     conn.execute("CREATE INDEX gaps_open ON gaps (symbol) WHERE state IN ('detected', 'filling')")
     conn.execute("CREATE INDEX symbol_tiers_symbol_latest ON symbol_tiers (symbol, computed_at DESC)")
     conn.execute("DROP TABLE instruments")

@@ -41,8 +41,8 @@ def _cols(spec: str) -> tuple[Column, ...]:
 
 
 CANDLE_COLUMNS = _cols("time:time venue:str symbol:str close_time:time open:float high:float low:float close:float "
-                       "volume:float quote_volume:float trades:int taker_buy_volume:float "
-                       "taker_buy_quote_volume:float")
+                       "volume:float quote_volume:float trades:int? taker_buy_volume:float? "
+                       "taker_buy_quote_volume:float?")  # null where the venue publishes none (OKX, Bybit)
 TRADE_COLUMNS = _cols("time:time venue:str symbol:str trade_id:int price:float amount:float usd_value:float side:str "
                       "save_reason:str first_trade_id:int? last_trade_id:int?")
 FUNDING_COLUMNS = _cols("time:time venue:str symbol:str mark_price:float index_price:float? funding_rate:float? "

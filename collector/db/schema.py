@@ -28,11 +28,13 @@ from collector.db.tables import (
     KEYS,
     TIME_TABLES,
     add_venue_column,
+    candle_counts_nullable,
     interval_sql,
     set_primary_key,
     table_ddl,
     with_default_retention,
 )
+from collector.pipeline.encode import CANDLE_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +257,8 @@ INSTRUMENTS_DDL = """CREATE TABLE IF NOT EXISTS instruments (
 def _v6_venues(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None],
                now: datetime) -> None:
     """Every table gains `venue` (OKX and Bybit beside Binance), first in every key and index; the rows
-    already stored were all collected from Binance and become 'binance'. Plus the instruments table.
+    already stored were all collected from Binance and become 'binance'. Plus the instruments table, and
+    candles' trade count and taker-buy volumes become nullable (OKX and Bybit publish neither).
 
     Idempotent like _v4_gaps: a database created by this code's _v1 already has the column and the keys
     (set_primary_key leaves a key that is already right alone), one created by version 1..5 code gets them
@@ -272,6 +275,8 @@ def _v6_venues(conn: psycopg.Connection, mode: str, retention: Mapping[str, time
         for t in TIME_TABLES:
             add_venue_column(conn, t)
             set_primary_key(conn, t, KEYS[t])
+        for t in CANDLE_TABLES:
+            candle_counts_nullable(conn, t)
     add_venue_column(conn, "gaps")
     set_primary_key(conn, "gaps", KEYS["gaps"])
     conn.execute("DROP INDEX IF EXISTS gaps_open")

@@ -89,9 +89,10 @@ COLUMN_TYPES: dict[str, str] = {
     "close": "NUMERIC NOT NULL",
     "volume": "NUMERIC NOT NULL",
     "quote_volume": "NUMERIC NOT NULL",
-    "trades": "BIGINT NOT NULL",
-    "taker_buy_volume": "NUMERIC NOT NULL",
-    "taker_buy_quote_volume": "NUMERIC NOT NULL",
+    # a candle's trade count and taker-buy volumes: NULL where the venue publishes none (OKX, Bybit klines)
+    "trades": "BIGINT",
+    "taker_buy_volume": "NUMERIC",
+    "taker_buy_quote_volume": "NUMERIC",
     "from_id": "BIGINT NOT NULL",
     "to_id": "BIGINT NOT NULL",
     "detected_at": "TIMESTAMPTZ NOT NULL",
@@ -197,3 +198,15 @@ def set_primary_key(conn: psycopg.Connection, table: str, key: tuple[str, ...]) 
     conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, key))))
     return True
+
+
+# Candle columns only Binance publishes (nullable from schema version 6; collector.db.schema._v6_venues).
+VENUE_OPTIONAL_CANDLE_COLUMNS = ("trades", "taker_buy_volume", "taker_buy_quote_volume")
+
+
+def candle_counts_nullable(conn: psycopg.Connection, table: str) -> None:
+    """Let a candle table hold OKX's and Bybit's klines, which carry no trade count or taker-buy volumes.
+    Idempotent (DROP NOT NULL on a nullable column does nothing); on a partitioned table it reaches every
+    partition."""
+    conn.execute(sql.SQL("ALTER TABLE {} {}").format(sql.Identifier(table), sql.SQL(", ").join(
+        sql.SQL("ALTER COLUMN {} DROP NOT NULL").format(sql.Identifier(c)) for c in VENUE_OPTIONAL_CANDLE_COLUMNS)))

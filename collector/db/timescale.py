@@ -19,6 +19,7 @@ from collector.db.tables import (
     KEYS,
     TIME_TABLES,
     add_venue_column,
+    candle_counts_nullable,
     interval_sql,
     primary_key,
     relation_exists,
@@ -26,6 +27,7 @@ from collector.db.tables import (
     table_ddl,
     with_default_retention,
 )
+from collector.pipeline.encode import CANDLE_TABLES
 
 # --- what ensure_schema creates ---------------------------------------------------------------------------------
 
@@ -136,7 +138,8 @@ def migrate_to_venues(conn: psycopg.Connection, retention: Mapping[str, timedelt
     - ALTER TABLE ... SET (timescaledb.compress = false), then ADD COLUMN venue TEXT NOT NULL DEFAULT
       'binance' (a NOT NULL column with a default is supported on hypertables, compressed ones from 2.6:
       https://docs.tigerdata.com/use-timescale/latest/compression/modify-a-schema/), the primary key
-      swapped, compression re-enabled with compress_segmentby = 'venue, symbol' (ALTER TABLE (Compression):
+      swapped, candles_1m's trade count and taker-buy volumes made nullable (ALTER COLUMN ... DROP NOT NULL,
+      while compression is off), compression re-enabled with compress_segmentby = 'venue, symbol' (ALTER TABLE (Compression):
       https://docs.tigerdata.com/api/latest/compression/alter_table_compression/) and its policy re-added;
       the policy recompresses the old chunks on its next runs.
     - A continuous aggregate's query cannot be altered, so each candles_<tf>_agg is dropped with DROP
@@ -169,6 +172,8 @@ def migrate_to_venues(conn: psycopg.Connection, retention: Mapping[str, timedelt
         conn.execute(f"ALTER TABLE {t} SET (timescaledb.compress = false)")
         add_venue_column(conn, t)
         set_primary_key(conn, t, KEYS[t])
+        if t in CANDLE_TABLES:  # candles_1m: the derived timeframes are aggregates, their columns follow it
+            candle_counts_nullable(conn, t)
         _enable_compression(conn, t)
     _create_candle_aggregates(conn)
     apply_retention(conn, retention)

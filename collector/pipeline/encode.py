@@ -305,7 +305,8 @@ class RowEncoder:
     def candle(self, open_time_ms: int, symbol: str, close_time_ms: int, open: str, high: str, low: str,
                close: str, volume: str, quote_volume: str, trades: int, taker_buy_volume: str,
                taker_buy_quote_volume: str) -> bytes:
-        """One tuple for any `candles_*` table (Binance kline fields, strings as sent)."""
+        """One tuple for any `candles_*` table (Binance kline fields, strings as sent). A negative trade count
+        and empty taker-buy volumes are NULL: OKX and Bybit publish neither (collector.feed.venues)."""
         return b"".join((
             _ROW_HEAD(13, 8, (open_time_ms - PG_EPOCH_MS) * 1000),
             self._venue_symbol(symbol),
@@ -316,9 +317,9 @@ class RowEncoder:
             enc_numeric(close),
             enc_numeric(volume),
             enc_numeric(quote_volume),
-            _CANDLE_TRADES(8, trades),
-            enc_numeric(taker_buy_volume),
-            enc_numeric(taker_buy_quote_volume),
+            _CANDLE_TRADES(8, trades) if trades >= 0 else _NULL,  # < 0: the venue publishes no count
+            enc_numeric(taker_buy_volume) if taker_buy_volume else _NULL,  # "": not published (OKX, Bybit)
+            enc_numeric(taker_buy_quote_volume) if taker_buy_quote_volume else _NULL,
         ))
 
     def gap(self, symbol: str, from_id: int, to_id: int, detected_at_ms: int, filled_at_ms: int | None = None, *,

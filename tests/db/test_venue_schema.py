@@ -55,6 +55,13 @@ def _assert_v6_layout(conn: psycopg.Connection) -> None:
     for child, parent, index in parts:
         assert _index_columns(conn, index) == list(KEYS[parent]), child
     assert _index_columns(conn, "gaps_open") == ["venue", "symbol"]
+    # OKX and Bybit publish no trade count or taker-buy volumes: nullable on every candle table and partition
+    optional = conn.execute("""SELECT table_name::text, column_name::text, is_nullable::text
+                               FROM information_schema.columns WHERE table_name LIKE 'candles%%'
+                               AND column_name IN ('trades', 'taker_buy_volume', 'taker_buy_quote_volume')
+                               AND table_name NOT LIKE '%%closed'""").fetchall()
+    assert {t for t, _, _ in optional} >= {"candles_1m", "candles_5m", "candles_30m", "candles_4h", "candles_1d"}
+    assert [r for r in optional if r[2] != "YES"] == []
     assert _index_columns(conn, "symbol_tiers_latest") == ["venue", "symbol", "computed_at"]
     assert conn.execute("SELECT to_regclass('symbol_tiers_symbol_latest')").fetchone() == (None,)
     for view in TIMEFRAMES:
@@ -174,3 +181,21 @@ def test_instruments_upsert_keeps_first_seen_and_moves_last_seen(db_url: str) ->
             with pytest.raises(ValueError):
                 upsert_instruments(conn, [bad], NOW)
         assert conn.execute("SELECT count(*) FROM instruments").fetchone() == (3,)
+
+
+def test_a_candle_without_count_or_taker_volumes_is_stored_with_nulls_and_rolled_up(db_url: str) -> None:
+    """OKX's klines carry neither a trade count nor taker-buy volumes (the decoder gives -1 and ""): stored as
+    NULL, not refused, and the roll-up keeps them NULL instead of inventing a zero."""
+    enc = RowEncoder("okx")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres", now=NOW)
+        for table in TIME_TABLES:
+            ensure_partitions_for(conn, table, T, NOW)
+        _copy(conn, "candles_1m", [enc.candle(T_MS + m * 60_000, "BTC-USDT-SWAP", T_MS + m * 60_000 + 59_999, "1",
+                                              "2", "0.5", "1.5", "10", "15", -1, "", "") for m in range(5)])
+        rollup_candles(conn, T, T + timedelta(minutes=5))
+        for table in ("candles_1m", "candles_5m"):
+            rows = conn.execute(f"SELECT venue, volume::text, trades, taker_buy_volume, taker_buy_quote_volume "
+                                f"FROM {table}").fetchall()
+            want = ("okx", "10" if table == "candles_1m" else "50", None, None, None)
+            assert rows == [want] * (5 if table == "candles_1m" else 1), table
