@@ -21,10 +21,30 @@ from collector.feed.venue_feed import VenueFeed
 from collector.feed.venue_universe import afetch_venue_universe, note_response, venue_budget
 from collector.feed.venues.common import VenueSymbol
 from collector.pipeline.limits import WeightBudget
+from collector.pipeline.router import Gap, Pipeline
 from collector.runtime.worker_spec import WorkerSpec
 
 # One instruments page is one request on both venues (their limits count requests, not weights).
 INSTRUMENTS_WEIGHT = 1.0
+
+
+def record_gaps_unrepaired(pipeline: Pipeline, venue: str) -> None:
+    """Store every trade-id and candle gap this venue's stream shows as `unfillable` when it is found.
+
+    Why: these workers have no REST repair yet, and a gap only logged would be a silent loss in the
+    database; stored, it is in `gaps` (and /stats' gap counts) for the user to see and to backfill."""
+    reason = f"no REST repair for {venue} yet"
+
+    def trade_gap(g: Gap) -> None:
+        pipeline.record_gap("trades", g.symbol, g.from_id, g.to_id, g.detected_ms, "unfillable", reason,
+                            g.detected_ms)
+
+    def candle_gap(symbol: str, first_open_ms: int, last_open_ms: int) -> None:
+        now_ms = int(time.time() * 1000)
+        pipeline.record_gap("candles_1m", symbol, first_open_ms, last_open_ms, now_ms, "unfillable", reason, now_ms)
+
+    pipeline.on_gap = trade_gap
+    pipeline.on_candle_gap = candle_gap
 
 
 def venue_rest_budget(spec: WorkerSpec) -> WeightBudget:

@@ -41,7 +41,7 @@ from collector.runtime.checkpoint_block import CheckpointBlock
 from collector.runtime.checkpoints import RESUME_IDS_MAX_AGE_MS, Checkpointer, resume_activity
 from collector.runtime.handover import HandoverBuffer
 from collector.runtime.stopping import sleep_unless_stopped
-from collector.runtime.venue_worker import build_venue_feed, venue_rest_budget
+from collector.runtime.venue_worker import build_venue_feed, record_gaps_unrepaired, venue_rest_budget
 from collector.runtime.wakeups import coalesce
 from collector.runtime.worker_control import build_trade_filter, build_warmup, read_control
 from collector.runtime.worker_spec import WorkerSpec
@@ -124,6 +124,8 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     if spec.venue == "binance":  # the repairs use Binance's REST (aggTrades, klines); see venue_worker
         pipeline.on_gap = backfill.add_trade_gap
         pipeline.on_candle_gap = backfill.add_candle_gap
+    else:
+        record_gaps_unrepaired(pipeline, spec.venue)
     # cast: bind_feed_class returns a subclass of the class it is given, typed as its default base
     feed_cls = cast(type[FastBinanceFutures],
                     bind_feed_class(spec.endpoints, FastBinanceFutures, ws_client=cfg.exchange.ws_client))
