@@ -37,7 +37,7 @@ from collector.feed.venue_universe import fetch_venue_universe
 from collector.feed.venues.common import ContractSize, VenueSymbol, binance_symbol
 from collector.pipeline.activity import Summary
 from collector.pipeline.tiers import TierAssignment, TierParams, compute_tiers
-from collector.runtime import checkpoints
+from collector.runtime import checkpoints, symbol_keys
 from collector.runtime.logs import mask_secrets
 from collector.runtime.shm import StatsBlock
 from collector.runtime.tier_inputs import merge_activity
@@ -97,13 +97,12 @@ def fetch_venue_symbols(venue: str, rest_url: str, wanted: Sequence[str] = ()) -
     return universe
 
 
-def by_venue[T](per_symbol: Mapping[str, T], universes: Mapping[str, Sequence[str]]) -> dict[str, dict[str, T]]:
-    """Split a per-symbol mapping by the venue each symbol belongs to (a symbol in no universe is dropped:
-    it was delisted, and nothing is stored for it). Symbol names are unique across the configured venues
-    (collector.config refuses venues that share names)."""
+def by_venue[T](per_key: Mapping[str, T], universes: Mapping[str, Sequence[str]]) -> dict[str, dict[str, T]]:
+    """Split a mapping keyed by symbol key (collector.runtime.symbol_keys) into {venue: {its own name: value}},
+    what a venue's rows take (a symbol in no universe is dropped: it was delisted, nothing is stored for it)."""
     out: dict[str, dict[str, T]] = {}
     for venue, names in universes.items():
-        part = {s: per_symbol[s] for s in names if s in per_symbol}
+        part = symbol_keys.of_venue(per_key, venue, names)
         if part:
             out[venue] = part
     return out
@@ -112,10 +111,10 @@ def by_venue[T](per_symbol: Mapping[str, T], universes: Mapping[str, Sequence[st
 def tiers_per_venue(summaries: Mapping[str, Summary], universes: Mapping[str, Sequence[str]],
                     params: TierParams) -> dict[str, TierAssignment]:
     """Tiers ranked within each venue (a venue's quiet symbols are not pushed down by another venue's busy
-    ones; activity levels differ by venue), merged into one mapping."""
+    ones; activity levels differ by venue), merged into one mapping by symbol key."""
     out: dict[str, TierAssignment] = {}
-    for part in by_venue(summaries, universes).values():
-        out.update(compute_tiers(part, params))
+    for venue, part in by_venue(summaries, universes).items():
+        out.update(symbol_keys.keyed(venue, compute_tiers(part, params)))
     return out
 
 
@@ -193,7 +192,11 @@ class Coordinator:
                  venues: list[str] | None = None, universes: dict[str, list[str]] | None = None,
                  venue_endpoints: dict[str, Endpoints] | None = None) -> None:
         """`venues[i]`: the venue worker i serves (default: Binance for all); `universes` per venue (default:
-        `universe` is Binance's); `venue_endpoints` the other venues' endpoints (default: the configured)."""
+        `universe` is Binance's); `venue_endpoints` the other venues' endpoints (default: the configured).
+
+        Shards and `universes` hold each venue's own names (a shard is one venue's); `universe`,
+        `symbol_slots` and `tiers` span every venue, so they are keyed by collector.runtime.symbol_keys.key
+        (Binance and Bybit share names such as BTCUSDT)."""
         self.cfg, self.endpoints, self.dsn = cfg, endpoints, dsn
         self.stats, self.block, self.post, self.log_stats = stats, block, post, log_stats
         self._lock = threading.Lock()  # guards universe(s), shards, symbol_slots, tiers, tiers_ms
@@ -213,11 +216,13 @@ class Coordinator:
     # --- what the arbiter reads and tells ----------------------------------------------------------------
 
     def worker_inputs(self, index: int) -> tuple[list[str], dict[str, TierAssignment], bool, dict[str, int]]:
-        """(symbols, their tiers, tiers provisional, their stats slots) for a spawn of worker `index`."""
+        """(symbols, their tiers, tiers provisional, their stats slots) for a spawn of worker `index`: all by
+        the worker's venue's own names, the only ones a worker knows."""
+        venue = self.venues[index]
         with self._lock:
             symbols = list(self.shards[index])
-            return (symbols, {s: self.tiers[s] for s in symbols if s in self.tiers}, self.tiers_ms is None,
-                    {s: self.symbol_slots[s] for s in symbols if s in self.symbol_slots})
+            return (symbols, symbol_keys.of_venue(self.tiers, venue, symbols), self.tiers_ms is None,
+                    symbol_keys.of_venue(self.symbol_slots, venue, symbols))
 
     def worker_venue(self, index: int) -> str:
         """The venue worker `index` serves (fixed for the run: a worker never changes venue)."""
@@ -339,12 +344,12 @@ class Coordinator:
         record_universe(self.dsn, symbols)
         with self._lock:
             if venue == "binance" and list(self.universes) == ["binance"]:
-                shards, added, removed = reassign(self.shards, self.universe, new)
+                shards, added, removed = reassign(self.shards, self.universes["binance"], new)
             else:
                 shards, added, removed = reassign_venue(self.shards, self.venues, venue, self.universes[venue], new)
             if not added and not removed and not force_replace:
                 return True
-            for sym in added:
+            for sym in symbol_keys.keys(venue, added):
                 if sym in self.symbol_slots:
                     continue
                 if len(self.symbol_slots) >= self.stats.symbol_slots:
@@ -355,7 +360,7 @@ class Coordinator:
             for i in changed:
                 shards[i] = sorted(shards[i])
             self.universes[venue] = new
-            self.universe = [s for names in self.universes.values() for s in names]
+            self.universe = [symbol_keys.key(v, s) for v, names in self.universes.items() for s in names]
             self.shards = shards
         if added or removed:
             log.info("%s universe changed: %d listed (%s), %d delisted (%s)", venue, len(added), " ".join(added[:10]),
@@ -384,12 +389,13 @@ class Coordinator:
         with self._lock:
             self.tiers, self.tiers_ms = tiers, now_ms
             shards = [list(s) for s in self.shards]
+            venues = list(self.venues)
         counts = Counter(a.tier for a in tiers.values())
         log.info("tiers recomputed from %d symbols' statistics: %s", len(active),
                  ", ".join(f"tier {t}: {counts[t]}" for t in sorted(counts)))
         self._store_tiers(tiers, now_ms)
-        for i, symbols in enumerate(shards):
-            self.post(Send(i, ("tiers", {s: tiers[s] for s in symbols if s in tiers})))
+        for i, symbols in enumerate(shards):  # a worker knows its venue's own names only
+            self.post(Send(i, ("tiers", symbol_keys.of_venue(tiers, venues[i], symbols))))
         return True
 
     def _store_tiers(self, tiers: dict[str, TierAssignment], now_ms: int) -> None:
