@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -35,13 +35,12 @@ from collector.feed.endpoints import Endpoints
 from collector.feed.universe import select_universe
 from collector.feed.venue_universe import fetch_venue_universe
 from collector.feed.venues.common import ContractSize, VenueSymbol, binance_symbol
-from collector.pipeline.activity import Summary
-from collector.pipeline.tiers import TierAssignment, TierParams, compute_tiers
+from collector.pipeline.tiers import TierAssignment, TierParams
 from collector.runtime import checkpoints, symbol_keys
 from collector.runtime.logs import mask_secrets
 from collector.runtime.shm import StatsBlock
 from collector.runtime.tier_inputs import merge_activity
-from collector.runtime.venue_shards import reassign_venue
+from collector.runtime.venue_shards import by_venue, reassign, reassign_venue, tiers_per_venue
 
 if TYPE_CHECKING:
     from collector.runtime.checkpoint_block import CheckpointBlock
@@ -97,27 +96,6 @@ def fetch_venue_symbols(venue: str, rest_url: str, wanted: Sequence[str] = ()) -
     return universe
 
 
-def by_venue[T](per_key: Mapping[str, T], universes: Mapping[str, Sequence[str]]) -> dict[str, dict[str, T]]:
-    """Split a mapping keyed by symbol key (collector.runtime.symbol_keys) into {venue: {its own name: value}},
-    what a venue's rows take (a symbol in no universe is dropped: it was delisted, nothing is stored for it)."""
-    out: dict[str, dict[str, T]] = {}
-    for venue, names in universes.items():
-        part = symbol_keys.of_venue(per_key, venue, names)
-        if part:
-            out[venue] = part
-    return out
-
-
-def tiers_per_venue(summaries: Mapping[str, Summary], universes: Mapping[str, Sequence[str]],
-                    params: TierParams) -> dict[str, TierAssignment]:
-    """Tiers ranked within each venue (a venue's quiet symbols are not pushed down by another venue's busy
-    ones; activity levels differ by venue), merged into one mapping by symbol key."""
-    out: dict[str, TierAssignment] = {}
-    for venue, part in by_venue(summaries, universes).items():
-        out.update(symbol_keys.keyed(venue, compute_tiers(part, params)))
-    return out
-
-
 def fetch_venue_names(venue: str, rest_url: str, wanted: Sequence[str] = ()) -> list[str]:
     """One venue's perpetuals in trading state (its own names), narrowed to `wanted` when that is set."""
     return [s.name for s in fetch_venue_symbols(venue, rest_url, wanted)]
@@ -146,21 +124,6 @@ def record_universe(dsn: str | None, symbols: Sequence[VenueSymbol]) -> None:
                                                 datetime.now(UTC))
     except Exception as e:  # retried at the next universe refresh
         log.warning("could not record the instruments: %s", mask_secrets(str(e)))
-
-
-def reassign(shards: Sequence[Sequence[str]], universe: Sequence[str], new: Sequence[str]
-             ) -> tuple[list[list[str]], list[str], set[str]]:
-    """New shards after the universe changed from `universe` to `new`: delisted symbols leave their
-    worker, each listing goes to the least loaded worker (lowest index on a tie). Returns (shards,
-    listed, delisted); a worker whose list is unchanged keeps its order."""
-    current = set(universe)
-    added = [s for s in new if s not in current]
-    removed = current - set(new)
-    out = [[s for s in symbols if s not in removed] for symbols in shards]
-    for sym in added:
-        target = min(range(len(out)), key=lambda i: (len(out[i]), i))
-        out[target].append(sym)
-    return out, added, removed
 
 
 @dataclass(frozen=True)

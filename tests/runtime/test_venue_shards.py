@@ -44,7 +44,7 @@ def test_listings_stay_on_their_venue() -> None:
 
 
 def test_per_symbol_state_is_split_by_venue_and_a_delisted_symbol_dropped() -> None:
-    from collector.runtime.coordinator import by_venue
+    from collector.runtime.venue_shards import by_venue
 
     universes = {"binance": ["BTCUSDT", "ETHUSDT"], "okx": ["BTC-USDT-SWAP"]}
     state = {"BTCUSDT": 1, "okx:BTC-USDT-SWAP": 2, "GONEUSDT": 3}
@@ -53,7 +53,7 @@ def test_per_symbol_state_is_split_by_venue_and_a_delisted_symbol_dropped() -> N
 
 def test_a_name_two_venues_share_keeps_each_venues_state() -> None:
     """Binance and Bybit both list BTCUSDT: each venue's part holds its own value, by its own name."""
-    from collector.runtime.coordinator import by_venue
+    from collector.runtime.venue_shards import by_venue
 
     universes = {"binance": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT", "SOLUSDT"]}
     state = {"BTCUSDT": "binance's", "ETHUSDT": "eth", "bybit:BTCUSDT": "bybit's"}
@@ -65,7 +65,7 @@ def test_tiers_are_ranked_within_each_venue() -> None:
     """A venue's busiest symbol gets tier 0 even when another venue's symbols all trade more."""
     from collector.pipeline.activity import Summary
     from collector.pipeline.tiers import TierParams
-    from collector.runtime.coordinator import tiers_per_venue
+    from collector.runtime.venue_shards import tiers_per_venue
 
     def busy(x: float) -> Summary:
         return Summary(volume=x, count=int(x), avg=x / 10, max=x, size_quantile=x / 5)
@@ -84,7 +84,7 @@ def test_tiers_of_a_shared_name_are_ranked_in_each_venue_apart() -> None:
     tier on Bybit, each under its own key, and each thresholds from its own venue's trades."""
     from collector.pipeline.activity import Summary
     from collector.pipeline.tiers import TierParams
-    from collector.runtime.coordinator import tiers_per_venue
+    from collector.runtime.venue_shards import tiers_per_venue
 
     def busy(x: float) -> Summary:
         return Summary(volume=x, count=int(x), avg=x / 10, max=x, size_quantile=x / 5)
