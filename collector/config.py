@@ -132,10 +132,9 @@ def exchanges_problem(names: list[str]) -> str | None:
         if name in seen:
             return f"{name!r} is listed twice"
         seen.add(name)
-    if {"binance", "bybit"} <= seen:
-        # Both name their perpetuals BTCUSDT: the stored rows are apart (venue is in every key), but the
-        # supervisor's per-symbol state (statistics slots, checkpoints, tiers) is still keyed by name alone.
-        return "binance and bybit together are not supported yet: they share symbol names (collect one of them)"
+    # Binance and Bybit together are fine although both name their perpetuals BTCUSDT: stored rows carry
+    # the venue in every key, and the supervisor keys its per-symbol state by venue too
+    # (collector.runtime.symbol_keys).
     return None
 
 

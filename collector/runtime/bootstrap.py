@@ -25,7 +25,7 @@ from collector.feed.rest_budget import create_budget_file
 from collector.feed.universe import shard
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.tiers import TierAssignment, bootstrap_from_ticker_24hr
-from collector.runtime import checkpoints
+from collector.runtime import checkpoints, symbol_keys
 from collector.runtime.checkpoint_block import CheckpointBlock
 from collector.runtime.coordinator import (
     DB_CONNECT_TIMEOUT_S,
@@ -56,7 +56,9 @@ class Resources:
     dsn: str | None = None
     sim: SimProcess | None = None
     embedded_pg: EmbeddedPostgres | None = None
-    universe: list[str] = field(default_factory=list)  # every venue's, venue after venue
+    # every venue's symbols, venue after venue, by symbol key (collector.runtime.symbol_keys: Binance and
+    # Bybit share names), as are `tiers` and `symbol_slots`; shards and `universes` hold the venues' own names
+    universe: list[str] = field(default_factory=list)
     shards: list[list[str]] = field(default_factory=list)
     # per venue of collection.exchanges: its universe and endpoints; and the venue each shard serves
     universes: dict[str, list[str]] = field(default_factory=dict)
@@ -181,7 +183,7 @@ def _starting_universe(res: Resources, cfg: Config, n_workers: int) -> None:
             raise RuntimeError(f"{venue} lists no USDT-margined perpetual in trading: nothing to collect there")
         res.universes[venue] = [s.name for s in symbols]
         record_universe(res.dsn, symbols)
-    res.universe = [s for names in res.universes.values() for s in names]
+    res.universe = [symbol_keys.key(v, s) for v, names in res.universes.items() for s in names]
     universe = res.universes.get("binance", [])
     activity: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
@@ -217,7 +219,7 @@ def _resume_tiers(res: Resources) -> bool:
         with psycopg.connect(res.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
             stored = {}
             for venue in res.universes:
-                stored.update(tiers_repo.load_latest_tiers(conn, venue))
+                stored.update(symbol_keys.keyed(venue, tiers_repo.load_latest_tiers(conn, venue)))
             row = conn.execute("SELECT max(computed_at) FROM symbol_tiers WHERE venue = ANY(%s)",
                                (list(res.universes),)).fetchone()
     except Exception as e:  # first start (no schema yet) or database down: bootstrap instead
@@ -242,8 +244,8 @@ def _load_checkpoints(res: Resources) -> None:
         with psycopg.connect(res.dsn, connect_timeout=DB_CONNECT_TIMEOUT_S) as conn:
             stored = {}
             for venue, names in res.universes.items():
-                slots = {s: res.symbol_slots[s] for s in names if s in res.symbol_slots}
-                stored.update(checkpoints.load(conn, slots, venue=venue))
+                slots = symbol_keys.of_venue(res.symbol_slots, venue, names)
+                stored.update(symbol_keys.keyed(venue, checkpoints.load(conn, slots, venue=venue)))
     except Exception as e:  # first start (no schema yet) or database down: start afresh
         log.info("no stored checkpoints to resume (%s)", type(e).__name__)
         return

@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -35,13 +35,12 @@ from collector.feed.endpoints import Endpoints
 from collector.feed.universe import select_universe
 from collector.feed.venue_universe import fetch_venue_universe
 from collector.feed.venues.common import ContractSize, VenueSymbol, binance_symbol
-from collector.pipeline.activity import Summary
-from collector.pipeline.tiers import TierAssignment, TierParams, compute_tiers
-from collector.runtime import checkpoints
+from collector.pipeline.tiers import TierAssignment, TierParams
+from collector.runtime import checkpoints, symbol_keys
 from collector.runtime.logs import mask_secrets
 from collector.runtime.shm import StatsBlock
 from collector.runtime.tier_inputs import merge_activity
-from collector.runtime.venue_shards import reassign_venue
+from collector.runtime.venue_shards import by_venue, reassign, reassign_venue, tiers_per_venue
 
 if TYPE_CHECKING:
     from collector.runtime.checkpoint_block import CheckpointBlock
@@ -97,28 +96,6 @@ def fetch_venue_symbols(venue: str, rest_url: str, wanted: Sequence[str] = ()) -
     return universe
 
 
-def by_venue[T](per_symbol: Mapping[str, T], universes: Mapping[str, Sequence[str]]) -> dict[str, dict[str, T]]:
-    """Split a per-symbol mapping by the venue each symbol belongs to (a symbol in no universe is dropped:
-    it was delisted, and nothing is stored for it). Symbol names are unique across the configured venues
-    (collector.config refuses venues that share names)."""
-    out: dict[str, dict[str, T]] = {}
-    for venue, names in universes.items():
-        part = {s: per_symbol[s] for s in names if s in per_symbol}
-        if part:
-            out[venue] = part
-    return out
-
-
-def tiers_per_venue(summaries: Mapping[str, Summary], universes: Mapping[str, Sequence[str]],
-                    params: TierParams) -> dict[str, TierAssignment]:
-    """Tiers ranked within each venue (a venue's quiet symbols are not pushed down by another venue's busy
-    ones; activity levels differ by venue), merged into one mapping."""
-    out: dict[str, TierAssignment] = {}
-    for part in by_venue(summaries, universes).values():
-        out.update(compute_tiers(part, params))
-    return out
-
-
 def fetch_venue_names(venue: str, rest_url: str, wanted: Sequence[str] = ()) -> list[str]:
     """One venue's perpetuals in trading state (its own names), narrowed to `wanted` when that is set."""
     return [s.name for s in fetch_venue_symbols(venue, rest_url, wanted)]
@@ -147,21 +124,6 @@ def record_universe(dsn: str | None, symbols: Sequence[VenueSymbol]) -> None:
                                                 datetime.now(UTC))
     except Exception as e:  # retried at the next universe refresh
         log.warning("could not record the instruments: %s", mask_secrets(str(e)))
-
-
-def reassign(shards: Sequence[Sequence[str]], universe: Sequence[str], new: Sequence[str]
-             ) -> tuple[list[list[str]], list[str], set[str]]:
-    """New shards after the universe changed from `universe` to `new`: delisted symbols leave their
-    worker, each listing goes to the least loaded worker (lowest index on a tie). Returns (shards,
-    listed, delisted); a worker whose list is unchanged keeps its order."""
-    current = set(universe)
-    added = [s for s in new if s not in current]
-    removed = current - set(new)
-    out = [[s for s in symbols if s not in removed] for symbols in shards]
-    for sym in added:
-        target = min(range(len(out)), key=lambda i: (len(out[i]), i))
-        out[target].append(sym)
-    return out, added, removed
 
 
 @dataclass(frozen=True)
@@ -193,7 +155,11 @@ class Coordinator:
                  venues: list[str] | None = None, universes: dict[str, list[str]] | None = None,
                  venue_endpoints: dict[str, Endpoints] | None = None) -> None:
         """`venues[i]`: the venue worker i serves (default: Binance for all); `universes` per venue (default:
-        `universe` is Binance's); `venue_endpoints` the other venues' endpoints (default: the configured)."""
+        `universe` is Binance's); `venue_endpoints` the other venues' endpoints (default: the configured).
+
+        Shards and `universes` hold each venue's own names (a shard is one venue's); `universe`,
+        `symbol_slots` and `tiers` span every venue, so they are keyed by collector.runtime.symbol_keys.key
+        (Binance and Bybit share names such as BTCUSDT)."""
         self.cfg, self.endpoints, self.dsn = cfg, endpoints, dsn
         self.stats, self.block, self.post, self.log_stats = stats, block, post, log_stats
         self._lock = threading.Lock()  # guards universe(s), shards, symbol_slots, tiers, tiers_ms
@@ -213,11 +179,13 @@ class Coordinator:
     # --- what the arbiter reads and tells ----------------------------------------------------------------
 
     def worker_inputs(self, index: int) -> tuple[list[str], dict[str, TierAssignment], bool, dict[str, int]]:
-        """(symbols, their tiers, tiers provisional, their stats slots) for a spawn of worker `index`."""
+        """(symbols, their tiers, tiers provisional, their stats slots) for a spawn of worker `index`: all by
+        the worker's venue's own names, the only ones a worker knows."""
+        venue = self.venues[index]
         with self._lock:
             symbols = list(self.shards[index])
-            return (symbols, {s: self.tiers[s] for s in symbols if s in self.tiers}, self.tiers_ms is None,
-                    {s: self.symbol_slots[s] for s in symbols if s in self.symbol_slots})
+            return (symbols, symbol_keys.of_venue(self.tiers, venue, symbols), self.tiers_ms is None,
+                    symbol_keys.of_venue(self.symbol_slots, venue, symbols))
 
     def worker_venue(self, index: int) -> str:
         """The venue worker `index` serves (fixed for the run: a worker never changes venue)."""
@@ -339,12 +307,12 @@ class Coordinator:
         record_universe(self.dsn, symbols)
         with self._lock:
             if venue == "binance" and list(self.universes) == ["binance"]:
-                shards, added, removed = reassign(self.shards, self.universe, new)
+                shards, added, removed = reassign(self.shards, self.universes["binance"], new)
             else:
                 shards, added, removed = reassign_venue(self.shards, self.venues, venue, self.universes[venue], new)
             if not added and not removed and not force_replace:
                 return True
-            for sym in added:
+            for sym in symbol_keys.keys(venue, added):
                 if sym in self.symbol_slots:
                     continue
                 if len(self.symbol_slots) >= self.stats.symbol_slots:
@@ -355,7 +323,7 @@ class Coordinator:
             for i in changed:
                 shards[i] = sorted(shards[i])
             self.universes[venue] = new
-            self.universe = [s for names in self.universes.values() for s in names]
+            self.universe = [symbol_keys.key(v, s) for v, names in self.universes.items() for s in names]
             self.shards = shards
         if added or removed:
             log.info("%s universe changed: %d listed (%s), %d delisted (%s)", venue, len(added), " ".join(added[:10]),
@@ -384,12 +352,13 @@ class Coordinator:
         with self._lock:
             self.tiers, self.tiers_ms = tiers, now_ms
             shards = [list(s) for s in self.shards]
+            venues = list(self.venues)
         counts = Counter(a.tier for a in tiers.values())
         log.info("tiers recomputed from %d symbols' statistics: %s", len(active),
                  ", ".join(f"tier {t}: {counts[t]}" for t in sorted(counts)))
         self._store_tiers(tiers, now_ms)
-        for i, symbols in enumerate(shards):
-            self.post(Send(i, ("tiers", {s: tiers[s] for s in symbols if s in tiers})))
+        for i, symbols in enumerate(shards):  # a worker knows its venue's own names only
+            self.post(Send(i, ("tiers", symbol_keys.of_venue(tiers, venues[i], symbols))))
         return True
 
     def _store_tiers(self, tiers: dict[str, TierAssignment], now_ms: int) -> None:

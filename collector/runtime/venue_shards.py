@@ -1,7 +1,10 @@
-"""How the workers are split across venues, and each venue's symbols across its workers.
+"""How the workers are split across venues, each venue's symbols across its workers, and the supervisor's
+per-symbol state across venues.
 
 Why a module of its own: the supervisor's start (collector.runtime.bootstrap) and the coordinator's live
 universe refresh (collector.runtime.coordinator) both need the rule, and it is pure: counts in, counts out.
+The same holds for the per-venue split of state keyed by collector.runtime.symbol_keys (tiers ranked
+within each venue, tiers and checkpoints stored per venue by the venue's own names).
 
 The rule: a worker serves exactly one venue (one venue's connections, decoder, REST budget). Every venue
 with symbols gets one worker; each further worker goes, one at a time, to the venue whose workers carry
@@ -16,6 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from collector.feed.universe import shard
+from collector.pipeline.activity import Summary
+from collector.pipeline.tiers import TierAssignment, TierParams, compute_tiers
+from collector.runtime import symbol_keys
 
 
 def allocate_workers(counts: Mapping[str, int], n_workers: int) -> dict[str, int]:
@@ -62,3 +68,39 @@ def reassign_venue(shards: Sequence[Sequence[str]], venues: Sequence[str], venue
             target = min(mine, key=lambda i: (len(out[i]), i))
             out[target].append(sym)
     return out, added, removed
+
+
+def reassign(shards: Sequence[Sequence[str]], universe: Sequence[str], new: Sequence[str]
+             ) -> tuple[list[list[str]], list[str], set[str]]:
+    """New shards after the universe changed from `universe` to `new`: delisted symbols leave their
+    worker, each listing goes to the least loaded worker (lowest index on a tie). Returns (shards,
+    listed, delisted); a worker whose list is unchanged keeps its order."""
+    current = set(universe)
+    added = [s for s in new if s not in current]
+    removed = current - set(new)
+    out = [[s for s in symbols if s not in removed] for symbols in shards]
+    for sym in added:
+        target = min(range(len(out)), key=lambda i: (len(out[i]), i))
+        out[target].append(sym)
+    return out, added, removed
+
+
+def by_venue[T](per_key: Mapping[str, T], universes: Mapping[str, Sequence[str]]) -> dict[str, dict[str, T]]:
+    """Split a mapping keyed by symbol key (collector.runtime.symbol_keys) into {venue: {its own name: value}},
+    what a venue's rows take (a symbol in no universe is dropped: it was delisted, nothing is stored for it)."""
+    out: dict[str, dict[str, T]] = {}
+    for venue, names in universes.items():
+        part = symbol_keys.of_venue(per_key, venue, names)
+        if part:
+            out[venue] = part
+    return out
+
+
+def tiers_per_venue(summaries: Mapping[str, Summary], universes: Mapping[str, Sequence[str]],
+                    params: TierParams) -> dict[str, TierAssignment]:
+    """Tiers ranked within each venue (a venue's quiet symbols are not pushed down by another venue's busy
+    ones; activity levels differ by venue), merged into one mapping by symbol key."""
+    out: dict[str, TierAssignment] = {}
+    for venue, part in by_venue(summaries, universes).items():
+        out.update(symbol_keys.keyed(venue, compute_tiers(part, params)))
+    return out

@@ -83,6 +83,12 @@ def test_explicit_endpoints_win() -> None:
     assert (ep.rest, ep.ws) == ("http://127.0.0.1:9443", "ws://127.0.0.1:9443")
 
 
+@pytest.mark.parametrize("exchanges", [["binance", "bybit"], ["bybit", "binance"], ["binance", "okx", "bybit"]])
+def test_venues_that_share_symbol_names_are_accepted(exchanges: list[str]) -> None:
+    """Binance and Bybit both name their perpetuals BTCUSDT; the supervisor keys them apart (symbol_keys)."""
+    assert config_from_dict({"collection": {"exchanges": exchanges}}, "main.yaml").collection.exchanges == exchanges
+
+
 @pytest.mark.parametrize(
     ("exchanges", "expected"),
     [
@@ -90,7 +96,7 @@ def test_explicit_endpoints_win() -> None:
         (["okx", "bybit", "okx"], "main.yaml: collection.exchanges: 'okx' is listed twice"),
         ([], "main.yaml: collection.exchanges: at least one exchange is needed"),
         (["OKX"], "main.yaml: collection.exchanges: unknown exchange 'OKX'"),
-        (["bybit", "okx", "binance"], "main.yaml: collection.exchanges: binance and bybit together are not supported yet"),
+        (["binance", "bybit", "binance"], "main.yaml: collection.exchanges: 'binance' is listed twice"),
     ],
 )
 def test_bad_exchanges_name_the_key(exchanges: list[str], expected: str) -> None:

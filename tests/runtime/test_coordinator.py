@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collector.runtime.coordinator import reassign
+from collector.runtime.venue_shards import reassign
 
 
 def test_a_delisted_symbol_leaves_its_worker_and_the_others_keep_their_order() -> None:

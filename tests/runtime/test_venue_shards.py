@@ -44,26 +44,57 @@ def test_listings_stay_on_their_venue() -> None:
 
 
 def test_per_symbol_state_is_split_by_venue_and_a_delisted_symbol_dropped() -> None:
-    from collector.runtime.coordinator import by_venue
+    from collector.runtime.venue_shards import by_venue
 
     universes = {"binance": ["BTCUSDT", "ETHUSDT"], "okx": ["BTC-USDT-SWAP"]}
-    state = {"BTCUSDT": 1, "BTC-USDT-SWAP": 2, "GONEUSDT": 3}
+    state = {"BTCUSDT": 1, "okx:BTC-USDT-SWAP": 2, "GONEUSDT": 3}
     assert by_venue(state, universes) == {"binance": {"BTCUSDT": 1}, "okx": {"BTC-USDT-SWAP": 2}}
+
+
+def test_a_name_two_venues_share_keeps_each_venues_state() -> None:
+    """Binance and Bybit both list BTCUSDT: each venue's part holds its own value, by its own name."""
+    from collector.runtime.venue_shards import by_venue
+
+    universes = {"binance": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT", "SOLUSDT"]}
+    state = {"BTCUSDT": "binance's", "ETHUSDT": "eth", "bybit:BTCUSDT": "bybit's"}
+    assert by_venue(state, universes) == {"binance": {"BTCUSDT": "binance's", "ETHUSDT": "eth"},
+                                          "bybit": {"BTCUSDT": "bybit's"}}
 
 
 def test_tiers_are_ranked_within_each_venue() -> None:
     """A venue's busiest symbol gets tier 0 even when another venue's symbols all trade more."""
     from collector.pipeline.activity import Summary
     from collector.pipeline.tiers import TierParams
-    from collector.runtime.coordinator import tiers_per_venue
+    from collector.runtime.venue_shards import tiers_per_venue
 
     def busy(x: float) -> Summary:
         return Summary(volume=x, count=int(x), avg=x / 10, max=x, size_quantile=x / 5)
 
     universes = {"binance": [f"B{i}USDT" for i in range(8)], "okx": [f"O{i}-USDT-SWAP" for i in range(8)]}
     summaries = {f"B{i}USDT": busy(1e9 * (i + 1)) for i in range(8)}
-    summaries |= {f"O{i}-USDT-SWAP": busy(1e3 * (i + 1)) for i in range(8)}
+    summaries |= {f"okx:O{i}-USDT-SWAP": busy(1e3 * (i + 1)) for i in range(8)}
     tiers = tiers_per_venue(summaries, universes, TierParams())
-    assert tiers["B7USDT"].tier == tiers["O7-USDT-SWAP"].tier == 0
-    assert tiers["B0USDT"].tier == tiers["O0-USDT-SWAP"].tier == TierParams().last_tier
+    assert tiers["B7USDT"].tier == tiers["okx:O7-USDT-SWAP"].tier == 0
+    assert tiers["B0USDT"].tier == tiers["okx:O0-USDT-SWAP"].tier == TierParams().last_tier
     assert set(tiers) == set(summaries)
+
+
+def test_tiers_of_a_shared_name_are_ranked_in_each_venue_apart() -> None:
+    """Both venues list the same names in opposite activity order: BTCUSDT is tier 0 on Binance and the last
+    tier on Bybit, each under its own key, and each thresholds from its own venue's trades."""
+    from collector.pipeline.activity import Summary
+    from collector.pipeline.tiers import TierParams
+    from collector.runtime.venue_shards import tiers_per_venue
+
+    def busy(x: float) -> Summary:
+        return Summary(volume=x, count=int(x), avg=x / 10, max=x, size_quantile=x / 5)
+
+    names = ["BTCUSDT"] + [f"X{i}USDT" for i in range(7)]
+    universes = {"binance": names, "bybit": names}
+    summaries = {n: busy(1e6 * (8 - i)) for i, n in enumerate(names)}
+    summaries |= {f"bybit:{n}": busy(1e3 * (i + 1)) for i, n in enumerate(names)}
+    tiers = tiers_per_venue(summaries, universes, TierParams())
+    assert set(tiers) == set(summaries)
+    assert tiers["BTCUSDT"].tier == 0 and tiers["bybit:BTCUSDT"].tier == TierParams().last_tier
+    assert tiers["BTCUSDT"].size_quantile == 1e6 * 8 / 5
+    assert tiers["bybit:BTCUSDT"].size_quantile == 1e3 / 5
