@@ -22,7 +22,7 @@ from collector.config import Config, ConfigError, load_config, parse_duration
 
 # The scripts in the checkout's bench/ folder, by the name `collector bench NAME` takes (tests/test_cli.py
 # checks this list against bench/). bench/ is not a package and is not installed with the wheel.
-BENCH_SCRIPTS = ("throughput", "peer", "shipped", "writer", "filter-budget", "fresh-start", "ws-client", "api", "soak", "ab")
+BENCH_SCRIPTS = ("throughput", "peer", "shipped", "writer", "filter-budget", "fresh-start", "ws-client", "api", "soak", "ab", "latency")
 
 
 class OneLineParser(argparse.ArgumentParser):
