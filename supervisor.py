@@ -9,7 +9,7 @@ from collector.cli import OneLineParser, add_run_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(description="Binance USDT-M futures collector")
+    p = OneLineParser(description="USDT-margined perpetual futures collector (Binance, OKX, Bybit)")
     add_run_arguments(p)
     return run(p, p.parse_args(argv))
 

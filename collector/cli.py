@@ -39,7 +39,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="config/main.yaml", help="configuration file (default: %(default)s)")
     p.add_argument("--workers", type=int, default=8, help="worker processes sharing the symbols (default: 8)")
     p.add_argument("--simulate", action="store_true",
-                   help="start the bundled Binance simulator on 127.0.0.1 and collect from it")
+                   help="start the bundled simulator of each venue in collection.exchanges on 127.0.0.1 and collect from them")
     p.add_argument("--run-for", type=float, default=None, metavar="SECONDS", help="stop cleanly after this long")
     p.add_argument("--api", action="store_true",
                    help="also serve the read API (`collector api`, config api:) as a supervised child process")
@@ -171,7 +171,7 @@ def build_parser(prog: str = "collector") -> argparse.ArgumentParser:
     """The `collector` parser with its five subcommands."""
     from exchange_sim.__main__ import add_arguments as add_sim_arguments  # the simulator's only definition
 
-    p = OneLineParser(prog=prog, description="Binance USDT-M futures collector")
+    p = OneLineParser(prog=prog, description="USDT-margined perpetual futures collector (Binance, OKX, Bybit)")
     sub = p.add_subparsers(dest="command", required=True, metavar="{run,check,sim,bench,api}")
     r = sub.add_parser("run", help="collect: the supervisor, as `python supervisor.py`",
                        description="Start the collector (the same as `python supervisor.py`).")

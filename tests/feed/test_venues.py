@@ -243,6 +243,21 @@ def test_okx_decoder_counts_bad_frames():
                                                    1700000000000)
 
 
+def test_okx_liquidations_of_other_instruments_are_not_bad_frames():
+    """liquidation-orders carries every swap: another worker's instruments (and swaps not collected) are
+    passed over without a count, this decoder's are emitted in base units."""
+    sink = Sink()
+    d = okx.OkxDecoder([OKX_BTC], sink)
+    detail = '{"bkLoss":"0","bkPx":"%s","ccy":"","posSide":"long","side":"sell","sz":"%s","ts":"1700000000000"}'
+    rows = [f'{{"details":[{detail % (px, sz)}],"instFamily":"{fam}","instId":"{fam}-SWAP","instType":"SWAP",'
+            f'"uly":"{fam}"}}' for fam, px, sz in (("ETH-USDT", "3000", "5"), ("BTC-USDT", "65000", "178"),
+                                                  ("BTC-USD", "65000", "3"))]
+    d.handle('{"arg":{"channel":"liquidation-orders","instType":"SWAP"},"data":[' + ",".join(rows) + "]}", 1.0)
+    assert sink.bad == Counter() and d.skipped.counts == Counter()
+    [(kind, f)] = sink.events
+    assert (kind, f.o.s, f.o.S, f.o.q, f.o.p) == ("liquidation", "BTC-USDT-SWAP", "SELL", "1.78", "65000")
+
+
 def test_okx_funding_merges_rate_and_mark_price():
     sink = Sink()
     d = okx.OkxDecoder([OKX_BTC], sink)

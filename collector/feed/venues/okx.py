@@ -307,8 +307,11 @@ class OkxDecoder:
                 self.sink.on_open_interest(OpenInterest(r.instId, s.contract.base_units(r.oi), int(r.ts)), receipt)
 
     def _liquidation_orders(self, rows: list[Liq], arg: Arg, msg: str | bytes, receipt: float) -> None:
+        # One subscription carries every swap's liquidations (instType SWAP): those of instruments this
+        # decoder does not serve belong to another worker of the venue, or to a swap not collected (coin- or
+        # USDC-margined); not a bad frame, so skipped without a count.
         for r in rows:
-            s = self._symbol(r.instId, msg)
+            s = self.symbols.get(r.instId)
             if s is None:
                 continue
             for d in r.details:
