@@ -125,13 +125,15 @@ def test_drop_path_does_not_allocate():
     sys.setswitchinterval(60.0)
     tracemalloc.start()
     try:
-        for _ in range(10_000):
+        for _ in range(50_000):
             decide(price, usd, ts)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
         sys.setswitchinterval(switch)
-    assert peak < 1024
+    # Anything kept per call would be >= 50 KB here (50,000 calls x >= 1 byte); the interpreter's own noise
+    # in a whole-suite run (seen: 1,096 bytes once, when the bound was 1 KB) stays far below 4 KB.
+    assert peak < 4096
 
 
 trade = st.tuples(
