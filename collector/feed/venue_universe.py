@@ -9,7 +9,6 @@ the I/O, with the fetch passed in (urllib in the coordinator, the worker's RestC
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 
 from collector.feed.rest_budget import WeightGate
@@ -87,7 +86,3 @@ def note_response(venue: str, gate: WeightGate, status: int, headers: dict[str, 
             reset = {k.lower(): v for k, v in headers.items()}.get("x-bapi-limit-reset-timestamp", "")
             gate.pause_until(float(reset) if reset.isdigit() else now_ms + BYBIT_RETRY_MS)
     gate.on_response(status, headers, now_ms)
-
-
-def now_ms() -> float:
-    return time.time() * 1000
