@@ -39,6 +39,13 @@ MINUTE_MS = 60_000
 # Gaps kept in memory (Pipeline.gaps): a few days of reconnects; older ones are in the gaps table.
 RECENT_GAPS = 1000
 _INF = math.inf
+# How a venue's trade ids run per symbol; gap detection and the duplicate check follow it.
+# 1: Binance's aggTrade id `a` goes up by one per event.
+# 2: OKX pushes the LAST fill id of `count` aggregated fills (the decoder sets f = tradeId - count + 1), and
+#    fill ids go up by one: a push's first fill follows the previous push's last.
+# 0: Bybit's trades carry a UUID and the matching engine's cross sequence, which one taker's fills share
+#    and book events advance: no order to check, so neither gaps nor repeats are told from ids.
+TRADE_ID_RULES = {"binance": 1, "okx": 2, "bybit": 0}
 
 
 def check_trade(t: AggTrade, receipt: float) -> tuple[float, float] | str:
@@ -122,7 +129,8 @@ class Pipeline:
         self.rows: Counter[str] = Counter()  # rows encoded for the writer, by table
         self.rejected: Counter[str] = Counter()  # bad input by kind
         self.last_event_ms: dict[str, int] = {}  # newest event time received, by type
-        self.last_trade_id: dict[str, int] = {}
+        self.last_trade_id: dict[str, int] = {}  # empty where the venue's ids have no order (TRADE_ID_RULES)
+        self.id_rule = TRADE_ID_RULES[venue]
         self.last_kline_open: dict[str, int] = {}  # newest closed 1m kline's open time, by symbol
         self.last_oi_poll: dict[str, int] = {}  # receipt ms of the newest open-interest row, by symbol
         # The most recent gaps, for inspection and tests; bounded so months of running cannot grow it.
@@ -153,15 +161,17 @@ class Pipeline:
         if abs(ts - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
             return self._reject("absurd_timestamp", t)
         self.last_event_ms["trades"] = ts
-        a = t.a
-        last_ids = self.last_trade_id
-        last = last_ids.get(sym)
-        if last is not None:
-            if a <= last:
-                return self._reject("duplicate_or_old_id", t)
-            if a != last + 1:
-                self._gap(sym, last + 1, a - 1, int(receipt * 1000))
-        last_ids[sym] = a
+        if rule := self.id_rule:
+            a = t.a
+            last_ids = self.last_trade_id
+            last = last_ids.get(sym)
+            if last is not None:
+                if a <= last:
+                    return self._reject("duplicate_or_old_id", t)
+                first = a if rule == 1 else t.f
+                if first != last + 1:
+                    self._gap(sym, last + 1, first - 1, int(receipt * 1000))
+            last_ids[sym] = a
         usd = price * qty
         self.activity[sym].add(ts, usd)
         reason = self.trade_filter.decide(sym, price, usd, ts)
@@ -406,7 +416,7 @@ class Pipeline:
         gap = Gap(symbol, from_id, to_id, ts, copy.copy(self.trade_filter.symbol(symbol)))
         self.gaps.append(gap)
         self.rejected["gap"] += 1
-        log.warning("%s: aggTrade ids %d..%d missing (%d trades)", symbol, from_id, to_id, to_id - from_id + 1)
+        log.warning("%s: trade ids %d..%d missing (%d)", symbol, from_id, to_id, to_id - from_id + 1)
         if self.on_gap is not None:
             self.on_gap(gap)
 

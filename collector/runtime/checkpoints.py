@@ -122,7 +122,7 @@ def restore(pipeline: Pipeline, checkpoints: Mapping[str, SymbolCheckpoint],
     for sym, c in checkpoints.items():
         if sym not in pipeline.symbols:
             continue
-        if c.last_trade_id is not None:
+        if c.last_trade_id is not None and pipeline.id_rule:  # else ids without order: nothing to continue
             pipeline.last_trade_id[sym] = c.last_trade_id
         if c.last_kline_open_ms is not None:
             pipeline.last_kline_open[sym] = c.last_kline_open_ms

@@ -3,8 +3,10 @@ snapshot on subscribe, then deltas of the changed fields; carries fundingRate, n
 indexPrice, openInterest), allLiquidation.<S> and kline.1.<S> (confirm flag); `{"op":"subscribe","args":[..],
 "req_id":..}` answered `{"success":..,"ret_msg":..,"conn_id":..,"op":"subscribe"}`; `{"op":"ping"}` -> pong.
 
-Trade ids are UUIDs (no order); each trade also carries `seq`, which the simulator makes the per-symbol
-trade counter, so skipped trades show as a gap there.
+Trade ids are UUIDs (no order); each trade also carries `seq`, Bybit's cross sequence: the matching engine's
+counter, which every fill of one taker order shares and order book updates advance. The simulator makes it
+cross_sequence(aggTrade id): every two consecutive trades share one, and it jumps between them, so a client
+that takes `seq` for a trade id loses one of each pair and sees a gap at every other trade.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ if TYPE_CHECKING:
 LINEAR = "/v5/public/linear"
 TOPICS = ("publicTrade", "tickers", "allLiquidation", "kline.1")
 _NS = uuid.UUID("6ba7b812-9dad-11d1-80b4-00c04fd430c8")
+
+
+def cross_sequence(agg_id: int) -> int:
+    """The `seq` sent with aggTrade `agg_id`: shared by pairs, advancing by 7 (book updates in between)."""
+    return 500_000_000_000 + (agg_id // 2) * 7
 
 
 def symbol(base: str) -> str:
@@ -100,10 +107,11 @@ class BybitHub(VenueHub):
         tick = ("PlusTick" if p > st.by_prev else "MinusTick" if p < st.by_prev else "ZeroPlusTick")
         st.by_prev = p
         tid = str(uuid.uuid5(_NS, f"{st.name}:{a}"))
+        seq = cross_sequence(a)
         px, v = dec(p, st.price_dp), dec(q, st.qty_dp)
         body = (f'{{"topic":"{st.k_trade}","type":"snapshot","ts":{e},"data":[{{"T":{t},"s":"{st.name}",'
-                f'"S":"{side}","v":"{v}","p":"{px}","L":"{tick}","i":"{tid}","BT":false,"RPI":false,"seq":{a}}}]}}')
-        return ws_text(body.encode()), {"s": st.name, "i": tid, "seq": a, "T": t, "S": side, "v": v, "p": px}
+                f'"S":"{side}","v":"{v}","p":"{px}","L":"{tick}","i":"{tid}","BT":false,"RPI":false,"seq":{seq}}}]}}')
+        return ws_text(body.encode()), {"s": st.name, "i": tid, "seq": seq, "T": t, "S": side, "v": v, "p": px}
 
     def candle_frame(self, st: SymbolState, k: list[Any], e: int, closed: bool) -> bytes:
         return ws_text(orjson.dumps({"topic": st.k_candle, "data": [kline_data(st, k, closed, e)], "ts": e,

@@ -125,10 +125,11 @@ class OkxHub(VenueHub):
                     m: bool) -> tuple[bytes, dict[str, Any]]:
         side = "sell" if m else "buy"
         px, sz = dec(p, st.price_dp), dec(q, st.ct_dp)
-        data = (f'{{"instId":"{st.name}","tradeId":"{a}","px":"{px}","sz":"{sz}","side":"{side}","ts":"{t}",'
+        # One push per taker order and price: `count` fills f..l_, tradeId the LAST fill's id (OKX's docs).
+        data = (f'{{"instId":"{st.name}","tradeId":"{l_}","px":"{px}","sz":"{sz}","side":"{side}","ts":"{t}",'
                 f'"count":"{l_ - f + 1}","source":"0","seqId":{a}}}')
-        return self._frame(st, "trades", data), {"instId": st.name, "tradeId": str(a), "px": px, "sz": sz,
-                                                 "side": side, "ts": str(t)}
+        return self._frame(st, "trades", data), {"instId": st.name, "tradeId": str(l_), "px": px, "sz": sz,
+                                                 "side": side, "ts": str(t), "count": str(l_ - f + 1)}
 
     def candle_frame(self, st: SymbolState, k: list[Any], e: int, closed: bool) -> bytes:
         return self._frame(st, "candle1m", orjson.dumps(candle_row(st, k, closed)).decode())

@@ -295,6 +295,36 @@ def test_bybit_tickers_snapshot_then_deltas():
     assert sink.events[-1][0] == "oi" and len(sink.events) == 7
 
 
+BY_UUID = "8c931d9a-b703-5c34-9aeb-860867cf1f66"
+# Five fills of one taker order as Bybit sends them (shape of a recorded BTCUSDT frame): one `seq`, five UUIDs.
+BY_FILLS = ('{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1774021164273,"data":['
+            + ",".join(f'{{"T":1774021164272,"s":"BTCUSDT","S":"Sell","v":"{v}","p":"69916.80","L":"ZeroMinusTick",'
+                       f'"i":"{i}","BT":false,"RPI":false,"seq":549792210006}}' for v, i in (
+                           ("0.001", BY_UUID), ("0.001", "307fb58f-09dc-5121-b24f-eb2f81873445"),
+                           ("0.001", "e4f62be6-ee74-5a67-a9da-b3829b911246"),
+                           ("0.001", "e638a9e6-ade1-541e-8e22-e6e4c04fbfc1"),
+                           ("0.032", "ddea3520-0444-515c-af09-07471b39e1e5"))) + "]}")
+
+
+def test_bybit_fills_sharing_a_cross_sequence_are_five_trades():
+    """`seq` is shared by one taker's fills: each fill is its own trade, its id from its UUID."""
+    sink = Sink()
+    bybit.BybitDecoder([BY_BTC], sink).handle(BY_FILLS, 1774021164.3)
+    trades = [t for kind, t in sink.events if kind == "trade"]
+    uuids = [d["i"] for d in json.loads(BY_FILLS)["data"]]
+    assert [t.a for t in trades] == [bybit.trade_id_of(u) for u in uuids]
+    assert len({t.a for t in trades}) == 5 and all(0 <= t.a < 2 ** 63 for t in trades)
+    assert [t.q for t in trades] == ["0.001"] * 4 + ["0.032"] and not sink.bad
+    assert bybit.trade_id_of(BY_UUID) == 0x8c931d9ab7035c34 >> 1
+
+
+def test_bybit_trade_without_a_uuid_is_a_bad_frame():
+    sink = Sink()
+    d = bybit.BybitDecoder([BY_BTC], sink)
+    d.handle(BY_FILLS.replace(BY_UUID, "not-a-uuid"), 1774021164.3)
+    assert sink.bad == {"bad_number": 1} and not sink.events
+
+
 def test_bybit_decoder_counts_bad_frames():
     sink = Sink()
     d = bybit.BybitDecoder([BY_BTC], sink)
@@ -334,7 +364,7 @@ def test_trade_fast_path_equals_the_general_path():
     """Trades in the venue's usual key order take a one-decode path; any other order gives the same event."""
     okx_frame = json.loads(OKX_TRADE % ("BTC-USDT-SWAP", "BTC-USDT-SWAP", "12.3"))
     by_frame = {"topic": "publicTrade.BTCUSDT", "type": "snapshot", "ts": 5,
-                "data": [{"T": 4, "s": "BTCUSDT", "S": "Buy", "v": "0.5", "p": "9.5", "i": "u", "seq": 77}]}
+                "data": [{"T": 4, "s": "BTCUSDT", "S": "Buy", "v": "0.5", "p": "9.5", "i": BY_UUID, "seq": 77}]}
     for decoder, sym, frame in ((okx.OkxDecoder, OKX_BTC, okx_frame), (bybit.BybitDecoder, BY_BTC, by_frame)):
         usual, reordered = json.dumps(frame, separators=(",", ":")), json.dumps(dict(reversed(frame.items())))
         assert not reordered.startswith(usual[:20])
@@ -353,7 +383,7 @@ def test_a_failing_sink_is_counted_not_raised():
             raise RuntimeError("sink broke")
     for decoder, sym, frame in ((okx.OkxDecoder, OKX_BTC, OKX_TRADE % ("BTC-USDT-SWAP", "BTC-USDT-SWAP", "1")),
                                 (bybit.BybitDecoder, BY_BTC, '{"topic":"publicTrade.BTCUSDT","ts":1,"data":[{"T":1,'
-                                 '"s":"BTCUSDT","S":"Buy","v":"1","p":"1","seq":1}]}')):
+                                 f'"s":"BTCUSDT","S":"Buy","v":"1","p":"1","i":"{BY_UUID}","seq":1}}]}}')):
         sink = Failing()
         d = decoder([sym], sink)
         d.handle(frame, 1.0)

@@ -141,3 +141,27 @@ def test_stats_window_must_be_a_duration() -> None:
 
     with pytest.raises(ValueError, match="filters.trades.stats_window"):
         TradeFilterConfig(stats_window="forever")
+
+
+def _venue_pipe(venue: str, out: list[Batch]) -> Pipeline:
+    f = TradeFilter(FilterParams(price_change_pct=0.5, tier_intervals_s=(60, 60, 60, 60)))
+    return Pipeline(["XUSDT"], ["trades"], f, out.append, venue=venue, clock_ms=lambda: T0)
+
+
+def test_okx_pushes_cover_fill_ranges_and_gaps_are_fill_ids(out: list[Batch]) -> None:
+    """An OKX push carries its last fill's id and f = the first: consecutive pushes are no gap."""
+    pipe = _venue_pipe("okx", out)
+    for first, last in ((121, 123), (124, 125), (126, 126), (130, 131)):
+        pipe.on_trade(AggTrade(E=T0, s="XUSDT", a=last, p="1", q="1", f=first, l=last, T=T0, m=False), RECEIPT)
+    assert [(g.from_id, g.to_id) for g in pipe.gaps] == [(127, 129)]
+    pipe.on_trade(AggTrade(E=T0, s="XUSDT", a=131, p="1", q="1", f=131, l=131, T=T0, m=False), RECEIPT)
+    assert pipe.rejected["duplicate_or_old_id"] == 1 and pipe.last_trade_id == {"XUSDT": 131}
+
+
+def test_bybit_ids_have_no_order_so_no_trade_is_a_gap_or_a_repeat(out: list[Batch]) -> None:
+    """Bybit ids are hashes of UUIDs: every trade counts, in any order, and no gap is made up."""
+    pipe = _venue_pipe("bybit", out)
+    for a in (9_000, 5, 7_000_000, 6):
+        pipe.on_trade(AggTrade(E=T0, s="XUSDT", a=a, p="1", q="1", f=a, l=a, T=T0, m=False), RECEIPT)
+    assert pipe.received["trades"] == 4 and not pipe.rejected and not pipe.gaps and not pipe.last_trade_id
+    assert pipe.activity["XUSDT"].count(T0) == 4

@@ -18,6 +18,7 @@ from simhelpers import await_for, http_get
 from collector.feed.cryptofeed_adapter import ws_connection_class
 from collector.feed.venue_feed import VenueFeed
 from collector.feed.venue_universe import fetch_venue_universe
+from collector.feed.venues.bybit import trade_id_of
 from exchange_sim import SimConfig, launch_subprocess
 
 DATA_TYPES = ["trades", "funding", "open_interest", "liquidations", "candles_1m", "candles_5m"]
@@ -228,7 +229,7 @@ def test_bybit_feed_against_simulator_with_reconnect():
     assert len({(x.s, x.a) for x in trades}) == len(trades)
     for s in names:
         assert [(x.a, x.T, "Sell" if x.m else "Buy", x.q, x.p) for x in trades if x.s == s] == \
-               [(r["seq"], r["T"], r["S"], r["v"], r["p"]) for r in sent_trades if r["s"] == s]
+               [(trade_id_of(r["i"]), r["T"], r["S"], r["v"], r["p"]) for r in sent_trades if r["s"] == s]
     for s in names:  # funding: the frames that carried a new rate, each once, as the truth recorded them
         assert [(m.r, m.E) for m, ch in rec.events["funding"] if m.s == s and ch == "fundingRate"] == \
                [(r["fundingRate"], r["ts"]) for r in t["funding"][s]]

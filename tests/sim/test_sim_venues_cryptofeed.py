@@ -99,7 +99,8 @@ def test_okx_stock_feed_equals_truth(isolated_cache):
     # Trades: from each symbol's first received trade on, exactly the truth's trades, in order, as parsed.
     truth_trades = _by_symbol(t["trades"], "instId")
     parsed = _by_symbol([{"instId": x.raw["instId"], "tradeId": x.id, "px": x.raw["px"], "sz": x.raw["sz"],
-                          "side": x.raw["side"], "ts": x.raw["ts"]} for x in got[TRADES]], "instId")
+                          "side": x.raw["side"], "ts": x.raw["ts"], "count": x.raw["count"]} for x in got[TRADES]],
+                        "instId")
     assert set(parsed) == set(names)
     for s, rows in parsed.items():
         tail = [x for x in truth_trades[s] if int(x["tradeId"]) >= int(rows[0]["tradeId"])]
@@ -150,9 +151,9 @@ def test_bybit_stock_feed_equals_truth(isolated_cache):
     truth_trades = _by_symbol(t["trades"], "s")
     parsed = _by_symbol([{k: x.raw[k] for k in keys} for x in got[TRADES]], "s")
     assert set(parsed) == set(names)
-    for s, rows in parsed.items():
-        tail = [x for x in truth_trades[s] if x["seq"] >= rows[0]["seq"]]
-        assert [{**r, "T": int(r["T"]), "seq": int(r["seq"])} for r in rows] == tail, s
+    for s, rows in parsed.items():  # from the first received on (`seq` is shared by pairs: find it by UUID)
+        first = [x["i"] for x in truth_trades[s]].index(rows[0]["i"])
+        assert [{**r, "T": int(r["T"]), "seq": int(r["seq"])} for r in rows] == truth_trades[s][first:], s
     assert all(x.id == x.raw["i"] and str(x.amount) == x.raw["v"] for x in got[TRADES])
     # Closed 1m klines: value for value.
     ckeys = ("start", "end", "open", "close", "high", "low", "volume", "turnover")

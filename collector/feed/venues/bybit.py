@@ -6,9 +6,12 @@ frame in Bybit's usual key order, else two (envelope, then the topic's data); no
 the struct. Linear sizes are already base units (contract size 1).
 
 Mapping (Bybit -> wire struct; venues/__init__ has the table for both venues):
-- publicTrade -> AggTrade: a = f = l = seq (0 when absent). Trade ids `i` are UUIDs and `seq` is not
-  promised consecutive live (the simulator makes it the per-symbol counter): no id-gap detection on Bybit,
-  candles are repaired from REST instead. m = S == "Sell", E = frame ts, T = trade T.
+- publicTrade -> AggTrade: a = f = l = trade_id_of(i), the first 63 bits of the trade's UUID `i`: unique
+  per fill, stable across reconnects (so a repeat is one row in the database), but without order. Not
+  `seq`: that is the matching engine's cross sequence, which every fill of one taker order shares (a
+  recorded frame carries five fills with one seq) and book updates advance, so it neither identifies a
+  trade nor runs consecutively: no trade-id gap detection on Bybit (collector.pipeline.router.
+  TRADE_ID_RULES); candles are repaired from REST instead. m = S == "Sell", E = frame ts, T = trade T.
 - tickers (a snapshot, then deltas of the changed fields) -> per-symbol merged state; every tickers frame
   emits MarkPrice(p = markPrice, i = indexPrice, r = fundingRate, T = nextFundingTime, E = ts) once mark
   price and funding rate are known, and OpenInterest(openInterest, ts) once open interest is known: one
@@ -52,6 +55,15 @@ VENUE = "bybit"
 LINEAR_PATH = "/v5/public/linear"
 INSTRUMENTS_PATH = "/v5/market/instruments-info"
 INSTRUMENTS_PAGE = 1000  # the documented maximum of `limit`
+
+
+def trade_id_of(uuid: str) -> int:
+    """The trade_id stored for a Bybit fill: the first 63 bits of its UUID (a BIGINT, never negative).
+
+    Why a hash and not `seq`: see the module docstring. A malformed id raises ValueError (a bad frame)."""
+    return int(uuid.replace("-", "")[:16], 16) >> 1
+
+
 # Data type (the collector's names) -> topic prefixes; funding and open interest both ride on tickers.
 TOPICS = {"trades": ("publicTrade",), "funding": ("tickers",), "open_interest": ("tickers",),
           "liquidations": ("allLiquidation",), "candles_1m": ("kline.1",)}
@@ -134,7 +146,7 @@ class Trade(msgspec.Struct):
     S: str
     v: str
     p: str
-    seq: int = 0
+    i: str = ""
 
 
 class Ticker(msgspec.Struct):
@@ -217,6 +229,8 @@ class BybitDecoder:
             else:
                 try:
                     return self._trades(frame.data, frame.ts, msg, receipt)
+                except ValueError as e:  # a trade id that is no UUID
+                    return self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
                     return self.skipped.skip("handler_error", msg, e)
         try:
@@ -263,7 +277,8 @@ class BybitDecoder:
         on_trade = self.sink.on_trade
         for r in rows:
             if self._known(r.s, msg):
-                on_trade(AggTrade(ts, r.s, r.seq, r.p, r.v, r.seq, r.seq, r.T, r.S == "Sell"), receipt)
+                a = int(r.i.replace("-", "")[:16], 16) >> 1  # trade_id_of, inlined: once per trade
+                on_trade(AggTrade(ts, r.s, a, r.p, r.v, a, a, r.T, r.S == "Sell"), receipt)
 
     def _tickers(self, d: Ticker, env: Envelope, msg: str | bytes, receipt: float) -> None:
         name = d.symbol

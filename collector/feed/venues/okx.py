@@ -7,9 +7,10 @@ candle1m) into those structs: one msgspec decode for a trades frame in OKX's usu
 strings so amounts are base units.
 
 Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
-- trades -> AggTrade: a = f = l = tradeId (per instrument; a live push aggregates `count` trades and OKX
-  does not document ids as consecutive per push, the simulator sends consecutive ones), q = sz * ctVal,
-  m = side == "sell", E = T = ts.
+- trades -> AggTrade: a = l = tradeId, f = tradeId - count + 1. A push aggregates the `count` fills of one
+  taker order at one price and carries the LAST fill's id (OKX's docs: tradeId 123 with count 3 covers fills
+  121..123); fill ids go up by one per instrument, so the next push's f follows this push's l
+  (collector.pipeline.router.TRADE_ID_RULES). q = sz * ctVal, m = side == "sell", E = T = ts.
 - funding-rate and mark-price -> MarkPrice: OKX sends the funding rate (every 30-90 s) apart from the mark
   price (every second), so the decoder keeps both per instrument and every push of either emits the merged
   MarkPrice (p = "" until a mark price was seen); T = fundingTime, the settlement of the rate sent.
@@ -136,6 +137,7 @@ class Trade(msgspec.Struct):
     sz: str
     side: str
     ts: str
+    count: str = "1"
 
 
 class Funding(msgspec.Struct):
@@ -271,9 +273,11 @@ class OkxDecoder:
             s = self._symbol(r.instId, msg)
             if s is None:
                 continue
-            tid, ts = int(r.tradeId), int(r.ts)
-            on_trade(AggTrade(ts, r.instId, tid, r.px, s.contract.base_units(r.sz), tid, tid, ts, r.side == "sell"),
-                     receipt)
+            tid, ts, n = int(r.tradeId), int(r.ts), int(r.count)
+            if n < 1:
+                raise ValueError(f"count {n} < 1")
+            on_trade(AggTrade(ts, r.instId, tid, r.px, s.contract.base_units(r.sz), tid - n + 1, tid, ts,
+                              r.side == "sell"), receipt)
 
     def _state(self, name: str) -> _FundingState:
         st = self.funding.get(name)
