@@ -8,6 +8,8 @@ stored `unfillable`, naming why (no trade history by id)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,6 +21,10 @@ from collector.db.embedded import free_port
 from collector.feed.venue_universe import fetch_venue_universe
 from exchange_sim import SimConfig, launch_subprocess
 
+# The workers read unfinished repairs back from `gaps` this often (exchange.gap_rescan_s).
+RESCAN_S = 2
+# Every REST answer takes this long while a test wants repairs still pending when the collector stops.
+SLOW_REST_S = 8
 CANDLE_SQL = """SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, open, high, low, close, volume, quote_volume,
                        trades, taker_buy_volume, taker_buy_quote_volume
                 FROM candles_1m WHERE venue = %s"""
@@ -75,21 +81,22 @@ def _drop_before_a_minute_closes(rest_url: str) -> None:
              >= live, 30, "every connection back")
 
 
-@pytest.mark.timeout(300)
-def test_okx_and_bybit_holes_are_repaired_over_rest(db_url: str, tmp_path: Path) -> None:
-    okx = launch_subprocess(SimConfig(venue="okx", port=0, symbols=4, rate=30, speed=20, seed=5, truth_trades=True))
-    bybit = launch_subprocess(SimConfig(venue="bybit", port=0, symbols=4, rate=30, speed=20, seed=6,
+@contextmanager
+def _venues(db_url: str, tmp_path: Path, seed: int) -> Iterator[tuple[dict, Path]]:
+    """The OKX and Bybit simulators (4 symbols each) and a config collecting both on 2 workers; every
+    process stopped at the end."""
+    okx = launch_subprocess(SimConfig(venue="okx", port=0, symbols=4, rate=30, speed=20, seed=seed,
+                                      truth_trades=True))
+    bybit = launch_subprocess(SimConfig(venue="bybit", port=0, symbols=4, rate=30, speed=20, seed=seed + 1,
                                         truth_trades=True))
     # not collected: the supervisor checks Binance's endpoint at start whatever collection.exchanges says
-    binance = launch_subprocess(SimConfig(port=0, symbols=2, rate=1, speed=20, seed=7))
-    sims = {"okx": okx, "bybit": bybit}
-    sup = None
+    binance = launch_subprocess(SimConfig(port=0, symbols=2, rate=1, speed=20, seed=seed + 2))
     try:
         cfg = write_config(
             tmp_path / "main.yaml",
             database={"url": db_url},
             collection={"exchanges": ["okx", "bybit"]},
-            exchange={"rest_url": binance.rest_url, "ws_url": binance.ws_url,
+            exchange={"rest_url": binance.rest_url, "ws_url": binance.ws_url, "gap_rescan_s": RESCAN_S,
                       "okx": {"rest_url": okx.rest_url, "ws_url": okx.ws_url},
                       "bybit": {"rest_url": bybit.rest_url, "ws_url": bybit.ws_url}},
             logging={"filename": str(tmp_path / "logs" / "supervisor.log")},
@@ -97,51 +104,72 @@ def test_okx_and_bybit_holes_are_repaired_over_rest(db_url: str, tmp_path: Path)
             monitoring={"health_check_port": free_port(), "stats_interval": 5},
             filters={"trades": {"keep_all": True}},
         )
-        sup = SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path)
-
-        def closed_candles(venue: str) -> int:
-            if not _db(db_url, "SELECT to_regclass('candles_1m')")[0][0]:
-                return 0
-            return _db(db_url, "SELECT count(DISTINCT symbol) FROM candles_1m WHERE venue = %s", venue)[0][0]
-        for venue in sims:  # every symbol has a closed candle stored: the next closed one can show a hole
-            wait_for(lambda v=venue: closed_candles(v) == 4, 120, f"a closed {venue} candle of every symbol")
-        for sim in sims.values():
-            _drop_before_a_minute_closes(sim.rest_url)
-        for venue in sims:
-            wait_for(lambda v=venue: len(_gaps(db_url, v, "candles_1m")) >= 4, 60, f"{venue} candle holes recorded")
-            wait_for(lambda v=venue: {g[3] for g in _gaps(db_url, v, "candles_1m")} == {"filled"}, 60,
-                     f"{venue} candle holes filled")
-        wait_for(lambda: _gaps(db_url, "okx", "trades") and {g[3] for g in _gaps(db_url, "okx", "trades")} == {"filled"},
-                 60, "OKX trade gaps recorded and filled")
-        wait_for(lambda: _gaps(db_url, "bybit", "trades"), 60, "Bybit trade gaps recorded")
-        for sim in sims.values():
-            http_get(sim.rest_url + "/_sim/pause")
-        truths = {venue: _truth(sim.rest_url, klines=True) for venue, sim in sims.items()}
-        for venue in sims:
-            want = _truth_candles(venue, truths[venue])
-            wait_for(lambda v=venue, w=want: _expected(w, _stored(db_url, v)) <= set(_stored(db_url, v)), 60,
-                     f"every closed {venue} candle stored")
-            have = _stored(db_url, venue)
-            expected = _expected(want, have)
-            assert set(have) <= set(want), f"{venue}: candles stored that the simulator never closed"
-            assert {k: have[k] for k in expected} == {k: want[k] for k in expected}
-            holes = {(sym, t) for sym, lo, hi, _, _ in _gaps(db_url, venue, "candles_1m")
-                     for t in range(lo, hi + 1, 60_000)}
-            assert holes and holes <= expected  # the repaired minutes are among those compared above
-        ct = {s.name: Decimal(s.contract.value)
-              for s in fetch_venue_universe("okx", okx.rest_url, lambda url: http_get(url)[2])}
-        sent = {(r["instId"], int(r["tradeId"])): r for r in truths["okx"]["trades"]}
-        wait_for(lambda: _db(db_url, "SELECT count(*) FROM trades WHERE venue = 'okx'")[0][0] >= len(sent), 60,
-                 "every OKX trade stored")
-        code, out = sup.stop()
-        sup = None
-        assert code == 0, out[-2000:]
+        yield {"okx": okx, "bybit": bybit}, cfg
     finally:
-        if sup is not None:
-            sup.stop()
         okx.stop()
         bybit.stop()
         binance.stop()
+
+
+def _wait_for_candles_and_drop(db_url: str, sims: dict) -> None:
+    """Once every symbol has a closed candle stored (the next closed one can show a hole), drop every
+    connection of both simulators shortly before a minute closes."""
+    def closed_candles(venue: str) -> int:
+        if not _db(db_url, "SELECT to_regclass('candles_1m')")[0][0]:
+            return 0
+        return _db(db_url, "SELECT count(DISTINCT symbol) FROM candles_1m WHERE venue = %s", venue)[0][0]
+    for venue in sims:
+        wait_for(lambda v=venue: closed_candles(v) == 4, 120, f"a closed {venue} candle of every symbol")
+    for sim in sims.values():
+        _drop_before_a_minute_closes(sim.rest_url)
+
+
+def _assert_candles_match_truth(db_url: str, venue: str, truth: dict) -> None:
+    """Every closed candle from each symbol's first stored one on is stored and equal to the truth, the
+    recorded holes among them."""
+    want = _truth_candles(venue, truth)
+    wait_for(lambda: _expected(want, _stored(db_url, venue)) <= set(_stored(db_url, venue)), 60,
+             f"every closed {venue} candle stored")
+    have = _stored(db_url, venue)
+    expected = _expected(want, have)
+    assert set(have) <= set(want), f"{venue}: candles stored that the simulator never closed"
+    assert {k: have[k] for k in expected} == {k: want[k] for k in expected}
+    holes = {(sym, t) for sym, lo, hi, _, _ in _gaps(db_url, venue, "candles_1m") for t in range(lo, hi + 1, 60_000)}
+    assert holes and holes <= expected  # the repaired minutes are among those compared
+
+
+@pytest.mark.timeout(300)
+def test_okx_and_bybit_holes_are_repaired_over_rest(db_url: str, tmp_path: Path) -> None:
+    sup = None
+    with _venues(db_url, tmp_path, seed=5) as (sims, cfg):
+        okx = sims["okx"]
+        try:
+            sup = SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path)
+            _wait_for_candles_and_drop(db_url, sims)
+            for venue in sims:
+                wait_for(lambda v=venue: len(_gaps(db_url, v, "candles_1m")) >= 4, 60, f"{venue} candle holes recorded")
+                wait_for(lambda v=venue: {g[3] for g in _gaps(db_url, v, "candles_1m")} == {"filled"}, 60,
+                         f"{venue} candle holes filled")
+            wait_for(lambda: _gaps(db_url, "okx", "trades")
+                     and {g[3] for g in _gaps(db_url, "okx", "trades")} == {"filled"}, 60,
+                     "OKX trade gaps recorded and filled")
+            wait_for(lambda: _gaps(db_url, "bybit", "trades"), 60, "Bybit trade gaps recorded")
+            for sim in sims.values():
+                http_get(sim.rest_url + "/_sim/pause")
+            truths = {venue: _truth(sim.rest_url, klines=True) for venue, sim in sims.items()}
+            for venue in sims:
+                _assert_candles_match_truth(db_url, venue, truths[venue])
+            ct = {s.name: Decimal(s.contract.value)
+                  for s in fetch_venue_universe("okx", okx.rest_url, lambda url: http_get(url)[2])}
+            sent = {(r["instId"], int(r["tradeId"])): r for r in truths["okx"]["trades"]}
+            wait_for(lambda: _db(db_url, "SELECT count(*) FROM trades WHERE venue = 'okx'")[0][0] >= len(sent), 60,
+                     "every OKX trade stored")
+            code, out = sup.stop()
+            sup = None
+            assert code == 0, out[-2000:]
+        finally:
+            if sup is not None:
+                sup.stop()
     # OKX: every trade id between each symbol's first and last stored once (the gaps' ids fetched over REST),
     # each streamed one equal to what was sent, amounts in base units (sz x ctVal)
     stored = {(s, i): (p, a, side) for s, i, p, a, side in _db(
@@ -158,3 +186,48 @@ def test_okx_and_bybit_holes_are_repaired_over_rest(db_url: str, tmp_path: Path)
     bybit_trade_gaps = _gaps(db_url, "bybit", "trades")
     assert {g[3] for g in bybit_trade_gaps} == {"unfillable"}
     assert all("recent-trade" in g[4] for g in bybit_trade_gaps)
+
+
+@pytest.mark.timeout(300)
+def test_venue_repairs_left_by_a_stop_are_taken_over_by_the_next_start(db_url: str, tmp_path: Path) -> None:
+    """SIGTERM while both venues' candle holes (and OKX's trade gaps) wait for slow REST: they stay detected
+    in `gaps`; the next start reads them back (gaps_repo.open_gaps for its venue) and fills them, equal to
+    the truth."""
+    sup = None
+    with _venues(db_url, tmp_path, seed=15) as (sims, cfg):
+        try:
+            sup = SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path)
+            for sim in sims.values():
+                http_get(f"{sim.rest_url}/_sim/fault/rest?fraction=1&delay={SLOW_REST_S}")
+            _wait_for_candles_and_drop(db_url, sims)
+
+            def pending(venue: str, kind: str) -> int:
+                return len([g for g in _gaps(db_url, venue, kind) if g[3] in ("detected", "filling")])
+            for venue in sims:
+                wait_for(lambda v=venue: pending(v, "candles_1m") >= 4, 60, f"{venue} candle holes recorded")
+            for sim in sims.values():
+                http_get(sim.rest_url + "/_sim/pause")  # the truth is final from here on, across the restart
+            truths = {venue: _truth(sim.rest_url, klines=True) for venue, sim in sims.items()}
+            code, out = sup.stop()
+            sup = None
+            assert code == 0, out[-2000:]
+            left = {venue: pending(venue, "candles_1m") for venue in sims}
+            assert min(left.values()) >= 2, left  # a slow request may have finished before the stop
+            assert pending("okx", "trades") >= 1
+            for sim in sims.values():
+                http_get(sim.rest_url + "/_sim/fault/rest")
+            sup = SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path)
+            for venue in sims:
+                wait_for(lambda v=venue: pending(v, "candles_1m") == 0 and pending(v, "trades") == 0, 60,
+                         f"the next start to finish {venue}'s repairs")
+                assert {g[3] for g in _gaps(db_url, venue, "candles_1m")} == {"filled"}
+                _assert_candles_match_truth(db_url, venue, truths[venue])
+            assert {g[3] for g in _gaps(db_url, "okx", "trades")} == {"filled"}
+            code, out = sup.stop()
+            sup = None
+            assert code == 0, out[-2000:]
+        finally:
+            if sup is not None:
+                sup.stop()
+    log = "".join(p.read_text() for p in (tmp_path / "logs").glob("worker-*.log"))
+    assert "unfinished repairs from the gaps table" in log
