@@ -90,6 +90,7 @@ class Backfiller(BudgetedRequests):
         self._active: set[tuple[str, str, int, int]] = set()  # queued or being repaired
         self._not_before: dict[tuple[str, str, int, int], float] = {}  # resolved (inf) or failed (retry time)
         self._candles_queued = 0  # candle jobs waiting: a trade gap waiting for weight gives way to them
+        self._ids = "aggTrade" if self.history.venue == "binance" else f"{self.history.venue} trade id"  # logs
 
     def _should_give_way(self) -> bool:
         return self._candles_queued > 0
@@ -310,10 +311,10 @@ class Backfiller(BudgetedRequests):
         gap = job.gap
         self.counts["gaps_filled" if filled_ms is not None else "gaps_unfilled"] += 1
         if filled_ms is None:
-            log.warning("%s: aggTrade gap %d..%d stored unfilled", gap.symbol, gap.from_id, gap.to_id)
+            log.warning("%s: %s gap %d..%d stored unfilled", gap.symbol, self._ids, gap.from_id, gap.to_id)
             self._record(job, "unfillable", "the exchange no longer has some of these ids")
         else:
-            log.info("%s: aggTrade gap %d..%d filled from REST", gap.symbol, gap.from_id, gap.to_id)
+            log.info("%s: %s gap %d..%d filled from REST", gap.symbol, self._ids, gap.from_id, gap.to_id)
             self._record(job, "filled", "fetched over REST", filled_ms)
         self._finish(job, math.inf)
 
