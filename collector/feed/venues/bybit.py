@@ -7,8 +7,9 @@ the struct. Linear sizes are already base units (contract size 1).
 
 Mapping (Bybit -> wire struct; venues/__init__ has the table for both venues):
 - publicTrade -> AggTrade: a = f = l = seq (0 when absent). Trade ids `i` are UUIDs and `seq` is not
-  promised consecutive live (the simulator makes it the per-symbol counter): no id-gap detection on Bybit,
-  candles are repaired from REST instead. m = S == "Sell", E = frame ts, T = trade T.
+  promised consecutive live (the simulator makes it the per-symbol counter): a `seq` jump is recorded as a
+  gap but cannot be repaired (Bybit serves no trades by id, collector.feed.venue_history); missing candles
+  are repaired from REST. m = S == "Sell", E = frame ts, T = trade T.
 - tickers (a snapshot, then deltas of the changed fields) -> per-symbol merged state; every tickers frame
   emits MarkPrice(p = markPrice, i = indexPrice, r = fundingRate, T = nextFundingTime, E = ts) once mark
   price and funding rate are known, and OpenInterest(openInterest, ts) once open interest is known: one
