@@ -267,7 +267,8 @@ class Market:
         # Takers lean with the move: buyers are takers (m false) more often on an up-tick.
         m = u < (0.35 if move > 0 else 0.65)
         lag = int(u * 1_000_003) % MAX_LAG_MS + 1
-        fills = int(rng.expovariate(FILLS_RATE)) + 1
+        # At most one fill per lot: each fill has a size (OKX's history-trades serves them one by one).
+        fills = min(int(rng.expovariate(FILLS_RATE)) + 1, qty)
         a = st.agg_id
         st.agg_id = a + 1
         f = st.trade_id

@@ -1,12 +1,13 @@
 """Repairs what the stream missed, over REST, within the worker's REST weight budget.
 
-Two kinds of hole are repaired:
+Two kinds of hole are repaired, from the venue's REST history (collector.feed.rest_history: Binance's
+/fapi/v1/aggTrades and /fapi/v1/klines; collector.feed.venue_history: OKX's and Bybit's):
 
-- aggTrade id gaps (collector.pipeline.router.Gap): paged from `GET /fapi/v1/aggTrades?symbol=&fromId=&limit=`
-  until every id of the gap was received, each trade handed back to the pipeline
-  (`on_backfill_trade`), which validates and filters it like a live one;
+- trade id gaps (collector.pipeline.router.Gap): paged from the venue's trades by id until every id of
+  the gap was received, each trade handed back to the pipeline (`on_backfill_trade`), which validates and
+  filters it like a live one; a venue with no trades by id (Bybit) stores the gap unfillable at once;
 - missing closed 1m candles (the first closed kline after a reconnect jumps over minutes): fetched from
-  `GET /fapi/v1/klines?symbol=&interval=1m&startTime=&endTime=&limit=`.
+  the venue's candle history.
 
 Why one sequential job queue: after a mass reconnect every symbol has a gap at once; a single consumer
 that takes weight from the REST weight budget before each request (the same budget the open-interest
@@ -30,16 +31,12 @@ import asyncio
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
 
 import msgspec
 
 from collector.feed.backfill_plan import (
-    AGG_TRADES_LIMIT,
-    AGG_TRADES_WEIGHT,
     MINUTE_MS,
     BackfillSink,
     CandleJob,
@@ -48,38 +45,21 @@ from collector.feed.backfill_plan import (
     TailCheckJob,
     TakenOverGap,
     TradeGapJob,
-    agg_rows,
-    agg_trade_page,
-    kline_pages,
-    kline_rows,
 )
+from collector.feed.backfill_rest import BudgetedRequests
 from collector.feed.rest_budget import WeightGate
-from collector.feed.rest_client import Fetch, RestClient
-from collector.feed.wire import AggTrade
-from collector.runtime.stopping import sleep_unless_stopped
+from collector.feed.rest_client import Fetch
+from collector.feed.rest_history import BinanceHistory, RestHistory
 
 log = logging.getLogger(__name__)
 
 Job = TradeGapJob | CandleJob | TailCheckJob
-
-# A request answered with something other than 200/429/418 (5xx, network error, unparsable body) is
-# retried this many times in all before its gap is given up: enough to ride out a blip, and a gap
-# that cannot be fetched must not block the queue behind it forever.
-MAX_ATTEMPTS = 4
-# First pause after a failed request, doubled per attempt: 1, 2, 4 s - short against the minutes a
-# gap stays useful to repair, long enough not to hammer a struggling exchange.
-RETRY_BASE_S = 1.0
-# Longest single sleep while waiting for weight: the stop event is checked at least this often even
-# when the budget says "hours" (a 418 ban).
-MAX_WAIT_S = 60.0
 
 # Share of the budget (tokens and the clock minute's weight) a trade-gap page must leave untouched: after a
 # mass drop the trade gaps are found at once and the candle holes only when the next kline closes; this
 # keeps weight for those (a klines request weighs 1, so 20% of 1200/min is 240 of them) instead of making
 # them wait for the next minute. The price: while trade gaps are backlogged they get 80% of the budget.
 TRADES_RESERVE = 0.2
-# A trade page waiting for weight (up to a minute) looks this often for a candle repair to give way to.
-PREEMPT_POLL_S = 0.2
 # Queue order: candles before trade gaps (see the module docstring), then first come first served.
 CANDLE_PRIORITY = 0
 TRADES_PRIORITY = 1
@@ -92,25 +72,17 @@ RETRY_FAILED_AFTER_S = 60.0
 REMEMBER_RESOLVED = 10_000
 
 
-class Backfiller:
-    """One worker's REST repair queue: trade gaps and missing candles, one request at a time."""
+class Backfiller(BudgetedRequests):
+    """One worker's REST repair queue: trade gaps and missing candles, one request at a time.
+
+    `history` is the venue's REST history (collector.feed.rest_history); Binance's by default."""
 
     def __init__(self, rest_url: str, sink: BackfillSink, gate: WeightGate, stop: asyncio.Event, *,
                  fetch: Fetch | None = None, clock: Callable[[], float] = time.time,
-                 trades: bool = True) -> None:
-        self.rest_url = rest_url.rstrip("/")
+                 trades: bool = True, history: RestHistory | None = None) -> None:
+        super().__init__(rest_url, gate, stop, history or BinanceHistory(), fetch, clock)
         self.sink = sink
-        self.gate = gate
-        self.stop = stop
-        self.clock = clock
         self.trades = trades  # False when trades are not collected: gaps are stored unfilled at once
-        # Every request goes through `fetch`: the worker's RestClient.get (its one HTTP client), or a fake
-        # in tests; without one the backfiller makes a RestClient of its own and closes it when it stops.
-        self._own_rest: RestClient | None = None
-        if fetch is None:
-            self._own_rest = RestClient()
-            fetch = self._own_rest.get
-        self._fetch = fetch
         # (priority, sequence, job): candles first, then in arrival order
         self.queue: asyncio.PriorityQueue[tuple[int, int, Job]] = asyncio.PriorityQueue()
         self._seq = 0
@@ -118,8 +90,10 @@ class Backfiller:
         self._active: set[tuple[str, str, int, int]] = set()  # queued or being repaired
         self._not_before: dict[tuple[str, str, int, int], float] = {}  # resolved (inf) or failed (retry time)
         self._candles_queued = 0  # candle jobs waiting: a trade gap waiting for weight gives way to them
-        self._preempted = False  # the last _request gave way to a queued candle repair
-        self.counts: Counter[str] = Counter()  # requests, throttled, failures, trades, candles, gaps_*
+        self._ids = "aggTrade" if self.history.venue == "binance" else f"{self.history.venue} trade id"  # logs
+
+    def _should_give_way(self) -> bool:
+        return self._candles_queued > 0
 
     # --- intake (called by the pipeline, on the event loop) --------------------------------------------------
 
@@ -128,12 +102,16 @@ class Backfiller:
         if not self.trades:
             self._record(job, "unfillable", "trades are not collected")
             return
-        self._record(job, "detected", "aggTrade ids skipped on the stream")
+        if self.history.no_trade_history:  # the venue cannot serve them: stored as it is, with why
+            self.counts["gaps_unfilled"] += 1
+            self._record(job, "unfillable", self.history.no_trade_history)
+            return
+        self._record(job, "detected", self.history.trade_gap_reason)
         self._enqueue(job)
 
     def add_tail_check(self, symbol: str, after_id: int) -> None:
         """Ask for a resumed symbol's trades after `after_id` (collector.pipeline.tails), behind the gaps."""
-        if self.trades:
+        if self.trades and not self.history.no_trade_history:
             self._enqueue(TailCheckJob(symbol, after_id))
 
     def add_candle_gap(self, symbol: str, first_open_ms: int, last_open_ms: int) -> None:
@@ -155,7 +133,7 @@ class Backfiller:
         for g in gaps:
             job: Job
             if g.kind == "trades":
-                if not self.trades:
+                if not self.trades or self.history.no_trade_history:
                     continue
                 job = TradeGapJob(TakenOverGap(g.symbol, g.from_id, g.to_id, g.detected_ms), g.from_id)
             elif g.kind == "candles_1m":
@@ -245,8 +223,8 @@ class Backfiller:
         gap = job.gap
         complete = True
         while job.next_id <= gap.to_id:
-            path, query = agg_trade_page(gap.symbol, job.next_id, gap.to_id)
-            body = await self._request(path, query, AGG_TRADES_WEIGHT, TRADES_RESERVE, preemptible=True)
+            path, query, weight = self.history.trade_page(gap.symbol, job.next_id, gap.to_id)
+            body = await self._request(path, query, weight, TRADES_RESERVE, preemptible=True)
             if body is None and self._preempted:  # a candle repair came up while waiting for weight
                 self._active.discard(job.key)
                 self._enqueue(job)  # continues from job.next_id after the candles
@@ -254,7 +232,7 @@ class Backfiller:
             if body is None:  # REST kept failing, or stopping: not the exchange's answer, try again later
                 self._unfinished(job)
                 return
-            rows = self._decode(agg_rows, body, gap.symbol)
+            rows = self._decode(self.history.trades, body, gap.symbol)
             if rows is None or not rows:
                 complete = False
                 break
@@ -266,8 +244,7 @@ class Backfiller:
                     break
                 if r.a != job.next_id:
                     complete = False  # the exchange no longer has some of these ids
-                t = AggTrade(E=r.T, s=gap.symbol, a=r.a, p=r.p, q=r.q, f=r.f, l=r.l, T=r.T, m=r.m)
-                self.counts["trades"] += self.sink.on_backfill_trade(t, gap, receipt)
+                self.counts["trades"] += self.sink.on_backfill_trade(r, gap, receipt)
                 job.next_id = r.a + 1
             if job.next_id == before:  # nothing usable in the page: the exchange cannot cover the gap
                 complete = False
@@ -284,26 +261,27 @@ class Backfiller:
         self._active.discard(job.key)
         if not self.sink.tail_open(job.symbol, job.after_id):
             return
-        path, query = agg_trade_page(job.symbol, job.after_id + 1, job.after_id + AGG_TRADES_LIMIT)
-        body = await self._request(path, query, AGG_TRADES_WEIGHT, TRADES_RESERVE, preemptible=True)
+        path, query, weight = self.history.trade_page(job.symbol, job.after_id + 1,
+                                                      job.after_id + self.history.trade_page_limit)
+        body = await self._request(path, query, weight, TRADES_RESERVE, preemptible=True)
         if body is None and self._preempted:
             self._enqueue(job)  # after the candle repair that came up
             return
-        rows = self._decode(agg_rows, body, job.symbol)
+        rows = self._decode(self.history.trades, body, job.symbol)
         if rows is not None:
             self.counts["tail_checks"] += 1
             self.sink.on_tail(job.symbol, job.after_id, [(r.a, r.T) for r in rows], self.clock())
 
     async def _fill_candles(self, job: CandleJob) -> None:
-        for path, query, weight in kline_pages(job.symbol, job.first_open_ms, job.last_open_ms):
+        for path, query, weight in self.history.candle_pages(job.symbol, job.first_open_ms, job.last_open_ms):
             body = await self._request(path, query, weight)
             if body is None:
                 self._unfinished(job)
                 return
-            rows = self._decode(kline_rows, body, job.symbol)
+            rows = self._decode(self.history.candles, body, job.symbol)
             if not rows:
-                log.warning("%s: candles %d..%d could not be fetched", job.symbol, query["startTime"],
-                            query["endTime"])
+                log.warning("%s: candles %d..%d could not be fetched (%s %s)", job.symbol, job.first_open_ms,
+                            job.last_open_ms, path, query)
                 self.counts["candles_failed"] += 1
                 self._record(job, "unfillable", "the exchange returned no klines for these minutes")
                 self._finish(job, math.inf)
@@ -333,80 +311,19 @@ class Backfiller:
         gap = job.gap
         self.counts["gaps_filled" if filled_ms is not None else "gaps_unfilled"] += 1
         if filled_ms is None:
-            log.warning("%s: aggTrade gap %d..%d stored unfilled", gap.symbol, gap.from_id, gap.to_id)
+            log.warning("%s: %s gap %d..%d stored unfilled", gap.symbol, self._ids, gap.from_id, gap.to_id)
             self._record(job, "unfillable", "the exchange no longer has some of these ids")
         else:
-            log.info("%s: aggTrade gap %d..%d filled from REST", gap.symbol, gap.from_id, gap.to_id)
+            log.info("%s: %s gap %d..%d filled from REST", gap.symbol, self._ids, gap.from_id, gap.to_id)
             self._record(job, "filled", "fetched over REST", filled_ms)
         self._finish(job, math.inf)
 
-    def _decode(self, decoder: msgspec.json.Decoder[list[Any]], body: bytes | None, symbol: str) -> list[Any] | None:
+    def _decode(self, parse: Callable[[str, bytes], list[Any]], body: bytes | None, symbol: str) -> list[Any] | None:
         if body is None:
             return None
         try:
-            return decoder.decode(body)
-        except msgspec.DecodeError as e:  # ValidationError is a DecodeError
+            return parse(symbol, body)
+        except (msgspec.DecodeError, ValueError, TypeError) as e:  # ValidationError is a DecodeError
             self.counts["failures"] += 1
             log.warning("%s: unusable REST answer (%s): %r", symbol, e, body[:200])
             return None
-
-    # --- one request, within the budget ------------------------------------------------------------------------
-
-    async def _request(self, path: str, query: dict[str, str | int], weight: int,
-                       reserve: float = 0.0, preemptible: bool = False) -> bytes | None:
-        """GET path?query once weight is available (leaving `reserve` of the budget); retried on 429/418
-        (after the budget's pause) and, up to MAX_ATTEMPTS in all, on other failures. None when given up
-        or stopping, or (`preemptible`, then self._preempted is set) when a candle repair is queued while
-        this request waits for weight."""
-        url = f"{self.rest_url}{path}?{urlencode(query)}"
-        failures = 0
-        self._preempted = False
-        while not self.stop.is_set():
-            if not await self._acquire(weight, reserve, preemptible):
-                return None
-            self.counts["requests"] += 1
-            try:
-                status, headers, body = await self._get(url)
-            except (TimeoutError, OSError, Exception) as e:  # noqa: B014 - every transport failure is retried
-                status, headers, body = 0, {}, repr(e).encode()
-            self.gate.on_response(status, headers, self.clock() * 1000)
-            if status == 200:
-                return body
-            if status in (429, 418):
-                self.counts["throttled"] += 1
-                log.warning("REST %s answered %d (Retry-After %s): pausing every REST user", path, status,
-                            headers.get("Retry-After") or headers.get("retry-after"))
-                continue
-            failures += 1
-            self.counts["failures"] += 1
-            log.warning("REST %s failed (%s, attempt %d/%d): %r", path, status or "no answer", failures,
-                        MAX_ATTEMPTS, body[:200])
-            if failures >= MAX_ATTEMPTS or await self._pause(RETRY_BASE_S * 2 ** (failures - 1)):
-                return None
-        return None
-
-    async def _acquire(self, weight: int, reserve: float = 0.0, preemptible: bool = False) -> bool:
-        """Wait until the budget grants `weight` (leaving `reserve`); False when stopping or (preemptible)
-        giving way to a queued candle repair."""
-        while True:
-            if preemptible and self._candles_queued > 0:
-                self._preempted = True
-                return False
-            now_ms = self.clock() * 1000
-            wait_ms = self.gate.wait_time(weight, now_ms, reserve)
-            if wait_ms <= 0 and self.gate.try_acquire(weight, now_ms, reserve):
-                return True
-            longest = PREEMPT_POLL_S if preemptible else MAX_WAIT_S
-            if await self._pause(min(max(wait_ms, 10.0) / 1000, longest) if math.isfinite(wait_ms) else longest):
-                return False
-
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep unless asked to stop; True when stopping."""
-        return await sleep_unless_stopped(self.stop, seconds)
-
-    async def _get(self, url: str) -> tuple[int, dict[str, str], bytes]:
-        return await self._fetch(url)
-
-    async def _close(self) -> None:
-        if self._own_rest is not None:
-            await self._own_rest.close()

@@ -26,7 +26,7 @@ from collector.feed.cryptofeed_adapter import AsyncConnection, ConnectionClosed,
 from collector.feed.endpoints import Endpoints
 from collector.feed.events import EventSink, FrameErrors
 from collector.feed.venues import bybit, okx
-from collector.feed.venues.common import VenueSymbol
+from collector.feed.venues.common import ContractSize, VenueSymbol
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
 from collector.runtime.stopping import sleep_unless_stopped
 
@@ -135,6 +135,7 @@ class VenueFeed:
         self.unknown_symbols: list[str] = []
         self.plan: dict[str, list[str]] = {}
         self.decoder: Decoder | None = None
+        self._contracts: dict[str, ContractSize] = {}
         self._frame_errors = FrameErrors()  # until the decoder exists
         if all(isinstance(s, VenueSymbol) for s in symbols):
             self._use([s for s in symbols if isinstance(s, VenueSymbol)])
@@ -151,9 +152,14 @@ class VenueFeed:
 
     def _use(self, symbols: list[VenueSymbol]) -> None:
         self.symbols = symbols
+        self._contracts = {s.name: s.contract for s in symbols}
         self.plan = subscriptions(self.venue, [s.name for s in symbols], self.data_types)
         self.decoder = (okx.OkxDecoder(symbols, self.sink, self.venue) if self.venue == "okx"
                         else bybit.BybitDecoder(symbols, self.sink, self.venue))
+
+    def contract(self, name: str) -> ContractSize | None:
+        """The contract size of instrument `name`; None before the instruments are loaded, or if not ours."""
+        return self._contracts.get(name)
 
     @property
     def frame_errors(self) -> FrameErrors:

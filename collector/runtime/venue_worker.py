@@ -2,9 +2,8 @@
 instruments loaded through the worker's REST client and its venue's own budget.
 
 Why apart from collector.runtime.worker: that module wires Binance's feed, pipeline, backfill and link; the
-other venues differ only in how the feed is made and which REST budget it spends, and this keeps the
-difference in one place. What these workers do not have yet: REST repairs of trade-id and candle gaps
-(the Backfiller speaks Binance's aggTrades and klines), so their gaps are detected but not filled.
+other venues differ only in how the feed is made, which REST budget it spends and where the REST
+repairs find OKX's contract sizes, and this keeps the difference in one place.
 """
 
 from __future__ import annotations
@@ -19,32 +18,24 @@ from collector.feed.rest_budget import WeightGate
 from collector.feed.rest_client import RestClient
 from collector.feed.venue_feed import VenueFeed
 from collector.feed.venue_universe import afetch_venue_universe, note_response, venue_budget
-from collector.feed.venues.common import VenueSymbol
+from collector.feed.venues.common import ContractSize, VenueSymbol
 from collector.pipeline.limits import WeightBudget
-from collector.pipeline.router import Gap, Pipeline
 from collector.runtime.worker_spec import WorkerSpec
 
 # One instruments page is one request on both venues (their limits count requests, not weights).
 INSTRUMENTS_WEIGHT = 1.0
 
 
-def record_gaps_unrepaired(pipeline: Pipeline, venue: str) -> None:
-    """Store every trade-id and candle gap this venue's stream shows as `unfillable` when it is found.
+class VenueContracts:
+    """OKX's contract sizes for the REST repairs (collector.feed.venue_history), read from the worker's
+    VenueFeed once it has loaded its instruments: the Backfiller is made before the feed, and a trade
+    can only be repaired after the feed decoded one."""
 
-    Why: these workers have no REST repair yet, and a gap only logged would be a silent loss in the
-    database; stored, it is in `gaps` (and /stats' gap counts) for the user to see and to backfill."""
-    reason = f"no REST repair for {venue} yet"
+    def __init__(self) -> None:
+        self.feed: object = None  # the worker's feed, set when it is built
 
-    def trade_gap(g: Gap) -> None:
-        pipeline.record_gap("trades", g.symbol, g.from_id, g.to_id, g.detected_ms, "unfillable", reason,
-                            g.detected_ms)
-
-    def candle_gap(symbol: str, first_open_ms: int, last_open_ms: int) -> None:
-        now_ms = int(time.time() * 1000)
-        pipeline.record_gap("candles_1m", symbol, first_open_ms, last_open_ms, now_ms, "unfillable", reason, now_ms)
-
-    pipeline.on_gap = trade_gap
-    pipeline.on_candle_gap = candle_gap
+    def of(self, name: str) -> ContractSize | None:
+        return self.feed.contract(name) if isinstance(self.feed, VenueFeed) else None
 
 
 def venue_rest_budget(spec: WorkerSpec) -> WeightBudget:

@@ -33,6 +33,7 @@ from collector.feed.rest_budget import SharedWeightBudget
 from collector.feed.rest_client import RestClient
 from collector.feed.source import FastBinanceFutures, subscription_channels
 from collector.feed.venue_feed import VenueFeed
+from collector.feed.venue_history import venue_history
 from collector.pipeline.activity import window_ms
 from collector.pipeline.encode import Batch
 from collector.pipeline.limits import WeightBudget
@@ -41,7 +42,7 @@ from collector.runtime.checkpoint_block import CheckpointBlock
 from collector.runtime.checkpoints import RESUME_IDS_MAX_AGE_MS, Checkpointer, resume_activity
 from collector.runtime.handover import HandoverBuffer
 from collector.runtime.stopping import sleep_unless_stopped
-from collector.runtime.venue_worker import build_venue_feed, record_gaps_unrepaired, venue_rest_budget
+from collector.runtime.venue_worker import VenueContracts, build_venue_feed, venue_rest_budget
 from collector.runtime.wakeups import coalesce
 from collector.runtime.worker_control import build_trade_filter, build_warmup, read_control
 from collector.runtime.worker_spec import WorkerSpec
@@ -119,13 +120,12 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     # cast: Pipeline.on_backfill_trade takes the pipeline's Gap, BackfillSink promises any GapLike; the
     # backfiller only ever passes back the gaps the pipeline reported (pipeline.on_gap below)
     rest = RestClient()  # the worker's one HTTP client: backfill, open interest and exchangeInfo
+    contracts = VenueContracts()  # OKX's contract sizes for repaired trades, once the feed loaded them
     backfill = Backfiller(spec.endpoints.rest, cast("BackfillSink", pipeline), budget, stop, fetch=rest.get,
-                          trades="trades" in cfg.collection.data_types)
-    if spec.venue == "binance":  # the repairs use Binance's REST (aggTrades, klines); see venue_worker
-        pipeline.on_gap = backfill.add_trade_gap
-        pipeline.on_candle_gap = backfill.add_candle_gap
-    else:
-        record_gaps_unrepaired(pipeline, spec.venue)
+                          trades="trades" in cfg.collection.data_types,
+                          history=None if spec.venue == "binance" else venue_history(spec.venue, contracts.of))
+    pipeline.on_gap = backfill.add_trade_gap
+    pipeline.on_candle_gap = backfill.add_candle_gap
     # cast: bind_feed_class returns a subclass of the class it is given, typed as its default base
     feed_cls = cast(type[FastBinanceFutures],
                     bind_feed_class(spec.endpoints, FastBinanceFutures, ws_client=cfg.exchange.ws_client))
@@ -155,7 +155,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             timeout=cfg.exchange.silent_timeout_s, timeout_interval=max(1.0, cfg.exchange.silent_timeout_s / 4),
         )
     else:
-        feed = build_venue_feed(spec, holding or pipeline, rest, budget)
+        feed = contracts.feed = build_venue_feed(spec, holding or pipeline, rest, budget)
 
     paused = False
     pauses = 0
@@ -286,9 +286,9 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
             feed_tg.create_task(feed.run(stop), name="feed")
             feed_tg.create_task(housekeeping(), name="housekeeping")
             feed_tg.create_task(backfill.run(), name="backfill")
-            if spec.dsn is not None and spec.venue == "binance":
-                feed_tg.create_task(take_over_gaps(spec.dsn, spec.symbols, backfill, stop, cfg.exchange.gap_rescan_s),
-                                    name="gap-takeover")
+            if spec.dsn is not None:
+                feed_tg.create_task(take_over_gaps(spec.dsn, spec.venue, spec.symbols, backfill, stop,
+                                                   cfg.exchange.gap_rescan_s), name="gap-takeover")
         await rest.close()
         take_over("stopping before the hand-over")  # what we held must not be lost
         pipeline.flush_all()
@@ -309,14 +309,14 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
              dict(backfill.counts))
 
 
-def _open_gaps(dsn: str, symbols: list[str]) -> list[gaps_repo.OpenGap]:
+def _open_gaps(dsn: str, venue: str, symbols: list[str]) -> list[gaps_repo.OpenGap]:
     # bounded, so a stopping worker never waits long for this read
     with psycopg.connect(dsn, connect_timeout=10, application_name="collector-worker",
                          options="-c statement_timeout=10000") as conn:
-        return gaps_repo.open_gaps(conn, "binance", symbols)
+        return gaps_repo.open_gaps(conn, venue, symbols)
 
 
-async def take_over_gaps(dsn: str, symbols: list[str], backfill: Backfiller, stop: asyncio.Event,
+async def take_over_gaps(dsn: str, venue: str, symbols: list[str], backfill: Backfiller, stop: asyncio.Event,
                          every_s: float) -> None:
     """At start and every `every_s`: queue the unfinished repairs of this worker's symbols from `gaps`.
 
@@ -325,7 +325,7 @@ async def take_over_gaps(dsn: str, symbols: list[str], backfill: Backfiller, sto
     """
     while not stop.is_set():
         try:
-            backfill.take_over(await asyncio.to_thread(_open_gaps, dsn, symbols))  # type: ignore[arg-type]
+            backfill.take_over(await asyncio.to_thread(_open_gaps, dsn, venue, symbols))  # type: ignore[arg-type]
         except Exception as exc:  # database down or schema not there yet: the next round tries again
             log.warning("could not read unfinished repairs from the gaps table: %s", exc)
         await sleep_unless_stopped(stop, every_s)

@@ -1,8 +1,9 @@
-"""OKX v5 public REST, answered from the simulator's market: instruments, candles, open interest, funding,
-tickers and liquidation history, `{"code":"0","msg":"","data":[...]}` envelopes, and per-IP limits per
+"""OKX v5 public REST, answered from the simulator's market: instruments, candles, trade history, open
+interest, funding, tickers and liquidation history, `{"code":"0","msg":"","data":[...]}` envelopes, and per-IP limits per
 endpoint over 2-second windows answered with HTTP 429 `{"msg":"Too Many Requests","code":"50011"}`.
 
-Candles are served from the very 1m rows that were streamed, so a REST repair equals the truth.
+Candles and trades are served from the very rows that were streamed (trades: the history the Binance
+aggTrades endpoint serves, tradeId = its id), so a REST repair equals the truth.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 # Requests per IP per 2 s, from each endpoint's "Rate Limit" line in the OKX v5 docs.
 LIMITS = {
     "/api/v5/public/instruments": 20, "/api/v5/public/underlying": 20, "/api/v5/market/candles": 40,
-    "/api/v5/market/history-candles": 20, "/api/v5/public/open-interest": 20, "/api/v5/public/funding-rate": 20,
+    "/api/v5/market/history-candles": 20, "/api/v5/market/history-trades": 20, "/api/v5/public/open-interest": 20, "/api/v5/public/funding-rate": 20,
     "/api/v5/market/tickers": 20, "/api/v5/market/ticker": 20, "/api/v5/public/liquidation-orders": 40,
     "/api/v5/public/time": 10,
 }
@@ -139,6 +140,37 @@ class OkxRest:
     def history_candles(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         return self.candles(q, now_ms, cap=100)
 
+    def history_trades(self, q: dict[str, Any], now_ms: int) -> list[Any]:
+        """Fills newest first from the streamed history: each push of `count` fills (tradeId = the last) is
+        served as its fills, ids f..l, sizes splitting the push's (the first fills qty // count lots, the
+        last the rest), as OKX's REST serves individual trades. type 1 (default): `after`/`before` are
+        tradeIds (older than / newer than, exclusive); type 2: `after` is a ts and `before` is not
+        supported. With both cursors, the newest `limit` (at most 100) of the window between them."""
+        st = self._inst(q)
+        kind = q.get("type") or "1"
+        if kind not in ("1", "2"):
+            raise OkxError(400, "51000", "Parameter type error")
+        limit = max(1, min(100, int(q.get("limit") or 100)))
+        after, before = int(q.get("after") or 0), int(q.get("before") or 0)
+        out: list[dict[str, Any]] = []
+        pdp = st.price_dp
+        for _a, p, qty, f, last, t, m in reversed(st.trades):  # trade tuples: (a, price, qty, f, last, t, m)
+            if kind == "2" and after and t >= after:
+                continue
+            if kind == "1" and before and last <= before:
+                break
+            n = last - f + 1
+            each = qty // n
+            for tid in range(last, f - 1, -1):
+                if kind == "1" and ((after and tid >= after) or (before and tid <= before)):
+                    continue
+                size = qty - each * (n - 1) if tid == last else each
+                out.append({"instId": st.name, "side": "sell" if m else "buy", "sz": dec(size, st.ct_dp),
+                            "px": dec(p, pdp), "source": "0", "tradeId": str(tid), "ts": str(t)})
+                if len(out) == limit:
+                    return out
+        return out
+
     def open_interest(self, q: dict[str, Any], now_ms: int) -> list[Any]:
         if q.get("instType") != "SWAP":
             raise OkxError(400, "50014", "Parameter instType can not be empty.")
@@ -189,6 +221,7 @@ ROUTES = {
     "/api/v5/public/underlying": OkxRest.underlying,
     "/api/v5/market/candles": OkxRest.candles,
     "/api/v5/market/history-candles": OkxRest.history_candles,
+    "/api/v5/market/history-trades": OkxRest.history_trades,
     "/api/v5/public/open-interest": OkxRest.open_interest,
     "/api/v5/public/funding-rate": OkxRest.funding_rate,
     "/api/v5/market/tickers": OkxRest.tickers,

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import websockets
+from helpers import wait_for
 from simhelpers import http_get
 
 from exchange_sim import SimConfig, launch_subprocess, run_in_thread
@@ -205,3 +206,28 @@ def test_okx_shared_faults_skip_gap_and_injected_frames(okx):
     assert truth["symbols"]["BTC-USDT-SWAP"]["trade_ids"]["skipped"][-1][1] - \
         truth["symbols"]["BTC-USDT-SWAP"]["trade_ids"]["skipped"][-1][0] == 2
     assert truth["injected"] == {"malformed": 1, "unknown_symbol": 1}
+
+
+def test_okx_history_trades_cursors(okx):
+    """GET /api/v5/market/history-trades: fills, newest first (a push's `count` fills one by one); type 1 cursors are tradeIds (`after` older than, `before` newer than, both
+    exclusive), type 2 `after` a ts; sz in contracts, as the stream sends it."""
+    base = okx.rest_url + "/api/v5/market/history-trades?instId=BTC-USDT-SWAP"
+
+    def get(query: str) -> list:
+        http_get(okx.rest_url + "/_sim/reset_weights")  # this fixture allows 3 requests per 2 s
+        status, _, body = http_get(base + query)
+        assert status == 200 and body["code"] == "0", body
+        return body["data"]
+
+    wait_for(lambda: len(get("&limit=100")) >= 20, 30, "BTC-USDT-SWAP trades")
+    newest = get("&limit=10")
+    ids = [int(r["tradeId"]) for r in newest]
+    assert ids == list(range(ids[0], ids[0] - 10, -1))  # newest first, consecutive
+    assert set(newest[0]) == {"instId", "side", "sz", "px", "source", "tradeId", "ts"}
+    top = ids[0]
+    assert [int(r["tradeId"]) for r in get(f"&type=1&after={top - 2}&limit=3")] == [top - 3, top - 4, top - 5]
+    window = get(f"&after={top - 2}&before={top - 8}")
+    assert [int(r["tradeId"]) for r in window] == list(range(top - 3, top - 8, -1))
+    ts = int(newest[4]["ts"])
+    assert all(int(r["ts"]) < ts for r in get(f"&type=2&after={ts}&limit=5"))
+    assert len(get("&limit=500")) == 100  # the documented maximum
