@@ -30,9 +30,11 @@ from collector.db.schema import SchemaError, ensure_schema
 
 log = logging.getLogger(__name__)
 
-# The exchange probe: Binance answers /fapi/v1/ping (weight 1) in well under a second from anywhere it
-# serves; 5 s separates "slow" from "not there" without making a first start wait long.
+# The exchange probe: each venue's cheapest public request (Binance /fapi/v1/ping, weight 1; OKX's and
+# Bybit's server time) answers in well under a second from anywhere it serves; 5 s separates "slow" from
+# "not there" without making a first start wait long.
 EXCHANGE_PROBE_TIMEOUT_S = 5.0
+PROBE_PATHS = {"binance": "/fapi/v1/ping", "okx": "/api/v5/public/time", "bybit": "/v5/market/time"}
 # The start-up database check: a reachable server answers in milliseconds; an unreachable host must not
 # delay the start for the OS's TCP timeout (the writer keeps retrying anyway).
 DATABASE_CONNECT_TIMEOUT_S = 5
@@ -73,9 +75,10 @@ def check_port_free(host: str, port: int, key: str = "monitoring.health_check_po
                                ) from None
 
 
-def check_exchange(rest_url: str, key: str = "exchange.rest_url", timeout: float = EXCHANGE_PROBE_TIMEOUT_S) -> None:
-    """GET {rest_url}/fapi/v1/ping: the REST endpoint must answer before workers are started against it."""
-    url = rest_url.rstrip("/") + "/fapi/v1/ping"
+def check_exchange(rest_url: str, key: str = "exchange.rest_url", timeout: float = EXCHANGE_PROBE_TIMEOUT_S,
+                   venue: str = "binance") -> None:
+    """GET the venue's probe (PROBE_PATHS): its REST endpoint must answer before workers are started against it."""
+    url = rest_url.rstrip("/") + PROBE_PATHS[venue]
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the configured endpoint
             resp.read()
@@ -93,9 +96,12 @@ def check_machine(cfg: Config, simulate: bool) -> None:
     check_log_file(cfg.logging.filename)
     check_writable_dir(Path(cfg.writer.spool_dir), "writer.spool_dir")
     check_port_free(cfg.monitoring.health_check_host, cfg.monitoring.health_check_port)
-    if not simulate:
+    if not simulate:  # only the venues collected: a user of OKX alone need not reach Binance
         ex = cfg.exchange
-        check_exchange(ex.endpoints().rest, "exchange.rest_url" if ex.rest_url else f"exchange.preset ({ex.preset})")
+        for venue in cfg.collection.exchanges:
+            key = (f"exchange.{venue}.rest_url" if venue != "binance" else
+                   "exchange.rest_url" if ex.rest_url else f"exchange.preset ({ex.preset})")
+            check_exchange(ex.venue_endpoints(venue).rest, key, venue=venue)
 
 
 def prepare_database(dsn: str, mode: Mode, retention: Mapping[str, timedelta | None]) -> str | None:

@@ -84,6 +84,17 @@ def test_unreachable_exchange(tmp_path: Path) -> None:
                     "[Errno 111] Connection refused")
 
 
+def test_only_the_collected_venues_are_probed(tmp_path: Path) -> None:
+    """Collecting OKX alone needs OKX's REST, not Binance's (unreachable here); an unreachable OKX is named."""
+    closed = free_port()
+    line = _one_line(_start(tmp_path, collection={"exchanges": ["okx"]},
+                            exchange={"rest_url": f"http://127.0.0.1:{closed}", "ws_url": f"ws://127.0.0.1:{closed}",
+                                      "okx": {"rest_url": f"http://127.0.0.1:{closed}",
+                                              "ws_url": f"ws://127.0.0.1:{closed}"}}))
+    assert line == (f"error: exchange.okx.rest_url: cannot reach http://127.0.0.1:{closed}/api/v5/public/time: "
+                    "[Errno 111] Connection refused")
+
+
 def _database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
