@@ -35,7 +35,8 @@ import psycopg
 from bench import common
 from bench.peer import PEER_DDL, TRADE_COLUMNS
 from collector.db.schema import ensure_schema
-from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, BatchBuilder, RowEncoder
+from collector.pipeline.batches import BatchBuilder
+from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, RowEncoder
 from collector.writer.service import MAX_ROWS, Writer
 
 BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them

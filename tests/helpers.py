@@ -19,7 +19,8 @@ import psycopg
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
+from collector.pipeline.batches import Batch, BatchBuilder
+from collector.pipeline.encode import RowEncoder
 
 BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 

@@ -7,7 +7,8 @@ own Spool.write) hold them without the venue field, which Spool.read adds as 'bi
 
 from __future__ import annotations
 
-from collector.pipeline.encode import Batch, RowEncoder
+from collector.pipeline.batches import Batch
+from collector.pipeline.encode import RowEncoder
 
 BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 

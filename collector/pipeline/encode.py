@@ -1,4 +1,5 @@
-"""Rows -> PostgreSQL binary COPY tuples, and tuples -> picklable batches. Pure: no I/O.
+"""Rows -> PostgreSQL binary COPY tuples. Pure: no I/O. The tuples are gathered into batches by
+collector.pipeline.batches.
 
 Why binary COPY encoded in the workers: the single writer process must only concatenate bytes and hand
 them to `COPY ... FROM STDIN (FORMAT BINARY)`; every per-row Python cost is paid in parallel by the
@@ -12,9 +13,7 @@ type's binary send format; the trailer is int16 -1.
 from __future__ import annotations
 
 import struct
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 from collector.symbols import valid_symbol, valid_venue
 
@@ -346,76 +345,3 @@ class RowEncoder:
             enc_text(reason),
             enc_timestamptz(updated_at_ms if updated_at_ms is not None else filled_at_ms or detected_at_ms),
         ))
-
-
-# --- batches ------------------------------------------------------------------------------------------------------
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Encoded tuples of one table, ready to be concatenated into a COPY stream. Picklable.
-
-    first_event_ms / last_event_ms are the earliest / latest event time of the rows (not arrival order):
-    the writer uses them to create missing partitions and to report event-to-commit lag.
-    """
-
-    table: str
-    rows: int
-    data: bytes
-    first_event_ms: int
-    last_event_ms: int
-    created_ms: int
-
-
-@dataclass(slots=True)
-class BatchBuilder:
-    """Accumulates encoded tuples for one table; `take()` hands them over as one Batch and starts afresh."""
-
-    table: str
-    _parts: list[bytes] = field(default_factory=list)
-    _nbytes: int = 0
-    _first: int | None = None
-    _last: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.table not in COLUMNS:
-            raise ValueError(f"unknown table {self.table!r}")
-
-    def add(self, row: bytes, event_ms: int) -> int:
-        """Append one tuple; returns the number of rows now held (saves the caller a len() per row)."""
-        parts = self._parts
-        parts.append(row)
-        self._nbytes += len(row)
-        if self._first is None or event_ms < self._first:
-            self._first = event_ms
-        if self._last is None or event_ms > self._last:
-            self._last = event_ms
-        return len(parts)
-
-    def __len__(self) -> int:
-        return len(self._parts)
-
-    @property
-    def nbytes(self) -> int:
-        return self._nbytes
-
-    def take(self, now_ms: int | None = None) -> Batch | None:
-        """The rows added so far as a Batch (None when empty); the builder is empty afterwards."""
-        if not self._parts:
-            return None
-        assert self._first is not None and self._last is not None
-        batch = Batch(self.table, len(self._parts), b"".join(self._parts), self._first, self._last,
-                      _now_ms() if now_ms is None else now_ms)
-        self._parts = []
-        self._nbytes = 0
-        self._first = self._last = None
-        return batch
-
-
-def copy_payload(batches: Iterable[Batch]) -> bytes:
-    """A complete binary COPY stream (header, every batch's tuples, trailer)."""
-    return b"".join((COPY_HEADER, *(b.data for b in batches), COPY_TRAILER))

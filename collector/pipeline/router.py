@@ -18,7 +18,8 @@ from typing import Any
 
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
 from collector.pipeline.activity import DAY_MS, SymbolActivity
-from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
+from collector.pipeline.batches import Batch, BatchBuilder
+from collector.pipeline.encode import RowEncoder
 from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.limits import MinInterval
 from collector.pipeline.tails import TailChecks, tail_gap

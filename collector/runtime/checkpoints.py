@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from collector.feed.open_interest import PollPositions
-    from collector.pipeline.encode import Batch
+    from collector.pipeline.batches import Batch
     from collector.pipeline.router import Pipeline
     from collector.runtime.checkpoint_block import CheckpointBlock
     from collector.runtime.shm import StatsBlock

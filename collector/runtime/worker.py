@@ -35,7 +35,7 @@ from collector.feed.source import FastBinanceFutures, subscription_channels
 from collector.feed.venue_feed import VenueFeed
 from collector.feed.venue_history import venue_history
 from collector.pipeline.activity import window_ms
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.router import Pipeline
 from collector.runtime.checkpoint_block import CheckpointBlock

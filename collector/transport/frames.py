@@ -13,7 +13,8 @@ import dataclasses
 import struct
 from collections.abc import Iterator
 
-from collector.pipeline.encode import COLUMNS, Batch
+from collector.pipeline.batches import Batch
+from collector.pipeline.encode import COLUMNS
 
 MAGIC = b"CLB1"
 # magic, table index, sequence number, rows, first event ms, last event ms, created ms, payload length

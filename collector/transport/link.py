@@ -15,7 +15,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.runtime.stopping import sleep_unless_stopped
 from collector.transport.frames import ACK, encode_frame
 

@@ -11,7 +11,7 @@ import selectors
 import socket
 from pathlib import Path
 
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.transport.frames import ACK, FrameError, FrameReader
 
 log = logging.getLogger(__name__)

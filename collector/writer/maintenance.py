@@ -16,7 +16,7 @@ import psycopg
 from psycopg import errors
 
 from collector.db import partitions, rollups, tables, timescale
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.writer.sink import Sink, Transient, ms_to_dt
 from collector.writer.stats import WriterStats
 

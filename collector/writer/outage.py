@@ -12,7 +12,7 @@ import logging
 import pickle
 from collections.abc import Callable
 
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.writer.pending import Pending
 from collector.writer.spool import Spool
 from collector.writer.stats import WriterStats

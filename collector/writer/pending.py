@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 
 
 class Pending:

@@ -42,7 +42,8 @@ import psycopg
 from collector.db import setup as dbsetup
 from collector.db import tables
 from collector.db.mode import Mode
-from collector.pipeline.encode import COLUMNS, Batch
+from collector.pipeline.batches import Batch
+from collector.pipeline.encode import COLUMNS
 from collector.transport.server import BatchServer
 from collector.writer.maintenance import MAINTENANCE_EVERY_S, Maintenance
 from collector.writer.outage import SPOOL_AFTER_S, SPOOL_BACKLOG_BYTES, OutagePolicy, Spooler

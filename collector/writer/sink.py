@@ -28,7 +28,8 @@ from psycopg.conninfo import conninfo_to_dict
 from collector.db import gaps_repo, partitions, schema, tables
 from collector.db import setup as dbsetup
 from collector.db.mode import Mode
-from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER, Batch
+from collector.pipeline.batches import Batch
+from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER
 from collector.writer.stats import WriterStats
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.pipeline.encode import COLUMNS, Batch
+from collector.pipeline.batches import Batch
+from collector.pipeline.encode import COLUMNS
 from collector.transport.frames import (
     ADDED_COLUMNS,
     decode_spool,
@@ -39,7 +40,7 @@ _SPOOL_RE = re.compile(r"^pending-(?P<seq>\d+)-(?P<batches>\d+)\.(?:spool|pkl)$"
 
 class _LegacyUnpickler(pickle.Unpickler):
     """Reads the previous release's pickled spool files: a list of Batch, nothing else. That release pickled
-    Batch under its module of the time, collector.encode (now collector.pipeline.encode): the name is fixed in
+    Batch under its module of the time, collector.encode (now collector.pipeline.batches): the name is fixed in
     the files, so it must not follow the module."""
 
     def find_class(self, module: str, name: str) -> Any:

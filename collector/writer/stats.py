@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.observability.catalogue import COPY_LATENCY_BUCKETS_S as LATENCY_BUCKETS_S
-from collector.pipeline.encode import CANDLE_TABLES, Batch
+from collector.pipeline.batches import Batch
+from collector.pipeline.encode import CANDLE_TABLES
 
 # EWMA weight of the newest COPY latency: ~the last 10 flushes dominate.
 EWMA_ALPHA = 0.1

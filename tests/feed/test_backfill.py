@@ -12,7 +12,7 @@ import pytest
 from collector.feed.backfill import TRADES_RESERVE, Backfiller
 from collector.feed.backfill_plan import AGG_TRADES_WEIGHT, agg_trade_page, kline_pages, kline_weight
 from collector.feed.wire import AggTrade
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.router import Gap, Pipeline
 from collector.pipeline.trade_filter import FilterParams, TradeFilter

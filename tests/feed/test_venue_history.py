@@ -25,7 +25,7 @@ from collector.feed.venues.bybit import BybitDecoder
 from collector.feed.venues.common import ContractSize, VenueSymbol
 from collector.feed.venues.okx import OkxDecoder
 from collector.feed.wire import AggTrade
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.pipeline.limits import WeightBudget
 from collector.pipeline.router import Gap, Pipeline
 from collector.pipeline.trade_filter import FilterParams, TradeFilter

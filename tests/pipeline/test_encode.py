@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import struct
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
@@ -13,15 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.pipeline import encode as enc
-from collector.pipeline.encode import (
-    COPY_HEADER,
-    COPY_TRAILER,
-    BatchBuilder,
-    RowEncoder,
-    copy_payload,
-    encode_row,
-    valid_symbol,
-)
+from collector.pipeline.encode import COPY_HEADER, COPY_TRAILER, RowEncoder, encode_row, valid_symbol
 
 BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 
@@ -159,24 +150,6 @@ def test_numeric_wire_layout() -> None:
     # "-1.5": groups [1, 5000], weight 0, negative, dscale 1
     assert enc.enc_numeric("-1.5") == bytes.fromhex("0000000c" "0002" "0000" "4000" "0001" "0001" "1388")
     assert enc.enc_numeric("0") == bytes.fromhex("00000008" "0000" "0000" "0000" "0000")
-
-
-def test_batch_builder_take_and_pickle() -> None:
-    b = BatchBuilder("trades")
-    assert b.take() is None
-    r1 = BINANCE.trade(2_000, "BTCUSDT", 1, "1", "1", 1.0, "buy", "keep_all", 1, 1)
-    r2 = BINANCE.trade(1_000, "BTCUSDT", 2, "1", "1", 1.0, "sell", "keep_all", 2, 2)
-    b.add(r1, 2_000)
-    b.add(r2, 1_000)
-    assert len(b) == 2 and b.nbytes == len(r1) + len(r2)
-    batch = b.take(now_ms=5)
-    assert batch is not None and len(b) == 0 and b.take() is None
-    assert (batch.rows, batch.data, batch.first_event_ms, batch.last_event_ms, batch.created_ms) == (
-        2, r1 + r2, 1_000, 2_000, 5)
-    assert pickle.loads(pickle.dumps(batch)) == batch
-    assert copy_payload([batch, batch]) == COPY_HEADER + r1 + r2 + r1 + r2 + COPY_TRAILER
-    with pytest.raises(ValueError):
-        BatchBuilder("nope")
 
 
 decimals = st.builds(

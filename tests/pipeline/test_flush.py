@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collector.feed.wire import AggTrade
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.router import Pipeline
 from collector.pipeline.trade_filter import FilterParams, TradeFilter

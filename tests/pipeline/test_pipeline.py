@@ -13,7 +13,7 @@ from collector.feed.wire import (
     MarkPrice,
     OpenInterest,
 )
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.pipeline.router import Pipeline
 from collector.pipeline.tiers import TierAssignment
 from collector.pipeline.trade_filter import FilterParams, TradeFilter

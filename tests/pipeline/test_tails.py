@@ -4,7 +4,7 @@ never trades again (collector.pipeline.tails), and the live sequence continues a
 from __future__ import annotations
 
 from collector.feed.wire import AggTrade, MarkPrice
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.pipeline.router import Gap, Pipeline
 from collector.pipeline.tails import CHECK_AFTER_MS, TailChecks, tail_gap
 from collector.pipeline.trade_filter import FilterParams, TradeFilter

@@ -17,7 +17,7 @@ import pytest
 from collector.db.schema import ensure_schema
 from collector.feed.open_interest import PollPositions
 from collector.feed.wire import AggTrade, Kline, KlineBody, MarkPrice, OpenInterest
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.pipeline.limits import MinInterval
 from collector.pipeline.router import Pipeline
 from collector.pipeline.tiers import TierAssignment

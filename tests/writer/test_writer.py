@@ -12,7 +12,8 @@ import psycopg
 from helpers import now_ms, trade_ids, trades_batch
 from writer_helpers import DEAD_DSN, Clock, spool_files
 
-from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
+from collector.pipeline.batches import Batch, BatchBuilder
+from collector.pipeline.encode import RowEncoder
 from collector.transport.link import WriterLink
 from collector.writer.service import Writer, serve
 

@@ -14,7 +14,8 @@ from helpers import now_ms, trade_ids, trades_batch
 from writer_helpers import DAY_MS, DEAD_DSN, Clock, candle_5m, candles_batch, tick_until
 
 from collector.db import partitions
-from collector.pipeline.encode import BatchBuilder, RowEncoder
+from collector.pipeline.batches import BatchBuilder
+from collector.pipeline.encode import RowEncoder
 from collector.writer.maintenance import JOBS_POLL_S, MAINTENANCE_LOCK_TIMEOUT_MS, merge_ranges
 from collector.writer.service import Writer
 

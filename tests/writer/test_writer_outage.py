@@ -12,7 +12,7 @@ import pytest
 from helpers import trade_ids, trades_batch
 from writer_helpers import Clock, outage_writer, spool_files
 
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.transport.frames import encode_spool
 from collector.writer.service import Writer
 from collector.writer.spool import Spool, SpoolFile

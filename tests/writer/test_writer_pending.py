@@ -9,7 +9,7 @@ from pathlib import Path
 from helpers import trade_ids, trades_batch
 from writer_helpers import DEAD_DSN, Clock, outage_writer, spool_files
 
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.writer.outage import BACKOFF_INITIAL_S, BACKOFF_MAX_S, SPOOL_EVERY_S, OutagePolicy, split_files
 from collector.writer.pending import Pending
 from collector.writer.service import Writer

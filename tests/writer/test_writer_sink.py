@@ -10,7 +10,8 @@ import psycopg
 from helpers import now_ms, trade_ids, trades_batch
 from writer_helpers import DAY_MS, Clock
 
-from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
+from collector.pipeline.batches import Batch, BatchBuilder
+from collector.pipeline.encode import RowEncoder
 from collector.transport.frames import decode_spool
 from collector.writer.service import Writer
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from collector.pipeline.encode import Batch
+from collector.pipeline.batches import Batch
 from collector.runtime.shm import StatsBlock
 from collector.writer.main import HEARTBEAT_S, WriterStatsPublisher, stats_signature
 from collector.writer.stats import WriterStats

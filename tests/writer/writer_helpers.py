@@ -7,7 +7,8 @@ from pathlib import Path
 
 import psycopg
 
-from collector.pipeline.encode import Batch, BatchBuilder, RowEncoder
+from collector.pipeline.batches import Batch, BatchBuilder
+from collector.pipeline.encode import RowEncoder
 from collector.writer.service import Writer
 
 BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
