@@ -3,7 +3,8 @@
 No I/O: events arrive from the feed (collector.feed.source), kept rows are encoded once here, and full or
 old-enough batches are handed to `emit` (the worker puts them on the writer's queue). Everything that
 decides what is kept lives in the filter modules beside it (trade_filter, limits, thresholds); this module wires those rules to the event types,
-validates what the exchange sent, and counts every decision so the numbers can be published.
+validates what the exchange sent, and counts every decision so the numbers can be published. What the
+stream missed, answered over REST, enters through collector.pipeline.repairs, bound as methods here.
 """
 
 from __future__ import annotations
@@ -13,24 +14,21 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
+from collector.pipeline import repairs
 from collector.pipeline.activity import DAY_MS, SymbolActivity
 from collector.pipeline.batches import Batch, BatchBuilder
 from collector.pipeline.encode import RowEncoder
 from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.limits import MinInterval
-from collector.pipeline.tails import TailChecks, tail_gap
+from collector.pipeline.tails import TailChecks
 from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
+from collector.pipeline.validation import MAX_EVENT_SKEW_MS
 
 log = logging.getLogger(__name__)
 
-# Event times further than this from the receipt clock are treated as corrupt, not stored. A day covers
-# any honest clock skew and the simulator's accelerated clock in tests, and still rejects garbage such as
-# seconds sent as milliseconds (1970) or a year 2100 timestamp.
-MAX_EVENT_SKEW_MS = 86_400_000
 # Logged samples per bad-input kind; after that only a count line at these totals (and every
 # LOG_EVERY), so a flood of garbage is visible in the log without flooding it.
 LOGGED_SAMPLES = 3
@@ -47,21 +45,6 @@ _INF = math.inf
 # 0: Bybit's trades carry a UUID and the matching engine's cross sequence, which one taker's fills share
 #    and book events advance: no order to check, so neither gaps nor repeats are told from ids.
 TRADE_ID_RULES = {"binance": 1, "okx": 2, "bybit": 0}
-
-
-def check_trade(t: AggTrade, receipt: float) -> tuple[float, float] | str:
-    """(price, quantity) of a trade fit to store, or the kind of rejection: the one validation of live and
-    backfilled trades."""
-    try:
-        price = float(t.p)
-        qty = float(t.q)
-    except ValueError:
-        return "bad_number"
-    if not (0.0 < price < _INF and 0.0 < qty < _INF):  # NaN fails every comparison
-        return "non_positive_or_infinite"
-    if abs(t.T - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
-        return "absurd_timestamp"
-    return price, qty
 
 
 class Gap:
@@ -145,8 +128,8 @@ class Pipeline:
     # --- the events -------------------------------------------------------------------------------------
 
     def on_trade(self, t: AggTrade, receipt: float) -> None:
-        # Every trade passes here (~99% to be dropped): check_trade is inlined (same checks, same kinds,
-        # same order) because a call per trade costs as much as the checks.
+        # Every trade passes here (~99% to be dropped): validation.check_trade is inlined (same checks, same
+        # kinds, same order) because a call per trade costs as much as the checks.
         self.received["trades"] += 1
         sym = t.s
         if sym not in self.symbols:
@@ -274,91 +257,16 @@ class Pipeline:
         self.last_event_ms[kind] = event_ms
         return True
 
-    def tail_open(self, symbol: str, after_id: int) -> bool:
-        """Whether a tail check from `after_id` can still find anything (no live trade of `symbol` since)."""
-        return self.last_trade_id.get(symbol) == after_id
-
-    def on_tail(self, symbol: str, after_id: int, trades: Iterable[tuple[int, int]], receipt: float) -> None:
-        """The exchange's (id, trade time) of a resumed symbol's trades after its checkpoint: those traded
-        before the stream's newest event are a gap (repaired like the stream's), and the live ids continue
-        after it."""
-        seen = max(self.last_event_ms.values(), default=None)
-        span = tail_gap(self.last_trade_id.get(symbol), after_id, trades, seen)
-        if span is not None:
-            self._gap(symbol, span[0], span[1], int(receipt * 1000))
-            self.last_trade_id[symbol] = span[1]
-
     def on_bad_frame(self, kind: str) -> None:
         self.rejected[kind] += 1
 
-    # --- backfill (collector.feed.backfill): REST answers for what the stream missed -----------------------------
+    # --- REST answers for what the stream missed (collector.pipeline.repairs) --------------------------
 
-    def on_backfill_trade(self, t: AggTrade, gap: Gap, receipt: float) -> bool:
-        """A trade of `gap` fetched over REST: validated and filtered like a live one; True if kept.
-
-        Separate from on_trade because the live id sequence must stay as it is (these ids are older
-        than the last live one, which on_trade would reject as duplicates) and because the filter state
-        to decide with is the gap's (see Gap). Rows are stored with the filter's save_reason, like live
-        ones; the gaps table says which id ranges came from REST.
-        """
-        sym = t.s
-        if sym not in self.symbols:
-            self._reject("unknown_symbol", t)
-            return False
-        if not gap.from_id <= t.a <= gap.to_id or sym != gap.symbol:
-            self._reject("duplicate_or_old_id", t)
-            return False
-        checked = check_trade(t, receipt)
-        if isinstance(checked, str):
-            self._reject(checked, t)
-            return False
-        price, qty = checked
-        ts = t.T
-        self.backfilled["trades"] += 1
-        usd = price * qty
-        self.activity[sym].add(ts, usd)
-        state = gap.filter_state if gap.filter_state is not None else self.trade_filter.symbol(sym)
-        reason = state.decide(price, usd, ts)
-        if reason is None:
-            return False
-        self._keep_trade(t, usd, reason)
-        return True
-
-    def on_backfill_kline(self, symbol: str, row: list[Any], receipt: float) -> bool:
-        """A closed 1m kline from REST /fapi/v1/klines (a list: open time, o, h, l, c, v, close time, quote
-        volume, trades, taker buy volume, taker buy quote volume, ...); True if stored.
-
-        Only minutes before a closed kline the stream already delivered are asked for, so every row is
-        closed; the exchange's clock, not ours, says so (ours may differ, and does on the simulator)."""
-        if symbol not in self.symbols:
-            self._reject("unknown_symbol", row)
-            return False
-        try:
-            t, o, h, low, c, v, close_t, qv, n, tv, tqv = row[:11]
-            if not (isinstance(t, int) and isinstance(close_t, int) and isinstance(n, int)):
-                raise ValueError("kline times and trade count must be integers")
-            if abs(t - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
-                self._reject("absurd_timestamp", row)
-                return False
-            encoded = self.encoder.candle(t, symbol, close_t, o, h, low, c, v, qv, n, tv, tqv)
-        except (ValueError, TypeError):
-            self._reject("bad_number", row)
-            return False
-        self.backfilled["candles"] += 1
-        if self._store_candles:
-            self._add("candles_1m", encoded, t)
-        return True
-
-    def record_gap(self, kind: str, symbol: str, from_id: int, to_id: int, detected_ms: int, state: str,
-                   reason: str, updated_ms: int, filled_ms: int | None = None) -> None:
-        """Store one version of a gap's row (collector.feed.backfill: detected, filling, filled, unfillable).
-
-        Sent like any row; the writer keeps the most advanced version per gap (collector.db.gaps_repo.upsert_gaps_sql).
-        """
-        if kind == "trades" and state in ("filled", "unfillable"):
-            self.backfilled["gaps_filled" if state == "filled" else "gaps_unfilled"] += 1
-        self._add("gaps", self.encoder.gap(symbol, from_id, to_id, detected_ms, filled_ms, kind=kind, state=state,
-                                     reason=reason, updated_at_ms=updated_ms), detected_ms)
+    tail_open = repairs.tail_open
+    on_tail = repairs.on_tail
+    on_backfill_trade = repairs.on_backfill_trade
+    on_backfill_kline = repairs.on_backfill_kline
+    record_gap = repairs.record_gap
 
     # --- batching ---------------------------------------------------------------------------------------
 
