@@ -7,7 +7,7 @@ numbers as the statistics block (collector.runtime.shm) and copies it to the `ch
 
 Layout: a 64-byte header (magic, record count, record size), one word per worker (the hand-over
 readiness, collector.runtime.handover.HandoverBuffer.ready), then the records. Record layout (native byte
-order, 64 bytes, seqlock as in collector.runtime.shm: seq odd while writing):
+order, 64 bytes, seqlock as in collector.runtime.seqlock: seq odd while writing):
     seq u64 | last trade id i64 | last kline open ms i64 | funding ms i64 | filter price f64 |
     filter time ms i64 | open interest poll ms i64 | updated ms i64       (NONE = -2**63 for "unknown")
 """
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from multiprocessing import shared_memory
 
 from collector.runtime.checkpoints import SymbolCheckpoint, pack, unpack
-from collector.runtime.shm import close_shared
+from collector.runtime.seqlock import close_shared
 
 log = logging.getLogger(__name__)
 

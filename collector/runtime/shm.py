@@ -5,13 +5,9 @@ lock, no message), and a wedged child must not wedge the reader. One block is cr
 children attach by name. Each slot has exactly one writer (its owner) and any number of readers; a
 seqlock makes a reader's copy consistent without ever blocking the owner.
 
-Seqlock protocol (per slot): the owner makes `seq` odd, writes the slot, makes `seq` even again. A reader
-copies `seq`, the slot, `seq` again, and accepts the copy only when both are equal and even. An owner that
-dies between the two stores leaves `seq` odd forever: readers give up after STALE_AFTER_S and report the
-slot as stale instead of spinning. A process restarted into the same slot resets it (values zeroed, pid
-and seq updated) before its first publish. The protocol relies on the 8-byte aligned seq stores being
-single stores that are not reordered with the slot's body, which holds on x86-64 (TSO); the block is a
-same-machine diagnostic, so a torn read on weaker hardware would be detected on the next read at worst.
+The seqlock protocol (a reader's copy is consistent, or the slot is reported stale) is
+collector.runtime.seqlock's; the owners' seq stores are inlined in publish_activity and ProcessSlot.publish.
+A process restarted into the same slot resets it (values zeroed, pid and seq updated) before its first publish.
 
 Layout (version 4, native byte order like the activity images, every offset from the start of the block; all regions 64-byte aligned):
 
@@ -75,6 +71,7 @@ from typing import NamedTuple
 
 from collector.observability.catalogue import WORKER_FIELDS, WRITER_FIELDS
 from collector.pipeline.activity import DEFAULT_SLOTS, nbytes
+from collector.runtime.seqlock import StaleSlot, close_shared, read_consistent
 
 MAGIC = b"CLSTATS1"
 # 4: the never-set queue_depth, queue_full and outbox_bytes left the value lists (values moved).
@@ -85,13 +82,6 @@ VALUES_CAPACITY = 128
 MAX_PROCESS_SLOTS = 65  # writer + 64 workers
 # Cache-line alignment: slots of different owners never share a line (no false sharing between processes).
 _ALIGN = 64
-# How long seq may stay odd at one value before a reader calls the slot stale. An owner holds it odd for
-# one memcpy (~1 µs for a process slot, a few µs for an activity image); 50 ms also rides out the owner
-# being preempted mid-write for a few scheduler time slices, yet a dead slot costs /health only 50 ms.
-STALE_AFTER_S = 0.05
-# A reader racing an owner that republishes back to back retries while seq moves, but not forever.
-READ_GIVE_UP_S = 0.2
-
 ROLE_NONE, ROLE_WRITER, ROLE_WORKER = 0, 1, 2
 WRITER_SLOT = 0
 
@@ -113,22 +103,6 @@ PROCESS_SLOT_SIZE = _PROC_HEAD.size + 8 * VALUES_CAPACITY + _TEXT_LEN.size + TEX
 
 FIELDS: dict[int, tuple[str, ...]] = {ROLE_WRITER: WRITER_FIELDS, ROLE_WORKER: WORKER_FIELDS}
 assert max(map(len, FIELDS.values())) <= VALUES_CAPACITY
-
-
-def close_shared(shm: shared_memory.SharedMemory, owner: bool, *views: memoryview) -> None:
-    """Release a block's views and mapping; the creator (owner) also removes its name, which may be gone already.
-
-    Shared by every block in shared memory (this one, collector.runtime.checkpoint_block): a view still alive
-    would make SharedMemory.close() raise BufferError.
-    """
-    for view in views:
-        view.release()
-    shm.close()
-    if owner:
-        try:
-            shm.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def role_of_slot(slot: int) -> int:
@@ -168,10 +142,6 @@ class UnknownField(LookupError):
     def __init__(self, name: str, role: int) -> None:
         super().__init__(f"{name!r} is not a {'writer' if role == ROLE_WRITER else 'worker'} field of the metric "
                          "catalogue (collector.observability.catalogue)")
-
-
-class StaleSlot(Exception):
-    """A slot's seq stayed odd for STALE_AFTER_S (its owner most likely died mid-write), or never settled."""
 
 
 class StatsBlock:
@@ -265,7 +235,7 @@ class StatsBlock:
         """A consistent copy of a process slot; None if never written; stale=True if its owner died mid-write."""
         off = self._proc_off(slot)
         try:
-            raw = self._read_consistent(off, PROCESS_SLOT_SIZE)
+            raw = read_consistent(self.buf, self._words, off, PROCESS_SLOT_SIZE)
         except StaleSlot:
             _, pid, updated, role, _ = _PROC_HEAD.unpack_from(self.buf, off)
             return ProcessReading(pid, role, updated, {}, stale=True)
@@ -280,33 +250,6 @@ class StatsBlock:
         start = text_at + _TEXT_LEN.size
         text = raw[start:start + min(length, TEXT_CAPACITY)].decode("utf-8", "replace")
         return ProcessReading(pid, role, updated, dict(zip(names[:n], vals, strict=True)), text=text)
-
-    def _read_consistent(self, off: int, size: int) -> bytes | None:
-        buf, words = self.buf, self._words
-        end, w = off + size, off >> 3
-        s1 = words[w]
-        if s1 == 0:
-            return None
-        if not s1 & 1:  # the common case: no write in progress, one copy
-            raw = bytes(buf[off:end])
-            if words[w] == s1:
-                return raw
-        start = stuck_since = time.monotonic()
-        last = s1
-        while True:
-            os.sched_yield()
-            s1 = words[w]
-            if not s1 & 1:
-                raw = bytes(buf[off:end])
-                if words[w] == s1:
-                    return raw
-            now = time.monotonic()
-            if s1 != last:  # the owner is making progress: busy, not dead
-                last, stuck_since = s1, now
-            elif s1 & 1 and now - stuck_since > STALE_AFTER_S:
-                raise StaleSlot(f"seq at offset {off} stuck odd: the owner died mid-write")
-            if now - start > READ_GIVE_UP_S:
-                raise StaleSlot(f"seq at offset {off} never settled: the owner rewrites it back to back")
 
     # --- symbol slots -------------------------------------------------------------------------------------
 
@@ -334,7 +277,7 @@ class StatsBlock:
     def read_activity(self, index: int) -> ActivityReading | None:
         """(owner, updated_ms, image) of a symbol slot, None if never written; raises StaleSlot."""
         off = self._sym_off(index)
-        raw = self._read_consistent(off, _SYM_HEAD.size + self.activity_nbytes)
+        raw = read_consistent(self.buf, self._words, off, _SYM_HEAD.size + self.activity_nbytes)
         if raw is None:
             return None
         _, owner, length, updated, last_id, last_kline = _SYM_HEAD.unpack_from(raw)

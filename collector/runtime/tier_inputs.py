@@ -11,7 +11,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 from collector.pipeline.activity import EMPTY_SUMMARY, Summary, SymbolActivity
-from collector.runtime.shm import StaleSlot, StatsBlock
+from collector.runtime.seqlock import StaleSlot
+from collector.runtime.shm import StatsBlock
 
 log = logging.getLogger(__name__)
 

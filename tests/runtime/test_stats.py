@@ -11,13 +11,13 @@ import pytest
 
 from collector.pipeline.activity import EMPTY_SUMMARY, SymbolActivity, nbytes
 from collector.runtime import shm as stats
+from collector.runtime.seqlock import StaleSlot
 from collector.runtime.shm import (
     PROCESS_SLOT_SIZE,
     ROLE_WORKER,
     ROLE_WRITER,
     WORKER_FIELDS,
     WRITER_FIELDS,
-    StaleSlot,
     StatsBlock,
     UnknownField,
 )
