@@ -40,6 +40,7 @@ from collector.runtime.children import (
 )
 from collector.runtime.coordinator import Command, Coordinator, Replace, Send
 from collector.runtime.exitcodes import BOOT_ERROR, EXIT_CONFIG, EXIT_OK, read_boot_error
+from collector.runtime.launch import child_process
 from collector.runtime.logs import mask_secrets, setup_logging
 from collector.runtime.monitoring import Monitor
 from collector.runtime.reload import plan_reload
@@ -244,35 +245,9 @@ class Supervisor:
                 self._replace_worker(c)
 
     def _spawn(self, child: Child) -> None:
-        from collector.runtime.worker_spec import WorkerSpec, run_worker
-        from collector.writer.main import WriterSpec, run_writer
-
-        cfg, res, co = self.cfg, self.res, self.coordinator
-        assert cfg is not None and res.endpoints is not None and res.dsn is not None and res.stats is not None
-        assert co is not None
-        child.stop = stop = self.ctx.Event()
-        if child.role == "api":  # stopped with SIGTERM (uvicorn's graceful shutdown), not the event
-            from collector.api.serve import run_child
-
-            child.process = self.ctx.Process(target=run_child, args=(self.config_path, res.dsn), name="api")
-        elif child.role == "writer":
-            wspec = WriterSpec(config=cfg, dsn=res.dsn, socket_path=res.socket_path, stop=stop,
-                               stats_name=res.stats.name)
-            child.process = self.ctx.Process(target=run_writer, args=(wspec,), name="writer", daemon=False)
-        else:
-            child.control = self.ctx.Queue()
-            symbols, tiers, provisional, slots = co.worker_inputs(child.index)
-            child.symbols = symbols
-            total = len(res.shards)
-            venue = co.worker_venue(child.index)
-            spec = WorkerSpec(index=child.index, total=total, symbols=symbols, config=cfg, venue=venue,
-                              endpoints=co.endpoints_of(venue), socket_path=res.socket_path, control=child.control,
-                              stop=stop, tiers=tiers, tiers_provisional=provisional, stats_name=res.stats.name,
-                              symbol_slots=slots, rest_weight_share=1.0 / total,
-                              rest_budget_path=res.rest_budget_path, dsn=res.dsn,
-                              checkpoints_name=res.checkpoints.name if res.checkpoints else None,
-                              handover=child.handover)
-            child.process = self.ctx.Process(target=run_worker, args=(spec,), name=f"worker-{child.index + 1}")
+        cfg, co = self.cfg, self.coordinator
+        assert cfg is not None and co is not None
+        child.process = child_process(self.ctx, child, self.config_path, cfg, self.res, co)
         child.process.start()
         child.started = time.monotonic()
         child.started_ms = int(time.time() * 1000)
