@@ -1,7 +1,7 @@
 """The writer process: its entry point (run_writer), what the supervisor hands it, and its stats publishing.
 
 Everything here runs in the child: it sets up the process (title, logging, signals, shared memory) and then
-runs collector.writer.service.serve() until the supervisor's stop event is set.
+runs collector.writer.loop.serve() until the supervisor's stop event is set.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from collector.observability.catalogue import JOB_PROCS, LATENCY_BUCKET_KEYS, WRITER_KINDS
 from collector.runtime.heartbeat import PublishPolicy
-from collector.writer.service import serve
+from collector.writer.loop import serve
 from collector.writer.stats import WriterStats
 
 # Unchanged stats are copied again this often: the writer's heartbeat (collector.runtime.heartbeat), well

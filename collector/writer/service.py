@@ -1,5 +1,5 @@
-"""The writer process's core: encoded batches in, one binary COPY per table per flush out, each batch
-acknowledged to its worker once it is safe.
+"""The writer's core: encoded batches in, one binary COPY per table per flush out, each batch reported
+safe (committed or spooled) so that it can be acknowledged to its worker (collector.writer.loop).
 
 Workers do all the encoding (collector.pipeline.encode); the Writer only groups batches per table
 (collector.writer.pending) and hands each due table to the sink (collector.writer.sink), which streams their
@@ -8,9 +8,9 @@ bytes with `cursor.copy()` in one transaction per table flush and never re-encod
 Failure model (a batch lands whole or is retried, never half, never twice):
 - transient errors (connection lost, server restart, lock or statement timeout): the pending batches stay
   in memory, the connection is dropped, and the flush is retried with exponential backoff
-  (collector.writer.outage). While the backlog exceeds `max_pending_bytes` the run loop stops reading the
-  workers' sockets (collector.transport.server), so back-pressure reaches the workers instead of the writer's
-  memory growing without bound.
+  (collector.writer.outage). While the backlog exceeds `max_pending_bytes` the run loop
+  (collector.writer.loop) stops reading the workers' sockets, so back-pressure reaches the workers instead
+  of the writer's memory growing without bound.
 - a commit whose outcome is unknown, partitions missing, a batch the database rejects on its own: the sink's
   recovery paths (ON CONFLICT staging, partitions on demand, isolation); a rejected batch goes to the
   dead-letter spool (or is counted and dropped when no spool is configured).
@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
 
 import psycopg
 
@@ -44,7 +43,6 @@ from collector.db import tables
 from collector.db.mode import Mode
 from collector.pipeline.batches import Batch
 from collector.pipeline.encode import COLUMNS
-from collector.transport.server import BatchServer
 from collector.writer.maintenance import MAINTENANCE_EVERY_S, Maintenance
 from collector.writer.outage import SPOOL_AFTER_S, SPOOL_BACKLOG_BYTES, OutagePolicy, Spooler
 from collector.writer.pending import Pending
@@ -70,17 +68,15 @@ MAX_PENDING_BYTES = 256 << 20
 # this only bounds how late maintenance and the job poll start. Each wake-up of an idle writer costs CPU
 # (issue 12: idle <= 0.01 cores for the whole collector), hence a second, not less.
 MAX_WAIT_S = 1.0
-# Longest wait in select() before the loop looks at the stop event again: how late a stop is noticed
-# (the workers drain first, so this adds at most a second to a stop).
-STOP_POLL_S = 1.0
+
 
 
 class Writer:
     """Groups batches per table and COPYs them; see the module docstring for the failure model.
 
-    Single-threaded on purpose: the caller (serve() or a test) drives it with add() / tick() / close(), so
-    there is no background thread whose failure could go unnoticed. `clock` (monotonic seconds) and `wall`
-    (Unix seconds) are injectable so tests move time instead of sleeping.
+    Single-threaded on purpose: the caller (collector.writer.loop.serve() or a test) drives it with add() /
+    tick() / close(), so there is no background thread whose failure could go unnoticed. `clock` (monotonic
+    seconds) and `wall` (Unix seconds) are injectable so tests move time instead of sleeping.
     """
 
     def __init__(self, dsn: str, *, mode: Mode = "auto",
@@ -335,70 +331,3 @@ class Writer:
         self._sync_pending()
         if self.on_committed is not None:
             self.on_committed(batches)
-
-
-class _Event(Protocol):
-    def is_set(self) -> bool: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
-
-
-def serve(socket_path: str | Path, stop_event: _Event, dsn: str, *, shutdown_deadline_s: float = 10.0,
-          on_tick: Callable[[WriterStats], None] | None = None, on_booted: Callable[[], None] | None = None,
-          **writer_kw: Any) -> WriterStats:
-    """The writer process's loop: batches from the workers' sockets -> Writer, until stop_event is set.
-
-    `on_booted` is called once the socket listens and the spool is ready, before the database is tried:
-    what fails before that is a boot error (collector.runtime.exitcodes), an unreachable database never is.
-
-    Each batch is acknowledged to its worker once committed (or spooled); until then the worker keeps
-    it and sends it again to a restarted writer. Waits in select() between deadlines (no busy wait);
-    while backlogged it stops reading the sockets, so back-pressure reaches the workers.
-    """
-    server = BatchServer(socket_path)
-    origin: dict[int, tuple[int, int]] = {}  # id(batch) -> (connection, seq) until acknowledged
-
-    def acknowledge(batches: list[Batch]) -> None:
-        acks: dict[int, list[int]] = {}
-        for b in batches:
-            o = origin.pop(id(b), None)
-            if o is not None:
-                acks.setdefault(o[0], []).append(o[1])
-        for cid, seqs in acks.items():
-            server.ack(cid, seqs)
-
-    writer = Writer(dsn, on_committed=acknowledge, **writer_kw)
-    if on_booted is not None:
-        on_booted()
-
-    def take(items: list[tuple[int, int, Batch]]) -> None:
-        for cid, seq, batch in items:
-            origin[id(batch)] = (cid, seq)
-            if not writer.add(batch):
-                acknowledge([batch])  # nothing to write: the worker may forget it
-
-    try:
-        writer.try_connect()  # database down at start: keep accepting, flush() retries with backoff
-        while not stop_event.is_set():
-            timeout = min(writer.next_wakeup(), STOP_POLL_S)
-            if writer.accepting():
-                take(server.poll(timeout))
-            else:
-                stop_event.wait(timeout)
-            writer.tick()
-            if on_tick is not None:
-                on_tick(writer.stats)
-        # shutdown: the workers have stopped and handed everything over; take what is still in flight
-        while True:
-            items = server.poll(0.0)
-            if not items:
-                break
-            take(items)
-        left = writer.close(shutdown_deadline_s)
-        if on_tick is not None:
-            on_tick(writer.stats)
-        if left:  # not acknowledged: a worker still running would resend them to the next writer
-            log.error("writer stopped with %d batches neither written nor spooled (%s)", len(left),
-                      "spool full" if writer.spool_dir else "no spool_dir")
-    finally:
-        server.close()
-    return writer.stats

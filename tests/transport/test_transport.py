@@ -14,7 +14,7 @@ import psycopg
 from helpers import trade_ids, trades_batch, wait_for
 
 from collector.transport.link import WriterLink
-from collector.writer.service import serve
+from collector.writer.loop import serve
 
 
 def _socket_path() -> str:

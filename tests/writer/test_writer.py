@@ -15,7 +15,8 @@ from writer_helpers import DEAD_DSN, Clock, spool_files
 from collector.pipeline.batches import Batch, BatchBuilder
 from collector.pipeline.encode import RowEncoder
 from collector.transport.link import WriterLink
-from collector.writer.service import Writer, serve
+from collector.writer.loop import serve
+from collector.writer.service import Writer
 
 BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 
