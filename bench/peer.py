@@ -5,7 +5,7 @@ One process, cryptofeed 3's parsing (Decimal, one object per event), its callbac
 backends (TradePostgres, FundingPostgres, LiquidationsPostgres, CandlesPostgres: INSERT ... SELECT FROM
 unnest(text[]) through asyncpg), against the same simulator and the same PostgreSQL server as the collector.
 
-Feed class: `collector.feed.cryptofeed_adapter.bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures,
+Feed class: `collector.feed.cryptofeed_feed.bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures,
 ws_client="websockets")` (cryptofeed's own websockets connection, as stock) with
 cryptofeed's own `Feed._run` restored. Stock cryptofeed refuses ws:// and reads its endpoints from class
 attributes, so the bound class is needed to reach the loopback simulator; the collector's `_run` skips
@@ -86,7 +86,7 @@ def peer_feed_class(rest: str, ws: str) -> type:
     from cryptofeed.exchanges import BinanceFutures
     from cryptofeed.feed import Feed
 
-    from collector.feed.cryptofeed_adapter import CollectorBinanceFutures, bind_feed_class
+    from collector.feed.cryptofeed_feed import CollectorBinanceFutures, bind_feed_class
     from collector.feed.endpoints import Endpoints
 
     bound = bind_feed_class(Endpoints(rest, ws), CollectorBinanceFutures, ws_client="websockets")

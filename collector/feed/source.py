@@ -14,14 +14,8 @@ from typing import Any
 
 import msgspec
 
-from collector.feed.cryptofeed_adapter import (
-    CANDLES,
-    FUNDING,
-    LIQUIDATIONS,
-    TRADES,
-    AsyncConnection,
-    CollectorBinanceFutures,
-)
+from collector.feed.cryptofeed_adapter import CANDLES, FUNDING, LIQUIDATIONS, TRADES, AsyncConnection
+from collector.feed.cryptofeed_feed import CollectorBinanceFutures
 from collector.feed.events import EventSink
 from collector.feed.open_interest import OpenInterestPoll, PollPositions
 from collector.feed.rest_budget import WeightGate

@@ -27,7 +27,7 @@ import psycopg
 from collector.config import Config
 from collector.db import gaps_repo
 from collector.feed.backfill import Backfiller
-from collector.feed.cryptofeed_adapter import bind_feed_class
+from collector.feed.cryptofeed_feed import bind_feed_class
 from collector.feed.open_interest import poll_positions
 from collector.feed.rest_budget import SharedWeightBudget
 from collector.feed.rest_client import RestClient

@@ -16,13 +16,9 @@ from cryptofeed.defines import TRADES
 from helpers import wait_for
 
 from collector.feed import cryptofeed_adapter as exchange
-from collector.feed.cryptofeed_adapter import (
-    CollectorBinanceFutures,
-    Endpoints,
-    SupervisedConnection,
-    WSConnection,
-    bind_feed_class,
-)
+from collector.feed.cryptofeed_adapter import SupervisedConnection, WSConnection
+from collector.feed.cryptofeed_feed import CollectorBinanceFutures, bind_feed_class
+from collector.feed.endpoints import Endpoints
 from collector.feed.source import FastBinanceFutures
 from collector.feed.wire import AggTrade
 from exchange_sim import SimConfig, run_in_thread

@@ -1,7 +1,7 @@
-"""Fails when the cryptofeed internals collector/feed/cryptofeed_adapter.py relies on move.
+"""Fails when the cryptofeed internals collector/feed/cryptofeed_adapter.py and cryptofeed_feed.py rely on move.
 
 The adapter drives cryptofeed below its public surface; pyproject pins the release. Upgrading the pin
-means reading what changed in each item asserted here and adapting the adapter, then this test.
+means reading what changed in each item asserted here and adapting the adapter (both modules), then this test.
 """
 
 from __future__ import annotations

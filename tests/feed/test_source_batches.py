@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from cryptofeed.defines import TRADES
 
-from collector.feed.cryptofeed_adapter import bind_feed_class
+from collector.feed.cryptofeed_feed import bind_feed_class
 from collector.feed.endpoints import Endpoints
 from collector.feed.open_interest import OpenInterestPoll
 from collector.feed.rest_client import RestClient

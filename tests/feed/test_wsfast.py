@@ -23,7 +23,8 @@ from helpers import wait_for
 from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
 from collector.feed import cryptofeed_adapter as exchange
-from collector.feed.cryptofeed_adapter import SupervisedConnection, WSConnection, bind_feed_class
+from collector.feed.cryptofeed_adapter import SupervisedConnection, WSConnection
+from collector.feed.cryptofeed_feed import bind_feed_class
 from collector.feed.endpoints import Endpoints
 from collector.feed.websocket import PicowsConnection
 from exchange_sim import SimConfig, run_in_thread

@@ -53,9 +53,9 @@ async def collect(url: str, n: int, timeout: float = 20.0, pred: Callable[[dict]
 
 
 def feed_class(rest_url: str, ws_url: str):
-    """collector.feed.cryptofeed_adapter's bound BinanceFutures when available, else a minimal private stand-in."""
+    """collector.feed.cryptofeed_feed's bound BinanceFutures when available, else a minimal private stand-in."""
     try:
-        from collector.feed.cryptofeed_adapter import bind_feed_class
+        from collector.feed.cryptofeed_feed import bind_feed_class
         from collector.feed.endpoints import Endpoints
         return bind_feed_class(Endpoints(rest_url, ws_url))
     except ImportError:
