@@ -28,7 +28,7 @@ from collector.feed.endpoints import Endpoints
 from collector.feed.events import FrameErrors
 from collector.feed.rest_client import RestClient
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("collector.feed.cryptofeed_adapter")  # its lines keep the name they had before the split
 
 
 class CollectorFeed:

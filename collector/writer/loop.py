@@ -19,7 +19,7 @@ from collector.transport.server import BatchServer
 from collector.writer.service import Writer
 from collector.writer.stats import WriterStats
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("collector.writer.service")  # its lines keep the name they had before the split
 
 # Longest wait in select() before the loop looks at the stop event again: how late a stop is noticed
 # (the workers drain first, so this adds at most a second to a stop).
