@@ -191,13 +191,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
                   "skip": win.cursor.skip, "limit": limit + 1, "save_reason": save_reason}
         with_reason = save_reason is not None
         if chosen == "arrow":
-            given = {"symbol": symbol}  # WHERE symbol = %(symbol)s: every row's, no need to fetch it
-            got = await rows_of(request, columnar.columns_sql(
-                query.series_sql(series, with_reason, raw_times=True), series.columns, given), params)
-            arrays, ms = columnar.decode(got[0], series.columns, given)
-            assert ms is not None  # every series has its time first
-            fetched = len(ms)
-            nxt = query.next_cursor(ms[:limit].tolist(), win.cursor, limit, fetched)
+            got = await rows_of(request, columnar.venue_pages_sql(series, with_reason), params)
+            arrays, ms = columnar.merge_venues(got, series.columns, symbol, win.cursor.skip, limit + 1)
+            nxt = query.next_cursor(ms[:limit].tolist(), win.cursor, limit, len(ms))
             shown = [a.slice(0, limit) for a in arrays]
             cur = nxt.encode() if nxt else None
             return respond(chosen, encode.arrow_stream(shown, series.columns, cur), cur)
