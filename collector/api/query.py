@@ -101,10 +101,11 @@ def candle_series(timeframe: Timeframe, include_partial: bool) -> Series:
 
 
 def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...] | None = None,
-                raw_times: bool = False) -> sql.Composable:
+                raw_times: bool = False, text_floats: frozenset[str] = frozenset()) -> sql.Composable:
     """The output columns in wire shape, aliased c0, c1, ... (`sources`: each column's expression, by default
-    its name). raw_times keeps time columns as timestamptz, for collector.api.columnar, which converts
-    them in bulk instead of per row."""
+    its name). raw_times keeps time columns as timestamptz, and the float columns named in text_floats
+    (NUMERIC ones) come as their exact decimal text, for collector.api.columnar, which converts both in
+    bulk instead of per row."""
     parts: list[sql.Composable] = []
     for i, c in enumerate(columns):
         src = sources[i] if sources is not None else sql.Identifier(c.name)
@@ -112,6 +113,8 @@ def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...]
             # floor, not the cast's rounding: a time with sub-millisecond digits stays in its own millisecond,
             # which the cursor's `time >= ms` relies on (the collector itself stores whole milliseconds)
             expr: sql.Composable = sql.SQL("floor(extract(epoch FROM {}) * 1000)::int8").format(src)
+        elif c.kind == "float" and c.name in text_floats:
+            expr = sql.SQL("{}::text").format(src)
         elif c.kind == "float":
             expr = sql.SQL("{}::float8").format(src)
         elif c.kind == "str":
