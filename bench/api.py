@@ -307,10 +307,10 @@ def main() -> None:
                                   ("p99_ms", "p99 ms"), ("max_ms", "max ms")],
                            f"latency while writing {out['write_rate_rows_per_s']:,.0f} trades rows/s")
     f = out["arrow_vs_json"]
-    print("\nLike for like, each path as fast as this code base makes it: JSON is fetched as rows over a binary "
-          "cursor (NUMERIC cast to float8 in SQL), encoded by orjson, decoded by orjson into polars/pandas, times "
-          "left as epoch-ms integers; Arrow is fetched as whole columns and decoded without a Python object per "
-          "value. Same rows, same request, same client, runs interleaved.")
+    print("\nLike for like, each path as fast as this code base makes it: both formats are fetched the same way "
+          "(whole columns, per venue); JSON then makes a dict per row, encoded by orjson and decoded by orjson "
+          "into polars/pandas, times left as epoch-ms integers; Arrow is sent as the columns and read without a "
+          "Python object per value. Same rows, same request, same client, runs interleaved.")
     print(f"{args.big_rows:,} trades rows, request to DataFrame (medians of {f['runs']} interleaved runs; "
           f"JSON {f['bytes']['json']:,} B, Arrow {f['bytes']['arrow']:,} B):")
     for kind in ("polars", "pandas"):

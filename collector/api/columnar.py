@@ -1,5 +1,5 @@
-"""A page fetched as columns, not rows: the Arrow path of the read API, end to end without a Python object
-per value.
+"""A page fetched as columns, not rows: every series page of the read API (Arrow end to end without a Python
+object per value; JSON and CSV make their values from the columns), and Arrow for `symbols` and `latest`.
 
 Why: fetched as rows, 100k trades cost ~1.2M Python objects in psycopg and as many again to lay them out as
 Arrow arrays; that, not the Arrow encoding, made an Arrow response barely faster than a JSON one. Here
@@ -7,7 +7,8 @@ PostgreSQL aggregates each column of the page into one bytea of fixed-width big-
 text, the concatenated UTF-8 plus a length per value), the whole page arrives as one row of a dozen bytes
 objects, and numpy turns each into the Arrow column's buffer in one vectorised step.
 
-The wire values are the ones the row path returns (collector.api.query.select_list): a float is the double
+The values are the ones select_list's row SQL gives (collector.api.query; what `symbols` and `latest` fetch
+for JSON, and what tests/api compares with): a float is the double
 PostgreSQL's ::float8 gives (a series table's NUMERIC column arrives as its exact decimal text and Arrow's
 correctly rounding parser reads it, see _decimal_floats); a time is timestamptz's own binary form
 (microseconds since 2000-01-01), floored to milliseconds here exactly as the row path's
@@ -157,7 +158,7 @@ def _decode(row: Sequence[Any], columns: Sequence[Column], given: Mapping[str, s
 
 # --- a series page: one aggregate row per venue, merged here ----------------------------------------------------
 #
-# Why not aggregate series_sql's merged page: its ORDER BY (time, venue, key) over the venues' ranges is a sort
+# Why not aggregate the venues' merged page (ORDER BY time, venue, key over their ranges): that is a sort
 # of the whole page in PostgreSQL (100k trades: a quarter of the statement, spilling to disk at the default
 # work_mem), and the venue column costs two more aggregates. Each venue's range is already in (time, key)
 # order (its primary key), and the venue is known per range, so PostgreSQL only reads and aggregates; the
@@ -174,7 +175,7 @@ NUMERIC_COLUMNS = frozenset(name for name, kind in COLUMN_TYPES.items() if kind.
 
 def venue_pages_sql(series: Series, with_reason: bool = False) -> sql.Composed:
     """One row per venue asked for: the venue, then columns_sql's row over venue_range_sql (raw times).
-    Parameters as query.series_sql's."""
+    Parameters: venues (text[]), then query.venue_range_sql's."""
     page = venue_range_sql(series, select_list(series.columns, raw_times=True, text_floats=NUMERIC_COLUMNS),
                            with_reason)
     aggs = columns_sql(page, series.columns, dict.fromkeys(PAGE_GIVEN, ""), NUMERIC_COLUMNS)
@@ -184,8 +185,8 @@ def venue_pages_sql(series: Series, with_reason: bool = False) -> sql.Composed:
 
 def merge_venues(rows: Sequence[Sequence[Any]], columns: Sequence[Column], symbol: str, skip: int,
                  limit: int) -> tuple[list[pa.Array], np.ndarray[Any, Any]]:
-    """venue_pages_sql's rows -> the page series_sql would return (its OFFSET skip LIMIT limit of the
-    (time, venue, key) order) as Arrow arrays, plus its time column in epoch ms.
+    """venue_pages_sql's rows -> the page: rows skip .. skip + limit of the (time, venue, key) order, as
+    Arrow arrays, plus its time column in epoch ms.
 
     The venues are concatenated in name order (binance < bybit < okx in every collation), each in its own
     (time, key) order, then stably sorted by exact time (microseconds, not the floored milliseconds: two

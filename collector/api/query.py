@@ -128,28 +128,17 @@ def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...]
 def venue_range_sql(series: Series, cols: sql.Composable, with_reason: bool = False) -> sql.Composed:
     """One venue's (v.name's) first skip + limit rows of the symbol's [lo, end), in (time, key) order: a
     range of its (venue, symbol, time, ...) primary key, read in index order, so no sort (plain partitions
-    and TimescaleDB chunks are pruned by the range). `cols` is the select list; the caller supplies v."""
+    and TimescaleDB chunks are pruned by the range). `cols` is the select list; the caller supplies v.
+
+    Parameters: symbol, lo, end, (save_reason), skip, limit. A page (rows skip .. skip + limit of every
+    venue's rows in (time, venue, key) order) is exact from these ranges: a row among the first
+    skip + limit of the merged order is among the first skip + limit of its own venue, so a page costs the
+    same with one venue or three (collector.api.columnar.merge_venues merges them)."""
     reason = sql.SQL(" AND save_reason = %(save_reason)s") if with_reason else sql.SQL("")
     inner = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", *series.tiebreak))
     return sql.SQL("SELECT {cols} FROM {table} WHERE venue = v.name AND symbol = %(symbol)s AND time >= %(lo)s "
                    "AND time < %(end)s{reason} ORDER BY {inner} LIMIT %(skip)s + %(limit)s").format(
         cols=cols, table=sql.Identifier(series.table), reason=reason, inner=inner)
-
-
-def series_sql(series: Series, with_reason: bool = False, raw_times: bool = False) -> sql.Composed:
-    """One page of one symbol's rows in [lo, end) on the venues asked for, skipping `skip` rows at time lo,
-    ordered by time, venue and the rest of the key.
-
-    Parameters: venues (text[]), symbol, lo, end, (save_reason), skip, limit. Each venue's rows come from
-    venue_range_sql, at most skip + limit of them: a row among the first skip + limit in (time, venue, ...)
-    order is among the first skip + limit of its own venue, so the merged page is exact and a page costs
-    the same with one venue or three.
-    """
-    order = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", "venue", *series.tiebreak))
-    return sql.SQL("SELECT {cols} FROM unnest(%(venues)s::text[]) v(name) CROSS JOIN LATERAL ({range}) s "
-                   "ORDER BY {order} OFFSET %(skip)s LIMIT %(limit)s").format(
-        cols=select_list(series.columns, raw_times=raw_times),
-        range=venue_range_sql(series, sql.SQL("*"), with_reason), order=order)
 
 
 def symbols_sql(raw_times: bool = False) -> sql.Composed:

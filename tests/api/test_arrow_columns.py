@@ -1,8 +1,8 @@
 """The Arrow path (a page fetched as columns, collector.api.columnar) carries exactly the JSON path's values.
 
-JSON is fetched as rows and is itself checked against SQL ground truth (test_endpoints.py); here every
-endpoint's Arrow body must equal its JSON body value by value, page by page (the same next_cursor), with
-the column types the schema promises. The edge cases the collector's data may not contain (times before
+JSON is checked against SQL ground truth (test_endpoints.py); here every endpoint's Arrow body must equal
+its JSON body value by value, page by page (the same next_cursor), with the column types the schema
+promises (series pages make both formats from one column fetch; `symbols` and `latest` fetch JSON as rows). The edge cases the collector's data may not contain (times before
 2000 and inside a millisecond, NULLs in every kind, multi-byte text, an empty page) are checked on a
 literal page, against the row path's own SQL.
 """
