@@ -45,9 +45,6 @@ def make_pool(dsn: str, size: int, statement_timeout_ms: int) -> AsyncConnection
         # Every statement here is an index range or a few hundred index probes: JIT compiling one costs more
         # than it saves (40 ms of a 120 ms `latest` over 496 symbols, EXPLAIN ANALYZE on a shared machine).
         await conn.execute("SET jit = off")
-        # A full page (api.max_rows, 100k trades) merged from the venues' ranges is sorted in memory with
-        # this, not spilled to a temporary file (~10 MB of sort data; the default 4 MB spilled it).
-        await conn.execute("SET work_mem = '32MB'")
 
     return AsyncConnectionPool(dsn, min_size=1, max_size=size, open=False, configure=configure,
                                kwargs={"autocommit": True, "application_name": "collector-api"},
