@@ -189,22 +189,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
         win = query.resolve_window(start, end, cursor, datetime.now(UTC))
         params = {"venues": query.venues_param(venue), "symbol": symbol, "lo": query.ms_to_datetime(win.cursor.ms), "end": win.end,
                   "skip": win.cursor.skip, "limit": limit + 1, "save_reason": save_reason}
-        with_reason = save_reason is not None
-        if chosen == "arrow":
-            given = {"symbol": symbol}  # WHERE symbol = %(symbol)s: every row's, no need to fetch it
-            got = await rows_of(request, columnar.columns_sql(
-                query.series_sql(series, with_reason, raw_times=True), series.columns, given), params)
-            arrays, ms = columnar.decode(got[0], series.columns, given)
-            assert ms is not None  # every series has its time first
-            fetched = len(ms)
-            nxt = query.next_cursor(ms[:limit].tolist(), win.cursor, limit, fetched)
-            shown = [a.slice(0, limit) for a in arrays]
-            cur = nxt.encode() if nxt else None
-            return respond(chosen, encode.arrow_stream(shown, series.columns, cur), cur)
-        rows = await rows_of(request, query.series_sql(series, with_reason), params)
-        nxt = query.next_cursor([r[0] for r in rows[:limit]], win.cursor, limit, len(rows))
+        # Every format from the same column fetch: PostgreSQL reads the venues' key ranges without sorting
+        # or casting per row, and no Python object is made per value until JSON/CSV need them.
+        got = await rows_of(request, columnar.venue_pages_sql(series, save_reason is not None), params)
+        arrays, ms = columnar.merge_venues(got, series.columns, symbol, win.cursor.skip, limit + 1)
+        nxt = query.next_cursor(ms[:limit].tolist(), win.cursor, limit, len(ms))
+        shown = [a.slice(0, limit) for a in arrays]
         cur = nxt.encode() if nxt else None
-        return respond(chosen, encode.render(chosen, rows[:limit], series.columns, times, cur), cur)
+        return respond(chosen, encode.render_arrays(chosen, shown, series.columns, times, cur), cur)
 
     @router.get("/candles", response_model=_page_model("Candles", query.CANDLE_COLUMNS),
                 responses=_responses(True), summary="One symbol's candles of one timeframe")

@@ -1,5 +1,5 @@
-"""A page fetched as columns, not rows: the Arrow path of the read API, end to end without a Python object
-per value.
+"""A page fetched as columns, not rows: every series page of the read API (Arrow end to end without a Python
+object per value; JSON and CSV make their values from the columns), and Arrow for `symbols` and `latest`.
 
 Why: fetched as rows, 100k trades cost ~1.2M Python objects in psycopg and as many again to lay them out as
 Arrow arrays; that, not the Arrow encoding, made an Arrow response barely faster than a JSON one. Here
@@ -7,8 +7,10 @@ PostgreSQL aggregates each column of the page into one bytea of fixed-width big-
 text, the concatenated UTF-8 plus a length per value), the whole page arrives as one row of a dozen bytes
 objects, and numpy turns each into the Arrow column's buffer in one vectorised step.
 
-The wire values are the ones the row path returns (collector.api.query.select_list): NUMERIC cast to
-float8 by PostgreSQL, so every float is the same double; a time is timestamptz's own binary form
+The values are the ones select_list's row SQL gives (collector.api.query; what `symbols` and `latest` fetch
+for JSON, and what tests/api compares with): a float is the double
+PostgreSQL's ::float8 gives (a series table's NUMERIC column arrives as its exact decimal text and Arrow's
+correctly rounding parser reads it, see _decimal_floats); a time is timestamptz's own binary form
 (microseconds since 2000-01-01), floored to milliseconds here exactly as the row path's
 floor(extract(epoch ...) * 1000) does, but in bulk instead of in numeric arithmetic per row.
 
@@ -28,9 +30,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
-from collector.api.query import Column
+from collector.api.query import Column, Series, select_list, venue_range_sql
+from collector.db.tables import COLUMN_TYPES
 
 # timestamptz's binary epoch (2000-01-01) in Unix milliseconds
 _PG_EPOCH_MS = 946_684_800_000
@@ -38,11 +42,13 @@ _EMPTY = sql.SQL("''::bytea")
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
 
-def _aggs(i: int, c: Column) -> list[sql.Composable]:
+def _aggs(i: int, c: Column, text_floats: frozenset[str]) -> list[sql.Composable]:
     """The aggregates one column needs: its values (and lengths, for text), then validity if nullable."""
     ci = sql.Identifier(f"c{i}")
     out: list[sql.Composable] = []
-    if c.kind == "str":
+    if c.kind == "float" and c.name in text_floats:  # NUMERIC's text: digits, '.', '-', NaN, Infinity; no ','
+        out.append(sql.SQL("string_agg(coalesce({c}, '0'), ',')").format(c=ci))
+    elif c.kind == "str":
         out.append(sql.SQL("string_agg(coalesce({c}, ''), '')").format(c=ci))
         out.append(sql.SQL("string_agg(int4send(octet_length(coalesce({c}, ''))), {e})").format(c=ci, e=_EMPTY))
     else:
@@ -55,12 +61,14 @@ def _aggs(i: int, c: Column) -> list[sql.Composable]:
     return out
 
 
-def columns_sql(page: sql.Composable, columns: Sequence[Column], given: Mapping[str, str] | None = None) -> sql.Composed:
+def columns_sql(page: sql.Composable, columns: Sequence[Column], given: Mapping[str, str] | None = None,
+                text_floats: frozenset[str] = frozenset()) -> sql.Composed:
     """One row: the page's row count, then each column as bytes (see _aggs). `page` is the row query with
-    raw times (select_list(..., raw_times=True)), whose outputs are named c0, c1, ... A column in `given`
-    is not fetched: the query pins its value (a series page's symbol, from WHERE symbol = %(symbol)s)."""
+    raw times (select_list(..., raw_times=True, text_floats=text_floats)), whose outputs are named c0, c1,
+    ... A column in `given` is not fetched: the query pins its value (a series page's symbol, from WHERE
+    symbol = %(symbol)s)."""
     known = given or {}
-    aggs = [a for i, c in enumerate(columns) if c.name not in known for a in _aggs(i, c)]
+    aggs = [a for i, c in enumerate(columns) if c.name not in known for a in _aggs(i, c, text_floats)]
     return sql.SQL("SELECT count(*), {aggs} FROM ({page}) p").format(aggs=sql.SQL(", ").join(aggs), page=page)
 
 
@@ -78,16 +86,47 @@ def _repeated(value: str, n: int) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
 
 
-def decode(row: Sequence[Any], columns: Sequence[Column],
-           given: Mapping[str, str] | None = None) -> tuple[list[pa.Array], np.ndarray[Any, Any] | None]:
-    """columns_sql's row (with the same `given`) -> one Arrow array per column (times as timestamp[ms, UTC]),
-    plus the first time column in epoch ms (the cursor is computed from it), or None when the endpoint has
-    no time column."""
+def decode(row: Sequence[Any], columns: Sequence[Column], given: Mapping[str, str] | None = None,
+           text_floats: frozenset[str] = frozenset()) -> tuple[list[pa.Array], np.ndarray[Any, Any] | None]:
+    """columns_sql's row (with the same `given` and `text_floats`) -> one Arrow array per column (times as
+    timestamp[ms, UTC]), plus the first time column in epoch ms (the cursor is computed from it), or None
+    when the endpoint has no time column."""
+    arrays, us = _decode(row, columns, given, text_floats)
+    return arrays, None if us is None else to_ms(us)
+
+
+def to_ms(us: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """timestamptz's microseconds since 2000 -> epoch ms, floored (a time before 2000, negative, floors like
+    the row path's floor())."""
+    return us // 1000 + _PG_EPOCH_MS
+
+
+def _decimal_floats(text: bytes, n: int, mask: np.ndarray[Any, Any] | None) -> pa.Array:
+    """n comma-separated decimals (NUMERIC's text) -> float64, parsed in bulk by Arrow, whose parser rounds
+    correctly (as PostgreSQL's numeric -> float8 does: it prints the numeric and reads it back with
+    strtod), so every value is the same double the row path's ::float8 gives (tests/api compare them)."""
+    if n == 0:
+        return pa.array(np.zeros(0, np.float64), pa.float64())
+    raw = np.frombuffer(text, np.uint8)
+    commas = np.flatnonzero(raw == ord(","))
+    offsets = np.empty(n + 1, np.int32)  # each value's start once the commas before it are removed
+    offsets[0] = 0
+    offsets[1:n] = commas - np.arange(n - 1)
+    offsets[n] = len(raw) - (n - 1)
+    digits = raw[raw != ord(",")]
+    strings = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits))
+    values = pc.cast(strings, pa.float64())
+    return values if mask is None else pc.if_else(pa.array(mask), pa.scalar(None, pa.float64()), values)
+
+
+def _decode(row: Sequence[Any], columns: Sequence[Column], given: Mapping[str, str] | None,
+            text_floats: frozenset[str] = frozenset()) -> tuple[list[pa.Array], np.ndarray[Any, Any] | None]:
+    """decode(), with the first time column as timestamptz's raw microseconds (the exact sort key)."""
     n = int(row[0])
     values = iter(row[1:])
     known = given or {}
     arrays: list[pa.Array] = []
-    first_ms: np.ndarray[Any, Any] | None = None
+    first_us: np.ndarray[Any, Any] | None = None
     for c in columns:
         if c.name in known:
             arrays.append(_repeated(known[c.name], n))
@@ -103,13 +142,66 @@ def decode(row: Sequence[Any], columns: Sequence[Column],
             arrays.append(pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap))
             continue
         mask = ~valid if valid is not None else None
-        if c.kind == "float":
+        if c.kind == "float" and c.name in text_floats:
+            arrays.append(_decimal_floats(data, n, mask))
+        elif c.kind == "float":
             arrays.append(pa.array(np.frombuffer(data, ">f8").astype("<f8"), pa.float64(), mask=mask))
         elif c.kind == "int":
             arrays.append(pa.array(np.frombuffer(data, ">i8").astype("<i8"), pa.int64(), mask=mask))
-        else:  # floor division: a time before 2000 (negative) floors like the row path's floor()
-            ms = np.frombuffer(data, ">i8").astype("<i8") // 1000 + _PG_EPOCH_MS
-            if first_ms is None:
-                first_ms = ms
-            arrays.append(pa.array(ms, pa.int64(), mask=mask).view(TIMESTAMP))
-    return arrays, first_ms
+        else:
+            us = np.frombuffer(data, ">i8").astype("<i8")
+            if first_us is None:
+                first_us = us
+            arrays.append(pa.array(to_ms(us), pa.int64(), mask=mask).view(TIMESTAMP))
+    return arrays, first_us
+
+
+# --- a series page: one aggregate row per venue, merged here ----------------------------------------------------
+#
+# Why not aggregate the venues' merged page (ORDER BY time, venue, key over their ranges): that is a sort
+# of the whole page in PostgreSQL (100k trades: a quarter of the statement, spilling to disk at the default
+# work_mem), and the venue column costs two more aggregates. Each venue's range is already in (time, key)
+# order (its primary key), and the venue is known per range, so PostgreSQL only reads and aggregates; the
+# merge by time, a stable numpy argsort over the venues in name order, is needed only when more than one
+# venue has rows.
+
+PAGE_GIVEN = ("symbol", "venue")  # a series page's columns pinned by its WHERE: never fetched
+# The series tables' NUMERIC columns: fetched as their decimal text (numeric_out alone), not cast to float8
+# in PostgreSQL (numeric_out, then float8in, then float8send), and parsed by Arrow. Two such columns of 100k
+# trades: 54-86 ms against 86-146 ms of PostgreSQL (string_agg of each form over the same rows, three
+# alternating runs on the shared 2-core machine at load average ~7).
+NUMERIC_COLUMNS = frozenset(name for name, kind in COLUMN_TYPES.items() if kind.startswith("NUMERIC"))
+
+
+def venue_pages_sql(series: Series, with_reason: bool = False) -> sql.Composed:
+    """One row per venue asked for: the venue, then columns_sql's row over venue_range_sql (raw times).
+    Parameters: venues (text[]), then query.venue_range_sql's."""
+    page = venue_range_sql(series, select_list(series.columns, raw_times=True, text_floats=NUMERIC_COLUMNS),
+                           with_reason)
+    aggs = columns_sql(page, series.columns, dict.fromkeys(PAGE_GIVEN, ""), NUMERIC_COLUMNS)
+    return sql.SQL("SELECT v.name, a.* FROM unnest(%(venues)s::text[]) v(name) CROSS JOIN LATERAL ({}) a").format(
+        aggs)
+
+
+def merge_venues(rows: Sequence[Sequence[Any]], columns: Sequence[Column], symbol: str, skip: int,
+                 limit: int) -> tuple[list[pa.Array], np.ndarray[Any, Any]]:
+    """venue_pages_sql's rows -> the page: rows skip .. skip + limit of the (time, venue, key) order, as
+    Arrow arrays, plus its time column in epoch ms.
+
+    The venues are concatenated in name order (binance < bybit < okx in every collation), each in its own
+    (time, key) order, then stably sorted by exact time (microseconds, not the floored milliseconds: two
+    venues' rows inside one millisecond keep their true order), which is (time, venue, key) order."""
+    pages = [_decode(row[1:], columns, {"symbol": symbol, "venue": str(row[0])}, NUMERIC_COLUMNS)
+             for row in sorted(rows, key=lambda r: str(r[0]))]
+    if not pages:
+        raise ValueError("venue_pages_sql returned no row: no venue was asked for")
+    filled = [p for p in pages if p[1] is not None and len(p[1])]
+    if len(filled) <= 1:
+        arrays, us = (filled or pages)[0]
+        assert us is not None  # every series has its time first
+        return [a.slice(skip, limit) for a in arrays], to_ms(us[skip:skip + limit])
+    all_us = np.concatenate([p[1] for p in filled if p[1] is not None])
+    take = np.argsort(all_us, kind="stable")[skip:skip + limit]
+    order = pa.array(take)
+    merged = [pa.concat_arrays([p[0][i] for p in filled]).take(order) for i in range(len(columns))]
+    return merged, to_ms(all_us[take])

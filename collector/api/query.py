@@ -101,10 +101,11 @@ def candle_series(timeframe: Timeframe, include_partial: bool) -> Series:
 
 
 def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...] | None = None,
-                raw_times: bool = False) -> sql.Composable:
+                raw_times: bool = False, text_floats: frozenset[str] = frozenset()) -> sql.Composable:
     """The output columns in wire shape, aliased c0, c1, ... (`sources`: each column's expression, by default
-    its name). raw_times keeps time columns as timestamptz, for collector.api.columnar, which converts
-    them in bulk instead of per row."""
+    its name). raw_times keeps time columns as timestamptz, and the float columns named in text_floats
+    (NUMERIC ones) come as their exact decimal text, for collector.api.columnar, which converts both in
+    bulk instead of per row."""
     parts: list[sql.Composable] = []
     for i, c in enumerate(columns):
         src = sources[i] if sources is not None else sql.Identifier(c.name)
@@ -112,6 +113,8 @@ def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...]
             # floor, not the cast's rounding: a time with sub-millisecond digits stays in its own millisecond,
             # which the cursor's `time >= ms` relies on (the collector itself stores whole milliseconds)
             expr: sql.Composable = sql.SQL("floor(extract(epoch FROM {}) * 1000)::int8").format(src)
+        elif c.kind == "float" and c.name in text_floats:
+            expr = sql.SQL("{}::text").format(src)
         elif c.kind == "float":
             expr = sql.SQL("{}::float8").format(src)
         elif c.kind == "str":
@@ -122,25 +125,20 @@ def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...]
     return sql.SQL(", ").join(parts)
 
 
-def series_sql(series: Series, with_reason: bool = False, raw_times: bool = False) -> sql.Composed:
-    """One page of one symbol's rows in [lo, end) on the venues asked for, skipping `skip` rows at time lo,
-    ordered by time, venue and the rest of the key.
+def venue_range_sql(series: Series, cols: sql.Composable, with_reason: bool = False) -> sql.Composed:
+    """One venue's (v.name's) first skip + limit rows of the symbol's [lo, end), in (time, key) order: a
+    range of its (venue, symbol, time, ...) primary key, read in index order, so no sort (plain partitions
+    and TimescaleDB chunks are pruned by the range). `cols` is the select list; the caller supplies v.
 
-    Parameters: venues (text[]), symbol, lo, end, (save_reason), skip, limit. Each venue's rows come from
-    its own (venue, symbol, time, ...) primary key range (plain partitions and TimescaleDB chunks are pruned
-    by the range), at most skip + limit of them: a row among the first skip + limit in (time, venue, ...)
-    order is among the first skip + limit of its own venue, so the merged page is exact and a page costs
-    the same with one venue or three.
-    """
+    Parameters: symbol, lo, end, (save_reason), skip, limit. A page (rows skip .. skip + limit of every
+    venue's rows in (time, venue, key) order) is exact from these ranges: a row among the first
+    skip + limit of the merged order is among the first skip + limit of its own venue, so a page costs the
+    same with one venue or three (collector.api.columnar.merge_venues merges them)."""
     reason = sql.SQL(" AND save_reason = %(save_reason)s") if with_reason else sql.SQL("")
     inner = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", *series.tiebreak))
-    order = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", "venue", *series.tiebreak))
-    return sql.SQL("SELECT {cols} FROM unnest(%(venues)s::text[]) v(name) CROSS JOIN LATERAL ("
-                   "SELECT * FROM {table} WHERE venue = v.name AND symbol = %(symbol)s AND time >= %(lo)s "
-                   "AND time < %(end)s{reason} ORDER BY {inner} LIMIT %(skip)s + %(limit)s) s "
-                   "ORDER BY {order} OFFSET %(skip)s LIMIT %(limit)s").format(
-        cols=select_list(series.columns, raw_times=raw_times), table=sql.Identifier(series.table), reason=reason,
-        inner=inner, order=order)
+    return sql.SQL("SELECT {cols} FROM {table} WHERE venue = v.name AND symbol = %(symbol)s AND time >= %(lo)s "
+                   "AND time < %(end)s{reason} ORDER BY {inner} LIMIT %(skip)s + %(limit)s").format(
+        cols=cols, table=sql.Identifier(series.table), reason=reason, inner=inner)
 
 
 def symbols_sql(raw_times: bool = False) -> sql.Composed:

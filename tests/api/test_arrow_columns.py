@@ -1,8 +1,8 @@
 """The Arrow path (a page fetched as columns, collector.api.columnar) carries exactly the JSON path's values.
 
-JSON is fetched as rows and is itself checked against SQL ground truth (test_endpoints.py); here every
-endpoint's Arrow body must equal its JSON body value by value, page by page (the same next_cursor), with
-the column types the schema promises. The edge cases the collector's data may not contain (times before
+JSON is checked against SQL ground truth (test_endpoints.py); here every endpoint's Arrow body must equal
+its JSON body value by value, page by page (the same next_cursor), with the column types the schema
+promises (series pages make both formats from one column fetch; `symbols` and `latest` fetch JSON as rows). The edge cases the collector's data may not contain (times before
 2000 and inside a millisecond, NULLs in every kind, multi-byte text, an empty page) are checked on a
 literal page, against the row path's own SQL.
 """
@@ -10,6 +10,7 @@ literal page, against the row path's own SQL.
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -163,3 +164,39 @@ def test_edge_values_equal_the_row_path(db_url: str) -> None:
     empty_arrays, empty_ms = columnar.decode(empty, _EDGE_COLUMNS)
     assert [len(a) for a in empty_arrays] == [0] * len(_EDGE_COLUMNS) and empty_ms is not None
     assert [a.type for a in empty_arrays] == [f.type for f in encode.arrow_schema(_EDGE_COLUMNS)]
+
+
+_DECIMALS = ["0.1", "100.25", "0.0000001", "123456789.123456789123", "0.000000000000000000000000001234",
+             "9007199254740993", "-42.5", "0", "NaN", "Infinity", "-Infinity", None,
+             "1" + "0" * 300, "0." + "3" * 120, "2.5e-320"]
+
+
+def test_numeric_text_floats_equal_the_float8_casts(db_url: str) -> None:
+    """A NUMERIC column read as decimal text and parsed by Arrow (collector.api.columnar's path for the
+    series tables) gives the double PostgreSQL's ::float8 gives: rounding at 17 digits, beyond 2**53,
+    subnormal, 300 digits, NaN, the infinities and NULL; plus 20,000 random decimals of trade-like scale."""
+    rng = random.Random(15)
+    randoms = [f"{rng.randrange(10**12)}.{rng.randrange(10**9):09d}" for _ in range(10_000)]
+    randoms += [f"0.{rng.randrange(10**17):017d}" for _ in range(10_000)]
+    values = _DECIMALS + randoms
+    columns = query._cols("t:time price:float?")
+    numeric = frozenset({"price"})
+    literal = sql.SQL("(SELECT 'epoch'::timestamptz AS t, x::numeric AS price, o FROM unnest({}::text[]) "
+                      "WITH ORDINALITY u(x, o)) v").format(sql.Literal(values))
+    sources = (sql.SQL("v.t"), sql.SQL("v.price"))
+
+    def page(**kw: Any) -> sql.Composed:
+        return sql.SQL("SELECT {} FROM {} ORDER BY v.o").format(query.select_list(columns, sources, **kw), literal)
+
+    with psycopg.connect(db_url) as conn:
+        want = [r[1] for r in conn.cursor(binary=True).execute(page()).fetchall()]
+        got_row = conn.cursor(binary=True).execute(columnar.columns_sql(
+            page(raw_times=True, text_floats=numeric), columns, text_floats=numeric)).fetchone()
+    assert got_row is not None
+    arrays, _ = columnar.decode(got_row, columns, text_floats=numeric)
+    got = arrays[1].to_pylist()
+    assert arrays[1].type == pa.float64() and len(got) == len(want) == len(values)
+    bad = [(v, g, w) for v, g, w in zip(values, got, want, strict=True)
+           if not (g == w or (g is not None and w is not None and math.isnan(g) and math.isnan(w)))]
+    assert bad == []
+    assert got[values.index(None)] is None and got[values.index("2.5e-320")] == 2.5e-320
