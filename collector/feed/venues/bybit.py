@@ -173,9 +173,34 @@ class TradesFrame(msgspec.Struct):
     data: list[Trade]
 
 
+class TickerFrame(msgspec.Struct):
+    topic: str
+    data: Ticker
+    type: str = ""
+    ts: int = 0
+
+
+class KlineFrame(msgspec.Struct):
+    topic: str
+    data: list[Candle]
+
+
+class LiqFrame(msgspec.Struct):
+    topic: str
+    data: list[Liq]
+
+
 _TRADES_S = '{"topic":"publicTrade.'
 _TRADES_B = _TRADES_S.encode()
 _trades_frame = msgspec.json.Decoder(TradesFrame)
+# Every other push in Bybit's usual key order ({"topic":"<kind>.<...>",...}) is decoded in one pass too, by
+# the kind named at this offset: the envelope-then-data path decodes twice.
+_PUSH_S = '{"topic":"'
+_PUSH_B = _PUSH_S.encode()
+_KIND_AT = len(_PUSH_S)
+_push_frames: dict[str, msgspec.json.Decoder[Any]] = {
+    "tickers.": msgspec.json.Decoder(TickerFrame), "kline.1.": msgspec.json.Decoder(KlineFrame),
+    "allLiqui": msgspec.json.Decoder(LiqFrame)}  # keyed by the topic's first 8 characters
 _envelope = msgspec.json.Decoder(Envelope)
 _rows: dict[str, msgspec.json.Decoder[Any]] = {
     "publicTrade": msgspec.json.Decoder(list[Trade]), "tickers": msgspec.json.Decoder(Ticker),
@@ -219,6 +244,8 @@ class BybitDecoder:
                     return self._trades(frame.data, frame.ts, msg, receipt)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
                     return self.skipped.skip("handler_error", msg, e)
+        elif (msg.startswith(_PUSH_B) if isinstance(msg, bytes) else msg.startswith(_PUSH_S)) and self._push(msg, receipt):
+            return None
         try:
             env = _envelope.decode(msg)
         except msgspec.DecodeError as e:
@@ -240,7 +267,7 @@ class BybitDecoder:
             if kind == "publicTrade":
                 self._trades(rows, env.ts, msg, receipt)
             elif kind == "tickers":
-                self._tickers(rows, env, msg, receipt)
+                self._tickers(rows, env.type, env.ts, msg, receipt)
             elif kind == "allLiquidation":
                 self._liquidations(rows, msg, receipt)
             else:
@@ -253,6 +280,31 @@ class BybitDecoder:
             self.skipped.skip("handler_error", msg, e)
         return None
 
+    def _push(self, msg: str | bytes, receipt: float) -> bool:
+        """A tickers, kline.1 or allLiquidation push in one decode; False: not one (or not decodable as one),
+        for the general path to handle or name."""
+        kind = (msg[_KIND_AT:_KIND_AT + 8].decode(errors="replace") if isinstance(msg, bytes)
+                else msg[_KIND_AT:_KIND_AT + 8])
+        decoder = _push_frames.get(kind)
+        if decoder is None:
+            return False
+        try:
+            push = decoder.decode(msg)
+        except msgspec.DecodeError:
+            return False
+        try:
+            if kind == "tickers.":
+                self._tickers(push.data, push.type, push.ts, msg, receipt)
+            elif kind == "kline.1.":
+                self._klines(push.data, push.topic[8:], msg, receipt)
+            else:
+                self._liquidations(push.data, msg, receipt)
+        except (ValueError, KeyError) as e:
+            self.skipped.skip("bad_number" if isinstance(e, ValueError) else "unknown_side", msg, e)
+        except Exception as e:  # the sink's failure: counted like Binance's, never raised
+            self.skipped.skip("handler_error", msg, e)
+        return True
+
     def _known(self, name: str, msg: str | bytes) -> bool:
         if name in self.symbols:
             return True
@@ -260,19 +312,23 @@ class BybitDecoder:
         return False
 
     def _trades(self, rows: list[Trade], ts: int, msg: str | bytes, receipt: float) -> None:
-        on_trade = self.sink.on_trade
+        # The hottest loop of the venue: lookups bound once, the symbol checked inline (bench/venue_cost.py)
+        on_trade, symbols = self.sink.on_trade, self.symbols
         for r in rows:
-            if self._known(r.s, msg):
-                on_trade(AggTrade(ts, r.s, r.seq, r.p, r.v, r.seq, r.seq, r.T, r.S == "Sell"), receipt)
+            if r.s in symbols:
+                seq = r.seq
+                on_trade(AggTrade(ts, r.s, seq, r.p, r.v, seq, seq, r.T, r.S == "Sell"), receipt)
+            else:
+                self.skipped.skip("unknown_symbol", msg)
 
-    def _tickers(self, d: Ticker, env: Envelope, msg: str | bytes, receipt: float) -> None:
+    def _tickers(self, d: Ticker, kind: str, ts: int, msg: str | bytes, receipt: float) -> None:
         name = d.symbol
         if not self._known(name, msg):
             return
         if d.nextFundingTime:
             int(d.nextFundingTime)  # a bad value is refused here (bad_number), never merged into the state
         st = self.tickers.get(name)
-        if env.type == "snapshot" or st is None:
+        if kind == "snapshot" or st is None:
             st = self.tickers[name] = d
         else:
             for f in _TICKER_FIELDS:
@@ -281,10 +337,10 @@ class BybitDecoder:
                     setattr(st, f, v)
         if st.markPrice is not None and st.fundingRate:
             nxt = int(st.nextFundingTime) if st.nextFundingTime else 0
-            self.sink.on_mark_price(MarkPrice(env.ts, name, st.markPrice, i=st.indexPrice or NOT_GIVEN,
+            self.sink.on_mark_price(MarkPrice(ts, name, st.markPrice, i=st.indexPrice or NOT_GIVEN,
                                               r=st.fundingRate, T=nxt), receipt)
         if st.openInterest is not None:
-            self.sink.on_open_interest(OpenInterest(name, st.openInterest, env.ts), receipt)
+            self.sink.on_open_interest(OpenInterest(name, st.openInterest, ts), receipt)
 
     def _liquidations(self, rows: list[Liq], msg: str | bytes, receipt: float) -> None:
         for r in rows:
