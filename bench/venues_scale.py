@@ -12,12 +12,18 @@ simulator's /_sim/truth is read and the supervisor stopped; the tables are compa
   the last id the simulator sent (ids before a symbol's subscription are not the collector's to have);
 - candles_1m: every 1m kline the simulator closed from a symbol's first stored minute on, stored once, with
   the same close and volume (base units: OKX's `volCcy`);
-- liquidations: every one sent, as (symbol, time) with multiplicity;
-- funding: one row in every minute (calendar buckets) in which the venue pushed funding for the symbol,
-  from its first stored minute to the pause (Binance pushes markPrice every 3 s: every minute);
-- open_interest: OKX/Bybit push it: one row in every window of `filters.open_interest.interval_s` (sim
-  time) with a push; Binance is polled over REST every 0.8 x interval *wall* seconds, so its check is polls
-  stored per symbol against polls due in the run.
+- liquidations: every one the simulator generated from the symbol's first stored trade on (before it the
+  worker may not have subscribed yet; the market generates liquidations whether anyone listens or not), as
+  (symbol, time) with multiplicity;
+- funding: one row in every minute (calendar buckets) from the symbol's first stored minute to the pause:
+  every venue pushes the mark price every 1-3 s (Binance markPrice, OKX mark-price merged with the last
+  funding-rate, Bybit tickers deltas merged into its snapshot); OKX and Bybit rows also carry the funding rate
+  of the venue's last funding push at or before the row's time (the truth records every push);
+- open_interest: OKX/Bybit push it (OKX open-interest every 3 s, Bybit inside tickers): one row in every
+  window of `filters.open_interest.interval_s` (sim time), whose value (base units) is the one last pushed
+  (Bybit's deltas carry open interest only when it changed); Binance is polled over REST every
+  0.8 x interval *wall* seconds, the first poll of each symbol spread over the first period, so its check
+  is polls stored per symbol against whole periods in the run.
 
 A table of symbols with rows / symbols listed and stored / expected per venue and table; exit 1 if any
 differs. `--src` as the other scripts (default: a snapshot of HEAD).
@@ -26,6 +32,7 @@ differs. `--src` as the other scripts (default: a snapshot of HEAD).
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import os
 import re
@@ -104,45 +111,71 @@ def _liq_key(venue: str, liq: dict) -> tuple[str, int]:
     return liq["s"], int(liq["T"])
 
 
-def check_liquidations(venue: str, truth: dict, stored: list[tuple[str, int]]) -> dict[str, Any]:
-    want, have = Counter(_liq_key(venue, x) for x in truth["liquidations"]), Counter(stored)
+def check_liquidations(venue: str, truth: dict, stored: list[tuple[str, int]],
+                       since: dict[str, int]) -> dict[str, Any]:
+    """since: each symbol's first stored trade time (ms); a symbol with none is not judged."""
+    def judged(k: tuple[str, int]) -> bool:
+        return k[0] in since and k[1] >= since[k[0]]
+    want = Counter(k for k in (_liq_key(venue, x) for x in truth["liquidations"]) if judged(k))
+    have = Counter(k for k in stored if judged(k))
     return {"table": "liquidations", "symbols": len({s for s, _ in have}),
             "expected_symbols": len({s for s, _ in want}), "stored": sum(have.values()),
             "expected": sum(want.values()), "wrong_symbols": sorted({s for s, _ in (want - have) + (have - want)})}
 
 
-def _windows(stored: list[tuple[str, int]], pushed: dict[str, list[int]] | None, until_ms: int, size_ms: int,
-             table: str, listed: int) -> dict[str, Any]:
-    """One row per (symbol, window) in which the venue pushed, from the symbol's first stored window to the
-    last whole window before the pause; pushed None: every window (Binance's markPrice, every 3 s)."""
-    have = Counter((s, t // size_ms) for s, t in stored)
+def _last_pushed(pushed: dict[str, list[tuple[int, Decimal]]], sym: str, t: int) -> Decimal | None:
+    """The value of the venue's last push for `sym` at or before t (pushes are in time order)."""
+    times = [ts for ts, _ in pushed.get(sym, ())]
+    i = bisect.bisect_right(times, t)
+    return pushed[sym][i - 1][1] if i else None
+
+
+def _windows(stored: list[tuple[str, int, Decimal | None]], until_ms: int, size_ms: int, table: str, listed: int,
+             pushed: dict[str, list[tuple[int, Decimal]]] | None = None) -> dict[str, Any]:
+    """One row per (symbol, window) from the symbol's first stored window to the last whole window before the
+    pause; with `pushed`, each row's value equal to the last pushed value at or before its time."""
+    have = Counter((s, t // size_ms) for s, t, _ in stored)
     first: dict[str, int] = {}
     for s, w in have:
         first[s] = min(w, first.get(s, w))
     end = until_ms // size_ms  # the window of the pause: partly pushed, not judged
     want: set[tuple[str, int]] = set()
     for s, w0 in first.items():
-        ws = range(w0, end) if pushed is None else {t // size_ms for t in pushed.get(s, ())}
-        want.update((s, w) for w in ws if w0 <= w < end)
+        want.update((s, w) for w in range(w0, end))
     judged = Counter({k: n for k, n in have.items() if k[1] < end})
     wrong = {s for s, _ in set(want) ^ set(judged)} | {s for (s, _), n in judged.items() if n > 1}
+    values, examples = 0, []
+    if pushed is not None:
+        for s, t, v in stored:
+            if t // size_ms < end:
+                values += 1
+                # NULL is right only while the venue has pushed nothing yet (OKX's first funding-rate push
+                # comes up to a minute after the first mark price)
+                if _last_pushed(pushed, s, t) != v:
+                    wrong.add(s)
+                    if len(examples) < 5:
+                        examples.append([s, t, str(v), str(_last_pushed(pushed, s, t)),
+                                         [[ts, str(x)] for ts, x in pushed.get(s, [])[:4]]])
     return {"table": table, "symbols": len(first), "expected_symbols": listed,
-            "stored": sum(judged.values()), "expected": len(want), "wrong_symbols": sorted(wrong)}
+            "stored": sum(judged.values()), "expected": len(want), "values_checked": values,
+            "wrong_symbols": sorted(wrong), "examples": examples}
 
 
-def check_funding(venue: str, truth: dict, stored: list[tuple[str, int]], until_ms: int) -> dict[str, Any]:
-    pushed = None if venue == "binance" else {s: [int(r["ts"]) for r in recs]
+def check_funding(venue: str, truth: dict, stored: list[tuple[str, int, Decimal | None]],
+                  until_ms: int) -> dict[str, Any]:
+    pushed = None if venue == "binance" else {s: [(int(r["ts"]), Decimal(r["fundingRate"])) for r in recs]
                                                for s, recs in truth["funding"].items()}
-    return _windows(stored, pushed, until_ms, 60_000, "funding", len(truth["symbols"]))
+    return _windows(stored, until_ms, 60_000, "funding", len(truth["symbols"]), pushed)
 
 
-def check_open_interest(venue: str, truth: dict, stored: list[tuple[str, int]], until_ms: int, interval_s: float,
-                        polls_due: int) -> dict[str, Any]:
+def check_open_interest(venue: str, truth: dict, stored: list[tuple[str, int, Decimal | None]], until_ms: int,
+                        interval_s: float, polls_due: int) -> dict[str, Any]:
     listed = len(truth["symbols"])
     if venue != "binance":
-        pushed = {s: [int(r["ts"]) for r in recs] for s, recs in truth["open_interest"].items()}
-        return _windows(stored, pushed, until_ms, int(interval_s * 1000), "open_interest", listed)
-    per = Counter(s for s, _ in stored)
+        field = "oiCcy" if venue == "okx" else "openInterest"  # base units
+        pushed = {s: [(int(r["ts"]), Decimal(r[field])) for r in recs] for s, recs in truth["open_interest"].items()}
+        return _windows(stored, until_ms, int(interval_s * 1000), "open_interest", listed, pushed)
+    per = Counter(s for s, _, _ in stored)
     return {"table": "open_interest", "symbols": len(per), "expected_symbols": listed, "stored": len(stored),
             "expected": None, "wrong_symbols": sorted(s for s, n in per.items() if n < polls_due),
             "note": f">= {polls_due} REST polls each"}
@@ -180,10 +213,11 @@ def compare(dsn: str, truths: dict[str, dict], oi_interval_s: float, polls_due: 
         candles = [(s, t, c, vol) for s, t, c, vol in db_rows(
             dsn, f"SELECT symbol, {ms}, close, volume FROM candles_1m WHERE {v}")]  # noqa: S608
         liqs = [(s, t) for s, t in db_rows(dsn, f"SELECT symbol, {ms} FROM liquidations WHERE {v}")]  # noqa: S608
-        funding = [(s, t) for s, t in db_rows(dsn, f"SELECT symbol, {ms} FROM funding WHERE {v}")]  # noqa: S608
-        oi = [(s, t) for s, t in db_rows(dsn, f"SELECT symbol, {ms} FROM open_interest WHERE {v}")]  # noqa: S608
+        since = dict(db_rows(dsn, f"SELECT symbol, min({ms}) FROM trades WHERE {v} GROUP BY 1"))  # noqa: S608
+        funding = db_rows(dsn, f"SELECT symbol, {ms}, funding_rate FROM funding WHERE {v}")  # noqa: S608
+        oi = db_rows(dsn, f"SELECT symbol, {ms}, open_interest FROM open_interest WHERE {v}")  # noqa: S608
         for row in (check_trades(venue, truth, trades), check_candles(venue, truth, candles),
-                    check_liquidations(venue, truth, liqs), check_funding(venue, truth, funding, until),
+                    check_liquidations(venue, truth, liqs, since), check_funding(venue, truth, funding, until),
                     check_open_interest(venue, truth, oi, until, oi_interval_s, polls_due)):
             out.append({"venue": venue, **row})
     return out
@@ -260,9 +294,12 @@ def main() -> int:
              for r in rows]
     common.print_table(table, [("venue", "venue"), ("table", "table"), ("symbols", "symbols with rows"),
                                ("expected_symbols", "symbols expected"), ("stored", "stored"),
-                               ("expected", "expected"), ("ok", "equal"), ("wrong", "symbols that differ")])
+                               ("expected", "expected"), ("values_checked", "values checked"), ("ok", "equal"), ("wrong", "symbols that differ")])
     out = common.write_results("venues-scale", {"info": info, "rows": rows, "args": vars(args), "product": product})
     print(f"results: {out}")
+    for r in rows:
+        if r.get("examples"):
+            print(f"{r['venue']} {r['table']}: stored vs last pushed, e.g. {r['examples'][:2]}")
     return 0 if all(r["ok"] == "yes" for r in table) and info["exit_code"] == 0 else 1
 
 
