@@ -123,10 +123,12 @@ def check_liquidations(venue: str, truth: dict, stored: list[tuple[str, int]],
             "expected": sum(want.values()), "wrong_symbols": sorted({s for s, _ in (want - have) + (have - want)})}
 
 
-def _last_pushed(pushed: dict[str, list[tuple[int, Decimal]]], sym: str, t: int) -> Decimal | None:
-    """The value of the venue's last push for `sym` at or before t (pushes are in time order)."""
+def _last_pushed(pushed: dict[str, list[tuple[int, Decimal]]], sym: str, t: int,
+                 before: bool = False) -> Decimal | None:
+    """The value of the venue's last push for `sym` at or before t (strictly before with `before`); pushes are
+    in time order."""
     times = [ts for ts, _ in pushed.get(sym, ())]
-    i = bisect.bisect_right(times, t)
+    i = (bisect.bisect_left if before else bisect.bisect_right)(times, t)
     return pushed[sym][i - 1][1] if i else None
 
 
@@ -147,11 +149,14 @@ def _windows(stored: list[tuple[str, int, Decimal | None]], until_ms: int, size_
     values, examples = 0, []
     if pushed is not None:
         for s, t, v in stored:
-            if t // size_ms < end:
+            # the truth keeps the last VALUE_HISTORY pushes per symbol: older rows cannot be judged
+            if t // size_ms < end and pushed.get(s) and t >= pushed[s][0][0]:
                 values += 1
-                # NULL is right only while the venue has pushed nothing yet (OKX's first funding-rate push
-                # comes up to a minute after the first mark price)
-                if _last_pushed(pushed, s, t) != v:
+                # the value of the last push before the row, or of one in the same millisecond (OKX sends
+                # mark-price and funding-rate with one timestamp: which was first is not in the truth);
+                # NULL only while nothing was pushed before (OKX's first funding-rate comes up to a minute
+                # after the first mark price)
+                if v not in (_last_pushed(pushed, s, t), _last_pushed(pushed, s, t, before=True)):
                     wrong.add(s)
                     if len(examples) < 5:
                         examples.append([s, t, str(v), str(_last_pushed(pushed, s, t)),
