@@ -194,26 +194,6 @@ class FastTradesFrame(msgspec.Struct):
     data: list[FastTrade]
 
 
-class CandleFrame(msgspec.Struct):
-    arg: Arg
-    data: list[Candle]
-
-
-class MarkFrame(msgspec.Struct):
-    arg: Arg
-    data: list[Mark]
-
-
-class OIFrame(msgspec.Struct):
-    arg: Arg
-    data: list[OI]
-
-
-class FundingFrame(msgspec.Struct):
-    arg: Arg
-    data: list[Funding]
-
-
 _TRADES_S = '{"arg":{"channel":"trades"'
 _TRADES_B = _TRADES_S.encode()
 _trades_frame = msgspec.json.Decoder(FastTradesFrame, strict=False)
@@ -222,10 +202,15 @@ _trades_frame = msgspec.json.Decoder(FastTradesFrame, strict=False)
 _PUSH_S = '{"arg":{"channel":"'
 _PUSH_B = _PUSH_S.encode()
 _CHANNEL_AT = len(_PUSH_S)
-_frames: dict[str, msgspec.json.Decoder[Any]] = {
-    "candle1m": msgspec.json.Decoder(CandleFrame), "mark-price": msgspec.json.Decoder(MarkFrame),
-    "open-interest": msgspec.json.Decoder(OIFrame), "funding-rate": msgspec.json.Decoder(FundingFrame),
-}
+
+
+def _push(data: Any) -> msgspec.json.Decoder[Any]:
+    """A decoder of a whole push, {"arg": Arg, "data": data}."""
+    return msgspec.json.Decoder(msgspec.defstruct("Push", [("arg", Arg), ("data", data)]))
+
+
+_frames = {"candle1m": _push(list[Candle]), "mark-price": _push(list[Mark]), "open-interest": _push(list[OI]),
+           "funding-rate": _push(list[Funding])}
 
 _envelope = msgspec.json.Decoder(Envelope)
 _rows: dict[str, msgspec.json.Decoder[Any]] = {
@@ -369,12 +354,16 @@ class OkxDecoder:
             self._emit_funding(r.instId, st, int(r.ts), receipt)
 
     def _mark_price(self, rows: list[Mark], arg: Arg, msg: str | bytes, receipt: float) -> None:
+        # every second per instrument: _symbol, _state and _emit_funding inlined (bench/venue_cost.py)
+        on_mark, symbols, funding = self.sink.on_mark_price, self.symbols, self.funding
         for r in rows:
-            if self._symbol(r.instId, msg) is None:
+            name = r.instId
+            if name not in symbols:
+                self.skipped.skip("unknown_symbol", msg)
                 continue
-            st = self._state(r.instId)
+            st = funding.get(name) or self._state(name)
             st.mark = r.markPx
-            self._emit_funding(r.instId, st, int(r.ts), receipt)
+            on_mark(MarkPrice(int(r.ts), name, st.mark, r=st.rate, T=st.time), receipt)
 
     def _open_interest(self, rows: list[OI], arg: Arg, msg: str | bytes, receipt: float) -> None:
         for r in rows:
@@ -398,10 +387,11 @@ class OkxDecoder:
 
     def _candle1m(self, rows: list[Candle], arg: Arg, msg: str | bytes, receipt: float) -> None:
         name = arg.instId  # a candle row is a bare array: the instrument is only in `arg`
-        if self._symbol(name, msg) is None:
+        if name not in self.symbols:
+            self.skipped.skip("unknown_symbol", msg)
             return
+        on_kline = self.sink.on_kline
         for ts, o, h, lo, c, _vol, vol_ccy, vol_quote, confirm in rows:
             t = int(ts)
-            body = KlineBody(t, t + MINUTE_MS - 1, name, "1m", o, c, h, lo, vol_ccy, NO_COUNT, confirm == "1",
-                             vol_quote, NOT_GIVEN, NOT_GIVEN)
-            self.sink.on_kline(Kline(t, name, body), receipt)
+            on_kline(Kline(t, name, KlineBody(t, t + MINUTE_MS - 1, name, "1m", o, c, h, lo, vol_ccy, NO_COUNT,
+                                              confirm == "1", vol_quote, NOT_GIVEN, NOT_GIVEN)), receipt)
