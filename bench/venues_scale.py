@@ -126,7 +126,7 @@ def check_liquidations(venue: str, truth: dict, stored: list[tuple[str, int]],
 def _last_pushed(pushed: dict[str, list[tuple[int, Decimal]]], sym: str, t: int,
                  before: bool = False) -> Decimal | None:
     """The value of the venue's last push for `sym` at or before t (strictly before with `before`); pushes are
-    in time order."""
+    sorted by time (check_funding, check_open_interest)."""
     times = [ts for ts, _ in pushed.get(sym, ())]
     i = (bisect.bisect_left if before else bisect.bisect_right)(times, t)
     return pushed[sym][i - 1][1] if i else None
@@ -168,8 +168,10 @@ def _windows(stored: list[tuple[str, int, Decimal | None]], until_ms: int, size_
 
 def check_funding(venue: str, truth: dict, stored: list[tuple[str, int, Decimal | None]],
                   until_ms: int) -> dict[str, Any]:
-    pushed = None if venue == "binance" else {s: [(int(r["ts"]), Decimal(r["fundingRate"])) for r in recs]
-                                               for s, recs in truth["funding"].items()}
+    # sorted by time, stably: the Bybit simulator can send a delta stamped before the snapshot a subscription
+    # just got (seen once in a 1,146-symbol run)
+    pushed = None if venue == "binance" else {s: sorted(((int(r["ts"]), Decimal(r["fundingRate"])) for r in recs),
+                                                        key=lambda p: p[0]) for s, recs in truth["funding"].items()}
     return _windows(stored, until_ms, 60_000, "funding", len(truth["symbols"]), pushed)
 
 
@@ -178,7 +180,8 @@ def check_open_interest(venue: str, truth: dict, stored: list[tuple[str, int, De
     listed = len(truth["symbols"])
     if venue != "binance":
         field = "oiCcy" if venue == "okx" else "openInterest"  # base units
-        pushed = {s: [(int(r["ts"]), Decimal(r[field])) for r in recs] for s, recs in truth["open_interest"].items()}
+        pushed = {s: sorted(((int(r["ts"]), Decimal(r[field])) for r in recs), key=lambda p: p[0])
+                  for s, recs in truth["open_interest"].items()}
         return _windows(stored, until_ms, int(interval_s * 1000), "open_interest", listed, pushed)
     per = Counter(s for s, _, _ in stored)
     return {"table": "open_interest", "symbols": len(per), "expected_symbols": listed, "stored": len(stored),
