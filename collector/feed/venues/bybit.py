@@ -223,11 +223,13 @@ class BybitDecoder:
         self.sink = sink
         self.skipped = SkipCounter(sink, conn_id)
         self.tickers: dict[str, Ticker] = {}
+        self.next_funding: dict[str, int] = {}  # tickers[s].nextFundingTime as an int, parsed once
         self.venue_errors: list[str] = []
 
     def reset(self) -> None:
         """A new connection: Bybit sends a fresh tickers snapshot after subscribing, deltas apply to it."""
         self.tickers.clear()
+        self.next_funding.clear()
 
     def handle(self, msg: str | bytes, receipt: float) -> None:
         # The same shape as okx.py's handle (the duplicate finder pairs them, as it pairs the imports): each
@@ -326,13 +328,15 @@ class BybitDecoder:
 
     def _tickers(self, d: Ticker, kind: str, ts: int, msg: str | bytes, receipt: float) -> None:
         name = d.symbol
-        if not self._known(name, msg):
+        if name not in self.symbols:
+            self.skipped.skip("unknown_symbol", msg)
             return
-        if d.nextFundingTime:
-            int(d.nextFundingTime)  # a bad value is refused here (bad_number), never merged into the state
+        nxt_text = d.nextFundingTime
+        nxt = int(nxt_text) if nxt_text else 0  # a bad value is refused here (bad_number), never merged
         st = self.tickers.get(name)
         if kind == "snapshot" or st is None:
             st = self.tickers[name] = d
+            self.next_funding[name] = nxt
         else:  # a delta carries the fields that changed; spelled out, not a getattr loop: several a second
             if d.markPrice is not None:
                 st.markPrice = d.markPrice
@@ -340,14 +344,14 @@ class BybitDecoder:
                 st.indexPrice = d.indexPrice
             if d.fundingRate is not None:
                 st.fundingRate = d.fundingRate
-            if d.nextFundingTime is not None:
-                st.nextFundingTime = d.nextFundingTime
+            if nxt_text is not None:
+                st.nextFundingTime = nxt_text
+                self.next_funding[name] = nxt
             if d.openInterest is not None:
                 st.openInterest = d.openInterest
         if st.markPrice is not None and st.fundingRate:
-            nxt = int(st.nextFundingTime) if st.nextFundingTime else 0
-            self.sink.on_mark_price(MarkPrice(ts, name, st.markPrice, i=st.indexPrice or NOT_GIVEN,
-                                              r=st.fundingRate, T=nxt), receipt)
+            self.sink.on_mark_price(MarkPrice(ts, name, st.markPrice, st.indexPrice or NOT_GIVEN, NOT_GIVEN,
+                                              st.fundingRate, self.next_funding.get(name, 0)), receipt)
         if st.openInterest is not None:
             self.sink.on_open_interest(OpenInterest(name, st.openInterest, ts), receipt)
 
