@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from collector.config import Config, ConfigError, load_config, parse_duration
+from collector.sim_options import EVERY_VENUE, per_venue
 
 # The scripts in the checkout's bench/ folder, by the name `collector bench NAME` takes (tests/test_cli.py
 # checks this list against bench/). bench/ is not a package and is not installed with the wheel.
-BENCH_SCRIPTS = ("throughput", "peer", "shipped", "writer", "filter-budget", "fresh-start", "ws-client", "api", "soak", "ab", "latency")
+BENCH_SCRIPTS = ("throughput", "peer", "shipped", "writer", "filter-budget", "fresh-start", "ws-client", "api", "soak", "ab", "latency",
+                 "venue-cost", "venues-scale")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -43,8 +45,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-for", type=float, default=None, metavar="SECONDS", help="stop cleanly after this long")
     p.add_argument("--api", action="store_true",
                    help="also serve the read API (`collector api`, config api:) as a supervised child process")
-    p.add_argument("--sim-symbols", type=int, default=496, help="with --simulate: number of perpetuals")
-    p.add_argument("--sim-rate", type=float, default=1260.0, help="with --simulate: aggTrades/s (sim time)")
+    p.add_argument("--sim-symbols", type=per_venue(int, 1, "N"), default={}, metavar="N[,VENUE=N...]",
+                   help="with --simulate: perpetuals per venue; a bare N is every venue's, venue=N one venue's "
+                        "(default: the real markets' sizes, binance 496, okx 250, bybit 400)")
+    p.add_argument("--sim-rate", type=per_venue(float, 0, "RATE"), default={EVERY_VENUE: 1260.0},
+                   metavar="RATE[,VENUE=RATE...]",
+                   help="with --simulate: aggTrades/s (sim time) of each venue's whole market, the same syntax "
+                        "(default: 1260 each)")
     p.add_argument("--sim-speed", type=float, default=1.0, help="with --simulate: sim seconds per wall second")
     p.add_argument("--sim-seed", type=int, default=7)
 
@@ -55,6 +62,8 @@ def run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         p.error("--workers must be at least 1")
     from collector.runtime.arbiter import Supervisor
 
+    # per-venue values stay {venue or '*': value} dicts; the bootstrap resolves each simulator's
+    # (collector.sim_options.options_for)
     sim = {"symbols": args.sim_symbols, "rate": args.sim_rate, "speed": args.sim_speed, "seed": args.sim_seed}
     code: int = Supervisor(args.config, args.workers, simulate=args.simulate, run_for=args.run_for,
                            sim_options=sim, api=args.api).run()

@@ -244,7 +244,7 @@ def _realistic_snapshot(block: StatsBlock) -> dict[str, Any]:
 
 
 _PROMQL_WORDS = {"sum", "by", "rate", "increase", "scalar", "histogram_quantile", "time", "max", "min", "count",
-                 "avg", "without", "on", "ignoring", "le", "reason", "type", "table", "worker", "role", "tier", "proc",
+                 "avg", "without", "on", "ignoring", "le", "reason", "type", "table", "worker", "venue", "role", "tier", "proc",
                  "bool", "and", "or", "unless", "offset"}
 
 

@@ -71,7 +71,8 @@ class SnapshotCollector(Collector):
 
 def _child(fam: _Families, c: Mapping[str, Any]) -> None:
     worker = c["role"] != "writer"
-    ident = {"role": c["role"], "worker": str(c["slot"])} if worker else {"role": c["role"]}
+    venue = c.get("venue") or "binance"
+    ident = {"role": c["role"], "worker": str(c["slot"]), "venue": venue} if worker else {"role": c["role"]}
     fam.add("collector_child_up", "gauge", "1 while the child process is running", ident, 1 if c["alive"] else 0)
     fam.add("collector_child_restarts_total", "counter", "Times the supervisor restarted the child", ident,
             c["restarts"])
@@ -82,7 +83,8 @@ def _child(fam: _Families, c: Mapping[str, Any]) -> None:
         return
     fam.add("collector_child_stats_updated_timestamp_seconds", "gauge", "When the child last published",
             ident, c["stats_updated_ms"] / 1000)
-    base = {"worker": str(c["slot"])} if worker else {}
+    # every worker sample carries its venue, so `sum by (venue)` gives per-venue totals
+    base = {"worker": str(c["slot"]), "venue": venue} if worker else {}
     for e in CATALOGUE["worker" if worker else "writer"]:
         if e.metric is None:
             continue

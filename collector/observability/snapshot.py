@@ -8,7 +8,7 @@ Snapshot shape (all times in ms since the epoch, JSON-serialisable):
     {"now_ms": int,
      "supervisor": {"pid": int, "started_ms": int | None},
      "children": [{"role": "writer" | "worker", "slot": int, "pid": int | None, "alive": bool,
-                   "restarts": int, "symbols": int, "started_ms": int | None,
+                   "restarts": int, "symbols": int, "started_ms": int | None, "venue": str,
                    "stats": {field: float} | None,  # the slot's values (catalogue.WRITER_FIELDS / WORKER_FIELDS)
                    "stats_pid": int | None, "stats_updated_ms": int | None, "stats_stale": bool,
                    "text": str}],  # the slot's text: the child's last error, verbatim ("" = none)
@@ -16,7 +16,8 @@ Snapshot shape (all times in ms since the epoch, JSON-serialisable):
                "thresholds": {"0": {"min": float, "max": float}, ...},  # finite large-trade thresholds (USD)
                "top": [{"symbol": str, "tier": int, "threshold_usd": float, "score": float}]} | None,
      "api": {"url": str, "docs": str, "pid": int | None, "alive": bool, "restarts": int} | None}
-"thresholds" and "top" were added later: readers must accept a tiers dict without them; "api" is there
+"thresholds" and "top" were added later: readers must accept a tiers dict without them (and a child
+without "venue": binance's); "api" is there
 only when the supervisor runs the read API (--api).
 """
 
@@ -51,6 +52,7 @@ class ChildInfo:
     restarts: int = 0
     symbols: int = 0  # symbols assigned (workers)
     started_ms: int | None = None  # when the current process was started
+    venue: str = "binance"  # the venue a worker serves (collection.exchanges); the writer serves them all
 
 
 def build_snapshot(block: StatsBlock | None, children: Iterable[ChildInfo],
@@ -63,7 +65,7 @@ def build_snapshot(block: StatsBlock | None, children: Iterable[ChildInfo],
         reading = block.read(c.slot) if block is not None else None
         out_children.append({
             "role": c.role, "slot": c.slot, "pid": c.pid, "alive": c.alive, "restarts": c.restarts,
-            "symbols": c.symbols, "started_ms": c.started_ms,
+            "symbols": c.symbols, "started_ms": c.started_ms, "venue": c.venue,
             "stats": None if reading is None or reading.stale else reading.values,
             "stats_pid": None if reading is None else reading.pid,
             "stats_updated_ms": None if reading is None else reading.updated_ms,

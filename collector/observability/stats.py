@@ -14,6 +14,7 @@ from typing import Any
 
 from collector.observability.catalogue import WORKER, WRITER, WRITER_KINDS, Entry
 from collector.observability.snapshot import Snapshot, child_name, group, iso, own_stats
+from collector.observability.venues import venue_totals
 
 
 def num(v: float) -> float | int | None:
@@ -50,7 +51,7 @@ def catalogue_json(entries: tuple[Entry, ...], s: Mapping[str, float] | None) ->
 
 
 def stats_json(snapshot: Snapshot) -> dict[str, Any]:
-    """The /stats document: totals, one section per worker, the writer, the supervisor.
+    """The /stats document: totals, one section per worker, per-venue totals, the writer, the supervisor.
 
     Row counts and last_*_time in totals are the writer's (committed rows, so they survive worker
     restarts); received/kept/rejected are summed over the workers' current processes (a restarted
@@ -77,7 +78,8 @@ def stats_json(snapshot: Snapshot) -> dict[str, Any]:
         s = own_stats(c)
         for g, acc in sums.items():
             acc.update({k: num(v) or 0 for k, v in group(s, g).items()})
-        workers.append({"worker": c["slot"], **_child_json(c), "symbols": c["symbols"], **catalogue_json(WORKER, s)})
+        workers.append({"worker": c["slot"], "venue": c.get("venue") or "binance", **_child_json(c),
+                        "symbols": c["symbols"], **catalogue_json(WORKER, s)})
     totals.update({g: dict(acc) for g, acc in sums.items()})
     sup = snapshot["supervisor"]
     now = snapshot["now_ms"]
@@ -85,6 +87,8 @@ def stats_json(snapshot: Snapshot) -> dict[str, Any]:
     return {
         "totals": totals,
         "workers": workers,
+        # per venue: its workers' counters summed (collector.observability.venues)
+        "venues": venue_totals(children, now),
         "writer": None if writer is None else {
             **_child_json(writer), **catalogue_json(WRITER, ws),
             "last_error": writer.get("text") or None,  # verbatim: the server's message and the fix when known

@@ -182,8 +182,8 @@ class Supervisor:
                 venues=res.shard_venues or None, universes=res.universes or None,
                 venue_endpoints=res.venue_endpoints)
             api_url = f"http://{cfg.api.host}:{cfg.api.port}"
-            self.monitor = Monitor(res.stats, lambda: child_infos(self.children), coordinator.tiers_view,
-                                   lambda: api_info(self.children, api_url))
+            self.monitor = Monitor(res.stats, lambda: child_infos(self.children, coordinator.worker_venue),
+                                   coordinator.tiers_view, lambda: api_info(self.children, api_url))
             self.monitor.start(cfg.monitoring)
             self.children = [Child("writer", 0)] + [Child("worker", i) for i in range(len(res.shards))]
             self.children += [Child("api", 0)] if self.api else []

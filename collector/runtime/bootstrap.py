@@ -37,6 +37,7 @@ from collector.runtime.coordinator import (
 from collector.runtime.shm import StatsBlock
 from collector.runtime.startup import StartupError, check_machine, prepare_database
 from collector.runtime.venue_shards import shard_venues
+from collector.sim_options import options_for
 
 if TYPE_CHECKING:
     from collector.db.embedded import EmbeddedPostgres
@@ -142,12 +143,12 @@ def _start_exchange(res: Resources, cfg: Config, simulate: bool, sim_options: di
         from exchange_sim.config import SimConfig  # only with --simulate: the data path never needs it
         from exchange_sim.runner import launch_subprocess
 
-        res.sim = launch_subprocess(SimConfig(**sim_options))
+        res.sim = launch_subprocess(SimConfig(**options_for(sim_options, "binance")))
         res.endpoints = Endpoints(res.sim.rest_url, res.sim.ws_url)
         log.info("simulator on %s", res.sim.rest_url)
-        for venue in cfg.collection.exchanges:  # one simulator per other venue, the same market options
+        for venue in cfg.collection.exchanges:  # one simulator per other venue, with its own size and rate
             if venue != "binance":
-                sim = launch_subprocess(SimConfig(**{**sim_options, "venue": venue}))
+                sim = launch_subprocess(SimConfig(**options_for(sim_options, venue)))
                 res.venue_sims.append(sim)
                 res.venue_endpoints[venue] = Endpoints(sim.rest_url, sim.ws_url)
                 log.info("%s simulator on %s", venue, sim.rest_url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as MpEvent
@@ -109,8 +110,9 @@ def api_info(children: list[Child], url: str) -> dict[str, Any] | None:
     return None
 
 
-def child_infos(children: list[Child]) -> list[ChildInfo]:
-    """The children as the endpoints show them (called from the health server's and coordinator's threads)."""
+def child_infos(children: list[Child], venue_of: Callable[[int], str] = lambda _: "binance") -> list[ChildInfo]:
+    """The children as the endpoints show them (called from the health server's and coordinator's threads);
+    `venue_of(index)` is the venue worker `index` serves."""
     kids = []
     for c in list(children):
         if c.role == "api":  # shown apart (api_info): the slots are the writer's and the workers'
@@ -118,5 +120,6 @@ def child_infos(children: list[Child]) -> list[ChildInfo]:
         p = c.process  # read once: the arbiter's loop may replace it meanwhile
         alive = p is not None and p.is_alive()
         kids.append(ChildInfo(c.role, 0 if c.role == "writer" else c.index + 1, p.pid if p else None, alive,
-                              c.restarts, len(c.symbols), c.started_ms))
+                              c.restarts, len(c.symbols), c.started_ms,
+                              venue_of(c.index) if c.role == "worker" else "binance"))
     return kids

@@ -390,3 +390,20 @@ def test_a_failing_sink_is_counted_not_raised():
         d.handle(frame, 1.0)
         d.handle(json.dumps(dict(reversed(json.loads(frame).items()))), 1.0)   # the general path too
         assert sink.bad == {"handler_error": 2}
+
+
+def test_okx_push_covers_its_count_fills_on_both_paths():
+    """OKX's tradeId is the last of the push's `count` fills: f = tradeId - count + 1 (docs: 123 with count 3
+    covers 121..123), the same on the one-decode path and the general one; a count below 1 is a bad frame."""
+    usual = OKX_TRADE.replace('"tradeId":"7"', '"tradeId":"123"').replace('"count":"1"', '"count":"3"') % (
+        "BTC-USDT-SWAP", "BTC-USDT-SWAP", "2")
+    reordered = json.dumps(dict(reversed(json.loads(usual).items())))
+    for text in (usual, reordered):
+        sink = Sink()
+        okx.OkxDecoder([OKX_BTC], sink).handle(text, 1700000000.0)
+        [(kind, t)] = sink.events
+        assert (kind, t.a, t.f, t.l) == ("trade", 123, 121, 123) and not sink.bad
+    for text in (usual.replace('"count":"3"', '"count":"0"'), reordered.replace('"count": "3"', '"count": "0"')):
+        sink = Sink()
+        okx.OkxDecoder([OKX_BTC], sink).handle(text, 1700000000.0)
+        assert sink.bad == {"bad_number": 1} and not sink.events

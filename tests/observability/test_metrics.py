@@ -59,12 +59,12 @@ def test_values_are_carried_and_scaled(block: StatsBlock) -> None:
         assert len(hits) == 1, (family, labels, fams[family])
         return hits[0]
 
-    assert value("collector_worker_received", "collector_worker_received_total", worker="2", type="trades") == 1_000
-    assert value("collector_worker_kept", "collector_worker_kept_total", worker="1", reason="time_interval") == 10
-    assert value("collector_worker_rejected", "collector_worker_rejected_total", worker="2", reason="gap") == 2
-    assert value("collector_worker_last_event_timestamp_seconds", worker="1", type="trades") == (NOW - 1_000) / 1000
+    assert value("collector_worker_received", "collector_worker_received_total", worker="2", type="trades", venue="binance") == 1_000
+    assert value("collector_worker_kept", "collector_worker_kept_total", worker="1", reason="time_interval", venue="binance") == 10
+    assert value("collector_worker_rejected", "collector_worker_rejected_total", worker="2", reason="gap", venue="binance") == 2
+    assert value("collector_worker_last_event_timestamp_seconds", worker="1", type="trades", venue="binance") == (NOW - 1_000) / 1000
     assert value("collector_writer_rows", "collector_writer_rows_total", table="candles_5m") == 2
-    assert value("collector_child_up", role="worker", worker="2") == 1
+    assert value("collector_child_up", role="worker", worker="2", venue="binance") == 1
     assert value("collector_child_restarts", "collector_child_restarts_total", role="writer") == 0
     assert value("collector_tier_symbols", tier="3") == 2
     assert value("collector_uptime_seconds") == 1200
@@ -88,6 +88,7 @@ def test_a_rejection_the_feed_counts_reaches_metrics(block: StatsBlock) -> None:
     slot.publish(now_ms=NOW - 200)
     fams = families(render_metrics(_snap(block)))
     hits = [v for _, lab, v in fams["collector_worker_rejected"] if lab == {"worker": "1",
+                                                                         "venue": "binance",
                                                                          "reason": "invalid_open_interest"}]
     assert hits == [1]
 
@@ -108,4 +109,4 @@ def test_label_values_are_escaped() -> None:
                           "stats_stale": False}]}
     text = render_metrics(snap)
     assert 'role="wo\\"rk\\\\er\\nx"' in text  # the text format's escapes, no raw newline in a sample line
-    assert families(text)["collector_child_up"][0][1] == {"role": weird, "worker": "1"}
+    assert families(text)["collector_child_up"][0][1] == {"role": weird, "worker": "1", "venue": "binance"}

@@ -47,15 +47,16 @@ def test_the_page_reads_only_what_stats_serves(block: StatsBlock) -> None:
     page = status_page().decode()
     _publish_healthy(block)
     doc = stats_json(_snap(block))
-    for function, section in (("renderWorkers", doc["workers"][0]), ("renderWriter", doc["writer"])):
+    for function, section, var in (("renderWorkers", doc["workers"][0], "w"), ("renderWriter", doc["writer"], "w"),
+                                   ("renderVenues", doc["venues"]["binance"], "v")):
         body = page[page.index(f"function {function}("):]
         body = body[:body.index("\n}\n")]
-        paths = set(re.findall(r"\bw\.([a-z_]+(?:\.[a-z_]+)*)", body))
+        paths = set(re.findall(rf"\b{var}\.([a-z_]+(?:\.[a-z_]+)*)", body))
         assert paths, function
         for path in paths:
             node = section
             for key in path.split("."):
-                assert isinstance(node, dict) and key in node, f"{function} reads w.{path}, which /stats lacks"
+                assert isinstance(node, dict) and key in node, f"{function} reads {var}.{path}, which /stats lacks"
                 node = node[key]
     kept = re.search(r"for \(const reason of \[([^\]]*)\]\)", page)
     assert kept and re.findall(r'"(\w+)"', kept.group(1)) == list(REASONS)
@@ -92,7 +93,7 @@ class _Fields(HTMLParser):
     def _key(self) -> str:
         parts = []
         for _, a in self.stack:
-            for k in ("id", "data-worker", "data-tier", "data-symbol", "data-field"):
+            for k in ("id", "data-worker", "data-venue", "data-tier", "data-symbol", "data-field"):
                 if k in a:
                     parts.append(f"{k.removeprefix('data-')}={a[k]}")
         return "/".join(parts)
@@ -212,6 +213,11 @@ def test_status_page_shows_the_live_collector(db_url: str, tmp_path: Path) -> No
             assert re.fullmatch(r"[\d.]+ s ago", text[f"{row}/field=last_event"]), text[f"{row}/field=last_event"]
             assert _number(text[f"{row}/field=reconnects"]) >= 0
         assert symbols == SYMBOLS
+        # the one venue: its workers summed, receiving, rows handed to the writer
+        venue = "id=venues/venue=binance"
+        assert text[f"{venue}/field=connection"] == "receiving" and text[f"{venue}/field=workers_up"] == "2 / 2"
+        assert _number(text[f"{venue}/field=symbols"]) == SYMBOLS and _number(text[f"{venue}/field=msgs_rate"]) > 0
+        assert _number(text[f"{venue}/field=rows_trades"]) > 0 and _number(text[f"{venue}/field=frame_errors"]) == 0
         # the writer: rows committed per second, pending and spool
         assert _number(text["id=writer/field=rows_rate"]) > 0
         assert _number(text["id=writer/field=pending_rows"]) >= 0

@@ -185,16 +185,40 @@ class TradesFrame(msgspec.Struct):
     data: list[Trade]
 
 
+class TickerFrame(msgspec.Struct):
+    topic: str
+    data: Ticker
+    type: str = ""
+    ts: int = 0
+
+
+class KlineFrame(msgspec.Struct):
+    topic: str
+    data: list[Candle]
+
+
+class LiqFrame(msgspec.Struct):
+    topic: str
+    data: list[Liq]
+
+
 _TRADES_S = '{"topic":"publicTrade.'
 _TRADES_B = _TRADES_S.encode()
 _trades_frame = msgspec.json.Decoder(TradesFrame)
+# Every other push in Bybit's usual key order ({"topic":"<kind>.<...>",...}) is decoded in one pass too, by
+# the kind named at this offset: the envelope-then-data path decodes twice.
+_PUSH_S = '{"topic":"'
+_PUSH_B = _PUSH_S.encode()
+_KIND_AT = len(_PUSH_S)
+_push_frames: dict[str, msgspec.json.Decoder[Any]] = {
+    "tickers.": msgspec.json.Decoder(TickerFrame), "kline.1.": msgspec.json.Decoder(KlineFrame),
+    "allLiqui": msgspec.json.Decoder(LiqFrame)}  # keyed by the topic's first 8 characters
 _envelope = msgspec.json.Decoder(Envelope)
 _rows: dict[str, msgspec.json.Decoder[Any]] = {
     "publicTrade": msgspec.json.Decoder(list[Trade]), "tickers": msgspec.json.Decoder(Ticker),
     "allLiquidation": msgspec.json.Decoder(list[Liq]), "kline": msgspec.json.Decoder(list[Candle]),
 }
 _POSITION_TO_ORDER_SIDE = {"Buy": "SELL", "Sell": "BUY"}
-_TICKER_FIELDS = ("markPrice", "indexPrice", "fundingRate", "nextFundingTime", "openInterest")
 
 
 class BybitDecoder:
@@ -211,11 +235,13 @@ class BybitDecoder:
         self.sink = sink
         self.skipped = SkipCounter(sink, conn_id)
         self.tickers: dict[str, Ticker] = {}
+        self.next_funding: dict[str, int] = {}  # tickers[s].nextFundingTime as an int, parsed once
         self.venue_errors: list[str] = []
 
     def reset(self) -> None:
         """A new connection: Bybit sends a fresh tickers snapshot after subscribing, deltas apply to it."""
         self.tickers.clear()
+        self.next_funding.clear()
 
     def handle(self, msg: str | bytes, receipt: float) -> None:
         # The same shape as okx.py's handle (the duplicate finder pairs them, as it pairs the imports): each
@@ -227,12 +253,22 @@ class BybitDecoder:
             except msgspec.DecodeError:
                 pass  # the general path below names the problem
             else:
+                # The hottest loop of the venue, inline (bench/venue_cost.py)
                 try:
-                    return self._trades(frame.data, frame.ts, msg, receipt)
+                    on_trade, symbols, ts = self.sink.on_trade, self.symbols, frame.ts
+                    for r in frame.data:
+                        if r.s in symbols:
+                            a = int(r.i.replace("-", "")[:16], 16) >> 1  # trade_id_of, inlined
+                            on_trade(AggTrade(ts, r.s, a, r.p, r.v, a, a, r.T, r.S == "Sell"), receipt)
+                        else:
+                            self.skipped.skip("unknown_symbol", msg)
+                    return None
                 except ValueError as e:  # a trade id that is no UUID
                     return self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
                     return self.skipped.skip("handler_error", msg, e)
+        elif (msg.startswith(_PUSH_B) if isinstance(msg, bytes) else msg.startswith(_PUSH_S)) and self._push(msg, receipt):
+            return None
         try:
             env = _envelope.decode(msg)
         except msgspec.DecodeError as e:
@@ -254,7 +290,7 @@ class BybitDecoder:
             if kind == "publicTrade":
                 self._trades(rows, env.ts, msg, receipt)
             elif kind == "tickers":
-                self._tickers(rows, env, msg, receipt)
+                self._tickers(rows, env.type, env.ts, msg, receipt)
             elif kind == "allLiquidation":
                 self._liquidations(rows, msg, receipt)
             else:
@@ -266,6 +302,31 @@ class BybitDecoder:
         except Exception as e:  # the sink's failure: counted like Binance's, never raised
             self.skipped.skip("handler_error", msg, e)
         return None
+
+    def _push(self, msg: str | bytes, receipt: float) -> bool:
+        """A tickers, kline.1 or allLiquidation push in one decode; False: not one (or not decodable as one),
+        for the general path to handle or name."""
+        kind = (msg[_KIND_AT:_KIND_AT + 8].decode(errors="replace") if isinstance(msg, bytes)
+                else msg[_KIND_AT:_KIND_AT + 8])
+        decoder = _push_frames.get(kind)
+        if decoder is None:
+            return False
+        try:
+            push = decoder.decode(msg)
+        except msgspec.DecodeError:
+            return False
+        try:
+            if kind == "tickers.":
+                self._tickers(push.data, push.type, push.ts, msg, receipt)
+            elif kind == "kline.1.":
+                self._klines(push.data, push.topic[8:], msg, receipt)
+            else:
+                self._liquidations(push.data, msg, receipt)
+        except (ValueError, KeyError) as e:
+            self.skipped.skip("bad_number" if isinstance(e, ValueError) else "unknown_side", msg, e)
+        except Exception as e:  # the sink's failure: counted like Binance's, never raised
+            self.skipped.skip("handler_error", msg, e)
+        return True
 
     def _known(self, name: str, msg: str | bytes) -> bool:
         if name in self.symbols:
@@ -280,26 +341,34 @@ class BybitDecoder:
                 a = int(r.i.replace("-", "")[:16], 16) >> 1  # trade_id_of, inlined: once per trade
                 on_trade(AggTrade(ts, r.s, a, r.p, r.v, a, a, r.T, r.S == "Sell"), receipt)
 
-    def _tickers(self, d: Ticker, env: Envelope, msg: str | bytes, receipt: float) -> None:
+    def _tickers(self, d: Ticker, kind: str, ts: int, msg: str | bytes, receipt: float) -> None:
         name = d.symbol
-        if not self._known(name, msg):
+        if name not in self.symbols:
+            self.skipped.skip("unknown_symbol", msg)
             return
-        if d.nextFundingTime:
-            int(d.nextFundingTime)  # a bad value is refused here (bad_number), never merged into the state
+        nxt_text = d.nextFundingTime
+        nxt = int(nxt_text) if nxt_text else 0  # a bad value is refused here (bad_number), never merged
         st = self.tickers.get(name)
-        if env.type == "snapshot" or st is None:
+        if kind == "snapshot" or st is None:
             st = self.tickers[name] = d
-        else:
-            for f in _TICKER_FIELDS:
-                v = getattr(d, f)
-                if v is not None:
-                    setattr(st, f, v)
+            self.next_funding[name] = nxt
+        else:  # a delta carries the fields that changed; spelled out, not a getattr loop: several a second
+            if d.markPrice is not None:
+                st.markPrice = d.markPrice
+            if d.indexPrice is not None:
+                st.indexPrice = d.indexPrice
+            if d.fundingRate is not None:
+                st.fundingRate = d.fundingRate
+            if nxt_text is not None:
+                st.nextFundingTime = nxt_text
+                self.next_funding[name] = nxt
+            if d.openInterest is not None:
+                st.openInterest = d.openInterest
         if st.markPrice is not None and st.fundingRate:
-            nxt = int(st.nextFundingTime) if st.nextFundingTime else 0
-            self.sink.on_mark_price(MarkPrice(env.ts, name, st.markPrice, i=st.indexPrice or NOT_GIVEN,
-                                              r=st.fundingRate, T=nxt), receipt)
+            self.sink.on_mark_price(MarkPrice(ts, name, st.markPrice, st.indexPrice or NOT_GIVEN, NOT_GIVEN,
+                                              st.fundingRate, self.next_funding.get(name, 0)), receipt)
         if st.openInterest is not None:
-            self.sink.on_open_interest(OpenInterest(name, st.openInterest, env.ts), receipt)
+            self.sink.on_open_interest(OpenInterest(name, st.openInterest, ts), receipt)
 
     def _liquidations(self, rows: list[Liq], msg: str | bytes, receipt: float) -> None:
         for r in rows:

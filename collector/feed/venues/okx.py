@@ -25,7 +25,7 @@ Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -179,9 +179,41 @@ class TradesFrame(msgspec.Struct):
     data: list[Trade]
 
 
+class FastTrade(msgspec.Struct):
+    """Trade with the ids and times OKX sends as digit strings decoded to ints by msgspec (lax mode), for
+    the one-decode trades path; a value lax mode refuses sends the frame to the general path, which names it."""
+
+    instId: str
+    tradeId: int
+    px: str
+    sz: str
+    side: str
+    ts: int
+    count: Annotated[int, msgspec.Meta(ge=1)] = 1  # fills in the push; a count below 1 takes the general path
+
+
+class FastTradesFrame(msgspec.Struct):
+    arg: Arg
+    data: list[FastTrade]
+
+
 _TRADES_S = '{"arg":{"channel":"trades"'
 _TRADES_B = _TRADES_S.encode()
-_trades_frame = msgspec.json.Decoder(TradesFrame)
+_trades_frame = msgspec.json.Decoder(FastTradesFrame, strict=False)
+# Every other push in OKX's usual key order ({"arg":{"channel":"<name>",...},"data":[...]}) is decoded in
+# one pass too, by the channel named at this offset: the envelope-then-rows path decodes twice.
+_PUSH_S = '{"arg":{"channel":"'
+_PUSH_B = _PUSH_S.encode()
+_CHANNEL_AT = len(_PUSH_S)
+
+
+def _push(data: Any) -> msgspec.json.Decoder[Any]:
+    """A decoder of a whole push, {"arg": Arg, "data": data}."""
+    return msgspec.json.Decoder(msgspec.defstruct("Push", [("arg", Arg), ("data", data)]))
+
+
+_frames = {"candle1m": _push(list[Candle]), "mark-price": _push(list[Mark]), "open-interest": _push(list[OI]),
+           "funding-rate": _push(list[Funding])}
 
 _envelope = msgspec.json.Decoder(Envelope)
 _rows: dict[str, msgspec.json.Decoder[Any]] = {
@@ -224,12 +256,43 @@ class OkxDecoder:
             except msgspec.DecodeError:
                 pass  # the general path below names the problem
             else:
+                # The hottest loop of the venue, inline: ids already ints, the symbol looked up here, the
+                # size's conversion read from its cache (bench/venue_cost.py)
                 try:
-                    return self._trades(frame.data, frame.arg, msg, receipt)
+                    on_trade, symbols = self.sink.on_trade, self.symbols
+                    for r in frame.data:
+                        s = symbols.get(r.instId)
+                        if s is None:
+                            self.skipped.skip("unknown_symbol", msg)
+                            continue
+                        q = s.contract.converted.get(r.sz) or s.contract.base_units(r.sz)
+                        tid, ts = r.tradeId, r.ts
+                        on_trade(AggTrade(ts, r.instId, tid, r.px, q, tid - r.count + 1, tid, ts, r.side == "sell"),
+                                 receipt)
+                    return None
                 except ValueError as e:
                     return self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
                     return self.skipped.skip("handler_error", msg, e)
+        elif msg.startswith(_PUSH_B) if isinstance(msg, bytes) else msg.startswith(_PUSH_S):
+            if isinstance(msg, bytes):
+                channel = msg[_CHANNEL_AT:msg.find(b'"', _CHANNEL_AT)].decode(errors="replace")
+            else:
+                channel = msg[_CHANNEL_AT:msg.find('"', _CHANNEL_AT)]
+            full = _frames.get(channel)
+            if full is not None:
+                try:
+                    push = full.decode(msg)
+                except msgspec.DecodeError:
+                    pass  # the general path below names the problem
+                else:
+                    try:
+                        self._handlers[push.arg.channel](push.data, push.arg, msg, receipt)
+                        return None
+                    except ValueError as e:
+                        return self.skipped.skip("bad_number", msg, e)
+                    except Exception as e:  # the sink's failure: counted like Binance's, never raised
+                        return self.skipped.skip("handler_error", msg, e)
         if msg == "pong" or msg == b"pong":
             return None
         try:
@@ -297,12 +360,16 @@ class OkxDecoder:
             self._emit_funding(r.instId, st, int(r.ts), receipt)
 
     def _mark_price(self, rows: list[Mark], arg: Arg, msg: str | bytes, receipt: float) -> None:
+        # every second per instrument: _symbol, _state and _emit_funding inlined (bench/venue_cost.py)
+        on_mark, symbols, funding = self.sink.on_mark_price, self.symbols, self.funding
         for r in rows:
-            if self._symbol(r.instId, msg) is None:
+            name = r.instId
+            if name not in symbols:
+                self.skipped.skip("unknown_symbol", msg)
                 continue
-            st = self._state(r.instId)
+            st = funding.get(name) or self._state(name)
             st.mark = r.markPx
-            self._emit_funding(r.instId, st, int(r.ts), receipt)
+            on_mark(MarkPrice(int(r.ts), name, st.mark, r=st.rate, T=st.time), receipt)
 
     def _open_interest(self, rows: list[OI], arg: Arg, msg: str | bytes, receipt: float) -> None:
         for r in rows:
@@ -326,10 +393,11 @@ class OkxDecoder:
 
     def _candle1m(self, rows: list[Candle], arg: Arg, msg: str | bytes, receipt: float) -> None:
         name = arg.instId  # a candle row is a bare array: the instrument is only in `arg`
-        if self._symbol(name, msg) is None:
+        if name not in self.symbols:
+            self.skipped.skip("unknown_symbol", msg)
             return
+        on_kline = self.sink.on_kline
         for ts, o, h, lo, c, _vol, vol_ccy, vol_quote, confirm in rows:
             t = int(ts)
-            body = KlineBody(t, t + MINUTE_MS - 1, name, "1m", o, c, h, lo, vol_ccy, NO_COUNT, confirm == "1",
-                             vol_quote, NOT_GIVEN, NOT_GIVEN)
-            self.sink.on_kline(Kline(t, name, body), receipt)
+            on_kline(Kline(t, name, KlineBody(t, t + MINUTE_MS - 1, name, "1m", o, c, h, lo, vol_ccy, NO_COUNT,
+                                              confirm == "1", vol_quote, NOT_GIVEN, NOT_GIVEN)), receipt)

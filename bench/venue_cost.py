@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""CPU per message of the decode + pipeline path, Binance vs OKX vs Bybit, like for like (issue 14's
+"cost per message no worse than Binance's path, within 20%").
+
+Recording: one simulator per venue with the same market model (same seed, symbol count, trade rate and
+speed), each subscribed over a real socket to every data type of every symbol exactly as the collector
+subscribes (Binance: the combined streams cryptofeed's BinanceFutures opens, `<s>@aggTrade`, `@markPrice`,
+`@forceOrder`, `@kline_1m`; OKX / Bybit: collector.feed.venue_feed.subscriptions), until each has
+--messages data frames; answers to subscriptions are dropped, every venue keeps exactly --messages frames.
+
+Measuring: per run and venue a fresh Pipeline (default filter, every data type, batches discarded) behind the
+venue's own lean path as a worker has it: Binance `FastBinanceFutures.handle_batch` (msgspec wire structs),
+OKX / Bybit the venue decoder behind VenueFeed's open-interest gate (`GatedSink`); frames handed over in
+reads of --batch frames, as a socket read delivers them. CPU time (time.process_time) of the whole pass;
+us/msg = CPU / frames. Venues alternate within each run (load drifts on a shared machine); the table shows
+medians over --runs and each venue's ratio to Binance from the same invocation. --profile VENUE prints the
+cProfile of one pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import common
+import websockets
+
+from collector.feed.cryptofeed_adapter import bind_feed_class
+from collector.feed.endpoints import Endpoints
+from collector.feed.source import FastBinanceFutures, subscription_channels
+from collector.feed.venue_feed import GatedSink, OpenInterestGate, subscriptions
+from collector.feed.venue_universe import fetch_venue_universe
+from collector.feed.venues import bybit, okx
+from collector.pipeline.router import Pipeline
+from collector.pipeline.trade_filter import TradeFilter
+from exchange_sim import SimConfig, launch_subprocess
+
+VENUES = ("binance", "okx", "bybit")
+DATA_TYPES = ["trades", "funding", "liquidations", "open_interest", "candles_1m"]
+TARGET_RATIO = 1.2
+
+
+def _is_data(venue: str, frame: str) -> bool:
+    """A market-data frame, not an answer to a subscribe or a ping."""
+    if venue == "binance":
+        return frame.startswith('{"stream"')
+    if venue == "okx":
+        return frame.startswith('{"arg"') and '"data"' in frame
+    return frame.startswith('{"topic"')
+
+
+async def _record(venue: str, sim: Any, names: list[str], n: int) -> list[str]:
+    if venue == "binance":
+        streams = [f"{s.lower()}@{c}" for s in names for c in ("aggTrade", "markPrice", "forceOrder", "kline_1m")]
+        plan = {"/stream?streams=" + "/".join(streams): []}
+    else:
+        plan = subscriptions(venue, names, DATA_TYPES)
+    frames: list[str] = []
+    conns = [await websockets.connect(sim.ws_url + path, compression=None, max_size=None) for path in plan]
+    try:
+        for ws, texts in zip(conns, plan.values(), strict=True):
+            for t in texts:
+                await ws.send(t)
+
+        async def read(ws: Any) -> None:
+            async for m in ws:
+                text = m if isinstance(m, str) else m.decode()
+                if _is_data(venue, text):
+                    frames.append(text)
+                if len(frames) >= n:
+                    return
+        await asyncio.wait([asyncio.create_task(read(ws)) for ws in conns], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for ws in conns:
+            await ws.close()
+    return frames[:n]
+
+
+class _Conn:
+    uuid = "bench"
+
+
+def _pipeline(names: list[str], venue: str) -> Pipeline:
+    return Pipeline(names, DATA_TYPES, TradeFilter(), lambda batch: None, venue=venue)
+
+
+def make_pass(venue: str, sim: Any, names: list[str], frames: list[str], batch: int) -> Callable[[], None]:
+    """One pass over the recorded frames through a fresh pipeline and the venue's lean path."""
+    reads = [frames[i:i + batch] for i in range(0, len(frames), batch)]
+    if venue == "binance":
+        cls = bind_feed_class(Endpoints(sim.rest_url, sim.ws_url), FastBinanceFutures)
+        feed = cls(exchange_symbols=names, channels=subscription_channels(DATA_TYPES), sink=_pipeline(names, venue))
+        conn = _Conn()
+
+        def run_binance() -> None:
+            feed.set_sink(_pipeline(names, venue))
+            now = time.time()
+            for r in reads:
+                feed.handle_batch(r, conn, now)  # type: ignore[arg-type]
+        return run_binance
+    symbols = fetch_venue_universe(venue, sim.rest_url, common.http_json)
+
+    def run_venue() -> None:
+        sink = GatedSink(_pipeline(names, venue), OpenInterestGate(300_000))
+        decoder = okx.OkxDecoder(symbols, sink, venue) if venue == "okx" else bybit.BybitDecoder(symbols, sink, venue)
+        handle = decoder.handle
+        now = time.time()
+        for r in reads:
+            for m in r:
+                handle(m, now)
+    return run_venue
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--symbols", type=int, default=100, help="perpetuals per venue (default %(default)s)")
+    p.add_argument("--rate", type=float, default=254.0,
+                   help="aggTrades/s of sim time per venue (default %(default)s: the real 1,260/s over 496 "
+                        "symbols, per symbol)")
+    p.add_argument("--messages", type=int, default=30_000, help="frames recorded per venue (default %(default)s)")
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--batch", type=int, default=20, help="frames per simulated socket read")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--profile", choices=VENUES, help="print the cProfile of one pass of this venue")
+    args = p.parse_args()
+    sims = {v: launch_subprocess(SimConfig(venue=v, port=0, symbols=args.symbols, rate=args.rate, seed=args.seed))
+            for v in VENUES}
+    try:
+        names = {v: [s.name for s in fetch_venue_universe(v, sims[v].rest_url, common.http_json)]
+                 if v != "binance" else [s["symbol"] for s in common.http_json(  # type: ignore[index, union-attr]
+                     sims[v].rest_url + "/fapi/v1/exchangeInfo")["symbols"]] for v in VENUES}  # type: ignore[index]
+
+        async def record_all() -> dict[str, list[str]]:
+            got = await asyncio.gather(*(_record(v, sims[v], names[v], args.messages) for v in VENUES))
+            return dict(zip(VENUES, got, strict=True))
+        t0 = time.monotonic()
+        frames = asyncio.run(record_all())
+        recorded_s = time.monotonic() - t0
+        passes = {v: make_pass(v, sims[v], names[v], frames[v], args.batch) for v in VENUES}
+        by_channel = {(v, ch): make_pass(v, sims[v], names[v], fs, args.batch)
+                      for v in VENUES for ch, fs in _channels(v, frames[v]).items()}
+    finally:
+        for sim in sims.values():
+            sim.stop()
+    mix = {v: _mix(v, frames[v]) for v in VENUES}
+    load0 = os.getloadavg()
+    for v in VENUES:
+        passes[v]()  # warm-up: imports, caches, the allocator
+    us: dict[str, list[float]] = {v: [] for v in VENUES}
+    channel_us: dict[tuple[str, str], list[float]] = {k: [] for k in by_channel}
+    sizes = {(v, ch): len(fs) for v in VENUES for ch, fs in _channels(v, frames[v]).items()}
+    for _ in range(args.runs):
+        for v in VENUES:
+            c0 = time.process_time()
+            passes[v]()
+            us[v].append((time.process_time() - c0) / len(frames[v]) * 1e6)
+        for k, run in by_channel.items():
+            c0 = time.process_time()
+            run()
+            channel_us[k].append((time.process_time() - c0) / sizes[k] * 1e6)
+    load1 = os.getloadavg()
+    print(common.conditions(sys.argv, "working tree", "no database"))
+    print(f"{args.symbols} symbols per venue, {args.rate:g} aggTrades/s sim time, seed {args.seed}; "
+          f"{args.messages:,} frames per venue recorded in {recorded_s:.0f} s; {args.runs} runs; load average "
+          f"{load0[0]:.2f} -> {load1[0]:.2f}")
+    base = statistics.median(us["binance"])
+    rows = [{"venue": v, "median": statistics.median(us[v]), "min": min(us[v]), "max": max(us[v]),
+             "ratio": statistics.median(us[v]) / base, "mix": mix[v],
+             "ok": "yes" if statistics.median(us[v]) / base <= TARGET_RATIO else "NO"} for v in VENUES]
+    common.print_table(rows, [("venue", "venue"), ("median", "us/msg (median)"), ("min", "min"), ("max", "max"),
+                              ("ratio", "/ binance"), ("ok", f"<= {TARGET_RATIO}"), ("mix", "frames by channel")])
+    common.print_table([{"venue": v, "channel": ch, "frames": sizes[(v, ch)],
+                         "median": statistics.median(channel_us[(v, ch)])} for v, ch in by_channel],
+                       [("venue", "venue"), ("channel", "channel alone"), ("frames", "frames"),
+                        ("median", "us/msg (median)")])
+    common.write_results("venue-cost", {"args": vars(args), "us_per_msg": us, "mix": mix,
+                                        "by_channel": {f"{v} {ch}": x for (v, ch), x in channel_us.items()},
+                                        "load": [load0, load1]})
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.runcall(passes[args.profile])
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+    return 0 if all(r["ok"] == "yes" for r in rows) else 1
+
+
+def _channel(venue: str, frame: str) -> str:
+    if venue == "binance":
+        return frame[frame.index("@") + 1:frame.index('"', frame.index("@"))].split("_")[0]
+    if venue == "okx":
+        return frame[frame.index('"channel":"') + 11:].split('"', 1)[0]
+    return frame[10:].split('"', 1)[0].split(".")[0]
+
+
+def _channels(venue: str, frames: list[str]) -> dict[str, list[str]]:
+    """The frames of each channel, in order (liquidations too few to time apart are left out)."""
+    out: dict[str, list[str]] = {}
+    for f in frames:
+        out.setdefault(_channel(venue, f), []).append(f)
+    return {ch: fs for ch, fs in out.items() if len(fs) >= 200}
+
+
+def _mix(venue: str, frames: list[str]) -> str:
+    """Frames per channel, e.g. "aggTrade 41%, kline 35%, ..."."""
+    counts: dict[str, int] = {}
+    for f in frames:
+        key = _channel(venue, f)
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} {100 * n / len(frames):.0f}%" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
