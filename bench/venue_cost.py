@@ -33,7 +33,7 @@ from typing import Any
 import common
 import websockets
 
-from collector.feed.cryptofeed_adapter import bind_feed_class
+from collector.feed.cryptofeed_feed import bind_feed_class
 from collector.feed.endpoints import Endpoints
 from collector.feed.source import FastBinanceFutures, subscription_channels
 from collector.feed.venue_feed import GatedSink, OpenInterestGate, subscriptions
