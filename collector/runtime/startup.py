@@ -93,7 +93,9 @@ def check_machine(cfg: Config, simulate: bool) -> None:
     check_log_file(cfg.logging.filename)
     check_writable_dir(Path(cfg.writer.spool_dir), "writer.spool_dir")
     check_port_free(cfg.monitoring.health_check_host, cfg.monitoring.health_check_port)
-    if not simulate:
+    # Binance's REST is probed only when Binance is collected: with exchanges [okx, bybit] the start must not
+    # depend on a venue nobody asked for (the other venues' workers retry their instruments until they answer).
+    if not simulate and "binance" in cfg.collection.exchanges:
         ex = cfg.exchange
         check_exchange(ex.endpoints().rest, "exchange.rest_url" if ex.rest_url else f"exchange.preset ({ex.preset})")
 

@@ -84,6 +84,20 @@ def test_unreachable_exchange(tmp_path: Path) -> None:
                     "[Errno 111] Connection refused")
 
 
+def test_binance_not_probed_when_not_collected(tmp_path: Path) -> None:
+    # exchanges [okx, bybit]: Binance's REST is nobody's business, so its (unreachable) endpoint stops nothing
+    from collector.config import config_from_dict
+    from collector.runtime.startup import check_machine
+
+    closed = free_port()
+    cfg = config_from_dict({"collection": {"exchanges": ["okx", "bybit"]},
+                            "exchange": {"rest_url": f"http://127.0.0.1:{closed}", "ws_url": "ws://127.0.0.1:1"},
+                            "logging": {"filename": str(tmp_path / "logs" / "supervisor.log")},
+                            "writer": {"spool_dir": str(tmp_path / "spool")},
+                            "monitoring": {"health_check_port": free_port()}})
+    check_machine(cfg, simulate=False)  # raised StartupError "cannot reach .../fapi/v1/ping" before
+
+
 def _database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
