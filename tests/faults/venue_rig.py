@@ -1,0 +1,308 @@
+"""The rig for the OKX and Bybit fault scenarios (tests/faults/test_venue_*.py): `supervisor.py` with
+collection.exchanges [okx, bybit] against one simulator per venue, and the verdict against each simulator's
+ground truth, value by value.
+
+Why its own rig: test_gaps.Collector and conftest.WriterFaultRig drive Binance's simulator and compare with
+Binance's truth (aggTrade ids, backfills). The venues' truth documents differ (OKX instId/tradeId, Bybit
+s/seq) and their gaps are stored `unfillable` (no REST repair yet), so the verdict here is: a row is
+stored exactly once and equal to what the venue sent, or it lies in a stored gap row (trades, candles) or
+in the outage the scenario caused (liquidations and funding, which no gap row covers).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from helpers import SupervisorProcess, http_get, wait_for, write_config
+
+from collector.db.embedded import free_port
+from collector.feed.venue_universe import fetch_venue_universe
+from exchange_sim import SimConfig, launch_subprocess
+
+VENUES = ("okx", "bybit")
+# Few symbols at speed 20 (a sim minute every 3 wall seconds): 1m candles close often, and every scenario
+# stays well under 90 s of wall time on a shared machine.
+VENUE_SYMBOLS = 4
+VENUE_SPEED = 20
+VENUE_RATE = 30  # trades per sim second across a venue's market
+# The successor flushes a batch at most this many sim ms after an event: rows of events this close to the
+# kill may or may not have been committed by the victim (20 sim s = 1 wall second at speed 20).
+FLUSH_SLACK_MS = 20_000
+
+
+def _gap_overlaps(gaps: list[tuple[str, int, int]], have: set[tuple[str, int]], step: int = 1) -> list[str]:
+    """A gap row may start with rows the killed worker had committed but the writer not yet acknowledged (the
+    successor resumes from the acknowledged checkpoint, collector.runtime.checkpoints): stored rows inside a
+    gap row must be such a prefix, every one of them before every row of it that is missing."""
+    out = []
+    for sym, lo, hi in gaps:
+        inside = range(lo, hi + 1, step)
+        stored = [i for i in inside if (sym, i) in have]
+        missing = [i for i in inside if (sym, i) not in have]
+        if stored and missing and max(stored) > min(missing):
+            out.append(f"gap row {sym} {lo}..{hi}: stored {stored[:5]}.. after missing {missing[:5]}..")
+    return out
+
+
+def _sent_key(venue: str, r: dict[str, Any]) -> tuple[str, int]:
+    return (r["instId"], int(r["tradeId"])) if venue == "okx" else (r["s"], int(r["seq"]))
+
+
+class VenueRig:
+    """One simulator per venue + `supervisor.py` (a child) + the test's database, torn down together."""
+
+    def __init__(self, tmp_path: Path, db_url: str, workers: int = 2, seed: int = 21, **config: dict) -> None:
+        self.db_url, self.tmp_path, self.workers = db_url, tmp_path, workers
+        self.logs = tmp_path / "logs"
+        self.sims: dict[str, Any] = {}
+        self.sup: SupervisorProcess | None = None
+        self._stopped: tuple[int, str] | None = None
+        self.health_url = f"http://127.0.0.1:{free_port()}"
+        try:
+            for i, venue in enumerate(VENUES):
+                self.sims[venue] = launch_subprocess(SimConfig(
+                    venue=venue, port=0, symbols=VENUE_SYMBOLS, rate=VENUE_RATE, speed=VENUE_SPEED, seed=seed + i,
+                    truth_trades=True))
+            sections: dict[str, dict] = {
+                "database": {"url": db_url},
+                "collection": {"exchanges": list(VENUES)},
+                "exchange": {v: {"rest_url": s.rest_url, "ws_url": s.ws_url} for v, s in self.sims.items()},
+                "logging": {"filename": str(self.logs / "supervisor.log")},
+                "writer": {"spool_dir": str(tmp_path / "spool")},
+                "monitoring": {"health_check_port": int(self.health_url.rsplit(":", 1)[1]), "stats_interval": 5},
+                "filters": {"trades": {"keep_all": True}, "open_interest": {"interval_s": 60}},
+            }
+            for name, values in config.items():
+                sections[name] = {**sections.get(name, {}), **values}
+            self.config_path = write_config(tmp_path / "main.yaml", **sections)
+            for venue in VENUES:
+                self.control(venue, "pause")  # nothing is sent before the workers listen: the truth is all ours
+            self.sup = SupervisorProcess("--workers", str(workers), "--config", str(self.config_path), cwd=tmp_path)
+            for venue in VENUES:
+                wait_for(lambda v=venue: self.subscribed(v), 60, f"the {venue} worker to subscribe")
+            wait_for(lambda: self.query("SELECT to_regclass('gaps')")[0][0], 60, "the writer to create the schema")
+            for venue in VENUES:
+                self.control(venue, "resume")
+        except BaseException:  # the caller never gets the object to stop: stop what was started here
+            self.stop()
+            raise
+
+    # --- looking ------------------------------------------------------------------------------------------------
+
+    def control(self, venue: str, cmd: str, **query: object) -> Any:
+        q = "&".join(f"{k}={v}" for k, v in query.items())
+        status, _, body = http_get(f"{self.sims[venue].rest_url}/_sim/{cmd}" + (f"?{q}" if q else ""))
+        assert status == 200, body
+        return body
+
+    def truth(self, venue: str, klines: bool = False) -> dict:
+        return self.control(venue, "truth", klines=int(klines))
+
+    def live(self, venue: str) -> list[dict]:
+        """The venue simulator's open connections that have subscribed to something."""
+        return [c for c in self.truth(venue)["connections"] if not c["closed"] and c["streams"]]
+
+    def subscribed(self, venue: str) -> bool:
+        """Every socket of the venue's worker open and subscribed (OKX: public + business, Bybit: linear)."""
+        return len(self.live(venue)) == (2 if venue == "okx" else 1)
+
+    def query(self, sql: str, *params: object) -> list[tuple]:
+        with psycopg.connect(self.db_url) as conn:
+            return conn.execute(sql, params or None).fetchall()
+
+    def count(self, table: str, venue: str) -> int:
+        return self.query(f"SELECT count(*) FROM {table} WHERE venue = %s", venue)[0][0]  # noqa: S608
+
+    def stats(self) -> dict:
+        status, _, body = http_get(self.health_url + "/stats", timeout=5)
+        assert status == 200, body
+        return body  # type: ignore[return-value]
+
+    def health(self) -> tuple[int, Any]:
+        status, _, body = http_get(self.health_url + "/health", timeout=5)
+        return status, body
+
+    def worker_log(self, index: int) -> str:
+        path = self.logs / f"worker-{index}.log"
+        return path.read_text() if path.exists() else ""
+
+    def worker_of(self, venue: str) -> int:
+        """The 1-based index of the worker collecting `venue` (its feed logs its sockets' ids, e.g. okx.ws.v5.public)."""
+        return wait_for(lambda: next((i for i in range(1, self.workers + 1)
+                                      if f"{venue}.ws.v5." in self.worker_log(i) or f"{venue}.v5." in self.worker_log(i)),
+                                     None), 30, f"the {venue} worker's log")
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker index (1-based) -> pid, from the process titles (collector: worker 1/2 (...))."""
+        assert self.sup is not None
+        out = {}
+        for p in psutil.Process(self.sup.proc.pid).children(recursive=True):
+            try:
+                title = " ".join(p.cmdline()).strip()
+            except psutil.Error:  # exited (or a zombie not reaped yet)
+                continue
+            if title.startswith("collector: worker "):
+                out[int(title.split()[2].split("/")[0])] = p.pid
+        return out
+
+    def kill_worker(self, index: int) -> int:
+        """SIGKILL worker `index` and wait for the arbiter to start its successor; returns the victim's pid."""
+        victim = self.worker_pids()[index]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: self.worker_pids().get(index, victim) != victim, 60, f"worker {index} restarted")
+        return victim
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM the collector (exit code, output), then stop the simulators; idempotent."""
+        if self._stopped is None:
+            try:
+                self._stopped = self.sup.stop() if self.sup is not None else (-1, "")
+            finally:
+                for sim in self.sims.values():
+                    sim.stop()
+        return self._stopped
+
+    # --- the verdict ----------------------------------------------------------------------------------------------
+
+    def settle(self, venue: str) -> dict:
+        """Pause the venue's market and wait until every trade and closed candle it sent is stored or in a
+        stored gap row; returns the (final) truth, candles included."""
+        self.control(venue, "pause")
+        t = self.truth(venue, klines=True)
+        try:
+            wait_for(lambda: not self.trade_problems(venue, t, complete=True) and not self.candle_problems(venue, t),
+                     60, f"every {venue} trade and closed candle sent to be stored (or in a gap row)")
+        except AssertionError:  # say which rows
+            problems = self.trade_problems(venue, t, complete=True) + self.candle_problems(venue, t)
+            raise AssertionError(f"{venue}: {len(problems)} problems, e.g. {problems[:8]}; gap rows "
+                                 f"{self.gaps(venue, 'trades')[:8]} {self.gaps(venue, 'candles_1m')[:8]}") from None
+        return t
+
+    def gaps(self, venue: str, kind: str) -> list[tuple[str, int, int]]:
+        return self.query("SELECT symbol, from_id, to_id FROM gaps WHERE venue = %s AND kind = %s", venue, kind)
+
+    def trade_problems(self, venue: str, t: dict, complete: bool = False) -> list[str]:
+        """Each trade id from a symbol's first stored one to the last sent: stored once, equal to what was sent,
+        or inside a stored gap row, never both; no row the venue did not send."""
+        sent = {_sent_key(venue, r): r for r in t["trades"]}
+        stored = self.query("SELECT symbol, trade_id, price, amount, side, (extract(epoch FROM time) * 1000)::bigint "
+                            "FROM trades WHERE venue = %s", venue)
+        gaps = self.gaps(venue, "trades")
+        ct = self.contract_sizes(venue)
+        problems = [f"duplicate {k}" for k, n in Counter((r[0], r[1]) for r in stored).items() if n > 1]
+        first: dict[str, int] = {}
+        for sym, tid, *_ in stored:
+            first[sym] = min(tid, first.get(sym, tid))
+        for sym, tid, price, amount, side, ms in stored:
+            r = sent.get((sym, tid))
+            if r is None:
+                problems.append(f"stored but never sent: {sym} {tid}")
+                continue
+            want = ((Decimal(r["px"]), Decimal(r["sz"]) * ct[sym], r["side"], int(r["ts"])) if venue == "okx" else
+                    (Decimal(r["p"]), Decimal(r["v"]), r["S"].lower(), int(r["T"])))
+            if (price, amount, side, ms) != want:
+                problems.append(f"{sym} {tid}: stored {(price, amount, side, ms)} sent {want}")
+        if complete:
+            have = {(r[0], r[1]) for r in stored}
+            for sym, tid in sent:
+                if sym in first and tid >= first[sym] and (sym, tid) not in have and \
+                        not any(g[0] == sym and g[1] <= tid <= g[2] for g in gaps):
+                    problems.append(f"missing without a gap row: {sym} {tid}")
+            problems += [f"no trade stored for {s}" for s in {s for s, _ in sent} - set(first)]
+            problems += _gap_overlaps(gaps, have)
+        return problems
+
+    def candle_problems(self, venue: str, t: dict) -> list[str]:
+        """Each closed 1m candle from a symbol's first stored one on: stored once and equal, or inside a stored
+        candle gap row (from_id..to_id are open times in ms), never both."""
+        closed = {}
+        for k in t["klines"]:
+            if venue == "okx":
+                c = k["candle"]  # [ts, o, h, l, c, vol (contracts), volCcy (base), volCcyQuote, confirm]
+                closed[(k["instId"], int(c[0]))] = tuple(Decimal(x) for x in (c[1], c[2], c[3], c[4], c[6], c[7]))
+            else:
+                closed[(k["symbol"], int(k["start"]))] = tuple(
+                    Decimal(k[f]) for f in ("open", "high", "low", "close", "volume", "turnover"))
+        rows = self.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, open, high, low, close, volume, "
+                          "quote_volume FROM candles_1m WHERE venue = %s", venue)
+        gaps = self.gaps(venue, "candles_1m")
+        problems = [f"duplicate candle {k}" for k, n in Counter((r[0], r[1]) for r in rows).items() if n > 1]
+        first: dict[str, int] = {}
+        for sym, ms, *values in rows:
+            first[sym] = min(ms, first.get(sym, ms))
+            if closed.get((sym, ms)) != tuple(values):
+                problems.append(f"candle {sym} {ms}: stored {tuple(values)} sent {closed.get((sym, ms))}")
+        have = {(r[0], r[1]) for r in rows}
+        for sym, ms in closed:
+            if sym in first and ms >= first[sym] and (sym, ms) not in have and \
+                    not any(g[0] == sym and g[1] <= ms <= g[2] for g in gaps):
+                problems.append(f"candle missing without a gap row: {sym} {ms}")
+        problems += [f"no candle stored for {s}" for s in {s for s, _ in closed} - set(first)]
+        return problems + _gap_overlaps(gaps, have, step=60_000)
+
+    def assert_liquidations(self, venue: str, t: dict, outage: tuple[int, int] | None = None) -> None:
+        """Every liquidation sent is stored exactly once and equal, except inside `outage` (sim ms: no gap row
+        covers a liquidation, and none of these venues resends one), where a stored one is still equal and once."""
+        ct = self.contract_sizes(venue)
+        want = Counter()
+        for x in t["liquidations"]:
+            if venue == "okx":
+                key = (x["instId"], int(x["ts"]), x["side"], Decimal(x["bkPx"]), Decimal(x["sz"]) * ct[x["instId"]])
+            else:  # Bybit's S is the liquidated position's side: Buy = a long closed by a sell order
+                key = (x["s"], int(x["T"]), "sell" if x["S"] == "Buy" else "buy", Decimal(x["p"]), Decimal(x["v"]))
+            want[key] += 1
+        got = Counter(self.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, side, price, quantity "
+                                 "FROM liquidations WHERE venue = %s", venue))
+        assert want, "no liquidation was sent: the scenario proves nothing about them"
+        extra = got - want
+        assert not extra, f"stored but not sent (or stored twice): {extra}"
+        lo, hi = outage if outage is not None else (0, -1)
+        missing = [k for k in want - got if not lo <= k[1] <= hi]
+        assert not missing, f"sent outside the outage {outage} but not stored: {missing}"
+
+    def assert_funding(self, venue: str, t: dict, outage: tuple[int, int] | None = None,
+                       restart_ms: int | None = None) -> None:
+        """At most one funding row per symbol and minute; each row's rate and next funding time are the ones
+        the venue had published last before the row's time to the worker that stored it (`restart_ms`: when
+        the successor subscribed; it knows nothing its predecessor was sent); every minute from a symbol's
+        first row to the pause has its row, except minutes inside `outage` (sim ms)."""
+        rows = self.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, funding_rate, "
+                          "(extract(epoch FROM next_funding_time) * 1000)::bigint FROM funding WHERE venue = %s", venue)
+        assert rows, f"no {venue} funding stored"
+        per_minute = Counter((s, ms // 60_000) for s, ms, _, _ in rows)
+        assert max(per_minute.values()) == 1, [k for k, n in per_minute.items() if n > 1]
+        published = t["funding"]
+        for sym, ms, rate, nxt in rows:
+            session = restart_ms if restart_ms is not None and ms >= restart_ms else 0
+            # OKX: the row is the minute's first event, the mark-price push the simulator sends before the
+            # funding-rate push of the same second; Bybit: one tickers frame carries both
+            known = [r for r in published[sym] if session <= int(r["ts"]) < ms + (venue == "bybit")]
+            if not known:  # OKX: the mark price before the session's first funding-rate push (every 30-90 s)
+                assert venue == "okx" and (rate, nxt) == (None, None), (sym, ms, rate, nxt, "before any rate")
+                continue
+            r = known[-1]
+            want_next = int(r["fundingTime"] if venue == "okx" else r["nextFundingTime"])
+            assert (rate, nxt) == (Decimal(r["fundingRate"]), want_next), (sym, ms, rate, nxt, r)
+        lo, hi = outage if outage is not None else (0, -1)
+        last_minute = t["sim_ms"] // 60_000 - 1  # the minute of the pause may have no event yet
+        for sym in {s for s, _ in per_minute}:
+            first = min(m for s, m in per_minute if s == sym)
+            holes = [m for m in range(first, last_minute) if (sym, m) not in per_minute
+                     and not (lo // 60_000 <= m <= hi // 60_000)]
+            assert not holes, (sym, "minutes without a funding row outside the outage", holes)
+
+    def contract_sizes(self, venue: str) -> dict[str, Decimal]:
+        """Base units per contract (OKX ctVal; 1 on Bybit, whose sizes are in base units)."""
+        if not hasattr(self, "_ct"):
+            self._ct: dict[str, dict[str, Decimal]] = {}
+        if venue not in self._ct:
+            universe = fetch_venue_universe(venue, self.sims[venue].rest_url, lambda url: http_get(url)[2])
+            self._ct[venue] = {s.name: Decimal(s.contract.value) for s in universe}
+        return self._ct[venue]
