@@ -125,6 +125,11 @@ class VenueRig:
         assert status == 200, body
         return body  # type: ignore[return-value]
 
+    def worker_stats(self, index: int) -> dict:
+        """/stats' section of worker `index` (1-based), found by its current pid."""
+        pid = self.worker_pids()[index]
+        return next(w for w in self.stats()["workers"] if w["pid"] == pid)
+
     def health(self) -> tuple[int, Any]:
         status, _, body = http_get(self.health_url + "/health", timeout=5)
         return status, body
@@ -268,11 +273,13 @@ class VenueRig:
         assert not missing, f"sent outside the outage {outage} but not stored: {missing}"
 
     def assert_funding(self, venue: str, t: dict, outage: tuple[int, int] | None = None,
-                       restart_ms: int | None = None) -> None:
+                       restart_ms: int | None = None, unseen: tuple[int, int] | None = None) -> None:
         """At most one funding row per symbol and minute; each row's rate and next funding time are the ones
         the venue had published last before the row's time to the worker that stored it (`restart_ms`: when
-        the successor subscribed; it knows nothing its predecessor was sent); every minute from a symbol's
-        first row to the pause has its row, except minutes inside `outage` (sim ms)."""
+        the successor subscribed; it knows nothing its predecessor was sent; `unseen`: sim ms in which what
+        the venue published never reached the worker, e.g. a stall); every minute from a symbol's first row
+        to the pause has its row, except minutes inside `outage` (sim ms)."""
+        u_lo, u_hi = unseen if unseen is not None else (0, -1)
         rows = self.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, funding_rate, "
                           "(extract(epoch FROM next_funding_time) * 1000)::bigint FROM funding WHERE venue = %s", venue)
         assert rows, f"no {venue} funding stored"
@@ -283,7 +290,8 @@ class VenueRig:
             session = restart_ms if restart_ms is not None and ms >= restart_ms else 0
             # OKX: the row is the minute's first event, the mark-price push the simulator sends before the
             # funding-rate push of the same second; Bybit: one tickers frame carries both
-            known = [r for r in published[sym] if session <= int(r["ts"]) < ms + (venue == "bybit")]
+            known = [r for r in published[sym] if session <= int(r["ts"]) < ms + (venue == "bybit")
+                     and not u_lo <= int(r["ts"]) <= u_hi]
             if not known:  # OKX: the mark price before the session's first funding-rate push (every 30-90 s)
                 assert venue == "okx" and (rate, nxt) == (None, None), (sym, ms, rate, nxt, "before any rate")
                 continue
