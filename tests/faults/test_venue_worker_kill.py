@@ -32,7 +32,9 @@ def test_killed_venue_worker_resumes_and_matches_truth(venue: str, point: str, d
     rig = VenueRig(tmp_path, db_url)
     try:
         index, other = rig.worker_of(venue), rig.worker_of(next(v for v in VENUES if v != venue))
-        wait_for(lambda: rig.count("candles_1m", venue) >= 4 and rig.count("liquidations", venue) >= 1, 60,
+        # two closed candles of every symbol: a checkpoint covering the first has been published by then (a kill
+        # before a symbol's first one leaves the successor nothing to detect what it lost against)
+        wait_for(lambda: rig.count("candles_1m", venue) >= 8 and rig.count("liquidations", venue) >= 1, 60,
                  f"{venue} candles and liquidations stored")
         # the sim minute advances 1 s per 50 wall ms: aim for a 2 s (sim) window around the kill point
         at = KILL_POINTS[point]
