@@ -12,6 +12,7 @@ in the outage the scenario caused (liquidations and funding, which no gap row co
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections import Counter
 from decimal import Decimal
@@ -110,8 +111,14 @@ class VenueRig:
         return [c for c in self.truth(venue)["connections"] if not c["closed"] and c["streams"]]
 
     def subscribed(self, venue: str) -> bool:
-        """Every socket of the venue's worker open and subscribed (OKX: public + business, Bybit: linear)."""
-        return len(self.live(venue)) == (2 if venue == "okx" else 1)
+        """Every socket of the venue's workers open and subscribed (OKX: public + business, Bybit: linear)."""
+        return len(self.live(venue)) == (2 if venue == "okx" else 1) * self.workers_of(venue)
+
+    def workers_of(self, venue: str) -> int:
+        """How many workers the supervisor gave `venue` (its log: "okx: 4 symbols, 2 workers, bybit: ...")."""
+        log = self.logs / "supervisor.log"
+        found = re.search(rf"\b{venue}: \d+ symbols, (\d+) workers", log.read_text()) if log.exists() else None
+        return int(found.group(1)) if found else 1 if self.workers == len(VENUES) else -1
 
     def query(self, sql: str, *params: object) -> list[tuple]:
         with psycopg.connect(self.db_url) as conn:
@@ -274,11 +281,11 @@ class VenueRig:
 
     def assert_funding(self, venue: str, t: dict, outage: tuple[int, int] | None = None,
                        restart_ms: int | None = None, unseen: tuple[int, int] | None = None) -> None:
-        """At most one funding row per symbol and minute; each row's rate and next funding time are the ones
-        the venue had published last before the row's time to the worker that stored it (`restart_ms`: when
-        the successor subscribed; it knows nothing its predecessor was sent; `unseen`: sim ms in which what
-        the venue published never reached the worker, e.g. a stall); every minute from a symbol's first row
-        to the pause has its row, except minutes inside `outage` (sim ms)."""
+        """At most one funding row per symbol and minute; a row's rate and next funding time are the ones the
+        venue published last before the row's time (`unseen`: sim ms in which what it published never reached
+        the worker, e.g. a stall), or none (OKX) while no rate was sent since the storing worker subscribed
+        (`restart_ms`: when a successor subscribed; it knows nothing its predecessor was sent); every minute
+        from a symbol's first row to the pause has its row, except minutes inside `outage` (sim ms)."""
         u_lo, u_hi = unseen if unseen is not None else (0, -1)
         rows = self.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, funding_rate, "
                           "(extract(epoch FROM next_funding_time) * 1000)::bigint FROM funding WHERE venue = %s", venue)
@@ -287,14 +294,16 @@ class VenueRig:
         assert max(per_minute.values()) == 1, [k for k, n in per_minute.items() if n > 1]
         published = t["funding"]
         for sym, ms, rate, nxt in rows:
-            session = restart_ms if restart_ms is not None and ms >= restart_ms else 0
             # OKX: the row is the minute's first event, the mark-price push the simulator sends before the
             # funding-rate push of the same second; Bybit: one tickers frame carries both
-            known = [r for r in published[sym] if session <= int(r["ts"]) < ms + (venue == "bybit")
-                     and not u_lo <= int(r["ts"]) <= u_hi]
-            if not known:  # OKX: the mark price before the session's first funding-rate push (every 30-90 s)
-                assert venue == "okx" and (rate, nxt) == (None, None), (sym, ms, rate, nxt, "before any rate")
+            known = [r for r in published[sym]
+                     if int(r["ts"]) < ms + (venue == "bybit") and not u_lo <= int(r["ts"]) <= u_hi]
+            if rate is None:  # OKX: the mark price before the worker's first funding-rate push (every 30-90 s)
+                session = restart_ms if restart_ms is not None and ms >= restart_ms else 0
+                assert venue == "okx" and nxt is None, (sym, ms, "a row without a rate")
+                assert not [r for r in known if int(r["ts"]) >= session], (sym, ms, "no rate though one was sent")
                 continue
+            assert known, (sym, ms, rate, "a rate before the venue sent one")
             r = known[-1]
             want_next = int(r["fundingTime"] if venue == "okx" else r["nextFundingTime"])
             assert (rate, nxt) == (Decimal(r["fundingRate"]), want_next), (sym, ms, rate, nxt, r)
