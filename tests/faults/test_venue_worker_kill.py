@@ -45,8 +45,11 @@ def test_killed_venue_worker_resumes_and_matches_truth(venue: str, point: str, d
         rig.kill_worker(index)
         wait_for(lambda: rig.worker_log(index).count("resumed the checkpoints of") >= 2, 60,
                  "the successor to resume from its predecessor's checkpoints")
-        wait_for(lambda: rig.subscribed(venue), 60, f"the successor to subscribe on {venue}")
-        resubscribed_ms = max(c["opened_sim"] for c in rig.live(venue))
+        # the successor's own sockets: every live one opened after the kill
+        wait_for(lambda: rig.subscribed(venue) and all(c["opened_sim"] > kill_ms for c in rig.live(venue)), 60,
+                 f"the successor to subscribe on {venue}")
+        opened = [c["opened_sim"] for c in rig.live(venue)]
+        resubscribed_ms = max(opened)
         # some minutes after the restart: rows made by the successor count too
         wait_for(lambda: rig.truth(venue)["sim_ms"] > resubscribed_ms + 120_000, 30, "two sim minutes more")
         assert rig.worker_pids()[other] == pids[other]  # the other venue's worker was never touched
@@ -56,7 +59,7 @@ def test_killed_venue_worker_resumes_and_matches_truth(venue: str, point: str, d
         assert rig.gaps(venue, "trades")  # the kill did cost trades: the successor stored where they are
         assert rig.candle_problems(venue, t) == []
         rig.assert_liquidations(venue, t, outage)
-        rig.assert_funding(venue, t, outage, restart_ms=resubscribed_ms)
+        rig.assert_funding(venue, t, outage, restart_ms=min(opened))  # a rate sent after this reached it
         # the kill is a gap of the victim's venue only: the other venue has no gap row and lost nothing
         other_venue = next(v for v in VENUES if v != venue)
         t_other = rig.settle(other_venue)

@@ -301,7 +301,8 @@ class VenueRig:
             if rate is None:  # OKX: the mark price before the worker's first funding-rate push (every 30-90 s)
                 session = restart_ms if restart_ms is not None and ms >= restart_ms else 0
                 assert venue == "okx" and nxt is None, (sym, ms, "a row without a rate")
-                assert not [r for r in known if int(r["ts"]) >= session], (sym, ms, "no rate though one was sent")
+                assert not [r for r in known if int(r["ts"]) >= session], (
+                    sym, ms, "no rate though one was sent", session, [r["ts"] for r in published[sym]])
                 continue
             assert known, (sym, ms, rate, "a rate before the venue sent one")
             r = known[-1]
