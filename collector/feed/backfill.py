@@ -236,13 +236,17 @@ class Backfiller(BudgetedRequests):
             if rows is None or not rows:
                 complete = False
                 break
+            ranged = self.history.ranged_ids
+            if ranged and len(rows) > 1 and rows[-1].a < gap.to_id:
+                rows = rows[:-1]  # its push may go on past the page: asked again, whole, from its first fill
             receipt, before = self.clock(), job.next_id
             for r in rows:
                 if r.a < job.next_id:
                     continue
-                if r.a > gap.to_id:
+                first = r.f if ranged else r.a
+                if first > gap.to_id:
                     break
-                if r.a != job.next_id:
+                if first != job.next_id:
                     complete = False  # the exchange no longer has some of these ids
                 self.counts["trades"] += self.sink.on_backfill_trade(r, gap, receipt)
                 job.next_id = r.a + 1
@@ -270,7 +274,9 @@ class Backfiller(BudgetedRequests):
         rows = self._decode(self.history.trades, body, job.symbol)
         if rows is not None:
             self.counts["tail_checks"] += 1
-            self.sink.on_tail(job.symbol, job.after_id, [(r.a, r.T) for r in rows], self.clock())
+            ids = ([(i, r.T) for r in rows for i in range(r.f, r.a + 1)] if self.history.ranged_ids else
+                   [(r.a, r.T) for r in rows])
+            self.sink.on_tail(job.symbol, job.after_id, ids, self.clock())
 
     async def _fill_candles(self, job: CandleJob) -> None:
         for path, query, weight in self.history.candle_pages(job.symbol, job.first_open_ms, job.last_open_ms):

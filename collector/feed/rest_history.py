@@ -46,6 +46,8 @@ class RestHistory(Protocol):
     trade_gap_reason: str
     # Trades one page can hold (a tail check asks for one page after the checkpoint).
     trade_page_limit: int
+    # Whether a trade row covers the ids f..a (OKX: a push of `count` fills) rather than the one id a.
+    ranged_ids: bool
 
     def trade_page(self, symbol: str, next_id: int, to_id: int) -> Page:
         """The request for the trades next_id.. (at most to_id) still missing."""
@@ -80,6 +82,7 @@ class BinanceHistory:
     venue = "binance"
     no_trade_history = ""
     trade_gap_reason = "aggTrade ids skipped on the stream"
+    ranged_ids = False
     trade_page_limit = AGG_TRADES_LIMIT
 
     def trade_page(self, symbol: str, next_id: int, to_id: int) -> Page:

@@ -24,6 +24,7 @@ Bybit v5:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -140,19 +141,34 @@ def okx_trade_page(inst_id: str, next_id: int, to_id: int) -> Page:
 
 
 def okx_trade_rows(body: bytes, inst_id: str, contract: ContractSize) -> list[AggTrade]:
-    """A history-trades answer as AggTrades like the live decoder's (q = sz * ctVal, m = side sell), one per
-    fill (a = f = l = tradeId: REST serves fills, where a stream push covers `count` of them), ascending ids;
-    ValueError if not a successful answer."""
+    """A history-trades answer as the stream's pushes, ascending ids; ValueError if not a successful answer.
+
+    REST serves fills; the `trades` channel pushes one row per taker order and price, `count` fills with the
+    last one's id (collector.feed.venues.okx). So consecutive fills with one time, price and side become one
+    AggTrade (a = l = the last fill's id, f = the first's, q = their sizes summed, times ctVal): a repaired
+    push is then the very row the stream would have stored, and one the stream had stored already (a killed
+    worker's committed but unacknowledged batch) is the same key, not its fills counted a second time."""
     page = _okx_trades.decode(body)
     if page.code != "0":
         raise ValueError(f"OKX answered code {page.code} {page.msg!r}")
-    out = []
+    fills = []
     for r in page.data:
         if r.instId != inst_id:
             raise ValueError(f"OKX answered trades of {r.instId!r} for {inst_id!r}")
-        tid, ts = int(r.tradeId), int(r.ts)
-        out.append(AggTrade(ts, inst_id, tid, r.px, contract.base_units(r.sz), tid, tid, ts, r.side == "sell"))
-    out.sort(key=lambda t: t.a)
+        fills.append((int(r.tradeId), int(r.ts), r.px, r.side, Decimal(r.sz)))
+    fills.sort()
+    out: list[AggTrade] = []
+    i = 0
+    while i < len(fills):
+        first, ts, px, side, size = fills[i]
+        j = i + 1
+        while j < len(fills) and fills[j][0] == fills[j - 1][0] + 1 and fills[j][1:4] == (ts, px, side):
+            size += fills[j][4]
+            j += 1
+        last = fills[j - 1][0]
+        out.append(AggTrade(ts, inst_id, last, px, contract.base_units(format(size.normalize(), "f")), first, last, ts,
+                              side == "sell"))
+        i = j
     return out
 
 
@@ -162,6 +178,7 @@ class OkxHistory:
     venue = "okx"
     no_trade_history = ""
     trade_gap_reason = "OKX fill ids skipped on the stream"
+    ranged_ids = True  # a row covers fills f..a
     trade_page_limit = OKX_PAGE
 
     def __init__(self, contract_of: ContractOf) -> None:
@@ -219,6 +236,7 @@ class BybitHistory:
     venue = "bybit"
     no_trade_history = BYBIT_NO_TRADES
     trade_gap_reason = "Bybit trades skipped on the stream"
+    ranged_ids = False
     trade_page_limit = 0
 
     def trade_page(self, symbol: str, next_id: int, to_id: int) -> Page:

@@ -26,6 +26,9 @@ REST_FRACTION = 0.5
 BYBIT_BAN_MS = 600_000
 # Bybit's per-endpoint limits count per second; without its reset header, one second is when it lifts.
 BYBIT_RETRY_MS = 1_000
+# OKX counts each endpoint's limit over 2-second windows and sends no Retry-After with its 429 (code 50011):
+# the refusal lifts within 2 s, where WeightBudget would otherwise wait for the next minute (Binance's rule).
+OKX_RETRY_S = 2
 # A Bybit universe of ~500 linear contracts is one page of 1000; this bounds a misbehaving cursor.
 MAX_PAGES = 20
 
@@ -78,7 +81,9 @@ def note_response(venue: str, gate: WeightGate, status: int, headers: dict[str, 
                   body: bytes = b"") -> None:
     """Tell the venue's budget what its server answered. Bybit: HTTP 403 is the IP's ban (10 minutes); an
     HTTP 200 with retCode 10006 ("Too many visits") is the endpoint's limit, which lifts at
-    X-Bapi-Limit-Reset-Timestamp (ms). OKX answers 429 (code 50011), which on_response already pauses."""
+    X-Bapi-Limit-Reset-Timestamp (ms). OKX answers 429 (code 50011), paused for its 2 s window."""
+    if venue == "okx" and status == 429 and not any(k.lower() == "retry-after" for k in headers):
+        headers = {**headers, "Retry-After": str(OKX_RETRY_S)}
     if venue == "bybit" and isinstance(gate, WeightBudget):
         if status == 403:
             gate.pause_until(now_ms + BYBIT_BAN_MS)

@@ -112,6 +112,10 @@ def _worker_reasons(name: str, c: Mapping[str, Any], s: Mapping[str, float], now
     if trip and now_ms - trip <= th.watchdog_window_ms:
         out.append(f"{name}: a silent stream was restarted {(now_ms - trip) / 1000:.0f} s ago "
                    f"({s.get('watchdog_trips', 0):.0f} so far)")
+    rest_paused = s.get("rest_paused_until_ms", 0)
+    if rest_paused > now_ms:  # its venue refused REST (429/418, Bybit 10006 or 403): repairs and loads wait
+        out.append(f"{name}: REST paused by the exchange's rate limit for {(rest_paused - now_ms) / 1000:.0f} s more "
+                   "(the worker's log has the exchange's answer)")
     if s.get("paused"):
         out.append(f"{name}: reading paused, the writer is behind ({s.get('outbox_pending_bytes', 0) / 2**20:.0f} MB"
                    " held)")

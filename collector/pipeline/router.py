@@ -45,6 +45,7 @@ _INF = math.inf
 # 0: Bybit's trades carry a UUID and the matching engine's cross sequence, which one taker's fills share
 #    and book events advance: no order to check, so neither gaps nor repeats are told from ids.
 TRADE_ID_RULES = {"binance": 1, "okx": 2, "bybit": 0}
+ID_WORDS = {1: "aggTrade ids", 2: "fill ids", 0: "trade ids"}  # how a gap's ids are named in the log
 
 
 class Gap:
@@ -325,7 +326,8 @@ class Pipeline:
         gap = Gap(symbol, from_id, to_id, ts, copy.copy(self.trade_filter.symbol(symbol)))
         self.gaps.append(gap)
         self.rejected["gap"] += 1
-        log.warning("%s: trade ids %d..%d missing (%d)", symbol, from_id, to_id, to_id - from_id + 1)
+        log.warning("%s: %s %d..%d missing (%d)", symbol, ID_WORDS[self.id_rule], from_id, to_id,
+                    to_id - from_id + 1)
         if self.on_gap is not None:
             self.on_gap(gap)
 

@@ -83,8 +83,8 @@ def check_exchange(rest_url: str, key: str = "exchange.rest_url", timeout: float
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the configured endpoint
             resp.read()
     except urllib.error.HTTPError as e:
-        if e.code in (418, 429):  # rate limited or banned: reachable, and the workers' REST budget handles it
-            return
+        if e.code in (418, 429) or (venue == "bybit" and e.code == 403):  # rate limited or banned (Bybit's
+            return  # 403 "access too frequent"): reachable, and the workers' REST budget handles it
         raise StartupError(f"{key}: {url} answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)

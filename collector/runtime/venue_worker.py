@@ -24,6 +24,8 @@ from collector.runtime.worker_spec import WorkerSpec
 
 # One instruments page is one request on both venues (their limits count requests, not weights).
 INSTRUMENTS_WEIGHT = 1.0
+# How much of a refused answer's body goes into the log line: the venue's error code and message fit.
+REFUSAL_LOGGED_BYTES = 200
 
 
 class VenueContracts:
@@ -53,9 +55,12 @@ def build_venue_feed(spec: WorkerSpec, sink: EventSink, rest: RestClient, budget
         budget.try_acquire(INSTRUMENTS_WEIGHT, time.time() * 1000)
         status, headers, body = await rest.get(url)
         note_response(spec.venue, budget, status, headers, time.time() * 1000, body)
-        if status != 200:
-            raise ValueError(f"HTTP {status} from {url}")
-        return json.loads(body)
+        if status != 200:  # the venue's own words (OKX 50011, Bybit "access too frequent") reach the log
+            raise ValueError(f"HTTP {status} from {url}: {body[:REFUSAL_LOGGED_BYTES].decode('utf-8', 'replace')}")
+        answer = json.loads(body)
+        if isinstance(answer, dict) and answer.get("retCode", 0) != 0:  # Bybit refuses with HTTP 200 (10006)
+            raise ValueError(f"retCode {answer.get('retCode')} from {url}: {answer.get('retMsg')}")
+        return answer
 
     async def load() -> list[VenueSymbol]:
         return await afetch_venue_universe(spec.venue, spec.endpoints.rest, get_json)

@@ -46,7 +46,7 @@ def envelope(data: list[Any], code: str = "0", msg: str = "") -> bytes:
 
 def error_response(status: int) -> tuple[int, bytes, dict[str, Any]]:
     code, msg = ERRORS.get(status, ERRORS[500])
-    return status, orjson.dumps({"msg": msg, "code": code}), {}
+    return status, orjson.dumps({"code": code, "msg": msg, "data": []}), {}
 
 
 def instrument(spec: SymbolSpec) -> dict[str, Any]:

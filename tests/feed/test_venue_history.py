@@ -102,6 +102,24 @@ def test_okx_trade_rows_apply_the_contract_size_in_ascending_ids() -> None:
         OkxHistory(lambda name: None).trades("ETH-USDT-SWAP", body)
 
 
+def test_okx_fills_join_back_into_the_push_the_stream_sends() -> None:
+    """REST serves fills; a push is the consecutive fills of one time, price and side (tradeId = the last):
+    joined, a repaired push is the stream's row (same key), never its fills a second time."""
+    def fill(tid: int, sz: str, px: str = "3000.0", side: str = "buy", ts: int = T0) -> dict:
+        return {"instId": "ETH-USDT-SWAP", "side": side, "sz": sz, "px": px, "source": "0", "tradeId": str(tid),
+                "ts": str(ts)}
+    body = json.dumps({"code": "0", "msg": "", "data": [  # newest first, as OKX answers
+        fill(127, "1", ts=T0 + 1), fill(125, "1"), fill(124, "2", px="3000.5"),
+        fill(123, "0.4"), fill(122, "1.6"), fill(121, "3")]}).encode()
+    rows = okx_trade_rows(body, "ETH-USDT-SWAP", ContractSize("0.01"))
+    assert [(r.f, r.a, r.l, r.p, r.q, r.T) for r in rows] == [
+        (121, 123, 123, "3000.0", "0.05", T0),      # 3 + 1.6 + 0.4 contracts of 0.01
+        (124, 124, 124, "3000.5", "0.02", T0),      # another price: another push
+        (125, 125, 125, "3000.0", "0.01", T0),
+        (127, 127, 127, "3000.0", "0.01", T0 + 1),  # 126 missing: not joined across it
+    ]
+
+
 def test_bybit_kline_pages_and_rows() -> None:
     pages = bybit_kline_pages("BTCUSDT", T0, T0 + 1499 * M)
     assert [p[1] for p in pages] == [

@@ -111,3 +111,10 @@ def test_bybit_too_many_visits_pauses_until_its_reset() -> None:
     b = venue_universe.venue_budget("bybit", 0.0)
     venue_universe.note_response("bybit", b, 200, {}, 1_000.0, b'{"retCode":0,"result":{"list":[]}}')
     assert b.paused_until_ms <= 0
+
+
+def test_okx_429_pauses_for_its_two_second_window() -> None:
+    # OKX sends no Retry-After; its limits count over 2 s, so the pause is 2 s, not the rest of the minute
+    b = venue_universe.venue_budget("okx", 0.0)
+    venue_universe.note_response("okx", b, 429, {}, 1_000.0, b'{"code":"50011","msg":"Too Many Requests","data":[]}')
+    assert b.paused_until_ms == 1_000.0 + venue_universe.OKX_RETRY_S * 1000

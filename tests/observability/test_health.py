@@ -90,6 +90,8 @@ def test_healthy_snapshot_is_ok(block: StatsBlock) -> None:
     (lambda s: _edit(s, 1, **{"last_event_ms.trades": NOW - 5 * MIN}), "worker 1: no event received for 300 s"),
     (lambda s: _edit(s, 2, last_watchdog_ms=NOW - MIN, watchdog_trips=1), "worker 2: a silent stream was restarted"),
     (lambda s: _edit(s, 1, paused=1), "worker 1: reading paused"),
+    (lambda s: _edit(s, 2, rest_paused_until_ms=NOW + 30_000),
+     "worker 2: REST paused by the exchange's rate limit for 30 s more"),
     (lambda s: _edit(s, 0, failing_since_ms=NOW - 2 * MIN), "writer: flushes failing for 120 s"),
     (lambda s: _edit(s, 0, spooled_batches=4), "writer: 4 batches spooled"),
     (lambda s: _edit(s, 0, pending_bytes=300 * 2**20), "writer: 300 MB waiting"),

@@ -101,7 +101,7 @@ def test_okx_rest_envelope_and_429(okx):
     url = base + "/public/open-interest?instType=SWAP&instId=BTC-USDT-SWAP"
     answers = [http_get(url) for _ in range(4)]       # limit 3 per 2 s in this fixture
     assert [a[0] for a in answers[:3]] == [200, 200, 200]
-    assert answers[3][0] == 429 and answers[3][2] == {"msg": "Too Many Requests", "code": "50011"}
+    assert answers[3][0] == 429 and answers[3][2] == {"code": "50011", "msg": "Too Many Requests", "data": []}
 
 
 def test_bybit_subscribe_ack_error_ping_and_tickers(bybit):
