@@ -127,27 +127,44 @@ def _enc_numeric(s: str) -> bytes:
     return _numeric_packer(nd)(8 + 2 * nd, nd, weight, _NUMERIC_NEG if neg else 0, dscale, *groups)
 
 
-# Prices and quantities repeat heavily within seconds (same tick, same lot sizes): caching the encoded bytes
-# turns most NUMERIC encodes into one dict lookup (a plain dict: its get() is about half an lru_cache hit,
-# and the hot encoders call it inline). Emptied when full: 2**16 entries x ~100 B = a few MB per worker.
+# Trade prices and quantities repeat heavily within seconds (same tick, same lot sizes): caching the encoded
+# bytes turns most of the trade path's NUMERIC encodes into one dict lookup (a plain dict: its get() is about
+# half an lru_cache hit, and encode_trade calls it inline). Bounded small because it is per worker: at 2**16
+# entries (~130 B each with key, value and table slot) it grew every worker by ~8 MB over the first hour of a
+# 5,000/s soak (bench/soak.py, issue 12), since the distinct strings seen (candle volumes, funding rates,
+# every new price) only ever added entries until the cap. Two generations instead of one emptied dict: when the
+# current one fills it becomes the previous one, which a miss still reads, so a value seen in the last few
+# thousand distinct strings stays a hit across the switch; at most 2 x _NUMERIC_CACHE_SIZE entries (~1 MB).
+_NUMERIC_CACHE_SIZE = 1 << 12
 _NUMERIC_CACHE: dict[str, bytes] = {}
-_NUMERIC_CACHE_SIZE = 1 << 16
+_NUMERIC_PREVIOUS: dict[str, bytes] = {}
 _numeric_cached = _NUMERIC_CACHE.get
 
 
 def enc_numeric(s: str) -> bytes:
-    """Decimal ASCII string (as Binance sends it) -> NUMERIC binary, exact; ValueError on garbage."""
+    """Decimal ASCII string (as Binance sends it) -> NUMERIC binary, exact; ValueError on garbage. Cached:
+    for values that repeat (trade prices and amounts); enc_numeric_once for those that rarely do."""
     b = _NUMERIC_CACHE.get(s)
     if b is None:
-        b = _enc_numeric(s)
+        b = _NUMERIC_PREVIOUS.get(s)
+        if b is None:
+            b = _enc_numeric(s)
         if len(_NUMERIC_CACHE) >= _NUMERIC_CACHE_SIZE:
+            # contents move, the dict objects stay: encode_trade holds _NUMERIC_CACHE's bound get()
+            _NUMERIC_PREVIOUS.clear()
+            _NUMERIC_PREVIOUS.update(_NUMERIC_CACHE)
             _NUMERIC_CACHE.clear()
         _NUMERIC_CACHE[s] = b
     return b
 
 
+# Candle volumes, funding and mark prices, liquidation quantities, open interest: a few rows per symbol per
+# minute whose values almost never repeat, so caching them would only push the trades' values out.
+enc_numeric_once = _enc_numeric
+
+
 def enc_numeric_or_null(s: str | None) -> bytes:
-    return _NULL if s is None else enc_numeric(s)
+    return _NULL if s is None else enc_numeric_once(s)
 
 
 def enc_timestamptz_or_null(ms: int | None) -> bytes:
@@ -271,7 +288,7 @@ class RowEncoder:
         return b"".join((
             _ROW_HEAD(7, 8, (time_ms - PG_EPOCH_MS) * 1000),
             self._venue_symbol(symbol),
-            enc_numeric(mark_price),
+            enc_numeric_once(mark_price),
             enc_numeric_or_null(index_price),
             enc_numeric_or_null(funding_rate),
             enc_timestamptz_or_null(next_funding_time_ms),
@@ -285,10 +302,10 @@ class RowEncoder:
             self._venue_symbol(symbol),
             _enc_word(side),
             _enc_word(order_type),
-            enc_numeric(price),
-            enc_numeric(avg_price),
-            enc_numeric(quantity),
-            enc_numeric(filled_quantity),
+            enc_numeric_once(price),
+            enc_numeric_once(avg_price),
+            enc_numeric_once(quantity),
+            enc_numeric_once(filled_quantity),
             _enc_word(status),
             _TRADE_USD(8, usd_value),
         ))
@@ -298,7 +315,7 @@ class RowEncoder:
         return b"".join((
             _ROW_HEAD(4, 8, (time_ms - PG_EPOCH_MS) * 1000),
             self._venue_symbol(symbol),
-            enc_numeric(open_interest),
+            enc_numeric_once(open_interest),
         ))
 
     def candle(self, open_time_ms: int, symbol: str, close_time_ms: int, open: str, high: str, low: str,
@@ -310,15 +327,15 @@ class RowEncoder:
             _ROW_HEAD(13, 8, (open_time_ms - PG_EPOCH_MS) * 1000),
             self._venue_symbol(symbol),
             enc_timestamptz(close_time_ms),
-            enc_numeric(open),
-            enc_numeric(high),
-            enc_numeric(low),
-            enc_numeric(close),
-            enc_numeric(volume),
-            enc_numeric(quote_volume),
+            enc_numeric_once(open),
+            enc_numeric_once(high),
+            enc_numeric_once(low),
+            enc_numeric_once(close),
+            enc_numeric_once(volume),
+            enc_numeric_once(quote_volume),
             _CANDLE_TRADES(8, trades) if trades >= 0 else _NULL,  # < 0: the venue publishes no count
-            enc_numeric(taker_buy_volume) if taker_buy_volume else _NULL,  # "": not published (OKX, Bybit)
-            enc_numeric(taker_buy_quote_volume) if taker_buy_quote_volume else _NULL,
+            enc_numeric_once(taker_buy_volume) if taker_buy_volume else _NULL,  # "": not published (OKX, Bybit)
+            enc_numeric_once(taker_buy_quote_volume) if taker_buy_quote_volume else _NULL,
         ))
 
     def gap(self, symbol: str, from_id: int, to_id: int, detected_at_ms: int, filled_at_ms: int | None = None, *,
