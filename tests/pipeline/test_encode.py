@@ -202,9 +202,9 @@ def _distinct_rows(start: int, n: int) -> None:
 
 def test_the_numeric_cache_stops_growing_after_a_few_thousand_values() -> None:
     """Issue 12: a 5,000/s soak's workers grew ~8 MB each over an hour while the NUMERIC cache filled with every
-    distinct price, amount, candle volume and funding figure (emptied only at 65,536 entries). Once warm, at no
-    point of 100,000 more rows of distinct values may the caches hold more than ~1 MB beyond what they held
-    (tracemalloc counts whatever they keep), and cached bytes must equal a fresh encoding."""
+    distinct price, amount, candle volume and funding figure (emptied only at 65,536 entries). A filtered
+    worker's encoder, once warm, may at no point of 100,000 more rows of distinct values hold more than ~1 MB
+    beyond what it held (tracemalloc counts whatever the caches keep)."""
     import tracemalloc
 
     tracemalloc.start()
@@ -218,5 +218,21 @@ def test_the_numeric_cache_stops_growing_after_a_few_thousand_values() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 1_000_000, f"the numeric caches grew by up to {grown:,} bytes"
-    for s in ["44199.99", "0.119999", "44200.00", "0.000000", "43500.50"]:
-        assert enc.enc_numeric(s) == enc._enc_numeric(s)
+
+
+def test_the_numeric_cache_keeps_two_generations_of_exact_encodings() -> None:
+    cache = enc.NumericCache(2)
+    values = ["1.5", "2", "0.00010000", "43123.10", "-1.5", "1.5", "2"]
+    for v in values:
+        assert (cache.get(v) or cache.miss(v)) == enc._enc_numeric(v)
+        assert len(cache) <= 4
+    # generations of 2: ["-1.5", "1.5"] became the previous one when "2" (the 3rd distinct since) came in
+    assert cache.get("2") == enc._enc_numeric("2")
+    assert cache.get("-1.5") is None and cache.miss("-1.5") == enc._enc_numeric("-1.5")  # from the previous one
+    assert cache.get("-1.5") == enc._enc_numeric("-1.5")  # and now in the current one
+    cache.size = 1  # a SIGHUP that turns keep_all off shrinks it from the next miss on
+    for v in ["7", "8", "9"]:
+        cache.miss(v)
+    assert len(cache) == 2
+    with pytest.raises(ValueError):
+        enc.NumericCache(0)
