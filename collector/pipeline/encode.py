@@ -127,27 +127,65 @@ def _enc_numeric(s: str) -> bytes:
     return _numeric_packer(nd)(8 + 2 * nd, nd, weight, _NUMERIC_NEG if neg else 0, dscale, *groups)
 
 
-# Prices and quantities repeat heavily within seconds (same tick, same lot sizes): caching the encoded bytes
-# turns most NUMERIC encodes into one dict lookup (a plain dict: its get() is about half an lru_cache hit,
-# and the hot encoders call it inline). Emptied when full: 2**16 entries x ~100 B = a few MB per worker.
-_NUMERIC_CACHE: dict[str, bytes] = {}
-_NUMERIC_CACHE_SIZE = 1 << 16
-_numeric_cached = _NUMERIC_CACHE.get
-
-
 def enc_numeric(s: str) -> bytes:
-    """Decimal ASCII string (as Binance sends it) -> NUMERIC binary, exact; ValueError on garbage."""
-    b = _NUMERIC_CACHE.get(s)
-    if b is None:
-        b = _enc_numeric(s)
-        if len(_NUMERIC_CACHE) >= _NUMERIC_CACHE_SIZE:
-            _NUMERIC_CACHE.clear()
-        _NUMERIC_CACHE[s] = b
-    return b
+    """Decimal ASCII string (as Binance sends it) -> NUMERIC binary, exact; ValueError on garbage. Uncached:
+    candle volumes, funding figures, liquidations and open interest (a few rows per symbol per minute) almost
+    never repeat a value; only trade prices and amounts go through a NumericCache."""
+    return _enc_numeric(s)
+
+
+# Generation sizes of a RowEncoder's NumericCache. Filtered (~1% of trades kept, a few a second per worker): the
+# cache saves next to nothing, so it stays small (<= 1,024 entries, ~130 KB) and is full within minutes.
+# keep_all (up to ~25k trades/s per worker): on one of 2 workers' share of the simulator's 50k/s stream (60 s)
+# generations of 512 hit 50% of prices and amounts, 4,096 62%, 32,768 73%, the single 65,536-entry cache this
+# replaced 71% (a miss costs ~1.3 us); at those rates 2**15 fills within seconds.
+FILTERED_NUMERIC_CACHE = 1 << 9
+KEEP_ALL_NUMERIC_CACHE = 1 << 15
+
+
+def numeric_cache_size(keep_all: bool) -> int:
+    """Generation size of the trade NumericCache for a filter that keeps every trade or ~1% of them."""
+    return KEEP_ALL_NUMERIC_CACHE if keep_all else FILTERED_NUMERIC_CACHE
+
+
+class NumericCache:
+    """Encoded NUMERIC bytes of recently seen trade prices and amounts, in two generations of `size` entries
+    (`size` may change at any time: a SIGHUP that switches keep_all; the next miss past it switches generations).
+
+    Why bounded, and by generations: trade prices and lot sizes repeat heavily within seconds, so a dict lookup
+    replaces most encodes; but every distinct value is an entry (~130 B with key, value and table slot), and
+    the module-wide cache of 65,536 entries this replaced grew every worker by ~8 MB over the first hour of a
+    5,000/s filtered soak (bench/soak.py, issue 12), filling with every new price, candle volume and funding
+    figure. When the current generation fills it becomes the previous one, which a miss still reads, so a value
+    seen within the last `size` distinct ones stays a hit across the switch; at most 2 x size entries.
+    """
+
+    __slots__ = ("size", "get", "_current", "_previous")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"numeric cache size must be >= 1, got {size}")
+        self.size = size
+        self._current: dict[str, bytes] = {}
+        self._previous: dict[str, bytes] = {}
+        self.get = self._current.get  # the hit path, called inline: `cache.get(s) or cache.miss(s)`
+
+    def miss(self, s: str) -> bytes:
+        b = self._previous.get(s)
+        if b is None:
+            b = _enc_numeric(s)
+        if len(self._current) >= self.size:
+            self._previous, self._current = self._current, {}
+            self.get = self._current.get
+        self._current[s] = b
+        return b
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
 
 
 def enc_numeric_or_null(s: str | None) -> bytes:
-    return _NULL if s is None else enc_numeric(s)
+    return _NULL if s is None else _enc_numeric(s)
 
 
 def enc_timestamptz_or_null(ms: int | None) -> bytes:
@@ -227,12 +265,13 @@ class RowEncoder:
     field pair: a row pays the same single dict lookup for venue + symbol that it paid for the symbol alone.
     """
 
-    __slots__ = ("_pairs", "_pair_cached", "_venue_field", "venue")
+    __slots__ = ("_pairs", "_pair_cached", "_venue_field", "venue", "numerics")
 
-    def __init__(self, venue: str) -> None:
+    def __init__(self, venue: str, numeric_cache: int = FILTERED_NUMERIC_CACHE) -> None:
         if not valid_venue(venue):
             raise ValueError(f"invalid venue: {venue!r} (expected lowercase letters and digits, e.g. binance)")
         self.venue = venue
+        self.numerics = NumericCache(numeric_cache)  # trade prices and amounts (generation size)
         self._venue_field = enc_text(venue)
         self._pairs: dict[str, bytes] = {}
         self._pair_cached = self._pairs.get
@@ -253,12 +292,13 @@ class RowEncoder:
               side: str, save_reason: str, first_trade_id: int, last_trade_id: int) -> bytes:
         """One `trades` tuple. Hot path (every kept trade, up to ~50k/s in keep_all): keep it lean."""
         # Cache lookups inline (encoded bytes are never empty, so `or` only calls the encoder on a miss).
+        num = self.numerics
         return b"".join((
             _ROW_HEAD(11, 8, (time_ms - PG_EPOCH_MS) * 1000),
             self._pair_cached(symbol) or self._venue_symbol(symbol),
             _TRADE_ID(8, trade_id),
-            _numeric_cached(price) or enc_numeric(price),
-            _numeric_cached(amount) or enc_numeric(amount),
+            num.get(price) or num.miss(price),
+            num.get(amount) or num.miss(amount),
             _TRADE_USD(8, usd_value),
             _word_cached(side) or _enc_word(side),
             _word_cached(save_reason) or _enc_word(save_reason),

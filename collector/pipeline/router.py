@@ -20,7 +20,7 @@ from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInte
 from collector.pipeline import repairs
 from collector.pipeline.activity import DAY_MS, SymbolActivity
 from collector.pipeline.batches import Batch, BatchBuilder
-from collector.pipeline.encode import RowEncoder
+from collector.pipeline.encode import RowEncoder, numeric_cache_size
 from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.limits import MinInterval
 from collector.pipeline.tails import TailChecks
@@ -86,7 +86,8 @@ class Pipeline:
                  clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.symbols = set(symbols)
         self.venue = venue
-        self.encoder = RowEncoder(venue)
+        # keep_all encodes every trade: a cache big enough to matter, full in seconds at those rates
+        self.encoder = RowEncoder(venue, numeric_cache_size(trade_filter.params.keep_all))
         self._encode_trade = self.encoder.trade  # bound once: the per-kept-trade call skips two lookups
         self.data_types = set(data_types)
         self.trade_filter = trade_filter

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from collector.config import Config
+from collector.pipeline.encode import numeric_cache_size
 from collector.pipeline.thresholds import Warmup
 from collector.pipeline.tiers import TierAssignment
 from collector.pipeline.trade_filter import FilterParams, TradeFilter
@@ -90,6 +91,7 @@ def apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilter
     params = filter_params(cfg)
     if params != trade_filter.params:
         trade_filter.set_params(params)
+        pipeline.encoder.numerics.size = numeric_cache_size(params.keep_all)
     pipeline.funding_gate.interval_ms = int(cfg.filters.funding.min_interval_s * 1000)
     pipeline.batch_rows = cfg.writer.batch_rows
     pipeline.flush_interval_ms = cfg.writer.flush_interval_ms

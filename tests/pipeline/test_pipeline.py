@@ -165,3 +165,27 @@ def test_bybit_ids_have_no_order_so_no_trade_is_a_gap_or_a_repeat(out: list[Batc
         pipe.on_trade(AggTrade(E=T0, s="XUSDT", a=a, p="1", q="1", f=a, l=a, T=T0, m=False), RECEIPT)
     assert pipe.received["trades"] == 4 and not pipe.rejected and not pipe.gaps and not pipe.last_trade_id
     assert pipe.activity["XUSDT"].count(T0) == 4
+
+
+def test_the_trade_numeric_cache_is_sized_by_keep_all_and_follows_a_reload() -> None:
+    """Filtered workers encode a few trades a second: a small cache, full within minutes, so their memory is
+    flat after the warm-up (issue 12); keep_all ones a large one, which their rate fills within seconds."""
+    import msgspec
+
+    from collector.config import Config
+    from collector.pipeline.encode import FILTERED_NUMERIC_CACHE, KEEP_ALL_NUMERIC_CACHE
+    from collector.runtime.worker_control import apply_live_config
+
+    tf = TradeFilter()
+    pipe = Pipeline(["BTCUSDT"], ["trades"], tf, lambda b: None, venue="binance")
+    assert pipe.encoder.numerics.size == FILTERED_NUMERIC_CACHE
+    keep = TradeFilter(FilterParams(keep_all=True))
+    assert Pipeline(["BTCUSDT"], ["trades"], keep, lambda b: None, venue="binance").encoder.numerics.size == \
+        KEEP_ALL_NUMERIC_CACHE
+    cfg = Config()
+    cfg = msgspec.structs.replace(cfg, filters=msgspec.structs.replace(
+        cfg.filters, trades=msgspec.structs.replace(cfg.filters.trades, keep_all=True)))
+    apply_live_config(cfg, pipe, tf)
+    assert pipe.encoder.numerics.size == KEEP_ALL_NUMERIC_CACHE
+    apply_live_config(Config(), pipe, tf)
+    assert pipe.encoder.numerics.size == FILTERED_NUMERIC_CACHE
