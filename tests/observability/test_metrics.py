@@ -79,8 +79,9 @@ def test_values_are_carried_and_scaled(block: StatsBlock) -> None:
 def test_a_rejection_the_feed_counts_reaches_metrics(block: StatsBlock) -> None:
     """invalid_open_interest (feed.source) used to be dropped by the slot, which ignored unknown names."""
     from collector.pipeline.router import Pipeline
+    from collector.pipeline.trade_filter import FilterParams, TradeFilter
 
-    pipe = Pipeline(["BTCUSDT"], ["open_interest"], None, lambda batch: None, venue="binance")  # type: ignore[arg-type]
+    pipe = Pipeline(["BTCUSDT"], ["open_interest"], TradeFilter(FilterParams()), lambda batch: None, venue="binance")
     pipe.on_bad_frame("invalid_open_interest")
     _publish_healthy(block)
     slot = block.process_slot(1, pid=101)
