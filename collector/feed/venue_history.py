@@ -33,6 +33,7 @@ from collector.feed.rest_budget import WeightGate
 from collector.feed.rest_history import Answer, Page, RestHistory, http_answer
 from collector.feed.venue_universe import note_response
 from collector.feed.venues.common import NO_COUNT, NOT_GIVEN, ContractSize
+from collector.feed.venues.okx import Trade as OkxTrade  # a REST fill has the stream's fields (count: 1)
 from collector.feed.wire import AggTrade
 
 MINUTE_MS = 60_000
@@ -48,15 +49,6 @@ BYBIT_THROTTLED = b'"retCode":10006'
 
 # A venue's contract size of an instrument, None while unknown (the instruments are not loaded yet).
 ContractOf = Callable[[str], ContractSize | None]
-
-
-class OkxTrade(msgspec.Struct):
-    instId: str
-    tradeId: str
-    px: str
-    sz: str
-    side: str
-    ts: str
 
 
 class _OkxTrades(msgspec.Struct):
