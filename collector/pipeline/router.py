@@ -22,6 +22,7 @@ from collector.pipeline.activity import DAY_MS, SymbolActivity
 from collector.pipeline.batches import Batch, BatchBuilder
 from collector.pipeline.encode import RowEncoder, numeric_cache_size
 from collector.pipeline.flush import FlushPolicy
+from collector.pipeline.funding_rates import RATE_APART, FundingRates
 from collector.pipeline.limits import MinInterval
 from collector.pipeline.tails import TailChecks
 from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
@@ -93,6 +94,9 @@ class Pipeline:
         self.trade_filter = trade_filter
         self.emit = emit
         self.funding_gate = MinInterval(funding_interval_ms)
+        # The last funding rate per symbol where the venue sends it apart from the mark price (OKX): a
+        # checkpointed state, so a restarted worker's first rows carry the rate (collector.pipeline.funding_rates)
+        self.funding_rates = FundingRates() if venue in RATE_APART else None
         self.batch_rows = batch_rows
         self.flush_policy = FlushPolicy(flush_interval_ms)
         # Read once per batch (its first row), never per row: when the batch starts its hold.
@@ -175,10 +179,13 @@ class Pipeline:
     def on_mark_price(self, m: MarkPrice, receipt: float) -> None:
         if not self._admit("funding", m.s, m.E, receipt, m):
             return None
+        rate, next_ms = m.r, m.T
+        if self.funding_rates is not None:  # every event, gated or not: the rate it carries is the newest
+            rate, next_ms = self.funding_rates.rate_of(m.s, rate, next_ms, m.E)
         if not self._store_funding or not self.funding_gate.accept(m.s, m.E):
             return None
         try:
-            row = self.encoder.funding(m.E, m.s, m.p, m.i or None, m.r or None, m.T or None)
+            row = self.encoder.funding(m.E, m.s, m.p, m.i or None, rate or None, next_ms or None)
         except ValueError:
             return self._reject("bad_number", m)
         self._add("funding", row, m.E)

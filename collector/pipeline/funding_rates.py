@@ -1,0 +1,64 @@
+"""The funding rate each symbol was sent last, for venues whose mark-price events can come without it.
+
+Why: OKX sends the funding rate (`funding-rate`, every 30-90 s) apart from the mark price (`mark-price`,
+every second), and its decoder merges the two (collector.feed.venues.okx), so a decoder that has not been
+sent a rate yet emits mark prices without one. After a worker restart (kill -9, a SIGHUP successor) that
+was every row until the venue's next `funding-rate` push: the mark price and a NULL rate, although the
+predecessor knew the rate. So the pipeline remembers the last rate per symbol, the worker's checkpoint
+carries it (collector.runtime.checkpoints; written the moment it changes, not half a second later), the
+successor restores it here, and a rate-less event takes it while it is still current: before the
+settlement it was published for (its next funding time), after which it is a past period's rate.
+
+Binance's markPrice and Bybit's tickers carry the rate in every event (Bybit's decoder emits no funding
+event before a tickers snapshot gave it one, and Bybit sends that snapshot on every subscribe), so they
+have nothing to carry: RATE_APART names the venues that do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+# Venues whose mark-price events may come without the funding rate (the rate is sent on its own channel).
+RATE_APART = frozenset({"okx"})
+# The longest rate text carried: the checkpoint record's field (collector.runtime.checkpoint_block) is this
+# wide. Venues send ~10-20 characters ("0.0001234567"); a longer text is used but not remembered.
+MAX_RATE_CHARS = 40
+
+
+def _usable(rate: str) -> bool:
+    """A rate worth remembering: a finite number that fits the checkpoint record (a bad one is the
+    encoder's to reject, on the event that carried it, not to be copied into later rows)."""
+    if len(rate) > MAX_RATE_CHARS or not rate.isascii():
+        return False
+    try:
+        return math.isfinite(float(rate))
+    except ValueError:
+        return False
+
+
+class FundingRates:
+    """Last (rate, next funding ms) per symbol; `on_change(symbol)` is called when a symbol's changes."""
+
+    def __init__(self, on_change: Callable[[str], None] | None = None) -> None:
+        self.known: dict[str, tuple[str, int]] = {}
+        self.on_change = on_change
+
+    def rate_of(self, symbol: str, rate: str, next_ms: int, event_ms: int) -> tuple[str, int]:
+        """(rate, next funding ms) to store with this event: its own if it has a rate (then remembered),
+        else the one known while `event_ms` is before that rate's settlement, else its own (no rate)."""
+        known = self.known.get(symbol)
+        if rate:
+            if (known is None or known[0] != rate or known[1] != next_ms) and _usable(rate):
+                self.known[symbol] = (rate, next_ms)
+                if self.on_change is not None:
+                    self.on_change(symbol)
+            return rate, next_ms
+        if known is not None and event_ms < known[1]:
+            return known
+        return rate, next_ms
+
+    def restore(self, symbol: str, rate: str, next_ms: int) -> None:
+        """A predecessor's last rate (from its checkpoint); a rate this pipeline was sent itself wins."""
+        if symbol not in self.known and _usable(rate):
+            self.known[symbol] = (rate, next_ms)
