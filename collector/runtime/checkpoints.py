@@ -10,6 +10,7 @@ take it back (restore):
 | funding gate (`MinInterval`)          | start of the last accepted minute      | at most one row per minute     |
 | trade filter (`SymbolFilter`)         | last kept price and time               | price_change / time_interval   |
 | open-interest poller (`PollPositions`)| time of the last poll                  | when the symbol is due again   |
+| funding rate (`FundingRates`, OKX)    | last rate sent and its settlement time | the rate of a rate-less row    |
 
 A successor (after kill -9, a crash, a SIGHUP replacement or re-sharding) restores them per symbol,
 whichever worker owned the symbol before. The last trade id and last closed kline are also where
@@ -27,6 +28,12 @@ second row for a minute whose batch the writer had committed but not yet acknowl
 after a minute boundary). So the gate's state is published *before* each funding batch is handed to
 the writer (`Checkpointer.before_send`): a successor never doubles a minute; it can only miss one, if
 the process dies with that batch half written to the socket.
+
+Another, the funding rate (venues that send it apart from the mark price, OKX): it decides no row's
+existence, only what a row carries, and it is the newest knowledge rather than a position in a stream, so
+it is written to the block the moment it changes (`Checkpointer.rate_changed`), and an acknowledged
+snapshot never takes it back to an older one. Waiting for the acknowledgement would leave a successor
+(kill -9 just after a push) with the previous rate for the rows until the venue's next push.
 
 Where: a shared-memory block (`CheckpointBlock`) created by the supervisor with one 64-byte record per
 symbol slot (the same slot numbers as the statistics block), so any process of this run finds a
@@ -53,6 +60,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
+
+from collector.pipeline.funding_rates import MAX_RATE_CHARS
 
 if TYPE_CHECKING:
     import psycopg
@@ -95,6 +104,11 @@ class SymbolCheckpoint:
     filter_ts_ms: int | None = None  # ... and time
     oi_polled_ms: int | None = None  # open interest: when the last stored snapshot was polled
     updated_ms: int = 0
+    # Last funding rate sent ("" = none; venues of collector.pipeline.funding_rates.RATE_APART) and the
+    # settlement it is for. Only in shared memory: the `checkpoints` table has no column for them, so a full
+    # restart waits for the venue's next push, as a first start does.
+    funding_rate: str = ""
+    next_funding_ms: int | None = None
 
 
 # --- snapshot / restore of the pipeline's steps (pure) ---------------------------------------------------
@@ -103,11 +117,14 @@ class SymbolCheckpoint:
 def snapshot(pipeline: Pipeline, now_ms: int = 0) -> dict[str, SymbolCheckpoint]:
     """Every symbol's checkpoint as of now. Flush the pipeline's batches first (see module docstring)."""
     tf, gate = pipeline.trade_filter, pipeline.funding_gate
+    rates = pipeline.funding_rates.known if pipeline.funding_rates is not None else {}
     out = {}
     for sym in pipeline.symbols:
         price, ts = tf.symbol(sym).snapshot() if sym in tf else (math.nan, None)
+        rate, next_ms = rates.get(sym, ("", None))
         out[sym] = SymbolCheckpoint(pipeline.last_trade_id.get(sym), pipeline.last_kline_open.get(sym),
-                                    gate.last_accepted_ms(sym), price, ts, pipeline.last_oi_poll.get(sym), now_ms)
+                                    gate.last_accepted_ms(sym), price, ts, pipeline.last_oi_poll.get(sym), now_ms,
+                                    rate, next_ms)
     return out
 
 
@@ -130,6 +147,8 @@ def restore(pipeline: Pipeline, checkpoints: Mapping[str, SymbolCheckpoint],
             pipeline.funding_gate.restore(sym, c.funding_ms)
         if c.filter_ts_ms is not None or not math.isnan(c.filter_price):
             pipeline.trade_filter.symbol(sym).restore(c.filter_price, c.filter_ts_ms)
+        if c.funding_rate and c.next_funding_ms is not None and pipeline.funding_rates is not None:
+            pipeline.funding_rates.restore(sym, c.funding_rate, c.next_funding_ms)
         if c.oi_polled_ms is not None:
             pipeline.last_oi_poll[sym] = c.oi_polled_ms
             if positions is not None:
@@ -199,21 +218,29 @@ def resume_activity(block: StatsBlock, slots: Mapping[str, int], pipeline: Pipel
     return resumed
 
 
-# --- the record's values, shared by the block and the table ------------------------------------------------
+# --- the record's values: the block's; the table keeps the first seven (TABLE_VALUES) ----------------------
+
+TABLE_VALUES = 7
+Packed = tuple[int, int, int, float, int, int, int, int, bytes]
 
 
-def pack(c: SymbolCheckpoint) -> tuple[int, int, int, float, int, int, int]:
+def pack(c: SymbolCheckpoint) -> Packed:
     def v(x: int | None) -> int:
         return NONE if x is None else x
+    rate = c.funding_rate
+    # struct would cut a longer text to the field's width, another number: not carried instead
+    text = rate.encode("ascii") if rate.isascii() and len(rate) <= MAX_RATE_CHARS else b""
     return (v(c.last_trade_id), v(c.last_kline_open_ms), v(c.funding_ms), c.filter_price, v(c.filter_ts_ms),
-            v(c.oi_polled_ms), c.updated_ms)
+            v(c.oi_polled_ms), c.updated_ms, v(c.next_funding_ms), text)
 
 
-def unpack(values: tuple[int, int, int, float, int, int, int]) -> SymbolCheckpoint:
+def unpack(values: Packed) -> SymbolCheckpoint:
     def v(x: int) -> int | None:
         return None if x == NONE else x
-    tid, kline, funding, price, ts, oi, updated = values
-    return SymbolCheckpoint(v(tid), v(kline), v(funding), price, v(ts), v(oi), updated)
+    tid, kline, funding, price, ts, oi, updated, next_ms, rate = values
+    # struct pads a short bytes field with NULs: the rate is what precedes them
+    return SymbolCheckpoint(v(tid), v(kline), v(funding), price, v(ts), v(oi), updated,
+                            rate.rstrip(b"\0").decode("ascii"), v(next_ms))
 
 
 # --- the worker's side ---------------------------------------------------------------------------------------
@@ -240,6 +267,8 @@ class Checkpointer:
         self.published: dict[str, SymbolCheckpoint] = {}
         self.active = True  # False while a successor holds for the hand-over (it must not write yet)
         self._next = 0.0
+        if pipeline.funding_rates is not None:
+            pipeline.funding_rates.on_change = self.rate_changed
 
     def tick(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
@@ -269,6 +298,15 @@ class Checkpointer:
                 changed[sym] = replace(cur, funding_ms=ms)
         self._write(changed)
 
+    def rate_changed(self, sym: str) -> None:
+        """A symbol's funding rate changed: published at once (module docstring)."""
+        rates = self.pipeline.funding_rates
+        if not self.active or rates is None or sym not in rates.known:
+            return
+        rate, next_ms = rates.known[sym]
+        self._write({sym: replace(self.published.get(sym, SymbolCheckpoint()), funding_rate=rate,
+                                  next_funding_ms=next_ms)})
+
     def final(self) -> None:
         """At exit, with everything acknowledged: the exact state, for a successor or the next start."""
         if not self.active:
@@ -286,6 +324,8 @@ class Checkpointer:
             if prev is not None and prev.funding_ms is not None and (c.funding_ms is None or
                                                                    prev.funding_ms > c.funding_ms):
                 c = replace(c, funding_ms=prev.funding_ms)  # handed over already: never step back
+            if prev is not None and prev.funding_rate:  # written when it changed: newer than the snapshot's
+                c = replace(c, funding_rate=prev.funding_rate, next_funding_ms=prev.next_funding_ms)
             out[sym] = c
         self._write(out)
 
@@ -317,7 +357,7 @@ class Checkpointer:
 def save(conn: psycopg.Connection, checkpoints: Mapping[str, SymbolCheckpoint], *, venue: str) -> int:
     """Upsert every symbol's checkpoint of `venue` into the `checkpoints` table (collector.db.schema,
     version 3; keyed by venue and symbol since version 6)."""
-    rows = [(venue, s, *pack(c)) for s, c in checkpoints.items() if c.updated_ms]
+    rows = [(venue, s, *pack(c)[:TABLE_VALUES]) for s, c in checkpoints.items() if c.updated_ms]
     if not rows:
         return 0
     with conn.transaction(), conn.cursor() as cur:
