@@ -29,10 +29,12 @@ DATA_TYPES = ("trades", "funding", "liquidations", "klines", "open_interest")
 # Tables a worker encodes rows for (the keys of Pipeline.rows).
 WORKER_TABLES = ("trades", "funding", "liquidations", "open_interest", "candles_1m", "gaps")
 # Bad input a worker skips, by kind: the pipeline's checks (pipeline.router) and the frames the feed
-# cannot decode (feed.source, Pipeline.on_bad_frame).
+# cannot decode (feed.source, Pipeline.on_bad_frame), the OKX and Bybit decoders' among them
+# (feed.venues: a venue's error or notice answer, a channel or topic it does not serve, an unknown side).
 REJECT_KINDS = ("unknown_symbol", "bad_number", "non_positive_or_infinite", "absurd_timestamp",
                 "duplicate_or_old_id", "gap", "malformed_json", "invalid_frame", "unknown_event",
-                "handler_error", "unexpected_interval", "invalid_open_interest")
+                "handler_error", "unexpected_interval", "invalid_open_interest", "venue_error", "venue_notice",
+                "unknown_channel", "unknown_side")
 BACKFILL_KINDS = ("trades", "candles", "gaps_filled", "gaps_unfilled")
 # Tables the writer copies into: every COPY target.
 WRITER_TABLES = tuple(COLUMNS)

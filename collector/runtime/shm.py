@@ -75,7 +75,8 @@ from collector.runtime.seqlock import StaleSlot, close_shared, read_consistent
 
 MAGIC = b"CLSTATS1"
 # 4: the never-set queue_depth, queue_full and outbox_bytes left the value lists (values moved).
-LAYOUT_VERSION = 4
+# 5: the venue decoders' skip kinds joined the worker's rejected group (values moved).
+LAYOUT_VERSION = 5
 # Room for the value lists to grow without a layout change: the catalogue's lists use ~45..60.
 VALUES_CAPACITY = 128
 # Workers the block can hold: well above any sensible worker count for one machine's cores.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_health import NOW, _publish_healthy, _snap
 
 from collector.observability.catalogue import WORKER_FIELDS, WRITER_FIELDS
 from collector.observability.metrics import render_metrics
 from collector.observability.snapshot import ChildInfo, build_snapshot
+from collector.observability.stats import stats_json
 from collector.pipeline.tiers import TierAssignment
 from collector.runtime.shm import StatsBlock
 
@@ -92,6 +94,47 @@ def test_a_rejection_the_feed_counts_reaches_metrics(block: StatsBlock) -> None:
                                                                          "venue": "binance",
                                                                          "reason": "invalid_open_interest"}]
     assert hits == [1]
+
+
+# One frame per skip kind only the OKX and Bybit decoders count (collector.feed.venues): (venue, frame, kind).
+VENUE_SKIPS = [
+    ("okx", '{"event":"error","code":"60012","msg":"Invalid request"}', "venue_error"),
+    ("okx", '{"event":"notice","code":"64008","msg":"The connection will soon be closed for a service upgrade"}',
+     "venue_notice"),
+    ("okx", '{"arg":{"channel":"books5","instId":"BTC-USDT-SWAP"},"data":[{"asks":[],"bids":[],"ts":"1"}]}',
+     "unknown_channel"),
+    ("bybit", '{"topic":"allLiquidation.BTCUSDT","type":"snapshot","ts":1,'
+              '"data":[{"T":1,"s":"BTCUSDT","S":"Hold","v":"1","p":"100"}]}', "unknown_side"),
+]
+
+
+@pytest.mark.parametrize(("venue", "frame", "kind"), VENUE_SKIPS, ids=[k for _, _, k in VENUE_SKIPS])
+def test_a_skip_a_venue_decoder_counts_reaches_stats_and_metrics(venue: str, frame: str, kind: str,
+                                                                 block: StatsBlock) -> None:
+    """These kinds were counted by the decoders but missing from the catalogue: publishing them raised."""
+    from collector.feed.venues.bybit import BybitDecoder
+    from collector.feed.venues.common import ContractSize, VenueSymbol
+    from collector.feed.venues.okx import OkxDecoder
+    from collector.pipeline.router import Pipeline
+    from collector.pipeline.trade_filter import FilterParams, TradeFilter
+
+    name = "BTC-USDT-SWAP" if venue == "okx" else "BTCUSDT"
+    pipe = Pipeline([name], ["trades", "liquidations"], TradeFilter(FilterParams()), lambda batch: None, venue=venue)
+    decoder = (OkxDecoder if venue == "okx" else BybitDecoder)([VenueSymbol(venue, name, "BTC-USDT-PERP",
+                                                                             ContractSize("1"))], pipe)
+    decoder.handle(frame, NOW / 1000)
+    assert decoder.skipped.counts == {kind: 1}
+    _publish_healthy(block)
+    slot = block.process_slot(1, pid=101)
+    slot.update(pipe.rejected, "rejected.")
+    slot.publish(now_ms=NOW - 200)
+    snap = _snap(block)
+    hits = [v for _, lab, v in families(render_metrics(snap))["collector_worker_rejected"]
+            if lab["worker"] == "1" and lab["reason"] == kind]
+    assert hits == [1]
+    doc = stats_json(snap)
+    assert next(w for w in doc["workers"] if w["worker"] == 1)["rejected"][kind] == 1
+    assert doc["totals"]["rejected"][kind] == 1
 
 
 def test_dead_child_has_no_value_metrics_but_is_reported_down(block: StatsBlock) -> None:

@@ -43,7 +43,7 @@ def test_header_describes_the_layout(block: StatsBlock) -> None:
     assert bytes(buf[0:8]) == b"CLSTATS1"
     version, header, procs, syms, proc_size, sym_size, cap, act = struct.unpack_from("@8I", buf, 8)
     proc_off, sym_off = struct.unpack_from("@QQ", buf, 40)
-    assert (version, header, procs, syms) == (4, 64, 4, 6)
+    assert (version, header, procs, syms) == (5, 64, 4, 6)
     assert (proc_size, cap, act) == (PROCESS_SLOT_SIZE, stats.VALUES_CAPACITY, nbytes())
     assert proc_off == 64 and proc_off % 64 == 0 and sym_off % 64 == 0 and sym_size % 64 == 0
     assert sym_off >= proc_off + procs * proc_size
