@@ -2,7 +2,8 @@
 just before / just after a 1m boundary. The arbiter restarts it, the successor resumes from its checkpoints,
 and the database equals each venue's truth: OKX fills and closed 1m candles stored once and equal (repaired
 over REST) or inside a gap row not filled yet; Bybit trades, liquidations and funding minutes once and
-equal, missing only inside the outage the kill caused (Bybit's ids cannot show a missed trade). The other venue's worker is never
+equal, missing only inside the outage the kill caused (Bybit's ids cannot show a missed trade); every funding
+row with the rate the venue sent last (an OKX successor resumes the victim's). The other venue's worker is never
 restarted and loses nothing."""
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def test_killed_venue_worker_resumes_and_matches_truth(venue: str, point: str, d
             assert rig.gaps(venue, "trades")
         assert rig.candle_problems(venue, t) == []
         rig.assert_liquidations(venue, t, outage)
-        rig.assert_funding(venue, t, outage, restart_ms=min(opened))  # a rate sent after this reached it
+        # the successor's rows carry the rate the victim was sent last (its checkpoint) until the next push;
+        # what the simulator sent after the kill, before it saw the socket close, reached nobody
+        rig.assert_funding(venue, t, outage, unseen=(kill_ms, min(opened)))
         # the kill is a gap of the victim's venue only: the other venue has no gap row and lost nothing
         other_venue = next(v for v in VENUES if v != venue)
         t_other = rig.settle(other_venue)

@@ -327,12 +327,14 @@ class VenueRig:
         assert not missing, f"sent outside the outage {outage} but not stored: {missing}"
 
     def assert_funding(self, venue: str, t: dict, outage: tuple[int, int] | None = None,
-                       restart_ms: int | None = None, unseen: tuple[int, int] | None = None) -> None:
+                       unseen: tuple[int, int] | None = None) -> None:
         """At most one funding row per symbol and minute; a row's rate and next funding time are the ones the
         venue published last before the row's time (`unseen`: sim ms in which what it published never reached
-        the worker, e.g. a stall), or none (OKX) while no rate was sent since the storing worker subscribed
-        (`restart_ms`: when a successor subscribed; it knows nothing its predecessor was sent); every minute
-        from a symbol's first row to the pause has its row, except minutes inside `outage` (sim ms)."""
+        a worker, e.g. a stall or the moments between a kill and the end of the victim's socket), whichever
+        worker stored the row: a successor (kill -9, a SIGHUP hand-over) resumes the rate its predecessor was
+        sent (collector.pipeline.funding_rates). No rate (OKX only) only before the venue published any: OKX
+        sends it apart from the mark price, every 30-90 s; every minute from a symbol's first row to the pause
+        has its row, except minutes inside `outage` (sim ms)."""
         u_lo, u_hi = unseen if unseen is not None else (0, -1)
         rows = self.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, funding_rate, "
                           "(extract(epoch FROM next_funding_time) * 1000)::bigint FROM funding WHERE venue = %s", venue)
@@ -345,11 +347,9 @@ class VenueRig:
             # funding-rate push of the same second; Bybit: one tickers frame carries both
             known = [r for r in published[sym]
                      if int(r["ts"]) < ms + (venue == "bybit") and not u_lo <= int(r["ts"]) <= u_hi]
-            if rate is None:  # OKX: the mark price before the worker's first funding-rate push (every 30-90 s)
-                session = restart_ms if restart_ms is not None and ms >= restart_ms else 0
+            if rate is None:  # OKX: the mark price before the first funding-rate push of the run
                 assert venue == "okx" and nxt is None, (sym, ms, "a row without a rate")
-                assert not [r for r in known if int(r["ts"]) >= session], (
-                    sym, ms, "no rate though one was sent", session, [r["ts"] for r in published[sym]])
+                assert not known, (sym, ms, "no rate though one was sent", [r["ts"] for r in published[sym]])
                 continue
             assert known, (sym, ms, rate, "a rate before the venue sent one")
             r = known[-1]
