@@ -164,11 +164,19 @@ V5_KEYS = {"trades": "symbol, time, trade_id", "funding": "symbol, time", "liqui
            "gaps": "symbol, kind, from_id, to_id", "symbol_tiers": "computed_at, symbol", "checkpoints": "symbol"}
 
 
+def to_version_6_layout(conn: psycopg.Connection) -> None:
+    """Turn a freshly created (current) schema back into what version 6 code left: checkpoints without the
+    funding rate and its settlement time (schema version 7), schema_version at 6."""
+    conn.execute("ALTER TABLE checkpoints DROP COLUMN funding_rate, DROP COLUMN next_funding_ms")
+    conn.execute("DELETE FROM schema_version WHERE version > 6")
+
+
 def to_version_5_layout(conn: psycopg.Connection) -> None:
     """Turn a freshly created (current) plain-PostgreSQL schema back into what version 5 code left: no venue
     column anywhere, the old keys and indexes, no instruments table, schema_version at 5."""
     from collector.db.schema import TIMEFRAMES, _closed_view_ddl, closed_view
 
+    to_version_6_layout(conn)
     for view in TIMEFRAMES:
         conn.execute(f"DROP VIEW {closed_view(view)}")
     for table, key in V5_KEYS.items():

@@ -39,7 +39,7 @@ from collector.pipeline.encode import CANDLE_TABLES
 log = logging.getLogger(__name__)
 
 # Bump when the DDL changes and add a step to _MIGRATIONS; a database newer than this refuses to start.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Arbitrary constant key for pg_advisory_xact_lock: two processes running ensure_schema at once serialise.
 _SCHEMA_LOCK_KEY = 0x434F4C4C  # "COLL"
@@ -293,4 +293,17 @@ def _v6_venues(conn: psycopg.Connection, mode: str, retention: Mapping[str, time
         conn.execute(_closed_view_ddl(table))
 
 
-_MIGRATIONS = {1: _v1, 2: _v2, 3: _v3_checkpoints, 4: _v4_gaps, 5: _v5_tiers, 6: _v6_venues}
+def _v7_checkpoint_funding_rate(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None],
+                                now: datetime) -> None:
+    """checkpoints keep the last funding rate a worker was sent and the settlement it is for (venues that send
+    the rate apart from the mark price, OKX: collector.pipeline.funding_rates), so a full restart's first
+    funding rows carry it instead of NULL until the venue's next push. Existing rows get NULL: no rate known.
+
+    The rate is the text the venue sent, as the shared-memory record holds it (TEXT, not NUMERIC: it goes back
+    into rows exactly as it came, collector.pipeline.encode parses it there). Idempotent (IF NOT EXISTS)."""
+    conn.execute("ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS funding_rate TEXT, "
+                 "ADD COLUMN IF NOT EXISTS next_funding_ms BIGINT")
+
+
+_MIGRATIONS = {1: _v1, 2: _v2, 3: _v3_checkpoints, 4: _v4_gaps, 5: _v5_tiers, 6: _v6_venues,
+               7: _v7_checkpoint_funding_rate}

@@ -35,13 +35,14 @@ it is written to the block the moment it changes (`Checkpointer.rate_changed`), 
 snapshot never takes it back to an older one. Waiting for the acknowledgement would leave a successor
 (kill -9 just after a push) with the previous rate for the rows until the venue's next push.
 
-Where: a shared-memory block (`CheckpointBlock`) created by the supervisor with one 64-byte record per
+Where: a shared-memory block (`CheckpointBlock`) created by the supervisor with one 128-byte record per
 symbol slot (the same slot numbers as the statistics block), so any process of this run finds a
 symbol's checkpoint by symbol, whatever its shard. Shared memory rather than a file or a table because
 it is written every half second by every worker and read by a successor a second after a crash: no
 I/O on the data path and no dependency of a worker on the database. The supervisor copies the block
 into the `checkpoints` table every CHECKPOINT_SAVE_S and after the workers have drained at shutdown,
-and loads it back at start, so a full restart (SIGTERM, then start) resumes too.
+and loads it back at start, so a full restart (SIGTERM, then start) resumes too; a funding rate only while
+it is current (`load`: before the settlement it was sent for), the period's rate being all it is good for.
 
 Hand-over (SIGHUP replacement, re-sharding): the successor starts while its predecessor still collects
 (the market is never unwatched), but holds every event it receives (`HandoverBuffer`) until the
@@ -105,8 +106,7 @@ class SymbolCheckpoint:
     oi_polled_ms: int | None = None  # open interest: when the last stored snapshot was polled
     updated_ms: int = 0
     # Last funding rate sent ("" = none; venues of collector.pipeline.funding_rates.RATE_APART) and the
-    # settlement it is for. Only in shared memory: the `checkpoints` table has no column for them, so a full
-    # restart waits for the venue's next push, as a first start does.
+    # settlement it is for; the `checkpoints` table keeps them too (schema version 7), for a full restart.
     funding_rate: str = ""
     next_funding_ms: int | None = None
 
@@ -218,9 +218,8 @@ def resume_activity(block: StatsBlock, slots: Mapping[str, int], pipeline: Pipel
     return resumed
 
 
-# --- the record's values: the block's; the table keeps the first seven (TABLE_VALUES) ----------------------
+# --- the record's values, shared by the block and the table ------------------------------------------------
 
-TABLE_VALUES = 7
 Packed = tuple[int, int, int, float, int, int, int, int, bytes]
 
 
@@ -354,32 +353,49 @@ class Checkpointer:
 # --- the database copy (full restarts) ---------------------------------------------------------------------
 
 
+def _table_values(c: SymbolCheckpoint) -> tuple[int | float | str | None, ...]:
+    """The record's values as table columns: NULL for unknown, the rate as text (NULL: none)."""
+    *numbers, rate = pack(c)  # the block's own checks: a rate the record would not carry is not stored either
+    return (*(None if v == NONE else v for v in numbers), rate.decode("ascii") or None)
+
+
 def save(conn: psycopg.Connection, checkpoints: Mapping[str, SymbolCheckpoint], *, venue: str) -> int:
     """Upsert every symbol's checkpoint of `venue` into the `checkpoints` table (collector.db.schema,
-    version 3; keyed by venue and symbol since version 6)."""
-    rows = [(venue, s, *pack(c)[:TABLE_VALUES]) for s, c in checkpoints.items() if c.updated_ms]
+    version 3; keyed by venue and symbol since version 6; the funding rate since version 7)."""
+    rows = [(venue, s, *_table_values(c)) for s, c in checkpoints.items() if c.updated_ms]
     if not rows:
         return 0
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO checkpoints (venue, symbol, last_trade_id, last_kline_open_ms, funding_ms, filter_price,
-                                        filter_ts_ms, oi_polled_ms, updated_ms)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                        filter_ts_ms, oi_polled_ms, updated_ms, next_funding_ms, funding_rate)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (venue, symbol) DO UPDATE SET last_trade_id = EXCLUDED.last_trade_id,
                    last_kline_open_ms = EXCLUDED.last_kline_open_ms, funding_ms = EXCLUDED.funding_ms,
                    filter_price = EXCLUDED.filter_price, filter_ts_ms = EXCLUDED.filter_ts_ms,
-                   oi_polled_ms = EXCLUDED.oi_polled_ms, updated_ms = EXCLUDED.updated_ms
-               WHERE checkpoints.updated_ms <= EXCLUDED.updated_ms""",
-            [tuple(None if v == NONE else v for v in r) for r in rows])
+                   oi_polled_ms = EXCLUDED.oi_polled_ms, updated_ms = EXCLUDED.updated_ms,
+                   next_funding_ms = EXCLUDED.next_funding_ms, funding_rate = EXCLUDED.funding_rate
+               WHERE checkpoints.updated_ms <= EXCLUDED.updated_ms""", rows)
     return len(rows)
 
 
-def load(conn: psycopg.Connection, symbols: Iterable[str] | None = None, *,
-         venue: str) -> dict[str, SymbolCheckpoint]:
-    """The stored checkpoints of `venue` (of `symbols`, or all)."""
+def current_rate(c: SymbolCheckpoint, now_ms: int) -> SymbolCheckpoint:
+    """`c` without its funding rate once the settlement it was sent for has passed (then it is a past
+    period's rate: a successor's rows carry none until the venue's next push rather than that one)."""
+    if c.funding_rate and (c.next_funding_ms is None or c.next_funding_ms <= now_ms):
+        return replace(c, funding_rate="", next_funding_ms=None)
+    return c
+
+
+def load(conn: psycopg.Connection, symbols: Iterable[str] | None = None, *, venue: str,
+         now_ms: int | None = None) -> dict[str, SymbolCheckpoint]:
+    """The stored checkpoints of `venue` (of `symbols`, or all), each funding rate only while it is current
+    at `now_ms` (default: the wall clock; `current_rate`)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     rows = conn.execute("""SELECT symbol, last_trade_id, last_kline_open_ms, funding_ms, filter_price,
-                                  filter_ts_ms, oi_polled_ms, updated_ms FROM checkpoints WHERE venue = %s""",
-                        (venue,)).fetchall()
+                                  filter_ts_ms, oi_polled_ms, updated_ms, funding_rate, next_funding_ms
+                           FROM checkpoints WHERE venue = %s""", (venue,)).fetchall()
     wanted = None if symbols is None else set(symbols)
-    return {r[0]: SymbolCheckpoint(r[1], r[2], r[3], math.nan if r[4] is None else r[4], r[5], r[6], r[7])
+    return {r[0]: current_rate(SymbolCheckpoint(r[1], r[2], r[3], math.nan if r[4] is None else r[4], r[5], r[6],
+                                                 r[7], r[8] or "", r[9]), now_ms)
             for r in rows if wanted is None or r[0] in wanted}
