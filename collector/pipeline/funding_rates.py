@@ -5,9 +5,10 @@ every second), and its decoder merges the two (collector.feed.venues.okx), so a 
 sent a rate yet emits mark prices without one. After a worker restart (kill -9, a SIGHUP successor) that
 was every row until the venue's next `funding-rate` push: the mark price and a NULL rate, although the
 predecessor knew the rate. So the pipeline remembers the last rate per symbol, the worker's checkpoint
-carries it (collector.runtime.checkpoints; written the moment it changes, not half a second later), the
-successor restores it here, and a rate-less event takes it while it is still current: before the
-settlement it was published for (its next funding time), after which it is a past period's rate.
+carries it (collector.runtime.checkpoints; written the moment it changes, not half a second later; the
+`checkpoints` table too, for a full restart), the successor restores it here, and a rate-less event takes
+it while it is still current: before the settlement it was published for (its next funding time), after
+which it is a past period's rate.
 
 Binance's markPrice and Bybit's tickers carry the rate in every event (Bybit's decoder emits no funding
 event before a tickers snapshot gave it one, and Bybit sends that snapshot on every subscribe), so they
