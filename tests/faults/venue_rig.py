@@ -308,7 +308,12 @@ class VenueRig:
 
     def assert_liquidations(self, venue: str, t: dict, outage: tuple[int, int] | None = None) -> None:
         """Every liquidation sent is stored exactly once and equal, except inside `outage` (sim ms: no gap row
-        covers a liquidation, and none of these venues resends one), where a stored one is still equal and once."""
+        covers a liquidation, and none of these venues resends one), where a stored one is still equal and once.
+
+        `t` is settle()'s truth, whose wait covers trades and candles only; the writer commits each table in
+        its own transaction, one after another (collector.writer.service.flush), so a liquidation sent just
+        before the pause can still be in flight when every trade is stored: waited for here, with a deadline
+        (the market is paused, so one still missing then was lost)."""
         ct = self.contract_sizes(venue)
         want = Counter()
         for x in t["liquidations"]:
@@ -317,14 +322,23 @@ class VenueRig:
             else:  # Bybit's S is the liquidated position's side: Buy = a long closed by a sell order
                 key = (x["s"], int(x["T"]), "sell" if x["S"] == "Buy" else "buy", Decimal(x["p"]), Decimal(x["v"]))
             want[key] += 1
-        got = Counter(self.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, side, price, quantity "
-                                 "FROM liquidations WHERE venue = %s", venue))
         assert want, "no liquidation was sent: the scenario proves nothing about them"
-        extra = got - want
-        assert not extra, f"stored but not sent (or stored twice): {extra}"
         lo, hi = outage if outage is not None else (0, -1)
-        missing = [k for k in want - got if not lo <= k[1] <= hi]
-        assert not missing, f"sent outside the outage {outage} but not stored: {missing}"
+
+        def stored() -> Counter:
+            return Counter(self.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, side, price, "
+                                      "quantity FROM liquidations WHERE venue = %s", venue))
+
+        def missing() -> list[tuple]:
+            return [k for k in want - stored() if not lo <= k[1] <= hi]
+
+        try:
+            wait_for(lambda: not missing(), 30, f"every {venue} liquidation sent outside the outage to be stored")
+        except AssertionError:  # say which
+            raise AssertionError(f"sent outside the outage {outage} but still not stored after 30 s of a paused market: "
+                                 f"{missing()}") from None
+        extra = stored() - want
+        assert not extra, f"stored but not sent (or stored twice): {extra}"
 
     def assert_funding(self, venue: str, t: dict, outage: tuple[int, int] | None = None,
                        unseen: tuple[int, int] | None = None) -> None:
