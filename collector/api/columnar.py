@@ -4,7 +4,7 @@ object per value; JSON and CSV make their values from the columns), and Arrow fo
 Why: fetched as rows, 100k trades cost ~1.2M Python objects in psycopg and as many again to lay them out as
 Arrow arrays; that, not the Arrow encoding, made an Arrow response barely faster than a JSON one. Here
 PostgreSQL aggregates each column of the page into one bytea of fixed-width big-endian values (or, for
-text, the concatenated UTF-8 plus a length per value), the whole page arrives as one row of a dozen bytes
+text, the values joined by a separator, see SEPARATOR), the whole page arrives as one row of a dozen bytes
 objects, and numpy turns each into the Arrow column's buffer in one vectorised step.
 
 The values are the ones select_list's row SQL gives (collector.api.query; what `symbols` and `latest` fetch
