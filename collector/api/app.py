@@ -202,7 +202,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         except columnar.SeparatorInText:  # rare: fetched again with each text value's length
             got = await rows_of(request, columnar.venue_pages_sql(series, with_reason, text_lengths=True), params)
             arrays, ms = columnar.merge_venues(got, series.columns, symbol, win.cursor.skip, limit + 1, True)
-        nxt = query.next_cursor(ms[:limit].tolist(), win.cursor, limit, len(ms))
+        nxt = query.next_cursor(columnar.last_millisecond(ms[:limit]), win.cursor, limit, len(ms))
         shown = [a.slice(0, limit) for a in arrays]
         cur = nxt.encode() if nxt else None
         return respond(chosen, encode.render_arrays(chosen, shown, series.columns, times, cur), cur)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pytest
@@ -144,6 +145,16 @@ def test_symbols_and_latest(api_url: str, symbols: list[str]) -> None:
 def test_an_empty_page_is_typed(api_url: str) -> None:
     rows, _ = both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol="NOSUCHUSDT", **WIDE)
     assert rows == []
+
+
+@pytest.mark.parametrize("times", [[], [5], [5, 5, 5], [-3, -2, -2], [1, 2, 2, 3, 3, 3], [0, 0, 1, 1]])
+def test_last_millisecond_gives_the_whole_columns_cursor(times: list[int]) -> None:
+    ms = np.array(times, np.int64)
+    tail = columnar.last_millisecond(ms)
+    assert all(type(t) is int for t in tail)
+    for start in (query.Cursor(0), query.Cursor(times[-1] if times else 0, 4)):
+        assert query.next_cursor(tail, start, len(times), len(times) + 1) == query.next_cursor(
+            times, start, len(times), len(times) + 1)
 
 
 _EDGE_COLUMNS = query._cols("t:time f:float? i:int? s:str? n:time?")
