@@ -117,53 +117,50 @@ def to_ms(us: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return us // 1000 + _PG_EPOCH_MS
 
 
-def _split(text: bytes, n: int, sep: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
-    """n values joined by the one-byte `sep` -> (Arrow offsets, the values' bytes without the separators),
-    or None when the separators are not exactly n - 1 (a value holds one, so they cannot be told apart)."""
-    raw = np.frombuffer(text, np.uint8)
-    is_sep = raw == ord(sep)
-    at = np.flatnonzero(is_sep)
-    if len(at) != max(n - 1, 0):
-        return None
-    offsets = np.empty(n + 1, np.int32)  # each value's start once the separators before it are removed
-    offsets[0] = 0
-    if n:
-        offsets[1:n] = at - np.arange(n - 1)
-        offsets[n] = len(raw) - (n - 1)
-    return offsets, raw[~is_sep]
-
-
 def last_millisecond(ms: np.ndarray[Any, Any]) -> list[int]:
     """A page's times (epoch ms, in order) from its last millisecond on: all query.next_cursor reads of them
     (the same cursor as from the whole column, without a Python int per row)."""
     return ms[np.searchsorted(ms, ms[-1]):].tolist() if len(ms) else []
 
 
+def _split(text: bytes, n: int, sep: str) -> pa.StringArray | None:
+    """n values joined by the one-byte `sep` -> a string array of them (split by Arrow in one pass, from the
+    bytes as they are), or None when they are not exactly n (a value holds the separator, so they cannot
+    be told apart)."""
+    if n == 0:
+        return pa.array([], pa.string())
+    whole = pa.StringArray.from_buffers(1, pa.py_buffer(np.array([0, len(text)], np.int32)), pa.py_buffer(text))
+    parts = pc.split_pattern(whole, sep).flatten()
+    return parts if len(parts) == n else None
+
+
 def _decimal_floats(text: bytes, n: int, mask: np.ndarray[Any, Any] | None) -> pa.Array:
     """n comma-separated decimals (NUMERIC's text) -> float64, parsed in bulk by Arrow, whose parser rounds
     correctly (as PostgreSQL's numeric -> float8 does: it prints the numeric and reads it back with
     strtod), so every value is the same double the row path's ::float8 gives (tests/api compare them)."""
-    split = _split(text, n, ",")
-    if split is None:
+    strings = _split(text, n, ",")
+    if strings is None:
         raise ValueError("a NUMERIC column's text held a ','")  # numeric_out never writes one
-    offsets, digits = split
-    strings = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits))
     values = pc.cast(strings, pa.float64())
     return values if mask is None else pc.if_else(pa.array(mask), pa.scalar(None, pa.float64()), values)
 
 
-def _text_buffers(c: Column, data: bytes, values: Iterator[Any], n: int,
-                  text_lengths: bool) -> tuple[np.ndarray[Any, Any], Any]:
-    """A text column's Arrow offsets and character bytes: from its lengths (the next item of `values`) with
-    text_lengths, else from where the separators are."""
+def _text(c: Column, data: bytes, values: Iterator[Any], n: int, text_lengths: bool) -> pa.Array:
+    """A text column: from its lengths (the next item of `values`) with text_lengths, else from where the
+    separators are; then its validity (the next item) if nullable."""
     if text_lengths:
         offsets = np.zeros(n + 1, np.int32)
         np.cumsum(np.frombuffer(_bytes(next(values)), ">i4"), out=offsets[1:])
-        return offsets, data
-    split = _split(data, n, SEPARATOR)
-    if split is None:
-        raise SeparatorInText(f"{c.name}: a value holds the separator {SEPARATOR!r}")
-    return split
+        strings = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    else:
+        split = _split(data, n, SEPARATOR)
+        if split is None:
+            raise SeparatorInText(f"{c.name}: a value holds the separator {SEPARATOR!r}")
+        strings = split
+    if not c.nullable:
+        return strings
+    valid = np.frombuffer(_bytes(next(values)), np.bool_)
+    return pc.if_else(pa.array(valid), strings, pa.scalar(None, pa.string()))
 
 
 def _decode(row: Sequence[Any], columns: Sequence[Column], given: Mapping[str, str] | None,
@@ -181,10 +178,7 @@ def _decode(row: Sequence[Any], columns: Sequence[Column], given: Mapping[str, s
             continue
         data = _bytes(next(values))
         if c.kind == "str":
-            offsets, chars = _text_buffers(c, data, values, n, text_lengths)
-            valid = np.frombuffer(_bytes(next(values)), np.bool_) if c.nullable else None
-            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if valid is not None else None
-            arrays.append(pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars), bitmap))
+            arrays.append(_text(c, data, values, n, text_lengths))
             continue
         valid = np.frombuffer(_bytes(next(values)), np.bool_) if c.nullable else None
         mask = ~valid if valid is not None else None
