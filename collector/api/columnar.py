@@ -5,7 +5,7 @@ Why: fetched as rows, 100k trades cost ~1.2M Python objects in psycopg and as ma
 Arrow arrays; that, not the Arrow encoding, made an Arrow response barely faster than a JSON one. Here
 PostgreSQL aggregates each column of the page into one bytea of fixed-width big-endian values (or, for
 text, the values joined by a separator, see SEPARATOR), the whole page arrives as one row of a dozen bytes
-objects, and numpy turns each into the Arrow column's buffer in one vectorised step.
+objects, and numpy (Arrow's split, for text) turns each into the Arrow column in one vectorised step.
 
 The values are the ones select_list's row SQL gives (collector.api.query; what `symbols` and `latest` fetch
 for JSON, and what tests/api compares with): a float is the double
@@ -44,8 +44,8 @@ TIMESTAMP = pa.timestamp("ms", tz="UTC")
 # separators are, instead of an int4send(octet_length(...)) per value. 100k trades' two text columns cost
 # PostgreSQL 15 ms over the bare page with lengths, 6 with the separator, and the whole page 109 -> 86 ms
 # (backend CPU from /proc, means of 20 and 30 alternating runs, shared 2-core machine at load 2.5-3).
-# Text may hold this character: decode counts the separators (exactly n - 1 unless a value holds one) and
-# raises SeparatorInText, and the caller fetches the page again with text_lengths=True.
+# Text may hold this character: decode counts the values the separators give (exactly n unless a value
+# holds one) and raises SeparatorInText, and the caller fetches the page again with text_lengths=True.
 SEPARATOR = "\x1f"
 
 
