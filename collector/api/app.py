@@ -176,8 +176,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         chosen = chosen_format(request, fmt)
         params = {"venues": query.venues_param(venue)}
         if chosen == "arrow":
-            got = await rows_of(request, columnar.columns_sql(raw_time_sql, columns), params)
-            arrays, _ = columnar.decode(got[0], columns)
+            try:
+                got = await rows_of(request, columnar.columns_sql(raw_time_sql, columns), params)
+                arrays, _ = columnar.decode(got[0], columns)
+            except columnar.SeparatorInText:  # rare: fetched again with each text value's length
+                got = await rows_of(request, columnar.columns_sql(raw_time_sql, columns, text_lengths=True), params)
+                arrays, _ = columnar.decode(got[0], columns, text_lengths=True)
             return respond(chosen, encode.arrow_stream(arrays, columns, None), None)
         rows = await rows_of(request, row_sql, params)
         return respond(chosen, encode.render(chosen, rows, columns, times, None), None)
@@ -191,9 +195,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
                   "skip": win.cursor.skip, "limit": limit + 1, "save_reason": save_reason}
         # Every format from the same column fetch: PostgreSQL reads the venues' key ranges without sorting
         # or casting per row, and no Python object is made per value until JSON/CSV need them.
-        got = await rows_of(request, columnar.venue_pages_sql(series, save_reason is not None), params)
-        arrays, ms = columnar.merge_venues(got, series.columns, symbol, win.cursor.skip, limit + 1)
-        nxt = query.next_cursor(ms[:limit].tolist(), win.cursor, limit, len(ms))
+        with_reason = save_reason is not None
+        try:
+            got = await rows_of(request, columnar.venue_pages_sql(series, with_reason), params)
+            arrays, ms = columnar.merge_venues(got, series.columns, symbol, win.cursor.skip, limit + 1)
+        except columnar.SeparatorInText:  # rare: fetched again with each text value's length
+            got = await rows_of(request, columnar.venue_pages_sql(series, with_reason, text_lengths=True), params)
+            arrays, ms = columnar.merge_venues(got, series.columns, symbol, win.cursor.skip, limit + 1, True)
+        nxt = query.next_cursor(columnar.last_millisecond(ms[:limit]), win.cursor, limit, len(ms))
         shown = [a.slice(0, limit) for a in arrays]
         cur = nxt.encode() if nxt else None
         return respond(chosen, encode.render_arrays(chosen, shown, series.columns, times, cur), cur)

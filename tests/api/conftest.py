@@ -28,6 +28,9 @@ from exchange_sim import SimConfig, launch_subprocess
 SYMBOLS = 6
 TIE_SYMBOL = "TIEUSDT"  # trades sharing milliseconds, so pages must split inside one millisecond
 SUBMS_SYMBOL = "SUBMSUSDT"  # trades with microseconds (the collector stores whole ms; PostgreSQL allows µs)
+# trades whose text holds the Arrow path's separator (collector.api.columnar.SEPARATOR), so pages that hold
+# one are fetched again with lengths
+SEP_SYMBOL = "SEPUSDT"
 
 
 def _count(url: str, sql: str) -> int:
@@ -85,7 +88,8 @@ def _fill_with_collector(url: str, tmp: Path) -> None:
 
 def _add_tiers_and_ties(url: str) -> None:
     """Tiers as the supervisor stores them (it computes them only after tier_warmup, longer than this run),
-    and a symbol whose trades share milliseconds (five per millisecond)."""
+    a symbol whose trades share milliseconds (five per millisecond), one with microseconds and one whose
+    side text holds the Arrow path's separator in its 4th trade of 6."""
     with psycopg.connect(url) as conn:
         symbols = [r[0] for r in conn.execute("SELECT DISTINCT symbol FROM candles_1m ORDER BY 1")]
         store_tiers(conn, "binance", {s: TierRow(i % 4, 1000.0 + i, None if i == 1 else 500.5 + i, None if i == 0 else 0.25 * i)
@@ -101,7 +105,9 @@ def _add_tiers_and_ties(url: str) -> None:
               "buy" if i % 2 else "sell", "large_trade" if i % 3 == 0 else "time_interval", 10 * i,
               None if i == 4 else 10 * i + 1) for i in range(40)]
             + [(t0 + timedelta(microseconds=us), SUBMS_SYMBOL, i, "1.5", "1", 1.5, "buy", "time_interval", i, i)
-               for i, us in enumerate((0, 200, 600, 999, 1000, 1400, 2000, 2600))])
+               for i, us in enumerate((0, 200, 600, 999, 1000, 1400, 2000, 2600))]
+            + [(t0 + timedelta(seconds=i), SEP_SYMBOL, i, "2.5", "1", 2.5, "b\x1fuy" if i == 3 else "sell€",
+                "time_interval", i, i) for i in range(6)])
         conn.commit()
 
 

@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pytest
-from conftest import SUBMS_SYMBOL, TIE_SYMBOL
+from conftest import SEP_SYMBOL, SUBMS_SYMBOL, TIE_SYMBOL
 from psycopg import sql
 
 from collector.api import columnar, encode, query
@@ -88,6 +89,32 @@ def test_trades_pages_inside_one_millisecond(api_url: str, limit: int) -> None:
                                                  **WIDE)[0])
 
 
+@pytest.mark.parametrize("limit", [1, 2, 4, 1000])
+def test_text_holding_the_separator(api_url: str, limit: int) -> None:
+    """A page whose text holds columnar.SEPARATOR is fetched again with lengths: the same rows as JSON."""
+    rows, _ = both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol=SEP_SYMBOL, limit=limit, **WIDE)
+    side = [c.name for c in query.TRADE_COLUMNS].index("side")
+    assert [r[side] for r in rows] == ["sell€"] * 3 + [f"b{columnar.SEPARATOR}uy"] + ["sell€"] * 2
+
+
+def test_separator_detected_on_a_literal_page(db_url: str) -> None:
+    """Decoding by separators refuses a page whose text holds one (never splits a value); with lengths
+    the same page decodes to its values, NULL and empty text included."""
+    columns = query._cols("t:time s:str? u:str")
+    values = [None, "", f"a{columnar.SEPARATOR}b", columnar.SEPARATOR, "é"]
+    literal = sql.SQL("(SELECT 'epoch'::timestamptz AS t, x AS s, 'u' || o AS u, o FROM unnest({}::text[]) "
+                      "WITH ORDINALITY v(x, o)) v ORDER BY o").format(sql.Literal(values))
+    page = sql.SQL("SELECT {} FROM {}").format(query.select_list(columns, raw_times=True), literal)
+    with psycopg.connect(db_url) as conn:
+        fast = conn.cursor(binary=True).execute(columnar.columns_sql(page, columns)).fetchone()
+        slow = conn.cursor(binary=True).execute(columnar.columns_sql(page, columns, text_lengths=True)).fetchone()
+    assert fast is not None and slow is not None
+    with pytest.raises(columnar.SeparatorInText, match="^s: "):
+        columnar.decode(fast, columns)
+    arrays, _ = columnar.decode(slow, columns, text_lengths=True)
+    assert arrays[1].to_pylist() == values and arrays[2].to_pylist() == [f"u{i}" for i in range(1, 6)]
+
+
 def test_trades_by_reason(api_url: str, symbols: list[str]) -> None:
     total = 0
     for reason in ("large_trade", "price_change", "time_interval", "keep_all"):
@@ -118,6 +145,16 @@ def test_symbols_and_latest(api_url: str, symbols: list[str]) -> None:
 def test_an_empty_page_is_typed(api_url: str) -> None:
     rows, _ = both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol="NOSUCHUSDT", **WIDE)
     assert rows == []
+
+
+@pytest.mark.parametrize("times", [[], [5], [5, 5, 5], [-3, -2, -2], [1, 2, 2, 3, 3, 3], [0, 0, 1, 1]])
+def test_last_millisecond_gives_the_whole_columns_cursor(times: list[int]) -> None:
+    ms = np.array(times, np.int64)
+    tail = columnar.last_millisecond(ms)
+    assert all(type(t) is int for t in tail)
+    for start in (query.Cursor(0), query.Cursor(times[-1] if times else 0, 4)):
+        assert query.next_cursor(tail, start, len(times), len(times) + 1) == query.next_cursor(
+            times, start, len(times), len(times) + 1)
 
 
 _EDGE_COLUMNS = query._cols("t:time f:float? i:int? s:str? n:time?")

@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pyarrow as pa
 import pytest
-from conftest import SUBMS_SYMBOL, TIE_SYMBOL
+from conftest import SEP_SYMBOL, SUBMS_SYMBOL, TIE_SYMBOL
 
 from collector.api import query
 from collector.api.encode import iso
@@ -84,7 +84,7 @@ def test_candles_every_timeframe_complete_and_partial(api_url: str, filled_db: s
 
 def test_trades_all_and_by_reason(api_url: str, filled_db: str, symbols: list[str]) -> None:
     sql = f"SELECT {_names(query.TRADE_COLUMNS)} FROM trades WHERE symbol = %s ORDER BY time, trade_id"
-    for s in (symbols[0], TIE_SYMBOL):
+    for s in (symbols[0], TIE_SYMBOL, SEP_SYMBOL):
         want = truth(filled_db, sql, (s,))
         assert want
         assert get_rows(api_url, "trades", query.TRADE_COLUMNS, symbol=s, **WIDE) == want
