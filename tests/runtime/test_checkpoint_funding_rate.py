@@ -151,5 +151,6 @@ def test_a_new_rate_is_published_at_once_and_never_stepped_back(block: Checkpoin
     link._ack(link.last_seq)  # the snapshot taken while the rate was 0.0001 becomes durable ...
     ck.tick(T0 / 1000 + 0.1)  # ... (no newer snapshot is due yet)
     assert ck.acked.durable[INST].funding_rate == "0.0001"
-    assert block.read(0).funding_rate == "0.0002"  # type: ignore[union-attr]
+    now = block.read(0)
+    assert now is not None and now.funding_rate == "0.0002"
     assert checkpoints.pack(SymbolCheckpoint())[-2:] == (checkpoints.NONE, b"")
