@@ -6,7 +6,9 @@
 
 It always asks for Arrow IPC: the columns arrive as typed buffers (float64, int64, UTC timestamps), so
 nothing goes through JSON text and back to floats, and it follows the time cursor until the range is
-complete. Every method takes `venue=` (binance, bybit, okx): given, only that venue's rows; omitted, every
+complete. A series' `symbol` and `venue` columns (candles, trades, funding, liquidations, open interest)
+are Categorical in polars and category in pandas: the API sends them dictionary-encoded, not a string per
+row (`symbols` and `latest` keep them as plain text). Every method takes `venue=` (binance, bybit, okx): given, only that venue's rows; omitted, every
 venue's, each row naming its venue. Standard library HTTP only; needs pyarrow and polars or pandas (the
 `client` extra).
 """

@@ -205,7 +205,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         nxt = query.next_cursor(columnar.last_millisecond(ms[:limit]), win.cursor, limit, len(ms))
         shown = [a.slice(0, limit) for a in arrays]
         cur = nxt.encode() if nxt else None
-        return respond(chosen, encode.render_arrays(chosen, shown, series.columns, times, cur), cur)
+        return respond(chosen, encode.render_arrays(chosen, shown, series.columns, times, cur,
+                                                             columnar.PAGE_GIVEN), cur)
 
     @router.get("/candles", response_model=_page_model("Candles", query.CANDLE_COLUMNS),
                 responses=_responses(True), summary="One symbol's candles of one timeframe")

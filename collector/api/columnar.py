@@ -94,19 +94,19 @@ def _bytes(value: Any) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
-def _repeated(value: str, n: int) -> pa.Array:
-    """`value` n times as a string array, built as its two buffers (no Python object per row)."""
-    raw = value.encode()
-    offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
+def constant(value: str, n: int) -> pa.DictionaryArray:
+    """`value` n times as a dictionary-encoded column (collector.api.encode.CONSTANT_TYPE): one dictionary
+    value and n int8 zeros, so neither the API nor a client makes or copies a string per row (polars reads
+    it as Categorical, pandas as category)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([value], pa.string()))
 
 
 def decode(row: Sequence[Any], columns: Sequence[Column], given: Mapping[str, str] | None = None,
            text_floats: frozenset[str] = frozenset(),
            text_lengths: bool = False) -> tuple[list[pa.Array], np.ndarray[Any, Any] | None]:
     """columns_sql's row (with the same `given`, `text_floats` and `text_lengths`) -> one Arrow array per
-    column (times as timestamp[ms, UTC]), plus the first time column in epoch ms (the cursor is computed
-    from it), or None when the endpoint has no time column. SeparatorInText: fetch with text_lengths."""
+    column (times as timestamp[ms, UTC], a column in `given` as constant()), plus the first time column
+    in epoch ms (the cursor is computed from it), or None when the endpoint has no time column. SeparatorInText: fetch with text_lengths."""
     arrays, us = _decode(row, columns, given, text_floats, text_lengths)
     return arrays, None if us is None else to_ms(us)
 
@@ -174,7 +174,7 @@ def _decode(row: Sequence[Any], columns: Sequence[Column], given: Mapping[str, s
     first_us: np.ndarray[Any, Any] | None = None
     for c in columns:
         if c.name in known:
-            arrays.append(_repeated(known[c.name], n))
+            arrays.append(constant(known[c.name], n))
             continue
         data = _bytes(next(values))
         if c.kind == "str":
@@ -205,7 +205,9 @@ def _decode(row: Sequence[Any], columns: Sequence[Column], given: Mapping[str, s
 # merge by time, a stable numpy argsort over the venues in name order, is needed only when more than one
 # venue has rows.
 
-PAGE_GIVEN = ("symbol", "venue")  # a series page's columns pinned by its WHERE: never fetched
+# A series page's columns pinned by its WHERE: never fetched, built by constant() (Arrow sends them
+# dictionary-encoded: collector.api.encode.CONSTANT_TYPE)
+PAGE_GIVEN = ("symbol", "venue")
 # The series tables' NUMERIC columns: fetched as their decimal text (numeric_out alone), not cast to float8
 # in PostgreSQL (numeric_out, then float8in, then float8send), and parsed by Arrow. Two such columns of 100k
 # trades: 54-86 ms against 86-146 ms of PostgreSQL (string_agg of each form over the same rows, three
@@ -230,7 +232,8 @@ def merge_venues(rows: Sequence[Sequence[Any]], columns: Sequence[Column], symbo
 
     The venues are concatenated in name order (binance < bybit < okx in every collation), each in its own
     (time, key) order, then stably sorted by exact time (microseconds, not the floored milliseconds: two
-    venues' rows inside one millisecond keep their true order), which is (time, venue, key) order."""
+    venues' rows inside one millisecond keep their true order), which is (time, venue, key) order. Arrow's
+    concatenation unifies the venues' one-value dictionaries (symbol: one value, venue: one per venue)."""
     pages = [_decode(row[1:], columns, {"symbol": symbol, "venue": str(row[0])}, NUMERIC_COLUMNS, text_lengths)
              for row in sorted(rows, key=lambda r: str(r[0]))]
     if not pages:

@@ -15,7 +15,8 @@ from conftest import TIE_SYMBOL, ServerThread
 from collector.api.app import ApiSettings
 from collector.client import ApiError, Client
 
-CANDLE_DTYPES_PL = {"time": pl.Datetime("ms", "UTC"), "venue": pl.String, "symbol": pl.String, "close_time": pl.Datetime("ms", "UTC"),
+# venue and symbol: Categorical (the API sends a page's constant text columns dictionary-encoded)
+CANDLE_DTYPES_PL = {"time": pl.Datetime("ms", "UTC"), "venue": pl.Categorical, "symbol": pl.Categorical, "close_time": pl.Datetime("ms", "UTC"),
                     "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
                     "volume": pl.Float64, "quote_volume": pl.Float64, "trades": pl.Int64,
                     "taker_buy_volume": pl.Float64, "taker_buy_quote_volume": pl.Float64}
@@ -48,6 +49,10 @@ def test_pandas_trades_typed_with_nulls(api_url: str) -> None:
     assert df["price"].dtype == "float64" and df["usd_value"].dtype == "float64"
     assert df["trade_id"].dtype == "int64"
     assert pd.api.types.is_string_dtype(df["side"])
+    # six pages, each with its own one-value dictionaries: one category each
+    assert df["symbol"].dtype == "category" and df["venue"].dtype == "category"
+    assert df["symbol"].cat.categories.tolist() == [TIE_SYMBOL] and set(df["symbol"]) == {TIE_SYMBOL}
+    assert df["venue"].cat.categories.tolist() == ["binance"] and set(df["venue"]) == {"binance"}
     # a nullable int64 column with a null becomes float64 with NaN in plain pandas: the null survives
     assert df["last_trade_id"].isna().tolist() == [i == 4 for i in range(40)]
 
