@@ -46,6 +46,7 @@ class Decoder(Protocol):
     venue_errors: list[str]
 
     def handle(self, msg: str | bytes, receipt: float) -> None: ...
+    def handle_batch(self, messages: Sequence[str | bytes], receipt: float) -> None: ...
 
 
 def venue_data_types(data_types: Sequence[str]) -> list[str]:
@@ -196,9 +197,7 @@ class VenueFeed:
     def handle_batch(self, messages: Sequence[str | bytes], conn: AsyncConnection, timestamp: float) -> None:
         """Every frame of one socket read, in order; the decoder counts and skips what it cannot use."""
         assert self.decoder is not None  # connections start after it exists
-        handle = self.decoder.handle
-        for msg in messages:
-            handle(msg, timestamp)
+        self.decoder.handle_batch(messages, timestamp)
 
     async def message_handler(self, msg: str | bytes, conn: AsyncConnection, timestamp: float) -> None:
         self.handle_batch((msg,), conn, timestamp)

@@ -26,7 +26,7 @@ Mapping (Bybit -> wire struct; venues/__init__ has the table for both venues):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -210,9 +210,12 @@ _trades_frame = msgspec.json.Decoder(TradesFrame)
 _PUSH_S = '{"topic":"'
 _PUSH_B = _PUSH_S.encode()
 _KIND_AT = len(_PUSH_S)
+_ticker_frame = msgspec.json.Decoder(TickerFrame)
+_kline_frame = msgspec.json.Decoder(KlineFrame)
 _push_frames: dict[str, msgspec.json.Decoder[Any]] = {
-    "tickers.": msgspec.json.Decoder(TickerFrame), "kline.1.": msgspec.json.Decoder(KlineFrame),
+    "tickers.": _ticker_frame, "kline.1.": _kline_frame,
     "allLiqui": msgspec.json.Decoder(LiqFrame)}  # keyed by the topic's first 8 characters
+_push_frames_b = {k.encode(): v for k, v in _push_frames.items()}  # the same, for a binary frame
 _envelope = msgspec.json.Decoder(Envelope)
 _rows: dict[str, msgspec.json.Decoder[Any]] = {
     "publicTrade": msgspec.json.Decoder(list[Trade]), "tickers": msgspec.json.Decoder(Ticker),
@@ -244,31 +247,69 @@ class BybitDecoder:
         self.next_funding.clear()
 
     def handle(self, msg: str | bytes, receipt: float) -> None:
-        # The same shape as okx.py's handle (the duplicate finder pairs them, as it pairs the imports): each
-        # venue's frames and structs differ, and a shared skeleton would add a call to every frame.
-        # Fast path for trades (nearly every frame): one decode when Bybit's usual key order shows the topic.
-        if msg.startswith(_TRADES_B) if isinstance(msg, bytes) else msg.startswith(_TRADES_S):
-            try:
-                frame = _trades_frame.decode(msg)
-            except msgspec.DecodeError:
-                pass  # the general path below names the problem
+        """One frame: handle_batch of one."""
+        self.handle_batch((msg,), receipt)
+
+    def handle_batch(self, messages: Sequence[str | bytes], receipt: float) -> None:
+        """Every frame of one socket read, in order: one Python call per read, not per frame, as Binance's
+        FastBinanceFutures.handle_batch (bench/venue_cost.py). Pushes in Bybit's usual key order are decoded
+        in one pass, trades and candles inline; everything else goes to _general, which names what is wrong."""
+        on_trade, on_kline, symbols = self.sink.on_trade, self.sink.on_kline, self.symbols
+        for msg in messages:
+            if isinstance(msg, str):
+                trades = msg.startswith(_TRADES_S)
+                decoder = None if trades or not msg.startswith(_PUSH_S) else _push_frames.get(msg[_KIND_AT:_KIND_AT + 8])
             else:
-                # The hottest loop of the venue, inline (bench/venue_cost.py)
+                trades = msg.startswith(_TRADES_B)
+                decoder = (None if trades or not msg.startswith(_PUSH_B)
+                           else _push_frames_b.get(msg[_KIND_AT:_KIND_AT + 8]))
+            if trades:
                 try:
-                    on_trade, symbols, ts = self.sink.on_trade, self.symbols, frame.ts
+                    frame = _trades_frame.decode(msg)
+                except msgspec.DecodeError:
+                    self._general(msg, receipt)  # names the problem
+                    continue
+                try:  # the hottest loop of the venue
+                    ts = frame.ts
                     for r in frame.data:
                         if r.s in symbols:
                             a = int(r.i.replace("-", "")[:16], 16) >> 1  # trade_id_of, inlined
                             on_trade(AggTrade(ts, r.s, a, r.p, r.v, a, a, r.T, r.S == "Sell"), receipt)
                         else:
                             self.skipped.skip("unknown_symbol", msg)
-                    return None
                 except ValueError as e:  # a trade id that is no UUID
-                    return self.skipped.skip("bad_number", msg, e)
+                    self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
-                    return self.skipped.skip("handler_error", msg, e)
-        elif (msg.startswith(_PUSH_B) if isinstance(msg, bytes) else msg.startswith(_PUSH_S)) and self._push(msg, receipt):
-            return None
+                    self.skipped.skip("handler_error", msg, e)
+                continue
+            try:
+                push = decoder.decode(msg) if decoder is not None else None
+            except msgspec.DecodeError:
+                push = None
+            if push is None:
+                self._general(msg, receipt)  # another topic, or not decodable as this one
+                continue
+            try:
+                if decoder is _ticker_frame:
+                    self._tickers(push.data, push.type, push.ts, msg, receipt)
+                elif decoder is _kline_frame:
+                    name = push.topic[8:]
+                    if name not in symbols:
+                        self.skipped.skip("unknown_symbol", msg)
+                        continue
+                    for k in push.data:
+                        on_kline(Kline(k.timestamp, name, KlineBody(
+                            k.start, k.end, name, "1m", k.open, k.close, k.high, k.low, k.volume, NO_COUNT,
+                            k.confirm, k.turnover, NOT_GIVEN, NOT_GIVEN)), receipt)
+                else:
+                    self._liquidations(push.data, msg, receipt)
+            except (ValueError, KeyError) as e:
+                self.skipped.skip("bad_number" if isinstance(e, ValueError) else "unknown_side", msg, e)
+            except Exception as e:  # the sink's failure: counted like Binance's, never raised
+                self.skipped.skip("handler_error", msg, e)
+
+    def _general(self, msg: str | bytes, receipt: float) -> None:
+        """Any frame, envelope then data: answers, pongs, other key orders, and what the one-pass paths refuse."""
         try:
             env = _envelope.decode(msg)
         except msgspec.DecodeError as e:
@@ -302,31 +343,6 @@ class BybitDecoder:
         except Exception as e:  # the sink's failure: counted like Binance's, never raised
             self.skipped.skip("handler_error", msg, e)
         return None
-
-    def _push(self, msg: str | bytes, receipt: float) -> bool:
-        """A tickers, kline.1 or allLiquidation push in one decode; False: not one (or not decodable as one),
-        for the general path to handle or name."""
-        kind = (msg[_KIND_AT:_KIND_AT + 8].decode(errors="replace") if isinstance(msg, bytes)
-                else msg[_KIND_AT:_KIND_AT + 8])
-        decoder = _push_frames.get(kind)
-        if decoder is None:
-            return False
-        try:
-            push = decoder.decode(msg)
-        except msgspec.DecodeError:
-            return False
-        try:
-            if kind == "tickers.":
-                self._tickers(push.data, push.type, push.ts, msg, receipt)
-            elif kind == "kline.1.":
-                self._klines(push.data, push.topic[8:], msg, receipt)
-            else:
-                self._liquidations(push.data, msg, receipt)
-        except (ValueError, KeyError) as e:
-            self.skipped.skip("bad_number" if isinstance(e, ValueError) else "unknown_side", msg, e)
-        except Exception as e:  # the sink's failure: counted like Binance's, never raised
-            self.skipped.skip("handler_error", msg, e)
-        return True
 
     def _known(self, name: str, msg: str | bytes) -> bool:
         if name in self.symbols:

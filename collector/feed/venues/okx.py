@@ -24,7 +24,7 @@ Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -214,6 +214,7 @@ def _push(data: Any) -> msgspec.json.Decoder[Any]:
 
 _frames = {"candle1m": _push(list[Candle]), "mark-price": _push(list[Mark]), "open-interest": _push(list[OI]),
            "funding-rate": _push(list[Funding])}
+_frames_b = {k.encode(): v for k, v in _frames.items()}  # the same, for a binary frame
 
 _envelope = msgspec.json.Decoder(Envelope)
 _rows: dict[str, msgspec.json.Decoder[Any]] = {
@@ -241,58 +242,73 @@ class OkxDecoder:
     def __init__(self, symbols: Iterable[VenueSymbol], sink: EventSink, conn_id: str = "okx") -> None:
         self.symbols = {s.name: s for s in symbols}
         self.sink = sink
+        # name -> its contract size's cache of conversions, read directly by the trades loop
+        self._sizes = {s.name: s.contract.converted for s in self.symbols.values()}
         self.skipped = SkipCounter(sink, conn_id)
         self.funding: dict[str, _FundingState] = {}
         self.venue_errors: list[str] = []
         self._handlers: dict[str, Any] = {ch: getattr(self, "_" + ch.replace("-", "_")) for ch in _rows}
 
     def handle(self, msg: str | bytes, receipt: float) -> None:
-        # The same shape as bybit.py's handle (the duplicate finder pairs them, as it pairs the imports): each
-        # venue's frames and structs differ, and a shared skeleton would add a call to every frame.
-        # Fast path for trades (nearly every frame): one decode when OKX's usual key order shows the channel.
-        if msg.startswith(_TRADES_B) if isinstance(msg, bytes) else msg.startswith(_TRADES_S):
-            try:
-                frame = _trades_frame.decode(msg)
-            except msgspec.DecodeError:
-                pass  # the general path below names the problem
+        """One frame: handle_batch of one."""
+        self.handle_batch((msg,), receipt)
+
+    def handle_batch(self, messages: Sequence[str | bytes], receipt: float) -> None:
+        """Every frame of one socket read, in order: one Python call per read, not per frame, as Binance's
+        FastBinanceFutures.handle_batch (bench/venue_cost.py). Pushes in OKX's usual key order are decoded
+        in one pass, trades inline; everything else goes to _general, which names what is wrong."""
+        on_trade, sizes, handlers = self.sink.on_trade, self._sizes, self._handlers
+        for msg in messages:
+            if isinstance(msg, str):
+                trades = msg.startswith(_TRADES_S)
+                full = (None if trades or not msg.startswith(_PUSH_S)
+                        else _frames.get(msg[_CHANNEL_AT:msg.find('"', _CHANNEL_AT)]))
             else:
-                # The hottest loop of the venue, inline: ids already ints, the symbol looked up here, the
-                # size's conversion read from its cache (bench/venue_cost.py)
+                trades = msg.startswith(_TRADES_B)
+                full = (None if trades or not msg.startswith(_PUSH_B)
+                        else _frames_b.get(msg[_CHANNEL_AT:msg.find(b'"', _CHANNEL_AT)]))
+            if trades:
                 try:
-                    on_trade, symbols = self.sink.on_trade, self.symbols
+                    frame = _trades_frame.decode(msg)
+                except msgspec.DecodeError:
+                    self._general(msg, receipt)  # names the problem
+                    continue
+                # The hottest loop of the venue: ids and times already ints, the size's conversion read from
+                # its cache
+                try:
                     for r in frame.data:
-                        s = symbols.get(r.instId)
-                        if s is None:
+                        name = r.instId
+                        converted = sizes.get(name)
+                        if converted is None:
                             self.skipped.skip("unknown_symbol", msg)
                             continue
-                        q = s.contract.converted.get(r.sz) or s.contract.base_units(r.sz)
+                        q = converted.get(r.sz) or self.symbols[name].contract.base_units(r.sz)
                         tid, ts = r.tradeId, r.ts
-                        on_trade(AggTrade(ts, r.instId, tid, r.px, q, tid - r.count + 1, tid, ts, r.side == "sell"),
+                        on_trade(AggTrade(ts, name, tid, r.px, q, tid - r.count + 1, tid, ts, r.side == "sell"),
                                  receipt)
-                    return None
                 except ValueError as e:
-                    return self.skipped.skip("bad_number", msg, e)
+                    self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
-                    return self.skipped.skip("handler_error", msg, e)
-        elif msg.startswith(_PUSH_B) if isinstance(msg, bytes) else msg.startswith(_PUSH_S):
-            if isinstance(msg, bytes):
-                channel = msg[_CHANNEL_AT:msg.find(b'"', _CHANNEL_AT)].decode(errors="replace")
-            else:
-                channel = msg[_CHANNEL_AT:msg.find('"', _CHANNEL_AT)]
-            full = _frames.get(channel)
-            if full is not None:
+                    self.skipped.skip("handler_error", msg, e)
+            elif full is not None:
                 try:
                     push = full.decode(msg)
                 except msgspec.DecodeError:
-                    pass  # the general path below names the problem
-                else:
-                    try:
-                        self._handlers[push.arg.channel](push.data, push.arg, msg, receipt)
-                        return None
-                    except ValueError as e:
-                        return self.skipped.skip("bad_number", msg, e)
-                    except Exception as e:  # the sink's failure: counted like Binance's, never raised
-                        return self.skipped.skip("handler_error", msg, e)
+                    push = None
+                if push is None:
+                    self._general(msg, receipt)  # another channel, or not decodable as this one
+                    continue
+                try:
+                    handlers[push.arg.channel](push.data, push.arg, msg, receipt)
+                except ValueError as e:
+                    self.skipped.skip("bad_number", msg, e)
+                except Exception as e:  # the sink's failure: counted like Binance's, never raised
+                    self.skipped.skip("handler_error", msg, e)
+            else:
+                self._general(msg, receipt)
+
+    def _general(self, msg: str | bytes, receipt: float) -> None:
+        """Any frame, envelope then rows: answers, pings, other key orders, and what the one-pass paths refuse."""
         if msg == "pong" or msg == b"pong":
             return None
         try:
