@@ -91,12 +91,13 @@ def _run(venue: str, ready, counts) -> tuple[VenueFeed, Recorder, dict, list]:
         rec = Recorder()
         feed = VenueFeed(venue, _endpoints(proc), symbols, DATA_TYPES, rec, ws_connection_class("picows"),
                          oi_interval_s=OI_INTERVAL_S, timeout=30.0, timeout_interval=1.0, ping_interval_s=0.5)
-        original = feed.decoder.handle
+        original = feed.decoder.handle_batch
 
-        def handle(msg, receipt):
-            rec.channel = _channel(msg)
-            original(msg, receipt)
-        feed.decoder.handle = handle  # the real decoder, its frame noted first (see Recorder)
+        def handle_batch(messages, receipt):
+            for msg in messages:
+                rec.channel = _channel(msg)
+                original((msg,), receipt)
+        feed.decoder.handle_batch = handle_batch  # the real decoder, each frame's channel noted first (see Recorder)
         truth = lambda: http_get(proc.rest_url + "/_sim/truth")[2]  # noqa: E731
 
         async def main() -> dict:
