@@ -26,7 +26,7 @@ from collector.feed.cryptofeed_adapter import AsyncConnection, ConnectionClosed,
 from collector.feed.endpoints import Endpoints
 from collector.feed.events import EventSink, FrameErrors
 from collector.feed.venues import bybit, okx
-from collector.feed.venues.common import ContractSize, VenueSymbol
+from collector.feed.venues.common import ContractSize, OpenInterestGate, VenueSymbol
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
 from collector.runtime.stopping import sleep_unless_stopped
 
@@ -65,25 +65,6 @@ def subscriptions(venue: str, names: Sequence[str], data_types: Sequence[str]) -
     if venue == "bybit":
         return {bybit.LINEAR_PATH: bybit.subscribe_messages(names, wanted)}
     raise ValueError(f"no lean feed for venue {venue!r}")
-
-
-class OpenInterestGate:
-    """At most one open interest per symbol per interval: the first of each interval-aligned window.
-
-    Pure (event times in, a decision out). Windows are aligned to the epoch (00:00, 00:05, ...), so a
-    successor that sees the same pushes keeps the same one, and a restart costs at most one extra row.
-    """
-
-    def __init__(self, interval_ms: int) -> None:
-        self.interval_ms = max(1, interval_ms)
-        self.window: dict[str, int] = {}
-
-    def admit(self, symbol: str, time_ms: int) -> bool:
-        w = time_ms // self.interval_ms
-        if self.window.get(symbol, -1) >= w:
-            return False
-        self.window[symbol] = w
-        return True
 
 
 class GatedSink:
@@ -159,8 +140,8 @@ class VenueFeed:
         self.symbols = symbols
         self._contracts = {s.name: s.contract for s in symbols}
         self.plan = subscriptions(self.venue, [s.name for s in symbols], self.data_types)
-        self.decoder = (okx.OkxDecoder(symbols, self.sink, self.venue) if self.venue == "okx"
-                        else bybit.BybitDecoder(symbols, self.sink, self.venue))
+        self.decoder = (okx.OkxDecoder(symbols, self.sink, self.venue, self.sink.gate) if self.venue == "okx"
+                        else bybit.BybitDecoder(symbols, self.sink, self.venue, self.sink.gate))
 
     def contract(self, name: str) -> ContractSize | None:
         """The contract size of instrument `name`; None before the instruments are loaded, or if not ours."""

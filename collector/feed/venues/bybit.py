@@ -27,7 +27,7 @@ Mapping (Bybit -> wire struct; venues/__init__ has the table for both venues):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import msgspec
@@ -37,6 +37,7 @@ from collector.feed.venues.common import (
     NO_COUNT,
     NOT_GIVEN,
     ContractSize,
+    OpenInterestGate,
     SkipCounter,
     VenueSymbol,
     normalized,
@@ -233,13 +234,18 @@ class BybitDecoder:
     updates the fields it carries). A frame that cannot be used is counted in `skipped` by kind, never raised.
     """
 
-    def __init__(self, symbols: Iterable[VenueSymbol], sink: EventSink, conn_id: str = "bybit") -> None:
+    def __init__(self, symbols: Iterable[VenueSymbol], sink: EventSink, conn_id: str = "bybit",
+                 oi_gate: OpenInterestGate | None = None) -> None:
         self.symbols = {s.name: s for s in symbols}
         self.sink = sink
         self.skipped = SkipCounter(sink, conn_id)
         self.tickers: dict[str, Ticker] = {}
         self.next_funding: dict[str, int] = {}  # tickers[s].nextFundingTime as an int, parsed once
         self.venue_errors: list[str] = []
+        # The gate the sink applies to open interest (collector.feed.venue_feed.GatedSink), if any: an event it
+        # would refuse is not built (a tickers push carries open interest every time, the gate keeps one per
+        # symbol and interval).
+        self.oi_gate = oi_gate
 
     def reset(self) -> None:
         """A new connection: Bybit sends a fresh tickers snapshot after subscribing, deltas apply to it."""
@@ -253,8 +259,11 @@ class BybitDecoder:
     def handle_batch(self, messages: Sequence[str | bytes], receipt: float) -> None:
         """Every frame of one socket read, in order: one Python call per read, not per frame, as Binance's
         FastBinanceFutures.handle_batch (bench/venue_cost.py). Pushes in Bybit's usual key order are decoded
-        in one pass, trades and candles inline; everything else goes to _general, which names what is wrong."""
-        on_trade, on_kline, symbols = self.sink.on_trade, self.sink.on_kline, self.symbols
+        in one pass; _general decodes the rest (envelope, then data), handles answers and names what is wrong,
+        and hands pushes in another key order back here, so each topic is handled by one piece of code."""
+        sink, symbols, tickers, next_funding = self.sink, self.symbols, self.tickers, self.next_funding
+        on_trade, on_kline, on_mark = sink.on_trade, sink.on_kline, sink.on_mark_price
+        oi_due = self.oi_gate.due if self.oi_gate is not None else None
         for msg in messages:
             if isinstance(msg, str):
                 trades = msg.startswith(_TRADES_S)
@@ -282,18 +291,48 @@ class BybitDecoder:
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
                     self.skipped.skip("handler_error", msg, e)
                 continue
-            try:
-                push = decoder.decode(msg) if decoder is not None else None
-            except msgspec.DecodeError:
-                push = None
+            push: TickerFrame | KlineFrame | LiqFrame | None = None
+            if decoder is not None:
+                try:
+                    push = decoder.decode(msg)
+                except msgspec.DecodeError:
+                    pass
             if push is None:
-                self._general(msg, receipt)  # another topic, or not decodable as this one
-                continue
+                push = self._general(msg, receipt)  # another key order, an answer, or not decodable
+                if push is None:
+                    continue
             try:
-                if decoder is _ticker_frame:
-                    self._tickers(push.data, push.type, push.ts, msg, receipt)
-                elif decoder is _kline_frame:
-                    name = push.topic[8:]
+                if type(push) is TickerFrame:
+                    d, ts = push.data, push.ts
+                    name = d.symbol
+                    if name not in symbols:
+                        self.skipped.skip("unknown_symbol", msg)
+                        continue
+                    nxt_text = d.nextFundingTime
+                    nxt = int(nxt_text) if nxt_text else 0  # a bad value is refused here (bad_number), never merged
+                    st = tickers.get(name)
+                    if st is None or push.type == "snapshot":
+                        st = tickers[name] = d
+                        next_funding[name] = nxt
+                    else:  # a delta carries the fields that changed; spelled out, not a getattr loop
+                        if d.markPrice is not None:
+                            st.markPrice = d.markPrice
+                        if d.indexPrice is not None:
+                            st.indexPrice = d.indexPrice
+                        if d.fundingRate is not None:
+                            st.fundingRate = d.fundingRate
+                        if nxt_text is not None:
+                            st.nextFundingTime = nxt_text
+                            next_funding[name] = nxt
+                        if d.openInterest is not None:
+                            st.openInterest = d.openInterest
+                    if st.markPrice is not None and st.fundingRate:
+                        on_mark(MarkPrice(ts, name, st.markPrice, st.indexPrice or NOT_GIVEN, NOT_GIVEN,
+                                          st.fundingRate, next_funding.get(name, 0)), receipt)
+                    if st.openInterest is not None and (oi_due is None or oi_due(name, ts)):
+                        sink.on_open_interest(OpenInterest(name, st.openInterest, ts), receipt)
+                elif type(push) is KlineFrame:
+                    name = push.topic[8:]  # kline.1.<symbol>
                     if name not in symbols:
                         self.skipped.skip("unknown_symbol", msg)
                         continue
@@ -302,44 +341,49 @@ class BybitDecoder:
                             k.start, k.end, name, "1m", k.open, k.close, k.high, k.low, k.volume, NO_COUNT,
                             k.confirm, k.turnover, NOT_GIVEN, NOT_GIVEN)), receipt)
                 else:
-                    self._liquidations(push.data, msg, receipt)
+                    self._liquidations(cast(LiqFrame, push).data, msg, receipt)
             except (ValueError, KeyError) as e:
                 self.skipped.skip("bad_number" if isinstance(e, ValueError) else "unknown_side", msg, e)
             except Exception as e:  # the sink's failure: counted like Binance's, never raised
                 self.skipped.skip("handler_error", msg, e)
 
-    def _general(self, msg: str | bytes, receipt: float) -> None:
-        """Any frame, envelope then data: answers, pongs, other key orders, and what the one-pass paths refuse."""
+    def _general(self, msg: str | bytes, receipt: float) -> TickerFrame | KlineFrame | LiqFrame | None:
+        """Any frame, envelope then data: answers, pongs, other key orders, and what the one-pass paths refuse.
+        A tickers, kline.1 or allLiquidation push comes back (for handle_batch to handle), anything else is
+        handled or counted here (None)."""
         try:
             env = _envelope.decode(msg)
         except msgspec.DecodeError as e:
             kind = "invalid_frame" if isinstance(e, msgspec.ValidationError) else "malformed_json"
-            return self.skipped.skip(kind, msg, e)
+            self.skipped.skip(kind, msg, e)
+            return None
         if env.data is NO_DATA:
             if env.success is False:
                 self.venue_errors.append(env.ret_msg)
-                return self.skipped.skip("venue_error", msg)
+                self.skipped.skip("venue_error", msg)
+                return None
             if env.success:
                 return None   # subscribe acknowledgement or pong
-            return self.skipped.skip("invalid_frame", msg)
+            self.skipped.skip("invalid_frame", msg)
+            return None
         kind, _, rest = env.topic.partition(".")
         decoder = _rows.get(kind)
         if decoder is None or (kind == "kline" and not rest.startswith("1.")):
-            return self.skipped.skip("unknown_channel", msg)
+            self.skipped.skip("unknown_channel", msg)
+            return None
         try:
             rows = decoder.decode(env.data)
-            if kind == "publicTrade":
-                self._trades(rows, env.ts, msg, receipt)
-            elif kind == "tickers":
-                self._tickers(rows, env.type, env.ts, msg, receipt)
-            elif kind == "allLiquidation":
-                self._liquidations(rows, msg, receipt)
-            else:
-                self._klines(rows, rest[2:], msg, receipt)
+            if kind == "tickers":
+                return TickerFrame(env.topic, rows, env.type, env.ts)
+            if kind == "kline":
+                return KlineFrame(env.topic, rows)
+            if kind == "allLiquidation":
+                return LiqFrame(env.topic, rows)
+            self._trades(rows, env.ts, msg, receipt)
         except msgspec.DecodeError as e:
             self.skipped.skip("invalid_frame", msg, e)
-        except (ValueError, KeyError) as e:
-            self.skipped.skip("bad_number" if isinstance(e, ValueError) else "unknown_side", msg, e)
+        except ValueError as e:
+            self.skipped.skip("bad_number", msg, e)
         except Exception as e:  # the sink's failure: counted like Binance's, never raised
             self.skipped.skip("handler_error", msg, e)
         return None
@@ -357,35 +401,6 @@ class BybitDecoder:
                 a = int(r.i.replace("-", "")[:16], 16) >> 1  # trade_id_of, inlined: once per trade
                 on_trade(AggTrade(ts, r.s, a, r.p, r.v, a, a, r.T, r.S == "Sell"), receipt)
 
-    def _tickers(self, d: Ticker, kind: str, ts: int, msg: str | bytes, receipt: float) -> None:
-        name = d.symbol
-        if name not in self.symbols:
-            self.skipped.skip("unknown_symbol", msg)
-            return
-        nxt_text = d.nextFundingTime
-        nxt = int(nxt_text) if nxt_text else 0  # a bad value is refused here (bad_number), never merged
-        st = self.tickers.get(name)
-        if kind == "snapshot" or st is None:
-            st = self.tickers[name] = d
-            self.next_funding[name] = nxt
-        else:  # a delta carries the fields that changed; spelled out, not a getattr loop: several a second
-            if d.markPrice is not None:
-                st.markPrice = d.markPrice
-            if d.indexPrice is not None:
-                st.indexPrice = d.indexPrice
-            if d.fundingRate is not None:
-                st.fundingRate = d.fundingRate
-            if nxt_text is not None:
-                st.nextFundingTime = nxt_text
-                self.next_funding[name] = nxt
-            if d.openInterest is not None:
-                st.openInterest = d.openInterest
-        if st.markPrice is not None and st.fundingRate:
-            self.sink.on_mark_price(MarkPrice(ts, name, st.markPrice, st.indexPrice or NOT_GIVEN, NOT_GIVEN,
-                                              st.fundingRate, self.next_funding.get(name, 0)), receipt)
-        if st.openInterest is not None:
-            self.sink.on_open_interest(OpenInterest(name, st.openInterest, ts), receipt)
-
     def _liquidations(self, rows: list[Liq], msg: str | bytes, receipt: float) -> None:
         for r in rows:
             if not self._known(r.s, msg):
@@ -393,11 +408,3 @@ class BybitDecoder:
             order = LiquidationOrder(r.s, _POSITION_TO_ORDER_SIDE[r.S], NOT_GIVEN, NOT_GIVEN, r.v, r.p, r.p,
                                      NOT_GIVEN, r.v, r.v, r.T)
             self.sink.on_liquidation(ForceOrder(r.T, order), receipt)
-
-    def _klines(self, rows: list[Candle], name: str, msg: str | bytes, receipt: float) -> None:
-        if not self._known(name, msg):
-            return
-        for k in rows:
-            body = KlineBody(k.start, k.end, name, "1m", k.open, k.close, k.high, k.low, k.volume, NO_COUNT,
-                             k.confirm, k.turnover, NOT_GIVEN, NOT_GIVEN)
-            self.sink.on_kline(Kline(k.timestamp, name, body), receipt)

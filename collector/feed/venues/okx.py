@@ -34,6 +34,7 @@ from collector.feed.venues.common import (
     NO_COUNT,
     NOT_GIVEN,
     ContractSize,
+    OpenInterestGate,
     SkipCounter,
     VenueSymbol,
     normalized,
@@ -215,6 +216,15 @@ def _push(data: Any) -> msgspec.json.Decoder[Any]:
 _frames = {"candle1m": _push(list[Candle]), "mark-price": _push(list[Mark]), "open-interest": _push(list[OI]),
            "funding-rate": _push(list[Funding])}
 _frames_b = {k.encode(): v for k, v in _frames.items()}  # the same, for a binary frame
+# The channels handle_batch hands to a method (the others it handles inline).
+_OTHER_ROWS = ("funding-rate", "open-interest", "liquidation-orders")
+
+
+class _Push(msgspec.Struct):
+    """A push the general path decoded (envelope, then rows), as the one-pass decoders give it."""
+
+    arg: Arg
+    data: Any
 
 _envelope = msgspec.json.Decoder(Envelope)
 _rows: dict[str, msgspec.json.Decoder[Any]] = {
@@ -239,7 +249,8 @@ class OkxDecoder:
     `skipped` by kind and never raises.
     """
 
-    def __init__(self, symbols: Iterable[VenueSymbol], sink: EventSink, conn_id: str = "okx") -> None:
+    def __init__(self, symbols: Iterable[VenueSymbol], sink: EventSink, conn_id: str = "okx",
+                 oi_gate: OpenInterestGate | None = None) -> None:
         self.symbols = {s.name: s for s in symbols}
         self.sink = sink
         # name -> its contract size's cache of conversions, read directly by the trades loop
@@ -247,7 +258,10 @@ class OkxDecoder:
         self.skipped = SkipCounter(sink, conn_id)
         self.funding: dict[str, _FundingState] = {}
         self.venue_errors: list[str] = []
-        self._handlers: dict[str, Any] = {ch: getattr(self, "_" + ch.replace("-", "_")) for ch in _rows}
+        # The gate the sink applies to open interest (collector.feed.venue_feed.GatedSink), if any: an event it
+        # would refuse is not built.
+        self.oi_gate = oi_gate
+        self._handlers: dict[str, Any] = {ch: getattr(self, "_" + ch.replace("-", "_")) for ch in _OTHER_ROWS}
 
     def handle(self, msg: str | bytes, receipt: float) -> None:
         """One frame: handle_batch of one."""
@@ -256,8 +270,11 @@ class OkxDecoder:
     def handle_batch(self, messages: Sequence[str | bytes], receipt: float) -> None:
         """Every frame of one socket read, in order: one Python call per read, not per frame, as Binance's
         FastBinanceFutures.handle_batch (bench/venue_cost.py). Pushes in OKX's usual key order are decoded
-        in one pass, trades inline; everything else goes to _general, which names what is wrong."""
-        on_trade, sizes, handlers = self.sink.on_trade, self._sizes, self._handlers
+        in one pass; _general decodes the rest (envelope, then rows), handles answers and names what is wrong,
+        and hands pushes in another key order back here, so each channel is handled by one piece of code
+        (trades apart: the general path converts OKX's id strings itself)."""
+        sink, symbols, sizes, funding = self.sink, self.symbols, self._sizes, self.funding
+        on_trade, on_mark, on_kline = sink.on_trade, sink.on_mark_price, sink.on_kline
         for msg in messages:
             if isinstance(msg, str):
                 trades = msg.startswith(_TRADES_S)
@@ -282,7 +299,7 @@ class OkxDecoder:
                         if converted is None:
                             self.skipped.skip("unknown_symbol", msg)
                             continue
-                        q = converted.get(r.sz) or self.symbols[name].contract.base_units(r.sz)
+                        q = converted.get(r.sz) or symbols[name].contract.base_units(r.sz)
                         tid, ts = r.tradeId, r.ts
                         on_trade(AggTrade(ts, name, tid, r.px, q, tid - r.count + 1, tid, ts, r.side == "sell"),
                                  receipt)
@@ -290,25 +307,50 @@ class OkxDecoder:
                     self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
                     self.skipped.skip("handler_error", msg, e)
-            elif full is not None:
+                continue
+            push: Any = None
+            if full is not None:
                 try:
                     push = full.decode(msg)
                 except msgspec.DecodeError:
-                    push = None
+                    pass
+            if push is None:
+                push = self._general(msg, receipt)  # another key order, an answer, or not decodable
                 if push is None:
-                    self._general(msg, receipt)  # another channel, or not decodable as this one
                     continue
-                try:
-                    handlers[push.arg.channel](push.data, push.arg, msg, receipt)
-                except ValueError as e:
-                    self.skipped.skip("bad_number", msg, e)
-                except Exception as e:  # the sink's failure: counted like Binance's, never raised
-                    self.skipped.skip("handler_error", msg, e)
-            else:
-                self._general(msg, receipt)
+            try:
+                arg = push.arg
+                channel = arg.channel
+                if channel == "mark-price":  # every second per instrument
+                    for r in push.data:
+                        name = r.instId
+                        if name not in symbols:
+                            self.skipped.skip("unknown_symbol", msg)
+                            continue
+                        st = funding.get(name) or self._state(name)
+                        st.mark = r.markPx
+                        on_mark(MarkPrice(int(r.ts), name, st.mark, NOT_GIVEN, NOT_GIVEN, st.rate, st.time), receipt)
+                elif channel == "candle1m":
+                    name = arg.instId  # a candle row is a bare array: the instrument is only in `arg`
+                    if name not in symbols:
+                        self.skipped.skip("unknown_symbol", msg)
+                        continue
+                    for ts_text, o, h, lo, c, _vol, vol_ccy, vol_quote, confirm in push.data:
+                        t = int(ts_text)
+                        on_kline(Kline(t, name, KlineBody(t, t + MINUTE_MS - 1, name, "1m", o, c, h, lo, vol_ccy,
+                                                          NO_COUNT, confirm == "1", vol_quote, NOT_GIVEN, NOT_GIVEN)),
+                                 receipt)
+                else:
+                    self._handlers[channel](push.data, arg, msg, receipt)
+            except ValueError as e:
+                self.skipped.skip("bad_number", msg, e)
+            except Exception as e:  # the sink's failure: counted like Binance's, never raised
+                self.skipped.skip("handler_error", msg, e)
 
-    def _general(self, msg: str | bytes, receipt: float) -> None:
-        """Any frame, envelope then rows: answers, pings, other key orders, and what the one-pass paths refuse."""
+    def _general(self, msg: str | bytes, receipt: float) -> Any:
+        """Any frame, envelope then rows: answers, pings, other key orders, and what the one-pass paths refuse.
+        A push of any channel but trades comes back as {arg, data} (for handle_batch to handle); anything
+        else is handled or counted here (None)."""
         if msg == "pong" or msg == b"pong":
             return None
         try:
@@ -331,7 +373,10 @@ class OkxDecoder:
         if decoder is None:
             return self.skipped.skip("unknown_channel", msg)
         try:
-            self._handlers[channel](decoder.decode(env.data), env.arg, msg, receipt)
+            rows = decoder.decode(env.data)
+            if channel != "trades":
+                return _Push(env.arg, rows)
+            self._trades(rows, env.arg, msg, receipt)
         except msgspec.DecodeError as e:
             self.skipped.skip("invalid_frame", msg, e)
         except ValueError as e:
@@ -375,23 +420,14 @@ class OkxDecoder:
             st.rate, st.time = r.fundingRate, int(r.fundingTime)
             self._emit_funding(r.instId, st, int(r.ts), receipt)
 
-    def _mark_price(self, rows: list[Mark], arg: Arg, msg: str | bytes, receipt: float) -> None:
-        # every second per instrument: _symbol, _state and _emit_funding inlined (bench/venue_cost.py)
-        on_mark, symbols, funding = self.sink.on_mark_price, self.symbols, self.funding
-        for r in rows:
-            name = r.instId
-            if name not in symbols:
-                self.skipped.skip("unknown_symbol", msg)
-                continue
-            st = funding.get(name) or self._state(name)
-            st.mark = r.markPx
-            on_mark(MarkPrice(int(r.ts), name, st.mark, r=st.rate, T=st.time), receipt)
-
     def _open_interest(self, rows: list[OI], arg: Arg, msg: str | bytes, receipt: float) -> None:
+        gate = self.oi_gate
         for r in rows:
             s = self._symbol(r.instId, msg)
             if s is not None:
-                self.sink.on_open_interest(OpenInterest(r.instId, s.contract.base_units(r.oi), int(r.ts)), receipt)
+                oi, ts = s.contract.base_units(r.oi), int(r.ts)  # checked before the gate: a bad one is counted
+                if gate is None or gate.due(r.instId, ts):
+                    self.sink.on_open_interest(OpenInterest(r.instId, oi, ts), receipt)
 
     def _liquidation_orders(self, rows: list[Liq], arg: Arg, msg: str | bytes, receipt: float) -> None:
         # One subscription carries every swap's liquidations (instType SWAP): those of instruments this
@@ -406,14 +442,3 @@ class OkxDecoder:
                 order = LiquidationOrder(r.instId, d.side.upper(), NOT_GIVEN, NOT_GIVEN, qty, d.bkPx, d.bkPx,
                                          NOT_GIVEN, qty, qty, ts)
                 self.sink.on_liquidation(ForceOrder(ts, order), receipt)
-
-    def _candle1m(self, rows: list[Candle], arg: Arg, msg: str | bytes, receipt: float) -> None:
-        name = arg.instId  # a candle row is a bare array: the instrument is only in `arg`
-        if name not in self.symbols:
-            self.skipped.skip("unknown_symbol", msg)
-            return
-        on_kline = self.sink.on_kline
-        for ts, o, h, lo, c, _vol, vol_ccy, vol_quote, confirm in rows:
-            t = int(ts)
-            on_kline(Kline(t, name, KlineBody(t, t + MINUTE_MS - 1, name, "1m", o, c, h, lo, vol_ccy, NO_COUNT,
-                                              confirm == "1", vol_quote, NOT_GIVEN, NOT_GIVEN)), receipt)
