@@ -187,7 +187,9 @@ class TradesFrame(msgspec.Struct):
 
 
 class TickerFrame(msgspec.Struct):
-    topic: str
+    """A tickers push; its topic is not decoded (the one-pass path knows it from the prefix it matched, and the
+    symbol is in `data`)."""
+
     data: Ticker
     type: str = ""
     ts: int = 0
@@ -374,7 +376,7 @@ class BybitDecoder:
         try:
             rows = decoder.decode(env.data)
             if kind == "tickers":
-                return TickerFrame(env.topic, rows, env.type, env.ts)
+                return TickerFrame(rows, env.type, env.ts)
             if kind == "kline":
                 return KlineFrame(env.topic, rows)
             if kind == "allLiquidation":
