@@ -1,9 +1,10 @@
 """Bybit v5 USDT linear perpetuals: universe (cursor-paginated), subscriptions and a lean frame decoder.
 
 Why: the collector's pipeline consumes collector.feed.wire's structs; this turns Bybit's `/v5/public/linear`
-frames (publicTrade, tickers, allLiquidation, kline.1) into those structs: one msgspec decode for a trade
-frame in Bybit's usual key order, else two (envelope, then the topic's data); no Decimal, no object beyond
-the struct. Linear sizes are already base units (contract size 1).
+frames (publicTrade, tickers, allLiquidation, kline.1) into those structs: one msgspec decode for a push in
+Bybit's usual key order, else two (envelope, then the topic's data; the frame shapes are in
+venues/bybit_frames); no Decimal, no object beyond the struct. Linear sizes are already base units
+(contract size 1).
 
 Mapping (Bybit -> wire struct; venues/__init__ has the table for both venues):
 - publicTrade -> AggTrade: a = f = l = trade_id_of(i), the first 63 bits of the trade's UUID `i`: unique
@@ -33,6 +34,25 @@ from urllib.parse import urlencode
 import msgspec
 
 from collector.feed.events import EventSink
+from collector.feed.venues.bybit_frames import (
+    KIND_AT,
+    NO_DATA,
+    PUSH_B,
+    PUSH_S,
+    TRADES_B,
+    TRADES_S,
+    KlineFrame,
+    Liq,
+    LiqFrame,
+    Ticker,
+    TickerFrame,
+    Trade,
+    envelope,
+    push_frames,
+    push_frames_b,
+    row_decoders,
+    trades_frame,
+)
 from collector.feed.venues.common import (
     NO_COUNT,
     NOT_GIVEN,
@@ -124,106 +144,6 @@ def subscribe_messages(symbols: Iterable[str], data_types: Iterable[str],
 PING = '{"op":"ping"}'
 
 
-# --- wire ----------------------------------------------------------------------------------------------
-
-NO_DATA = msgspec.Raw(b"")  # the envelope of an answer (no `data`)
-
-
-class Envelope(msgspec.Struct):
-    """A push (`topic`, `type`, `ts`, `data`) or an answer (`success`, `ret_msg`, `op`)."""
-
-    topic: str = ""
-    type: str = ""
-    ts: int = 0
-    data: msgspec.Raw = NO_DATA
-    success: bool | None = None
-    ret_msg: str = ""
-    op: str = ""
-
-
-class Trade(msgspec.Struct):
-    T: int
-    s: str
-    S: str
-    v: str
-    p: str
-    i: str = ""
-
-
-class Ticker(msgspec.Struct):
-    symbol: str
-    markPrice: str | None = None
-    indexPrice: str | None = None
-    fundingRate: str | None = None
-    nextFundingTime: str | None = None
-    openInterest: str | None = None
-
-
-class Liq(msgspec.Struct):
-    T: int
-    s: str
-    S: str
-    v: str
-    p: str
-
-
-class Candle(msgspec.Struct):
-    start: int
-    end: int
-    interval: str
-    open: str
-    close: str
-    high: str
-    low: str
-    volume: str
-    turnover: str
-    confirm: bool
-    timestamp: int = 0
-
-
-class TradesFrame(msgspec.Struct):
-    ts: int
-    data: list[Trade]
-
-
-class TickerFrame(msgspec.Struct):
-    """A tickers push; its topic is not decoded (the one-pass path knows it from the prefix it matched, and the
-    symbol is in `data`)."""
-
-    data: Ticker
-    type: str = ""
-    ts: int = 0
-
-
-class KlineFrame(msgspec.Struct):
-    topic: str
-    data: list[Candle]
-
-
-class LiqFrame(msgspec.Struct):
-    topic: str
-    data: list[Liq]
-
-
-_TRADES_S = '{"topic":"publicTrade.'
-_TRADES_B = _TRADES_S.encode()
-_trades_frame = msgspec.json.Decoder(TradesFrame)
-# Every other push in Bybit's usual key order ({"topic":"<kind>.<...>",...}) is decoded in one pass too, by
-# the kind named at this offset: the envelope-then-data path decodes twice.
-_PUSH_S = '{"topic":"'
-_PUSH_B = _PUSH_S.encode()
-_KIND_AT = len(_PUSH_S)
-_ticker_frame = msgspec.json.Decoder(TickerFrame)
-_kline_frame = msgspec.json.Decoder(KlineFrame)
-_push_frames: dict[str, msgspec.json.Decoder[Any]] = {
-    "tickers.": _ticker_frame, "kline.1.": _kline_frame,
-    "allLiqui": msgspec.json.Decoder(LiqFrame)}  # keyed by the topic's first 8 characters
-_push_frames_b = {k.encode(): v for k, v in _push_frames.items()}  # the same, for a binary frame
-_envelope = msgspec.json.Decoder(Envelope)
-_rows: dict[str, msgspec.json.Decoder[Any]] = {
-    "publicTrade": msgspec.json.Decoder(list[Trade]), "tickers": msgspec.json.Decoder(Ticker),
-    "allLiquidation": msgspec.json.Decoder(list[Liq]), "kline": msgspec.json.Decoder(list[Candle]),
-}
 _POSITION_TO_ORDER_SIDE = {"Buy": "SELL", "Sell": "BUY"}
 
 
@@ -268,15 +188,15 @@ class BybitDecoder:
         oi_due = self.oi_gate.due if self.oi_gate is not None else None
         for msg in messages:
             if isinstance(msg, str):
-                trades = msg.startswith(_TRADES_S)
-                decoder = None if trades or not msg.startswith(_PUSH_S) else _push_frames.get(msg[_KIND_AT:_KIND_AT + 8])
+                trades = msg.startswith(TRADES_S)
+                decoder = None if trades or not msg.startswith(PUSH_S) else push_frames.get(msg[KIND_AT:KIND_AT + 8])
             else:
-                trades = msg.startswith(_TRADES_B)
-                decoder = (None if trades or not msg.startswith(_PUSH_B)
-                           else _push_frames_b.get(msg[_KIND_AT:_KIND_AT + 8]))
+                trades = msg.startswith(TRADES_B)
+                decoder = (None if trades or not msg.startswith(PUSH_B)
+                           else push_frames_b.get(msg[KIND_AT:KIND_AT + 8]))
             if trades:
                 try:
-                    frame = _trades_frame.decode(msg)
+                    frame = trades_frame.decode(msg)
                 except msgspec.DecodeError:
                     self._general(msg, receipt)  # names the problem
                     continue
@@ -354,7 +274,7 @@ class BybitDecoder:
         A tickers, kline.1 or allLiquidation push comes back (for handle_batch to handle), anything else is
         handled or counted here (None)."""
         try:
-            env = _envelope.decode(msg)
+            env = envelope.decode(msg)
         except msgspec.DecodeError as e:
             kind = "invalid_frame" if isinstance(e, msgspec.ValidationError) else "malformed_json"
             self.skipped.skip(kind, msg, e)
@@ -369,7 +289,7 @@ class BybitDecoder:
             self.skipped.skip("invalid_frame", msg)
             return None
         kind, _, rest = env.topic.partition(".")
-        decoder = _rows.get(kind)
+        decoder = row_decoders.get(kind)
         if decoder is None or (kind == "kline" and not rest.startswith("1.")):
             self.skipped.skip("unknown_channel", msg)
             return None

@@ -2,9 +2,9 @@
 
 Why: the collector's pipeline consumes collector.feed.wire's structs; this turns OKX's public WebSocket frames
 (`/ws/v5/public`: trades, funding-rate, open-interest, mark-price, liquidation-orders; `/ws/v5/business`:
-candle1m) into those structs: one msgspec decode for a trades frame in OKX's usual key order, else two
-(envelope, then the channel's rows); no Decimal, no object beyond the struct; contract sizes applied on the
-strings so amounts are base units.
+candle1m) into those structs: one msgspec decode for a push in OKX's usual key order, else two (envelope,
+then the channel's rows; the frame shapes are in venues/okx_frames); no Decimal, no object beyond the struct;
+contract sizes applied on the strings so amounts are base units.
 
 Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
 - trades -> AggTrade: a = l = tradeId, f = tradeId - count + 1. A push aggregates the `count` fills of one
@@ -25,7 +25,7 @@ Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
@@ -38,6 +38,25 @@ from collector.feed.venues.common import (
     SkipCounter,
     VenueSymbol,
     normalized,
+)
+from collector.feed.venues.okx_frames import (
+    CHANNEL_AT,
+    NO_DATA,
+    OI,
+    PUSH_B,
+    PUSH_S,
+    TRADES_B,
+    TRADES_S,
+    Arg,
+    Funding,
+    Liq,
+    Push,
+    Trade,
+    envelope,
+    frames,
+    frames_b,
+    row_decoders,
+    trades_frame,
 )
 from collector.feed.wire import (
     AggTrade,
@@ -110,125 +129,8 @@ def subscribe_messages(inst_ids: Iterable[str], data_types: Iterable[str],
             for path, a in args.items() if a}
 
 
-# --- wire ----------------------------------------------------------------------------------------------
-
-NO_DATA = msgspec.Raw(b"")  # the envelope of an answer (no `data`)
-
-
-class Arg(msgspec.Struct):
-    channel: str
-    instId: str = ""
-    instType: str = ""
-
-
-class Envelope(msgspec.Struct):
-    """A push (`arg` + `data`) or an answer (`event`: subscribe, unsubscribe, error)."""
-
-    arg: Arg | None = None
-    data: msgspec.Raw = NO_DATA
-    event: str = ""
-    code: str = ""
-    msg: str = ""
-
-
-class Trade(msgspec.Struct):
-    instId: str
-    tradeId: str
-    px: str
-    sz: str
-    side: str
-    ts: str
-    count: str = "1"
-
-
-class Funding(msgspec.Struct):
-    instId: str
-    fundingRate: str
-    fundingTime: str
-    ts: str
-
-
-class Mark(msgspec.Struct):
-    instId: str
-    markPx: str
-    ts: str
-
-
-class OI(msgspec.Struct):
-    instId: str
-    oi: str
-    ts: str
-
-
-class LiqDetail(msgspec.Struct):
-    side: str
-    sz: str
-    bkPx: str
-    ts: str
-
-
-class Liq(msgspec.Struct):
-    instId: str
-    details: list[LiqDetail]
-
-
-Candle = tuple[str, str, str, str, str, str, str, str, str]
-
-
-class FastTrade(msgspec.Struct):
-    """Trade with the ids and times OKX sends as digit strings decoded to ints by msgspec (lax mode), for
-    the one-decode trades path; a value lax mode refuses sends the frame to the general path, which names it."""
-
-    instId: str
-    tradeId: int
-    px: str
-    sz: str
-    side: str
-    ts: int
-    count: Annotated[int, msgspec.Meta(ge=1)] = 1  # fills in the push; a count below 1 takes the general path
-
-
-class FastTradesFrame(msgspec.Struct):
-    """A trades push for the one-decode path. `arg` is not decoded (bench/venue_cost.py: ~0.1 us of a frame):
-    the channel is known from the prefix matched, and every trade names its instrument."""
-
-    data: list[FastTrade]
-
-
-_TRADES_S = '{"arg":{"channel":"trades"'
-_TRADES_B = _TRADES_S.encode()
-_trades_frame = msgspec.json.Decoder(FastTradesFrame, strict=False)
-# Every other push in OKX's usual key order ({"arg":{"channel":"<name>",...},"data":[...]}) is decoded in
-# one pass too, by the channel named at this offset: the envelope-then-rows path decodes twice.
-_PUSH_S = '{"arg":{"channel":"'
-_PUSH_B = _PUSH_S.encode()
-_CHANNEL_AT = len(_PUSH_S)
-
-
-def _push(data: Any) -> msgspec.json.Decoder[Any]:
-    """A decoder of a whole push, {"arg": Arg, "data": data}."""
-    return msgspec.json.Decoder(msgspec.defstruct("Push", [("arg", Arg), ("data", data)]))
-
-
-_frames = {"candle1m": _push(list[Candle]), "mark-price": _push(list[Mark]), "open-interest": _push(list[OI]),
-           "funding-rate": _push(list[Funding])}
-_frames_b = {k.encode(): v for k, v in _frames.items()}  # the same, for a binary frame
 # The channels handle_batch hands to a method (the others it handles inline).
 _OTHER_ROWS = ("funding-rate", "open-interest", "liquidation-orders")
-
-
-class _Push(msgspec.Struct):
-    """A push the general path decoded (envelope, then rows), as the one-pass decoders give it."""
-
-    arg: Arg
-    data: Any
-
-_envelope = msgspec.json.Decoder(Envelope)
-_rows: dict[str, msgspec.json.Decoder[Any]] = {
-    "trades": msgspec.json.Decoder(list[Trade]), "funding-rate": msgspec.json.Decoder(list[Funding]),
-    "mark-price": msgspec.json.Decoder(list[Mark]), "open-interest": msgspec.json.Decoder(list[OI]),
-    "liquidation-orders": msgspec.json.Decoder(list[Liq]), "candle1m": msgspec.json.Decoder(list[Candle]),
-}
 
 
 class _FundingState:
@@ -274,16 +176,16 @@ class OkxDecoder:
         on_trade, on_mark, on_kline = sink.on_trade, sink.on_mark_price, sink.on_kline
         for msg in messages:
             if isinstance(msg, str):
-                trades = msg.startswith(_TRADES_S)
-                full = (None if trades or not msg.startswith(_PUSH_S)
-                        else _frames.get(msg[_CHANNEL_AT:msg.find('"', _CHANNEL_AT)]))
+                trades = msg.startswith(TRADES_S)
+                full = (None if trades or not msg.startswith(PUSH_S)
+                        else frames.get(msg[CHANNEL_AT:msg.find('"', CHANNEL_AT)]))
             else:
-                trades = msg.startswith(_TRADES_B)
-                full = (None if trades or not msg.startswith(_PUSH_B)
-                        else _frames_b.get(msg[_CHANNEL_AT:msg.find(b'"', _CHANNEL_AT)]))
+                trades = msg.startswith(TRADES_B)
+                full = (None if trades or not msg.startswith(PUSH_B)
+                        else frames_b.get(msg[CHANNEL_AT:msg.find(b'"', CHANNEL_AT)]))
             if trades:
                 try:
-                    frame = _trades_frame.decode(msg)
+                    frame = trades_frame.decode(msg)
                 except msgspec.DecodeError:
                     self._general(msg, receipt)  # names the problem
                     continue
@@ -351,7 +253,7 @@ class OkxDecoder:
         if msg == "pong" or msg == b"pong":
             return None
         try:
-            env = _envelope.decode(msg)
+            env = envelope.decode(msg)
         except msgspec.DecodeError as e:
             kind = "invalid_frame" if isinstance(e, msgspec.ValidationError) else "malformed_json"
             return self.skipped.skip(kind, msg, e)
@@ -366,13 +268,13 @@ class OkxDecoder:
                 return self.skipped.skip("venue_notice", msg)
             return self.skipped.skip("unknown_event" if env.event else "invalid_frame", msg)
         channel = env.arg.channel
-        decoder = _rows.get(channel)
+        decoder = row_decoders.get(channel)
         if decoder is None:
             return self.skipped.skip("unknown_channel", msg)
         try:
             rows = decoder.decode(env.data)
             if channel != "trades":
-                return _Push(env.arg, rows)
+                return Push(env.arg, rows)
             self._trades(rows, env.arg, msg, receipt)
         except msgspec.DecodeError as e:
             self.skipped.skip("invalid_frame", msg, e)
