@@ -72,7 +72,9 @@ class GatedSink:
 
     What passes unchanged is the inner sink's own bound method, not a wrapper calling it: one Python call
     less per trade, candle and mark price (bench/venue_cost.py: ~0.15 us of OKX's and Bybit's ~3-4 us per
-    message). `retarget` rebinds them when the inner sink changes (a successor's hand-over)."""
+    message). `retarget` rebinds them when the inner sink changes (a successor's hand-over); the decoders read
+    them once per socket read (handle_batch), so a retarget applies from the next read. The decoders are handed
+    `gate` too and build an open interest only when `gate.due` says it would pass here."""
 
     on_trade: Callable[[AggTrade, float], None]
     on_mark_price: Callable[[MarkPrice, float], None]
