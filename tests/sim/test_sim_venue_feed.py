@@ -227,9 +227,9 @@ def test_bybit_feed_against_simulator_with_reconnect():
     trades = rec.events["trades"]
     sent_trades = [r for r in t["trades"] if r["s"] in names]
     assert len(trades) == len(sent_trades) > 100
-    assert len({(x.s, x.a) for x in trades}) == len(trades)
+    assert len({(x.s, trade_id_of(x.u)) for x in trades}) == len(trades)  # the ids the pipeline would store
     for s in names:
-        assert [(x.a, x.T, "Sell" if x.m else "Buy", x.q, x.p) for x in trades if x.s == s] == \
+        assert [(trade_id_of(x.u), x.T, "Sell" if x.m else "Buy", x.q, x.p) for x in trades if x.s == s] == \
                [(trade_id_of(r["i"]), r["T"], r["S"], r["v"], r["p"]) for r in sent_trades if r["s"] == s]
     for s in names:  # funding: the frames that carried a new rate, each once, as the truth recorded them
         assert [(m.r, m.E) for m, ch in rec.events["funding"] if m.s == s and ch == "fundingRate"] == \

@@ -7,8 +7,10 @@ venues/bybit_frames); no Decimal, no object beyond the struct. Linear sizes are 
 (contract size 1).
 
 Mapping (Bybit -> wire struct; venues/__init__ has the table for both venues):
-- publicTrade -> AggTrade: a = f = l = trade_id_of(i), the first 63 bits of the trade's UUID `i`: unique
-  per fill, stable across reconnects (so a repeat is one row in the database), but without order. Not
+- publicTrade -> UuidTrade (an AggTrade with a = f = l = 0 and u = i): the stored id is trade_id_of(i), the
+  first 63 bits of the trade's UUID `i`, computed by the pipeline only for the trades it keeps (a malformed
+  UUID is a bad_number skip then, of a kept trade only: the others are dropped without their id being read);
+  unique per fill, stable across reconnects (so a repeat is one row in the database), but without order. Not
   `seq`: that is the matching engine's cross sequence, which every fill of one taker order shares (a
   recorded frame carries five fills with one seq) and book updates advance, so it neither identifies a
   trade nor runs consecutively: no trade-id gap detection on Bybit (collector.pipeline.router.
@@ -63,13 +65,14 @@ from collector.feed.venues.common import (
     normalized,
 )
 from collector.feed.wire import (
-    AggTrade,
     ForceOrder,
     Kline,
     KlineBody,
     LiquidationOrder,
     MarkPrice,
     OpenInterest,
+    UuidTrade,
+    uuid_trade_id,
 )
 
 VENUE = "bybit"
@@ -78,11 +81,9 @@ INSTRUMENTS_PATH = "/v5/market/instruments-info"
 INSTRUMENTS_PAGE = 1000  # the documented maximum of `limit`
 
 
-def trade_id_of(uuid: str) -> int:
-    """The trade_id stored for a Bybit fill: the first 63 bits of its UUID (a BIGINT, never negative).
-
-    Why a hash and not `seq`: see the module docstring. A malformed id raises ValueError (a bad frame)."""
-    return int(uuid.replace("-", "")[:16], 16) >> 1
+# The trade_id stored for a Bybit fill: the first 63 bits of its UUID (a BIGINT, never negative); ValueError
+# when malformed. Why a hash and not `seq`: see the module docstring.
+trade_id_of = uuid_trade_id
 
 
 # Data type (the collector's names) -> topic prefixes; funding and open interest both ride on tickers.
@@ -200,16 +201,13 @@ class BybitDecoder:
                 except msgspec.DecodeError:
                     self._general(msg, receipt)  # names the problem
                     continue
-                try:  # the hottest loop of the venue
+                try:  # the hottest loop of the venue: the id is left to the pipeline (UuidTrade)
                     ts = frame.ts
                     for r in frame.data:
                         if r.s in symbols:
-                            a = int(r.i.replace("-", "")[:16], 16) >> 1  # trade_id_of, inlined
-                            on_trade(AggTrade(ts, r.s, a, r.p, r.v, a, a, r.T, r.S == "Sell"), receipt)
+                            on_trade(UuidTrade(ts, r.s, 0, r.p, r.v, 0, 0, r.T, r.S == "Sell", r.i), receipt)
                         else:
                             self.skipped.skip("unknown_symbol", msg)
-                except ValueError as e:  # a trade id that is no UUID
-                    self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
                     self.skipped.skip("handler_error", msg, e)
                 continue
@@ -320,8 +318,7 @@ class BybitDecoder:
         on_trade = self.sink.on_trade
         for r in rows:
             if self._known(r.s, msg):
-                a = int(r.i.replace("-", "")[:16], 16) >> 1  # trade_id_of, inlined: once per trade
-                on_trade(AggTrade(ts, r.s, a, r.p, r.v, a, a, r.T, r.S == "Sell"), receipt)
+                on_trade(UuidTrade(ts, r.s, 0, r.p, r.v, 0, 0, r.T, r.S == "Sell", r.i), receipt)
 
     def _liquidations(self, rows: list[Liq], msg: str | bytes, receipt: float) -> None:
         for r in rows:
