@@ -110,12 +110,12 @@ def make_pass(venue: str, sim: Any, names: list[str], frames: list[str], batch: 
 
     def run_venue() -> None:
         sink = GatedSink(_pipeline(names, venue), OpenInterestGate(300_000))
-        decoder = okx.OkxDecoder(symbols, sink, venue) if venue == "okx" else bybit.BybitDecoder(symbols, sink, venue)
-        handle = decoder.handle
+        decoder = (okx.OkxDecoder(symbols, sink, venue, sink.gate) if venue == "okx"
+                   else bybit.BybitDecoder(symbols, sink, venue, sink.gate))
+        handle_batch = decoder.handle_batch
         now = time.time()
         for r in reads:
-            for m in r:
-                handle(m, now)
+            handle_batch(r, now)
     return run_venue
 
 

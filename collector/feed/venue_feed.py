@@ -26,7 +26,7 @@ from collector.feed.cryptofeed_adapter import AsyncConnection, ConnectionClosed,
 from collector.feed.endpoints import Endpoints
 from collector.feed.events import EventSink, FrameErrors
 from collector.feed.venues import bybit, okx
-from collector.feed.venues.common import ContractSize, VenueSymbol
+from collector.feed.venues.common import ContractSize, OpenInterestGate, VenueSymbol
 from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
 from collector.runtime.stopping import sleep_unless_stopped
 
@@ -46,6 +46,7 @@ class Decoder(Protocol):
     venue_errors: list[str]
 
     def handle(self, msg: str | bytes, receipt: float) -> None: ...
+    def handle_batch(self, messages: Sequence[str | bytes], receipt: float) -> None: ...
 
 
 def venue_data_types(data_types: Sequence[str]) -> list[str]:
@@ -66,31 +67,14 @@ def subscriptions(venue: str, names: Sequence[str], data_types: Sequence[str]) -
     raise ValueError(f"no lean feed for venue {venue!r}")
 
 
-class OpenInterestGate:
-    """At most one open interest per symbol per interval: the first of each interval-aligned window.
-
-    Pure (event times in, a decision out). Windows are aligned to the epoch (00:00, 00:05, ...), so a
-    successor that sees the same pushes keeps the same one, and a restart costs at most one extra row.
-    """
-
-    def __init__(self, interval_ms: int) -> None:
-        self.interval_ms = max(1, interval_ms)
-        self.window: dict[str, int] = {}
-
-    def admit(self, symbol: str, time_ms: int) -> bool:
-        w = time_ms // self.interval_ms
-        if self.window.get(symbol, -1) >= w:
-            return False
-        self.window[symbol] = w
-        return True
-
-
 class GatedSink:
     """The sink behind the decoder: everything passes, open interest through the OpenInterestGate.
 
     What passes unchanged is the inner sink's own bound method, not a wrapper calling it: one Python call
     less per trade, candle and mark price (bench/venue_cost.py: ~0.15 us of OKX's and Bybit's ~3-4 us per
-    message). `retarget` rebinds them when the inner sink changes (a successor's hand-over)."""
+    message). `retarget` rebinds them when the inner sink changes (a successor's hand-over); the decoders read
+    them once per socket read (handle_batch), so a retarget applies from the next read. The decoders are handed
+    `gate` too and build an open interest only when `gate.due` says it would pass here."""
 
     on_trade: Callable[[AggTrade, float], None]
     on_mark_price: Callable[[MarkPrice, float], None]
@@ -158,8 +142,8 @@ class VenueFeed:
         self.symbols = symbols
         self._contracts = {s.name: s.contract for s in symbols}
         self.plan = subscriptions(self.venue, [s.name for s in symbols], self.data_types)
-        self.decoder = (okx.OkxDecoder(symbols, self.sink, self.venue) if self.venue == "okx"
-                        else bybit.BybitDecoder(symbols, self.sink, self.venue))
+        self.decoder = (okx.OkxDecoder(symbols, self.sink, self.venue, self.sink.gate) if self.venue == "okx"
+                        else bybit.BybitDecoder(symbols, self.sink, self.venue, self.sink.gate))
 
     def contract(self, name: str) -> ContractSize | None:
         """The contract size of instrument `name`; None before the instruments are loaded, or if not ours."""
@@ -196,9 +180,7 @@ class VenueFeed:
     def handle_batch(self, messages: Sequence[str | bytes], conn: AsyncConnection, timestamp: float) -> None:
         """Every frame of one socket read, in order; the decoder counts and skips what it cannot use."""
         assert self.decoder is not None  # connections start after it exists
-        handle = self.decoder.handle
-        for msg in messages:
-            handle(msg, timestamp)
+        self.decoder.handle_batch(messages, timestamp)
 
     async def message_handler(self, msg: str | bytes, conn: AsyncConnection, timestamp: float) -> None:
         self.handle_batch((msg,), conn, timestamp)

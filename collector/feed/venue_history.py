@@ -33,7 +33,9 @@ from collector.feed.rest_budget import WeightGate
 from collector.feed.rest_history import Answer, Page, RestHistory, http_answer
 from collector.feed.venue_universe import note_response
 from collector.feed.venues.common import NO_COUNT, NOT_GIVEN, ContractSize
-from collector.feed.venues.okx import Trade as OkxTrade  # a REST fill has the stream's fields (count: 1)
+from collector.feed.venues.okx_frames import (
+    Trade as OkxTrade,  # a REST fill has the stream's fields (count: 1)
+)
 from collector.feed.wire import AggTrade
 
 MINUTE_MS = 60_000

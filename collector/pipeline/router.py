@@ -16,7 +16,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
-from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest
+from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest, UuidTrade, uuid_trade_id
 from collector.pipeline import repairs
 from collector.pipeline.activity import DAY_MS, SymbolActivity
 from collector.pipeline.batches import Batch, BatchBuilder
@@ -170,11 +170,21 @@ class Pipeline:
         return None
 
     def _keep_trade(self, t: AggTrade, usd: float, reason: str) -> None:
-        """A trade the filter kept (live or backfilled): counted, and stored when trades are collected."""
+        """A trade the filter kept (live or backfilled): counted, and stored when trades are collected.
+
+        A UuidTrade's id is computed here, for kept trades only (collector.feed.wire.UuidTrade): a malformed
+        UUID is a bad_number skip, not counted as kept."""
+        if type(t) is UuidTrade:
+            try:
+                a = uuid_trade_id(t.u)
+            except ValueError:
+                return self._reject("bad_number", t)
+            t = AggTrade(t.E, t.s, a, t.p, t.q, a, a, t.T, t.m)
         self.kept[reason] += 1
         if self._store_trades:
             self._add("trades", self._encode_trade(t.T, t.s, t.a, t.p, t.q, usd, "sell" if t.m else "buy",
                                                    reason, t.f, t.l), t.T)
+        return None
 
     def on_mark_price(self, m: MarkPrice, receipt: float) -> None:
         if not self._admit("funding", m.s, m.E, receipt, m):

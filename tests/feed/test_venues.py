@@ -25,6 +25,7 @@ from collector.feed.venues.common import (
     power_of_ten,
     shift_decimal,
 )
+from collector.feed.wire import UuidTrade
 from exchange_sim import SimConfig, run_in_thread
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -307,22 +308,29 @@ BY_FILLS = ('{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1774021164273
 
 
 def test_bybit_fills_sharing_a_cross_sequence_are_five_trades():
-    """`seq` is shared by one taker's fills: each fill is its own trade, its id from its UUID."""
+    """`seq` is shared by one taker's fills: each fill is its own trade, carrying its UUID (the pipeline makes
+    the stored id of it, collector.feed.wire.UuidTrade)."""
     sink = Sink()
     bybit.BybitDecoder([BY_BTC], sink).handle(BY_FILLS, 1774021164.3)
     trades = [t for kind, t in sink.events if kind == "trade"]
     uuids = [d["i"] for d in json.loads(BY_FILLS)["data"]]
-    assert [t.a for t in trades] == [bybit.trade_id_of(u) for u in uuids]
-    assert len({t.a for t in trades}) == 5 and all(0 <= t.a < 2 ** 63 for t in trades)
+    assert all(type(t) is UuidTrade and (t.a, t.f, t.l) == (0, 0, 0) for t in trades)
+    assert [t.u for t in trades] == uuids
+    ids = [bybit.trade_id_of(t.u) for t in trades]
+    assert len(set(ids)) == 5 and all(0 <= a < 2 ** 63 for a in ids)
     assert [t.q for t in trades] == ["0.001"] * 4 + ["0.032"] and not sink.bad
     assert bybit.trade_id_of(BY_UUID) == 0x8c931d9ab7035c34 >> 1
 
 
-def test_bybit_trade_without_a_uuid_is_a_bad_frame():
+def test_bybit_trade_without_a_uuid_is_passed_on_for_the_pipeline_to_count():
+    """The decoder does not read the UUID (the pipeline does, for kept trades: tests/pipeline/test_pipeline.py
+    test_a_kept_bybit_trade_with_a_malformed_uuid_is_a_bad_number_skip)."""
     sink = Sink()
     d = bybit.BybitDecoder([BY_BTC], sink)
     d.handle(BY_FILLS.replace(BY_UUID, "not-a-uuid"), 1774021164.3)
-    assert sink.bad == {"bad_number": 1} and not sink.events
+    assert not sink.bad and [t.u for kind, t in sink.events][:2] == ["not-a-uuid", "307fb58f-09dc-5121-b24f-eb2f81873445"]
+    with pytest.raises(ValueError):
+        bybit.trade_id_of("not-a-uuid")
 
 
 def test_bybit_decoder_counts_bad_frames():

@@ -12,6 +12,8 @@ from collector.feed.wire import (
     LiquidationOrder,
     MarkPrice,
     OpenInterest,
+    UuidTrade,
+    uuid_trade_id,
 )
 from collector.pipeline.batches import Batch
 from collector.pipeline.router import Pipeline
@@ -165,6 +167,55 @@ def test_bybit_ids_have_no_order_so_no_trade_is_a_gap_or_a_repeat(out: list[Batc
         pipe.on_trade(AggTrade(E=T0, s="XUSDT", a=a, p="1", q="1", f=a, l=a, T=T0, m=False), RECEIPT)
     assert pipe.received["trades"] == 4 and not pipe.rejected and not pipe.gaps and not pipe.last_trade_id
     assert pipe.activity["XUSDT"].count(T0) == 4
+
+
+UUIDS = ("8c931d9a-b703-5c34-9e0b-4a3a1c8f6e21", "307fb58f-09dc-5121-b24f-eb2f81873445",
+         "e4f62be6-ee74-5a67-a9da-b3829b911246")
+
+
+def _uuid_trade(u: str, p: str = "1") -> UuidTrade:
+    return UuidTrade(T0, "XUSDT", 0, p, "1", 0, 0, T0, True, u)
+
+
+def _keep_all_pipe(venue: str, out: list[Batch]) -> Pipeline:
+    return Pipeline(["XUSDT"], ["trades"], TradeFilter(FilterParams(keep_all=True)), out.append, venue=venue,
+                    clock_ms=lambda: T0)
+
+
+def test_a_kept_bybit_trade_is_stored_under_its_uuid_id_as_if_parsed_on_arrival(out: list[Batch]) -> None:
+    """UuidTrade's id is computed when the trade is kept: the rows are byte for byte those of AggTrades
+    carrying a = f = l = uuid_trade_id (what the decoder built before)."""
+    lazy = _keep_all_pipe("bybit", out)
+    eager_out: list[Batch] = []
+    eager = _keep_all_pipe("bybit", eager_out)
+    for i, u in enumerate(UUIDS):
+        lazy.on_trade(_uuid_trade(u, p=f"1.{i}"), RECEIPT)
+        a = uuid_trade_id(u)
+        eager.on_trade(AggTrade(T0, "XUSDT", a, f"1.{i}", "1", a, a, T0, True), RECEIPT)
+    lazy.flush_all()
+    eager.flush_all()
+    assert [(b.table, b.rows, b.data) for b in out] == [(b.table, b.rows, b.data) for b in eager_out]
+    assert sum(b.rows for b in out) == 3 and not lazy.rejected
+    assert uuid_trade_id(UUIDS[0]).to_bytes(8, "big") in out[0].data  # trade_id is an 8-byte BIGINT in COPY
+
+
+def test_a_kept_bybit_trade_with_a_malformed_uuid_is_a_bad_number_skip(out: list[Batch]) -> None:
+    """Counted (rejected bad_number, not kept), the rows beside it stored."""
+    pipe = _keep_all_pipe("bybit", out)
+    for u in (UUIDS[0], "not-a-uuid", "", UUIDS[1]):
+        pipe.on_trade(_uuid_trade(u), RECEIPT)
+    pipe.flush_all()
+    assert dict(pipe.rejected) == {"bad_number": 2} and sum(pipe.kept.values()) == 2
+    assert sum(b.rows for b in out) == 2 and pipe.received["trades"] == 4
+
+
+def test_a_dropped_bybit_trade_is_never_asked_for_its_id(out: list[Batch]) -> None:
+    """The documented cost of the lazy id: a malformed UUID in a trade the filter drops is not noticed."""
+    pipe = _venue_pipe("bybit", out)  # the first trade of a symbol is kept (time_interval), the next not
+    pipe.on_trade(_uuid_trade(UUIDS[0]), RECEIPT)
+    pipe.on_trade(_uuid_trade("not-a-uuid"), RECEIPT)
+    pipe.flush_all()
+    assert sum(pipe.kept.values()) == 1 and not pipe.rejected and sum(b.rows for b in out) == 1
 
 
 def test_the_trade_numeric_cache_is_sized_by_keep_all_and_follows_a_reload() -> None:

@@ -91,12 +91,13 @@ def _run(venue: str, ready, counts) -> tuple[VenueFeed, Recorder, dict, list]:
         rec = Recorder()
         feed = VenueFeed(venue, _endpoints(proc), symbols, DATA_TYPES, rec, ws_connection_class("picows"),
                          oi_interval_s=OI_INTERVAL_S, timeout=30.0, timeout_interval=1.0, ping_interval_s=0.5)
-        original = feed.decoder.handle
+        original = feed.decoder.handle_batch
 
-        def handle(msg, receipt):
-            rec.channel = _channel(msg)
-            original(msg, receipt)
-        feed.decoder.handle = handle  # the real decoder, its frame noted first (see Recorder)
+        def handle_batch(messages, receipt):
+            for msg in messages:
+                rec.channel = _channel(msg)
+                original((msg,), receipt)
+        feed.decoder.handle_batch = handle_batch  # the real decoder, each frame's channel noted first (see Recorder)
         truth = lambda: http_get(proc.rest_url + "/_sim/truth")[2]  # noqa: E731
 
         async def main() -> dict:
@@ -226,9 +227,9 @@ def test_bybit_feed_against_simulator_with_reconnect():
     trades = rec.events["trades"]
     sent_trades = [r for r in t["trades"] if r["s"] in names]
     assert len(trades) == len(sent_trades) > 100
-    assert len({(x.s, x.a) for x in trades}) == len(trades)
+    assert len({(x.s, trade_id_of(x.u)) for x in trades}) == len(trades)  # the ids the pipeline would store
     for s in names:
-        assert [(x.a, x.T, "Sell" if x.m else "Buy", x.q, x.p) for x in trades if x.s == s] == \
+        assert [(trade_id_of(x.u), x.T, "Sell" if x.m else "Buy", x.q, x.p) for x in trades if x.s == s] == \
                [(trade_id_of(r["i"]), r["T"], r["S"], r["v"], r["p"]) for r in sent_trades if r["s"] == s]
     for s in names:  # funding: the frames that carried a new rate, each once, as the truth recorded them
         assert [(m.r, m.E) for m, ch in rec.events["funding"] if m.s == s and ch == "fundingRate"] == \

@@ -1,13 +1,16 @@
 """Bybit v5 USDT linear perpetuals: universe (cursor-paginated), subscriptions and a lean frame decoder.
 
 Why: the collector's pipeline consumes collector.feed.wire's structs; this turns Bybit's `/v5/public/linear`
-frames (publicTrade, tickers, allLiquidation, kline.1) into those structs: one msgspec decode for a trade
-frame in Bybit's usual key order, else two (envelope, then the topic's data); no Decimal, no object beyond
-the struct. Linear sizes are already base units (contract size 1).
+frames (publicTrade, tickers, allLiquidation, kline.1) into those structs: one msgspec decode for a push in
+Bybit's usual key order, else two (envelope, then the topic's data; the frame shapes are in
+venues/bybit_frames); no Decimal, no object beyond the struct. Linear sizes are already base units
+(contract size 1).
 
 Mapping (Bybit -> wire struct; venues/__init__ has the table for both venues):
-- publicTrade -> AggTrade: a = f = l = trade_id_of(i), the first 63 bits of the trade's UUID `i`: unique
-  per fill, stable across reconnects (so a repeat is one row in the database), but without order. Not
+- publicTrade -> UuidTrade (an AggTrade with a = f = l = 0 and u = i): the stored id is trade_id_of(i), the
+  first 63 bits of the trade's UUID `i`, computed by the pipeline only for the trades it keeps (a malformed
+  UUID is a bad_number skip then, of a kept trade only: the others are dropped without their id being read);
+  unique per fill, stable across reconnects (so a repeat is one row in the database), but without order. Not
   `seq`: that is the matching engine's cross sequence, which every fill of one taker order shares (a
   recorded frame carries five fills with one seq) and book updates advance, so it neither identifies a
   trade nor runs consecutively: no trade-id gap detection on Bybit (collector.pipeline.router.
@@ -26,29 +29,50 @@ Mapping (Bybit -> wire struct; venues/__init__ has the table for both venues):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import msgspec
 
 from collector.feed.events import EventSink
+from collector.feed.venues.bybit_frames import (
+    KIND_AT,
+    NO_DATA,
+    PUSH_B,
+    PUSH_S,
+    TRADES_B,
+    TRADES_S,
+    KlineFrame,
+    Liq,
+    LiqFrame,
+    Ticker,
+    TickerFrame,
+    Trade,
+    envelope,
+    push_frames,
+    push_frames_b,
+    row_decoders,
+    trades_frame,
+)
 from collector.feed.venues.common import (
     NO_COUNT,
     NOT_GIVEN,
     ContractSize,
+    OpenInterestGate,
     SkipCounter,
     VenueSymbol,
     normalized,
 )
 from collector.feed.wire import (
-    AggTrade,
     ForceOrder,
     Kline,
     KlineBody,
     LiquidationOrder,
     MarkPrice,
     OpenInterest,
+    UuidTrade,
+    uuid_trade_id,
 )
 
 VENUE = "bybit"
@@ -57,11 +81,9 @@ INSTRUMENTS_PATH = "/v5/market/instruments-info"
 INSTRUMENTS_PAGE = 1000  # the documented maximum of `limit`
 
 
-def trade_id_of(uuid: str) -> int:
-    """The trade_id stored for a Bybit fill: the first 63 bits of its UUID (a BIGINT, never negative).
-
-    Why a hash and not `seq`: see the module docstring. A malformed id raises ValueError (a bad frame)."""
-    return int(uuid.replace("-", "")[:16], 16) >> 1
+# The trade_id stored for a Bybit fill: the first 63 bits of its UUID (a BIGINT, never negative); ValueError
+# when malformed. Why a hash and not `seq`: see the module docstring.
+trade_id_of = uuid_trade_id
 
 
 # Data type (the collector's names) -> topic prefixes; funding and open interest both ride on tickers.
@@ -123,101 +145,6 @@ def subscribe_messages(symbols: Iterable[str], data_types: Iterable[str],
 PING = '{"op":"ping"}'
 
 
-# --- wire ----------------------------------------------------------------------------------------------
-
-NO_DATA = msgspec.Raw(b"")  # the envelope of an answer (no `data`)
-
-
-class Envelope(msgspec.Struct):
-    """A push (`topic`, `type`, `ts`, `data`) or an answer (`success`, `ret_msg`, `op`)."""
-
-    topic: str = ""
-    type: str = ""
-    ts: int = 0
-    data: msgspec.Raw = NO_DATA
-    success: bool | None = None
-    ret_msg: str = ""
-    op: str = ""
-
-
-class Trade(msgspec.Struct):
-    T: int
-    s: str
-    S: str
-    v: str
-    p: str
-    i: str = ""
-
-
-class Ticker(msgspec.Struct):
-    symbol: str
-    markPrice: str | None = None
-    indexPrice: str | None = None
-    fundingRate: str | None = None
-    nextFundingTime: str | None = None
-    openInterest: str | None = None
-
-
-class Liq(msgspec.Struct):
-    T: int
-    s: str
-    S: str
-    v: str
-    p: str
-
-
-class Candle(msgspec.Struct):
-    start: int
-    end: int
-    interval: str
-    open: str
-    close: str
-    high: str
-    low: str
-    volume: str
-    turnover: str
-    confirm: bool
-    timestamp: int = 0
-
-
-class TradesFrame(msgspec.Struct):
-    ts: int
-    data: list[Trade]
-
-
-class TickerFrame(msgspec.Struct):
-    topic: str
-    data: Ticker
-    type: str = ""
-    ts: int = 0
-
-
-class KlineFrame(msgspec.Struct):
-    topic: str
-    data: list[Candle]
-
-
-class LiqFrame(msgspec.Struct):
-    topic: str
-    data: list[Liq]
-
-
-_TRADES_S = '{"topic":"publicTrade.'
-_TRADES_B = _TRADES_S.encode()
-_trades_frame = msgspec.json.Decoder(TradesFrame)
-# Every other push in Bybit's usual key order ({"topic":"<kind>.<...>",...}) is decoded in one pass too, by
-# the kind named at this offset: the envelope-then-data path decodes twice.
-_PUSH_S = '{"topic":"'
-_PUSH_B = _PUSH_S.encode()
-_KIND_AT = len(_PUSH_S)
-_push_frames: dict[str, msgspec.json.Decoder[Any]] = {
-    "tickers.": msgspec.json.Decoder(TickerFrame), "kline.1.": msgspec.json.Decoder(KlineFrame),
-    "allLiqui": msgspec.json.Decoder(LiqFrame)}  # keyed by the topic's first 8 characters
-_envelope = msgspec.json.Decoder(Envelope)
-_rows: dict[str, msgspec.json.Decoder[Any]] = {
-    "publicTrade": msgspec.json.Decoder(list[Trade]), "tickers": msgspec.json.Decoder(Ticker),
-    "allLiquidation": msgspec.json.Decoder(list[Liq]), "kline": msgspec.json.Decoder(list[Candle]),
-}
 _POSITION_TO_ORDER_SIDE = {"Buy": "SELL", "Sell": "BUY"}
 
 
@@ -230,13 +157,18 @@ class BybitDecoder:
     updates the fields it carries). A frame that cannot be used is counted in `skipped` by kind, never raised.
     """
 
-    def __init__(self, symbols: Iterable[VenueSymbol], sink: EventSink, conn_id: str = "bybit") -> None:
+    def __init__(self, symbols: Iterable[VenueSymbol], sink: EventSink, conn_id: str = "bybit",
+                 oi_gate: OpenInterestGate | None = None) -> None:
         self.symbols = {s.name: s for s in symbols}
         self.sink = sink
         self.skipped = SkipCounter(sink, conn_id)
         self.tickers: dict[str, Ticker] = {}
         self.next_funding: dict[str, int] = {}  # tickers[s].nextFundingTime as an int, parsed once
         self.venue_errors: list[str] = []
+        # The gate the sink applies to open interest (collector.feed.venue_feed.GatedSink), if any: an event it
+        # would refuse is not built (a tickers push carries open interest every time, the gate keeps one per
+        # symbol and interval).
+        self.oi_gate = oi_gate
 
     def reset(self) -> None:
         """A new connection: Bybit sends a fresh tickers snapshot after subscribing, deltas apply to it."""
@@ -244,89 +176,137 @@ class BybitDecoder:
         self.next_funding.clear()
 
     def handle(self, msg: str | bytes, receipt: float) -> None:
-        # The same shape as okx.py's handle (the duplicate finder pairs them, as it pairs the imports): each
-        # venue's frames and structs differ, and a shared skeleton would add a call to every frame.
-        # Fast path for trades (nearly every frame): one decode when Bybit's usual key order shows the topic.
-        if msg.startswith(_TRADES_B) if isinstance(msg, bytes) else msg.startswith(_TRADES_S):
-            try:
-                frame = _trades_frame.decode(msg)
-            except msgspec.DecodeError:
-                pass  # the general path below names the problem
+        """One frame: handle_batch of one."""
+        self.handle_batch((msg,), receipt)
+
+    def handle_batch(self, messages: Sequence[str | bytes], receipt: float) -> None:
+        """Every frame of one socket read, in order: one Python call per read, not per frame, as Binance's
+        FastBinanceFutures.handle_batch (bench/venue_cost.py). Pushes in Bybit's usual key order are decoded
+        in one pass; _general decodes the rest (envelope, then data), handles answers and names what is wrong,
+        and hands pushes in another key order back here, so each topic is handled by one piece of code."""
+        sink, symbols, tickers, next_funding = self.sink, self.symbols, self.tickers, self.next_funding
+        on_trade, on_kline, on_mark = sink.on_trade, sink.on_kline, sink.on_mark_price
+        oi_due = self.oi_gate.due if self.oi_gate is not None else None
+        for msg in messages:
+            if isinstance(msg, str):
+                trades = msg.startswith(TRADES_S)
+                decoder = None if trades or not msg.startswith(PUSH_S) else push_frames.get(msg[KIND_AT:KIND_AT + 8])
             else:
-                # The hottest loop of the venue, inline (bench/venue_cost.py)
+                trades = msg.startswith(TRADES_B)
+                decoder = (None if trades or not msg.startswith(PUSH_B)
+                           else push_frames_b.get(msg[KIND_AT:KIND_AT + 8]))
+            if trades:
                 try:
-                    on_trade, symbols, ts = self.sink.on_trade, self.symbols, frame.ts
+                    frame = trades_frame.decode(msg)
+                except msgspec.DecodeError:
+                    self._general(msg, receipt)  # names the problem
+                    continue
+                try:  # the hottest loop of the venue: the id is left to the pipeline (UuidTrade)
+                    ts = frame.ts
                     for r in frame.data:
                         if r.s in symbols:
-                            a = int(r.i.replace("-", "")[:16], 16) >> 1  # trade_id_of, inlined
-                            on_trade(AggTrade(ts, r.s, a, r.p, r.v, a, a, r.T, r.S == "Sell"), receipt)
+                            on_trade(UuidTrade(ts, r.s, 0, r.p, r.v, 0, 0, r.T, r.S == "Sell", r.i), receipt)
                         else:
                             self.skipped.skip("unknown_symbol", msg)
-                    return None
-                except ValueError as e:  # a trade id that is no UUID
-                    return self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
-                    return self.skipped.skip("handler_error", msg, e)
-        elif (msg.startswith(_PUSH_B) if isinstance(msg, bytes) else msg.startswith(_PUSH_S)) and self._push(msg, receipt):
-            return None
+                    self.skipped.skip("handler_error", msg, e)
+                continue
+            push: TickerFrame | KlineFrame | LiqFrame | None = None
+            if decoder is not None:
+                try:
+                    push = decoder.decode(msg)
+                except msgspec.DecodeError:
+                    pass
+            if push is None:
+                push = self._general(msg, receipt)  # another key order, an answer, or not decodable
+                if push is None:
+                    continue
+            try:
+                if type(push) is TickerFrame:
+                    d, ts = push.data, push.ts
+                    name = d.symbol
+                    if name not in symbols:
+                        self.skipped.skip("unknown_symbol", msg)
+                        continue
+                    nxt_text = d.nextFundingTime
+                    nxt = int(nxt_text) if nxt_text else 0  # a bad value is refused here (bad_number), never merged
+                    st = tickers.get(name)
+                    if st is None or push.type == "snapshot":
+                        st = tickers[name] = d
+                        next_funding[name] = nxt
+                    else:  # a delta carries the fields that changed; spelled out, not a getattr loop
+                        if d.markPrice is not None:
+                            st.markPrice = d.markPrice
+                        if d.indexPrice is not None:
+                            st.indexPrice = d.indexPrice
+                        if d.fundingRate is not None:
+                            st.fundingRate = d.fundingRate
+                        if nxt_text is not None:
+                            st.nextFundingTime = nxt_text
+                            next_funding[name] = nxt
+                        if d.openInterest is not None:
+                            st.openInterest = d.openInterest
+                    if st.markPrice is not None and st.fundingRate:
+                        on_mark(MarkPrice(ts, name, st.markPrice, st.indexPrice or NOT_GIVEN, NOT_GIVEN,
+                                          st.fundingRate, next_funding.get(name, 0)), receipt)
+                    if st.openInterest is not None and (oi_due is None or oi_due(name, ts)):
+                        sink.on_open_interest(OpenInterest(name, st.openInterest, ts), receipt)
+                elif type(push) is KlineFrame:
+                    name = push.topic[8:]  # kline.1.<symbol>
+                    if name not in symbols:
+                        self.skipped.skip("unknown_symbol", msg)
+                        continue
+                    for k in push.data:
+                        on_kline(Kline(k.timestamp, name, KlineBody(
+                            k.start, k.end, name, "1m", k.open, k.close, k.high, k.low, k.volume, NO_COUNT,
+                            k.confirm, k.turnover, NOT_GIVEN, NOT_GIVEN)), receipt)
+                else:
+                    self._liquidations(cast(LiqFrame, push).data, msg, receipt)
+            except (ValueError, KeyError) as e:
+                self.skipped.skip("bad_number" if isinstance(e, ValueError) else "unknown_side", msg, e)
+            except Exception as e:  # the sink's failure: counted like Binance's, never raised
+                self.skipped.skip("handler_error", msg, e)
+
+    def _general(self, msg: str | bytes, receipt: float) -> TickerFrame | KlineFrame | LiqFrame | None:
+        """Any frame, envelope then data: answers, pongs, other key orders, and what the one-pass paths refuse.
+        A tickers, kline.1 or allLiquidation push comes back (for handle_batch to handle), anything else is
+        handled or counted here (None)."""
         try:
-            env = _envelope.decode(msg)
+            env = envelope.decode(msg)
         except msgspec.DecodeError as e:
             kind = "invalid_frame" if isinstance(e, msgspec.ValidationError) else "malformed_json"
-            return self.skipped.skip(kind, msg, e)
+            self.skipped.skip(kind, msg, e)
+            return None
         if env.data is NO_DATA:
             if env.success is False:
                 self.venue_errors.append(env.ret_msg)
-                return self.skipped.skip("venue_error", msg)
+                self.skipped.skip("venue_error", msg)
+                return None
             if env.success:
                 return None   # subscribe acknowledgement or pong
-            return self.skipped.skip("invalid_frame", msg)
+            self.skipped.skip("invalid_frame", msg)
+            return None
         kind, _, rest = env.topic.partition(".")
-        decoder = _rows.get(kind)
+        decoder = row_decoders.get(kind)
         if decoder is None or (kind == "kline" and not rest.startswith("1.")):
-            return self.skipped.skip("unknown_channel", msg)
+            self.skipped.skip("unknown_channel", msg)
+            return None
         try:
             rows = decoder.decode(env.data)
-            if kind == "publicTrade":
-                self._trades(rows, env.ts, msg, receipt)
-            elif kind == "tickers":
-                self._tickers(rows, env.type, env.ts, msg, receipt)
-            elif kind == "allLiquidation":
-                self._liquidations(rows, msg, receipt)
-            else:
-                self._klines(rows, rest[2:], msg, receipt)
+            if kind == "tickers":
+                return TickerFrame(rows, env.type, env.ts)
+            if kind == "kline":
+                return KlineFrame(env.topic, rows)
+            if kind == "allLiquidation":
+                return LiqFrame(env.topic, rows)
+            self._trades(rows, env.ts, msg, receipt)
         except msgspec.DecodeError as e:
             self.skipped.skip("invalid_frame", msg, e)
-        except (ValueError, KeyError) as e:
-            self.skipped.skip("bad_number" if isinstance(e, ValueError) else "unknown_side", msg, e)
+        except ValueError as e:
+            self.skipped.skip("bad_number", msg, e)
         except Exception as e:  # the sink's failure: counted like Binance's, never raised
             self.skipped.skip("handler_error", msg, e)
         return None
-
-    def _push(self, msg: str | bytes, receipt: float) -> bool:
-        """A tickers, kline.1 or allLiquidation push in one decode; False: not one (or not decodable as one),
-        for the general path to handle or name."""
-        kind = (msg[_KIND_AT:_KIND_AT + 8].decode(errors="replace") if isinstance(msg, bytes)
-                else msg[_KIND_AT:_KIND_AT + 8])
-        decoder = _push_frames.get(kind)
-        if decoder is None:
-            return False
-        try:
-            push = decoder.decode(msg)
-        except msgspec.DecodeError:
-            return False
-        try:
-            if kind == "tickers.":
-                self._tickers(push.data, push.type, push.ts, msg, receipt)
-            elif kind == "kline.1.":
-                self._klines(push.data, push.topic[8:], msg, receipt)
-            else:
-                self._liquidations(push.data, msg, receipt)
-        except (ValueError, KeyError) as e:
-            self.skipped.skip("bad_number" if isinstance(e, ValueError) else "unknown_side", msg, e)
-        except Exception as e:  # the sink's failure: counted like Binance's, never raised
-            self.skipped.skip("handler_error", msg, e)
-        return True
 
     def _known(self, name: str, msg: str | bytes) -> bool:
         if name in self.symbols:
@@ -338,37 +318,7 @@ class BybitDecoder:
         on_trade = self.sink.on_trade
         for r in rows:
             if self._known(r.s, msg):
-                a = int(r.i.replace("-", "")[:16], 16) >> 1  # trade_id_of, inlined: once per trade
-                on_trade(AggTrade(ts, r.s, a, r.p, r.v, a, a, r.T, r.S == "Sell"), receipt)
-
-    def _tickers(self, d: Ticker, kind: str, ts: int, msg: str | bytes, receipt: float) -> None:
-        name = d.symbol
-        if name not in self.symbols:
-            self.skipped.skip("unknown_symbol", msg)
-            return
-        nxt_text = d.nextFundingTime
-        nxt = int(nxt_text) if nxt_text else 0  # a bad value is refused here (bad_number), never merged
-        st = self.tickers.get(name)
-        if kind == "snapshot" or st is None:
-            st = self.tickers[name] = d
-            self.next_funding[name] = nxt
-        else:  # a delta carries the fields that changed; spelled out, not a getattr loop: several a second
-            if d.markPrice is not None:
-                st.markPrice = d.markPrice
-            if d.indexPrice is not None:
-                st.indexPrice = d.indexPrice
-            if d.fundingRate is not None:
-                st.fundingRate = d.fundingRate
-            if nxt_text is not None:
-                st.nextFundingTime = nxt_text
-                self.next_funding[name] = nxt
-            if d.openInterest is not None:
-                st.openInterest = d.openInterest
-        if st.markPrice is not None and st.fundingRate:
-            self.sink.on_mark_price(MarkPrice(ts, name, st.markPrice, st.indexPrice or NOT_GIVEN, NOT_GIVEN,
-                                              st.fundingRate, self.next_funding.get(name, 0)), receipt)
-        if st.openInterest is not None:
-            self.sink.on_open_interest(OpenInterest(name, st.openInterest, ts), receipt)
+                on_trade(UuidTrade(ts, r.s, 0, r.p, r.v, 0, 0, r.T, r.S == "Sell", r.i), receipt)
 
     def _liquidations(self, rows: list[Liq], msg: str | bytes, receipt: float) -> None:
         for r in rows:
@@ -377,11 +327,3 @@ class BybitDecoder:
             order = LiquidationOrder(r.s, _POSITION_TO_ORDER_SIDE[r.S], NOT_GIVEN, NOT_GIVEN, r.v, r.p, r.p,
                                      NOT_GIVEN, r.v, r.v, r.T)
             self.sink.on_liquidation(ForceOrder(r.T, order), receipt)
-
-    def _klines(self, rows: list[Candle], name: str, msg: str | bytes, receipt: float) -> None:
-        if not self._known(name, msg):
-            return
-        for k in rows:
-            body = KlineBody(k.start, k.end, name, "1m", k.open, k.close, k.high, k.low, k.volume, NO_COUNT,
-                             k.confirm, k.turnover, NOT_GIVEN, NOT_GIVEN)
-            self.sink.on_kline(Kline(k.timestamp, name, body), receipt)

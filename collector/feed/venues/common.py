@@ -149,6 +149,30 @@ class SkipCounter:
         self.sink.on_bad_frame(kind)
 
 
+class OpenInterestGate:
+    """At most one open interest per symbol per interval: the first of each interval-aligned window.
+
+    Pure (event times in, a decision out). Windows are aligned to the epoch (00:00, 00:05, ...), so a
+    successor that sees the same pushes keeps the same one, and a restart costs at most one extra row.
+    """
+
+    def __init__(self, interval_ms: int) -> None:
+        self.interval_ms = max(1, interval_ms)
+        self.window: dict[str, int] = {}
+
+    def admit(self, symbol: str, time_ms: int) -> bool:
+        w = time_ms // self.interval_ms
+        if self.window.get(symbol, -1) >= w:
+            return False
+        self.window[symbol] = w
+        return True
+
+    def due(self, symbol: str, time_ms: int) -> bool:
+        """Whether admit would pass this open interest, without admitting it: a decoder builds the event
+        only then (most pushes fall in a window already served)."""
+        return self.window.get(symbol, -1) < time_ms // self.interval_ms
+
+
 def binance_symbol(name: str) -> VenueSymbol:
     """A Binance USDT-M perpetual (sizes in base units already) with its cross-venue name."""
     return VenueSymbol("binance", name, binance_normalized(name), ContractSize("1"))

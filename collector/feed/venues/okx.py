@@ -2,9 +2,9 @@
 
 Why: the collector's pipeline consumes collector.feed.wire's structs; this turns OKX's public WebSocket frames
 (`/ws/v5/public`: trades, funding-rate, open-interest, mark-price, liquidation-orders; `/ws/v5/business`:
-candle1m) into those structs: one msgspec decode for a trades frame in OKX's usual key order, else two
-(envelope, then the channel's rows); no Decimal, no object beyond the struct; contract sizes applied on the
-strings so amounts are base units.
+candle1m) into those structs: one msgspec decode for a push in OKX's usual key order, else two (envelope,
+then the channel's rows; the frame shapes are in venues/okx_frames); no Decimal, no object beyond the struct;
+contract sizes applied on the strings so amounts are base units.
 
 Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
 - trades -> AggTrade: a = l = tradeId, f = tradeId - count + 1. A push aggregates the `count` fills of one
@@ -27,8 +27,8 @@ Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -37,9 +37,29 @@ from collector.feed.venues.common import (
     NO_COUNT,
     NOT_GIVEN,
     ContractSize,
+    OpenInterestGate,
     SkipCounter,
     VenueSymbol,
     normalized,
+)
+from collector.feed.venues.okx_frames import (
+    CHANNEL_AT,
+    NO_DATA,
+    OI,
+    PUSH_B,
+    PUSH_S,
+    TRADES_B,
+    TRADES_S,
+    Arg,
+    Funding,
+    Liq,
+    Push,
+    Trade,
+    envelope,
+    frames,
+    frames_b,
+    row_decoders,
+    trades_frame,
 )
 from collector.feed.wire import (
     AggTrade,
@@ -112,118 +132,8 @@ def subscribe_messages(inst_ids: Iterable[str], data_types: Iterable[str],
             for path, a in args.items() if a}
 
 
-# --- wire ----------------------------------------------------------------------------------------------
-
-NO_DATA = msgspec.Raw(b"")  # the envelope of an answer (no `data`)
-
-
-class Arg(msgspec.Struct):
-    channel: str
-    instId: str = ""
-    instType: str = ""
-
-
-class Envelope(msgspec.Struct):
-    """A push (`arg` + `data`) or an answer (`event`: subscribe, unsubscribe, error)."""
-
-    arg: Arg | None = None
-    data: msgspec.Raw = NO_DATA
-    event: str = ""
-    code: str = ""
-    msg: str = ""
-
-
-class Trade(msgspec.Struct):
-    instId: str
-    tradeId: str
-    px: str
-    sz: str
-    side: str
-    ts: str
-    count: str = "1"
-
-
-class Funding(msgspec.Struct):
-    instId: str
-    fundingRate: str
-    fundingTime: str
-    ts: str
-
-
-class Mark(msgspec.Struct):
-    instId: str
-    markPx: str
-    ts: str
-
-
-class OI(msgspec.Struct):
-    instId: str
-    oi: str
-    ts: str
-
-
-class LiqDetail(msgspec.Struct):
-    side: str
-    sz: str
-    bkPx: str
-    ts: str
-
-
-class Liq(msgspec.Struct):
-    instId: str
-    details: list[LiqDetail]
-
-
-Candle = tuple[str, str, str, str, str, str, str, str, str]
-
-
-class TradesFrame(msgspec.Struct):
-    arg: Arg
-    data: list[Trade]
-
-
-class FastTrade(msgspec.Struct):
-    """Trade with the ids and times OKX sends as digit strings decoded to ints by msgspec (lax mode), for
-    the one-decode trades path; a value lax mode refuses sends the frame to the general path, which names it."""
-
-    instId: str
-    tradeId: int
-    px: str
-    sz: str
-    side: str
-    ts: int
-    count: Annotated[int, msgspec.Meta(ge=1)] = 1  # fills in the push; a count below 1 takes the general path
-
-
-class FastTradesFrame(msgspec.Struct):
-    arg: Arg
-    data: list[FastTrade]
-
-
-_TRADES_S = '{"arg":{"channel":"trades"'
-_TRADES_B = _TRADES_S.encode()
-_trades_frame = msgspec.json.Decoder(FastTradesFrame, strict=False)
-# Every other push in OKX's usual key order ({"arg":{"channel":"<name>",...},"data":[...]}) is decoded in
-# one pass too, by the channel named at this offset: the envelope-then-rows path decodes twice.
-_PUSH_S = '{"arg":{"channel":"'
-_PUSH_B = _PUSH_S.encode()
-_CHANNEL_AT = len(_PUSH_S)
-
-
-def _push(data: Any) -> msgspec.json.Decoder[Any]:
-    """A decoder of a whole push, {"arg": Arg, "data": data}."""
-    return msgspec.json.Decoder(msgspec.defstruct("Push", [("arg", Arg), ("data", data)]))
-
-
-_frames = {"candle1m": _push(list[Candle]), "mark-price": _push(list[Mark]), "open-interest": _push(list[OI]),
-           "funding-rate": _push(list[Funding])}
-
-_envelope = msgspec.json.Decoder(Envelope)
-_rows: dict[str, msgspec.json.Decoder[Any]] = {
-    "trades": msgspec.json.Decoder(list[Trade]), "funding-rate": msgspec.json.Decoder(list[Funding]),
-    "mark-price": msgspec.json.Decoder(list[Mark]), "open-interest": msgspec.json.Decoder(list[OI]),
-    "liquidation-orders": msgspec.json.Decoder(list[Liq]), "candle1m": msgspec.json.Decoder(list[Candle]),
-}
+# The channels handle_batch hands to a method (the others it handles inline).
+_OTHER_ROWS = ("funding-rate", "open-interest", "liquidation-orders")
 
 
 class _FundingState:
@@ -241,65 +151,112 @@ class OkxDecoder:
     `skipped` by kind and never raises.
     """
 
-    def __init__(self, symbols: Iterable[VenueSymbol], sink: EventSink, conn_id: str = "okx") -> None:
+    def __init__(self, symbols: Iterable[VenueSymbol], sink: EventSink, conn_id: str = "okx",
+                 oi_gate: OpenInterestGate | None = None) -> None:
         self.symbols = {s.name: s for s in symbols}
         self.sink = sink
+        # name -> its contract size's cache of conversions, read directly by the trades loop
+        self._sizes = {s.name: s.contract.converted for s in self.symbols.values()}
         self.skipped = SkipCounter(sink, conn_id)
         self.funding: dict[str, _FundingState] = {}
         self.venue_errors: list[str] = []
-        self._handlers: dict[str, Any] = {ch: getattr(self, "_" + ch.replace("-", "_")) for ch in _rows}
+        # The gate the sink applies to open interest (collector.feed.venue_feed.GatedSink), if any: an event it
+        # would refuse is not built.
+        self.oi_gate = oi_gate
+        self._handlers: dict[str, Any] = {ch: getattr(self, "_" + ch.replace("-", "_")) for ch in _OTHER_ROWS}
 
     def handle(self, msg: str | bytes, receipt: float) -> None:
-        # The same shape as bybit.py's handle (the duplicate finder pairs them, as it pairs the imports): each
-        # venue's frames and structs differ, and a shared skeleton would add a call to every frame.
-        # Fast path for trades (nearly every frame): one decode when OKX's usual key order shows the channel.
-        if msg.startswith(_TRADES_B) if isinstance(msg, bytes) else msg.startswith(_TRADES_S):
-            try:
-                frame = _trades_frame.decode(msg)
-            except msgspec.DecodeError:
-                pass  # the general path below names the problem
+        """One frame: handle_batch of one."""
+        self.handle_batch((msg,), receipt)
+
+    def handle_batch(self, messages: Sequence[str | bytes], receipt: float) -> None:
+        """Every frame of one socket read, in order: one Python call per read, not per frame, as Binance's
+        FastBinanceFutures.handle_batch (bench/venue_cost.py). Pushes in OKX's usual key order are decoded
+        in one pass; _general decodes the rest (envelope, then rows), handles answers and names what is wrong,
+        and hands pushes in another key order back here, so each channel is handled by one piece of code
+        (trades apart: the general path converts OKX's id strings itself)."""
+        sink, symbols, sizes, funding = self.sink, self.symbols, self._sizes, self.funding
+        on_trade, on_mark, on_kline = sink.on_trade, sink.on_mark_price, sink.on_kline
+        for msg in messages:
+            if isinstance(msg, str):
+                trades = msg.startswith(TRADES_S)
+                full = (None if trades or not msg.startswith(PUSH_S)
+                        else frames.get(msg[CHANNEL_AT:msg.find('"', CHANNEL_AT)]))
             else:
-                # The hottest loop of the venue, inline: ids already ints, the symbol looked up here, the
-                # size's conversion read from its cache (bench/venue_cost.py)
+                trades = msg.startswith(TRADES_B)
+                full = (None if trades or not msg.startswith(PUSH_B)
+                        else frames_b.get(msg[CHANNEL_AT:msg.find(b'"', CHANNEL_AT)]))
+            if trades:
                 try:
-                    on_trade, symbols = self.sink.on_trade, self.symbols
+                    frame = trades_frame.decode(msg)
+                except msgspec.DecodeError:
+                    self._general(msg, receipt)  # names the problem
+                    continue
+                # The hottest loop of the venue: ids and times already ints, the size's conversion read from
+                # its cache
+                try:
                     for r in frame.data:
-                        s = symbols.get(r.instId)
-                        if s is None:
+                        name = r.instId
+                        converted = sizes.get(name)
+                        if converted is None:
                             self.skipped.skip("unknown_symbol", msg)
                             continue
-                        q = s.contract.converted.get(r.sz) or s.contract.base_units(r.sz)
+                        q = converted.get(r.sz) or symbols[name].contract.base_units(r.sz)
                         tid, ts = r.tradeId, r.ts
-                        on_trade(AggTrade(ts, r.instId, tid, r.px, q, tid - r.count + 1, tid, ts, r.side == "sell"),
+                        on_trade(AggTrade(ts, name, tid, r.px, q, tid - r.count + 1, tid, ts, r.side == "sell"),
                                  receipt)
-                    return None
                 except ValueError as e:
-                    return self.skipped.skip("bad_number", msg, e)
+                    self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
-                    return self.skipped.skip("handler_error", msg, e)
-        elif msg.startswith(_PUSH_B) if isinstance(msg, bytes) else msg.startswith(_PUSH_S):
-            if isinstance(msg, bytes):
-                channel = msg[_CHANNEL_AT:msg.find(b'"', _CHANNEL_AT)].decode(errors="replace")
-            else:
-                channel = msg[_CHANNEL_AT:msg.find('"', _CHANNEL_AT)]
-            full = _frames.get(channel)
+                    self.skipped.skip("handler_error", msg, e)
+                continue
+            push: Any = None
             if full is not None:
                 try:
                     push = full.decode(msg)
                 except msgspec.DecodeError:
-                    pass  # the general path below names the problem
+                    pass
+            if push is None:
+                push = self._general(msg, receipt)  # another key order, an answer, or not decodable
+                if push is None:
+                    continue
+            try:
+                arg = push.arg
+                channel = arg.channel
+                if channel == "mark-price":  # every second per instrument
+                    for r in push.data:
+                        name = r.instId
+                        if name not in symbols:
+                            self.skipped.skip("unknown_symbol", msg)
+                            continue
+                        st = funding.get(name) or self._state(name)
+                        st.mark = r.markPx
+                        on_mark(MarkPrice(int(r.ts), name, st.mark, NOT_GIVEN, NOT_GIVEN, st.rate, st.time), receipt)
+                elif channel == "candle1m":
+                    name = arg.instId  # a candle row is a bare array: the instrument is only in `arg`
+                    if name not in symbols:
+                        self.skipped.skip("unknown_symbol", msg)
+                        continue
+                    for ts_text, o, h, lo, c, _vol, vol_ccy, vol_quote, confirm in push.data:
+                        t = int(ts_text)
+                        on_kline(Kline(t, name, KlineBody(t, t + MINUTE_MS - 1, name, "1m", o, c, h, lo, vol_ccy,
+                                                          NO_COUNT, confirm == "1", vol_quote, NOT_GIVEN, NOT_GIVEN)),
+                                 receipt)
                 else:
-                    try:
-                        self._handlers[push.arg.channel](push.data, push.arg, msg, receipt)
-                        return None
-                    except ValueError as e:
-                        return self.skipped.skip("bad_number", msg, e)
-                    except Exception as e:  # the sink's failure: counted like Binance's, never raised
-                        return self.skipped.skip("handler_error", msg, e)
+                    self._handlers[channel](push.data, arg, msg, receipt)
+            except ValueError as e:
+                self.skipped.skip("bad_number", msg, e)
+            except Exception as e:  # the sink's failure: counted like Binance's, never raised
+                self.skipped.skip("handler_error", msg, e)
+
+    def _general(self, msg: str | bytes, receipt: float) -> Any:
+        """Any frame, envelope then rows: answers, pings, other key orders, and what the one-pass paths refuse.
+        A push of any channel but trades comes back as {arg, data} (for handle_batch to handle); anything
+        else is handled or counted here (None)."""
         if msg == "pong" or msg == b"pong":
             return None
         try:
-            env = _envelope.decode(msg)
+            env = envelope.decode(msg)
         except msgspec.DecodeError as e:
             kind = "invalid_frame" if isinstance(e, msgspec.ValidationError) else "malformed_json"
             return self.skipped.skip(kind, msg, e)
@@ -314,11 +271,14 @@ class OkxDecoder:
                 return self.skipped.skip("venue_notice", msg)
             return self.skipped.skip("unknown_event" if env.event else "invalid_frame", msg)
         channel = env.arg.channel
-        decoder = _rows.get(channel)
+        decoder = row_decoders.get(channel)
         if decoder is None:
             return self.skipped.skip("unknown_channel", msg)
         try:
-            self._handlers[channel](decoder.decode(env.data), env.arg, msg, receipt)
+            rows = decoder.decode(env.data)
+            if channel != "trades":
+                return Push(env.arg, rows)
+            self._trades(rows, env.arg, msg, receipt)
         except msgspec.DecodeError as e:
             self.skipped.skip("invalid_frame", msg, e)
         except ValueError as e:
@@ -362,23 +322,14 @@ class OkxDecoder:
             st.rate, st.time = r.fundingRate, int(r.fundingTime)
             self._emit_funding(r.instId, st, int(r.ts), receipt)
 
-    def _mark_price(self, rows: list[Mark], arg: Arg, msg: str | bytes, receipt: float) -> None:
-        # every second per instrument: _symbol, _state and _emit_funding inlined (bench/venue_cost.py)
-        on_mark, symbols, funding = self.sink.on_mark_price, self.symbols, self.funding
-        for r in rows:
-            name = r.instId
-            if name not in symbols:
-                self.skipped.skip("unknown_symbol", msg)
-                continue
-            st = funding.get(name) or self._state(name)
-            st.mark = r.markPx
-            on_mark(MarkPrice(int(r.ts), name, st.mark, r=st.rate, T=st.time), receipt)
-
     def _open_interest(self, rows: list[OI], arg: Arg, msg: str | bytes, receipt: float) -> None:
+        gate = self.oi_gate
         for r in rows:
             s = self._symbol(r.instId, msg)
             if s is not None:
-                self.sink.on_open_interest(OpenInterest(r.instId, s.contract.base_units(r.oi), int(r.ts)), receipt)
+                oi, ts = s.contract.base_units(r.oi), int(r.ts)  # checked before the gate: a bad one is counted
+                if gate is None or gate.due(r.instId, ts):
+                    self.sink.on_open_interest(OpenInterest(r.instId, oi, ts), receipt)
 
     def _liquidation_orders(self, rows: list[Liq], arg: Arg, msg: str | bytes, receipt: float) -> None:
         # One subscription carries every swap's liquidations (instType SWAP): those of instruments this
@@ -393,14 +344,3 @@ class OkxDecoder:
                 order = LiquidationOrder(r.instId, d.side.upper(), NOT_GIVEN, NOT_GIVEN, qty, d.bkPx, d.bkPx,
                                          NOT_GIVEN, qty, qty, ts)
                 self.sink.on_liquidation(ForceOrder(ts, order), receipt)
-
-    def _candle1m(self, rows: list[Candle], arg: Arg, msg: str | bytes, receipt: float) -> None:
-        name = arg.instId  # a candle row is a bare array: the instrument is only in `arg`
-        if name not in self.symbols:
-            self.skipped.skip("unknown_symbol", msg)
-            return
-        on_kline = self.sink.on_kline
-        for ts, o, h, lo, c, _vol, vol_ccy, vol_quote, confirm in rows:
-            t = int(ts)
-            on_kline(Kline(t, name, KlineBody(t, t + MINUTE_MS - 1, name, "1m", o, c, h, lo, vol_ccy, NO_COUNT,
-                                              confirm == "1", vol_quote, NOT_GIVEN, NOT_GIVEN)), receipt)

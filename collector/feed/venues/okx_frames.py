@@ -1,0 +1,130 @@
+"""OKX v5 public WebSocket frames as msgspec structs, and the decoders collector.feed.venues.okx uses.
+
+Why a module of its own: the frame shapes (pushes, answers, the rows of each channel) are OKX's wire format,
+apart from what the decoder does with them; the one-pass decoders read a whole push in OKX's usual key order
+(`{"arg":{"channel":...},"data":[...]}`), the envelope decoder and the per-channel row decoders everything
+else. venue_history decodes OKX's REST fills with `Trade` too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+NO_DATA = msgspec.Raw(b"")  # the envelope of an answer (no `data`)
+
+
+class Arg(msgspec.Struct):
+    channel: str
+    instId: str = ""
+    instType: str = ""
+
+
+class Envelope(msgspec.Struct):
+    """A push (`arg` + `data`) or an answer (`event`: subscribe, unsubscribe, error)."""
+
+    arg: Arg | None = None
+    data: msgspec.Raw = NO_DATA
+    event: str = ""
+    code: str = ""
+    msg: str = ""
+
+
+class Trade(msgspec.Struct):
+    instId: str
+    tradeId: str
+    px: str
+    sz: str
+    side: str
+    ts: str
+    count: str = "1"
+
+
+class Funding(msgspec.Struct):
+    instId: str
+    fundingRate: str
+    fundingTime: str
+    ts: str
+
+
+class Mark(msgspec.Struct):
+    instId: str
+    markPx: str
+    ts: str
+
+
+class OI(msgspec.Struct):
+    instId: str
+    oi: str
+    ts: str
+
+
+class LiqDetail(msgspec.Struct):
+    side: str
+    sz: str
+    bkPx: str
+    ts: str
+
+
+class Liq(msgspec.Struct):
+    instId: str
+    details: list[LiqDetail]
+
+
+Candle = tuple[str, str, str, str, str, str, str, str, str]
+
+
+class FastTrade(msgspec.Struct):
+    """Trade with the ids and times OKX sends as digit strings decoded to ints by msgspec (lax mode), for
+    the one-decode trades path; a value lax mode refuses sends the frame to the general path, which names it."""
+
+    instId: str
+    tradeId: int
+    px: str
+    sz: str
+    side: str
+    ts: int
+    count: Annotated[int, msgspec.Meta(ge=1)] = 1  # fills in the push; a count below 1 takes the general path
+
+
+class FastTradesFrame(msgspec.Struct):
+    """A trades push for the one-decode path. `arg` is not decoded (bench/venue_cost.py: ~0.1 us of a frame):
+    the channel is known from the prefix matched, and every trade names its instrument."""
+
+    data: list[FastTrade]
+
+
+TRADES_S = '{"arg":{"channel":"trades"'
+TRADES_B = TRADES_S.encode()
+trades_frame = msgspec.json.Decoder(FastTradesFrame, strict=False)
+# Every other push in OKX's usual key order ({"arg":{"channel":"<name>",...},"data":[...]}) is decoded in
+# one pass too, by the channel named at this offset: the envelope-then-rows path decodes twice.
+PUSH_S = '{"arg":{"channel":"'
+PUSH_B = PUSH_S.encode()
+CHANNEL_AT = len(PUSH_S)
+
+
+def push_decoder(data: Any) -> msgspec.json.Decoder[Any]:
+    """A decoder of a whole push, {"arg": Arg, "data": data}."""
+    return msgspec.json.Decoder(msgspec.defstruct("WholePush", [("arg", Arg), ("data", data)]))
+
+
+frames = {"candle1m": push_decoder(list[Candle]), "mark-price": push_decoder(list[Mark]),
+          "open-interest": push_decoder(list[OI]), "funding-rate": push_decoder(list[Funding])}
+frames_b = {k.encode(): v for k, v in frames.items()}  # the same, for a binary frame
+
+
+class Push(msgspec.Struct):
+    """A push the general path decoded (envelope, then rows), as the one-pass decoders give it."""
+
+    arg: Arg
+    data: Any
+
+
+envelope = msgspec.json.Decoder(Envelope)
+row_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    "trades": msgspec.json.Decoder(list[Trade]), "funding-rate": msgspec.json.Decoder(list[Funding]),
+    "mark-price": msgspec.json.Decoder(list[Mark]), "open-interest": msgspec.json.Decoder(list[OI]),
+    "liquidation-orders": msgspec.json.Decoder(list[Liq]), "candle1m": msgspec.json.Decoder(list[Candle]),
+}
