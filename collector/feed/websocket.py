@@ -4,8 +4,7 @@ Why: at 50,000 frames/s a worker spent ~43% of its CPU in the pure-Python `webso
 its per-message futures and queue, and cryptofeed's async-generator-per-message read loop. picows parses
 frames in Cython straight out of one reusable receive buffer and calls back once per frame; this module
 turns those callbacks into *batches* -- every message that arrived in one socket read, stamped with that
-read's time -- so the consumer wakes once per read instead of once per message; after a small read the
-socket rests briefly (READ_REST_S), so that at low rates one read takes many frames.
+read's time -- so the consumer wakes once per read instead of once per message.
 
 `PicowsConnection` has the interface of `collector.feed.cryptofeed_adapter.WSConnection` (cryptofeed's AsyncConnection:
 `_open()`, `read()`, `write()`, `close()`, `is_open`, `stats`, `last_message`, `received`), so stock
@@ -62,13 +61,6 @@ CLOSE_TIMEOUT = 2.0
 # more than one batch, so a consumer that keeps up never triggers it.
 QUEUE_PAUSE_MESSAGES = 16_384
 QUEUE_RESUME_MESSAGES = 4_096
-# Read coalescing: after a read of fewer than READ_REST_BELOW messages the socket is not read for READ_REST_S
-# (the kernel buffers), so each wake-up (epoll, recv, the consumer task, context switches) carries more
-# frames: at 1,260 aggTrades/s on 8 workers, ~28 wake-ups/s per worker instead of 60-100 (bench/README).
-# A message waits at most READ_REST_S more; after a read of READ_REST_BELOW or more (high rates, where the
-# per-read cost is already shared) there is no rest and no added latency. 0 disables it.
-READ_REST_S = 0.04
-READ_REST_BELOW = 32
 # Close codes after which the server's close counts as orderly (read() ends without an exception), as
 # websockets treats them (ConnectionClosedOK).
 NORMAL_CLOSE_CODES = frozenset({WSCloseCode.OK.value, WSCloseCode.GOING_AWAY.value, WSCloseCode.NO_INFO.value})
@@ -91,20 +83,17 @@ class _Session(WSListener):
     the next one when the connection object is reused for a reconnect.
     """
 
-    def __init__(self, conn: PicowsConnection, max_message: int | None, rest_s: float = READ_REST_S) -> None:
+    def __init__(self, conn: PicowsConnection, max_message: int | None) -> None:
         super().__init__()
         self.conn = conn
         self.max_message = max_message
-        self.rest_s = rest_s
         self.transport: WSTransport | None = None
         self.pending: list[str | bytes] = []
         self.queue: deque[Batch] = deque()
         self.queued = 0
         self.paused = False  # by our own queue bound (QUEUE_PAUSE_MESSAGES)
         self.held = conn.reading_paused  # by back-pressure (PicowsConnection.pause_reading): outlasts the queue
-        self.resting = False  # by read coalescing (READ_REST_S): a short rest after a small read
-        self.rest_timer: asyncio.TimerHandle | None = None
-        self.reading = True  # the socket's state: read unless paused, held or resting
+        self.reading = True  # the socket's state: read unless paused or held
         self.waiter: asyncio.Future[None] | None = None
         self.frag: list[bytes] | None = None
         self.frag_type = _TEXT
@@ -127,10 +116,7 @@ class _Session(WSListener):
         else:
             self._other_frame(transport, frame)
         if frame.last_in_buffer:
-            n = len(self.pending)
             self._flush()
-            if 0 < n < READ_REST_BELOW and self.rest_s > 0 and not self.resting and not self.done:
-                self._rest()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.pending:
@@ -145,9 +131,6 @@ class _Session(WSListener):
                 if code not in NORMAL_CLOSE_CODES:
                     self.error = f"server closed with {code} {recv.reason!r}"
         self.done = True
-        if self.rest_timer is not None:
-            self.rest_timer.cancel()
-            self.rest_timer = None
         self._wake()
 
     # -- the uncommon frames -------------------------------------------------------------------------
@@ -226,26 +209,14 @@ class _Session(WSListener):
             self.paused = False
             self._sync_reading()
 
-    def _rest(self) -> None:
-        """Stop reading for rest_s: what arrives meanwhile is taken by one read (see READ_REST_S)."""
-        self.resting = True
-        self._sync_reading()
-        self.rest_timer = asyncio.get_running_loop().call_later(self.rest_s, self._rested)
-
-    def _rested(self) -> None:
-        self.rest_timer = None
-        self.resting = False
-        self._sync_reading()
-
     def hold(self, on: bool) -> None:
         self.held = on
         self._sync_reading()
 
     def _sync_reading(self) -> None:
-        """Read the socket unless the queue is over its bound, back-pressure holds it or it rests; any reason
-        alone keeps it paused, so the queue draining or a rest ending never resumes a connection that
-        back-pressure stopped."""
-        want = not (self.paused or self.held or self.resting)
+        """Read the socket unless the queue is over its bound or back-pressure holds it; either reason alone
+        keeps it paused, so the queue draining never resumes a connection that back-pressure stopped."""
+        want = not (self.paused or self.held)
         t = self.transport
         if want != self.reading and t is not None and not t.is_disconnected:
             (t.underlying_transport.resume_reading if want else t.underlying_transport.pause_reading)()
@@ -287,7 +258,6 @@ class PicowsConnection(ConnectionBase):
         self.ws_kwargs = kwargs
         self._session: _Session | None = None
         self.reading_paused = False  # back-pressure: see pause_reading()
-        self.read_rest_s = READ_REST_S  # read coalescing; 0 reads every arrival at once
         self.resumed_at = 0.0  # time.time() of the last resume_reading(): the watchdog counts silence from it
 
     def pause_reading(self) -> None:
@@ -322,7 +292,7 @@ class PicowsConnection(ConnectionBase):
             ssl_context = ssl.create_default_context()
         # Counters first: frames that arrive with the handshake response are counted by the new session.
         self.session_started()
-        session = _Session(self, max_size if isinstance(max_size, int) else None, self.read_rest_s)
+        session = _Session(self, max_size if isinstance(max_size, int) else None)
         log.debug("%s: connecting to %s", self.id, self.address)
         async with asyncio.timeout(float(kw.get("open_timeout") or OPEN_TIMEOUT)):  # type: ignore[arg-type]
             transport, _ = await ws_connect(

@@ -286,42 +286,6 @@ def test_protocol_violation_raises_connection_closed() -> None:
         asyncio.run(main())
 
 
-def _trickle(n: int, every_s: float) -> Callable[[WSTransport], None]:
-    """One small text frame every `every_s` (the real market: frames arrive one by one), then a close."""
-    def steps(t: WSTransport) -> None:
-        loop = asyncio.get_running_loop()
-        for i in range(n):
-            loop.call_later(i * every_s, t.send, WSMsgType.TEXT, str(i).encode())
-        loop.call_later(n * every_s + 0.2, t.send_close, WSCloseCode.OK)
-    return steps
-
-
-def _batches_of(rest_s: float) -> list[list[str | bytes]]:
-    async def main() -> list[list[str | bytes]]:
-        server, port, _ = await _serve(_trickle(40, 0.01))
-        async with server:
-            conn = PicowsConnection(f"ws://127.0.0.1:{port}/x", "T", **OPTIONS)
-            conn.read_rest_s = rest_s
-            await conn._open()
-            try:
-                return [list(msgs) async for _, msgs in conn.read_batches()]
-            finally:
-                await conn.close()
-
-    return asyncio.run(main())
-
-
-def test_a_small_read_rests_the_socket_so_the_next_read_takes_what_arrived_meanwhile() -> None:
-    # 40 frames 10 ms apart: without resting nearly every frame is a read of its own; resting 100 ms after
-    # each small read, the ~400 ms take one read per ~100 ms. Nothing is lost or reordered either way.
-    rested = _batches_of(0.1)
-    assert [m for b in rested for m in b] == [str(i) for i in range(40)]
-    assert len(rested) <= 8, [len(b) for b in rested]
-    eager = _batches_of(0.0)
-    assert [m for b in eager for m in b] == [str(i) for i in range(40)]
-    assert len(eager) >= 20, [len(b) for b in eager]
-
-
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
