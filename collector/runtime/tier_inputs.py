@@ -24,7 +24,8 @@ def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[
     A symbol may map to several slots (e.g. its old and new owner's while it moves between workers): their
     images are merged with SymbolActivity.merge, which equals one process having seen both streams. Slots
     never written or stale (owner died mid-write) are skipped; a symbol without any readable slot gets
-    EMPTY_SUMMARY, which compute_tiers ranks as trade-less.
+    EMPTY_SUMMARY, which compute_tiers ranks as trade-less. The slots' pages are unmapped from this
+    process's view afterwards (StatsBlock.release_symbol_pages).
     """
     out: dict[str, Summary] = {}
     for symbol, slots in symbol_slots.items():
@@ -43,6 +44,7 @@ def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[
             else:
                 merged.merge(act)
         out[symbol] = EMPTY_SUMMARY if merged is None else merged.summary(now_ms, quantile)
+    block.release_symbol_pages()  # read once a day: not worth keeping mapped (StatsBlock says why)
     return out
 
 
