@@ -11,7 +11,9 @@ each time, so a restarted worker shows up) and for the PostgreSQL server's tree:
 
 - CPU: utime+stime from /proc/<pid>/stat; the plot and table show cores = CPU-seconds per interval / wall
   seconds per interval, summed per role (workers summed);
-- PSS: `Pss:` from /proc/<pid>/smaps_rollup, summed per role.
+- PSS: `Pss:` from /proc/<pid>/smaps_rollup, summed per role; RSS and private (clean + dirty) beside it in the
+  JSON, so a PSS step can be told apart from memory allocated (pages shared among more or fewer processes);
+- the 1-minute load average (the machine may be shared: say how busy it was).
 
 Reported: **PSS growth after the settle time** (`--settle`, default 600 s = the first 10 minutes) = (total
 PSS at the last sample - total PSS at the first sample at or after the settle time) / the latter, in %;
@@ -63,13 +65,28 @@ def sample(sup_pid: int, postmaster: int) -> dict:
     procs = {}
     for pid in common.process_tree(sup_pid):
         with contextlib.suppress(OSError):
-            procs[pid] = {"role": role(pid), "cpu_s": common.cpu_seconds(pid), "pss_kb": common.pss_kb(pid)}
+            procs[pid] = {"role": role(pid), "cpu_s": common.cpu_seconds(pid), **smaps_kb(pid)}
     pg_cpu, pg_pss = 0.0, 0
     for pid in common.process_tree(postmaster):
         with contextlib.suppress(OSError):
             pg_cpu += common.cpu_seconds(pid)
             pg_pss += common.pss_kb(pid)
-    return {"t": time.monotonic(), "procs": procs, "pg_cpu_s": pg_cpu, "pg_pss_kb": pg_pss}
+    return {"t": time.monotonic(), "procs": procs, "pg_cpu_s": pg_cpu, "pg_pss_kb": pg_pss,
+            "load1": os.getloadavg()[0]}
+
+
+def smaps_kb(pid: int) -> dict[str, int]:
+    """PSS, RSS and private (clean + dirty) kB from /proc/<pid>/smaps_rollup: a PSS step with RSS and private
+    flat is pages shared differently (another process mapping or dropping them), not memory allocated."""
+    out = {"pss_kb": 0, "rss_kb": 0, "private_kb": 0}
+    with open(f"/proc/{pid}/smaps_rollup") as fp:
+        for line in fp:
+            key, _, rest = line.partition(":")
+            if key in ("Pss", "Rss"):
+                out[f"{key.lower()}_kb"] = int(rest.split()[0])
+            elif key in ("Private_Clean", "Private_Dirty"):
+                out["private_kb"] += int(rest.split()[0])
+    return out
 
 
 def _group(r: str) -> str:
@@ -77,19 +94,25 @@ def _group(r: str) -> str:
 
 
 def series(samples: list[dict]) -> list[dict]:
-    """Per interval: elapsed s (at its end), cores and PSS MB per role group, totals, PostgreSQL's cores."""
+    """Per interval: elapsed s (at its end), cores, PSS, RSS and private MB per role group, totals, PostgreSQL's
+    cores, the load average."""
     out = []
     t0 = samples[0]["t"]
     for a, b in zip(samples, samples[1:], strict=False):
         dt = b["t"] - a["t"]
         cores: dict[str, float] = {}
         pss: dict[str, float] = {}
+        rss: dict[str, float] = {}
+        private: dict[str, float] = {}
         for pid, p in b["procs"].items():
             g = _group(p["role"])
             # a process born in the interval (a restart) is charged all its CPU
             cores[g] = cores.get(g, 0.0) + (p["cpu_s"] - a["procs"].get(pid, {}).get("cpu_s", 0.0)) / dt
             pss[g] = pss.get(g, 0.0) + p["pss_kb"] / 1024
-        out.append({"elapsed_s": round(b["t"] - t0, 1), "cores": cores, "pss_mb": pss,
+            rss[g] = rss.get(g, 0.0) + p.get("rss_kb", 0) / 1024
+            private[g] = private.get(g, 0.0) + p.get("private_kb", 0) / 1024
+        out.append({"elapsed_s": round(b["t"] - t0, 1), "cores": cores, "pss_mb": pss, "rss_mb": rss,
+                    "private_mb": private, "load1": b.get("load1"),
                     "total_cores": sum(cores.values()), "total_pss_mb": sum(pss.values()),
                     "pg_cores": (b["pg_cpu_s"] - a["pg_cpu_s"]) / dt, "pg_pss_mb": b["pg_pss_kb"] / 1024})
     return out
@@ -105,7 +128,14 @@ def growth(points: list[dict], settle_s: float) -> dict:
             "pss_at_settle_mb": first["total_pss_mb"], "pss_end_mb": last["total_pss_mb"],
             "from_s": first["elapsed_s"], "to_s": last["elapsed_s"],
             "mean_cores_after_settle": sum(p["total_cores"] for p in after) / len(after),
-            "mean_pg_cores_after_settle": sum(p["pg_cores"] for p in after) / len(after)}
+            "mean_pg_cores_after_settle": sum(p["pg_cores"] for p in after) / len(after),
+            "load1_range": _load_range(points)}
+
+
+def _load_range(points: list[dict]) -> tuple[float, float] | None:
+    """(min, max) of the 1-minute load average over the session: the machine is shared, so say how busy."""
+    loads = [p["load1"] for p in points if p.get("load1") is not None]
+    return (min(loads), max(loads)) if loads else None
 
 
 def plot(points: list[dict], title: str, path: Path, settle_s: float) -> None:
@@ -222,7 +252,7 @@ def main() -> None:
         print(f"  PSS growth after {a.settle:.0f} s: {g['pss_growth_pct']:+.2f}% ({g['pss_at_settle_mb']:.1f} MB at "
               f"{g['from_s']:.0f} s -> {g['pss_end_mb']:.1f} MB at {g['to_s']:.0f} s; target < "
               f"{TARGET_GROWTH_PCT}%); mean CPU after settle {g['mean_cores_after_settle']:.4f} cores, "
-              f"PostgreSQL {g['mean_pg_cores_after_settle']:.4f}")
+              f"PostgreSQL {g['mean_pg_cores_after_settle']:.4f}; 1-min load average {g['load1_range']}")
     e = r["exact"]
     print(f"  exact count: {e['checks']} (trades rows {e['db_trades']}, kept {e['kept_trades']}, received "
           f"{e['received_trades']}, sent {e['sent_trades']}); supervisor exit {r['exit_code']}")
