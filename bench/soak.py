@@ -11,11 +11,12 @@ each time, so a restarted worker shows up) and for the PostgreSQL server's tree:
 
 - CPU: utime+stime from /proc/<pid>/stat; the plot and table show cores = CPU-seconds per interval / wall
   seconds per interval, summed per role (workers summed);
-- PSS: `Pss:` from /proc/<pid>/smaps_rollup, summed per role; RSS, Private_Dirty and Shared_Clean beside it
-  in the JSON. A process's PSS also moves when processes outside the tree start or stop mapping the same
-  files (the python binary, shared libraries: every Python process on a shared machine maps them), which
-  shows as Shared_Clean falling while Private_Dirty stays flat; Private_Dirty (the heap, COW copies, shm
-  pages only it maps) is the figure no other process moves, so its growth is reported too;
+- PSS: `Pss:` from /proc/<pid>/smaps_rollup, summed per role; RSS, Private_Dirty and Pss_File beside it in
+  the JSON. A process's PSS also moves when processes outside the tree start or stop mapping the same files
+  (the python binary, shared libraries: every Python process on a shared machine maps them): that is
+  Pss_File, while anonymous and shared-memory pages are shared within the tree only. So two more growth
+  figures are reported: PSS without Pss_File, and Private_Dirty (heap, copy-on-write copies, shm pages only
+  that process maps), which no other process moves;
 - the 1-minute load average (the machine may be shared: say how busy it was).
 
 Reported: **PSS growth after the settle time** (`--settle`, default 600 s = the first 10 minutes) = (total
@@ -79,10 +80,10 @@ def sample(sup_pid: int, postmaster: int) -> dict:
 
 
 def smaps_kb(pid: int) -> dict[str, int]:
-    """PSS, RSS, Private_Dirty and Shared_Clean kB from /proc/<pid>/smaps_rollup: a PSS step with RSS and
+    """PSS, RSS, Private_Dirty and Pss_File kB from /proc/<pid>/smaps_rollup: a PSS step with RSS and
     Private_Dirty flat is pages shared differently (another process mapping or dropping them), not memory
     allocated."""
-    keys = {"Pss": "pss_kb", "Rss": "rss_kb", "Private_Dirty": "dirty_kb", "Shared_Clean": "shared_clean_kb"}
+    keys = {"Pss": "pss_kb", "Rss": "rss_kb", "Private_Dirty": "dirty_kb", "Pss_File": "pss_file_kb"}
     out = dict.fromkeys(keys.values(), 0)
     with open(f"/proc/{pid}/smaps_rollup") as fp:
         for line in fp:
@@ -105,7 +106,7 @@ def series(samples: list[dict]) -> list[dict]:
         dt = b["t"] - a["t"]
         cores: dict[str, float] = {}
         pss: dict[str, float] = {}
-        extra: dict[str, dict[str, float]] = {"rss_mb": {}, "dirty_mb": {}, "shared_clean_mb": {}}
+        extra: dict[str, dict[str, float]] = {"rss_mb": {}, "dirty_mb": {}, "pss_file_mb": {}}
         for pid, p in b["procs"].items():
             g = _group(p["role"])
             # a process born in the interval (a restart) is charged all its CPU
@@ -114,7 +115,9 @@ def series(samples: list[dict]) -> list[dict]:
             for k, d in extra.items():
                 d[g] = d.get(g, 0.0) + p.get(k.replace("_mb", "_kb"), 0) / 1024
         out.append({"elapsed_s": round(b["t"] - t0, 1), "cores": cores, "pss_mb": pss, **extra,
-                    "total_dirty_mb": sum(extra["dirty_mb"].values()), "load1": b.get("load1"),
+                    "total_dirty_mb": sum(extra["dirty_mb"].values()),
+                    "total_pss_no_file_mb": sum(pss.values()) - sum(extra["pss_file_mb"].values()),
+                    "load1": b.get("load1"),
                     "total_cores": sum(cores.values()), "total_pss_mb": sum(pss.values()),
                     "pg_cores": (b["pg_cpu_s"] - a["pg_cpu_s"]) / dt, "pg_pss_mb": b["pg_pss_kb"] / 1024})
     return out
@@ -131,8 +134,10 @@ def growth(points: list[dict], settle_s: float) -> dict:
             "from_s": first["elapsed_s"], "to_s": last["elapsed_s"],
             "mean_cores_after_settle": sum(p["total_cores"] for p in after) / len(after),
             "mean_pg_cores_after_settle": sum(p["pg_cores"] for p in after) / len(after),
-            "dirty_growth_pct": 100 * (last["total_dirty_mb"] - first["total_dirty_mb"]) / first["total_dirty_mb"],
+            **{f"{name}_growth_pct": 100 * (last[key] - first[key]) / first[key]
+               for name, key in (("dirty", "total_dirty_mb"), ("pss_no_file", "total_pss_no_file_mb"))},
             "dirty_at_settle_mb": first["total_dirty_mb"], "dirty_end_mb": last["total_dirty_mb"],
+            "pss_no_file_at_settle_mb": first["total_pss_no_file_mb"], "pss_no_file_end_mb": last["total_pss_no_file_mb"],
             "load1_range": _load_range(points)}
 
 
@@ -257,8 +262,9 @@ def main() -> None:
               f"{g['from_s']:.0f} s -> {g['pss_end_mb']:.1f} MB at {g['to_s']:.0f} s; target < "
               f"{TARGET_GROWTH_PCT}%); mean CPU after settle {g['mean_cores_after_settle']:.4f} cores, "
               f"PostgreSQL {g['mean_pg_cores_after_settle']:.4f}; 1-min load average {g['load1_range']}")
-        print(f"  Private_Dirty growth after {a.settle:.0f} s: {g['dirty_growth_pct']:+.2f}% "
-              f"({g['dirty_at_settle_mb']:.1f} -> {g['dirty_end_mb']:.1f} MB)")
+        print(f"  without file-backed pages (PSS - Pss_File): {g['pss_no_file_growth_pct']:+.2f}% "
+              f"({g['pss_no_file_at_settle_mb']:.1f} -> {g['pss_no_file_end_mb']:.1f} MB); Private_Dirty "
+              f"{g['dirty_growth_pct']:+.2f}% ({g['dirty_at_settle_mb']:.1f} -> {g['dirty_end_mb']:.1f} MB)")
     e = r["exact"]
     print(f"  exact count: {e['checks']} (trades rows {e['db_trades']}, kept {e['kept_trades']}, received "
           f"{e['received_trades']}, sent {e['sent_trades']}); supervisor exit {r['exit_code']}")
