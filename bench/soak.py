@@ -11,7 +11,13 @@ each time, so a restarted worker shows up) and for the PostgreSQL server's tree:
 
 - CPU: utime+stime from /proc/<pid>/stat; the plot and table show cores = CPU-seconds per interval / wall
   seconds per interval, summed per role (workers summed);
-- PSS: `Pss:` from /proc/<pid>/smaps_rollup, summed per role.
+- PSS: `Pss:` from /proc/<pid>/smaps_rollup, summed per role; RSS, Private_Dirty and Pss_File beside it in
+  the JSON. A process's PSS also moves when processes outside the tree start or stop mapping the same files
+  (the python binary, shared libraries: every Python process on a shared machine maps them): that is
+  Pss_File, while anonymous and shared-memory pages are shared within the tree only. So two more growth
+  figures are reported: PSS without Pss_File, and Private_Dirty (heap, copy-on-write copies, shm pages only
+  that process maps), which no other process moves;
+- the 1-minute load average (the machine may be shared: say how busy it was).
 
 Reported: **PSS growth after the settle time** (`--settle`, default 600 s = the first 10 minutes) = (total
 PSS at the last sample - total PSS at the first sample at or after the settle time) / the latter, in %;
@@ -63,13 +69,28 @@ def sample(sup_pid: int, postmaster: int) -> dict:
     procs = {}
     for pid in common.process_tree(sup_pid):
         with contextlib.suppress(OSError):
-            procs[pid] = {"role": role(pid), "cpu_s": common.cpu_seconds(pid), "pss_kb": common.pss_kb(pid)}
+            procs[pid] = {"role": role(pid), "cpu_s": common.cpu_seconds(pid), **smaps_kb(pid)}
     pg_cpu, pg_pss = 0.0, 0
     for pid in common.process_tree(postmaster):
         with contextlib.suppress(OSError):
             pg_cpu += common.cpu_seconds(pid)
             pg_pss += common.pss_kb(pid)
-    return {"t": time.monotonic(), "procs": procs, "pg_cpu_s": pg_cpu, "pg_pss_kb": pg_pss}
+    return {"t": time.monotonic(), "procs": procs, "pg_cpu_s": pg_cpu, "pg_pss_kb": pg_pss,
+            "load1": os.getloadavg()[0]}
+
+
+def smaps_kb(pid: int) -> dict[str, int]:
+    """PSS, RSS, Private_Dirty and Pss_File kB from /proc/<pid>/smaps_rollup: a PSS step with RSS and
+    Private_Dirty flat is pages shared differently (another process mapping or dropping them), not memory
+    allocated."""
+    keys = {"Pss": "pss_kb", "Rss": "rss_kb", "Private_Dirty": "dirty_kb", "Pss_File": "pss_file_kb"}
+    out = dict.fromkeys(keys.values(), 0)
+    with open(f"/proc/{pid}/smaps_rollup") as fp:
+        for line in fp:
+            key, _, rest = line.partition(":")
+            if key in keys:
+                out[keys[key]] = int(rest.split()[0])
+    return out
 
 
 def _group(r: str) -> str:
@@ -77,19 +98,26 @@ def _group(r: str) -> str:
 
 
 def series(samples: list[dict]) -> list[dict]:
-    """Per interval: elapsed s (at its end), cores and PSS MB per role group, totals, PostgreSQL's cores."""
+    """Per interval: elapsed s (at its end), cores, PSS, RSS, Private_Dirty and Shared_Clean MB per role group,
+    totals, PostgreSQL's cores, the load average."""
     out = []
     t0 = samples[0]["t"]
     for a, b in zip(samples, samples[1:], strict=False):
         dt = b["t"] - a["t"]
         cores: dict[str, float] = {}
         pss: dict[str, float] = {}
+        extra: dict[str, dict[str, float]] = {"rss_mb": {}, "dirty_mb": {}, "pss_file_mb": {}}
         for pid, p in b["procs"].items():
             g = _group(p["role"])
             # a process born in the interval (a restart) is charged all its CPU
             cores[g] = cores.get(g, 0.0) + (p["cpu_s"] - a["procs"].get(pid, {}).get("cpu_s", 0.0)) / dt
             pss[g] = pss.get(g, 0.0) + p["pss_kb"] / 1024
-        out.append({"elapsed_s": round(b["t"] - t0, 1), "cores": cores, "pss_mb": pss,
+            for k, d in extra.items():
+                d[g] = d.get(g, 0.0) + p.get(k.replace("_mb", "_kb"), 0) / 1024
+        out.append({"elapsed_s": round(b["t"] - t0, 1), "cores": cores, "pss_mb": pss, **extra,
+                    "total_dirty_mb": sum(extra["dirty_mb"].values()),
+                    "total_pss_no_file_mb": sum(pss.values()) - sum(extra["pss_file_mb"].values()),
+                    "load1": b.get("load1"),
                     "total_cores": sum(cores.values()), "total_pss_mb": sum(pss.values()),
                     "pg_cores": (b["pg_cpu_s"] - a["pg_cpu_s"]) / dt, "pg_pss_mb": b["pg_pss_kb"] / 1024})
     return out
@@ -105,7 +133,18 @@ def growth(points: list[dict], settle_s: float) -> dict:
             "pss_at_settle_mb": first["total_pss_mb"], "pss_end_mb": last["total_pss_mb"],
             "from_s": first["elapsed_s"], "to_s": last["elapsed_s"],
             "mean_cores_after_settle": sum(p["total_cores"] for p in after) / len(after),
-            "mean_pg_cores_after_settle": sum(p["pg_cores"] for p in after) / len(after)}
+            "mean_pg_cores_after_settle": sum(p["pg_cores"] for p in after) / len(after),
+            **{f"{name}_growth_pct": 100 * (last[key] - first[key]) / first[key]
+               for name, key in (("dirty", "total_dirty_mb"), ("pss_no_file", "total_pss_no_file_mb"))},
+            "dirty_at_settle_mb": first["total_dirty_mb"], "dirty_end_mb": last["total_dirty_mb"],
+            "pss_no_file_at_settle_mb": first["total_pss_no_file_mb"], "pss_no_file_end_mb": last["total_pss_no_file_mb"],
+            "load1_range": _load_range(points)}
+
+
+def _load_range(points: list[dict]) -> tuple[float, float] | None:
+    """(min, max) of the 1-minute load average over the session: the machine is shared, so say how busy."""
+    loads = [p["load1"] for p in points if p.get("load1") is not None]
+    return (min(loads), max(loads)) if loads else None
 
 
 def plot(points: list[dict], title: str, path: Path, settle_s: float) -> None:
@@ -222,7 +261,10 @@ def main() -> None:
         print(f"  PSS growth after {a.settle:.0f} s: {g['pss_growth_pct']:+.2f}% ({g['pss_at_settle_mb']:.1f} MB at "
               f"{g['from_s']:.0f} s -> {g['pss_end_mb']:.1f} MB at {g['to_s']:.0f} s; target < "
               f"{TARGET_GROWTH_PCT}%); mean CPU after settle {g['mean_cores_after_settle']:.4f} cores, "
-              f"PostgreSQL {g['mean_pg_cores_after_settle']:.4f}")
+              f"PostgreSQL {g['mean_pg_cores_after_settle']:.4f}; 1-min load average {g['load1_range']}")
+        print(f"  without file-backed pages (PSS - Pss_File): {g['pss_no_file_growth_pct']:+.2f}% "
+              f"({g['pss_no_file_at_settle_mb']:.1f} -> {g['pss_no_file_end_mb']:.1f} MB); Private_Dirty "
+              f"{g['dirty_growth_pct']:+.2f}% ({g['dirty_at_settle_mb']:.1f} -> {g['dirty_end_mb']:.1f} MB)")
     e = r["exact"]
     print(f"  exact count: {e['checks']} (trades rows {e['db_trades']}, kept {e['kept_trades']}, received "
           f"{e['received_trades']}, sent {e['sent_trades']}); supervisor exit {r['exit_code']}")

@@ -24,9 +24,11 @@ def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[
     A symbol may map to several slots (e.g. its old and new owner's while it moves between workers): their
     images are merged with SymbolActivity.merge, which equals one process having seen both streams. Slots
     never written or stale (owner died mid-write) are skipped; a symbol without any readable slot gets
-    EMPTY_SUMMARY, which compute_tiers ranks as trade-less.
+    EMPTY_SUMMARY, which compute_tiers ranks as trade-less. The written slots' pages are unmapped from
+    this process's view afterwards (StatsBlock.release_symbol_pages).
     """
     out: dict[str, Summary] = {}
+    read: list[int] = []
     for symbol, slots in symbol_slots.items():
         merged: SymbolActivity | None = None
         for index in _as_indices(slots):
@@ -37,12 +39,15 @@ def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[
                 continue
             if reading is None:
                 continue
+            read.append(index)
             act = SymbolActivity.from_bytes(reading.data)
             if merged is None:
                 merged = act
             else:
                 merged.merge(act)
         out[symbol] = EMPTY_SUMMARY if merged is None else merged.summary(now_ms, quantile)
+    if read:  # read once a day: not worth keeping mapped (StatsBlock.release_symbol_pages says why)
+        block.release_symbol_pages(min(read), max(read))
     return out
 
 
