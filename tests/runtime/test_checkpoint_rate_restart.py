@@ -34,9 +34,11 @@ from collector.transport.link import WriterLink
 INST = "BTC-USDT-SWAP"
 KEY = key("okx", INST)
 EIGHT_H = 8 * 3600_000
-# The last settlement before now: a fresh start loads a rate only before its settlement by the wall clock
-# (checkpoints.load), so the market here is the current funding period's first minutes.
-T0 = int(time.time() * 1000) // EIGHT_H * EIGHT_H
+# A fresh start loads a rate only before its settlement by the wall clock (checkpoints.load), so the market
+# here starts at the minute this module is imported and settles 8 h later: whenever the suite runs its tests
+# (a CI run collected the module at 07:58 and ran it at 08:13, past an 8-hour boundary the first version
+# took as the settlement).
+T0 = int(time.time() * 1000) // 60_000 * 60_000
 NEXT = T0 + EIGHT_H
 
 
