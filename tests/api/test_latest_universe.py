@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from psycopg import sql
 
 from collector.api import columnar, query
 from collector.db import partitions, schema, tables
@@ -60,3 +61,41 @@ def test_latest_lists_tiered_and_recently_traded_symbols(db_url: str) -> None:
         assert ("QQQUSDT", "bybit", 9.5) in both and len(both) == len(want) + 2
         assert [r[0] for r in conn.execute(query.latest_sql(), {"venues": ["bybit"]})] == ["AAAUSDT", "QQQUSDT"]
         assert [r[0] for r in conn.execute(query.latest_sql(), {"venues": ["binance"]})] == want
+
+
+def _rows_read(plan: dict, table: str) -> float:
+    """Rows a plan's nodes read from `table`: those they returned plus those their filters removed, per loop."""
+    own = 0.0
+    if plan.get("Relation Name") == table:
+        own = (plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)) * plan["Actual Loops"]
+    return own + sum(_rows_read(p, table) for p in plan.get("Plans", []))
+
+
+def test_symbols_and_latest_read_the_newest_tiers_not_their_history(db_url: str) -> None:
+    """symbol_tiers keeps every tier computation (24 h apart by default, never expired): after months of it,
+    a query that walks the whole history to find each contract's newest row missed the 100 ms target
+    (250-320 ms for `latest` with a year of 496 symbols). Both endpoints must read a few rows per contract,
+    whatever the history, and still answer with the newest computation."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    symbols = [f"S{i:02d}USDT" for i in range(20)]
+    with psycopg.connect(db_url) as conn:
+        schema.ensure_schema(conn, "postgres")
+        for day in range(60, -1, -1):  # 61 computations; the newest (day 0) has tier 2, the older tier 1 or 3
+            tier = 2 if day == 0 else 1 + 2 * (day % 2)
+            store_tiers(conn, "binance", {s: TierRow(tier, 100.0 + day, None, None) for s in symbols},
+                        now - timedelta(days=day))
+        store_tiers(conn, "okx", {"BTC-USDT-SWAP": TierRow(4, 7.0, None, None)}, now - timedelta(days=3))
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE symbol_tiers")  # as autovacuum leaves a table this size
+        rows = conn.execute(query.symbols_sql(), {"venues": ["binance"]}).fetchall()
+        assert [(r[0], r[1], r[2], r[3]) for r in rows] == [(s, "binance", 2, 100.0) for s in symbols]
+        assert [r[0] for r in conn.execute(query.symbols_sql(), {"venues": ["okx"]})] == ["BTC-USDT-SWAP"]
+        listed = [(r[0], r[1]) for r in conn.execute(query.latest_sql(), VENUES)]
+        assert listed == sorted([(s, "binance") for s in symbols] + [("BTC-USDT-SWAP", "okx")])
+
+        history = 61 * len(symbols) + 1
+        for q in (query.symbols_sql(), query.latest_sql()):
+            plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(q), VENUES).fetchone()[0][0]
+            read = _rows_read(plan["Plan"], "symbol_tiers")
+            assert read <= 3 * (len(symbols) + 1), f"read {read} of {history} tier rows for {len(symbols) + 1} contracts"
