@@ -86,9 +86,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _responses(paged: bool) -> dict[int | str, dict[str, Any]]:
-    headers = {"X-Next-Cursor": {"description": "cursor of the next page, when there is one",
+    headers = {"X-Next-Cursor": {"description": "JSON and CSV: cursor of the next page, when there is one (Arrow: "
+                                                "in the stream's last, empty record batch's metadata)",
                                  "schema": {"type": "string"}}} if paged else {}
-    ok: dict[str, Any] = {"content": _OTHER_FORMATS, "description": "JSON, CSV or Arrow IPC (format= or Accept)"}
+    ok: dict[str, Any] = {"content": _OTHER_FORMATS, "description": "JSON, CSV or Arrow IPC (format= or Accept)"
+                          + ("; Arrow streamed in batches, ending with the cursor batch" if paged else "")}
     if headers:
         ok["headers"] = headers
     return {200: ok, **_ERRORS}
@@ -126,8 +128,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Binance futures collector: read API", version="1", lifespan=lifespan,
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs", redoc_url=None,
                   description="Read-only access to the collected tables. Every list endpoint pages by time "
-                              "cursor: follow next_cursor (JSON body, X-Next-Cursor header, or the Arrow "
-                              "schema's metadata) until it is null. Every row names its `venue` (binance, "
+                              "cursor: follow next_cursor until it is null (JSON: the body's next_cursor and "
+                              "the X-Next-Cursor header; CSV: the header). An Arrow page is streamed, one "
+                              "record batch per chunk, and ends with an empty record batch whose custom "
+                              "metadata `next_cursor` is the cursor (empty: no next page); a stream without "
+                              "that batch was cut off (an error after the response started closes the "
+                              "connection instead of ending the chunked body) and must not be used as a "
+                              "page. Every row names its `venue` (binance, "
                               "bybit, okx) and every endpoint takes an optional `venue`: given, only that "
                               "venue's rows; omitted, every venue's (no default venue, which would silently "
                               "hide the others). A symbol is the venue's own name; the database's "

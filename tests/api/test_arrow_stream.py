@@ -153,3 +153,13 @@ def test_a_failure_after_the_stream_started_is_never_a_complete_page(big_db: str
             read_page(head + cut.value.partial)
         whole = Client(srv.url, page_rows=BIG_ROWS).trades(BIG, start=0, end="2100-01-01", as_="arrow")
         assert whole.num_rows == BIG_ROWS and whole.column("trade_id").to_pylist() == list(range(1, BIG_ROWS + 1))
+
+
+def test_the_openapi_document_states_the_arrow_page_contract(api_url: str) -> None:
+    spec = httpx.get(f"{api_url}/api/v1/openapi.json", timeout=30).json()
+    assert "empty record batch whose custom metadata `next_cursor` is the cursor" in spec["info"]["description"]
+    assert "cut off" in spec["info"]["description"]
+    ok = spec["paths"]["/api/v1/trades"]["get"]["responses"]["200"]
+    assert "ending with the cursor batch" in ok["description"]
+    assert "Arrow" in ok["headers"]["X-Next-Cursor"]["description"]
+    assert "cursor batch" not in spec["paths"]["/api/v1/latest"]["get"]["responses"]["200"]["description"]
