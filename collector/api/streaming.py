@@ -183,7 +183,7 @@ async def stream_series_page(pool: AsyncConnectionPool[Conn], series: Series, pa
         one = {**params, "venues": venues}
         chunk_params = {**one, "skip": 0, "limit": start.skip + min(chunk_rows, limit + 1)}
         row = await _chunk(conn, series, with_reason, chunk_params)
-        yield b""
+        started = False
         fetched = 0
         boundary: Boundary | None = None
         page_ms: list[np.ndarray[Any, Any]] = []
@@ -202,6 +202,9 @@ async def stream_series_page(pool: AsyncConnectionPool[Conn], series: Series, pa
                                     "limit": min(chunk_rows, target - fetched)}
                     task = asyncio.create_task(_chunk(conn, series, with_reason, chunk_params))
                     await asyncio.sleep(0)  # runs the task up to its first wait: the statement is sent
+                if not started:  # only now: the second statement runs while the response starts
+                    started = True
+                    yield b""
                 lo, hi = max(start.skip - before, 0), min(start.skip + limit - before, n)
                 if hi > lo:
                     arrays = await _decode(conn, series, with_reason, params_now, row, symbol)
