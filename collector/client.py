@@ -15,7 +15,6 @@ venue's, each row naming its venue. Standard library HTTP only; needs pyarrow an
 
 from __future__ import annotations
 
-import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -26,9 +25,6 @@ from typing import Any, Literal
 import pyarrow as pa
 
 ARROW = "application/vnd.apache.arrow.stream"
-# A series page's Arrow stream ends with an empty record batch whose custom metadata holds the next cursor
-# under this key ("" when the range is complete; collector.api.streaming.TRAILER_KEY)
-TRAILER_KEY = b"next_cursor"
 TimeArg = str | int | datetime | None
 Kind = Literal["polars", "pandas", "arrow"]
 
@@ -40,37 +36,6 @@ class ApiError(RuntimeError):
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
         self.detail = detail
-
-
-class IncompleteResponse(ApiError):
-    """A page's response ended before its last batch (the server failed after it started sending, or the
-    connection broke): its rows are not all there, so no DataFrame is made of them."""
-
-
-def read_page(body: bytes) -> tuple[pa.Table, str | None]:
-    """A series page's Arrow stream -> (its rows, the next cursor or None). IncompleteResponse when the
-    stream lacks the trailer batch that carries the cursor (a cut-off stream can still parse cleanly up to
-    a batch boundary)."""
-    try:
-        reader = pa.ipc.open_stream(body)
-        batches: list[pa.RecordBatch] = []
-        trailer: dict[bytes, bytes] | None = None
-        while True:
-            try:
-                batch, meta = reader.read_next_batch_with_custom_metadata()
-            except StopIteration:
-                break
-            if trailer is not None:
-                raise IncompleteResponse(200, "a batch after the page's trailer")
-            if meta is not None and TRAILER_KEY in meta:
-                trailer = dict(meta)
-            batches.append(batch)
-    except pa.ArrowInvalid as e:
-        raise IncompleteResponse(200, f"the Arrow stream is cut off or invalid: {e}") from None
-    if trailer is None:
-        raise IncompleteResponse(200, "the page ended without its trailer batch (the response was cut off)")
-    cursor = trailer[TRAILER_KEY].decode()
-    return pa.Table.from_batches(batches, reader.schema), cursor or None
 
 
 def _time(value: TimeArg) -> str | None:
@@ -96,18 +61,13 @@ class Client:
         return f"Client({self.base_url!r}, token={'<set>' if self._token else None}, as_={self.as_!r})"
 
     def _get(self, path: str, params: dict[str, Any]) -> pa.Table:
-        return pa.ipc.open_stream(self._body(path, params)).read_all()
-
-    def _body(self, path: str, params: dict[str, Any]) -> bytes:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         req = urllib.request.Request(f"{self.base_url}/api/v1/{path}?{query}", headers={"Accept": ARROW})
         if self._token:
             req.add_header("Authorization", f"Bearer {self._token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return bytes(resp.read())
-        except http.client.IncompleteRead as e:  # the server aborted a response it had started
-            raise IncompleteResponse(200, f"the response was cut off after {len(e.partial)} bytes") from None
+                body = resp.read()
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:
@@ -115,16 +75,18 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 detail = raw[:200].decode(errors="replace")
             raise ApiError(e.code, detail) from None
+        return pa.ipc.open_stream(body).read_all()
 
     def _paged(self, path: str, params: dict[str, Any]) -> pa.Table:
         params = {**params, "limit": self.page_rows}
         tables = []
         while True:
-            table, cursor = read_page(self._body(path, params))
-            tables.append(table)
-            if cursor is None:
+            table = self._get(path, params)
+            tables.append(table.replace_schema_metadata(None))
+            cursor = (table.schema.metadata or {}).get(b"next_cursor")
+            if not cursor:
                 break
-            params["cursor"] = cursor
+            params["cursor"] = cursor.decode()
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def _frame(self, table: pa.Table, as_: Kind | None) -> Any:

@@ -20,12 +20,12 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, create_model
 
-from collector.api import columnar, db, encode, query, streaming
+from collector.api import columnar, db, encode, query
 from collector.api.encode import Format, TimeFormat
 from collector.api.query import BadParameter, Column, Series
 
@@ -44,12 +44,6 @@ class ApiSettings:
     default_rows: int = 10_000
     statement_timeout_ms: int = 5_000
     pool_size: int = 4
-    # Rows per chunk of a streamed Arrow page (collector.api.streaming); a page of fewer rows is one
-    # statement as before. Each chunk costs the API ~4 ms of its own (a statement, its decoding, a batch):
-    # 100k trades as Arrow to polars, paired against main's code on one database (15 alternating requests,
-    # load ~2-2.7): 8,192 rows 357 -> 383 ms (API CPU 50 -> 105 ms), 16,384 rows 315 -> 277 (50 -> 80),
-    # 32,768 rows 279 -> 243 (45 -> 65).
-    arrow_chunk_rows: int = 32_768
 
 
 class Problem(BaseModel):
@@ -86,11 +80,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _responses(paged: bool) -> dict[int | str, dict[str, Any]]:
-    headers = {"X-Next-Cursor": {"description": "JSON and CSV: cursor of the next page, when there is one (Arrow: "
-                                                "in the stream's last, empty record batch's metadata)",
+    headers = {"X-Next-Cursor": {"description": "cursor of the next page, when there is one",
                                  "schema": {"type": "string"}}} if paged else {}
-    ok: dict[str, Any] = {"content": _OTHER_FORMATS, "description": "JSON, CSV or Arrow IPC (format= or Accept)"
-                          + ("; Arrow streamed in batches, ending with the cursor batch" if paged else "")}
+    ok: dict[str, Any] = {"content": _OTHER_FORMATS, "description": "JSON, CSV or Arrow IPC (format= or Accept)"}
     if headers:
         ok["headers"] = headers
     return {200: ok, **_ERRORS}
@@ -128,13 +120,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Binance futures collector: read API", version="1", lifespan=lifespan,
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs", redoc_url=None,
                   description="Read-only access to the collected tables. Every list endpoint pages by time "
-                              "cursor: follow next_cursor until it is null (JSON: the body's next_cursor and "
-                              "the X-Next-Cursor header; CSV: the header). An Arrow page is streamed, one "
-                              "record batch per chunk, and ends with an empty record batch whose custom "
-                              "metadata `next_cursor` is the cursor (empty: no next page); a stream without "
-                              "that batch was cut off (an error after the response started closes the "
-                              "connection instead of ending the chunked body) and must not be used as a "
-                              "page. Every row names its `venue` (binance, "
+                              "cursor: follow next_cursor (JSON body, X-Next-Cursor header, or the Arrow "
+                              "schema's metadata) until it is null. Every row names its `venue` (binance, "
                               "bybit, okx) and every endpoint takes an optional `venue`: given, only that "
                               "venue's rows; omitted, every venue's (no default venue, which would silently "
                               "hide the others). A symbol is the venue's own name; the database's "
@@ -206,11 +193,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         win = query.resolve_window(start, end, cursor, datetime.now(UTC))
         params = {"venues": query.venues_param(venue), "symbol": symbol, "lo": query.ms_to_datetime(win.cursor.ms), "end": win.end,
                   "skip": win.cursor.skip, "limit": limit + 1, "save_reason": save_reason}
+        # Every format from the same column fetch: PostgreSQL reads the venues' key ranges without sorting
+        # or casting per row, and no Python object is made per value until JSON/CSV need them.
         with_reason = save_reason is not None
-        if chosen == "arrow":
-            return await streamed(request, series, params, symbol, win.cursor, limit, with_reason)
-        # JSON and CSV from the same column fetch as Arrow: PostgreSQL reads the venues' key ranges without
-        # sorting or casting per row, and a Python object is made per value only for the encoder.
         try:
             got = await rows_of(request, columnar.venue_pages_sql(series, with_reason), params)
             arrays, ms = columnar.merge_venues(got, series.columns, symbol, win.cursor.skip, limit + 1)
@@ -222,30 +207,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
         cur = nxt.encode() if nxt else None
         return respond(chosen, encode.render_arrays(chosen, shown, series.columns, times, cur,
                                                              columnar.PAGE_GIVEN), cur)
-
-    async def streamed(request: Request, series: Series, params: dict[str, Any], symbol: str,
-                       start: query.Cursor, limit: int, with_reason: bool) -> Response:
-        """A series page as Arrow, fetched and sent in chunks (collector.api.streaming); the cursor is in
-        the stream's last batch. The page's first statement runs before the status is sent, so its errors
-        are still HTTP errors; a later one aborts the response (logged here)."""
-        body = streaming.stream_series_page(request.app.state.pool, series, params, symbol, start, limit,
-                                            with_reason, settings.arrow_chunk_rows, timeout_s)
-        try:
-            await anext(body)
-        except BaseException:
-            await body.aclose()
-            raise
-
-        async def rest() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in body:
-                    yield chunk
-            except Exception as exc:
-                log.warning("%s: the Arrow page failed after it started (%s); response aborted",
-                            request.url.path, type(exc).__name__)
-                raise
-
-        return StreamingResponse(rest(), media_type=encode.ARROW_MEDIA_TYPE)
 
     @router.get("/candles", response_model=_page_model("Candles", query.CANDLE_COLUMNS),
                 responses=_responses(True), summary="One symbol's candles of one timeframe")

@@ -215,12 +215,11 @@ PAGE_GIVEN = ("symbol", "venue")
 NUMERIC_COLUMNS = frozenset(name for name, kind in COLUMN_TYPES.items() if kind.startswith("NUMERIC"))
 
 
-def venue_pages_sql(series: Series, with_reason: bool = False, text_lengths: bool = False,
-                    offset: bool = False) -> sql.Composed:
+def venue_pages_sql(series: Series, with_reason: bool = False, text_lengths: bool = False) -> sql.Composed:
     """One row per venue asked for: the venue, then columns_sql's row over venue_range_sql (raw times).
-    Parameters: venues (text[]), then query.venue_range_sql's (offset: see there)."""
+    Parameters: venues (text[]), then query.venue_range_sql's."""
     page = venue_range_sql(series, select_list(series.columns, raw_times=True, text_floats=NUMERIC_COLUMNS),
-                           with_reason, offset)
+                           with_reason)
     aggs = columns_sql(page, series.columns, dict.fromkeys(PAGE_GIVEN, ""), NUMERIC_COLUMNS, text_lengths)
     return sql.SQL("SELECT v.name, a.* FROM unnest(%(venues)s::text[]) v(name) CROSS JOIN LATERAL ({}) a").format(
         aggs)

@@ -125,8 +125,7 @@ def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...]
     return sql.SQL(", ").join(parts)
 
 
-def venue_range_sql(series: Series, cols: sql.Composable, with_reason: bool = False,
-                    offset: bool = False) -> sql.Composed:
+def venue_range_sql(series: Series, cols: sql.Composable, with_reason: bool = False) -> sql.Composed:
     """One venue's (v.name's) first skip + limit rows of the symbol's [lo, end), in (time, key) order: a
     range of its (venue, symbol, time, ...) primary key, read in index order, so no sort (plain partitions
     and TimescaleDB chunks are pruned by the range). `cols` is the select list; the caller supplies v.
@@ -134,16 +133,12 @@ def venue_range_sql(series: Series, cols: sql.Composable, with_reason: bool = Fa
     Parameters: symbol, lo, end, (save_reason), skip, limit. A page (rows skip .. skip + limit of every
     venue's rows in (time, venue, key) order) is exact from these ranges: a row among the first
     skip + limit of the merged order is among the first skip + limit of its own venue, so a page costs the
-    same with one venue or three (collector.api.columnar.merge_venues merges them).
-
-    offset: rows skip + 1 .. skip + limit instead (OFFSET skip), for the chunks of a streamed page
-    (collector.api.streaming), whose lo is an exact time and skip the rows of that time already fetched."""
+    same with one venue or three (collector.api.columnar.merge_venues merges them)."""
     reason = sql.SQL(" AND save_reason = %(save_reason)s") if with_reason else sql.SQL("")
     inner = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", *series.tiebreak))
     return sql.SQL("SELECT {cols} FROM {table} WHERE venue = v.name AND symbol = %(symbol)s AND time >= %(lo)s "
-                   "AND time < %(end)s{reason} ORDER BY {inner} {limit}").format(
-        cols=cols, table=sql.Identifier(series.table), reason=reason, inner=inner,
-        limit=sql.SQL("OFFSET %(skip)s LIMIT %(limit)s" if offset else "LIMIT %(skip)s + %(limit)s"))
+                   "AND time < %(end)s{reason} ORDER BY {inner} LIMIT %(skip)s + %(limit)s").format(
+        cols=cols, table=sql.Identifier(series.table), reason=reason, inner=inner)
 
 
 def symbols_sql(raw_times: bool = False) -> sql.Composed:

@@ -152,9 +152,7 @@ class ServerThread:
 
 @pytest.fixture(scope="session")
 def api_url(filled_db: str) -> Iterator[str]:
-    # five rows a chunk: an Arrow page of more rows streams in chunks (collector.api.streaming), smaller
-    # ones (limit < 5) are one statement; both paths are compared with JSON and SQL
-    with ServerThread(ApiSettings(dsn=filled_db, max_rows=5000, default_rows=1000, arrow_chunk_rows=5)) as srv:
+    with ServerThread(ApiSettings(dsn=filled_db, max_rows=5000, default_rows=1000)) as srv:
         yield srv.url
 
 

@@ -14,7 +14,6 @@ from conftest import ServerThread
 
 from collector.api import encode, query
 from collector.api.app import ApiSettings
-from collector.client import read_page
 from collector.db import partitions, schema, tables
 from collector.db.tiers_repo import TierRow, store_tiers
 
@@ -41,8 +40,7 @@ def two_venues(db_url: str) -> Iterator[str]:
         for venue, us, i in (("binance", 700, 4), ("bybit", 200, 4)):
             conn.execute("INSERT INTO trades VALUES (%s, %s, 'SUBMSUSDT', %s, 100, 1, 100, 'buy', 'keep_all', "
                          "NULL, NULL)", (T0 + timedelta(microseconds=us), venue, i))
-    # two rows a chunk: pages of one venue's rows stream in several chunks (collector.api.streaming)
-    with ServerThread(ApiSettings(dsn=db_url, max_rows=100, default_rows=3, arrow_chunk_rows=2)) as srv:
+    with ServerThread(ApiSettings(dsn=db_url, max_rows=100, default_rows=3)) as srv:
         yield srv.url
 
 
@@ -54,10 +52,7 @@ def _pages(url: str, path: str, **params: object) -> list[dict[str, object]]:
         r = httpx.get(f"{url}/api/v1/{path}", params=params, timeout=30)  # type: ignore[arg-type]
         a = httpx.get(f"{url}/api/v1/{path}", params=params, headers={"Accept": ARROW}, timeout=30)  # type: ignore[arg-type]
         assert r.status_code == 200 and a.status_code == 200, (r.text, a.text)
-        if path in ("symbols", "latest"):  # unpaged: one plain stream
-            table, cursor = pa.ipc.open_stream(a.content).read_all(), None
-        else:  # a series page: the cursor is in its trailer batch
-            table, cursor = read_page(a.content)
+        table = pa.ipc.open_stream(a.content).read_all()
         times = {f.name for f in table.schema if pa.types.is_timestamp(f.type)}
         as_json = [{k: (v.cast(pa.int64()) if k in times else v).as_py() for k, v in zip(table.column_names, vals, strict=True)}
                    for vals in zip(*table.columns, strict=True)] if table.num_rows else []
@@ -66,7 +61,8 @@ def _pages(url: str, path: str, **params: object) -> list[dict[str, object]]:
             assert as_json == body["data"], (path, params)
         else:
             assert len(as_json) == len(body["data"])
-        assert cursor == body["next_cursor"]
+        cursor = (table.schema.metadata or {}).get(b"next_cursor")
+        assert (cursor.decode() if cursor else None) == body["next_cursor"]
         rows += body["data"]
         if body["next_cursor"] is None:
             return rows
