@@ -5,10 +5,11 @@ bench/api.py's format comparison runs one tree at a time, so on a shared machine
 load; here both trees' `python -m collector api` serve the same prefilled database (bench/api.py's
 prefill: `--symbols` simulator-free symbols, a day of candles, and `--big-rows` trades of one symbol), and
 each run requests the same `--big-rows` Arrow page from one, then the other. Per request: time to the first
-body byte, to the whole body, to a polars DataFrame, and the CPU it cost that tree's API process and
+body byte, to the whole body, to a polars (or `--frame pandas`) DataFrame, and the CPU it cost that tree's API process and
 PostgreSQL (/proc). Medians over `--runs` (the first, warming up, is dropped).
 
     python bench/api_pair.py --before DIR --after DIR [--runs 15] [--big-rows 100000] [--symbols 50]
+                               [--frame polars|pandas]
 
 A tree is a directory holding `collector/` (e.g. `git archive REV | tar -x -C DIR`); each API process
 runs with PYTHONPATH=DIR, this venv's packages.
@@ -45,6 +46,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=15)
     p.add_argument("--big-rows", type=int, default=100_000)
     p.add_argument("--symbols", type=int, default=50)
+    p.add_argument("--frame", choices=("polars", "pandas"), default="polars", help="the DataFrame made")
     args = p.parse_args()
     trees = {"before": str(Path(args.before).resolve()), "after": str(Path(args.after).resolve())}
     with common.throwaway_postgres() as admin, tempfile.TemporaryDirectory(prefix="bench-api-pair-") as tmp:
@@ -87,7 +89,8 @@ def main() -> None:
                             t1 = time.perf_counter()
                             body = first + b"".join(raw)
                         t2 = time.perf_counter()
-                        df = pl.from_arrow(pa.ipc.open_stream(body).read_all())
+                        table = pa.ipc.open_stream(body).read_all()
+                        df = pl.from_arrow(table) if args.frame == "polars" else table.to_pandas()
                         t3 = time.perf_counter()
                         api_cpu = common.cpu_seconds(procs[k].pid) - api0
                         pg_cpu = common.cpu_delta(pg0, common.tree_cpu(pg))
@@ -105,7 +108,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=30)
         common.drop_database(admin, dsn)
-    print(f"{args.big_rows:,} trades as Arrow to polars, medians of {args.runs} alternating requests "
+    print(f"{args.big_rows:,} trades as Arrow to {args.frame}, medians of {args.runs} alternating requests "
           f"(ms; CPU from /proc in 10 ms ticks):")
     for k, tree in trees.items():
         med = {m: statistics.median(v) for m, v in samples[k].items()}
