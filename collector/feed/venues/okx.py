@@ -43,7 +43,11 @@ from collector.feed.venues.common import (
     normalized,
 )
 from collector.feed.venues.okx_frames import (
+    CANDLE_B,
+    CANDLE_S,
     CHANNEL_AT,
+    MARK_B,
+    MARK_S,
     NO_DATA,
     OI,
     PUSH_B,
@@ -53,11 +57,14 @@ from collector.feed.venues.okx_frames import (
     Arg,
     Funding,
     Liq,
+    MarkFrame,
     Push,
     Trade,
+    candle_frame,
     envelope,
     frames,
     frames_b,
+    mark_frame,
     row_decoders,
     trades_frame,
 )
@@ -180,11 +187,13 @@ class OkxDecoder:
         for msg in messages:
             if isinstance(msg, str):
                 trades = msg.startswith(TRADES_S)
-                full = (None if trades or not msg.startswith(PUSH_S)
+                full = (None if trades else candle_frame if msg.startswith(CANDLE_S)
+                        else mark_frame if msg.startswith(MARK_S) else None if not msg.startswith(PUSH_S)
                         else frames.get(msg[CHANNEL_AT:msg.find('"', CHANNEL_AT)]))
             else:
                 trades = msg.startswith(TRADES_B)
-                full = (None if trades or not msg.startswith(PUSH_B)
+                full = (None if trades else candle_frame if msg.startswith(CANDLE_B)
+                        else mark_frame if msg.startswith(MARK_B) else None if not msg.startswith(PUSH_B)
                         else frames_b.get(msg[CHANNEL_AT:msg.find(b'"', CHANNEL_AT)]))
             if trades:
                 try:
@@ -221,9 +230,7 @@ class OkxDecoder:
                 if push is None:
                     continue
             try:
-                arg = push.arg
-                channel = arg.channel
-                if channel == "mark-price":  # every second per instrument
+                if type(push) is MarkFrame:  # every second per instrument
                     for r in push.data:
                         name = r.instId
                         if name not in symbols:
@@ -232,7 +239,10 @@ class OkxDecoder:
                         st = funding.get(name) or self._state(name)
                         st.mark = r.markPx
                         on_mark(MarkPrice(int(r.ts), name, st.mark, NOT_GIVEN, NOT_GIVEN, st.rate, st.time), receipt)
-                elif channel == "candle1m":
+                    continue
+                arg = push.arg
+                channel = arg.channel
+                if channel == "candle1m":
                     name = arg.instId  # a candle row is a bare array: the instrument is only in `arg`
                     if name not in symbols:
                         self.skipped.skip("unknown_symbol", msg)
@@ -251,8 +261,8 @@ class OkxDecoder:
 
     def _general(self, msg: str | bytes, receipt: float) -> Any:
         """Any frame, envelope then rows: answers, pings, other key orders, and what the one-pass paths refuse.
-        A push of any channel but trades comes back as {arg, data} (for handle_batch to handle); anything
-        else is handled or counted here (None)."""
+        A push of any channel but trades comes back as {arg, data} (a mark-price push as MarkFrame, the shape of
+        its one-pass decoder) for handle_batch to handle; anything else is handled or counted here (None)."""
         if msg == "pong" or msg == b"pong":
             return None
         try:
@@ -276,6 +286,8 @@ class OkxDecoder:
             return self.skipped.skip("unknown_channel", msg)
         try:
             rows = decoder.decode(env.data)
+            if channel == "mark-price":
+                return MarkFrame(rows)
             if channel != "trades":
                 return Push(env.arg, rows)
             self._trades(rows, env.arg, msg, receipt)
