@@ -231,14 +231,15 @@ class OkxDecoder:
                     continue
             try:
                 if type(push) is MarkFrame:  # every second per instrument
-                    for r in push.data:
-                        name = r.instId
+                    for mark in push.data:
+                        name = mark.instId
                         if name not in symbols:
                             self.skipped.skip("unknown_symbol", msg)
                             continue
                         st = funding.get(name) or self._state(name)
-                        st.mark = r.markPx
-                        on_mark(MarkPrice(int(r.ts), name, st.mark, NOT_GIVEN, NOT_GIVEN, st.rate, st.time), receipt)
+                        st.mark = mark.markPx
+                        on_mark(MarkPrice(int(mark.ts), name, st.mark, NOT_GIVEN, NOT_GIVEN, st.rate, st.time),
+                                receipt)
                     continue
                 arg = push.arg
                 channel = arg.channel
@@ -287,7 +288,7 @@ class OkxDecoder:
         try:
             rows = decoder.decode(env.data)
             if channel == "mark-price":
-                return MarkFrame(rows)
+                return MarkFrame(tuple(rows))
             if channel != "trades":
                 return Push(env.arg, rows)
             self._trades(rows, env.arg, msg, receipt)
@@ -326,7 +327,7 @@ class OkxDecoder:
     def _emit_funding(self, name: str, st: _FundingState, ts: int, receipt: float) -> None:
         self.sink.on_mark_price(MarkPrice(ts, name, st.mark, r=st.rate, T=st.time), receipt)
 
-    def _funding_rate(self, rows: list[Funding], arg: Arg, msg: str | bytes, receipt: float) -> None:
+    def _funding_rate(self, rows: Sequence[Funding], arg: Arg, msg: str | bytes, receipt: float) -> None:
         for r in rows:
             if self._symbol(r.instId, msg) is None:
                 continue
@@ -334,7 +335,7 @@ class OkxDecoder:
             st.rate, st.time = r.fundingRate, int(r.fundingTime)
             self._emit_funding(r.instId, st, int(r.ts), receipt)
 
-    def _open_interest(self, rows: list[OI], arg: Arg, msg: str | bytes, receipt: float) -> None:
+    def _open_interest(self, rows: Sequence[OI], arg: Arg, msg: str | bytes, receipt: float) -> None:
         gate = self.oi_gate
         for r in rows:
             s = self._symbol(r.instId, msg)
