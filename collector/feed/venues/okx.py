@@ -49,7 +49,8 @@ from collector.feed.venues.okx_frames import (
     MARK_B,
     MARK_S,
     NO_DATA,
-    OI,
+    OI_B,
+    OI_S,
     PUSH_B,
     PUSH_S,
     TRADES_B,
@@ -58,6 +59,7 @@ from collector.feed.venues.okx_frames import (
     Funding,
     Liq,
     MarkFrame,
+    OIFrame,
     Push,
     Trade,
     candle_frame,
@@ -65,6 +67,7 @@ from collector.feed.venues.okx_frames import (
     frames,
     frames_b,
     mark_frame,
+    oi_frame,
     row_decoders,
     trades_frame,
 )
@@ -140,7 +143,7 @@ def subscribe_messages(inst_ids: Iterable[str], data_types: Iterable[str],
 
 
 # The channels handle_batch hands to a method (the others it handles inline).
-_OTHER_ROWS = ("funding-rate", "open-interest", "liquidation-orders")
+_OTHER_ROWS = ("funding-rate", "liquidation-orders")
 
 
 class _FundingState:
@@ -184,16 +187,19 @@ class OkxDecoder:
         (trades apart: the general path converts OKX's id strings itself)."""
         sink, symbols, sizes, funding = self.sink, self.symbols, self._sizes, self.funding
         on_trade, on_mark, on_kline = sink.on_trade, sink.on_mark_price, sink.on_kline
+        oi_due = self.oi_gate.due if self.oi_gate is not None else None
         for msg in messages:
             if isinstance(msg, str):
                 trades = msg.startswith(TRADES_S)
                 full = (None if trades else candle_frame if msg.startswith(CANDLE_S)
-                        else mark_frame if msg.startswith(MARK_S) else None if not msg.startswith(PUSH_S)
+                        else mark_frame if msg.startswith(MARK_S) else oi_frame if msg.startswith(OI_S)
+                        else None if not msg.startswith(PUSH_S)
                         else frames.get(msg[CHANNEL_AT:msg.find('"', CHANNEL_AT)]))
             else:
                 trades = msg.startswith(TRADES_B)
                 full = (None if trades else candle_frame if msg.startswith(CANDLE_B)
-                        else mark_frame if msg.startswith(MARK_B) else None if not msg.startswith(PUSH_B)
+                        else mark_frame if msg.startswith(MARK_B) else oi_frame if msg.startswith(OI_B)
+                        else None if not msg.startswith(PUSH_B)
                         else frames_b.get(msg[CHANNEL_AT:msg.find(b'"', CHANNEL_AT)]))
             if trades:
                 try:
@@ -240,6 +246,18 @@ class OkxDecoder:
                         st.mark = mark.markPx
                         on_mark(MarkPrice(int(mark.ts), name, st.mark, NOT_GIVEN, NOT_GIVEN, st.rate, st.time),
                                 receipt)
+                    continue
+                if type(push) is OIFrame:  # every few seconds per instrument, most refused by the gate
+                    for oi_row in push.data:
+                        name = oi_row.instId
+                        vs = symbols.get(name)
+                        if vs is None:
+                            self.skipped.skip("unknown_symbol", msg)
+                            continue
+                        # checked before the gate: a bad one is counted
+                        oi, ts = vs.contract.base_units(oi_row.oi), int(oi_row.ts)
+                        if oi_due is None or oi_due(name, ts):
+                            sink.on_open_interest(OpenInterest(name, oi, ts), receipt)
                     continue
                 arg = push.arg
                 channel = arg.channel
@@ -289,6 +307,8 @@ class OkxDecoder:
             rows = decoder.decode(env.data)
             if channel == "mark-price":
                 return MarkFrame(tuple(rows))
+            if channel == "open-interest":
+                return OIFrame(tuple(rows))
             if channel != "trades":
                 return Push(env.arg, rows)
             self._trades(rows, env.arg, msg, receipt)
@@ -334,15 +354,6 @@ class OkxDecoder:
             st = self._state(r.instId)
             st.rate, st.time = r.fundingRate, int(r.fundingTime)
             self._emit_funding(r.instId, st, int(r.ts), receipt)
-
-    def _open_interest(self, rows: Sequence[OI], arg: Arg, msg: str | bytes, receipt: float) -> None:
-        gate = self.oi_gate
-        for r in rows:
-            s = self._symbol(r.instId, msg)
-            if s is not None:
-                oi, ts = s.contract.base_units(r.oi), int(r.ts)  # checked before the gate: a bad one is counted
-                if gate is None or gate.due(r.instId, ts):
-                    self.sink.on_open_interest(OpenInterest(r.instId, oi, ts), receipt)
 
     def _liquidation_orders(self, rows: list[Liq], arg: Arg, msg: str | bytes, receipt: float) -> None:
         # One subscription carries every swap's liquidations (instType SWAP): those of instruments this
