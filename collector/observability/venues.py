@@ -16,9 +16,12 @@ from typing import Any
 
 from collector.observability.snapshot import group, iso, own_stats
 
-# Rejections that mean a frame the feed could not use at all (pipeline.router / feed.source kinds), as
-# opposed to a well-formed event with a bad value: what "frame errors" counts.
-FRAME_ERROR_KINDS = ("malformed_json", "invalid_frame", "unknown_event", "handler_error")
+# Rejections that mean a frame the feed could not use at all, as opposed to a well-formed event with a bad
+# value: what "frame errors" counts. The kinds only a feed counts, for a whole frame it skipped
+# (collector.feed.source, and the venue decoders' SkipCounter: an error or notice answer, a channel not
+# subscribed, a liquidation side not known), and handler_error.
+FRAME_ERROR_KINDS = ("malformed_json", "invalid_frame", "unknown_event", "handler_error", "venue_error",
+                     "venue_notice", "unknown_channel", "unknown_side")
 # A venue whose newest event is older than this has no data flowing: the health rules' no_event_ms
 # (every symbol sends a mark price or ticker every 1-3 s).
 RECEIVING_MS = 60_000

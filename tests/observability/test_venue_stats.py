@@ -40,6 +40,19 @@ def test_each_venue_sums_its_own_workers(block: StatsBlock) -> None:
                                    "last_event_time": "2025-06-15T15:06:39.500Z"}
 
 
+def test_frame_errors_count_the_venue_decoders_whole_frame_skips(block: StatsBlock) -> None:
+    # An OKX / Bybit decoder skips a whole frame as venue_error (an error answer), venue_notice (OKX's
+    # notice of a closing connection), unknown_channel or unknown_side: frames the venue sent that the feed
+    # could not use, as malformed_json is; bad_number and unknown_symbol are also a good frame's bad value.
+    _publish_healthy(block)
+    w2 = block.process_slot(2, pid=102)
+    w2.update({"venue_error": 1, "venue_notice": 2, "unknown_channel": 3, "unknown_side": 4, "bad_number": 9,
+               "unknown_symbol": 7}, prefix="rejected.")
+    w2.publish(now_ms=NOW - 200)
+    doc = stats_json(_snap(block, c2={"venue": "okx"}))
+    assert (doc["venues"]["okx"]["frame_errors"], doc["venues"]["binance"]["frame_errors"]) == (10, 0)
+
+
 def test_a_venue_whose_worker_is_down_or_silent_says_so(block: StatsBlock) -> None:
     _two_venues(block)
     doc = stats_json(_snap(block, c1={"alive": False, "pid": None}, c2={"venue": "bybit"}))

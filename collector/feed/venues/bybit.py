@@ -38,9 +38,13 @@ import msgspec
 from collector.feed.events import EventSink
 from collector.feed.venues.bybit_frames import (
     KIND_AT,
+    KLINE_B,
+    KLINE_S,
     NO_DATA,
     PUSH_B,
     PUSH_S,
+    TICKERS_B,
+    TICKERS_S,
     TRADES_B,
     TRADES_S,
     KlineFrame,
@@ -50,9 +54,11 @@ from collector.feed.venues.bybit_frames import (
     TickerFrame,
     Trade,
     envelope,
+    kline_frame,
     push_frames,
     push_frames_b,
     row_decoders,
+    ticker_frame,
     trades_frame,
 )
 from collector.feed.venues.common import (
@@ -190,10 +196,13 @@ class BybitDecoder:
         for msg in messages:
             if isinstance(msg, str):
                 trades = msg.startswith(TRADES_S)
-                decoder = None if trades or not msg.startswith(PUSH_S) else push_frames.get(msg[KIND_AT:KIND_AT + 8])
+                decoder = (None if trades else kline_frame if msg.startswith(KLINE_S)
+                           else ticker_frame if msg.startswith(TICKERS_S) else None if not msg.startswith(PUSH_S)
+                           else push_frames.get(msg[KIND_AT:KIND_AT + 8]))
             else:
                 trades = msg.startswith(TRADES_B)
-                decoder = (None if trades or not msg.startswith(PUSH_B)
+                decoder = (None if trades else kline_frame if msg.startswith(KLINE_B)
+                           else ticker_frame if msg.startswith(TICKERS_B) else None if not msg.startswith(PUSH_B)
                            else push_frames_b.get(msg[KIND_AT:KIND_AT + 8]))
             if trades:
                 try:
@@ -296,7 +305,7 @@ class BybitDecoder:
             if kind == "tickers":
                 return TickerFrame(rows, env.type, env.ts)
             if kind == "kline":
-                return KlineFrame(env.topic, rows)
+                return KlineFrame(env.topic, tuple(rows))
             if kind == "allLiquidation":
                 return LiqFrame(env.topic, rows)
             self._trades(rows, env.ts, msg, receipt)

@@ -43,9 +43,14 @@ from collector.feed.venues.common import (
     normalized,
 )
 from collector.feed.venues.okx_frames import (
+    CANDLE_B,
+    CANDLE_S,
     CHANNEL_AT,
+    MARK_B,
+    MARK_S,
     NO_DATA,
-    OI,
+    OI_B,
+    OI_S,
     PUSH_B,
     PUSH_S,
     TRADES_B,
@@ -53,11 +58,16 @@ from collector.feed.venues.okx_frames import (
     Arg,
     Funding,
     Liq,
+    MarkFrame,
+    OIFrame,
     Push,
     Trade,
+    candle_frame,
     envelope,
     frames,
     frames_b,
+    mark_frame,
+    oi_frame,
     row_decoders,
     trades_frame,
 )
@@ -133,7 +143,7 @@ def subscribe_messages(inst_ids: Iterable[str], data_types: Iterable[str],
 
 
 # The channels handle_batch hands to a method (the others it handles inline).
-_OTHER_ROWS = ("funding-rate", "open-interest", "liquidation-orders")
+_OTHER_ROWS = ("funding-rate", "liquidation-orders")
 
 
 class _FundingState:
@@ -177,14 +187,19 @@ class OkxDecoder:
         (trades apart: the general path converts OKX's id strings itself)."""
         sink, symbols, sizes, funding = self.sink, self.symbols, self._sizes, self.funding
         on_trade, on_mark, on_kline = sink.on_trade, sink.on_mark_price, sink.on_kline
+        oi_due = self.oi_gate.due if self.oi_gate is not None else None
         for msg in messages:
             if isinstance(msg, str):
                 trades = msg.startswith(TRADES_S)
-                full = (None if trades or not msg.startswith(PUSH_S)
+                full = (None if trades else candle_frame if msg.startswith(CANDLE_S)
+                        else mark_frame if msg.startswith(MARK_S) else oi_frame if msg.startswith(OI_S)
+                        else None if not msg.startswith(PUSH_S)
                         else frames.get(msg[CHANNEL_AT:msg.find('"', CHANNEL_AT)]))
             else:
                 trades = msg.startswith(TRADES_B)
-                full = (None if trades or not msg.startswith(PUSH_B)
+                full = (None if trades else candle_frame if msg.startswith(CANDLE_B)
+                        else mark_frame if msg.startswith(MARK_B) else oi_frame if msg.startswith(OI_B)
+                        else None if not msg.startswith(PUSH_B)
                         else frames_b.get(msg[CHANNEL_AT:msg.find(b'"', CHANNEL_AT)]))
             if trades:
                 try:
@@ -221,18 +236,32 @@ class OkxDecoder:
                 if push is None:
                     continue
             try:
-                arg = push.arg
-                channel = arg.channel
-                if channel == "mark-price":  # every second per instrument
-                    for r in push.data:
-                        name = r.instId
+                if type(push) is MarkFrame:  # every second per instrument
+                    for mark in push.data:
+                        name = mark.instId
                         if name not in symbols:
                             self.skipped.skip("unknown_symbol", msg)
                             continue
                         st = funding.get(name) or self._state(name)
-                        st.mark = r.markPx
-                        on_mark(MarkPrice(int(r.ts), name, st.mark, NOT_GIVEN, NOT_GIVEN, st.rate, st.time), receipt)
-                elif channel == "candle1m":
+                        st.mark = mark.markPx
+                        on_mark(MarkPrice(int(mark.ts), name, st.mark, NOT_GIVEN, NOT_GIVEN, st.rate, st.time),
+                                receipt)
+                    continue
+                if type(push) is OIFrame:  # every few seconds per instrument, most refused by the gate
+                    for oi_row in push.data:
+                        name = oi_row.instId
+                        vs = symbols.get(name)
+                        if vs is None:
+                            self.skipped.skip("unknown_symbol", msg)
+                            continue
+                        # checked before the gate: a bad one is counted
+                        oi, ts = vs.contract.base_units(oi_row.oi), int(oi_row.ts)
+                        if oi_due is None or oi_due(name, ts):
+                            sink.on_open_interest(OpenInterest(name, oi, ts), receipt)
+                    continue
+                arg = push.arg
+                channel = arg.channel
+                if channel == "candle1m":
                     name = arg.instId  # a candle row is a bare array: the instrument is only in `arg`
                     if name not in symbols:
                         self.skipped.skip("unknown_symbol", msg)
@@ -251,8 +280,8 @@ class OkxDecoder:
 
     def _general(self, msg: str | bytes, receipt: float) -> Any:
         """Any frame, envelope then rows: answers, pings, other key orders, and what the one-pass paths refuse.
-        A push of any channel but trades comes back as {arg, data} (for handle_batch to handle); anything
-        else is handled or counted here (None)."""
+        A push of any channel but trades comes back as {arg, data} (a mark-price push as MarkFrame, the shape of
+        its one-pass decoder) for handle_batch to handle; anything else is handled or counted here (None)."""
         if msg == "pong" or msg == b"pong":
             return None
         try:
@@ -276,6 +305,10 @@ class OkxDecoder:
             return self.skipped.skip("unknown_channel", msg)
         try:
             rows = decoder.decode(env.data)
+            if channel == "mark-price":
+                return MarkFrame(tuple(rows))
+            if channel == "open-interest":
+                return OIFrame(tuple(rows))
             if channel != "trades":
                 return Push(env.arg, rows)
             self._trades(rows, env.arg, msg, receipt)
@@ -314,22 +347,13 @@ class OkxDecoder:
     def _emit_funding(self, name: str, st: _FundingState, ts: int, receipt: float) -> None:
         self.sink.on_mark_price(MarkPrice(ts, name, st.mark, r=st.rate, T=st.time), receipt)
 
-    def _funding_rate(self, rows: list[Funding], arg: Arg, msg: str | bytes, receipt: float) -> None:
+    def _funding_rate(self, rows: Sequence[Funding], arg: Arg, msg: str | bytes, receipt: float) -> None:
         for r in rows:
             if self._symbol(r.instId, msg) is None:
                 continue
             st = self._state(r.instId)
             st.rate, st.time = r.fundingRate, int(r.fundingTime)
             self._emit_funding(r.instId, st, int(r.ts), receipt)
-
-    def _open_interest(self, rows: list[OI], arg: Arg, msg: str | bytes, receipt: float) -> None:
-        gate = self.oi_gate
-        for r in rows:
-            s = self._symbol(r.instId, msg)
-            if s is not None:
-                oi, ts = s.contract.base_units(r.oi), int(r.ts)  # checked before the gate: a bad one is counted
-                if gate is None or gate.due(r.instId, ts):
-                    self.sink.on_open_interest(OpenInterest(r.instId, oi, ts), receipt)
 
     def _liquidation_orders(self, rows: list[Liq], arg: Arg, msg: str | bytes, receipt: float) -> None:
         # One subscription carries every swap's liquidations (instType SWAP): those of instruments this
