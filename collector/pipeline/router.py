@@ -24,6 +24,7 @@ from collector.pipeline.encode import RowEncoder, numeric_cache_size
 from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.funding_rates import RATE_APART, FundingRates
 from collector.pipeline.limits import MinInterval
+from collector.pipeline.liquidation_holes import LiquidationHoles
 from collector.pipeline.tails import TailChecks
 from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
 from collector.pipeline.validation import MAX_EVENT_SKEW_MS
@@ -47,6 +48,11 @@ _INF = math.inf
 #    and book events advance: no order to check, so neither gaps nor repeats are told from ids.
 TRADE_ID_RULES = {"binance": 1, "okx": 2, "bybit": 0}
 ID_WORDS = {1: "aggTrade ids", 2: "fill ids", 0: "trade ids"}  # how a gap's ids are named in the log
+# The event types that prove a symbol's stream subscription delivers (collector.pipeline.liquidation_holes):
+# those pushed on the connection that carries its liquidations. Not klines (OKX sends them on another
+# socket) nor open interest (Binance polls it over REST).
+STREAM_KINDS = ("trades", "funding", "liquidations")
+VENUE_NAMES = {"binance": "Binance", "okx": "OKX", "bybit": "Bybit"}
 
 
 class Gap:
@@ -130,6 +136,10 @@ class Pipeline:
         self._store_funding = "funding" in self.data_types
         self._store_liquidations = "liquidations" in self.data_types
         self._store_candles = "candles_1m" in self.data_types
+        # Symbols whose liquidations were not being received since a resume (collector.pipeline.liquidation_holes);
+        # `_liq_open` is its dict, tested on every event (empty but for the first seconds after a resume).
+        self.liquidation_holes = LiquidationHoles()
+        self._liq_open = self.liquidation_holes.open
 
     # --- the events -------------------------------------------------------------------------------------
 
@@ -151,6 +161,8 @@ class Pipeline:
         if abs(ts - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
             return self._reject("absurd_timestamp", t)
         self.last_event_ms["trades"] = ts
+        if self._liq_open:
+            self._stream_live(sym, ts)
         if rule := self.id_rule:
             a = t.a
             last_ids = self.last_trade_id
@@ -274,10 +286,47 @@ class Pipeline:
             self._reject("absurd_timestamp", event)
             return False
         self.last_event_ms[kind] = event_ms
+        if self._liq_open and kind in STREAM_KINDS:
+            self._stream_live(symbol, event_ms)
         return True
 
     def on_bad_frame(self, kind: str) -> None:
         self.rejected[kind] += 1
+
+    # --- liquidation holes (collector.pipeline.liquidation_holes) ---------------------------------------
+
+    def resume_liquidations(self, symbol: str, live_ms: int) -> None:
+        """`symbol` was collected up to `live_ms` (exchange time) by a predecessor: until its first stream
+        event here, a hole (nothing when liquidations are not collected: there is nothing to miss)."""
+        if self._store_liquidations and symbol in self.symbols:
+            self.liquidation_holes.resume(symbol, live_ms)
+
+    def stream_ms(self) -> int | None:
+        """The newest exchange time the streams delivered (trades, mark prices, liquidations), or None."""
+        seen = self.last_event_ms
+        return max((seen[k] for k in STREAM_KINDS if k in seen), default=None)
+
+    def liquidations_live_ms(self, symbol: str) -> int | None:
+        """Up to when `symbol`'s liquidations were received, for its checkpoint (LiquidationHoles.live_ms)."""
+        if not self._store_liquidations:
+            return None
+        return self.liquidation_holes.live_ms(symbol, self.stream_ms())
+
+    def stream_live(self, symbol: str, event_ms: int) -> None:
+        """A stream event of `symbol` that is not processed here (a hand-over's trade the predecessor already
+        processed, collector.runtime.handover): it still proves the symbol's stream was being received."""
+        if self._liq_open:
+            self._stream_live(symbol, event_ms)
+
+    def _stream_live(self, symbol: str, event_ms: int) -> None:
+        span = self.liquidation_holes.seen(symbol, event_ms)
+        if span is None:
+            return
+        now = self.clock_ms()
+        log.warning("%s: liquidations %d..%d (exchange ms, %.1f s) were not received and cannot be repaired: "
+                    "recorded as a gap", symbol, span[0], span[1], (span[1] - span[0]) / 1000)
+        self.record_gap("liquidations", symbol, span[0], span[1], now, "unfillable",
+                        f"no liquidation history on {VENUE_NAMES.get(self.venue, self.venue)}", now)
 
     # --- REST answers for what the stream missed (collector.pipeline.repairs) --------------------------
 

@@ -87,6 +87,7 @@ class HandoverBuffer:
                 last = last_ids.get(ev.s)
                 if last is not None and ev.a <= last:
                     skipped += 1
+                    pipeline.stream_live(ev.s, ev.T)  # received while the predecessor still was: no hole
                     continue
             if name == "on_bad_frame":
                 pipeline.on_bad_frame(ev)
