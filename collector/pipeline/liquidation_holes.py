@@ -1,19 +1,21 @@
 """The times a symbol's liquidation stream was not being received: recorded, because they cannot be repaired.
 
-Why: a liquidation sent while no worker was subscribed is gone. Binance (forceOrder), OKX
-(liquidation-orders) and Bybit (allLiquidation) offer no liquidation history the collector could page
-through (collector.feed.rest_history and collector.feed.venue_history have trades and candles only), so
-unlike a trade gap such a hole is never filled. It is still recorded, as a `gaps` row of kind
-`liquidations`, state `unfillable` (from_id..to_id: the exchange's event times in ms), so that a user can
-tell a quiet market (no row, no hole) from a hole (no row, inside a gap row).
+Why: a liquidation sent while no worker was subscribed is gone. The collector has no liquidation history
+to repair from (collector.feed.rest_history and collector.feed.venue_history page trades and candles only):
+Binance's forceOrder and Bybit's allLiquidation streams have no public REST history, and OKX's REST
+`public/liquidation-orders` (recent orders per underlying) is not used for repairs. So unlike a trade gap
+such a hole is never filled. It is still recorded, as a `gaps` row of kind `liquidations`, state
+`unfillable`, with a reason naming why (REASONS), from_id..to_id the exchange's event times in ms, so
+that a user can tell a quiet market (no row, no hole) from a hole (no row, inside a gap row).
 
 When a hole opens: a successor of a worker (kill -9, a SIGHUP hand-over, a full restart) resumes each
 symbol's `live_ms` from the checkpoint (collector.runtime.checkpoints): the exchange time up to which the
 predecessor had received the symbol's streams and the writer had acknowledged what it stored of them.
 A fresh start has no checkpoint and opens nothing (nothing was being collected before it).
 
-When it closes: at the symbol's first stream event after the resume (a trade, a mark price or a
-liquidation: proof that its subscription delivers again). The hole is live_ms - LATE_MS .. that event's
+When it closes: at the symbol's first trade or liquidation after the resume (proof that its subscription
+delivers again; not a mark price, which may come stamped with an older time, collector.pipeline.router
+HOLE_ENDING_KINDS). The hole is live_ms - LATE_MS .. that event's
 time, or nothing when the successor was already receiving before its predecessor stopped (a hand-over).
 A symbol that stays open is carried by the successor's own checkpoints at its predecessor's live_ms, so
 whoever owns it next still records the whole hole. One row per symbol and hole, whatever happened in
@@ -21,6 +23,13 @@ between. Pure bookkeeping, no I/O and no clock: the caller passes the event time
 """
 
 from __future__ import annotations
+
+# The `reason` of a venue's liquidation hole: why it cannot be repaired.
+REASONS = {
+    "binance": "no liquidation history on Binance",
+    "bybit": "no liquidation history on Bybit",
+    "okx": "no liquidation history on OKX used for repairs (REST public/liquidation-orders is not read)",
+}
 
 # How far before `live_ms` a hole starts. Binance's forceOrder stream pushes at most one liquidation per
 # symbol per second (the latest of that second), so a liquidation can reach us up to a second after

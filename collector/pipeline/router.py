@@ -24,7 +24,7 @@ from collector.pipeline.encode import RowEncoder, numeric_cache_size
 from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.funding_rates import RATE_APART, FundingRates
 from collector.pipeline.limits import MinInterval
-from collector.pipeline.liquidation_holes import LiquidationHoles
+from collector.pipeline.liquidation_holes import REASONS, LiquidationHoles
 from collector.pipeline.tails import TailChecks
 from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
 from collector.pipeline.validation import MAX_EVENT_SKEW_MS
@@ -48,11 +48,16 @@ _INF = math.inf
 #    and book events advance: no order to check, so neither gaps nor repeats are told from ids.
 TRADE_ID_RULES = {"binance": 1, "okx": 2, "bybit": 0}
 ID_WORDS = {1: "aggTrade ids", 2: "fill ids", 0: "trade ids"}  # how a gap's ids are named in the log
-# The event types that prove a symbol's stream subscription delivers (collector.pipeline.liquidation_holes):
-# those pushed on the connection that carries its liquidations. Not klines (OKX sends them on another
-# socket) nor open interest (Binance polls it over REST).
+# The event types whose newest time says up to when a worker's streams were received (a checkpoint's
+# live_ms, collector.pipeline.liquidation_holes): those pushed on the connection that carries liquidations.
+# Not klines (OKX sends them on another socket) nor open interest (Binance polls it over REST).
 STREAM_KINDS = ("trades", "funding", "liquidations")
-VENUE_NAMES = {"binance": "Binance", "okx": "OKX", "bybit": "Bybit"}
+# Those that also end a symbol's liquidation hole: only events sent as they happen (trades, liquidations).
+# A mark price or ticker may come on subscription stamped with when it last changed (OKX pushes an unchanged
+# mark price every 10 s), which could end a hole before the subscription delivered: a liquidation between
+# would be lost outside every row. The price: a symbol that neither trades nor liquidates for a while after
+# a resume keeps its hole open that long (the row covers more than was missed, never less).
+HOLE_ENDING_KINDS = ("trades", "liquidations")
 
 
 class Gap:
@@ -286,7 +291,7 @@ class Pipeline:
             self._reject("absurd_timestamp", event)
             return False
         self.last_event_ms[kind] = event_ms
-        if self._liq_open and kind in STREAM_KINDS:
+        if self._liq_open and kind in HOLE_ENDING_KINDS:  # trades: on_trade
             self._stream_live(symbol, event_ms)
         return True
 
@@ -326,7 +331,7 @@ class Pipeline:
         log.warning("%s: liquidations %d..%d (exchange ms, %.1f s) were not received and cannot be repaired: "
                     "recorded as a gap", symbol, span[0], span[1], (span[1] - span[0]) / 1000)
         self.record_gap("liquidations", symbol, span[0], span[1], now, "unfillable",
-                        f"no liquidation history on {VENUE_NAMES.get(self.venue, self.venue)}", now)
+                        REASONS.get(self.venue, f"no liquidation history on {self.venue}"), now)
 
     # --- REST answers for what the stream missed (collector.pipeline.repairs) --------------------------
 
