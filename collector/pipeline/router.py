@@ -300,6 +300,15 @@ class Pipeline:
 
     # --- liquidation holes (collector.pipeline.liquidation_holes) ---------------------------------------
 
+    def on_stream_lost(self) -> None:
+        """The connection carrying this worker's liquidations ended (collector.feed.events.EventSink): from the
+        newest event its streams delivered to each symbol's first trade or liquidation after the reconnect, a
+        hole. Another drop before that keeps the one hole (LiquidationHoles.resume)."""
+        live = self.stream_ms()
+        if live is not None:
+            for sym in self.symbols:
+                self.resume_liquidations(sym, live)
+
     def resume_liquidations(self, symbol: str, live_ms: int) -> None:
         """`symbol` was collected up to `live_ms` (exchange time) by a predecessor: until its first stream
         event here, a hole (nothing when liquidations are not collected: there is nothing to miss)."""

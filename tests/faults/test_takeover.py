@@ -31,13 +31,12 @@ import os
 import random
 import signal
 from collections import Counter, defaultdict
-from decimal import Decimal
 from pathlib import Path
 
 import psutil
 import pytest
 from helpers import SupervisorProcess, wait_for, write_config
-from test_gaps import Collector
+from test_gaps import Collector, assert_liquidations
 
 from collector.pipeline.trade_filter import SymbolFilter
 from exchange_sim import SimConfig
@@ -231,35 +230,9 @@ def _assert_matches_truth(c: Collector, t: dict, tape: dict[str, list[tuple[int,
         points = [start, *[x for x in times if x >= start], t["sim_ms"]]
         worst = max(b - a for a, b in zip(points, points[1:], strict=False))
         assert worst <= window, f"{s}: {worst / 1000:.0f} s of exchange time without an open-interest row"
-    holes = _assert_liquidations(c, t)
+    holes = assert_liquidations(c, t)
     return {"extra": extra, "bound": bound, "gaps": sum(map(len, gaps.values())), "liquidation_holes": holes}
 
-
-def _assert_liquidations(c: Collector, t: dict) -> dict[str, int]:
-    """Every liquidation the simulator sent is stored once and equal, or lies inside a `liquidations` gap row
-    of its symbol (unfillable, its reason saying why); nothing stored that was not sent. Returns the rows per
-    symbol. The market is paused and every trade stored by now, but the writer commits each table in its own
-    transaction, so the last liquidations may still be on their way: waited for, with a deadline."""
-    want = Counter((x["s"], int(x["T"]), x["S"].lower(), Decimal(x["p"]), Decimal(x["q"])) for x in t["liquidations"])
-    assert want, "no liquidation was sent: the scenario proves nothing about them"
-    holes = c.query("SELECT symbol, from_id, to_id, state, reason FROM gaps WHERE kind = 'liquidations'")
-    assert {(h[3], h[4]) for h in holes} <= {("unfillable", "no liquidation history on Binance")}, holes
-
-    def stored() -> Counter:
-        return Counter(c.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, side, price, quantity "
-                               "FROM liquidations"))
-
-    def missing() -> list[tuple]:
-        return [k for k in want - stored() if not any(h[0] == k[0] and h[1] <= k[1] <= h[2] for h in holes)]
-
-    try:
-        wait_for(lambda: not missing(), 30, "every liquidation sent outside the holes to be stored")
-    except AssertionError:  # say which
-        raise AssertionError(f"not stored and outside every liquidations gap row {holes}: {missing()}") from None
-    assert not stored() - want, f"stored but not sent (or twice): {stored() - want}"
-    lost = sum(n for k, n in (want - stored()).items())
-    print(f"liquidations: {sum(want.values())} sent, {lost} not stored, all inside the {len(holes)} gap rows")
-    return dict(Counter(h[0] for h in holes))
 
 
 @pytest.mark.timeout(420)

@@ -119,6 +119,33 @@ def test_no_hole_for_a_fresh_start_nor_without_liquidations() -> None:
     assert untaken.gap_rows() == b"" and snapshot(untaken.pipe, NOW)["BTCUSDT"].live_ms is None
 
 
+def test_a_lost_stream_is_one_hole_per_symbol_however_often_it_drops_before_it_delivers() -> None:
+    r = Resumed(live={})
+    r.pipe.on_stream_lost()  # nothing received yet: nothing known to have been missed
+    assert not r.pipe.liquidation_holes.open
+    r.pipe.on_trade(AggTrade(E=T0 + 5, s="BTCUSDT", a=1, p="100", q="1", f=1, l=1, T=T0, m=False), RECEIPT)
+    r.pipe.on_mark_price(MarkPrice(E=T0 + 900, s="ETHUSDT", p="100"), RECEIPT)
+    r.pipe.on_stream_lost()  # the stream's newest event: the mark price
+    r.pipe.on_mark_price(MarkPrice(E=T0 + 5_000, s="ETHUSDT", p="100"), RECEIPT)  # a mark price ends nothing
+    r.pipe.on_stream_lost()  # dropped again before any trade or liquidation: the same hole
+    r.pipe.on_trade(AggTrade(E=T0 + 9_005, s="BTCUSDT", a=2, p="100", q="1", f=2, l=2, T=T0 + 9_000, m=False),
+                    RECEIPT)
+    r.pipe.on_liquidation(liquidation("ETHUSDT", T0 + 12_000), RECEIPT)
+    assert r.gap_rows() == r.want(("BTCUSDT", T0 + 900 - LATE_MS, T0 + 9_000), ("ETHUSDT", T0 + 900 - LATE_MS, T0 + 12_000))
+
+
+def test_a_hand_over_replays_a_lost_stream_where_it_happened() -> None:
+    held = HandoverBuffer(["BTCUSDT"])
+    held.on_trade(AggTrade(E=T0 + 5, s="BTCUSDT", a=4, p="100", q="1", f=4, l=4, T=T0, m=False), RECEIPT)
+    held.on_stream_lost()
+    held.on_trade(AggTrade(E=T0 + 7_005, s="BTCUSDT", a=9, p="100", q="1", f=9, l=9, T=T0 + 7_000, m=False), RECEIPT)
+    r = Resumed(live={"BTCUSDT": T0 + 10})  # the predecessor's final checkpoint: it received past trade 4
+    r.pipe.last_trade_id["BTCUSDT"] = 3
+    held.release(r.pipe)
+    # no hole between the predecessor and the first held trade; one from that trade to the next
+    assert r.gap_rows() == r.want(("BTCUSDT", T0 - LATE_MS, T0 + 7_000))
+
+
 def test_a_hand_over_records_no_hole_even_when_the_held_trades_were_the_predecessors() -> None:
     held = HandoverBuffer(["BTCUSDT"])
     for a in (1, 2, 3):  # the successor held trades 1..3 while the predecessor still processed them
