@@ -8,18 +8,21 @@ such a hole is never filled. It is still recorded, as a `gaps` row of kind `liqu
 `unfillable`, with a reason naming why (REASONS), from_id..to_id the exchange's event times in ms, so
 that a user can tell a quiet market (no row, no hole) from a hole (no row, inside a gap row).
 
-When a hole opens: a successor of a worker (kill -9, a SIGHUP hand-over, a full restart) resumes each
-symbol's `live_ms` from the checkpoint (collector.runtime.checkpoints): the exchange time up to which the
-predecessor had received the symbol's streams and the writer had acknowledged what it stored of them.
-A fresh start has no checkpoint and opens nothing (nothing was being collected before it).
+When a hole opens, and from when (`live_ms`):
+- a successor of a worker (kill -9, a SIGHUP hand-over, a full restart) resumes each symbol's `live_ms`
+  from the checkpoint (collector.runtime.checkpoints): the exchange time up to which the predecessor had
+  received the symbol's streams and the writer had acknowledged what it stored of them. A fresh start has
+  no checkpoint and opens nothing (nothing was being collected before it);
+- a running worker whose connection carrying liquidations ended (a drop, or a stall the watchdog closed;
+  collector.feed.events.EventSink.on_stream_lost): the newest event time its streams had delivered.
 
-When it closes: at the symbol's first trade or liquidation after the resume (proof that its subscription
+When it closes: at the symbol's first trade or liquidation after that (proof that its subscription
 delivers again; not a mark price, which may come stamped with an older time, collector.pipeline.router
-HOLE_ENDING_KINDS). The hole is live_ms - LATE_MS .. that event's
-time, or nothing when the successor was already receiving before its predecessor stopped (a hand-over).
-A symbol that stays open is carried by the successor's own checkpoints at its predecessor's live_ms, so
-whoever owns it next still records the whole hole. One row per symbol and hole, whatever happened in
-between. Pure bookkeeping, no I/O and no clock: the caller passes the event times in.
+HOLE_ENDING_KINDS). The hole is live_ms - LATE_MS .. that event's time, or nothing when the successor was
+already receiving before its predecessor stopped (a hand-over). Another loss before then keeps the one
+hole (from the earlier live_ms); a symbol still open is carried by its worker's checkpoints at that
+live_ms, so whoever owns it next records the whole hole. One row per symbol and hole, however many
+reconnects happened in between. Pure bookkeeping, no I/O and no clock: the caller passes the times in.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ REASONS = {
 # How far before `live_ms` a hole starts. Binance's forceOrder stream pushes at most one liquidation per
 # symbol per second (the latest of that second), so a liquidation can reach us up to a second after
 # events of later exchange time; one received after the checkpoint but dying unacknowledged with its
-# worker may therefore be up to this much older than the checkpoint's live_ms. Liquidations the
+# worker, or due just after the last event before a drop, may therefore be up to this much older than
+# live_ms. Liquidations the
 # predecessor did store inside this margin are in the row's range too, which only widens it.
 LATE_MS = 1_000
 
@@ -63,7 +67,8 @@ class LiquidationHoles:
         self.open: dict[str, int] = {}
 
     def resume(self, symbol: str, live_ms: int) -> None:
-        """A symbol taken over whose stream was live up to `live_ms`: a hole until its first event."""
+        """`symbol`'s stream was live up to `live_ms` and is not known to be since: a hole until its first
+        event (an open one keeps the earlier start)."""
         prev = self.open.get(symbol)
         self.open[symbol] = live_ms if prev is None else min(prev, live_ms)
 

@@ -310,8 +310,9 @@ class Pipeline:
                 self.resume_liquidations(sym, live)
 
     def resume_liquidations(self, symbol: str, live_ms: int) -> None:
-        """`symbol` was collected up to `live_ms` (exchange time) by a predecessor: until its first stream
-        event here, a hole (nothing when liquidations are not collected: there is nothing to miss)."""
+        """`symbol`'s streams were received up to `live_ms` (exchange time; by a predecessor, or here before a
+        connection was lost): until its first trade or liquidation, a hole (nothing when liquidations are not
+        collected: there is nothing to miss)."""
         if self._store_liquidations and symbol in self.symbols:
             self.liquidation_holes.resume(symbol, live_ms)
 
