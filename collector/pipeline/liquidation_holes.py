@@ -2,8 +2,8 @@
 
 Why: a liquidation sent while no worker was subscribed is gone. The collector has no liquidation history
 to repair from (collector.feed.rest_history and collector.feed.venue_history page trades and candles only):
-Binance's forceOrder and Bybit's allLiquidation streams have no public REST history, and OKX's REST
-`public/liquidation-orders` (recent orders per underlying) is not used for repairs. So unlike a trade gap
+Binance's forceOrder and Bybit's allLiquidation streams have no REST history it could read, and OKX's
+REST `public/liquidation-orders` (recent orders per underlying) is not used for repairs. So unlike a trade gap
 such a hole is never filled. It is still recorded, as a `gaps` row of kind `liquidations`, state
 `unfillable`, with a reason naming why (REASONS), from_id..to_id the exchange's event times in ms, so
 that a user can tell a quiet market (no row, no hole) from a hole (no row, inside a gap row).
