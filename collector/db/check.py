@@ -239,6 +239,33 @@ def _has_unique_key(conn: psycopg.Connection, table: str, key: tuple[str, ...]) 
     return any(set(cols) <= set(key) for (cols,) in rows)
 
 
+def check_liquidation_holes(conn: psycopg.Connection, now: datetime, lo: datetime,
+                            venue: str = BINANCE) -> Finding:
+    """The recorded times liquidations were not received (`gaps` rows of kind liquidations, from_id..to_id the
+    exchange's ms; collector.pipeline.liquidation_holes), so a reader tells a quiet market from a hole.
+
+    Reported, not failed: no venue serves liquidation history, so such a hole is known and final (state
+    unfillable, the reason says why); a missing row would be the failure, and that is what it prevents.
+    """
+    rows = conn.execute("""SELECT symbol, count(*), sum(to_id - from_id), min(from_id), max(to_id), min(reason)
+                           FROM gaps WHERE venue = %s AND kind = 'liquidations'
+                               AND to_id >= %s AND from_id <= %s
+                           GROUP BY symbol ORDER BY sum(to_id - from_id) DESC""",
+                        (venue, int(lo.timestamp() * 1000), int(now.timestamp() * 1000))).fetchall()
+    if not rows:
+        return Finding("liquidation_holes", True, "no liquidation hole recorded")
+    details = [f"{sym:<20} {n:>4} holes, {total / 1000:,.0f} s in all, "
+               f"{datetime.fromtimestamp(first / 1000, UTC):%Y-%m-%d %H:%M:%S}.."
+               f"{datetime.fromtimestamp(last / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC ({reason})"
+               for sym, n, total, first, last, reason in rows[:MAX_LISTED]]
+    if len(rows) > MAX_LISTED:
+        details.append(f"... and {len(rows) - MAX_LISTED} more")
+    holes = sum(r[1] for r in rows)
+    return Finding("liquidation_holes", True,
+                   f"{holes} recorded times of {len(rows)} symbols without their liquidations "
+                   f"(not received, cannot be repaired: gaps kind liquidations)", details)
+
+
 def check_duplicates(conn: psycopg.Connection, now: datetime) -> Finding:
     details = []
     checked = []
@@ -383,6 +410,8 @@ def run_check(dsn: str, universe: list[str] | None = None, now: datetime | float
             also = _recent_funding_symbols(conn, now, lo, venue) if kinds is None or "funding" in kinds else set()
             report.findings.append(check_candles(conn, universe, now, lo, also, judge_from_lo=since is not None,
                                                  venue=venue))
+        if kinds is None or "liquidations" in kinds:
+            report.findings.append(check_liquidation_holes(conn, now, lo, venue))
         report.findings.append(check_duplicates(conn, now))
         report.findings.append(check_retention(conn, now, retention, mode))
         report.findings.append(check_jobs(conn, mode))

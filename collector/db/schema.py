@@ -39,7 +39,7 @@ from collector.pipeline.encode import CANDLE_TABLES
 log = logging.getLogger(__name__)
 
 # Bump when the DDL changes and add a step to _MIGRATIONS; a database newer than this refuses to start.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Arbitrary constant key for pg_advisory_xact_lock: two processes running ensure_schema at once serialise.
 _SCHEMA_LOCK_KEY = 0x434F4C4C  # "COLL"
@@ -305,5 +305,14 @@ def _v7_checkpoint_funding_rate(conn: psycopg.Connection, mode: str, retention: 
                  "ADD COLUMN IF NOT EXISTS next_funding_ms BIGINT")
 
 
+def _v8_checkpoint_live_ms(conn: psycopg.Connection, mode: str, retention: Mapping[str, timedelta | None],
+                           now: datetime) -> None:
+    """checkpoints keep the exchange time up to which a symbol's streams were received (live_ms), so that the
+    first run after a full restart records the liquidations it could not receive meanwhile as a `gaps` row
+    (kind liquidations, unfillable: no venue serves their history; collector.pipeline.liquidation_holes).
+    Existing rows get NULL: not known, no hole recorded. Idempotent (IF NOT EXISTS)."""
+    conn.execute("ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS live_ms BIGINT")
+
+
 _MIGRATIONS = {1: _v1, 2: _v2, 3: _v3_checkpoints, 4: _v4_gaps, 5: _v5_tiers, 6: _v6_venues,
-               7: _v7_checkpoint_funding_rate}
+               7: _v7_checkpoint_funding_rate, 8: _v8_checkpoint_live_ms}

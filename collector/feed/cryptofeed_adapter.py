@@ -131,7 +131,7 @@ class SupervisedConnection(ConnectionHandler):
     def __init__(self, conn: AsyncConnection, subscribe: Callable[[AsyncConnection], Awaitable[None]],
                  handler: Callable[[str, AsyncConnection, float], Awaitable[None]], *, stop: asyncio.Event,
                  timeout: float = 120.0, timeout_interval: float = 30.0, start_delay: float = 0.0,
-                 batch_handler: BatchHandler | None = None) -> None:
+                 batch_handler: BatchHandler | None = None, on_lost: Callable[[], None] | None = None) -> None:
         # Keywords only: upstream has inserted parameters before (keepalive, keepalive_interval).
         # cryptofeed annotates subscribe and handler as Awaitable; they are the callables it awaits.
         super().__init__(conn=conn, subscribe=cast(Any, subscribe), handler=cast(Any, handler), retries=-1,
@@ -139,9 +139,17 @@ class SupervisedConnection(ConnectionHandler):
                          start_delay=start_delay)
         self._stop = stop
         self._batch_handler = batch_handler
+        # Called when a subscribed session ends while the feed runs (closed, failed, or silent and closed by
+        # the watchdog): what it carried is not received until the next session delivers. Once per session,
+        # not per reconnect attempt (an attempt that never subscribed had nothing to lose).
+        self.on_lost = on_lost
 
     async def _pause(self, seconds: float) -> None:
         await sleep_unless_stopped(self._stop, seconds)
+
+    def _lost(self, subscribed: bool) -> None:
+        if subscribed and self.on_lost is not None:
+            self.on_lost()
 
     async def _watcher(self) -> None:
         """cryptofeed's silence watchdog, except that silence we chose (back-pressure: reading paused, see
@@ -197,10 +205,12 @@ class SupervisedConnection(ConnectionHandler):
             await self._pause(self.start_delay)
             while self.running and not self._stop.is_set():
                 watchdog = None
+                subscribed = False
                 await self._wait_reading_allowed()
                 try:
                     async with self.conn.connect() as connection:
                         await cast(Any, self.subscribe)(connection)
+                        subscribed = True
                         delay = RECONNECT_DELAY_INITIAL
                         if self.timeout != -1:
                             watchdog = asyncio.get_running_loop().create_task(self._watcher())
@@ -214,6 +224,7 @@ class SupervisedConnection(ConnectionHandler):
                     if not self.running or self._stop.is_set():
                         break
                     log.warning("%s: connection closed by the server - reconnecting", self.conn.uuid)
+                    self._lost(subscribed)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # any failure: reconnect, never give up
@@ -221,6 +232,7 @@ class SupervisedConnection(ConnectionHandler):
                         break
                     log.warning("%s: connection failed (%s: %s) - reconnecting in %.1fs",
                                 self.conn.uuid, type(e).__name__, e, delay)
+                    self._lost(subscribed)
                     await self._pause(delay)
                     delay = min(delay * 2, RECONNECT_DELAY_CAP)
         finally:

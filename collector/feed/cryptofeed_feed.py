@@ -71,6 +71,10 @@ class CollectorFeed:
         """cryptofeed's own parsing (Decimal numbers, one object per event) and callbacks."""
         await cast(Any, super()).message_handler(msg, conn, timestamp)
 
+    def stream_lost(self) -> None:
+        """A connection carrying liquidations (`<symbol>@forceOrder` streams) ended while the feed runs.
+        Nothing to do here: the lean feed (collector.feed.source) tells its sink."""
+
     def rest_route(self, name: str) -> str:
         """The URL template of a REST route bound by bind_feed_class (e.g. "open_interest")."""
         return cast(str, cast(Any, self).rest_endpoints[0].route(name))
@@ -118,7 +122,8 @@ class CollectorFeed:
         self.connections = [
             SupervisedConnection(conn, sub, handler, stop=stop_event, timeout=me.timeout,
                                  timeout_interval=me.timeout_interval, start_delay=me.start_delay,
-                                 batch_handler=batch if handler == self.message_handler else None)
+                                 batch_handler=batch if handler == self.message_handler else None,
+                                 on_lost=self.stream_lost if "@forceOrder" in getattr(conn, "address", "") else None)
             for conn, sub, handler in self.connect()
         ]
         async with asyncio.TaskGroup() as tg:

@@ -101,6 +101,10 @@ class FastBinanceFutures(CollectorBinanceFutures):
         self.handle_batch((msg,), conn, timestamp)
         return None
 
+    def stream_lost(self) -> None:
+        """The connection carrying liquidations ended: the sink records the hole (collector.feed.events)."""
+        self.sink.on_stream_lost()
+
     def set_sink(self, sink: EventSink) -> None:
         """Send frames to another sink from now on (a successor's hand-over, collector.runtime.checkpoints)."""
         self.sink = sink

@@ -57,6 +57,10 @@ def venue_data_types(data_types: Sequence[str]) -> list[str]:
     return out
 
 
+# The channel (topic prefix) of each venue's liquidations, as its subscribe texts name it.
+LIQUIDATION_CHANNELS = {"okx": okx.CHANNELS["liquidations"], "bybit": bybit.TOPICS["liquidations"]}
+
+
 def subscriptions(venue: str, names: Sequence[str], data_types: Sequence[str]) -> dict[str, list[str]]:
     """WebSocket path -> the subscribe texts to send on it after each connect."""
     wanted = venue_data_types(data_types)
@@ -97,6 +101,9 @@ class GatedSink:
 
     def on_bad_frame(self, kind: str) -> None:
         self.sink.on_bad_frame(kind)
+
+    def on_stream_lost(self) -> None:
+        self.sink.on_stream_lost()
 
 
 class VenueFeed:
@@ -218,9 +225,12 @@ class VenueFeed:
             conn = self.connection_class(self.endpoints.ws + path, f"{self.venue}{path.replace('/', '.')}",
                                          **self.ws_options)
             self._paths[conn.id] = path
+            # the socket of the liquidation channel (OKX: /ws/v5/public, Bybit: linear) reports its losses
+            carries = any(ch in text for text in self.plan[path] for ch in LIQUIDATION_CHANNELS[self.venue])
             self.connections.append(SupervisedConnection(
                 conn, self._subscribe, self.message_handler, stop=stop, timeout=self.timeout,
-                timeout_interval=self.timeout_interval, batch_handler=self.handle_batch))
+                timeout_interval=self.timeout_interval, batch_handler=self.handle_batch,
+                on_lost=self.sink.on_stream_lost if carries else None))
         try:
             async with asyncio.TaskGroup() as tg:
                 for handler in self.connections:

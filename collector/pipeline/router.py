@@ -24,6 +24,7 @@ from collector.pipeline.encode import RowEncoder, numeric_cache_size
 from collector.pipeline.flush import FlushPolicy
 from collector.pipeline.funding_rates import RATE_APART, FundingRates
 from collector.pipeline.limits import MinInterval
+from collector.pipeline.liquidation_holes import REASONS, LiquidationHoles
 from collector.pipeline.tails import TailChecks
 from collector.pipeline.trade_filter import SymbolFilter, TradeFilter
 from collector.pipeline.validation import MAX_EVENT_SKEW_MS
@@ -47,6 +48,16 @@ _INF = math.inf
 #    and book events advance: no order to check, so neither gaps nor repeats are told from ids.
 TRADE_ID_RULES = {"binance": 1, "okx": 2, "bybit": 0}
 ID_WORDS = {1: "aggTrade ids", 2: "fill ids", 0: "trade ids"}  # how a gap's ids are named in the log
+# The event types whose newest time says up to when a worker's streams were received (a checkpoint's
+# live_ms, collector.pipeline.liquidation_holes): those pushed on the connection that carries liquidations.
+# Not klines (OKX sends them on another socket) nor open interest (Binance polls it over REST).
+STREAM_KINDS = ("trades", "funding", "liquidations")
+# Those that also end a symbol's liquidation hole: only events sent as they happen (trades, liquidations).
+# A mark price or ticker may come on subscription stamped with when it last changed (OKX pushes an unchanged
+# mark price every 10 s), which could end a hole before the subscription delivered: a liquidation between
+# would be lost outside every row. The price: a symbol that neither trades nor liquidates for a while after
+# a resume keeps its hole open that long (the row covers more than was missed, never less).
+HOLE_ENDING_KINDS = ("trades", "liquidations")
 
 
 class Gap:
@@ -130,6 +141,10 @@ class Pipeline:
         self._store_funding = "funding" in self.data_types
         self._store_liquidations = "liquidations" in self.data_types
         self._store_candles = "candles_1m" in self.data_types
+        # Symbols whose liquidations were not being received since a resume (collector.pipeline.liquidation_holes);
+        # `_liq_open` is its dict, tested on every event (empty but for the first seconds after a resume).
+        self.liquidation_holes = LiquidationHoles()
+        self._liq_open = self.liquidation_holes.open
 
     # --- the events -------------------------------------------------------------------------------------
 
@@ -151,6 +166,8 @@ class Pipeline:
         if abs(ts - receipt * 1000.0) > MAX_EVENT_SKEW_MS:
             return self._reject("absurd_timestamp", t)
         self.last_event_ms["trades"] = ts
+        if self._liq_open:
+            self._stream_live(sym, ts)
         if rule := self.id_rule:
             a = t.a
             last_ids = self.last_trade_id
@@ -274,10 +291,57 @@ class Pipeline:
             self._reject("absurd_timestamp", event)
             return False
         self.last_event_ms[kind] = event_ms
+        if self._liq_open and kind in HOLE_ENDING_KINDS:  # trades: on_trade
+            self._stream_live(symbol, event_ms)
         return True
 
     def on_bad_frame(self, kind: str) -> None:
         self.rejected[kind] += 1
+
+    # --- liquidation holes (collector.pipeline.liquidation_holes) ---------------------------------------
+
+    def on_stream_lost(self) -> None:
+        """The connection carrying this worker's liquidations ended (collector.feed.events.EventSink): from the
+        newest event its streams delivered to each symbol's first trade or liquidation after the reconnect, a
+        hole. Another drop before that keeps the one hole (LiquidationHoles.resume)."""
+        live = self.stream_ms()
+        if live is not None:
+            for sym in self.symbols:
+                self.resume_liquidations(sym, live)
+
+    def resume_liquidations(self, symbol: str, live_ms: int) -> None:
+        """`symbol`'s streams were received up to `live_ms` (exchange time; by a predecessor, or here before a
+        connection was lost): until its first trade or liquidation, a hole (nothing when liquidations are not
+        collected: there is nothing to miss)."""
+        if self._store_liquidations and symbol in self.symbols:
+            self.liquidation_holes.resume(symbol, live_ms)
+
+    def stream_ms(self) -> int | None:
+        """The newest exchange time the streams delivered (trades, mark prices, liquidations), or None."""
+        seen = self.last_event_ms
+        return max((seen[k] for k in STREAM_KINDS if k in seen), default=None)
+
+    def liquidations_live_ms(self, symbol: str) -> int | None:
+        """Up to when `symbol`'s liquidations were received, for its checkpoint (LiquidationHoles.live_ms)."""
+        if not self._store_liquidations:
+            return None
+        return self.liquidation_holes.live_ms(symbol, self.stream_ms())
+
+    def stream_live(self, symbol: str, event_ms: int) -> None:
+        """A stream event of `symbol` that is not processed here (a hand-over's trade the predecessor already
+        processed, collector.runtime.handover): it still proves the symbol's stream was being received."""
+        if self._liq_open:
+            self._stream_live(symbol, event_ms)
+
+    def _stream_live(self, symbol: str, event_ms: int) -> None:
+        span = self.liquidation_holes.seen(symbol, event_ms)
+        if span is None:
+            return
+        now = self.clock_ms()
+        log.warning("%s: liquidations %d..%d (exchange ms, %.1f s) were not received and cannot be repaired: "
+                    "recorded as a gap", symbol, span[0], span[1], (span[1] - span[0]) / 1000)
+        self.record_gap("liquidations", symbol, span[0], span[1], now, "unfillable",
+                        REASONS.get(self.venue, f"no liquidation history on {self.venue}"), now)
 
     # --- REST answers for what the stream missed (collector.pipeline.repairs) --------------------------
 

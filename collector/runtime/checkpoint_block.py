@@ -10,7 +10,7 @@ readiness, collector.runtime.handover.HandoverBuffer.ready), then the records. R
 order, 128 bytes = two cache lines, seqlock as in collector.runtime.seqlock: seq odd while writing):
     seq u64 | last trade id i64 | last kline open ms i64 | funding ms i64 | filter price f64 |
     filter time ms i64 | open interest poll ms i64 | updated ms i64 |
-    next funding ms i64 | funding rate: ASCII text, NUL-padded, MAX_RATE_CHARS bytes | padding
+    next funding ms i64 | live ms i64 | funding rate: ASCII text, NUL-padded, MAX_RATE_CHARS bytes | padding
                                                                           (NONE = -2**63 for "unknown")
 The magic names the layout: a block of another layout is refused, not misread.
 """
@@ -30,7 +30,7 @@ from collector.runtime.seqlock import close_shared
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"CLCKPT02"  # 01: the 64-byte record without the funding rate
+MAGIC = b"CLCKPT03"  # 01: the 64-byte record without the funding rate; 02: without live ms
 _HEADER = struct.Struct("@8sII")  # magic, records, record size
 # Then one word per worker: when that worker, holding for a hand-over, saw every one of its symbols
 # (ms; 0 = not holding or not ready), so the supervisor can retire the predecessor at once.
@@ -38,7 +38,7 @@ MAX_WORKERS = 64
 _READY_OFF = 64
 # words for workers 1..MAX_WORKERS (0 unused), rounded up so the records stay 64-byte (cache-line) aligned
 _HEADER_SIZE = -(-(_READY_OFF + 8 * (MAX_WORKERS + 1)) // 64) * 64
-_RECORD = struct.Struct(f"@qqqdqqqq{MAX_RATE_CHARS}s")  # after the seq word
+_RECORD = struct.Struct(f"@qqqdqqqqq{MAX_RATE_CHARS}s")  # after the seq word
 RECORD_SIZE = -(-(8 + _RECORD.size) // 64) * 64  # whole cache lines: a record never shares one
 assert RECORD_SIZE == 128
 # A seqlock reader gives up on a record whose seq stays odd this long (its writer died mid-write).

@@ -11,6 +11,7 @@ take it back (restore):
 | trade filter (`SymbolFilter`)         | last kept price and time               | price_change / time_interval   |
 | open-interest poller (`PollPositions`)| time of the last poll                  | when the symbol is due again   |
 | funding rate (`FundingRates`, OKX)    | last rate sent and its settlement time | the rate of a rate-less row    |
+| liquidation holes (`Pipeline`)        | exchange time the streams were live to | which times are a `liquidations` gap |
 
 A successor (after kill -9, a crash, a SIGHUP replacement or re-sharding) restores them per symbol,
 whichever worker owned the symbol before. The last trade id and last closed kline are also where
@@ -109,6 +110,10 @@ class SymbolCheckpoint:
     # settlement it is for; the `checkpoints` table keeps them too (schema version 7), for a full restart.
     funding_rate: str = ""
     next_funding_ms: int | None = None
+    # The exchange time up to which the symbol's streams were received (and what they stored acknowledged):
+    # a successor records liquidations from there to its own first event of the symbol as a hole
+    # (collector.pipeline.liquidation_holes); the `checkpoints` table keeps it too (schema version 8).
+    live_ms: int | None = None
 
 
 # --- snapshot / restore of the pipeline's steps (pure) ---------------------------------------------------
@@ -124,7 +129,7 @@ def snapshot(pipeline: Pipeline, now_ms: int = 0) -> dict[str, SymbolCheckpoint]
         rate, next_ms = rates.get(sym, ("", None))
         out[sym] = SymbolCheckpoint(pipeline.last_trade_id.get(sym), pipeline.last_kline_open.get(sym),
                                     gate.last_accepted_ms(sym), price, ts, pipeline.last_oi_poll.get(sym), now_ms,
-                                    rate, next_ms)
+                                    rate, next_ms, pipeline.liquidations_live_ms(sym))
     return out
 
 
@@ -149,6 +154,8 @@ def restore(pipeline: Pipeline, checkpoints: Mapping[str, SymbolCheckpoint],
             pipeline.trade_filter.symbol(sym).restore(c.filter_price, c.filter_ts_ms)
         if c.funding_rate and c.next_funding_ms is not None and pipeline.funding_rates is not None:
             pipeline.funding_rates.restore(sym, c.funding_rate, c.next_funding_ms)
+        if c.live_ms is not None:
+            pipeline.resume_liquidations(sym, c.live_ms)
         if c.oi_polled_ms is not None:
             pipeline.last_oi_poll[sym] = c.oi_polled_ms
             if positions is not None:
@@ -220,7 +227,7 @@ def resume_activity(block: StatsBlock, slots: Mapping[str, int], pipeline: Pipel
 
 # --- the record's values, shared by the block and the table ------------------------------------------------
 
-Packed = tuple[int, int, int, float, int, int, int, int, bytes]
+Packed = tuple[int, int, int, float, int, int, int, int, int, bytes]
 
 
 def pack(c: SymbolCheckpoint) -> Packed:
@@ -230,16 +237,16 @@ def pack(c: SymbolCheckpoint) -> Packed:
     # struct would cut a longer text to the field's width, another number: not carried instead
     text = rate.encode("ascii") if rate.isascii() and len(rate) <= MAX_RATE_CHARS else b""
     return (v(c.last_trade_id), v(c.last_kline_open_ms), v(c.funding_ms), c.filter_price, v(c.filter_ts_ms),
-            v(c.oi_polled_ms), c.updated_ms, v(c.next_funding_ms), text)
+            v(c.oi_polled_ms), c.updated_ms, v(c.next_funding_ms), v(c.live_ms), text)
 
 
 def unpack(values: Packed) -> SymbolCheckpoint:
     def v(x: int) -> int | None:
         return None if x == NONE else x
-    tid, kline, funding, price, ts, oi, updated, next_ms, rate = values
+    tid, kline, funding, price, ts, oi, updated, next_ms, live, rate = values
     # struct pads a short bytes field with NULs: the rate is what precedes them
     return SymbolCheckpoint(v(tid), v(kline), v(funding), price, v(ts), v(oi), updated,
-                            rate.rstrip(b"\0").decode("ascii"), v(next_ms))
+                            rate.rstrip(b"\0").decode("ascii"), v(next_ms), v(live))
 
 
 # --- the worker's side ---------------------------------------------------------------------------------------
@@ -361,20 +368,22 @@ def _table_values(c: SymbolCheckpoint) -> tuple[int | float | str | None, ...]:
 
 def save(conn: psycopg.Connection, checkpoints: Mapping[str, SymbolCheckpoint], *, venue: str) -> int:
     """Upsert every symbol's checkpoint of `venue` into the `checkpoints` table (collector.db.schema,
-    version 3; keyed by venue and symbol since version 6; the funding rate since version 7)."""
+    version 3; keyed by venue and symbol since version 6; the funding rate since version 7, live_ms since 8)."""
     rows = [(venue, s, *_table_values(c)) for s, c in checkpoints.items() if c.updated_ms]
     if not rows:
         return 0
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO checkpoints (venue, symbol, last_trade_id, last_kline_open_ms, funding_ms, filter_price,
-                                        filter_ts_ms, oi_polled_ms, updated_ms, next_funding_ms, funding_rate)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                        filter_ts_ms, oi_polled_ms, updated_ms, next_funding_ms, live_ms,
+                                        funding_rate)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (venue, symbol) DO UPDATE SET last_trade_id = EXCLUDED.last_trade_id,
                    last_kline_open_ms = EXCLUDED.last_kline_open_ms, funding_ms = EXCLUDED.funding_ms,
                    filter_price = EXCLUDED.filter_price, filter_ts_ms = EXCLUDED.filter_ts_ms,
                    oi_polled_ms = EXCLUDED.oi_polled_ms, updated_ms = EXCLUDED.updated_ms,
-                   next_funding_ms = EXCLUDED.next_funding_ms, funding_rate = EXCLUDED.funding_rate
+                   next_funding_ms = EXCLUDED.next_funding_ms, funding_rate = EXCLUDED.funding_rate,
+                   live_ms = EXCLUDED.live_ms
                WHERE checkpoints.updated_ms <= EXCLUDED.updated_ms""", rows)
     return len(rows)
 
@@ -393,9 +402,9 @@ def load(conn: psycopg.Connection, symbols: Iterable[str] | None = None, *, venu
     at `now_ms` (default: the wall clock; `current_rate`)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     rows = conn.execute("""SELECT symbol, last_trade_id, last_kline_open_ms, funding_ms, filter_price,
-                                  filter_ts_ms, oi_polled_ms, updated_ms, funding_rate, next_funding_ms
+                                  filter_ts_ms, oi_polled_ms, updated_ms, funding_rate, next_funding_ms, live_ms
                            FROM checkpoints WHERE venue = %s""", (venue,)).fetchall()
     wanted = None if symbols is None else set(symbols)
     return {r[0]: current_rate(SymbolCheckpoint(r[1], r[2], r[3], math.nan if r[4] is None else r[4], r[5], r[6],
-                                                 r[7], r[8] or "", r[9]), now_ms)
+                                                 r[7], r[8] or "", r[9], r[10]), now_ms)
             for r in rows if wanted is None or r[0] in wanted}

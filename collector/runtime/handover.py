@@ -69,6 +69,9 @@ class HandoverBuffer:
     def on_bad_frame(self, kind: str) -> None:
         self.events.append(("on_bad_frame", kind, 0.0))
 
+    def on_stream_lost(self) -> None:
+        self.events.append(("on_stream_lost", None, 0.0))  # in order: the hole starts where it happened
+
     def ready(self) -> bool:
         """Receiving everything the predecessor does: it can stop now (see HANDOVER_SETTLE_S)."""
         return self.first_event is not None and (
@@ -87,9 +90,12 @@ class HandoverBuffer:
                 last = last_ids.get(ev.s)
                 if last is not None and ev.a <= last:
                     skipped += 1
+                    pipeline.stream_live(ev.s, ev.T)  # received while the predecessor still was: no hole
                     continue
             if name == "on_bad_frame":
                 pipeline.on_bad_frame(ev)
+            elif name == "on_stream_lost":
+                pipeline.on_stream_lost()
             else:
                 getattr(pipeline, name)(ev, receipt)
         self.events.clear()

@@ -235,3 +235,23 @@ def test_data_types_not_collected_are_not_judged(db_url: str) -> None:
             _funding(conn, "BTCUSDT", FIRST + timedelta(minutes=m))
     names = [f.name for f in run_check(db_url, None, NOW, data_types=["funding"]).findings]
     assert "candles_1m" not in names and "trades" not in names and "funding_cap" in names
+
+
+def test_recorded_liquidation_holes_are_reported_not_failed(db_url: str) -> None:
+    """A liquidations gap row (exchange ms; collector.pipeline.liquidation_holes) is listed, so a reader can tell
+    a quiet market from a hole; it is final (no venue has the history), so it does not fail the report."""
+    lo_ms = int((NOW - timedelta(minutes=4)).timestamp() * 1000)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        healthy(conn)
+        assert run_check(db_url, None, NOW).get("liquidation_holes").summary == "no liquidation hole recorded"
+        conn.execute("""INSERT INTO gaps VALUES ('binance', 'BTCUSDT', 'liquidations', %s, %s, %s, NULL, 'unfillable',
+                            'no liquidation history on Binance', %s)""", (lo_ms, lo_ms + 42_000, NOW, NOW))
+        conn.execute("""INSERT INTO gaps VALUES ('okx', 'BTC-USDT-SWAP', 'liquidations', %s, %s, %s, NULL,
+                            'unfillable', 'no liquidation history on OKX', %s)""", (lo_ms, lo_ms + 9_000, NOW, NOW))
+    report = run_check(db_url, None, NOW)
+    assert report.ok, report.format()
+    holes = report.get("liquidation_holes")
+    assert holes.summary.startswith("1 recorded times of 1 symbols without their liquidations")
+    assert holes.details == ["BTCUSDT                 1 holes, 42 s in all, 2025-03-12 15:26:20..2025-03-12 15:27:02 UTC "
+                             "(no liquidation history on Binance)"]
+    assert "liquidation_holes" not in [f.name for f in run_check(db_url, None, NOW, data_types=["funding"]).findings]

@@ -45,7 +45,7 @@ def test_a_version_6_database_with_rows_is_migrated(db_url: str) -> None:
         assert checkpoints.load(conn, venue="okx", now_ms=NOW_MS) == {INST: c}
         ensure_schema(conn, "postgres", now=NOW)  # a restart finds nothing left to do
         assert conn.execute("SELECT count(*) FROM schema_version WHERE version = 7").fetchone() == (1,)
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,) == (7,)
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,) == (8,)
 
 
 def test_a_stored_rate_loads_only_before_its_settlement(db_url: str) -> None:

@@ -74,7 +74,7 @@ def test_a_fresh_database_gets_the_venue_layout(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         ensure_schema(conn, "postgres", now=NOW)
         _assert_v6_layout(conn)
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,) == (7,)
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,) == (8,)
 
 
 def _v5_rows(conn: psycopg.Connection) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -133,6 +134,34 @@ def ids_complete(c: Collector, truth: dict, symbols: list[str]) -> bool:
     return True
 
 
+
+def assert_liquidations(c: Collector, t: dict) -> dict[str, int]:
+    """Every liquidation the simulator sent is stored once and equal, or lies inside a `liquidations` gap row
+    of its symbol (unfillable, its reason saying why); nothing stored that was not sent. Returns the rows per
+    symbol. The market is paused and every trade stored by now, but the writer commits each table in its own
+    transaction, so the last liquidations may still be on their way: waited for, with a deadline."""
+    want = Counter((x["s"], int(x["T"]), x["S"].lower(), Decimal(x["p"]), Decimal(x["q"])) for x in t["liquidations"])
+    assert want, "no liquidation was sent: the scenario proves nothing about them"
+    holes = c.query("SELECT symbol, from_id, to_id, state, reason FROM gaps WHERE kind = 'liquidations'")
+    assert {(h[3], h[4]) for h in holes} <= {("unfillable", "no liquidation history on Binance")}, holes
+
+    def stored() -> Counter:
+        return Counter(c.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, side, price, quantity "
+                               "FROM liquidations"))
+
+    def missing() -> list[tuple]:
+        return [k for k in want - stored() if not any(h[0] == k[0] and h[1] <= k[1] <= h[2] for h in holes)]
+
+    try:
+        wait_for(lambda: not missing(), 30, "every liquidation sent outside the holes to be stored")
+    except AssertionError:  # say which
+        raise AssertionError(f"not stored and outside every liquidations gap row {holes}: {missing()}") from None
+    assert not stored() - want, f"stored but not sent (or twice): {stored() - want}"
+    lost = sum(n for k, n in (want - stored()).items())
+    print(f"liquidations: {sum(want.values())} sent, {lost} not stored, all inside the {len(holes)} gap rows")
+    return dict(Counter(h[0] for h in holes))
+
+
 def assert_every_id_once(c: Collector, truth: dict, symbols: list[str]) -> None:
     """With keep_all, the trades table holds every aggTrade id the exchange sent or skipped from the first
     one the collector received (earlier ones predate its subscription) to the last, each exactly once."""
@@ -210,12 +239,16 @@ def test_mass_reconnect_fills_gaps_and_candles_within_budget(db_url: str, tmp_pa
         fill_deadline = dropped_at + 200
         wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE filled_at IS NOT NULL")[0][0] >= gaps_wanted,
                  fill_deadline - time.time(), f"{gaps_wanted} filled gaps")
-        wait_for(lambda: c.query("SELECT count(*) FROM gaps")[0][0]
-                 == c.query("SELECT count(*) FROM gaps WHERE filled_at IS NOT NULL")[0][0],
+        repairs = "FROM gaps WHERE kind <> 'liquidations'"  # those are unfillable by nature: checked below
+        wait_for(lambda: c.query(f"SELECT count(*) {repairs}")[0][0]  # noqa: S608
+                 == c.query(f"SELECT count(*) {repairs} AND filled_at IS NOT NULL")[0][0],  # noqa: S608
                  max(1.0, fill_deadline - time.time()), "every gap filled")
         wait_for(lambda: ids_complete(c, t, symbols), 60, "every trade up to the pause, gaps backfilled")
         assert_every_id_once(c, t, symbols)
-        assert c.query("SELECT count(*) FROM gaps")[0][0] >= gaps_wanted
+        assert c.query(f"SELECT count(*) {repairs}")[0][0] >= gaps_wanted  # noqa: S608
+        # liquidations: the drop is one hole per symbol (each worker's connection reported its loss once),
+        # and every liquidation sent is stored or inside its symbol's
+        assert assert_liquidations(c, t) == {s: 1 for s in t["symbols"]}
         # candles_1m: every closed 1m kline of the truth, including the minutes the drop cost
         want = {(k["s"], k["t"]) for k in t["klines"] if k["i"] == "1m"}
         wait_for(lambda: want <= {(s, int(ms)) for s, ms in c.query(

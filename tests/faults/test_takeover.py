@@ -17,7 +17,10 @@ worker; afterwards the database is compared with the simulator's truth value by 
   starts the filter afresh keeps its first trade of every symbol and exceeds it;
 - open interest: every window of `filters.open_interest.interval_s` (scaled with the sim speed to the
   production ratio: 300 s of exchange time) holds a row of every symbol;
-- every closed 1m kline stored once.
+- every closed 1m kline stored once;
+- liquidations: every one sent stored once and equal, or inside a `liquidations` gap row of its symbol
+  (collector.pipeline.liquidation_holes: the times no worker received them, unrepairable); a kill -9 leaves
+  one such row per symbol of the victim, a full restart one per symbol, a hand-over none.
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ import math
 import os
 import random
 import signal
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import psutil
 import pytest
 from helpers import SupervisorProcess, wait_for, write_config
-from test_gaps import Collector
+from test_gaps import Collector, assert_liquidations
 
 from collector.pipeline.trade_filter import SymbolFilter
 from exchange_sim import SimConfig
@@ -75,6 +78,12 @@ def _workers(c: Collector) -> dict[str, int]:
         if title.startswith("collector: worker "):
             out[title.split()[2]] = p.pid  # "1/2"
     return out
+
+
+def _worker_symbols(c: Collector, name: str) -> list[str]:
+    """The symbols worker `name` ("1/2") collects now: its log's latest "symbols:" line."""
+    log = (c.logs / f"worker-{name.split('/')[0]}.log").read_text()
+    return log.rsplit("symbols: ", 1)[1].split("\n", 1)[0].split()
 
 
 def _log_count(c: Collector, text: str) -> int:
@@ -144,7 +153,8 @@ def _repairs_done(c: Collector) -> bool:
         if (w["rejected"].get("gap", 0) != b.get("gaps_filled", 0) + b.get("gaps_unfilled", 0)
                 or b.get("gaps_unfilled", 0)):
             return False
-    return c.query("SELECT count(*) FROM gaps WHERE filled_at IS NULL")[0][0] == 0
+    # liquidation holes are unfillable by nature (no venue serves their history): not repairs
+    return c.query("SELECT count(*) FROM gaps WHERE filled_at IS NULL AND kind <> 'liquidations'")[0][0] == 0
 
 
 def _stored_1m(c: Collector) -> list[tuple[str, int]]:
@@ -190,7 +200,7 @@ def _assert_matches_truth(c: Collector, t: dict, tape: dict[str, list[tuple[int,
     assert len(stored) == len(set(stored)) and set(stored) == _closed_1m(t, stored, listed)
     # trades: the expected rows exactly, and the extra time_interval rows within the bound
     gaps: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for s, lo, hi in c.query("SELECT symbol, from_id, to_id FROM gaps"):
+    for s, lo, hi in c.query("SELECT symbol, from_id, to_id FROM gaps WHERE kind <> 'liquidations'"):
         gaps[s].append((lo, hi))
     rows: dict[str, set[int]] = defaultdict(set)
     for s, a, reason in c.query("SELECT symbol, trade_id, save_reason FROM trades"):
@@ -220,7 +230,9 @@ def _assert_matches_truth(c: Collector, t: dict, tape: dict[str, list[tuple[int,
         points = [start, *[x for x in times if x >= start], t["sim_ms"]]
         worst = max(b - a for a, b in zip(points, points[1:], strict=False))
         assert worst <= window, f"{s}: {worst / 1000:.0f} s of exchange time without an open-interest row"
-    return {"extra": extra, "bound": bound, "gaps": sum(map(len, gaps.values()))}
+    holes = assert_liquidations(c, t)
+    return {"extra": extra, "bound": bound, "gaps": sum(map(len, gaps.values())), "liquidation_holes": holes}
+
 
 
 @pytest.mark.timeout(420)
@@ -236,11 +248,13 @@ def test_kill_9_around_minute_boundaries_resumes_every_step(db_url: str, tmp_pat
         # just before, just after, and anywhere in a minute, in random order; wall ms -> sim ms x SPEED
         offsets = [-rng.uniform(50, 600), rng.uniform(20, 600), rng.uniform(-30_000, 30_000) / SPEED]
         rng.shuffle(offsets)
+        killed: Counter[str] = Counter()  # symbol -> kills of the worker collecting it
         for offset_wall_ms in offsets:
             victim_name = rng.choice([f"{i + 1}/{WORKERS}" for i in range(WORKERS)])
             boundary = (_sim_ms(c) // MINUTE_MS + 2) * MINUTE_MS
             _wait_sim(c, boundary + int(offset_wall_ms * SPEED), "the kill point")
             victim = _workers(c)[victim_name]
+            killed.update(_worker_symbols(c, victim_name))
             os.kill(victim, signal.SIGKILL)
             wait_for(lambda n=victim_name, v=victim: _workers(c).get(n, v) != v, 60, "the worker to be restarted")
             wait_for(lambda: _all_receiving(c), 60, "the successor to receive trades")
@@ -248,7 +262,9 @@ def test_kill_9_around_minute_boundaries_resumes_every_step(db_url: str, tmp_pat
         # one more open-interest period after the last takeover, then compare
         _wait_sim(c, _sim_ms(c) + int(OI_INTERVAL_S * SPEED * 1000 * 1.2), "an open-interest period")
         t, tape, _ = _finish(c)
-        print("kill -9 result:", _assert_matches_truth(c, t, tape, oi_start))  # the README's numbers (-s)
+        result = _assert_matches_truth(c, t, tape, oi_start)
+        print("kill -9 result:", result)  # the README's numbers (-s)
+        assert result["liquidation_holes"] == dict(killed)  # one per symbol and kill, no other symbol's
     finally:
         c.stop()
 
@@ -276,7 +292,7 @@ def test_sighup_replacing_every_worker_hands_over_exactly(db_url: str, tmp_path:
         t, tape, _ = _finish(c)
         result = _assert_matches_truth(c, t, tape, oi_start)
         print("SIGHUP result:", result)
-        assert result["extra"] == 0
+        assert result["extra"] == 0 and result["liquidation_holes"] == {}  # the successors received meanwhile
         assert _log_count(c, "the predecessor has handed over") == WORKERS
     finally:
         c.stop()
@@ -307,6 +323,8 @@ def test_full_restart_resumes_from_the_database(db_url: str, tmp_path: Path) -> 
         result = _assert_matches_truth(c, t, tape, oi_start)
         print("full restart result:", result)
         assert result["extra"] == 0 and result["gaps"] == 0
+        # nobody received liquidations between the stop and the new run's first events: one row per symbol
+        assert result["liquidation_holes"] == {s: 1 for s in tape}
         assert f"loaded the checkpoints of {SYMBOLS} symbols saved by the last run" in out
     finally:
         c.stop()
@@ -334,7 +352,7 @@ def test_listing_reshards_with_a_hand_over(db_url: str, tmp_path: Path) -> None:
         t, tape, _ = _finish(c, listed="NEWLYUSDT")
         result = _assert_matches_truth(c, t, tape, oi_start, listed="NEWLYUSDT")
         print("listing result:", result)
-        assert result["extra"] == 0 and result["gaps"] == 0
+        assert result["extra"] == 0 and result["gaps"] == 0 and result["liquidation_holes"] == {}
         assert _log_count(c, "the predecessor has handed over") == 1
     finally:
         c.stop()

@@ -3,7 +3,9 @@ both venues, the markets paused meanwhile. The new run's OKX workers resume the 
 was sent from the `checkpoints` table (schema version 7), so their first funding rows carry it, as an
 uninterrupted run's would: OKX pushes the rate only every 30-90 s (the simulator: at each minute boundary,
 after that second's mark price, so every minute's row comes before that minute's push and a run that did
-not carry the rate stores the new run's first row of every symbol with a NULL rate)."""
+not carry the rate stores the new run's first row of every symbol with a NULL rate). The time between the
+runs is one `liquidations` gap row per symbol of both venues, from the last run's checkpoint (its live_ms,
+schema version 8)."""
 
 from __future__ import annotations
 
@@ -45,6 +47,13 @@ def test_a_full_restart_resumes_the_okx_funding_rate(db_url: str, tmp_path: Path
             next_push = min(int(r["ts"]) for r in pushes if int(r["ts"]) > stop_ms)
             before = [(ms, rate) for s, ms, rate in rows if s == sym and ms <= next_push]
             assert before and all(rate is not None for _, rate in before), (sym, stop_ms, next_push, before)
+        # nobody received liquidations between the stop and the new run's first events: one row per symbol,
+        # from the last run's final checkpoint; every liquidation sent is stored or inside it
+        for venue in VENUES:
+            t = rig.settle(venue)
+            holes = rig.gap_rows(venue, "liquidations")
+            assert sorted(h[0] for h in holes) == sorted(rig.contract_sizes(venue)), holes
+            rig.assert_liquidations(venue, t, holes=True)
         code, out = rig.stop()
         assert code == 0, out[-3000:]
         assert f"loaded the checkpoints of {len(VENUES) * VENUE_SYMBOLS} symbols saved by the last run" in (

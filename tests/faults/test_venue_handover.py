@@ -46,6 +46,7 @@ def test_sighup_hands_every_venue_worker_over_exactly(db_url: str, tmp_path: Pat
         for venue in VENUES:
             t = rig.settle(venue)
             assert rig.gaps(venue, "trades") == [] and rig.gaps(venue, "candles_1m") == [], venue
+            assert rig.gaps(venue, "liquidations") == [], venue  # the successors received before the retirement
             assert rig.trade_problems(venue, t, complete=True) == []
             assert rig.candle_problems(venue, t) == []
             rig.assert_liquidations(venue, t)

@@ -6,7 +6,8 @@
   stored: the venue's trades and candles equal its truth with no gap row.
 - A stall (the connection stays open, nothing arrives): the watchdog (exchange.silent_timeout_s) reconnects,
   /health says a silent stream was restarted, and the rows are the truth's, the stall's trades and candles
-  in stored gap rows.
+  in stored gap rows, its liquidations inside one `liquidations` gap row per symbol (no venue lets them be
+  repaired: collector.pipeline.liquidation_holes).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def test_malformed_frames_counted_logged_good_frames_stored(venue: str, db_url: 
         assert rig.gaps(venue, "trades") == [] and rig.gaps(venue, "candles_1m") == []
         assert rig.query("SELECT count(*) FROM trades WHERE symbol LIKE 'ZZZZZ%%'")[0][0] == 0
         rig.assert_liquidations(venue, t)
+        assert rig.gaps(venue, "liquidations") == []  # no connection was lost: no hole
         code, out = rig.stop()
         assert code == 0, out[-3000:]
         log = rig.worker_log(index)
@@ -85,7 +87,12 @@ def test_stalled_stream_restarted_by_the_watchdog(venue: str, db_url: str, tmp_p
         if venue == "okx":  # the stall's fills were never sent: found as a gap (Bybit's ids cannot show one)
             assert rig.gaps(venue, "trades")
         assert rig.candle_problems(venue, t) == []
-        rig.assert_liquidations(venue, t, outage)
+        # the stall's liquidations: one hole per symbol, from the last event before the stall (less the late
+        # margin) to the symbol's first trade or liquidation after the reconnect; every other one stored
+        holes = rig.gap_rows(venue, "liquidations")
+        assert sorted(h[0] for h in holes) == sorted(rig.contract_sizes(venue)), holes
+        assert all(lo <= stall_ms < hi and state == "unfillable" for _, lo, hi, state in holes), (stall_ms, holes)
+        rig.assert_liquidations(venue, t, holes=True)
         # the same process reconnected: it keeps what it was sent before the stall, and never got what was
         # published during it
         rig.assert_funding(venue, t, outage, unseen=(stall_ms, resubscribed_ms))

@@ -2,8 +2,10 @@
 just before / just after a 1m boundary. The arbiter restarts it, the successor resumes from its checkpoints,
 and the database equals each venue's truth: OKX fills and closed 1m candles stored once and equal (repaired
 over REST) or inside a gap row not filled yet; Bybit trades, liquidations and funding minutes once and
-equal, missing only inside the outage the kill caused (Bybit's ids cannot show a missed trade); every funding
-row with the rate the venue sent last (an OKX successor resumes the victim's). The other venue's worker is never
+equal, missing only inside the outage the kill caused (Bybit's ids cannot show a missed trade); every
+liquidation stored once and equal, or inside the one `liquidations` gap row of its symbol that the kill
+left (unfillable: no venue serves liquidation history); every funding row with the rate the venue sent
+last (an OKX successor resumes the victim's). The other venue's worker is never
 restarted and loses nothing."""
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import wait_for
 from venue_rig import FLUSH_SLACK_MS, VENUES, VenueRig
+
+from collector.pipeline.liquidation_holes import REASONS
 
 pytestmark = pytest.mark.faults
 
@@ -60,7 +64,20 @@ def test_killed_venue_worker_resumes_and_matches_truth(venue: str, point: str, d
         if venue == "okx":  # the kill did cost fills: the successor found them (Bybit's ids cannot show a loss)
             assert rig.gaps(venue, "trades")
         assert rig.candle_problems(venue, t) == []
-        rig.assert_liquidations(venue, t, outage)
+        # liquidations: those the kill cost lie in one `liquidations` gap row per symbol (no venue serves their
+        # history, so the row is unfillable and says why), from the victim's last checkpoint to the successor's
+        # first event of the symbol; every other one is stored once and equal, value by value
+        holes = rig.gap_rows(venue, "liquidations")
+        symbols = sorted(rig.contract_sizes(venue))
+        assert sorted(h[0] for h in holes) == symbols, holes
+        for sym, lo, hi, state in holes:
+            assert state == "unfillable" and lo <= kill_ms < hi <= rig.truth(venue)["sim_ms"], \
+                (sym, lo, hi, state, kill_ms, opened)
+        assert {r[0] for r in rig.query("SELECT reason FROM gaps WHERE kind = 'liquidations'")} == {REASONS[venue]}
+        lost = [x for x in t["liquidations"] if kill_ms <= int(x["ts" if venue == "okx" else "T"]) <= min(opened)]
+        print(f"{venue} {point}: {len(lost)} liquidations sent between the kill and the successor's first socket, "
+              f"gap rows {holes}")
+        rig.assert_liquidations(venue, t, holes=True)
         # the successor's rows carry the rate the victim was sent last (its checkpoint) until the next push;
         # what the simulator sent after the kill, before it saw the socket close, reached nobody
         rig.assert_funding(venue, t, outage, unseen=(kill_ms, min(opened)))
@@ -70,6 +87,7 @@ def test_killed_venue_worker_resumes_and_matches_truth(venue: str, point: str, d
         assert rig.gaps(other_venue, "trades") == [] and rig.gaps(other_venue, "candles_1m") == []
         assert rig.trade_problems(other_venue, t_other, complete=True) == []
         rig.assert_liquidations(other_venue, t_other)
+        assert rig.gaps(other_venue, "liquidations") == []
         code, out = rig.stop()
         assert code == 0, out[-3000:]
     finally:

@@ -306,9 +306,11 @@ class VenueRig:
         problems += [f"no candle stored for {s}" for s in {s for s, _ in closed} - set(first)]
         return problems + _gap_overlaps(gaps, have, step=60_000)
 
-    def assert_liquidations(self, venue: str, t: dict, outage: tuple[int, int] | None = None) -> None:
-        """Every liquidation sent is stored exactly once and equal, except inside `outage` (sim ms: no gap row
-        covers a liquidation, and none of these venues resends one), where a stored one is still equal and once.
+    def assert_liquidations(self, venue: str, t: dict, outage: tuple[int, int] | None = None,
+                            holes: bool = False) -> None:
+        """Every liquidation sent is stored exactly once and equal, except inside `outage` (sim ms: none of these
+        venues resends one) or, with `holes`, inside a `liquidations` gap row of its symbol (the times its stream
+        was not received, collector.pipeline.liquidation_holes), where a stored one is still equal and once.
 
         `t` is settle()'s truth, whose wait covers trades and candles only; the writer commits each table in
         its own transaction, one after another (collector.writer.service.flush), so a liquidation sent just
@@ -324,19 +326,21 @@ class VenueRig:
             want[key] += 1
         assert want, "no liquidation was sent: the scenario proves nothing about them"
         lo, hi = outage if outage is not None else (0, -1)
+        gap_rows = self.gaps(venue, "liquidations") if holes else []
 
         def stored() -> Counter:
             return Counter(self.query("SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, side, price, "
                                       "quantity FROM liquidations WHERE venue = %s", venue))
 
         def missing() -> list[tuple]:
-            return [k for k in want - stored() if not lo <= k[1] <= hi]
+            return [k for k in want - stored() if not lo <= k[1] <= hi
+                    and not any(g[0] == k[0] and g[1] <= k[1] <= g[2] for g in gap_rows)]
 
         try:
             wait_for(lambda: not missing(), 30, f"every {venue} liquidation sent outside the outage to be stored")
         except AssertionError:  # say which
-            raise AssertionError(f"sent outside the outage {outage} but still not stored after 30 s of a paused market: "
-                                 f"{missing()}") from None
+            raise AssertionError(f"sent outside the outage {outage} and every liquidations gap row {gap_rows} but still "
+                                 f"not stored after 30 s of a paused market: {missing()}") from None
         extra = stored() - want
         assert not extra, f"stored but not sent (or stored twice): {extra}"
 

@@ -12,7 +12,7 @@ import socket
 from collections import Counter
 
 import pytest
-from cryptofeed.defines import TRADES
+from cryptofeed.defines import LIQUIDATIONS, TRADES
 from helpers import wait_for
 
 from collector.feed import cryptofeed_adapter as exchange
@@ -52,6 +52,9 @@ class CountingSink:
 
     def on_bad_frame(self, kind: str) -> None:
         self.bad[kind] += 1
+
+    def on_stream_lost(self) -> None:
+        self.lost = getattr(self, "lost", 0) + 1  # a connection carrying liquidations ended
 
 
 async def _run_until(feed, stop: asyncio.Event, pred, timeout: float, what: str) -> None:
@@ -137,6 +140,34 @@ def test_stalled_connection_is_restarted_and_data_resumes(sim) -> None:
     asyncio.run(main())
 
 
+def test_a_lost_liquidation_stream_is_reported_once_per_session_and_not_at_stop(sim) -> None:
+    """The sink hears of a connection carrying liquidations that the watchdog closed (its hole, recorded by
+    collector.pipeline.liquidation_holes), once; not of the stop, which loses nothing."""
+    sink = CountingSink()
+    stop = asyncio.Event()
+    cls = bind_feed_class(Endpoints(sim.rest_url, sim.ws_url), FastBinanceFutures)
+    feed = cls(exchange_symbols=_symbols(sim), channels=[TRADES, LIQUIDATIONS], sink=sink, stop_event=stop,
+               timeout=1.5, timeout_interval=0.25)
+
+    async def main() -> None:
+        task = asyncio.create_task(feed.run(stop))
+        try:
+            await asyncio.to_thread(wait_for, lambda: sum(sink.trades.values()) > 100, 30, "first trades")
+            assert getattr(sink, "lost", 0) == 0
+            sim.stall(None, True)
+            conn = feed.connections[0].conn
+            before = sum(sink.trades.values())
+            await asyncio.to_thread(wait_for, lambda: conn.stats.connects >= 2 and sum(sink.trades.values()) > before + 100,
+                                    20, "a new connection delivering trades")
+            assert sink.lost == 1
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+
+    asyncio.run(main())
+    assert sink.lost == 1
+
+
 def test_connection_that_never_delivers_is_noticed(sim) -> None:
     """A subscription the server accepts but never serves (what Binance's 2026 URL change did)."""
     received: list[str] = []
@@ -179,6 +210,7 @@ def test_reconnects_without_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
             await super()._open()
 
     received: list[str] = []
+    lost: list[int] = []
 
     async def handler(msg, conn, ts) -> None:  # noqa: ANN001
         received.append(msg)
@@ -189,13 +221,15 @@ def test_reconnects_without_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         conn = Counting(f"ws://127.0.0.1:{port}/market/stream?streams=btcusdt@aggTrade", "TEST")
-        handler_ = SupervisedConnection(conn, subscribe, handler, timeout=30, timeout_interval=1, stop=stop)
+        handler_ = SupervisedConnection(conn, subscribe, handler, timeout=30, timeout_interval=1, stop=stop,
+                                        on_lost=lambda: lost.append(len(attempts)))
         task = asyncio.create_task(handler_.run())
         sim = None
         try:
             await asyncio.to_thread(wait_for, lambda: len(attempts) >= 15, 20, "15 failed attempts")
             gaps = [b - a for a, b in zip(attempts[5:], attempts[6:], strict=False)]
             assert max(gaps) < 1.0, "backoff must be capped"
+            assert lost == []  # attempts that never subscribed lost nothing: no hole per attempt
             sim = await asyncio.to_thread(run_in_thread, SimConfig(port=port, symbols=5, rate=50, seed=1))
             await asyncio.to_thread(wait_for, lambda: len(received) > 5, 20, "frames once the exchange is back")
         finally:

@@ -58,6 +58,9 @@ class RecordingSink:
     def on_bad_frame(self, kind: str) -> None:
         self.bad.append(kind)
 
+    def on_stream_lost(self) -> None:
+        self.lost = getattr(self, "lost", 0) + 1  # a connection carrying liquidations ended
+
 
 class Conn:
     uuid = "test-conn"

@@ -212,6 +212,7 @@ class Sink:
     def on_kline(self, k, r): self.events.append(("kline", k))
     def on_open_interest(self, oi, r): self.events.append(("oi", oi))
     def on_bad_frame(self, kind): self.bad[kind] += 1
+    def on_stream_lost(self): self.lost = getattr(self, "lost", 0) + 1
 
 
 OKX_BTC = VenueSymbol("okx", "BTC-USDT-SWAP", "BTC-USDT-PERP", ContractSize("0.01"))

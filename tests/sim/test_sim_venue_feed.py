@@ -53,6 +53,9 @@ class Recorder:
     def on_bad_frame(self, kind):
         self.bad[kind] += 1
 
+    def on_stream_lost(self):
+        self.lost = getattr(self, "lost", 0) + 1  # a connection carrying liquidations ended
+
 
 def _channel(msg: str | bytes) -> str:
     try:
