@@ -8,8 +8,10 @@ perpetuals unless --symbols says otherwise), for --duration wall seconds at --sp
 second (10 closes a 1m candle every 6 s). Then every simulator is paused, the writer drains, each
 simulator's /_sim/truth is read and the supervisor stopped; the tables are compared with the truth:
 
-- trades (keep_all, so every trade is comparable): per symbol the stored ids are one unbroken run ending at
-  the last id the simulator sent (ids before a symbol's subscription are not the collector's to have);
+- trades (keep_all, so every trade is comparable): Binance's stored aggTrade ids per symbol are one unbroken
+  run ending at the last id the simulator sent (ids before a symbol's subscription are not the collector's to
+  have); OKX's and Bybit's, whose ids are not one run, equal every trade the simulator sent from the
+  symbol's first stored one on (the simulators keep them: `--sim-truth-trades`; OKX rows with their first fill);
 - candles_1m: every 1m kline the simulator closed from a symbol's first stored minute on, stored once, with
   the same close and volume (base units: OKX's `volCcy`);
 - liquidations: every one the simulator generated from the symbol's first stored trade on (before it the
@@ -52,6 +54,7 @@ import psycopg
 import yaml
 
 from collector.db.embedded import free_port
+from collector.feed.venues.bybit import trade_id_of
 
 VENUES = ("binance", "okx", "bybit")
 BOOT_TIMEOUT_S = 240
@@ -71,14 +74,35 @@ def stable(read: Any, quiet_s: float) -> bool:
 
 # --- the comparisons (pure: truth documents and database rows in, result rows out) ---------------------------
 
-def check_trades(venue: str, truth: dict, stored: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
-    """stored: symbol -> (count, min id, max id). A symbol is right when its ids are one run ending at the
-    simulator's last id."""
-    last = {s: (v["agg_ids"] if venue == "binance" else v["trade_ids"])["last"] for s, v in truth["symbols"].items()}
-    sent = {s for s, v in truth["symbols"].items() if (v["aggTrade"] if venue == "binance" else v["trades"])}
-    bad = [s for s, (n, lo, hi) in stored.items() if not (n == hi - lo + 1 and hi == last.get(s))]
-    return {"table": "trades", "symbols": len(stored), "expected_symbols": len(sent),
-            "stored": sum(n for n, _, _ in stored.values()), "expected": None, "wrong_symbols": sorted(bad)}
+def check_trades(venue: str, truth: dict, stored: dict[str, list[tuple[int, int | None]]]) -> dict[str, Any]:
+    """stored: symbol -> [(trade_id, first_trade_id)]. Binance: a symbol is right when its aggTrade ids are one
+    run ending at the simulator's last id. OKX and Bybit ids are not one run (an OKX row is a push of `count`
+    fills, tradeId the last; a Bybit id comes from the fill's UUID), so they are compared with every trade the
+    simulator sent (`--sim-truth-trades`): from the symbol's first stored trade on, each sent once (OKX: with
+    its first fill id, tradeId - count + 1), and nothing else."""
+    sent_symbols = {s for s, v in truth["symbols"].items() if (v["aggTrade"] if venue == "binance" else v["trades"])}
+    if venue == "binance":
+        last = {s: v["agg_ids"]["last"] for s, v in truth["symbols"].items()}
+        bad = [s for s, rows in stored.items()
+               if not (len(rows) == max(r[0] for r in rows) - min(r[0] for r in rows) + 1
+                       and max(r[0] for r in rows) == last.get(s))]
+    else:
+        sent: dict[str, list[tuple[int, int | None]]] = {}
+        for r in truth["trades"]:
+            if venue == "okx":
+                tid = int(r["tradeId"])
+                sent.setdefault(r["instId"], []).append((tid, tid - int(r["count"]) + 1))
+            else:
+                sent.setdefault(r["s"], []).append((trade_id_of(r["i"]), None))
+        bad = []
+        for s, rows in stored.items():
+            have = [(t, f if venue == "okx" else None) for t, f in rows]
+            order = {t: i for i, (t, _) in enumerate(sent.get(s, []))}
+            start = min((order[t] for t, _ in have if t in order), default=None)
+            if start is None or sorted(have) != sorted(sent[s][start:]):
+                bad.append(s)
+    return {"table": "trades", "symbols": len(stored), "expected_symbols": len(sent_symbols),
+            "stored": sum(len(r) for r in stored.values()), "expected": None, "wrong_symbols": sorted(bad)}
 
 
 def _kline_key(venue: str, k: dict) -> tuple[str, int, Decimal, Decimal]:
@@ -215,8 +239,9 @@ def compare(dsn: str, truths: dict[str, dict], oi_interval_s: float, polls_due: 
     for venue, truth in truths.items():
         until = int(truth["sim_ms"])
         v = f"venue = '{venue}'"
-        trades = {s: (n, lo, hi) for s, n, lo, hi in db_rows(
-            dsn, f"SELECT symbol, count(*), min(trade_id), max(trade_id) FROM trades WHERE {v} GROUP BY 1")}  # noqa: S608
+        trades: dict[str, list[tuple[int, int | None]]] = {}
+        for s, tid, first in db_rows(dsn, f"SELECT symbol, trade_id, first_trade_id FROM trades WHERE {v}"):  # noqa: S608
+            trades.setdefault(s, []).append((tid, first))
         ms = "(extract(epoch FROM time) * 1000)::bigint"
         candles = [(s, t, c, vol) for s, t, c, vol in db_rows(
             dsn, f"SELECT symbol, {ms}, close, volume FROM candles_1m WHERE {v}")]  # noqa: S608
@@ -238,7 +263,7 @@ def session(args: argparse.Namespace, src: Path, admin: str) -> tuple[list[dict[
     port = free_port()
     cfg = write_config(tmp, dsn, port, args.oi_interval)
     cmd = [sys.executable, str(src / "supervisor.py"), "--workers", str(args.workers), "--simulate",
-           "--config", str(cfg), "--sim-speed", str(args.speed), "--sim-rate", args.rate]
+           "--config", str(cfg), "--sim-speed", str(args.speed), "--sim-rate", args.rate, "--sim-truth-trades"]
     cmd += ["--sim-symbols", args.symbols] if args.symbols else []
     sup = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(src)))

@@ -54,6 +54,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: 1260 each)")
     p.add_argument("--sim-speed", type=float, default=1.0, help="with --simulate: sim seconds per wall second")
     p.add_argument("--sim-seed", type=int, default=7)
+    p.add_argument("--sim-truth-trades", action="store_true",
+                   help="with --simulate: each simulator also keeps every trade it sent in /_sim/truth, so a "
+                        "keep_all run can be compared trade by trade (bench/venues_scale.py; memory grows with "
+                        "the trades sent)")
 
 
 def run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -64,7 +68,8 @@ def run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     # per-venue values stay {venue or '*': value} dicts; the bootstrap resolves each simulator's
     # (collector.sim_options.options_for)
-    sim = {"symbols": args.sim_symbols, "rate": args.sim_rate, "speed": args.sim_speed, "seed": args.sim_seed}
+    sim = {"symbols": args.sim_symbols, "rate": args.sim_rate, "speed": args.sim_speed, "seed": args.sim_seed,
+           "truth_trades": args.sim_truth_trades or None}
     code: int = Supervisor(args.config, args.workers, simulate=args.simulate, run_for=args.run_for,
                            sim_options=sim, api=args.api).run()
     return code
