@@ -125,6 +125,12 @@ class Pipeline:
         # Called when a builder gets its first row (after the batch's hold has started): the worker arms
         # its flush timer for next_flush_ms().
         self.on_first_row: Callable[[], None] | None = None
+        # Called with (symbol, last trade id, last closed kline open ms), one of the two None, when a symbol's
+        # first trade or closed kline of this process arrives with no position to continue from (a fresh start,
+        # or a symbol no checkpoint covered): the position just before it. The worker publishes it at once
+        # (collector.runtime.checkpoints.Checkpointer.started), so a successor killed in before the first
+        # acknowledged checkpoint still repairs from here instead of losing what it missed silently.
+        self.on_session_start: Callable[[str, int | None, int | None], None] | None = None
         self.received: Counter[str] = Counter()  # events by type
         self.kept: Counter[str] = Counter()  # trades kept, by save_reason
         self.rows: Counter[str] = Counter()  # rows encoded for the writer, by table
@@ -178,6 +184,8 @@ class Pipeline:
                 first = a if rule == 1 else t.f
                 if first != last + 1:
                     self._gap(sym, last + 1, first - 1, int(receipt * 1000))
+            elif (started := self.on_session_start) is not None:
+                started(sym, (a if rule == 1 else t.f) - 1, None)
             last_ids[sym] = a
         usd = price * qty
         self.activity[sym].add(ts, usd)
@@ -252,8 +260,8 @@ class Pipeline:
             row = self.encoder.candle(b.t, k.s, b.T, b.o, b.h, b.l, b.c, b.v, b.q, b.n, b.V, b.Q)
         except ValueError:
             return self._reject("bad_number", k)
+        self._check_candle_gap(k.s, b.t)  # first: a first kline's position is published before its row can be sent
         self._add("candles_1m", row, b.t)
-        self._check_candle_gap(k.s, b.t)
         return None
 
     def _check_candle_gap(self, symbol: str, open_ms: int) -> None:
@@ -261,6 +269,8 @@ class Pipeline:
         last = self.last_kline_open.get(symbol)
         if last is not None and open_ms <= last:
             return
+        if last is None and self.on_session_start is not None:
+            self.on_session_start(symbol, None, open_ms - MINUTE_MS)
         self.last_kline_open[symbol] = open_ms
         if last is not None and open_ms > last + MINUTE_MS and self.on_candle_gap is not None:
             self.on_candle_gap(symbol, last + MINUTE_MS, open_ms - MINUTE_MS)

@@ -24,6 +24,12 @@ number, and publishes it only once the writer has acknowledged every batch up to
 successor (the ids after the checkpoint are a gap, re-filtered from the checkpoint's filter state, so
 they come out the same; duplicates are dropped by the tables' keys).
 
+A symbol's first position of a process is the other way round: when its first trade or closed kline
+arrives with nothing to continue from (a fresh start), the position just before it is published at once
+(`Checkpointer.started`), before any of its rows can reach the writer; the first acknowledged snapshot
+only comes ~1 s later, and a successor killed in before it would have had no position, so the rows it
+never received were lost without a gap. From that start a successor repairs them like any other gap.
+
 One exception, the funding gate: resuming it from the acknowledged state would let a successor store a
 second row for a minute whose batch the writer had committed but not yet acknowledged (kill -9 just
 after a minute boundary). So the gate's state is published *before* each funding batch is handed to
@@ -275,6 +281,7 @@ class Checkpointer:
         self._next = 0.0
         if pipeline.funding_rates is not None:
             pipeline.funding_rates.on_change = self.rate_changed
+        pipeline.on_session_start = self.started
 
     def tick(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
@@ -313,6 +320,22 @@ class Checkpointer:
         self._write({sym: replace(self.published.get(sym, SymbolCheckpoint()), funding_rate=rate,
                                   next_funding_ms=next_ms)})
 
+    def started(self, sym: str, last_trade_id: int | None, last_kline_open_ms: int | None) -> None:
+        """A symbol's first trade or closed kline with no position to continue from: the position just before
+        it, published at once (module docstring). Nothing of it can have reached the writer yet, so it is as
+        acknowledged as a position can be; waiting for the first acknowledged snapshot would leave a window
+        (~1 s after a fresh start) where a kill -9 lost the rows the successor never received, silently."""
+        if not self.active:
+            return
+        cur = self.published.get(sym, SymbolCheckpoint())
+        if last_trade_id is not None and cur.last_trade_id is None:
+            cur = replace(cur, last_trade_id=last_trade_id)
+        elif last_kline_open_ms is not None and cur.last_kline_open_ms is None:
+            cur = replace(cur, last_kline_open_ms=last_kline_open_ms)
+        else:
+            return
+        self._write({sym: replace(cur, updated_ms=int(self.clock() * 1000))})
+
     def final(self) -> None:
         """At exit, with everything acknowledged: the exact state, for a successor or the next start."""
         if not self.active:
@@ -332,6 +355,10 @@ class Checkpointer:
                 c = replace(c, funding_ms=prev.funding_ms)  # handed over already: never step back
             if prev is not None and prev.funding_rate:  # written when it changed: newer than the snapshot's
                 c = replace(c, funding_rate=prev.funding_rate, next_funding_ms=prev.next_funding_ms)
+            if prev is not None and c.last_trade_id is None and prev.last_trade_id is not None:
+                c = replace(c, last_trade_id=prev.last_trade_id)  # a session's start (started), not taken back
+            if prev is not None and c.last_kline_open_ms is None and prev.last_kline_open_ms is not None:
+                c = replace(c, last_kline_open_ms=prev.last_kline_open_ms)
             out[sym] = c
         self._write(out)
 

@@ -267,7 +267,8 @@ def test_only_what_the_writer_acknowledged_is_published(wired) -> None:  # noqa:
     ck, p, link, block = wired
     p.on_trade(_trade(10), T0 / 1000)
     ck.tick(T0 / 1000)  # snapshot at seq 1 (the trade's batch), not acknowledged
-    assert block.read(0) is None
+    got = block.read(0)  # only the session's start (test_a_symbols_first_trade_publishes_where_it_started)
+    assert got is not None and got.last_trade_id == 9 and got.filter_ts_ms is None
     p.on_trade(_trade(11, T0 + 1, p="101"), T0 / 1000)  # kept (price_change): a second batch
     ck.tick(T0 / 1000 + 1)  # snapshot at seq 2
     link._ack(1)
@@ -385,3 +386,59 @@ def test_a_successor_resumes_ids_only_from_a_recent_checkpoint(wired) -> None:  
     assert p.last_trade_id == {"ETHUSDT": 9} and p.last_kline_open == {}
     assert p.funding_gate.last_accepted_ms("BTCUSDT") == T0 - 120_000
     assert p.trade_filter.symbol("BTCUSDT").snapshot() == (100.0, T0 - 1)
+
+
+def _kline(open_ms: int, s: str = "BTCUSDT") -> Kline:
+    body = KlineBody(t=open_ms, T=open_ms + 59_999, s=s, i="1m", o="1", c="1", h="1", l="1", v="1", n=1, x=True,
+                     q="1", V="1", Q="1")
+    return Kline(E=open_ms + 60_000, s=s, k=body)
+
+
+def test_a_symbols_first_trade_publishes_where_it_started(wired) -> None:  # noqa: ANN001
+    """Fresh start: the first trade's position is in shared memory before any batch left (a kill -9 before the
+    first acknowledged snapshot must not leave a successor without a position), and no later snapshot taken
+    before that trade takes it back."""
+    ck, p, link, block = wired
+    p.on_trade(_trade(10), T0 / 1000)
+    assert link.last_seq == 0  # nothing handed to the writer yet
+    got = block.read(0)
+    assert got is not None and got.last_trade_id == 9 and got.updated_ms == T0
+    assert block.read(1) is None  # ETHUSDT: nothing received, nothing published
+    # an acknowledged snapshot from before that trade (no id for BTCUSDT) does not take the start back
+    ck.acked.record(0, {"BTCUSDT": SymbolCheckpoint(updated_ms=1)})
+    ck.tick(T0 / 1000 + 0.1)
+    assert block.read(0).last_trade_id == 9  # type: ignore[union-attr]
+    p.on_trade(_trade(11, T0 + 1), T0 / 1000)  # the second trade: no new start
+    assert block.read(0).last_trade_id == 9  # type: ignore[union-attr]
+
+
+def test_a_successor_repairs_from_the_first_trade_its_predecessor_saw(wired) -> None:  # noqa: ANN001
+    ck, p, link, block = wired
+    p.on_trade(_trade(10), T0 / 1000)  # ... then kill -9 before any acknowledgement
+    gaps: list[tuple[str, int, int]] = []
+    f = TradeFilter(FilterParams(tier_intervals_s=(60, 60, 60, 60)))
+    successor = Pipeline(SYMBOLS, ["trades", "funding"], f, lambda b: None, venue="binance",
+                         on_gap=lambda g: gaps.append((g.symbol, g.from_id, g.to_id)))
+    restore(successor, block.read_all({"BTCUSDT": 0, "ETHUSDT": 1}))
+    successor.on_trade(_trade(15, T0 + 5), T0 / 1000)
+    assert gaps == [("BTCUSDT", 10, 14)]
+
+
+def test_a_symbols_first_closed_kline_publishes_the_minute_before_it() -> None:
+    block = CheckpointBlock.create(4)
+    try:
+        link = WriterLink("/nonexistent")
+        f = TradeFilter(FilterParams(tier_intervals_s=(60, 60, 60, 60)))
+        p = Pipeline(SYMBOLS, ["candles_1m"], f, link.send, venue="binance")
+        Checkpointer(block, {"BTCUSDT": 0, "ETHUSDT": 1}, p, link, clock=lambda: T0 / 1000)
+        p.on_kline(_kline(T0 - 60_000), T0 / 1000)
+        got = block.read(0)
+        assert got is not None and got.last_kline_open_ms == T0 - 120_000 and got.last_trade_id is None
+        holes: list[tuple[str, int, int]] = []
+        successor = Pipeline(SYMBOLS, ["candles_1m"], f, lambda b: None, venue="binance",
+                             on_candle_gap=lambda s, a, b: holes.append((s, a, b)))
+        restore(successor, block.read_all({"BTCUSDT": 0, "ETHUSDT": 1}))
+        successor.on_kline(_kline(T0 + 60_000), T0 / 1000 + 60)
+        assert holes == [("BTCUSDT", T0 - 60_000, T0)]
+    finally:
+        block.close()
