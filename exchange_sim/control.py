@@ -50,7 +50,8 @@ def _dispatch(sim: Simulator, cmd: str, q: dict) -> tuple:
             return _ok({"after": float(q["after"])})
         return _ok({"dropped": sim.drop_all()})
     if cmd == "fault/stall":
-        return _ok({"stalled": sim.stall(_opt_int(q, "conn"), q.get("on", "1") != "0")})
+        stalled = sim.stall(_opt_int(q, "conn"), q.get("on", "1") != "0")
+        return _ok({"stalled": stalled, "sim_ms": sim.sim_now()})  # no event after this time was sent on them
     if cmd == "fault/inject":
         return _ok({"injected": sim.inject(q.get("kind", "malformed"), _opt_int(q, "conn"))})
     if cmd == "fault/malformed_rate":

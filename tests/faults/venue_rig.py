@@ -113,8 +113,18 @@ class VenueRig:
         return [c for c in self.truth(venue)["connections"] if not c["closed"] and c["streams"]]
 
     def subscribed(self, venue: str) -> bool:
-        """Every socket of the venue's workers open and subscribed (OKX: public + business, Bybit: linear)."""
-        return len(self.live(venue)) == (2 if venue == "okx" else 1) * self.workers_of(venue)
+        """Every socket of the venue's workers open and subscribed (OKX: public + business, Bybit: linear), the
+        liquidation streams included: a worker subscribes in several messages, and every liquidation the
+        simulator makes counts in its truth whether or not anyone listens (under load the rest of a
+        subscription came after the market resumed, and the first liquidations reached nobody)."""
+        live = self.live(venue)
+        if len(live) != (2 if venue == "okx" else 1) * self.workers_of(venue):
+            return False
+        streams = [set(c["streams"]) for c in live]
+        if venue == "okx":  # one subscription for every swap, on each worker's public socket
+            return sum("liquidation-orders:SWAP" in s for s in streams) == self.workers_of(venue)
+        every = set().union(*streams)
+        return all(f"allLiquidation.{sym}" in every for sym, v in self.truth(venue)["symbols"].items() if v["trading"])
 
     def workers_of(self, venue: str) -> int:
         """How many workers the supervisor gave `venue` (its log: "okx: 4 symbols, 2 workers, bybit: ...")."""
