@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import psycopg
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -63,6 +64,14 @@ def is_healthy(port: int) -> bool:
 
 def wait_healthy(port: int, timeout: float = 90) -> None:
     wait_for(lambda: is_healthy(port), timeout, "/health 200")
+
+
+def process_tree() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every process: what a failed wait for the collector's children saw."""
+    out = []
+    for q in psutil.process_iter(["pid", "ppid", "cmdline"]):
+        out.append((q.info["pid"], q.info["ppid"], " ".join(q.info["cmdline"] or []).strip()[:80]))
+    return out
 
 
 def write_config(path: Path, **sections: dict) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import psycopg
 import pytest
-from helpers import SupervisorProcess, http_get, is_healthy, wait_for, write_config
+from helpers import SupervisorProcess, http_get, is_healthy, process_tree, wait_for, write_config
 from scenario import Scenario, keep_running, module_database
 
 from collector.db.embedded import free_port
@@ -44,14 +44,6 @@ def _children(pid: int) -> dict[str, psutil.Process]:
             continue
         if title.startswith("collector: "):
             out[title] = p
-    return out
-
-
-def _tree(pid: int) -> list[tuple[int, int, str]]:
-    """(pid, parent pid, command line) of every process, for a failure's message."""
-    out = []
-    for q in psutil.process_iter(["pid", "ppid", "cmdline"]):
-        out.append((q.info["pid"], q.info["ppid"], " ".join(q.info["cmdline"] or []).strip()[:80]))
     return out
 
 
@@ -127,7 +119,7 @@ def test_1_titles_logs_and_endpoints(product: Product) -> None:
             titles = wait_for(all_titled, 30, "the writer's and every worker's process title")
         except AssertionError as e:
             raise AssertionError(f"{e}; supervisor alive: {p.sup.proc.poll() is None}; "
-                                 f"tree: {_tree(p.sup.proc.pid)}; /health: {http_get(p.url + '/health')[2]}") from None
+                                 f"tree: {process_tree()}; /health: {http_get(p.url + '/health')[2]}") from None
         workers = sorted(t for t in titles if t.startswith("collector: worker "))
         assert len(workers) == WORKERS and all(re.fullmatch(r"collector: worker \d/8 \(62 symbols\)", t)
                                                for t in workers)
