@@ -39,8 +39,9 @@ def _dispatch(sim: Simulator, cmd: str, q: dict) -> tuple:
     if cmd == "resume":
         sim.resume()
         return _ok({"sim_ms": sim.sim_now()})
-    if cmd == "conns":
-        return _ok([c.record() for c in sim.ws_conns()])
+    if cmd == "conns":  # ?names=1: each connection's stream names too (what it subscribed, not only how many)
+        names = q.get("names") == "1"
+        return _ok([{**c.record(), "names": list(c.streams)} if names else c.record() for c in sim.ws_conns()])
     if cmd == "fault/drop":
         if q.get("prob"):
             sim.set_drop_probability(float(q["prob"]))

@@ -120,7 +120,7 @@ class VenueRig:
         live = self.live(venue)
         if len(live) != (2 if venue == "okx" else 1) * self.workers_of(venue):
             return False
-        streams = [set(c["streams"]) for c in live]
+        streams = [set(c["names"]) for c in self.control(venue, "conns", names=1) if not c["closed"] and c["streams"]]
         if venue == "okx":  # one subscription for every swap, on each worker's public socket
             return sum("liquidation-orders:SWAP" in s for s in streams) == self.workers_of(venue)
         every = set().union(*streams)
