@@ -217,7 +217,7 @@ NUMERIC_COLUMNS = frozenset(name for name, kind in COLUMN_TYPES.items() if kind.
 
 def venue_pages_sql(series: Series, with_reason: bool = False, text_lengths: bool = False) -> sql.Composed:
     """One row per venue asked for: the venue, then columns_sql's row over venue_range_sql (raw times).
-    Parameters: venues (text[]), then query.venue_range_sql's."""
+    Parameters: venues (text[]), then query.venue_range_sql's (first and rows: one of page_parts())."""
     page = venue_range_sql(series, select_list(series.columns, raw_times=True, text_floats=NUMERIC_COLUMNS),
                            with_reason)
     aggs = columns_sql(page, series.columns, dict.fromkeys(PAGE_GIVEN, ""), NUMERIC_COLUMNS, text_lengths)
@@ -225,17 +225,50 @@ def venue_pages_sql(series: Series, with_reason: bool = False, text_lengths: boo
         aggs)
 
 
+# A page of at least this many rows per venue is fetched as two halves at once, on two sessions sharing one
+# snapshot (collector.api.db.fetch_parts), so PostgreSQL spends two cores on it: PostgreSQL is most of a
+# big page's time (bench/README.md "Read API"). Below it, one statement: the halves' extra round trips and
+# second session are not worth it for the pages the latency targets ask for (1,440 candles, 3,600 trades).
+SPLIT_ROWS = 20_000
+
+
+def page_parts(skip: int, limit: int) -> list[dict[str, int]]:
+    """venue_pages_sql's `first` and `rows` for each part of a page of skip + limit rows per venue: one
+    part, or the two halves of a page of SPLIT_ROWS or more. Their rows, in part order, are the page's
+    (when every part reads one snapshot)."""
+    total = skip + limit
+    if total < SPLIT_ROWS:
+        return [{"first": 0, "rows": total}]
+    half = (total + 1) // 2
+    return [{"first": 0, "rows": half}, {"first": half, "rows": total - half}]
+
+
+def _concat(parts: list[tuple[list[pa.Array], np.ndarray[Any, Any] | None]]
+            ) -> tuple[list[pa.Array], np.ndarray[Any, Any] | None]:
+    """One venue's consecutive parts -> its rows, the arrays and the raw times each concatenated in order."""
+    if len(parts) == 1:
+        return parts[0]
+    arrays = [pa.concat_arrays([p[0][i] for p in parts]) for i in range(len(parts[0][0]))]
+    times = [p[1] for p in parts if p[1] is not None]
+    return arrays, np.concatenate(times) if times else None
+
+
 def merge_venues(rows: Sequence[Sequence[Any]], columns: Sequence[Column], symbol: str, skip: int,
                  limit: int, text_lengths: bool = False) -> tuple[list[pa.Array], np.ndarray[Any, Any]]:
-    """venue_pages_sql's rows -> the page: rows skip .. skip + limit of the (time, venue, key) order, as
-    Arrow arrays, plus its time column in epoch ms.
+    """venue_pages_sql's rows (of every part of page_parts(), in part order) -> the page: rows skip ..
+    skip + limit of the (time, venue, key) order, as Arrow arrays, plus its time column in epoch ms.
 
-    The venues are concatenated in name order (binance < bybit < okx in every collation), each in its own
-    (time, key) order, then stably sorted by exact time (microseconds, not the floored milliseconds: two
-    venues' rows inside one millisecond keep their true order), which is (time, venue, key) order. Arrow's
+    A venue's parts are concatenated in part order (its first skip + limit rows). The venues are then
+    concatenated in name order (binance < bybit < okx in every collation), each in its own (time, key)
+    order, then stably sorted by exact time (microseconds, not the floored milliseconds: two venues' rows
+    inside one millisecond keep their true order), which is (time, venue, key) order. Arrow's
     concatenation unifies the venues' one-value dictionaries (symbol: one value, venue: one per venue)."""
-    pages = [_decode(row[1:], columns, {"symbol": symbol, "venue": str(row[0])}, NUMERIC_COLUMNS, text_lengths)
-             for row in sorted(rows, key=lambda r: str(r[0]))]
+    by_venue: dict[str, list[tuple[list[pa.Array], np.ndarray[Any, Any] | None]]] = {}
+    for row in rows:  # in part order, so each venue's parts stay in order
+        venue = str(row[0])
+        by_venue.setdefault(venue, []).append(
+            _decode(row[1:], columns, {"symbol": symbol, "venue": venue}, NUMERIC_COLUMNS, text_lengths))
+    pages = [_concat(by_venue[v]) for v in sorted(by_venue)]
     if not pages:
         raise ValueError("venue_pages_sql returned no row: no venue was asked for")
     filled = [p for p in pages if p[1] is not None and len(p[1])]
