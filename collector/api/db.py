@@ -86,18 +86,17 @@ async def fetch_parts(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], q
         return await fetch(pool, query, parts[0], timeout)
     async with pool.connection(timeout=timeout) as first:
         spare: list[psycopg.AsyncConnection[Any]] = []
-        with contextlib.suppress(PoolTimeout):
-            spare.append(await pool.getconn(timeout=SPARE_WAIT_S))
-        sessions = [first, *spare]
         try:
             await first.execute(_BEGIN)
-            if spare:
-                cur = await first.execute("SELECT pg_export_snapshot()")
-                snapshot = await cur.fetchone()
-                assert snapshot is not None
-                for conn in spare:
-                    await conn.execute(_BEGIN)
-                    await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot[0])))
+            cur = await first.execute("SELECT pg_export_snapshot()")
+            exported = await cur.fetchone()
+            assert exported is not None
+            with contextlib.suppress(PoolTimeout):
+                spare.append(await pool.getconn(timeout=SPARE_WAIT_S))
+            for conn in spare:
+                await conn.execute(_BEGIN)
+                await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported[0])))
+            sessions = [first, *spare]
 
             async def run(conn: psycopg.AsyncConnection[Any], mine: range) -> list[list[tuple[Any, ...]]]:
                 out = []
@@ -119,7 +118,7 @@ async def fetch_parts(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], q
                     by_part[i] = rows
             return [row for rows in by_part for row in rows]
         finally:
-            for conn in sessions:
+            for conn in [first, *spare]:
                 with contextlib.suppress(psycopg.Error):
                     await conn.rollback()  # read only: nothing to commit
             for conn in spare:
