@@ -243,14 +243,37 @@ def page_parts(skip: int, limit: int) -> list[dict[str, int]]:
     return [{"first": 0, "rows": half}, {"first": half, "rows": total - half}]
 
 
-def _concat(parts: list[tuple[list[pa.Array], np.ndarray[Any, Any] | None]]
-            ) -> tuple[list[pa.Array], np.ndarray[Any, Any] | None]:
-    """One venue's consecutive parts -> its rows, the arrays and the raw times each concatenated in order."""
+def _joined(parts: Sequence[Sequence[Any]], columns: Sequence[Column], given: Mapping[str, str],
+            text_lengths: bool) -> list[Any]:
+    """One venue's consecutive parts (columns_sql rows, after the venue) -> the one row columns_sql would
+    give for their rows together: each aggregate's bytes joined (text and NUMERIC text with their
+    separator between two parts that have values). Joining the bytes before the one decode costs the API
+    less than decoding each part and concatenating the Arrow arrays (a memcpy of the bytes against a
+    second pass of every column: 100k trades, 35 ms one part, 44 ms two parts decoded apart)."""
     if len(parts) == 1:
-        return parts[0]
-    arrays = [pa.concat_arrays([p[0][i] for p in parts]) for i in range(len(parts[0][0]))]
-    times = [p[1] for p in parts if p[1] is not None]
-    return arrays, np.concatenate(times) if times else None
+        return list(parts[0])
+    counts = [int(p[0]) for p in parts]
+    out: list[Any] = [sum(counts)]
+    k = 1
+    for c in columns:
+        if c.name in given:
+            continue
+        seps: list[bytes] = []  # the separator between two parts' values, per aggregate of the column
+        if c.kind == "float" and c.name in NUMERIC_COLUMNS:
+            seps.append(b",")
+        elif c.kind == "str" and text_lengths:
+            seps += [b"", b""]
+        elif c.kind == "str":
+            seps.append(SEPARATOR.encode())
+        else:
+            seps.append(b"")
+        if c.nullable:
+            seps.append(b"")
+        for sep in seps:
+            chunks = [_bytes(p[k]) for p, n in zip(parts, counts, strict=True) if n]
+            out.append(sep.join(chunks))
+            k += 1
+    return out
 
 
 def merge_venues(rows: Sequence[Sequence[Any]], columns: Sequence[Column], symbol: str, skip: int,
@@ -258,17 +281,16 @@ def merge_venues(rows: Sequence[Sequence[Any]], columns: Sequence[Column], symbo
     """venue_pages_sql's rows (of every part of page_parts(), in part order) -> the page: rows skip ..
     skip + limit of the (time, venue, key) order, as Arrow arrays, plus its time column in epoch ms.
 
-    A venue's parts are concatenated in part order (its first skip + limit rows). The venues are then
+    A venue's parts are joined in part order (its first skip + limit rows, see _joined). The venues are then
     concatenated in name order (binance < bybit < okx in every collation), each in its own (time, key)
     order, then stably sorted by exact time (microseconds, not the floored milliseconds: two venues' rows
     inside one millisecond keep their true order), which is (time, venue, key) order. Arrow's
     concatenation unifies the venues' one-value dictionaries (symbol: one value, venue: one per venue)."""
-    by_venue: dict[str, list[tuple[list[pa.Array], np.ndarray[Any, Any] | None]]] = {}
+    by_venue: dict[str, list[Sequence[Any]]] = {}
     for row in rows:  # in part order, so each venue's parts stay in order
-        venue = str(row[0])
-        by_venue.setdefault(venue, []).append(
-            _decode(row[1:], columns, {"symbol": symbol, "venue": venue}, NUMERIC_COLUMNS, text_lengths))
-    pages = [_concat(by_venue[v]) for v in sorted(by_venue)]
+        by_venue.setdefault(str(row[0]), []).append(row[1:])
+    pages = [_decode(_joined(by_venue[v], columns, dict.fromkeys(PAGE_GIVEN, ""), text_lengths), columns,
+                     {"symbol": symbol, "venue": v}, NUMERIC_COLUMNS, text_lengths) for v in sorted(by_venue)]
     if not pages:
         raise ValueError("venue_pages_sql returned no row: no venue was asked for")
     filled = [p for p in pages if p[1] is not None and len(p[1])]
