@@ -191,16 +191,21 @@ def create_app(settings: ApiSettings) -> FastAPI:
                    save_reason: str | None = None) -> Response:
         chosen = chosen_format(request, fmt)
         win = query.resolve_window(start, end, cursor, datetime.now(UTC))
-        params = {"venues": query.venues_param(venue), "symbol": symbol, "lo": query.ms_to_datetime(win.cursor.ms), "end": win.end,
-                  "skip": win.cursor.skip, "limit": limit + 1, "save_reason": save_reason}
+        params = {"venues": query.venues_param(venue), "symbol": symbol, "lo": query.ms_to_datetime(win.cursor.ms),
+                  "end": win.end, "save_reason": save_reason}
         # Every format from the same column fetch: PostgreSQL reads the venues' key ranges without sorting
-        # or casting per row, and no Python object is made per value until JSON/CSV need them.
+        # or casting per row, and no Python object is made per value until JSON/CSV need them. A big page
+        # comes as two halves fetched at once (columnar.page_parts, db.fetch_parts).
+        parts = [{**params, **part} for part in columnar.page_parts(win.cursor.skip, limit + 1)]
         with_reason = save_reason is not None
         try:
-            got = await rows_of(request, columnar.venue_pages_sql(series, with_reason), params)
+            got = await db.fetch_parts(request.app.state.pool, columnar.venue_pages_sql(series, with_reason), parts,
+                                       timeout=timeout_s)
             arrays, ms = columnar.merge_venues(got, series.columns, symbol, win.cursor.skip, limit + 1)
         except columnar.SeparatorInText:  # rare: fetched again with each text value's length
-            got = await rows_of(request, columnar.venue_pages_sql(series, with_reason, text_lengths=True), params)
+            got = await db.fetch_parts(request.app.state.pool,
+                                       columnar.venue_pages_sql(series, with_reason, text_lengths=True), parts,
+                                       timeout=timeout_s)
             arrays, ms = columnar.merge_venues(got, series.columns, symbol, win.cursor.skip, limit + 1, True)
         nxt = query.next_cursor(columnar.last_millisecond(ms[:limit]), win.cursor, limit, len(ms))
         shown = [a.slice(0, limit) for a in arrays]

@@ -217,7 +217,7 @@ NUMERIC_COLUMNS = frozenset(name for name, kind in COLUMN_TYPES.items() if kind.
 
 def venue_pages_sql(series: Series, with_reason: bool = False, text_lengths: bool = False) -> sql.Composed:
     """One row per venue asked for: the venue, then columns_sql's row over venue_range_sql (raw times).
-    Parameters: venues (text[]), then query.venue_range_sql's."""
+    Parameters: venues (text[]), then query.venue_range_sql's (first and rows: one of page_parts())."""
     page = venue_range_sql(series, select_list(series.columns, raw_times=True, text_floats=NUMERIC_COLUMNS),
                            with_reason)
     aggs = columns_sql(page, series.columns, dict.fromkeys(PAGE_GIVEN, ""), NUMERIC_COLUMNS, text_lengths)
@@ -225,17 +225,74 @@ def venue_pages_sql(series: Series, with_reason: bool = False, text_lengths: boo
         aggs)
 
 
+# A page of at least this many rows per venue is fetched as two halves at once, on two sessions sharing one
+# snapshot (collector.api.db.fetch_parts), so PostgreSQL spends two cores on it: PostgreSQL is most of a
+# big page's time (bench/README.md "Read API"; measured at 100k rows). Below it, one statement: the split
+# was not measured to pay for its two extra round trips and second session on small pages, so the pages
+# the latency targets ask for (1,440 candles, 3,600 trades) stay one statement on one session.
+SPLIT_ROWS = 20_000
+
+
+def page_parts(skip: int, limit: int) -> list[dict[str, int]]:
+    """venue_pages_sql's `first` and `rows` for each part of a page of skip + limit rows per venue: one
+    part, or the two halves of a page of SPLIT_ROWS or more. Their rows, in part order, are the page's
+    (when every part reads one snapshot)."""
+    total = skip + limit
+    if total < SPLIT_ROWS:
+        return [{"first": 0, "rows": total}]
+    half = (total + 1) // 2
+    return [{"first": 0, "rows": half}, {"first": half, "rows": total - half}]
+
+
+def _joined(parts: Sequence[Sequence[Any]], columns: Sequence[Column], given: Mapping[str, str],
+            text_lengths: bool) -> list[Any]:
+    """One venue's consecutive parts (columns_sql rows, after the venue) -> the one row columns_sql would
+    give for their rows together: each aggregate's bytes joined (text and NUMERIC text with their
+    separator between two parts that have values). Joining the bytes before the one decode costs the API
+    less than decoding each part and concatenating the Arrow arrays (a memcpy of the bytes against a
+    second pass of every column: 100k trades, 35 ms for one part and 44 for two decoded apart, merge_venues
+    timed in-process by time.process_time, medians of 7, load ~12)."""
+    if len(parts) == 1:
+        return list(parts[0])
+    counts = [int(p[0]) for p in parts]
+    out: list[Any] = [sum(counts)]
+    k = 1
+    for c in columns:
+        if c.name in given:
+            continue
+        seps: list[bytes] = []  # the separator between two parts' values, per aggregate of the column
+        if c.kind == "float" and c.name in NUMERIC_COLUMNS:
+            seps.append(b",")
+        elif c.kind == "str" and text_lengths:
+            seps += [b"", b""]
+        elif c.kind == "str":
+            seps.append(SEPARATOR.encode())
+        else:
+            seps.append(b"")
+        if c.nullable:
+            seps.append(b"")
+        for sep in seps:
+            chunks = [_bytes(p[k]) for p, n in zip(parts, counts, strict=True) if n]
+            out.append(sep.join(chunks))
+            k += 1
+    return out
+
+
 def merge_venues(rows: Sequence[Sequence[Any]], columns: Sequence[Column], symbol: str, skip: int,
                  limit: int, text_lengths: bool = False) -> tuple[list[pa.Array], np.ndarray[Any, Any]]:
-    """venue_pages_sql's rows -> the page: rows skip .. skip + limit of the (time, venue, key) order, as
-    Arrow arrays, plus its time column in epoch ms.
+    """venue_pages_sql's rows (of every part of page_parts(), in part order) -> the page: rows skip ..
+    skip + limit of the (time, venue, key) order, as Arrow arrays, plus its time column in epoch ms.
 
-    The venues are concatenated in name order (binance < bybit < okx in every collation), each in its own
-    (time, key) order, then stably sorted by exact time (microseconds, not the floored milliseconds: two
-    venues' rows inside one millisecond keep their true order), which is (time, venue, key) order. Arrow's
+    A venue's parts are joined in part order (its first skip + limit rows, see _joined). The venues are then
+    concatenated in name order (binance < bybit < okx in every collation), each in its own (time, key)
+    order, then stably sorted by exact time (microseconds, not the floored milliseconds: two venues' rows
+    inside one millisecond keep their true order), which is (time, venue, key) order. Arrow's
     concatenation unifies the venues' one-value dictionaries (symbol: one value, venue: one per venue)."""
-    pages = [_decode(row[1:], columns, {"symbol": symbol, "venue": str(row[0])}, NUMERIC_COLUMNS, text_lengths)
-             for row in sorted(rows, key=lambda r: str(r[0]))]
+    by_venue: dict[str, list[Sequence[Any]]] = {}
+    for row in rows:  # in part order, so each venue's parts stay in order
+        by_venue.setdefault(str(row[0]), []).append(row[1:])
+    pages = [_decode(_joined(by_venue[v], columns, dict.fromkeys(PAGE_GIVEN, ""), text_lengths), columns,
+                     {"symbol": symbol, "venue": v}, NUMERIC_COLUMNS, text_lengths) for v in sorted(by_venue)]
     if not pages:
         raise ValueError("venue_pages_sql returned no row: no venue was asked for")
     filled = [p for p in pages if p[1] is not None and len(p[1])]

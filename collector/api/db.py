@@ -8,12 +8,14 @@ one request can cost the database the collector writes to.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 # The role `collector api` should connect as (README "Read API"). Run it as the collector's role (the owner
 # of the tables, so ALTER DEFAULT PRIVILEGES covers the partitions and tables it creates later); reading a
@@ -46,7 +48,8 @@ def make_pool(dsn: str, size: int, statement_timeout_ms: int) -> AsyncConnection
         # than it saves (40 ms of a 120 ms `latest` over 496 symbols, EXPLAIN ANALYZE on a shared machine).
         await conn.execute("SET jit = off")
 
-    return AsyncConnectionPool(dsn, min_size=1, max_size=size, open=False, configure=configure,
+    # two sessions kept open: a big page is fetched on two at once (fetch_parts)
+    return AsyncConnectionPool(dsn, min_size=min(2, size), max_size=size, open=False, configure=configure,
                                kwargs={"autocommit": True, "application_name": "collector-api"},
                                name="collector-api")
 
@@ -59,3 +62,64 @@ async def fetch(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], query: 
         await cur.execute(query, params)
         rows: Sequence[tuple[Any, ...]] = await cur.fetchall()
         return list(rows)
+
+
+# How long a request that already holds a session waits for a second one to fetch its other part on: not
+# longer, so a busy pool costs a big page its parallelism, never a wait behind other requests (nor a
+# deadlock of requests each holding one session and waiting for another).
+SPARE_WAIT_S = 0.005
+
+_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+async def fetch_parts(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], query: sql.Composed | sql.SQL,
+                      parts: Sequence[dict[str, Any]], timeout: float = 5.0) -> list[tuple[Any, ...]]:
+    """The rows of one statement run once per item of `parts` (its parameters), concatenated in that order,
+    all reading one snapshot: the parts of one page (collector.api.columnar.page_parts) are consistent
+    with each other however many rows are committed meanwhile.
+
+    Why: PostgreSQL is most of a big page's time and one statement runs on one core; each part runs on its
+    own session at the same time when the pool has a second one idle (the first exports its snapshot,
+    pg_export_snapshot, and the other imports it, SET TRANSACTION SNAPSHOT, both REPEATABLE READ). When it
+    has none, the parts run one after the other on one session, in one REPEATABLE READ transaction."""
+    if len(parts) == 1:
+        return await fetch(pool, query, parts[0], timeout)
+    async with pool.connection(timeout=timeout) as first:
+        spare: list[psycopg.AsyncConnection[Any]] = []
+        try:
+            await first.execute(_BEGIN)
+            cur = await first.execute("SELECT pg_export_snapshot()")
+            exported = await cur.fetchone()
+            assert exported is not None
+            with contextlib.suppress(PoolTimeout):
+                spare.append(await pool.getconn(timeout=SPARE_WAIT_S))
+            for conn in spare:
+                await conn.execute(_BEGIN)
+                await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported[0])))
+            sessions = [first, *spare]
+
+            async def run(conn: psycopg.AsyncConnection[Any], mine: range) -> list[list[tuple[Any, ...]]]:
+                out = []
+                for i in mine:
+                    cur = conn.cursor(binary=True)
+                    await cur.execute(query, parts[i])
+                    out.append(list(await cur.fetchall()))
+                return out
+
+            n = len(sessions)
+            # every session's statements finish (or fail) before any session is given back
+            got = await asyncio.gather(*(run(conn, range(k, len(parts), n)) for k, conn in enumerate(sessions)),
+                                       return_exceptions=True)
+            by_part: list[list[tuple[Any, ...]]] = [[] for _ in parts]
+            for k, g in enumerate(got):
+                if isinstance(g, BaseException):
+                    raise g
+                for i, rows in zip(range(k, len(parts), n), g, strict=True):
+                    by_part[i] = rows
+            return [row for rows in by_part for row in rows]
+        finally:
+            for conn in [first, *spare]:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.rollback()  # read only: nothing to commit
+            for conn in spare:
+                await pool.putconn(conn)

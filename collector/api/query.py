@@ -126,18 +126,22 @@ def select_list(columns: tuple[Column, ...], sources: tuple[sql.Composable, ...]
 
 
 def venue_range_sql(series: Series, cols: sql.Composable, with_reason: bool = False) -> sql.Composed:
-    """One venue's (v.name's) first skip + limit rows of the symbol's [lo, end), in (time, key) order: a
-    range of its (venue, symbol, time, ...) primary key, read in index order, so no sort (plain partitions
-    and TimescaleDB chunks are pruned by the range). `cols` is the select list; the caller supplies v.
+    """Rows first .. first + rows of one venue's (v.name's) rows of the symbol's [lo, end), in (time, key)
+    order: a range of its (venue, symbol, time, ...) primary key, read in index order, so no sort (plain
+    partitions and TimescaleDB chunks are pruned by the range). `cols` is the select list, computed outside
+    the LIMIT so the rows an OFFSET passes over cost no cast (collector.api.columnar fetches a big page as
+    two such parts at once); the caller supplies v.
 
-    Parameters: symbol, lo, end, (save_reason), skip, limit. A page (rows skip .. skip + limit of every
-    venue's rows in (time, venue, key) order) is exact from these ranges: a row among the first
-    skip + limit of the merged order is among the first skip + limit of its own venue, so a page costs the
-    same with one venue or three (collector.api.columnar.merge_venues merges them)."""
+    Parameters: symbol, lo, end, (save_reason), first, rows. A page (rows skip .. skip + limit of every
+    venue's rows in (time, venue, key) order) is exact from these ranges with first = 0 and rows = skip +
+    limit: a row among the first skip + limit of the merged order is among the first skip + limit of its
+    own venue, so a page costs the same with one venue or three (collector.api.columnar.merge_venues merges
+    them)."""
     reason = sql.SQL(" AND save_reason = %(save_reason)s") if with_reason else sql.SQL("")
     inner = sql.SQL(", ").join(sql.Identifier(c) for c in ("time", *series.tiebreak))
-    return sql.SQL("SELECT {cols} FROM {table} WHERE venue = v.name AND symbol = %(symbol)s AND time >= %(lo)s "
-                   "AND time < %(end)s{reason} ORDER BY {inner} LIMIT %(skip)s + %(limit)s").format(
+    return sql.SQL("SELECT {cols} FROM (SELECT * FROM {table} WHERE venue = v.name AND symbol = %(symbol)s "
+                   "AND time >= %(lo)s AND time < %(end)s{reason} ORDER BY {inner} "
+                   "LIMIT %(rows)s OFFSET %(first)s) r").format(
         cols=cols, table=sql.Identifier(series.table), reason=reason, inner=inner)
 
 

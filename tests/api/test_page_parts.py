@@ -1,0 +1,116 @@
+"""A big page fetched as two parts on two sessions (collector.api.columnar.page_parts, db.fetch_parts) is the
+page one statement gives: the parts read one snapshot, so rows committed meanwhile are in neither or in the
+whole page, never in one part only; and every endpoint's pages, split, equal the unsplit ones in JSON and
+in Arrow (the merge of the parts, per venue, keeps the (time, venue, key) order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import SEP_SYMBOL, SUBMS_SYMBOL, TIE_SYMBOL
+from psycopg_pool import AsyncConnectionPool
+from test_arrow_columns import WIDE, both_pages
+
+from collector.api import columnar, db, query
+
+
+class _CommitWhenLending(AsyncConnectionPool[psycopg.AsyncConnection[Any]]):
+    """A real pool that, when a second session is asked for while one is out, first commits a row from
+    another session: the commit lands after the first session's snapshot and before the second's first
+    statement, where only an imported snapshot keeps the two parts consistent."""
+
+    writer_url = ""
+    committed = 0
+
+    async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
+        if self.get_stats().get("pool_available", 0) < self.get_stats().get("pool_size", 0):
+            async with await psycopg.AsyncConnection.connect(self.writer_url, autocommit=True) as w:
+                await w.execute("INSERT INTO parts_t VALUES (0)")
+            self.committed += 1
+        return await super().getconn(timeout)
+
+
+def test_parts_read_one_snapshot_while_rows_are_committed(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE parts_t (i int)")
+        conn.execute("INSERT INTO parts_t SELECT generate_series(1, 10)")
+    stmt = psycopg.sql.SQL("SELECT %(part)s::int, pg_backend_pid(), (SELECT count(*) FROM parts_t)")
+
+    async def run() -> tuple[list[tuple[Any, ...]], int]:
+        pool = _CommitWhenLending(db_url, min_size=2, max_size=2, open=False,
+                                  kwargs={"autocommit": True}, name="parts-test")
+        pool.writer_url = db_url
+        await pool.open(wait=True)
+        try:
+            rows = await db.fetch_parts(pool, stmt, [{"part": 0}, {"part": 1}])
+        finally:
+            await pool.close()
+        return rows, pool.committed
+
+    rows, committed = asyncio.run(run())
+    assert committed == 1  # the row was committed between the parts' snapshots
+    assert [r[0] for r in rows] == [0, 1]
+    assert rows[0][1] != rows[1][1], "the parts ran on one session: the two-session path was not taken"
+    assert [r[2] for r in rows] == [10, 10]
+
+
+def test_parts_on_one_session_when_the_pool_has_no_spare(db_url: str) -> None:
+    """A pool of one session: the parts run one after the other on it, in order, still one snapshot."""
+    stmt = psycopg.sql.SQL("SELECT %(part)s::int, pg_backend_pid()")
+
+    async def run() -> list[tuple[Any, ...]]:
+        pool = db.make_pool(db_url, 1, 5000)
+        await pool.open(wait=True)
+        try:
+            return await db.fetch_parts(pool, stmt, [{"part": i} for i in range(3)])
+        finally:
+            await pool.close()
+
+    rows = asyncio.run(run())
+    assert [r[0] for r in rows] == [0, 1, 2] and len({r[1] for r in rows}) == 1
+
+
+@pytest.mark.parametrize(("total", "want"), [
+    (1, [(0, 1)]), (columnar.SPLIT_ROWS - 1, [(0, columnar.SPLIT_ROWS - 1)]),
+    (columnar.SPLIT_ROWS, [(0, columnar.SPLIT_ROWS // 2), (columnar.SPLIT_ROWS // 2, columnar.SPLIT_ROWS // 2)]),
+    (100_001, [(0, 50_001), (50_001, 50_000)])])
+def test_page_parts_cover_the_page_once(total: int, want: list[tuple[int, int]]) -> None:
+    assert [(p["first"], p["rows"]) for p in columnar.page_parts(total - 1, 1)] == want
+
+
+@pytest.fixture(scope="module")
+def symbol(filled_db: str) -> str:
+    """A symbol the collector filled (candles, funding, open interest; liquidations if it had any)."""
+    with psycopg.connect(filled_db) as conn:
+        row = conn.execute("SELECT symbol FROM liquidations GROUP BY symbol ORDER BY count(*) DESC LIMIT 1").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _every_page(api_url: str, symbol: str) -> list[Any]:
+    out: list[Any] = []
+    for sym in (TIE_SYMBOL, SUBMS_SYMBOL, SEP_SYMBOL):
+        for limit in (1, 3, 7, 1000):
+            out.append(both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol=sym, limit=limit, **WIDE))
+    out.append(both_pages(api_url, "trades", query.TRADE_COLUMNS, symbol=TIE_SYMBOL, save_reason="large_trade",
+                          limit=2, **WIDE))
+    for table in ("funding", "liquidations", "open_interest"):
+        out.append(both_pages(api_url, table, query.SERIES[table].columns, symbol=symbol, limit=5, **WIDE))
+    out.append(both_pages(api_url, "candles", query.CANDLE_COLUMNS, symbol=symbol, limit=4, **WIDE))
+    return out
+
+
+def test_split_pages_equal_the_one_statement_pages(api_url: str, symbol: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every page split into two parts (SPLIT_ROWS 2), including pages skipping rows of one millisecond,
+    pages refetched with text lengths and filtered by save_reason: the same rows and cursors, in JSON and
+    Arrow (both_pages compares those), as one statement per page."""
+    whole = _every_page(api_url, symbol)
+    monkeypatch.setattr(columnar, "SPLIT_ROWS", 2)
+    split = _every_page(api_url, symbol)
+    assert split == whole
+    assert sum(len(rows) for rows, _ in whole) > 200
