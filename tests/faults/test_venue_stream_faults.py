@@ -96,9 +96,9 @@ def test_stalled_stream_restarted_by_the_watchdog(venue: str, db_url: str, tmp_p
         assert sorted(h[0] for h in holes) == sorted(rig.contract_sizes(venue)), holes
         assert all(lo <= stall_ms < hi and state == "unfillable" for _, lo, hi, state in holes), (stall_ms, holes)
         rig.assert_liquidations(venue, t, holes=True)
-        # the same process reconnected: it keeps what it was sent before the stall, and never got what was
-        # published during it
-        rig.assert_funding(venue, t, outage, unseen=(stall_ms, resubscribed_ms))
+        # the same process reconnected: it keeps what it was sent before the stall, and (OKX) never got what was
+        # published during it; Bybit's tickers snapshot on resubscribing is the state last pushed
+        rig.assert_funding(venue, t, outage, unseen=(stall_ms, resubscribed_ms) if venue == "okx" else None)
         code, out = rig.stop()
         assert code == 0, out[-3000:]
     finally:

@@ -78,9 +78,12 @@ def test_killed_venue_worker_resumes_and_matches_truth(venue: str, point: str, d
         print(f"{venue} {point}: {len(lost)} liquidations sent between the kill and the successor's first socket, "
               f"gap rows {holes}")
         rig.assert_liquidations(venue, t, holes=True)
-        # the successor's rows carry the rate the victim was sent last (its checkpoint) until the next push;
-        # what the simulator sent after the kill, before it saw the socket close, reached nobody
-        rig.assert_funding(venue, t, outage, unseen=(kill_ms, min(opened)))
+        # OKX: the successor's rows carry the rate the victim was sent last (its checkpoint) until the next push;
+        # what the simulator sent after the kill, before it saw the socket close, reached nobody. Bybit: a new
+        # subscriber's tickers snapshot is the state last pushed, so nothing published is unseen; the window
+        # there was wrong (a CI run): a tick due before the successor's socket opened but run after it subscribed
+        # (a late tick under load) reached the successor, whose row then carried a rate the window had hidden
+        rig.assert_funding(venue, t, outage, unseen=(kill_ms, min(opened)) if venue == "okx" else None)
         # the kill is a gap of the victim's venue only: the other venue has no gap row and lost nothing
         other_venue = next(v for v in VENUES if v != venue)
         t_other = rig.settle(other_venue)
