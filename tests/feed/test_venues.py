@@ -12,11 +12,10 @@ import random
 from collections import Counter
 from decimal import Decimal
 
-import msgspec
 import pytest
 import websockets
 
-from collector.feed.venues import bybit, okx, okx_frames
+from collector.feed.venues import bybit, okx
 from collector.feed.venues.common import (
     ContractSize,
     VenueSymbol,
@@ -26,7 +25,7 @@ from collector.feed.venues.common import (
     power_of_ten,
     shift_decimal,
 )
-from collector.feed.wire import AggTrade, OkxTrade, UuidTrade
+from collector.feed.wire import UuidTrade
 from exchange_sim import SimConfig, run_in_thread
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -242,8 +241,8 @@ def test_okx_decoder_counts_bad_frames():
     assert sink.bad == d.skipped.counts == Counter(frames.keys())
     assert d.venue_errors == ["60018 Wrong URL or channel", "64008 service upgrade"]
     [(kind, t)] = sink.events
-    assert kind == "trade" and type(t) is OkxTrade  # E, l, m are made when the pipeline keeps it (agg)
-    assert t.agg() == AggTrade(1700000000000, "BTC-USDT-SWAP", 7, "65000.1", "0.123", 7, 7, 1700000000000, True)
+    assert (kind, t.s, t.a, t.p, t.q, t.m, t.T) == ("trade", "BTC-USDT-SWAP", 7, "65000.1", "0.123", True,
+                                                   1700000000000)
 
 
 def test_okx_liquidations_of_other_instruments_are_not_bad_frames():
@@ -412,25 +411,8 @@ def test_okx_push_covers_its_count_fills_on_both_paths():
         sink = Sink()
         okx.OkxDecoder([OKX_BTC], sink).handle(text, 1700000000.0)
         [(kind, t)] = sink.events
-        assert (kind, t.a, t.f, t.agg().l) == ("trade", 123, 121, 123) and not sink.bad
+        assert (kind, t.a, t.f, t.l) == ("trade", 123, 121, 123) and not sink.bad
     for text in (usual.replace('"count":"3"', '"count":"0"'), reordered.replace('"count": "3"', '"count": "0"')):
         sink = Sink()
         okx.OkxDecoder([OKX_BTC], sink).handle(text, 1700000000.0)
         assert sink.bad == {"bad_number": 1} and not sink.events
-
-
-def test_okx_trade_rows_decode_straight_into_okx_trade():
-    """The one-decode path's rows are OkxTrade (collector.feed.wire): OKX's names renamed onto AggTrade's fields,
-    digit strings to ints; agg() gives every field of the AggTrade stored; a count below 1 is refused (the
-    general path then names it bad_number)."""
-    push = OKX_TRADE.replace('"tradeId":"7"', '"tradeId":"123"').replace('"count":"1"', '"count":"3"') % (
-        "BTC-USDT-SWAP", "BTC-USDT-SWAP", "2")
-    [r] = okx_frames.trades_frame.decode(push).data
-    assert type(r) is OkxTrade and isinstance(r, AggTrade)
-    assert (r.s, r.a, r.p, r.q, r.T, r.side, r.count) == ("BTC-USDT-SWAP", 123, "65000.1", "2", 1700000000000,
-                                                          "sell", 3)
-    r.f = r.a - r.count + 1
-    assert r.agg() == AggTrade(1700000000000, "BTC-USDT-SWAP", 123, "65000.1", "2", 121, 123, 1700000000000, True)
-    assert OkxTrade(s="X", a=1, p="1", q="1", T=1, side="buy").agg().m is False
-    with pytest.raises(msgspec.ValidationError):
-        okx_frames.trades_frame.decode(push.replace('"count":"3"', '"count":"0"'))

@@ -11,7 +11,6 @@ from collector.feed.wire import (
     KlineBody,
     LiquidationOrder,
     MarkPrice,
-    OkxTrade,
     OpenInterest,
     UuidTrade,
     uuid_trade_id,
@@ -198,26 +197,6 @@ def test_a_kept_bybit_trade_is_stored_under_its_uuid_id_as_if_parsed_on_arrival(
     assert [(b.table, b.rows, b.data) for b in out] == [(b.table, b.rows, b.data) for b in eager_out]
     assert sum(b.rows for b in out) == 3 and not lazy.rejected
     assert uuid_trade_id(UUIDS[0]).to_bytes(8, "big") in out[0].data  # trade_id is an 8-byte BIGINT in COPY
-
-
-def test_a_kept_okx_trade_is_stored_as_the_aggtrade_the_decoder_built_before(out: list[Batch]) -> None:
-    """OkxTrade's E, l and m are made when the trade is kept (OkxTrade.agg): the rows are byte for byte those
-    of AggTrades with E = T, l = a, m = side == "sell" (what the decoder built before), fill ranges and gaps
-    told from a and f as before."""
-    lazy = _keep_all_pipe("okx", out)
-    eager_out: list[Batch] = []
-    eager = _keep_all_pipe("okx", eager_out)
-    for i, (first, last, side) in enumerate(((121, 123, "sell"), (124, 124, "buy"), (130, 131, "sell"))):
-        t = T0 + i
-        lazy.on_trade(OkxTrade(s="XUSDT", a=last, p=f"1.{i}", q="0.5", T=t, f=first, side=side,
-                               count=last - first + 1), RECEIPT)
-        eager.on_trade(AggTrade(t, "XUSDT", last, f"1.{i}", "0.5", first, last, t, side == "sell"), RECEIPT)
-    lazy.flush_all()
-    eager.flush_all()
-    assert [(b.table, b.rows, b.data) for b in out] == [(b.table, b.rows, b.data) for b in eager_out]
-    assert sum(b.rows for b in out) == 3 and dict(lazy.rejected) == {"gap": 1}
-    assert [(g.from_id, g.to_id) for g in lazy.gaps] == [(125, 129)] and lazy.last_trade_id == {"XUSDT": 131}
-    assert b"sell" in out[0].data and b"buy" in out[0].data
 
 
 def test_a_kept_bybit_trade_with_a_malformed_uuid_is_a_bad_number_skip(out: list[Batch]) -> None:

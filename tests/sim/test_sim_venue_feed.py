@@ -19,7 +19,6 @@ from collector.feed.cryptofeed_adapter import ws_connection_class
 from collector.feed.venue_feed import VenueFeed
 from collector.feed.venue_universe import fetch_venue_universe
 from collector.feed.venues.bybit import trade_id_of
-from collector.feed.wire import OkxTrade
 from exchange_sim import SimConfig, launch_subprocess
 
 DATA_TYPES = ["trades", "funding", "open_interest", "liquidations", "candles_1m", "candles_5m"]
@@ -37,8 +36,7 @@ class Recorder:
         self.bad: Counter[str] = Counter()
 
     def on_trade(self, t, receipt):
-        # an OKX trade as the pipeline stores it: its E, l and m are made when it is kept (OkxTrade.agg)
-        self.events["trades"].append(t.agg() if type(t) is OkxTrade else t)
+        self.events["trades"].append(t)
 
     def on_mark_price(self, m, receipt):
         self.events["funding"].append((m, self.channel))

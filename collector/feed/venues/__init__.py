@@ -7,7 +7,7 @@ Names: every symbol keeps the venue's own name (events carry it in `s` / `symbol
 
 | wire struct  | OKX v5 (okx.py)                                   | Bybit v5 (bybit.py)                          |
 |--------------|---------------------------------------------------|----------------------------------------------|
-| AggTrade     | trades; OkxTrade, f = a-count+1, q = sz*ctVal     | publicTrade; UuidTrade (u = i), q = v        |
+| AggTrade     | trades; a = l = tradeId, f = a-count+1, sz*ctVal  | publicTrade; UuidTrade (u = i), q = v        |
 | MarkPrice    | funding-rate + mark-price merged per instrument   | tickers snapshot + deltas merged per symbol  |
 | OpenInterest | open-interest; oi * ctVal                         | tickers openInterest (base units)            |
 | ForceOrder   | liquidation-orders; side = order side, sz * ctVal | allLiquidation; position side -> order side  |
