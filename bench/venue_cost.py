@@ -15,6 +15,16 @@ reads of --batch frames, as a socket read delivers them. CPU time (time.process_
 us/msg = CPU / frames. Venues alternate within each run (load drifts on a shared machine); the table shows
 medians over --runs and each venue's ratio to Binance from the same invocation. --profile VENUE prints the
 cProfile of one pass.
+
+Comparing two trees: the simulators run on the wall clock, so each recording has its own frame mix (which
+frames of which channel fall into the 30,000, where the minutes' candles close); that alone moved OKX's
+ratio by more than a change did. `--record DIR` keeps the recording (frames, receipt time, market model) and
+`--frames DIR` replays exactly those frames (its sha256 is printed): run base and head on the same DIR. Within
+an invocation each round times every venue once, the order rotating from round to round, after a full
+garbage collection outside the timed pass; the ratio is taken per round (OKX's pass against Binance's pass
+of the same round, seconds apart, under the same load) and reported as the median and inter-quartile range of
+those per-round ratios, beside the ratio of the medians. Every pass hands the decoders the receipt time of the
+recording, so replaying hours later times the same checks (no event becomes an `absurd_timestamp`).
 """
 
 from __future__ import annotations
@@ -22,17 +32,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
+import hashlib
+import json
 import os
 import pstats
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import common
 import websockets
 
+import collector
 from collector.feed.cryptofeed_feed import bind_feed_class
 from collector.feed.endpoints import Endpoints
 from collector.feed.source import FastBinanceFutures, subscription_channels
@@ -92,8 +107,10 @@ def _pipeline(names: list[str], venue: str) -> Pipeline:
     return Pipeline(names, DATA_TYPES, TradeFilter(), lambda batch: None, venue=venue)
 
 
-def make_pass(venue: str, sim: Any, names: list[str], frames: list[str], batch: int) -> Callable[[], None]:
-    """One pass over the recorded frames through a fresh pipeline and the venue's lean path."""
+def make_pass(venue: str, sim: Any, names: list[str], frames: list[str], batch: int,
+              receipt: float) -> Callable[[], None]:
+    """One pass over the recorded frames through a fresh pipeline and the venue's lean path, every read
+    received at `receipt` (the recording's time)."""
     reads = [frames[i:i + batch] for i in range(0, len(frames), batch)]
     if venue == "binance":
         cls = bind_feed_class(Endpoints(sim.rest_url, sim.ws_url), FastBinanceFutures)
@@ -102,9 +119,8 @@ def make_pass(venue: str, sim: Any, names: list[str], frames: list[str], batch: 
 
         def run_binance() -> None:
             feed.set_sink(_pipeline(names, venue))
-            now = time.time()
             for r in reads:
-                feed.handle_batch(r, conn, now)  # type: ignore[arg-type]
+                feed.handle_batch(r, conn, receipt)  # type: ignore[arg-type]
         return run_binance
     symbols = fetch_venue_universe(venue, sim.rest_url, common.http_json)
 
@@ -113,10 +129,32 @@ def make_pass(venue: str, sim: Any, names: list[str], frames: list[str], batch: 
         decoder = (okx.OkxDecoder(symbols, sink, venue, sink.gate) if venue == "okx"
                    else bybit.BybitDecoder(symbols, sink, venue, sink.gate))
         handle_batch = decoder.handle_batch
-        now = time.time()
         for r in reads:
-            handle_batch(r, now)
+            handle_batch(r, receipt)
     return run_venue
+
+
+def _timed(run: Callable[[], None], frames: int) -> float:
+    """us/msg of one pass, after a full collection outside the timing: what the previous pass left behind is
+    not collected inside this one."""
+    gc.collect()
+    c0 = time.process_time()
+    run()
+    return (time.process_time() - c0) / frames * 1e6
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _fingerprint(frames: dict[str, list[str]]) -> str:
+    h = hashlib.sha256()
+    for v in VENUES:
+        for f in frames[v]:
+            h.update(f.encode())
+            h.update(b"\n")
+    return h.hexdigest()[:16]
 
 
 def main() -> int:
@@ -130,22 +168,49 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=20, help="frames per simulated socket read")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--profile", choices=VENUES, help="print the cProfile of one pass of this venue")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--record", type=Path, metavar="DIR",
+                     help="record, keep the recording in DIR/frames.json, and measure it")
+    src.add_argument("--frames", type=Path, metavar="DIR",
+                     help="replay DIR/frames.json (made by --record; its market model overrides --symbols, "
+                          "--rate, --seed, --messages) instead of recording")
     args = p.parse_args()
+    recording: dict[str, Any] | None = None
+    if args.frames is not None:
+        recording = json.loads((args.frames / "frames.json").read_text())
+        model = recording["model"]
+        args.symbols, args.rate, args.seed, args.messages = (model["symbols"], model["rate"], model["seed"],
+                                                              model["messages"])
+    # The simulators answer the universe (names, OKX's contract sizes) also when replaying: the same seed
+    # and symbol count give the same universe.
     sims = {v: launch_subprocess(SimConfig(venue=v, port=0, symbols=args.symbols, rate=args.rate, seed=args.seed))
             for v in VENUES}
     try:
         names = {v: [s.name for s in fetch_venue_universe(v, sims[v].rest_url, common.http_json)]
                  if v != "binance" else [s["symbol"] for s in common.http_json(  # type: ignore[index, union-attr]
                      sims[v].rest_url + "/fapi/v1/exchangeInfo")["symbols"]] for v in VENUES}  # type: ignore[index]
-
-        async def record_all() -> dict[str, list[str]]:
-            got = await asyncio.gather(*(_record(v, sims[v], names[v], args.messages) for v in VENUES))
-            return dict(zip(VENUES, got, strict=True))
-        t0 = time.monotonic()
-        frames = asyncio.run(record_all())
-        recorded_s = time.monotonic() - t0
-        passes = {v: make_pass(v, sims[v], names[v], frames[v], args.batch) for v in VENUES}
-        by_channel = {(v, ch): make_pass(v, sims[v], names[v], fs, args.batch)
+        if recording is not None:
+            frames: dict[str, list[str]] = recording["frames"]
+            receipt: float = recording["receipt"]
+            recorded_s: float = recording["recorded_s"]
+            if recording["names"] != names:
+                raise SystemExit(f"{args.frames}: recorded for another universe than the simulators answer")
+        else:
+            async def record_all() -> dict[str, list[str]]:
+                got = await asyncio.gather(*(_record(v, sims[v], names[v], args.messages) for v in VENUES))
+                return dict(zip(VENUES, got, strict=True))
+            t0 = time.monotonic()
+            frames = asyncio.run(record_all())
+            recorded_s = time.monotonic() - t0
+            receipt = time.time()
+            if args.record is not None:
+                args.record.mkdir(parents=True, exist_ok=True)
+                (args.record / "frames.json").write_text(json.dumps({
+                    "model": {"symbols": args.symbols, "rate": args.rate, "seed": args.seed,
+                              "messages": args.messages},
+                    "names": names, "receipt": receipt, "recorded_s": recorded_s, "frames": frames}))
+        passes = {v: make_pass(v, sims[v], names[v], frames[v], args.batch, receipt) for v in VENUES}
+        by_channel = {(v, ch): make_pass(v, sims[v], names[v], fs, args.batch, receipt)
                       for v in VENUES for ch, fs in _channels(v, frames[v]).items()}
     finally:
         for sim in sims.values():
@@ -157,31 +222,39 @@ def main() -> int:
     us: dict[str, list[float]] = {v: [] for v in VENUES}
     channel_us: dict[tuple[str, str], list[float]] = {k: [] for k in by_channel}
     sizes = {(v, ch): len(fs) for v in VENUES for ch, fs in _channels(v, frames[v]).items()}
-    for _ in range(args.runs):
-        for v in VENUES:
-            c0 = time.process_time()
-            passes[v]()
-            us[v].append((time.process_time() - c0) / len(frames[v]) * 1e6)
+    for i in range(args.runs):
+        for v in VENUES[i % 3:] + VENUES[:i % 3]:  # no venue always first after the channels' passes
+            us[v].append(_timed(passes[v], len(frames[v])))
         for k, run in by_channel.items():
-            c0 = time.process_time()
-            run()
-            channel_us[k].append((time.process_time() - c0) / sizes[k] * 1e6)
+            channel_us[k].append(_timed(run, sizes[k]))
     load1 = os.getloadavg()
-    print(common.conditions(sys.argv, "working tree", "no database"))
+    print(common.conditions(sys.argv, f"collector from {os.path.dirname(os.path.dirname(collector.__file__))}",
+                            "no database"))
     print(f"{args.symbols} symbols per venue, {args.rate:g} aggTrades/s sim time, seed {args.seed}; "
-          f"{args.messages:,} frames per venue recorded in {recorded_s:.0f} s; {args.runs} runs; load average "
-          f"{load0[0]:.2f} -> {load1[0]:.2f}")
+          f"{args.messages:,} frames per venue "
+          + (f"replayed from {args.frames} " if args.frames else f"recorded in {recorded_s:.0f} s ")
+          + f"(sha256 {_fingerprint(frames)}); {args.runs} runs; load average "
+          f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} -> {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     base = statistics.median(us["binance"])
-    rows = [{"venue": v, "median": statistics.median(us[v]), "min": min(us[v]), "max": max(us[v]),
-             "ratio": statistics.median(us[v]) / base, "mix": mix[v],
-             "ok": "yes" if statistics.median(us[v]) / base <= TARGET_RATIO else "NO"} for v in VENUES]
+    ratios = {v: [a / b for a, b in zip(us[v], us["binance"], strict=True)] for v in VENUES}
+    rows = []
+    for v in VENUES:
+        q1, q2, q3 = _quartiles(ratios[v]) if args.runs > 1 else (ratios[v][0],) * 3
+        rows.append({"venue": v, "median": statistics.median(us[v]), "min": min(us[v]), "max": max(us[v]),
+                     "ratio": statistics.median(us[v]) / base, "paired": q2, "iqr": f"{q1:.3f}-{q3:.3f}",
+                     "mix": mix[v], "ok": "yes" if q2 <= TARGET_RATIO else "NO"})
     common.print_table(rows, [("venue", "venue"), ("median", "us/msg (median)"), ("min", "min"), ("max", "max"),
-                              ("ratio", "/ binance"), ("ok", f"<= {TARGET_RATIO}"), ("mix", "frames by channel")])
+                              ("ratio", "/ binance (of medians)"), ("paired", "/ binance (per round, median)"),
+                              ("iqr", "per round IQR"), ("ok", f"<= {TARGET_RATIO}"),
+                              ("mix", "frames by channel")])
     common.print_table([{"venue": v, "channel": ch, "frames": sizes[(v, ch)],
                          "median": statistics.median(channel_us[(v, ch)])} for v, ch in by_channel],
                        [("venue", "venue"), ("channel", "channel alone"), ("frames", "frames"),
                         ("median", "us/msg (median)")])
-    common.write_results("venue-cost", {"args": vars(args), "us_per_msg": us, "mix": mix,
+    common.write_results("venue-cost", {"args": {k: str(x) if isinstance(x, Path) else x
+                                                 for k, x in vars(args).items()},
+                                        "us_per_msg": us, "ratios": ratios, "mix": mix,
+                                        "frames_sha256": _fingerprint(frames),
                                         "by_channel": {f"{v} {ch}": x for (v, ch), x in channel_us.items()},
                                         "load": [load0, load1]})
     if args.profile:
