@@ -53,25 +53,28 @@ class SeparatorInText(ValueError):
     """A text value of the page holds SEPARATOR, so the values cannot be told apart: fetch with lengths."""
 
 
-def _aggs(i: int, c: Column, text_floats: frozenset[str], text_lengths: bool) -> list[sql.Composable]:
+def _aggs(i: int, c: Column, text_floats: frozenset[str], text_lengths: bool) -> list[tuple[sql.Composable, bytes]]:
     """The aggregates one column needs: its values (and lengths, for text with text_lengths), then validity
-    if nullable."""
+    if nullable; each with its string_agg delimiter, which joins two parts' bytes into those of their rows
+    together (_joined)."""
     ci = sql.Identifier(f"c{i}")
-    out: list[sql.Composable] = []
+    out: list[tuple[sql.Composable, bytes]] = []
     if c.kind == "float" and c.name in text_floats:  # NUMERIC's text: digits, '.', '-', NaN, Infinity; no ','
-        out.append(sql.SQL("string_agg(coalesce({c}, '0'), ',')").format(c=ci))
+        out.append((sql.SQL("string_agg(coalesce({c}, '0'), ',')").format(c=ci), b","))
     elif c.kind == "str" and text_lengths:
-        out.append(sql.SQL("string_agg(coalesce({c}, ''), '')").format(c=ci))
-        out.append(sql.SQL("string_agg(int4send(octet_length(coalesce({c}, ''))), {e})").format(c=ci, e=_EMPTY))
+        out.append((sql.SQL("string_agg(coalesce({c}, ''), '')").format(c=ci), b""))
+        out.append((sql.SQL("string_agg(int4send(octet_length(coalesce({c}, ''))), {e})").format(c=ci, e=_EMPTY),
+                    b""))
     elif c.kind == "str":
-        out.append(sql.SQL("string_agg(coalesce({c}, ''), {sep})").format(c=ci, sep=sql.Literal(SEPARATOR)))
+        out.append((sql.SQL("string_agg(coalesce({c}, ''), {sep})").format(c=ci, sep=sql.Literal(SEPARATOR)),
+                    SEPARATOR.encode()))
     else:
         send = {"time": "timestamptz_send", "float": "float8send", "int": "int8send"}[c.kind]
         zero = {"time": "'epoch'::timestamptz", "float": "0::float8", "int": "0::int8"}[c.kind]
-        out.append(sql.SQL("string_agg({send}(coalesce({c}, {zero})), {e})").format(
-            send=sql.SQL(send), c=ci, zero=sql.SQL(zero), e=_EMPTY))
+        out.append((sql.SQL("string_agg({send}(coalesce({c}, {zero})), {e})").format(
+            send=sql.SQL(send), c=ci, zero=sql.SQL(zero), e=_EMPTY), b""))
     if c.nullable:
-        out.append(sql.SQL("string_agg(boolsend({c} IS NOT NULL), {e})").format(c=ci, e=_EMPTY))
+        out.append((sql.SQL("string_agg(boolsend({c} IS NOT NULL), {e})").format(c=ci, e=_EMPTY), b""))
     return out
 
 
@@ -83,7 +86,7 @@ def columns_sql(page: sql.Composable, columns: Sequence[Column], given: Mapping[
     symbol = %(symbol)s). text_lengths: each text value's length is fetched too (see SEPARATOR)."""
     known = given or {}
     aggs = [a for i, c in enumerate(columns) if c.name not in known
-            for a in _aggs(i, c, text_floats, text_lengths)]
+            for a, _ in _aggs(i, c, text_floats, text_lengths)]
     return sql.SQL("SELECT count(*), {aggs} FROM ({page}) p").format(aggs=sql.SQL(", ").join(aggs), page=page)
 
 
@@ -260,18 +263,7 @@ def _joined(parts: Sequence[Sequence[Any]], columns: Sequence[Column], given: Ma
     for c in columns:
         if c.name in given:
             continue
-        seps: list[bytes] = []  # the separator between two parts' values, per aggregate of the column
-        if c.kind == "float" and c.name in NUMERIC_COLUMNS:
-            seps.append(b",")
-        elif c.kind == "str" and text_lengths:
-            seps += [b"", b""]
-        elif c.kind == "str":
-            seps.append(SEPARATOR.encode())
-        else:
-            seps.append(b"")
-        if c.nullable:
-            seps.append(b"")
-        for sep in seps:
+        for _, sep in _aggs(0, c, NUMERIC_COLUMNS, text_lengths):  # venue_pages_sql's aggregates
             chunks = [_bytes(p[k]) for p, n in zip(parts, counts, strict=True) if n]
             out.append(sep.join(chunks))
             k += 1
