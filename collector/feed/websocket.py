@@ -4,12 +4,14 @@ Why: at 50,000 frames/s a worker spent ~43% of its CPU in the pure-Python `webso
 its per-message futures and queue, and cryptofeed's async-generator-per-message read loop. picows parses
 frames in Cython straight out of one reusable receive buffer and calls back once per frame; this module
 turns those callbacks into *batches* -- every message that arrived in one socket read, stamped with that
-read's time -- so the consumer wakes once per read instead of once per message.
+read's time -- so the consumer runs once per read instead of once per message.
 
 `PicowsConnection` has the interface of `collector.feed.cryptofeed_adapter.WSConnection` (cryptofeed's AsyncConnection:
 `_open()`, `read()`, `write()`, `close()`, `is_open`, `stats`, `last_message`, `received`), so stock
-cryptofeed's ConnectionHandler drives it unchanged; `read_batches()` is the cheaper path that
-`collector.feed.cryptofeed_adapter.SupervisedConnection` uses when present.
+cryptofeed's ConnectionHandler drives it unchanged. Two cheaper paths serve
+`collector.feed.cryptofeed_adapter.SupervisedConnection`: `deliver_batches(handler)` calls a feed's plain
+batch handler from the read callback itself (no task woken per read: what the feeds use), and
+`read_batches()` queues each read's batch for a reading task (for a per-message coroutine handler).
 
 Semantics kept from websockets/WSAsyncConn: server pings are answered (picows auto-pong), the client pings
 when the line is idle and drops the connection when the pong is overdue (`ping_interval`/`ping_timeout`),
