@@ -13,9 +13,16 @@ Variants:
 - `picows-read`: collector.feed.websocket.PicowsConnection through the same per-message `read()` loop;
 - `picows`: PicowsConnection through SupervisedConnection's batched `read_batches()` path (the default);
 - `picows-asyncio-transport`: the same with the event loop's own transport instead of aiofastnet's
-  (`use_aiofastnet=False`), to check which one picows should use (not run unless asked: --variants).
+  (`use_aiofastnet=False`), to check which one picows should use (not run unless asked: --variants);
+- `picows-batch`: PicowsConnection with a null *batch* handler, as the feeds run it: each read handed to the
+  handler from picows' read callback (`deliver_batches()`);
+- `picows-batch-queued`: the same handler through the queued `read_batches()` path (each read queued, the
+  reading task woken, two generators resumed), i.e. the hand-off before `deliver_batches()` existed.
+The variants' runs alternate (run 1 of each variant, then run 2 of each, ...), so that a shared machine's
+load falls on all of them alike.
 
 Usage: .venv/bin/python bench/ws_client.py [--rates 20000 50000] [--runs 3] [--seconds 8] [--warmup 3]
+       [--variants picows-batch picows-batch-queued]
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-VARIANTS = ("websockets", "picows-read", "picows", "picows-asyncio-transport")
+VARIANTS = ("websockets", "picows-read", "picows", "picows-asyncio-transport", "picows-batch", "picows-batch-queued")
 # Binance allows 1024 streams per connection; the collector splits 496 symbols over two connections per
 # worker, so the benchmark does the same (and the simulator's own bench uses the same split).
 CONNECTIONS = 2
@@ -56,8 +63,13 @@ def connection_class(variant: str) -> type:
 
     if variant == "websockets":
         return WSConnection
-    if variant in ("picows", "picows-asyncio-transport"):
+    if variant in ("picows", "picows-asyncio-transport", "picows-batch"):
         return PicowsConnection
+    if variant == "picows-batch-queued":
+        class Queued(PicowsConnection):
+            deliver_batches = None  # SupervisedConnection then takes the queued read_batches() path
+
+        return Queued
 
     class PerMessage(PicowsConnection):
         read_batches = None  # SupervisedConnection then takes cryptofeed's per-message read() loop
@@ -87,9 +99,13 @@ async def child(variant: str, ws: str, symbols: int, warmup: float, seconds: flo
     async def handler(msg: object, conn: object, ts: float) -> None:
         return None
 
+    def batch_handler(messages: object, conn: object, ts: float) -> None:
+        return None
+
     stop = asyncio.Event()
-    handlers = [SupervisedConnection(c, subscribe, handler, timeout=30, timeout_interval=5, stop=stop)
-                for c in conns]
+    batch = batch_handler if variant.startswith("picows-batch") else None
+    handlers = [SupervisedConnection(c, subscribe, handler, timeout=30, timeout_interval=5, stop=stop,
+                                     batch_handler=batch) for c in conns]
     tasks = [asyncio.create_task(h.run()) for h in handlers]
     await asyncio.sleep(warmup)
 
@@ -145,13 +161,18 @@ def main() -> None:
         sim = launch_subprocess(SimConfig(port=0, symbols=a.symbols, rate=rate, speed=1.0, seed=7,
                                           kline_intervals=("1m",)))
         try:
-            for variant in a.variants:
-                runs = [run_child(variant, sim.ws_url, a.symbols, a.warmup, a.seconds) for _ in range(a.runs)]
-                for r in runs:
-                    print(json.dumps({"rate": rate, **r}), file=sys.stderr, flush=True)
+            by_variant: dict[str, list[dict]] = {v: [] for v in a.variants}
+            for _ in range(a.runs):
+                for variant in a.variants:
+                    r = run_child(variant, sim.ws_url, a.symbols, a.warmup, a.seconds)
+                    by_variant[variant].append(r)
+                    print(json.dumps({"rate": rate, **r, "load": os.getloadavg()[0]}), file=sys.stderr, flush=True)
+            for variant, runs in by_variant.items():
                 summary.append({
                     "rate": rate, "variant": variant,
-                    "median_us_per_frame": statistics.median(r["us_per_frame"] for r in runs),
+                    # a run that received no frame has no µs/frame (seen at 20,000/s, load ~15; cause not found)
+                    "median_us_per_frame": statistics.median([r["us_per_frame"] for r in runs
+                                                              if r["us_per_frame"] is not None] or [float("nan")]),
                     "median_frames_per_s": statistics.median(r["frames_per_s"] for r in runs),
                     "median_cpu_frac": statistics.median(r["cpu_frac"] for r in runs),
                     "runs_us_per_frame": [r["us_per_frame"] for r in runs],

@@ -172,18 +172,32 @@ class SupervisedConnection(ConnectionHandler):
 
     async def _handler(self, connection: AsyncConnection,
                        handler: Callable[[str, AsyncConnection, float], Awaitable[None]]) -> None:
-        """Batched fast path for connections that offer `read_batches()` (collector.feed.websocket).
+        """Batched fast paths for connections that offer them (collector.feed.websocket).
 
-        cryptofeed's loop resumes an async generator and looks up `last_message` for every message; here
-        one resumption hands over every message of a socket read, each handled with that read's receipt
-        time; with a `batch_handler` (plain function) the whole read is one call, no coroutine per message.
-        The watchdog still sees `last_message`, which the connection stamps on receipt.
+        With a `batch_handler` and `deliver_batches()`, the connection calls the handler from its socket's
+        read callback, once per read, and this task only waits for the session to end. Otherwise, with
+        `read_batches()`: cryptofeed's loop resumes an async generator and looks up `last_message` for every
+        message; here one resumption hands over every message of a socket read, each handled with that
+        read's receipt time; with a `batch_handler` (plain function) the whole read is one call, no coroutine
+        per message. Either way the watchdog still sees `last_message`, which the connection stamps on receipt.
         """
+        batch_handler = self._batch_handler
+        deliver = getattr(connection, "deliver_batches", None)
+        if batch_handler is not None and deliver is not None:
+            if not self.running:  # stopped while connecting: request_stop found nothing open to close
+                await cast(Any, connection).close()
+                return
+            try:
+                await deliver(batch_handler)  # each read straight from the socket's callback; ends with it
+            except Exception:
+                if not self.running:
+                    return
+                raise
+            return
         read_batches = getattr(connection, "read_batches", None)
         if read_batches is None:
             await cast(Any, super())._handler(connection, handler)
             return
-        batch_handler = self._batch_handler
         try:
             async for timestamp, messages in read_batches():
                 if batch_handler is not None:

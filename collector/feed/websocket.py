@@ -4,12 +4,14 @@ Why: at 50,000 frames/s a worker spent ~43% of its CPU in the pure-Python `webso
 its per-message futures and queue, and cryptofeed's async-generator-per-message read loop. picows parses
 frames in Cython straight out of one reusable receive buffer and calls back once per frame; this module
 turns those callbacks into *batches* -- every message that arrived in one socket read, stamped with that
-read's time -- so the consumer wakes once per read instead of once per message.
+read's time -- so the consumer runs once per read instead of once per message.
 
 `PicowsConnection` has the interface of `collector.feed.cryptofeed_adapter.WSConnection` (cryptofeed's AsyncConnection:
 `_open()`, `read()`, `write()`, `close()`, `is_open`, `stats`, `last_message`, `received`), so stock
-cryptofeed's ConnectionHandler drives it unchanged; `read_batches()` is the cheaper path that
-`collector.feed.cryptofeed_adapter.SupervisedConnection` uses when present.
+cryptofeed's ConnectionHandler drives it unchanged. Two cheaper paths serve
+`collector.feed.cryptofeed_adapter.SupervisedConnection`: `deliver_batches(handler)` calls a feed's plain
+batch handler from the read callback itself (no task woken per read: what the feeds use), and
+`read_batches()` queues each read's batch for a reading task (for a per-message coroutine handler).
 
 Semantics kept from websockets/WSAsyncConn: server pings are answered (picows auto-pong), the client pings
 when the line is idle and drops the connection when the pong is overdue (`ping_interval`/`ping_timeout`),
@@ -39,7 +41,7 @@ from picows import (
     ws_connect,
 )
 
-from collector.feed.cryptofeed_adapter import ConnectionBase, ConnectionClosed
+from collector.feed.cryptofeed_adapter import BatchHandler, ConnectionBase, ConnectionClosed
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,9 @@ class _Session(WSListener):
         self.held = conn.reading_paused  # by back-pressure (PicowsConnection.pause_reading): outlasts the queue
         self.reading = True  # the socket's state: read unless paused or held
         self.waiter: asyncio.Future[None] | None = None
+        # Set by PicowsConnection.deliver_batches: each read's batch goes straight to it from _flush (no
+        # queue, no wake-up of a reading task); None = batches are queued for batches().
+        self.handler: BatchHandler | None = None
         self.frag: list[bytes] | None = None
         self.frag_type = _TEXT
         self.frag_size = 0
@@ -189,12 +194,29 @@ class _Session(WSListener):
         now = time.time()
         conn = self.conn
         conn.received_at(now, len(batch))
+        handler = self.handler
+        if handler is not None:
+            try:
+                handler(batch, conn, now)
+            except Exception as e:  # never into picows (it would drop the connection with its own story)
+                self._handler_failed(e)
+            return
         self.queue.append((now, batch))
         self.queued += len(batch)
         if self.queued > QUEUE_PAUSE_MESSAGES and not self.paused:
             self.paused = True
             self._sync_reading()
         self._wake()
+
+    def _handler_failed(self, e: Exception) -> None:
+        """A batch handler raised (feed handlers count bad frames and do not): end the session with the
+        reason, as the exception ending the reading task did before; the supervisor reconnects."""
+        log.error("%s: batch handler failed: %s: %s", self.conn.id, type(e).__name__, e, exc_info=e)
+        if self.error is None:
+            self.error = f"batch handler failed: {type(e).__name__}: {e}"
+        t = self.transport
+        if t is not None and not t.is_disconnected:
+            t.disconnect()
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -322,6 +344,41 @@ class PicowsConnection(ConnectionBase):
         """(receipt time, messages) per socket read, in arrival order; ends or raises like read()."""
         async for batch in self._batches("read_batches"):
             yield batch
+
+    async def deliver_batches(self, handler: BatchHandler) -> None:
+        """Call `handler(messages, self, receipt time)` once per socket read, in arrival order, until the
+        session ends; returns or raises like read() ends or raises.
+
+        Why: read_batches() queues each read's batch and wakes the reading task, which resumes two async
+        generators to get it -- about a fifth of a worker's CPU at the real market's rate (bench/README.md,
+        the shipped configuration). Here the batch goes to `handler` from picows' read callback itself, so
+        a read costs no task switch. What arrived before the call (the subscription answers) is handed over
+        first. The handler must not raise (a raise ends the session, logged, and it is reconnected); with
+        cryptofeed's raw-data recorder, whose hooks are coroutines, batches go through read_batches().
+        """
+        if self.raw_callback is not None:
+            async for timestamp, messages in self._batches("deliver_batches"):
+                handler(messages, self, timestamp)
+            return
+        session = self._session
+        if session is None or (session.done and not session.queue):
+            why = session.error if session is not None and session.error else "connection closed in deliver_batches()"
+            raise ConnectionClosed(f"{self.id}: {why}")
+        queue = session.queue
+        while queue:
+            timestamp, messages = queue.popleft()
+            session._taken(len(messages))
+            handler(messages, self, timestamp)
+        session.handler = handler
+        try:
+            loop = asyncio.get_running_loop()
+            while not session.done:
+                session.waiter = loop.create_future()
+                await session.waiter
+        finally:
+            session.handler = None
+        if session.error is not None and not session.closed_by_us:
+            raise ConnectionClosed(f"{self.id}: {session.error}")
 
     async def read(self) -> AsyncIterator[str | bytes]:  # type: ignore[override]
         """One message at a time (cryptofeed's ConnectionHandler); `last_message` is the newest receipt."""
