@@ -16,7 +16,16 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
-from collector.feed.wire import AggTrade, ForceOrder, Kline, MarkPrice, OpenInterest, UuidTrade, uuid_trade_id
+from collector.feed.wire import (
+    AggTrade,
+    ForceOrder,
+    Kline,
+    MarkPrice,
+    OkxTrade,
+    OpenInterest,
+    UuidTrade,
+    uuid_trade_id,
+)
 from collector.pipeline import repairs
 from collector.pipeline.activity import DAY_MS, SymbolActivity
 from collector.pipeline.batches import Batch, BatchBuilder
@@ -198,8 +207,10 @@ class Pipeline:
         """A trade the filter kept (live or backfilled): counted, and stored when trades are collected.
 
         A UuidTrade's id is computed here, for kept trades only (collector.feed.wire.UuidTrade): a malformed
-        UUID is a bad_number skip, not counted as kept."""
-        if type(t) is UuidTrade:
+        UUID is a bad_number skip, not counted as kept. An OkxTrade's E, l and m are made here too (its agg())."""
+        if type(t) is OkxTrade:
+            t = t.agg()
+        elif type(t) is UuidTrade:
             try:
                 a = uuid_trade_id(t.u)
             except ValueError:

@@ -25,7 +25,7 @@ from collector.feed.venues.common import (
     power_of_ten,
     shift_decimal,
 )
-from collector.feed.wire import UuidTrade
+from collector.feed.wire import AggTrade, OkxTrade, UuidTrade
 from exchange_sim import SimConfig, run_in_thread
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -241,8 +241,8 @@ def test_okx_decoder_counts_bad_frames():
     assert sink.bad == d.skipped.counts == Counter(frames.keys())
     assert d.venue_errors == ["60018 Wrong URL or channel", "64008 service upgrade"]
     [(kind, t)] = sink.events
-    assert (kind, t.s, t.a, t.p, t.q, t.m, t.T) == ("trade", "BTC-USDT-SWAP", 7, "65000.1", "0.123", True,
-                                                   1700000000000)
+    assert kind == "trade" and type(t) is OkxTrade  # E, l, m are made when the pipeline keeps it (agg)
+    assert t.agg() == AggTrade(1700000000000, "BTC-USDT-SWAP", 7, "65000.1", "0.123", 7, 7, 1700000000000, True)
 
 
 def test_okx_liquidations_of_other_instruments_are_not_bad_frames():
@@ -411,7 +411,7 @@ def test_okx_push_covers_its_count_fills_on_both_paths():
         sink = Sink()
         okx.OkxDecoder([OKX_BTC], sink).handle(text, 1700000000.0)
         [(kind, t)] = sink.events
-        assert (kind, t.a, t.f, t.l) == ("trade", 123, 121, 123) and not sink.bad
+        assert (kind, t.a, t.f, t.agg().l) == ("trade", 123, 121, 123) and not sink.bad
     for text in (usual.replace('"count":"3"', '"count":"0"'), reordered.replace('"count": "3"', '"count": "0"')):
         sink = Sink()
         okx.OkxDecoder([OKX_BTC], sink).handle(text, 1700000000.0)

@@ -7,10 +7,11 @@ then the channel's rows; the frame shapes are in venues/okx_frames); no Decimal,
 contract sizes applied on the strings so amounts are base units.
 
 Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
-- trades -> AggTrade: a = l = tradeId, f = tradeId - count + 1. A push aggregates the `count` fills of one
-  taker order at one price and carries the LAST fill's id (OKX's docs: tradeId 123 with count 3 covers fills
-  121..123); fill ids go up by one per instrument, so the next push's f follows this push's l
-  (collector.pipeline.router.TRADE_ID_RULES). q = sz * ctVal, m = side == "sell", E = T = ts.
+- trades -> OkxTrade (an AggTrade decoded straight from the row, collector.feed.wire): a = tradeId,
+  f = tradeId - count + 1, q = sz * ctVal, T = ts; the pipeline makes l = a, m = side == "sell", E = T of the
+  trades it keeps (OkxTrade.agg). A push aggregates the `count` fills of one taker order at one price and
+  carries the LAST fill's id (OKX's docs: tradeId 123 with count 3 covers fills 121..123); fill ids go up by
+  one per instrument, so the next push's f follows this push's l (collector.pipeline.router.TRADE_ID_RULES).
 - funding-rate and mark-price -> MarkPrice: OKX sends the funding rate (every 30-90 s) apart from the mark
   price (every second), so the decoder keeps both per instrument and every push of either emits the merged
   MarkPrice (p = "" until a mark price was seen, r = "" and T = 0 until a rate was: after a worker restart or
@@ -72,12 +73,12 @@ from collector.feed.venues.okx_frames import (
     trades_frame,
 )
 from collector.feed.wire import (
-    AggTrade,
     ForceOrder,
     Kline,
     KlineBody,
     LiquidationOrder,
     MarkPrice,
+    OkxTrade,
     OpenInterest,
 )
 
@@ -207,19 +208,18 @@ class OkxDecoder:
                 except msgspec.DecodeError:
                     self._general(msg, receipt)  # names the problem
                     continue
-                # The hottest loop of the venue: ids and times already ints, the size's conversion read from
-                # its cache
+                # The hottest loop of the venue: each row is already the OkxTrade handed on (ids and times
+                # ints); only its size's conversion (read from its cache) and its first fill id are set here
                 try:
                     for r in frame.data:
-                        name = r.instId
-                        converted = sizes.get(name)
+                        converted = sizes.get(r.s)
                         if converted is None:
                             self.skipped.skip("unknown_symbol", msg)
                             continue
-                        q = converted.get(r.sz) or symbols[name].contract.base_units(r.sz)
-                        tid, ts = r.tradeId, r.ts
-                        on_trade(AggTrade(ts, name, tid, r.px, q, tid - r.count + 1, tid, ts, r.side == "sell"),
-                                 receipt)
+                        sz = r.q
+                        r.q = converted.get(sz) or symbols[r.s].contract.base_units(sz)
+                        r.f = r.a - r.count + 1
+                        on_trade(r, receipt)
                 except ValueError as e:
                     self.skipped.skip("bad_number", msg, e)
                 except Exception as e:  # the sink's failure: counted like Binance's, never raised
@@ -332,11 +332,11 @@ class OkxDecoder:
             s = self._symbol(r.instId, msg)
             if s is None:
                 continue
-            tid, ts, n = int(r.tradeId), int(r.ts), int(r.count)
+            tid, n = int(r.tradeId), int(r.count)
             if n < 1:
                 raise ValueError(f"count {n} < 1")
-            on_trade(AggTrade(ts, r.instId, tid, r.px, s.contract.base_units(r.sz), tid - n + 1, tid, ts,
-                              r.side == "sell"), receipt)
+            on_trade(OkxTrade(s=r.instId, a=tid, p=r.px, q=s.contract.base_units(r.sz), T=int(r.ts), f=tid - n + 1,
+                              side=r.side, count=n), receipt)
 
     def _state(self, name: str) -> _FundingState:
         st = self.funding.get(name)

@@ -8,9 +8,11 @@ else. venue_history decodes OKX's REST fills with `Trade` too.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
+
+from collector.feed.wire import OkxTrade
 
 NO_DATA = msgspec.Raw(b"")  # the envelope of an answer (no `data`)
 
@@ -75,32 +77,22 @@ class Liq(msgspec.Struct):
 Candle = tuple[str, str, str, str, str, str, str, str, str]
 
 
-class FastTrade(msgspec.Struct, gc=False):
-    """Trade with the ids and times OKX sends as digit strings decoded to ints by msgspec (lax mode), for
-    the one-decode trades path; a value lax mode refuses sends the frame to the general path, which names it."""
+class OkxTradesFrame(msgspec.Struct, gc=False):
+    """A trades push for the one-decode path: its rows decoded straight into collector.feed.wire.OkxTrade, the
+    ids and times OKX sends as digit strings to ints by msgspec (lax mode); a value lax mode refuses (or a
+    count below 1) sends the frame to the general path, which names it. `arg` is not decoded
+    (bench/venue_cost.py: ~0.1 us of a frame): the channel is known from the prefix matched, and every trade
+    names its instrument. Untracked by the garbage collector (gc=False), as Binance's collector.feed.wire.Frame:
+    a push lives for one dispatch and cannot be part of a cycle. The one-pass pushes' rows are tuples, not
+    lists: one allocation less per push (~0.05-0.1 us of a frame, timed with a throwaway script on one
+    recording)."""
 
-    instId: str
-    tradeId: int
-    px: str
-    sz: str
-    side: str
-    ts: int
-    count: Annotated[int, msgspec.Meta(ge=1)] = 1  # fills in the push; a count below 1 takes the general path
-
-
-class FastTradesFrame(msgspec.Struct, gc=False):
-    """A trades push for the one-decode path. `arg` is not decoded (bench/venue_cost.py: ~0.1 us of a frame):
-    the channel is known from the prefix matched, and every trade names its instrument. Untracked by the
-    garbage collector (gc=False), as Binance's collector.feed.wire.Frame: a push lives for one dispatch and
-    cannot be part of a cycle. The one-pass pushes' rows are tuples, not lists: one allocation less per push
-    (~0.05-0.1 us of a frame, timed with a throwaway script on one recording)."""
-
-    data: tuple[FastTrade, ...]
+    data: tuple[OkxTrade, ...]
 
 
 TRADES_S = '{"arg":{"channel":"trades"'
 TRADES_B = TRADES_S.encode()
-trades_frame = msgspec.json.Decoder(FastTradesFrame, strict=False)
+trades_frame = msgspec.json.Decoder(OkxTradesFrame, strict=False)
 # Every other push in OKX's usual key order ({"arg":{"channel":"<name>",...},"data":[...]}) is decoded in
 # one pass too, by the channel named at this offset: the envelope-then-rows path decodes twice.
 PUSH_S = '{"arg":{"channel":"'
@@ -110,13 +102,13 @@ CHANNEL_AT = len(PUSH_S)
 
 def push_decoder(data: Any) -> msgspec.json.Decoder[Any]:
     """A decoder of a whole push, {"arg": Arg, "data": data} (untracked by the garbage collector, as
-    FastTradesFrame)."""
+    OkxTradesFrame)."""
     return msgspec.json.Decoder(msgspec.defstruct("WholePush", [("arg", Arg), ("data", data)], gc=False))
 
 
 class MarkFrame(msgspec.Struct, gc=False):
     """A mark-price push, one-pass or from the general path: `arg` is not decoded (every row names its
-    instrument), as FastTradesFrame; 20% of OKX's frames (every second per instrument)."""
+    instrument), as OkxTradesFrame; 20% of OKX's frames (every second per instrument)."""
 
     data: tuple[Mark, ...]
 
