@@ -179,9 +179,13 @@ class VenueHub(Hub):
         self.add(conn, conn.streams)
 
     # -- ground truth --------------------------------------------------------------------------------
-    def record_funding(self, st: SymbolState, rec: dict[str, Any]) -> None:
+    def record_funding(self, st: SymbolState, rec: dict[str, Any], to: list[WsConn] | None = None) -> None:
+        """Keep a published funding record for the truth; with `to`, the ids of the connections the push is
+        queued on (stalled ones get nothing) as "to", in the truth's copy only (`rec` itself is what is sent).
+        Why: a test asking what reached whom cannot tell it from the record's time: a tick due before a
+        successor's socket opened can run after it subscribed (a late tick under load) and reach it."""
         st.n_mark += 1
-        self.funding[st.name].append(rec)
+        self.funding[st.name].append(rec if to is None else {**rec, "to": [c.id for c in to if not c.stalled]})
 
     def record_oi(self, st: SymbolState, rec: dict[str, Any]) -> None:
         self.oi[st.name].append(rec)

@@ -165,7 +165,7 @@ class OkxHub(VenueHub):
             c = subs.get(st.k_fund) if fund else None
             if c:
                 rec = funding_record(st, t_ms)
-                self.record_funding(st, rec)
+                self.record_funding(st, rec, c)
                 self._send(st.k_fund, c, self._frame(st, "funding-rate", orjson.dumps(rec).decode()))
             c = subs.get(st.k_oi) if oi else None
             if c:
