@@ -21,7 +21,11 @@ LOGGED_FRAME_CHARS = 500
 
 
 class EventSink(Protocol):
-    """Where decoded events go (the pipeline). Called on the event loop; must not block."""
+    """Where decoded events go (the pipeline). Called on the event loop; must not block.
+
+    Two trade kinds carry fields still to be made, for the ~1% of trades the pipeline keeps, so that a dropped
+    trade costs nothing for them (collector.feed.wire): a UuidTrade's id (Bybit), and an OkxTrade's E, l and m
+    (its agg()). A sink that reads those fields of every trade calls agg() / computes the id first."""
 
     def on_trade(self, t: AggTrade, receipt: float) -> None: ...
     def on_mark_price(self, m: MarkPrice, receipt: float) -> None: ...

@@ -19,6 +19,7 @@ from collector.feed.cryptofeed_adapter import ws_connection_class
 from collector.feed.venue_feed import VenueFeed
 from collector.feed.venue_universe import fetch_venue_universe
 from collector.feed.venues.bybit import trade_id_of
+from collector.feed.wire import OkxTrade
 from exchange_sim import SimConfig, launch_subprocess
 
 DATA_TYPES = ["trades", "funding", "open_interest", "liquidations", "candles_1m", "candles_5m"]
@@ -36,7 +37,8 @@ class Recorder:
         self.bad: Counter[str] = Counter()
 
     def on_trade(self, t, receipt):
-        self.events["trades"].append(t)
+        # an OkxTrade's E, l and m are made by the pipeline for the trades it keeps (OkxTrade.agg)
+        self.events["trades"].append(t.agg() if type(t) is OkxTrade else t)
 
     def on_mark_price(self, m, receipt):
         self.events["funding"].append((m, self.channel))

@@ -20,6 +20,7 @@ from simhelpers import await_for, http_get, loopback_feed
 
 from collector.feed.venues import bybit, okx
 from collector.feed.venues.common import VenueSymbol
+from collector.feed.wire import OkxTrade
 from exchange_sim import SimConfig, launch_subprocess
 
 SYMBOLS = 8
@@ -44,7 +45,8 @@ class Recorder:
         self.events[kind].append((ev, self.frame))
 
     def on_trade(self, t, receipt):
-        self._add("trades", t)
+        # an OkxTrade's E, l and m are made by the pipeline for the trades it keeps (OkxTrade.agg)
+        self._add("trades", t.agg() if type(t) is OkxTrade else t)
 
     def on_mark_price(self, m, receipt):
         self._add("funding", m)
