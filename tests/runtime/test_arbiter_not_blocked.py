@@ -3,8 +3,10 @@
 The coordinator (collector.runtime.coordinator) refreshes the universe over HTTP with a 30 s timeout;
 before it had its own threads that call ran on the arbiter's loop, and a hung exchange held every
 restart for up to 30 s. Here the collector reaches the simulator's REST API through a proxy that, once
-armed, takes the next exchangeInfo request and never answers it (the coordinator's universe refresh,
-every second here). While that request hangs, a worker is killed with SIGKILL: its replacement must be
+armed, takes the next exchangeInfo request the coordinator makes and never answers it (its universe
+refresh, every second here). Only the coordinator's own request is held, told by its User-Agent (urllib's):
+a worker starting up reads exchangeInfo too (cryptofeed's load_symbols, over aiohttp), and a held worker
+request would close with the killed worker. While that request hangs, a worker is killed with SIGKILL: its replacement must be
 running within seconds, with the held request still unanswered and still open.
 """
 
@@ -33,12 +35,14 @@ RESTART_DEADLINE_S = 10.0
 
 
 class HangingProxy:
-    """127.0.0.1 TCP proxy to an HTTP server; once armed, the next request for `hang_path` is held forever."""
+    """127.0.0.1 TCP proxy to an HTTP server; once armed, the next request for `hang_path` whose
+    User-Agent starts with `hang_agent` is held forever."""
 
-    def __init__(self, upstream: str, hang_path: str) -> None:
+    def __init__(self, upstream: str, hang_path: str, hang_agent: bytes) -> None:
         u = urlsplit(upstream)
         self.upstream = (u.hostname or "127.0.0.1", u.port or 80)
         self.hang_path = hang_path
+        self.hang_agent = b"\r\nuser-agent: " + hang_agent.lower()
         self.armed = threading.Event()
         self.held: socket.socket | None = None
         self.held_at: float | None = None
@@ -71,7 +75,8 @@ class HangingProxy:
             head += chunk
         path = head.split(b" ", 2)[1].decode()
         with self._lock:
-            hold = self.armed.is_set() and self.held is None and path.startswith(self.hang_path)
+            hold = (self.armed.is_set() and self.held is None and path.startswith(self.hang_path)
+                    and self.hang_agent in head.lower())
             if hold:
                 self.held, self.held_at = conn, time.monotonic()
         if hold:
@@ -115,7 +120,7 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
 @pytest.mark.timeout(240)
 def test_reap_loop_restarts_a_killed_worker_while_the_universe_refresh_hangs(db_url: str, tmp_path: Path) -> None:
     sim = launch_subprocess(SimConfig(port=0, symbols=8, rate=20, speed=1, seed=21))
-    proxy = HangingProxy(sim.rest_url, "/fapi/v1/exchangeInfo")
+    proxy = HangingProxy(sim.rest_url, "/fapi/v1/exchangeInfo", b"Python-urllib/")
     port = free_port()
     cfg = write_config(tmp_path / "main.yaml", database={"url": db_url},
                        exchange={"rest_url": proxy.url, "ws_url": sim.ws_url, "universe_refresh_s": 1},
