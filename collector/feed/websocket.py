@@ -13,7 +13,7 @@ cryptofeed's ConnectionHandler drives it unchanged. Two cheaper paths serve
 batch handler from the read callback itself (no task woken per read: what the feeds use), and
 `read_batches()` queues each read's batch for a reading task (for a per-message coroutine handler).
 
-Semantics kept from websockets/WSAsyncConn: server pings are answered (picows auto-pong), the client pings
+Semantics kept from websockets/WSAsyncConn: server pings are answered, the client pings
 when the line is idle and drops the connection when the pong is overdue (`ping_interval`/`ping_timeout`),
 fragmented messages are reassembled, a server close with 1000/1001 ends `read()` quietly and anything else
 (close with an error code, TCP reset, protocol error) raises cryptofeed's `ConnectionClosed`, so the
@@ -74,6 +74,8 @@ _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
+_PING = WSMsgType.PING
+_PONG = WSMsgType.PONG
 
 Batch = tuple[float, list[str | bytes]]
 
@@ -140,6 +142,13 @@ class _Session(WSListener):
 
     # -- the uncommon frames -------------------------------------------------------------------------
     def _other_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """Everything but a complete text frame, control frames included.
+
+        Pings and pongs are handled here rather than inside picows (auto-pong off, no pong consumed by
+        is_user_specific_pong) because picows marks only the last frame of a read it passes on as
+        `last_in_buffer`: messages read together with a trailing ping or pong would otherwise wait in
+        `pending` for the next data frame -- on a quiet stream, for minutes.
+        """
         kind = frame.msg_type
         if kind is _CLOSE:
             # Echo the code (RFC 6455 5.5.1) and go; whether the close was orderly is judged on disconnect.
@@ -170,7 +179,14 @@ class _Session(WSListener):
                 data = b"".join(self.frag)
                 self.frag = None
                 self.pending.append(data.decode("utf-8", "replace") if self.frag_type is _TEXT else data)
-        # PING is answered by picows itself (enable_auto_pong); PONG needs nothing.
+        elif kind is _PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+        elif kind is _PONG:
+            transport.notify_user_specific_pong_received()  # the answer to picows' keep-alive ping
+
+    def is_user_specific_pong(self, frame: WSFrame) -> bool:
+        """Never: a pong that picows consumed would not reach on_ws_frame (see `_other_frame`)."""
+        return False
 
     def _fail(self, transport: WSTransport, code: WSCloseCode, reason: str) -> None:
         """Remember why, send the close frame and drop the connection (read() then raises).
@@ -323,7 +339,7 @@ class PicowsConnection(ConnectionBase):
                 max_frame_size=max_size if isinstance(max_size, int) else MAX_FRAME_SIZE,
                 read_buffer_init_size=READ_BUFFER_INIT_SIZE,
                 websocket_handshake_timeout=None,  # covered by the open timeout above
-                enable_auto_pong=True,
+                enable_auto_pong=False,  # answered in _Session._other_frame, see there
                 enable_auto_ping=ping_interval is not None,
                 auto_ping_idle_timeout=float(ping_interval or 20),  # type: ignore[arg-type]
                 # picows requires reply <= idle; websockets allows a longer wait (60 s vs 20 s by default).

@@ -312,3 +312,57 @@ def test_wss_verifies_with_the_default_context_and_works_with_a_trusted_one(tls)
 
     msgs = asyncio.run(main())
     assert msgs[0] == '{"a":1}' and msgs[-1] == "last" and len(msgs) == 5
+
+
+# --- a read that ends with a control frame ----------------------------------------------------------------
+# picows marks the last frame of each socket read (`last_in_buffer`) and the session hands a read's messages
+# over on that mark. A ping or pong answered inside picows never reached the session, so messages read
+# together with a trailing ping/pong waited for the next data frame: on a quiet stream, indefinitely.
+
+
+async def _first_batch_after(steps: Callable[[WSTransport], None], on_ping: bool, ping_interval: float) -> list:
+    """Open a PicowsConnection to a scripted server and return the first batch its feed handler gets (or
+    fail after 5 s); `steps` runs on connect, or on each client ping when `on_ping`."""
+    got: asyncio.Queue[list] = asyncio.Queue()
+
+    class Server(Script):
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            if not on_ping:
+                self.steps(transport)
+
+        def on_ws_frame(self, transport: WSTransport, frame) -> None:  # noqa: ANN001
+            if on_ping and frame.msg_type == WSMsgType.PING:
+                self.steps(transport)
+            else:
+                super().on_ws_frame(transport, frame)
+
+    server = await ws_create_server(lambda req: Server(steps), "127.0.0.1", 0, enable_auto_pong=False)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        conn = PicowsConnection(f"ws://127.0.0.1:{port}/x", "T", **{**OPTIONS, "ping_interval": ping_interval})
+        await conn._open()
+        task = asyncio.create_task(conn.deliver_batches(lambda msgs, c, ts: got.put_nowait(list(msgs))))
+        try:
+            return await asyncio.wait_for(got.get(), 5)
+        finally:
+            await conn.close()
+            await asyncio.wait_for(task, 5)
+
+
+def test_messages_read_with_a_trailing_server_ping_are_handed_over_at_once() -> None:
+    # Both frames are written in one callback of the server, which shares the client's loop: the client's
+    # next read takes both, the ping last.
+    def steps(t: WSTransport) -> None:
+        t.send(WSMsgType.TEXT, b'{"liq":1}')
+        t.send_ping(b"keepalive")
+
+    assert asyncio.run(_first_batch_after(steps, on_ping=False, ping_interval=20)) == ['{"liq":1}']
+
+
+def test_messages_read_with_a_trailing_pong_are_handed_over_at_once() -> None:
+    # The client pings after 0.2 s of silence; the server answers with a message and the pong in one read.
+    def steps(t: WSTransport) -> None:
+        t.send(WSMsgType.TEXT, b'{"kline":1}')
+        t.send_pong(b"")
+
+    assert asyncio.run(_first_batch_after(steps, on_ping=True, ping_interval=0.2)) == ['{"kline":1}']
