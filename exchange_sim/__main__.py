@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--speed", type=float, default=d.speed, help="sim seconds per wall second")
     p.add_argument("--start-ms", type=int, default=None, help="sim clock origin (ms); default: now")
+    p.add_argument("--funding-period-ms", type=int, default=SimConfig.funding_period_ms,
+                   help="sim ms between funding settlements (default 8 h)")
     p.add_argument("--tick-ms", type=float, default=d.tick_ms)
     p.add_argument("--truth-file", default=None, help="write the ground truth here on stop")
     p.add_argument("--replay", default=None, help="serve frames from a cryptofeed raw capture file")
@@ -40,7 +42,7 @@ def config_from(a: argparse.Namespace) -> SimConfig:
     """The SimConfig for options parsed by `add_arguments`."""
     return SimConfig(venue=a.venue, venue_rest_limit=a.venue_rest_limit, truth_trades=a.truth_trades,
                      host=a.host, port=a.port, symbols=a.symbols, rate=a.rate, seed=a.seed, speed=a.speed,
-                     start_ms=a.start_ms, tick_ms=a.tick_ms, truth_file=a.truth_file, replay=a.replay,
+                     start_ms=a.start_ms, funding_period_ms=a.funding_period_ms, tick_ms=a.tick_ms, truth_file=a.truth_file, replay=a.replay,
                      replay_speed=a.replay_speed, ping_interval_s=a.ping_interval, pong_timeout_s=a.pong_timeout,
                      max_conn_age_s=a.max_conn_age, drop_prob_per_s=a.drop_prob, malformed_rate=a.malformed_rate,
                      weight_limit=a.weight_limit)

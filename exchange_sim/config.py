@@ -25,6 +25,9 @@ class SimConfig:
     # Sim clock origin (ms since epoch). None = the current wall time floored to the minute; a fixed value
     # makes every timestamp reproducible, not just the event sequence.
     start_ms: int | None = None
+    # Funding settlements every this many sim ms, aligned to the epoch (every venue settles every 8 h); a
+    # test that needs a settlement inside a short run sets one minute.
+    funding_period_ms: int = 8 * 3600 * 1000
     # Wall milliseconds between two passes of the event loop; each pass writes everything that became due
     # as one write per connection. 10 ms keeps latency far below Binance's own ~50 ms jitter while
     # amortising syscalls over many frames.

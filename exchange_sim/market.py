@@ -151,13 +151,16 @@ class SymbolState:
 
     # Funding, mark and open interest are smooth deterministic functions of (seed, symbol, time) plus
     # the current trade price, so they cost nothing between publications.
+    # Set by Market from SimConfig.funding_period_ms (a test makes settlements frequent with it).
+    funding_period_ms: int = FUNDING_PERIOD_MS
+
     def funding_rate(self, t_ms: int) -> float:
-        period = t_ms // FUNDING_PERIOD_MS
+        period = t_ms // self.funding_period_ms
         base = 0.0001 + (_unit(self.seed, self.idx, period) - 0.4) * 0.0004
         return base + (_unit(self.seed, self.idx, t_ms // MINUTE) - 0.5) * 0.00002
 
     def next_funding(self, t_ms: int) -> int:
-        return (t_ms // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
+        return (t_ms // self.funding_period_ms + 1) * self.funding_period_ms
 
     def mark_ticks_e8(self, t_ms: int) -> tuple[int, int]:
         """(mark price in ticks, index price in 1e-8 units)."""
@@ -177,8 +180,10 @@ class Market:
     """Produces every event of every symbol up to a given sim time, in time order, into a Sink."""
 
     def __init__(self, specs: list[SymbolSpec], seed: int, rate: float, start_ms: int,
-                 intervals: tuple[str, ...], trade_history: int, kline_history: int, sink: Sink) -> None:
+                 intervals: tuple[str, ...], trade_history: int, kline_history: int, sink: Sink,
+                 funding_period_ms: int = FUNDING_PERIOD_MS) -> None:
         self.seed = seed
+        self.funding_period_ms = funding_period_ms
         self.rate = rate
         self.intervals = intervals
         self.trade_history = trade_history
@@ -198,6 +203,7 @@ class Market:
     def add_symbol(self, spec: SymbolSpec, t_ms: int) -> SymbolState:
         st = SymbolState(len(self.states), spec, self.seed, self.rate * spec.weight, t_ms, self.intervals,
                          self.trade_history, self.kline_history)
+        st.funding_period_ms = self.funding_period_ms
         self.states.append(st)
         self.by_name[st.name] = st
         self.sink.on_new_symbol(st)

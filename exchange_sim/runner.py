@@ -122,6 +122,8 @@ def cli_args(cfg: SimConfig) -> list[str]:
         args += ["--truth-trades"]
     if cfg.start_ms is not None:
         args += ["--start-ms", str(cfg.start_ms)]
+    if cfg.funding_period_ms != SimConfig.funding_period_ms:
+        args += ["--funding-period-ms", str(cfg.funding_period_ms)]
     if cfg.truth_file:
         args += ["--truth-file", cfg.truth_file]
     if cfg.replay:

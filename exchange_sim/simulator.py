@@ -47,7 +47,7 @@ class Simulator:
             self.hub = self.wire.hub(self)
             self.specs = self.wire.build(cfg.symbols, self.start_ms)
         self.market = Market(self.specs, cfg.seed, cfg.rate, self.start_ms, cfg.kline_intervals,
-                             cfg.trade_history, cfg.kline_history, self.hub)
+                             cfg.trade_history, cfg.kline_history, self.hub, cfg.funding_period_ms)
         self.hub.market = self.market
         self.hub.max_buffer = cfg.max_buffer_bytes
         self.hub.on_overflow = lambda c: self._proto_of(c).abort("slow consumer: output buffer overflow")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..frames import dec
-from ..market import FUNDING_PERIOD_MS, K_T, SymbolState
+from ..market import K_T, SymbolState
 from ..universe import SymbolSpec
 from . import bybit
 from .base import WindowLimiter
@@ -164,12 +164,13 @@ class BybitRest:
         st = self._symbol(q)
         limit = max(1, min(200, int(q.get("limit") or 200)))
         end = int(q.get("endTime") or now_ms)
-        t = end - end % FUNDING_PERIOD_MS
+        period = st.funding_period_ms
+        t = end - end % period
         rows: list[dict[str, str]] = []
         while len(rows) < limit and t >= max(st.listed_ms, int(q.get("startTime") or 0)):
             rows.append({"symbol": st.name, "fundingRate": f"{st.funding_rate(t - 1):.6f}",
                          "fundingRateTimestamp": str(t)})
-            t -= FUNDING_PERIOD_MS
+            t -= period
         return {"category": "linear", "list": rows}
 
     def server_time(self, q: dict[str, Any], now_ms: int) -> dict[str, Any]:
