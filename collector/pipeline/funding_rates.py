@@ -7,8 +7,15 @@ was every row until the venue's next `funding-rate` push: the mark price and a N
 predecessor knew the rate. So the pipeline remembers the last rate per symbol, the worker's checkpoint
 carries it (collector.runtime.checkpoints; written the moment it changes, not half a second later; the
 `checkpoints` table too, for a full restart), the successor restores it here, and a rate-less event takes
-it while it is still current: before the settlement it was published for (its next funding time), after
-which it is a past period's rate.
+it, as the predecessor's decoder would have merged it.
+
+One rule for both, so a row does not depend on which worker stored it: a row carries the rate sent last
+while the row is at most RATE_STALE_MS past that rate's settlement (its next funding time), and none after.
+A worker that keeps receiving is never that far behind (OKX pushes the next period's rate within 30-90 s);
+a rate that old is a past period's, restored after an outage (a full restart hours later) or left by a
+decoder whose pushes stopped. The earlier rule (a restored rate only before its settlement, a merged one
+always) made a successor's row at or just after a settlement rate-less where its predecessor's would have
+carried the rate: a kill -9 across 08:00 UTC failed the OKX fault test in CI (2026-12-03).
 
 Binance's markPrice and Bybit's tickers carry the rate in every event (Bybit's decoder emits no funding
 event before a tickers snapshot gave it one, and Bybit sends that snapshot on every subscribe), so they
@@ -22,6 +29,9 @@ from collections.abc import Callable
 
 # Venues whose mark-price events may come without the funding rate (the rate is sent on its own channel).
 RATE_APART = frozenset({"okx"})
+# How far past a rate's settlement a row still carries it: above OKX's longest push interval (90 s) so that
+# a worker that receives never drops it, well under a funding period (8 h) so that a past one is not reused.
+RATE_STALE_MS = 120_000
 # The longest rate text carried: the checkpoint record's field (collector.runtime.checkpoint_block) is this
 # wide. Venues send ~10-20 characters ("0.0001234567"); a longer text is used but not remembered.
 MAX_RATE_CHARS = 40
@@ -47,16 +57,20 @@ class FundingRates:
 
     def rate_of(self, symbol: str, rate: str, next_ms: int, event_ms: int) -> tuple[str, int]:
         """(rate, next funding ms) to store with this event: its own if it has a rate (then remembered),
-        else the one known while `event_ms` is before that rate's settlement, else its own (no rate)."""
+        else the one known; either only while `event_ms` is at most RATE_STALE_MS past that rate's
+        settlement, else no rate ("", 0)."""
         known = self.known.get(symbol)
         if rate:
             if (known is None or known[0] != rate or known[1] != next_ms) and _usable(rate):
                 self.known[symbol] = (rate, next_ms)
                 if self.on_change is not None:
                     self.on_change(symbol)
+        elif known is not None:
+            rate, next_ms = known
+        else:
             return rate, next_ms
-        if known is not None and event_ms < known[1]:
-            return known
+        if next_ms and event_ms > next_ms + RATE_STALE_MS:
+            return "", 0
         return rate, next_ms
 
     def restore(self, symbol: str, rate: str, next_ms: int) -> None:

@@ -49,7 +49,8 @@ it is written every half second by every worker and read by a successor a second
 I/O on the data path and no dependency of a worker on the database. The supervisor copies the block
 into the `checkpoints` table every CHECKPOINT_SAVE_S and after the workers have drained at shutdown,
 and loads it back at start, so a full restart (SIGTERM, then start) resumes too; a funding rate only while
-it is current (`load`: before the settlement it was sent for), the period's rate being all it is good for.
+it is current (`load`: up to RATE_STALE_MS past the settlement it was sent for, the rule every row's rate
+follows, collector.pipeline.funding_rates), the period's rate being all it is good for.
 
 Hand-over (SIGHUP replacement, re-sharding): the successor starts while its predecessor still collects
 (the market is never unwatched), but holds every event it receives (`HandoverBuffer`) until the
@@ -69,7 +70,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
-from collector.pipeline.funding_rates import MAX_RATE_CHARS
+from collector.pipeline.funding_rates import MAX_RATE_CHARS, RATE_STALE_MS
 
 if TYPE_CHECKING:
     import psycopg
@@ -416,9 +417,10 @@ def save(conn: psycopg.Connection, checkpoints: Mapping[str, SymbolCheckpoint], 
 
 
 def current_rate(c: SymbolCheckpoint, now_ms: int) -> SymbolCheckpoint:
-    """`c` without its funding rate once the settlement it was sent for has passed (then it is a past
-    period's rate: a successor's rows carry none until the venue's next push rather than that one)."""
-    if c.funding_rate and (c.next_funding_ms is None or c.next_funding_ms <= now_ms):
+    """`c` without its funding rate once it is more than RATE_STALE_MS past the settlement it was sent for
+    (then it is a past period's rate: a successor's rows carry none until the venue's next push rather than
+    that one)."""
+    if c.funding_rate and (c.next_funding_ms is None or c.next_funding_ms + RATE_STALE_MS < now_ms):
         return replace(c, funding_rate="", next_funding_ms=None)
     return c
 

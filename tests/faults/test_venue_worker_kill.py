@@ -34,7 +34,19 @@ def _sim_ms_in_minute(rig: VenueRig, venue: str) -> int:
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 @pytest.mark.parametrize("venue", VENUES)
 def test_killed_venue_worker_resumes_and_matches_truth(venue: str, point: str, db_url: str, tmp_path: Path) -> None:
-    rig = VenueRig(tmp_path, db_url)
+    _kill_and_check(VenueRig(tmp_path, db_url), venue, point)
+
+
+@pytest.mark.timeout(150)
+def test_killed_okx_worker_across_a_funding_settlement(db_url: str, tmp_path: Path) -> None:
+    """The simulators settle funding every sim minute, so the kill just before a minute boundary is a kill just
+    before a settlement: the successor's first rows come after it, before the venue's next push reaches it.
+    They carry the rate the victim was sent, as the victim's own rows would have (a CI run at 08:00 UTC found
+    them without: a restored rate then stopped at its settlement, a received one did not)."""
+    _kill_and_check(VenueRig(tmp_path, db_url, funding_period_ms=60_000), "okx", "before_minute")
+
+
+def _kill_and_check(rig: VenueRig, venue: str, point: str) -> None:
     try:
         index, other = rig.worker_of(venue), rig.worker_of(next(v for v in VENUES if v != venue))
         # two closed candles of every symbol: a checkpoint covering the first has been published by then (a kill

@@ -16,7 +16,7 @@ import pytest
 from collector.feed.venues.common import ContractSize, VenueSymbol
 from collector.feed.venues.okx import OkxDecoder
 from collector.pipeline.batches import Batch
-from collector.pipeline.funding_rates import MAX_RATE_CHARS
+from collector.pipeline.funding_rates import MAX_RATE_CHARS, RATE_STALE_MS
 from collector.pipeline.router import Pipeline
 from collector.pipeline.trade_filter import FilterParams, TradeFilter
 from collector.runtime import checkpoints
@@ -117,12 +117,19 @@ def test_the_record_round_trips_the_rate_and_refuses_to_cut_one(block: Checkpoin
     assert got is not None and got.funding_rate == "" and got.next_funding_ms == NEXT
 
 
-def test_a_carried_rate_is_not_used_after_its_settlement() -> None:
+def test_a_carried_rate_is_used_as_a_sent_one_is_until_it_is_stale() -> None:
+    """The restored rate and a rate the decoder merged follow one rule: the row at the settlement and those
+    up to RATE_STALE_MS after it carry it (the next period's push is due), later ones none."""
     p = _pipeline([])
     assert restore(p, {INST: SymbolCheckpoint(updated_ms=T0, funding_rate="0.0003", next_funding_ms=NEXT)}) == 1
     assert p.funding_rates is not None
     assert p.funding_rates.rate_of(INST, "", 0, NEXT - 1) == ("0.0003", NEXT)
-    assert p.funding_rates.rate_of(INST, "", 0, NEXT) == ("", 0)  # a past period's rate: none rather than it
+    assert p.funding_rates.rate_of(INST, "", 0, NEXT) == ("0.0003", NEXT)
+    assert p.funding_rates.rate_of(INST, "", 0, NEXT + RATE_STALE_MS) == ("0.0003", NEXT)
+    assert p.funding_rates.rate_of(INST, "", 0, NEXT + RATE_STALE_MS + 1) == ("", 0)  # a past period's rate
+    # what a decoder merged (its own pushes stopped) is judged the same way
+    assert p.funding_rates.rate_of(INST, "0.0003", NEXT, NEXT + RATE_STALE_MS) == ("0.0003", NEXT)
+    assert p.funding_rates.rate_of(INST, "0.0003", NEXT, NEXT + RATE_STALE_MS + 1) == ("", 0)
 
 
 def test_a_bad_rate_is_not_carried_into_later_rows() -> None:

@@ -20,6 +20,7 @@ from collector.feed.endpoints import Endpoints
 from collector.feed.venues.common import ContractSize, VenueSymbol
 from collector.feed.venues.okx import OkxDecoder
 from collector.pipeline.batches import Batch
+from collector.pipeline.funding_rates import RATE_STALE_MS
 from collector.pipeline.router import Pipeline
 from collector.pipeline.trade_filter import FilterParams, TradeFilter
 from collector.runtime import checkpoints
@@ -153,7 +154,7 @@ def test_a_rate_past_its_settlement_at_the_fresh_start_is_not_resumed(
         ensure_schema(conn, "postgres")
         now_ms = int(time.time() * 1000)
         checkpoints.save(conn, {INST: SymbolCheckpoint(funding_ms=T0, updated_ms=now_ms - 1, funding_rate="0.0002",
-                                                        next_funding_ms=now_ms - 1)}, venue="okx")
+                                                        next_funding_ms=now_ms - RATE_STALE_MS - 1)}, venue="okx")
     _load(second_block, db_url)
     got = second_block.read(0)
     # the checkpoint is resumed (its funding minute among it), its rate is not: a past period's

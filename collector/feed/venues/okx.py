@@ -15,9 +15,9 @@ Mapping (OKX -> wire struct; venues/__init__ has the table for both venues):
 - funding-rate and mark-price -> MarkPrice: OKX sends the funding rate (every 30-90 s) apart from the mark
   price (every second), so the decoder keeps both per instrument and every push of either emits the merged
   MarkPrice (p = "" until a mark price was seen, r = "" and T = 0 until a rate was: after a worker restart or
-  a full restart the pipeline fills in the rate last sent, from the checkpoint or the `checkpoints` table,
-  while its settlement has not passed, collector.pipeline.funding_rates); T = fundingTime, the settlement of
-  the rate sent.
+  a full restart the pipeline fills in the rate last sent, from the checkpoint or the `checkpoints` table;
+  either rate only until shortly after its settlement, collector.pipeline.funding_rates); T = fundingTime,
+  the settlement of the rate sent.
 - open-interest -> OpenInterest: openInterest = oi * ctVal (equals oiCcy), time = ts.
 - liquidation-orders -> ForceOrder per detail: S = side (the liquidation order's side, Binance's
   convention), q = z = l = sz * ctVal, p = ap = bkPx (bankruptcy price; OKX publishes no fill price),
