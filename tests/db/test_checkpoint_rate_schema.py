@@ -10,6 +10,7 @@ import psycopg
 from helpers import to_version_6_layout
 
 from collector.db.schema import SCHEMA_VERSION, ensure_schema
+from collector.pipeline.funding_rates import RATE_STALE_MS
 from collector.runtime import checkpoints
 from collector.runtime.checkpoints import SymbolCheckpoint
 
@@ -48,15 +49,17 @@ def test_a_version_6_database_with_rows_is_migrated(db_url: str) -> None:
         assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,) == (8,)
 
 
-def test_a_stored_rate_loads_only_before_its_settlement(db_url: str) -> None:
+def test_a_stored_rate_loads_only_until_it_is_stale(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         ensure_schema(conn, "postgres", now=NOW)
         c = SymbolCheckpoint(5, filter_price=2.5, updated_ms=NOW_MS, funding_rate="0.0001", next_funding_ms=NEXT)
         checkpoints.save(conn, {INST: c}, venue="okx")
         assert checkpoints.load(conn, venue="okx", now_ms=NEXT - 1)[INST] == c
-        # at the settlement the rate is a past period's: left out, the rest of the checkpoint resumed
-        assert checkpoints.load(conn, venue="okx", now_ms=NEXT)[INST] == SymbolCheckpoint(5, filter_price=2.5,
-                                                                                     updated_ms=NOW_MS)
+        # up to RATE_STALE_MS past the settlement as a rate the worker was sent itself (the next push is due)
+        assert checkpoints.load(conn, venue="okx", now_ms=NEXT + RATE_STALE_MS)[INST] == c
+        # after that the rate is a past period's: left out, the rest of the checkpoint resumed
+        assert checkpoints.load(conn, venue="okx", now_ms=NEXT + RATE_STALE_MS + 1)[INST] == SymbolCheckpoint(
+            5, filter_price=2.5, updated_ms=NOW_MS)
         assert conn.execute("SELECT funding_rate FROM checkpoints").fetchone() == ("0.0001",)  # stored as sent
 
 
