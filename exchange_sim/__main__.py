@@ -42,7 +42,8 @@ def config_from(a: argparse.Namespace) -> SimConfig:
     """The SimConfig for options parsed by `add_arguments`."""
     return SimConfig(venue=a.venue, venue_rest_limit=a.venue_rest_limit, truth_trades=a.truth_trades,
                      host=a.host, port=a.port, symbols=a.symbols, rate=a.rate, seed=a.seed, speed=a.speed,
-                     start_ms=a.start_ms, funding_period_ms=a.funding_period_ms, tick_ms=a.tick_ms, truth_file=a.truth_file, replay=a.replay,
+                     start_ms=a.start_ms, funding_period_ms=a.funding_period_ms, tick_ms=a.tick_ms,
+                     truth_file=a.truth_file, replay=a.replay,
                      replay_speed=a.replay_speed, ping_interval_s=a.ping_interval, pong_timeout_s=a.pong_timeout,
                      max_conn_age_s=a.max_conn_age, drop_prob_per_s=a.drop_prob, malformed_rate=a.malformed_rate,
                      weight_limit=a.weight_limit)

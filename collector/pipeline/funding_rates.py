@@ -37,6 +37,12 @@ RATE_STALE_MS = 120_000
 MAX_RATE_CHARS = 40
 
 
+def is_stale(next_ms: int, at_ms: int) -> bool:
+    """Whether a rate for the settlement at `next_ms` is a past period's at `at_ms` (RATE_STALE_MS past it):
+    the one rule for a rate received, restored from a worker's checkpoint, or loaded at a fresh start."""
+    return at_ms > next_ms + RATE_STALE_MS
+
+
 def _usable(rate: str) -> bool:
     """A rate worth remembering: a finite number that fits the checkpoint record (a bad one is the
     encoder's to reject, on the event that carried it, not to be copied into later rows)."""
@@ -69,7 +75,7 @@ class FundingRates:
             rate, next_ms = known
         else:
             return rate, next_ms
-        if next_ms and event_ms > next_ms + RATE_STALE_MS:
+        if next_ms and is_stale(next_ms, event_ms):
             return "", 0
         return rate, next_ms
 

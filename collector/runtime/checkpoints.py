@@ -70,7 +70,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
-from collector.pipeline.funding_rates import MAX_RATE_CHARS, RATE_STALE_MS
+from collector.pipeline.funding_rates import MAX_RATE_CHARS, is_stale
 
 if TYPE_CHECKING:
     import psycopg
@@ -420,7 +420,7 @@ def current_rate(c: SymbolCheckpoint, now_ms: int) -> SymbolCheckpoint:
     """`c` without its funding rate once it is more than RATE_STALE_MS past the settlement it was sent for
     (then it is a past period's rate: a successor's rows carry none until the venue's next push rather than
     that one)."""
-    if c.funding_rate and (c.next_funding_ms is None or c.next_funding_ms + RATE_STALE_MS < now_ms):
+    if c.funding_rate and (c.next_funding_ms is None or is_stale(c.next_funding_ms, now_ms)):
         return replace(c, funding_rate="", next_funding_ms=None)
     return c
 
