@@ -195,7 +195,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                   "end": win.end, "save_reason": save_reason}
         # Every format from the same column fetch: PostgreSQL reads the venues' key ranges without sorting
         # or casting per row, and no Python object is made per value until JSON/CSV need them. A big page
-        # comes as two halves fetched at once (columnar.page_parts, db.fetch_parts).
+        # comes as two parts fetched at once (columnar.page_parts, db.fetch_parts).
         parts = [{**params, **part} for part in columnar.page_parts(win.cursor.skip, limit + 1)]
         with_reason = save_reason is not None
         try:

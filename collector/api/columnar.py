@@ -235,7 +235,7 @@ def venue_pages_sql(series: Series, with_reason: bool = False, text_lengths: boo
         aggs)
 
 
-# A page of at least this many rows per venue is fetched as two halves at once, on two sessions sharing one
+# A page of at least this many rows per venue is fetched as two parts at once, on two sessions sharing one
 # snapshot (collector.api.db.fetch_parts), so PostgreSQL spends two cores on it: PostgreSQL is most of a
 # big page's time (bench/README.md "Read API"; measured at 100k rows). Below it, one statement: the split
 # was not measured to pay for its two extra round trips and second session on small pages, so the pages
