@@ -5,24 +5,31 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 from helpers import trade_ids, trades_batch, wait_for
 
 from collector.transport.link import WriterLink
 from collector.writer.loop import serve
 
 
-def _socket_path() -> str:
-    return os.path.join(tempfile.mkdtemp(prefix="ct-"), "w.sock")
+@pytest.fixture
+def path() -> Iterator[str]:
+    """The writer's socket, in a directory of its own under /tmp (pytest's tmp_path can be longer than a
+    Unix socket path may be), removed after the test."""
+    d = tempfile.mkdtemp(prefix="ct-")
+    yield os.path.join(d, "w.sock")
+    shutil.rmtree(d, ignore_errors=True)
 
 
-def test_batches_are_acknowledged_once_committed(db_url: str) -> None:
-    path = _socket_path()
+def test_batches_are_acknowledged_once_committed(db_url: str, path: str) -> None:
     stop = threading.Event()
     result: list = []
     th = threading.Thread(target=lambda: result.append(serve(path, stop, db_url, mode="postgres", max_age_s=0.05)))
@@ -51,10 +58,9 @@ def _serve_process(path: str, dsn: str, stop) -> None:  # noqa: ANN001 - spawned
     serve(path, stop, dsn, mode="postgres", max_age_s=0.05)
 
 
-def test_writer_killed_mid_stream_loses_and_doubles_nothing(db_url: str) -> None:
+def test_writer_killed_mid_stream_loses_and_doubles_nothing(db_url: str, path: str) -> None:
     """kill -9 the writer while batches are in flight: a new writer gets the unacknowledged ones again."""
     ctx = mp.get_context("spawn")
-    path = _socket_path()
     stop = ctx.Event()
     first = ctx.Process(target=_serve_process, args=(path, db_url, stop))
     first.start()
@@ -105,11 +111,10 @@ def test_acked_through_is_the_longest_acknowledged_prefix() -> None:
     assert link.acked_through == 5 and not link.unacked
 
 
-def test_send_never_raises_when_the_writer_vanishes(db_url: str) -> None:
+def test_send_never_raises_when_the_writer_vanishes(db_url: str, path: str) -> None:
     """uvloop raises on a write to a closed transport; a worker must keep the batch, not crash."""
     import uvloop
 
-    path = _socket_path()
     stop = threading.Event()
     th = threading.Thread(target=lambda: serve(path, stop, db_url, mode="postgres", max_age_s=0.05))
     th.start()
