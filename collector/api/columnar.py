@@ -245,7 +245,7 @@ SPLIT_ROWS = 20_000
 # part's rows through the index and heap before producing its own, so with halves the second part is the
 # longer one and the page waits for it. 100k trades (the statement of one part alone, wall, medians of 21
 # alternating runs on the 2-core machine, 2026-12-03): 50k rows 62.5 ms against the other 50k 80.5 ms (so
-# passing over a row costs about a third of producing one), 55k 74.7 ms against 45k 75.2 ms.
+# passing over a row costs about 30% of producing one), 55k 74.7 ms against 45k 75.2 ms.
 FIRST_PART_PERCENT = 55
 
 
