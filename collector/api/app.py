@@ -104,6 +104,15 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def warm_up() -> None:
+    """Every series' empty page decoded and rendered in every format, so the imports made on first use
+    (columnar.empty_pages says which) happen before the first request, not in it."""
+    series = [*query.SERIES.values(), query.candle_series("1m", False)]
+    for s, arrays in zip(series, columnar.empty_pages(series), strict=True):
+        for fmt in ("arrow", "json", "csv"):
+            encode.render_arrays(fmt, arrays, s.columns, "iso", None, columnar.PAGE_GIVEN)
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     """The app; its pool opens with the app's lifespan (uvicorn, or a TestClient used as a context)."""
 
@@ -111,6 +120,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = db.make_pool(settings.dsn, settings.pool_size, settings.statement_timeout_ms)
         await pool.open(wait=False)
+        warm_up()  # while the pool connects
         app.state.pool = pool
         try:
             yield

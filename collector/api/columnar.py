@@ -25,7 +25,7 @@ Pure: builds SQL and decodes bytes; the I/O is collector.api.db's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -310,3 +310,18 @@ def merge_venues(rows: Sequence[Sequence[Any]], columns: Sequence[Column], symbo
     order = pa.array(take)
     merged = [pa.concat_arrays([p[0][i] for p in filled]).take(order) for i in range(len(columns))]
     return merged, to_ms(all_us[take])
+
+
+def empty_pages(series: Iterable[Series]) -> list[list[pa.Array]]:
+    """An empty page of each series, through merge_venues as a fetched page goes (one venue's row of no rows).
+
+    Why: the app decodes and renders these while it starts (collector.api.app's lifespan), because pyarrow
+    imports pandas, when installed, the first time it converts a numpy array (335 modules, ~0.3 s): the first
+    request after a start took 250-470 ms against ~10 ms for the next (tests/api/test_first_request.py)."""
+    out = []
+    for s in series:
+        aggregates = sum(len(_aggs(i, c, NUMERIC_COLUMNS, False)) for i, c in enumerate(s.columns)
+                         if c.name not in PAGE_GIVEN)
+        arrays, _ = merge_venues([("binance", 0, *([None] * aggregates))], s.columns, "", 0, 0)
+        out.append(arrays)
+    return out
