@@ -316,8 +316,9 @@ def empty_pages(series: Iterable[Series]) -> list[list[pa.Array]]:
     """An empty page of each series, through merge_venues as a fetched page goes (one venue's row of no rows).
 
     Why: the app decodes and renders these while it starts (collector.api.app's lifespan), because pyarrow
-    imports pandas, when installed, the first time it converts a numpy array (335 modules, ~0.3 s): the first
-    request after a start took 250-470 ms against ~10 ms for the next (tests/api/test_first_request.py)."""
+    imports pandas, when installed, the first time it converts a numpy array (335 modules): the first request
+    after a start took 170-470 ms against ~10 ms for the next (throwaway probes and bench/api.py's slowest
+    request, 2026-12-03). tests/api/test_first_request.py checks that the first requests import nothing."""
     out = []
     for s in series:
         aggregates = sum(len(_aggs(i, c, NUMERIC_COLUMNS, False)) for i, c in enumerate(s.columns)

@@ -1,7 +1,7 @@
 """The API's first request after start imports nothing: the imports a page's decode makes on first use (pyarrow
-imports pandas, when installed, the first time it converts a numpy array: ~0.3 s) happen while the app starts
-(collector.api.columnar.warm_up), not in the first user's request (which took 250-470 ms before, against
-10 ms for the next).
+imports pandas, when installed, the first time it converts a numpy array) happen while the app starts
+(collector.api.app.warm_up), not in the first user's request (which took 170-470 ms before, against ~10 ms
+for the next).
 
 In a fresh interpreter: this test process has imported everything long ago.
 """
