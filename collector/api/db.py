@@ -90,29 +90,21 @@ async def fetch_parts(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], q
     own session at the same time when the pool has a second one idle (the first exports its snapshot,
     pg_export_snapshot, and the other imports it, SET TRANSACTION SNAPSHOT, both REPEATABLE READ). When it
     has none, the parts run one after the other on one session, in one REPEATABLE READ transaction. Every
-    part's transaction prices sorts out (_ORDERED), one part alone too."""
-    if len(parts) == 1:
-        async with pool.connection(timeout=timeout) as conn:
-            try:
-                await conn.execute("BEGIN READ ONLY; " + _ORDERED)
-                cur = conn.cursor(binary=True)
-                await cur.execute(query, parts[0])
-                return list(await cur.fetchall())
-            finally:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.rollback()  # read only: nothing to commit
+    part's transaction prices sorts out (_ORDERED); one part alone runs the same way, on one session with no
+    snapshot exported."""
     async with pool.connection(timeout=timeout) as first:
         spare: list[psycopg.AsyncConnection[Any]] = []
         try:
             await first.execute(_BEGIN)
-            cur = await first.execute("SELECT pg_export_snapshot()")
-            exported = await cur.fetchone()
-            assert exported is not None
-            with contextlib.suppress(PoolTimeout):
-                spare.append(await pool.getconn(timeout=SPARE_WAIT_S))
-            for conn in spare:
-                await conn.execute(_BEGIN)
-                await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported[0])))
+            if len(parts) > 1:
+                cur = await first.execute("SELECT pg_export_snapshot()")
+                exported = await cur.fetchone()
+                assert exported is not None
+                with contextlib.suppress(PoolTimeout):
+                    spare.append(await pool.getconn(timeout=SPARE_WAIT_S))
+                for conn in spare:
+                    await conn.execute(_BEGIN)
+                    await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported[0])))
             sessions = [first, *spare]
 
             async def run(conn: psycopg.AsyncConnection[Any], mine: range) -> list[list[tuple[Any, ...]]]:
