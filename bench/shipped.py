@@ -110,6 +110,8 @@ def role(pid: int) -> str:
     for helper in ("forkserver", "resource_tracker"):
         if f"multiprocessing.{helper} import main" in cmdline:
             return f"mp {helper.replace('_', ' ')}"
+    if cmdline.startswith("collector: forkserver"):  # forked from the supervisor (collector.runtime.forkserver)
+        return "mp forkserver"
     return common.label(common.proc_name(pid))
 
 

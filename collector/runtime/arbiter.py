@@ -40,6 +40,7 @@ from collector.runtime.children import (
 )
 from collector.runtime.coordinator import Command, Coordinator, Replace, Send
 from collector.runtime.exitcodes import BOOT_ERROR, EXIT_CONFIG, EXIT_OK, read_boot_error
+from collector.runtime.forkserver import start_forkserver
 from collector.runtime.launch import child_process
 from collector.runtime.logs import mask_secrets, setup_logging
 from collector.runtime.monitoring import Monitor
@@ -58,6 +59,7 @@ API_STOP_TIMEOUT_S = 10.0  # uvicorn finishes the requests in flight
 # and connections take a few seconds on a loaded 2-core box. It is retired earlier once the successor
 # reports that it receives every symbol (collector.runtime.handover: it holds its events until the hand-over).
 RETIRE_AFTER_S = 15.0
+PRELOAD = "collector.runtime.preload"  # what the forkserver imports before it forks a child
 
 
 class Supervisor:
@@ -86,7 +88,7 @@ class Supervisor:
         # sharing those pages (spawn paid ~40 MB PSS per child for its own imports). Not fork: the
         # supervisor has threads (health server, coordinator) by the time it restarts a child.
         self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["collector.runtime.preload"])
+        self.ctx.set_forkserver_preload([PRELOAD])
 
     # --- signals and the coordinator's messages: queue and wake, nothing else ---------------------------
 
@@ -169,6 +171,8 @@ class Supervisor:
         except (ConfigError, StartupError) as e:
             print(f"error: {e}", flush=True)
             return EXIT_CONFIG
+        # before any thread: the forkserver as a fork of this process, sharing its modules (module docstring)
+        start_forkserver(PRELOAD)
         setup_logging(cfg.logging, cfg.logging.filename, stderr=True)
         for sig in self.SIGNALS:
             signal.signal(sig, self._on_signal)

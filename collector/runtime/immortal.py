@@ -12,10 +12,12 @@ The mark is CPython 3.13's own representation (a reference count of exactly `_Py
 a 64-bit build, Include/object.h), which Py_INCREF and Py_DECREF test before they write. On any other version,
 a free-threaded or a Py_TRACE_REFS build this module marks nothing and the children just copy more pages.
 
-An immortal object is never freed. That is right for what the forkserver marks: everything alive once the
-preload has imported its modules, i.e. the modules, their classes, functions, constants and module-level
-state, which live as long as any process does. It must never run in a process that later drops such objects
-by the million (the supervisor, the tests): collector.runtime.preload is imported only by the forkserver.
+An immortal object is never freed. That is right for what is marked: everything alive once the preload has
+imported its modules, i.e. the modules, their classes, functions, constants and module-level state, which
+live as long as any process does. collector.runtime.preload runs it where nothing else exists yet: in the
+supervisor just before it forks the forkserver (collector.runtime.forkserver), or in a forkserver that
+multiprocessing started itself. Never in a process that has made its working objects (the tests import
+neither module but in a fresh interpreter).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Why apart from collector.runtime.arbiter: the arbiter decides when a child start
 with back-off, as a successor) and watches it; what the child receives is a different question, answered
 from the bootstrap's resources and the coordinator's current shards and tiers: the writer's WriterSpec, a
 worker's WorkerSpec, the read API's configuration path. The child modules are imported here, when a
-process is made, not at import (collector.runtime.worker_spec says why the supervisor stays light).
+process is made, not at import (collector.runtime.worker_spec says why).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Imported once by the supervisor's forkserver, before it forks the writer and the workers.
+"""Imported once by the supervisor before it forks the forkserver (collector.runtime.forkserver), or by a
+forkserver multiprocessing started itself, before the server forks the writer and the workers.
 
 Why: with the `spawn` start method every child re-imports cryptofeed, uvloop, picows, msgspec, psycopg and
 the collector itself into private memory (about 40 MB of PSS per process, 8 workers + the writer). The

@@ -1,11 +1,12 @@
 """What the supervisor hands a worker process, and the process's entry point, without the worker's imports.
 
 Why apart from collector.runtime.worker: the supervisor builds a `WorkerSpec` and names the process target
-for every worker it starts; importing collector.runtime.worker for that pulled cryptofeed, aiohttp,
-uvloop, picows and the pipeline into the supervisor, about 11 MB of private memory it never uses (the
-workers are forks of the forkserver, which preloads them: collector.runtime.preload). This module only
-needs the config and plain types; `run_worker` imports the worker module in the child, where the
-forkserver has imported it already.
+for every worker it starts, and must not need cryptofeed, aiohttp, uvloop, picows and the pipeline for
+that (about 11 MB). It does import them once, through collector.runtime.preload, just before it forks the
+forkserver (collector.runtime.forkserver), so they are pages it shares with the server and every child;
+where that fork cannot be made (a second thread already running) they stay out of the supervisor. This
+module only needs the config and plain types; `run_worker` imports the worker module in the child, where
+the forkserver has imported it already.
 """
 
 from __future__ import annotations

@@ -120,6 +120,7 @@ def test_1_titles_logs_and_endpoints(product: Product) -> None:
         except AssertionError as e:
             raise AssertionError(f"{e}; supervisor alive: {p.sup.proc.poll() is None}; "
                                  f"tree: {process_tree()}; /health: {http_get(p.url + '/health')[2]}") from None
+        assert "collector: forkserver" in titles  # forked from the supervisor (collector.runtime.forkserver)
         workers = sorted(t for t in titles if t.startswith("collector: worker "))
         assert len(workers) == WORKERS and all(re.fullmatch(r"collector: worker \d/8 \(62 symbols\)", t)
                                                for t in workers)

@@ -42,11 +42,11 @@ def test_children_do_not_outlive_a_killed_supervisor(db_url: str, tmp_path: Path
         def titled() -> list[psutil.Process] | None:
             found = [p for p in psutil.Process(sup.proc.pid).children(recursive=True)
                      if " ".join(p.cmdline()).startswith("collector: ")]
-            return found if len(found) == 3 else None
+            return found if len(found) == 4 else None  # the forkserver, the writer, 2 workers
         # /health 200 means every child published statistics after setting its title; two CI runs under load
         # found none at that moment (cause not found): wait for them, and if they never show, say what was there
         try:
-            children = wait_for(titled, 30, "3 titled children")
+            children = wait_for(titled, 30, "4 titled children")
         except AssertionError as e:
             raise AssertionError(f"{e}; supervisor alive: {sup.proc.poll() is None}; tree: {process_tree()}") from None
         os.kill(sup.proc.pid, signal.SIGKILL)
