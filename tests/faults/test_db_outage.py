@@ -23,7 +23,7 @@ OUTAGE_S = 30.0
 def test_database_outage_loses_nothing(writer_fault_rig) -> None:
     rig = writer_fault_rig
     before = rig.children()
-    assert "collector: writer" in before and len(before) == 3
+    assert "collector: writer" in before and len(before) == 4  # the forkserver, the writer, 2 workers
 
     rig.pg.stop_server(mode="immediate")
     down_at = time.monotonic()
