@@ -35,20 +35,24 @@ TITLE = "collector: forkserver"
 
 def start_forkserver(preload: str) -> bool:
     """Imports `preload` here and forks multiprocessing's forkserver from this process; True if it did. False
-    (no server started: multiprocessing starts its own on the first process) if this process has more than
-    one thread, a server is already running, or `preload` does not import (a worker then fails to boot
-    with the import's error, as it did under multiprocessing's own server, which skips such a module)."""
-    if threading.active_count() != 1 or not hasattr(os, "fork"):
+    (no server started: multiprocessing starts its own on the first process) on another Python than 3.13
+    (whose ForkServer this copies the launch of), with more than one thread, with a server already running,
+    if the socket, pipe or fork fails, or if `preload` does not import (a worker then fails to boot with the
+    import's error, as under multiprocessing's own server, which skips such a module)."""
+    if sys.version_info[:2] != (3, 13) or threading.active_count() != 1 or not hasattr(os, "fork"):
         return False
-    server: Any = forkserver._forkserver  # the module's singleton, which its functions use (private attributes)
-    with server._lock:
-        if server._forkserver_pid is not None:
-            return False
-        try:
-            importlib.import_module(preload)
-        except ImportError:  # as multiprocessing's server does: the child that needs the module reports it
-            return False
-        resource_tracker.ensure_running()  # as ensure_running does: the children get its descriptor per request
+    # The module's singleton, which its functions use (private attributes). Its lock is not taken: with one
+    # thread nothing else can be in ensure_running, and a lock held across the fork would stay held in the
+    # server and every child it forks.
+    server: Any = forkserver._forkserver
+    if server._forkserver_pid is not None:
+        return False
+    try:
+        importlib.import_module(preload)
+    except ImportError:  # as multiprocessing's server does: the child that needs the module reports it
+        return False
+    try:
+        resource_tracker.ensure_running()  # as ensure_running does: children get its descriptor per request
         address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
         with socket.socket(socket.AF_UNIX) as listener:
             listener.bind(address)
@@ -58,13 +62,20 @@ def start_forkserver(preload: str) -> bool:
             alive_r, alive_w = os.pipe()  # every client holds the write end; the server stops at its EOF
             for stream in (sys.stdout, sys.stderr):  # else the server and its children inherit buffered output
                 stream.flush()
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(alive_r)
+                os.close(alive_w)
+                raise
             if pid == 0:
                 _serve(listener.fileno(), alive_r)
             os.close(alive_r)
-        server._forkserver_address = address
-        server._forkserver_alive_fd = alive_w
-        server._forkserver_pid = pid
+    except OSError:  # multiprocessing will try its own way, and report what fails there
+        return False
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
     return True
 
 

@@ -21,7 +21,9 @@ SCRIPT = textwrap.dedent("""
     def probe(q):
         import collector.runtime.worker as worker
         from collector.runtime.immortal import is_immortal
-        q.put({"parent": os.getppid(), "immortal": is_immortal(worker.run_worker), "fresh": is_immortal(object())})
+        free = forkserver._forkserver._lock.acquire(timeout=5)  # not held across the fork: a child may start one
+        q.put({"parent": os.getppid(), "immortal": is_immortal(worker.run_worker), "fresh": is_immortal(object()),
+               "lock_free": free})
 
     if __name__ == "__main__":
         held = open(sys.argv[2], "w")  # a descriptor of the "supervisor" the server must not keep
@@ -61,7 +63,7 @@ def test_the_server_is_a_fork_of_the_process_and_its_children_share_the_marked_m
     r = _run(tmp_path, "single")
     assert r["forked"] is True and r["exit"] == 0
     assert r["cmdline"].startswith("collector: forkserver")
-    assert r["child"] == {"parent": r["server"], "immortal": True, "fresh": False}
+    assert r["child"] == {"parent": r["server"], "immortal": True, "fresh": False, "lock_free": True}
     assert r["held"] not in r["server_fds"]  # only stdio, its socket, its pipes and its selector
     try:  # the server stops once its last client (the script) has gone: the alive pipe's EOF
         psutil.Process(r["server"]).wait(30)
@@ -73,4 +75,5 @@ def test_with_a_second_thread_multiprocessing_starts_its_own_server(tmp_path: Pa
     r = _run(tmp_path, "thread")
     assert r["forked"] is False and r["exit"] == 0
     assert "from multiprocessing.forkserver import main" in r["cmdline"]
-    assert r["child"] == {"parent": r["server"], "immortal": True, "fresh": False}  # it preloads, as before
+    assert r["child"] == {"parent": r["server"], "immortal": True, "fresh": False,  # it preloads, as before
+                          "lock_free": True}
