@@ -14,9 +14,10 @@ a free-threaded or a Py_TRACE_REFS build this module marks nothing and the child
 
 An immortal object is never freed. That is right for what is marked: everything alive once the preload has
 imported its modules, i.e. the modules, their classes, functions, constants and module-level state, which
-live as long as any process does. collector.runtime.preload runs it where nothing else exists yet: in the
-supervisor just before it forks the forkserver (collector.runtime.forkserver), or in a forkserver that
-multiprocessing started itself. Never in a process that has made its working objects (the tests import
+live as long as any process does. collector.runtime.preload runs it where little else exists yet: in the
+supervisor just before it forks the forkserver (collector.runtime.forkserver), where the only other objects
+are the parsed arguments and the first configuration (kept for the process's life even after a SIGHUP
+replaces it: a few kB), or in a forkserver that multiprocessing started itself. Never in a process that has made its working objects (the tests import
 neither module but in a fresh interpreter).
 """
 
