@@ -18,7 +18,8 @@ from collector.observability.snapshot import Snapshot, child_name, group, own_st
 class HealthThresholds:
     # A child younger than this has not had time to connect, subscribe and publish: judged on liveness only.
     startup_grace_ms: int = 30_000
-    # Children publish every 0.2..0.5 s; 10 s of silence is 20+ missed publishes: a hung loop, not a blip.
+    # Children publish every 0.2..1 s while their counters change and at least every 5 s (the heartbeat); 10 s
+    # of silence is a hung loop, not a blip.
     stats_silent_ms: int = 10_000
     # Every symbol sends a mark price every 1-3 s, so a minute without any event on a worker that has
     # symbols means its connections are dead even if they look open.

@@ -297,7 +297,7 @@ class Supervisor:
     def _murder_hung(self) -> None:
         """Replace children whose heartbeat is stale (gunicorn's murder_workers): SIGABRT, then SIGKILL.
 
-        The heartbeat is the child's stats slot: a worker publishes it every 0.5 s from its event loop, the
+        The heartbeat is the child's stats slot: a worker publishes it every 1 s from its event loop, the
         writer after every turn of its loop, so a slot that stops changing means a loop that stopped
         turning (blocked, deadlocked, stopped), not merely a slow market. A killed child is reaped and
         respawned like any dead one, with backoff; its successor resumes from the shared-memory slots.

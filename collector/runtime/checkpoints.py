@@ -27,7 +27,7 @@ they come out the same; duplicates are dropped by the tables' keys).
 A symbol's first position of a process is the other way round: when its first trade or closed kline
 arrives with nothing to continue from (a fresh start), the position just before it is published at once
 (`Checkpointer.started`), before any of its rows can reach the writer; the first acknowledged snapshot
-only comes ~1 s later, and a successor killed in before it would have had no position, so the rows it
+only comes ~2 s later, and a successor killed in before it would have had no position, so the rows it
 never received were lost without a gap. From that start a successor repairs them like any other gap.
 
 One exception, the funding gate: resuming it from the acknowledged state would let a successor store a
@@ -45,7 +45,7 @@ snapshot never takes it back to an older one. Waiting for the acknowledgement wo
 Where: a shared-memory block (`CheckpointBlock`) created by the supervisor with one 128-byte record per
 symbol slot (the same slot numbers as the statistics block), so any process of this run finds a
 symbol's checkpoint by symbol, whatever its shard. Shared memory rather than a file or a table because
-it is written every half second by every worker and read by a successor a second after a crash: no
+it is written every SNAPSHOT_EVERY_S by every worker and read by a successor a second after a crash: no
 I/O on the data path and no dependency of a worker on the database. The supervisor copies the block
 into the `checkpoints` table every CHECKPOINT_SAVE_S and after the workers have drained at shutdown,
 and loads it back at start, so a full restart (SIGTERM, then start) resumes too; a funding rate only while
@@ -87,8 +87,10 @@ log = logging.getLogger(__name__)
 NONE = -(2**63)
 # How often a worker records a snapshot (flushing its batches first): the age of what a successor
 # resumes is this plus the writer's acknowledgement (~0.3 s), so the REST repair after a crash covers
-# about a second of trades. A snapshot of 62 symbols costs ~50 µs.
-SNAPSHOT_EVERY_S = 0.5
+# about two seconds of trades, still one aggTrades request per symbol that traded. Not more often: in a
+# running worker a snapshot of 62 symbols and its publication cost ~0.4 ms of CPU (its code and data are
+# cold between rounds), at 0.5 s a tenth of a loaded worker's CPU at the real market's rate (bench/README).
+SNAPSHOT_EVERY_S = 2.0
 # Supervisor: how often the block is copied to the database (a full restart after a power cut resumes
 # from at most this old a state; after SIGTERM the copy made once the workers have drained is exact).
 CHECKPOINT_SAVE_S = 60.0
@@ -325,7 +327,7 @@ class Checkpointer:
         """A symbol's first trade or closed kline with no position to continue from: the position just before
         it, published at once (module docstring). Nothing of it can have reached the writer yet, so it is as
         acknowledged as a position can be; waiting for the first acknowledged snapshot would leave a window
-        (~1 s after a fresh start) where a kill -9 lost the rows the successor never received, silently."""
+        (~2 s after a fresh start) where a kill -9 lost the rows the successor never received, silently."""
         if not self.active:
             return
         cur = self.published.get(sym, SymbolCheckpoint())

@@ -1,6 +1,6 @@
 """Fault scenario: a worker hangs (SIGSTOP: its event loop really stops, nothing is mocked).
 
-Its heartbeat (the stats slot it publishes every 0.5 s) goes stale; after monitoring.heartbeat_timeout_s the
+Its heartbeat (the stats slot it publishes every 1 s) goes stale; after monitoring.heartbeat_timeout_s the
 supervisor sends SIGABRT (which a stopped process cannot act on), then SIGKILL, and respawns it. The
 successor publishes heartbeats again and resumes from the shared-memory slots: the trades nobody read while
 it hung are a gap, backfilled over REST, so with keep_all every aggTrade is stored once, and every closed 1m

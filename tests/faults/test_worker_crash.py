@@ -14,6 +14,7 @@ import pytest
 from helpers import wait_for
 from test_gaps import Collector, assert_every_id_once, ids_complete, trade_ids
 
+from collector.runtime.checkpoints import SNAPSHOT_EVERY_S
 from exchange_sim import SimConfig
 
 pytestmark = pytest.mark.faults
@@ -37,10 +38,10 @@ def test_killed_worker_gap_is_detected_and_backfilled(db_url: str, tmp_path: Pat
                   filters={"trades": {"keep_all": True}})
     try:
         wait_for(lambda: all(len(trade_ids(c, s)) > 30 for s in ("BTCUSDT", "ETHUSDT")), 60, "trades stored")
-        # checkpoints are recorded every 0.5 s and published once acknowledged (collector.runtime.checkpoints):
-        # wait for a statistics publication (every 2 s) made after the trades above were stored, by when
-        # a checkpoint covering them has been acknowledged, then kill the worker
-        stored = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+        # checkpoints are recorded every SNAPSHOT_EVERY_S and published once acknowledged (collector.runtime.
+        # checkpoints): wait for a statistics publication (every 2 s) made one snapshot period after the trades
+        # above were stored, by when a checkpoint covering them has been acknowledged, then kill the worker
+        stored = (datetime.now(UTC) + timedelta(seconds=SNAPSHOT_EVERY_S + 1)).isoformat()
         wait_for(lambda: (c.stats()["workers"][0]["activity_published_at"] or "") > stored[:23], 30,
                  "worker 1 to publish after the trades were stored")
         victim = _worker_pids(c)["1/2"]

@@ -36,7 +36,7 @@ WORKERS = 2
 # Page time: the first poll, the warm-up polls that produce rates, then a few 2 s refreshes. Virtual time
 # runs ahead while the page idles, so the 100 ms warm-up polls follow each other as fast as /stats answers;
 # a rate needs two publications of a worker's counters >= 600 ms apart in real time (workers publish every
-# 0.5 s), so the budget must allow enough warm-up polls for a second or more of real time to pass.
+# 1 s), so the budget must allow enough warm-up polls for a second or more of real time to pass.
 VIRTUAL_TIME_MS = 30000
 # Chromium's own start-up dominates; generous so a loaded CI machine does not fail the test.
 CHROMIUM_TIMEOUT_S = 120

@@ -24,7 +24,14 @@ from collector.pipeline.tiers import TierAssignment
 from collector.pipeline.trade_filter import FilterParams, SymbolFilter, TradeFilter
 from collector.runtime import checkpoint_block, checkpoints, handover
 from collector.runtime.checkpoint_block import CheckpointBlock
-from collector.runtime.checkpoints import AckedCheckpoints, Checkpointer, SymbolCheckpoint, restore, snapshot
+from collector.runtime.checkpoints import (
+    SNAPSHOT_EVERY_S,
+    AckedCheckpoints,
+    Checkpointer,
+    SymbolCheckpoint,
+    restore,
+    snapshot,
+)
 from collector.runtime.handover import HandoverBuffer
 from collector.transport.link import WriterLink
 
@@ -270,13 +277,13 @@ def test_only_what_the_writer_acknowledged_is_published(wired) -> None:  # noqa:
     got = block.read(0)  # only the session's start (test_a_symbols_first_trade_publishes_where_it_started)
     assert got is not None and got.last_trade_id == 9 and got.filter_ts_ms is None
     p.on_trade(_trade(11, T0 + 1, p="101"), T0 / 1000)  # kept (price_change): a second batch
-    ck.tick(T0 / 1000 + 1)  # snapshot at seq 2
+    ck.tick(T0 / 1000 + SNAPSHOT_EVERY_S)  # snapshot at seq 2
     link._ack(1)
-    ck.tick(T0 / 1000 + 1.1)
+    ck.tick(T0 / 1000 + SNAPSHOT_EVERY_S + 0.1)
     got = block.read(0)
     assert got is not None and got.last_trade_id == 10 and got.filter_ts_ms == T0
     link._ack(2)
-    ck.tick(T0 / 1000 + 1.2)
+    ck.tick(T0 / 1000 + SNAPSHOT_EVERY_S + 0.2)
     assert block.read(0).last_trade_id == 11  # type: ignore[union-attr]
 
 
