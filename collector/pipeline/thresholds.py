@@ -206,6 +206,7 @@ class Warmup:
         self.quantile = quantile
         self.params = params
         self._cache: dict[str, Observed] = {}
+        self._last_inputs: tuple[int, int, int] | None = None  # refresh(): `trades`, slot, symbols
         self.ended = False
         # From the last refresh: symbols whose threshold came from their own trades, from the scaled
         # prior (blended), and those with none yet (inf); for the worker's log.
@@ -215,10 +216,22 @@ class Warmup:
         """Tiers from live statistics arrived: they supersede the provisional ones for good."""
         self.ended = True
 
-    def refresh(self, activity: Mapping[str, SymbolActivity], now_ms: int) -> dict[str, float]:
-        """New thresholds from the symbols' statistics at now_ms; {} once ended."""
+    def refresh(self, activity: Mapping[str, SymbolActivity], now_ms: int,
+                trades: int | None = None) -> dict[str, float]:
+        """New thresholds from the symbols' statistics at now_ms; {} once ended.
+
+        `trades`: a count that grows whenever a trade is added to any of `activity` (the worker passes its
+        pipeline's received plus backfilled trades). When it, the statistics' current slot and the symbols
+        are those of the last refresh, nothing the statistics report can differ from then, so neither can
+        the thresholds: {} (nothing to set) without the walk over every symbol, which was most of an idle
+        worker's warm-up cost (bench/README)."""
         if self.ended:
             return {}
+        if trades is not None and activity:
+            inputs = (trades, now_ms // next(iter(activity.values())).slot_ms, len(activity))
+            if inputs == self._last_inputs:
+                return {}
+            self._last_inputs = inputs
         observed: dict[str, Observed] = {}
         for s, act in activity.items():
             n = act.count(now_ms)

@@ -181,3 +181,32 @@ def test_without_calibration_the_prior_never_sets_a_threshold():
     observed = {s: Observed(1000, 400.0) for s in priors} | {"S0": Observed(299, 400.0)}
     out = warm_thresholds(priors, observed, MULT, 3, params)
     assert out["S0"] == math.inf and out["S1"] == 1.8 * 400.0
+
+
+def test_warmup_refresh_skips_the_walk_only_while_its_inputs_are_unchanged():
+    """With `trades`, a refresh whose trade count, activity slot and symbols are the last refresh's returns {}
+    (nothing to set); any of them changing gives what the pure function gives for fresh observations."""
+    priors = {s: TierAssignment(3, 1.2 * 50.0, 50.0, 0.2) for s in ("A", "B")}
+    params = WarmupParams(3, 3.0)
+    warm = Warmup(priors, MULT, 3, 0.99, params)
+    act = {s: SymbolActivity() for s in priors}
+    trades = 0
+    for i in range(10):
+        act["A"].add(T0 + i, 100.0 + i)
+        trades += 1
+
+    def fresh(now_ms: int) -> dict[str, float]:
+        return warm_thresholds(priors, {s: observe(a, now_ms, 0.99) for s, a in act.items()}, MULT, 3, params)
+
+    first = warm.refresh(act, T0 + 1000, trades)
+    assert first == fresh(T0 + 1000) and first
+    assert warm.refresh(act, T0 + 2000, trades) == {}  # same count, same slot: nothing can have moved
+    for i in range(3):  # B reaches min_trades: its own quantile sets its threshold
+        act["B"].add(T0 + 2500 + i, 5_000.0)
+        trades += 1
+    after_trade = warm.refresh(act, T0 + 3000, trades)
+    assert after_trade == fresh(T0 + 3000) and after_trade["B"] != first["B"]
+    slot_ms = act["A"].slot_ms
+    next_slot = (T0 + 3000) // slot_ms * slot_ms + slot_ms
+    assert warm.refresh(act, next_slot, trades) == fresh(next_slot)  # a new slot: recomputed
+    assert warm.refresh(act, next_slot + 1, None) == fresh(next_slot + 1)  # without a count: always
