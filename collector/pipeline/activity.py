@@ -68,7 +68,7 @@ class SymbolActivity:
     """Rolling statistics of one symbol. Event time in ms is passed in; nothing reads a clock."""
 
     __slots__ = ("slot_ms", "slots", "_epochs", "_volume", "_count", "_max", "_hist", "_epoch", "_k",
-                 "_start", "_end", "_base", "_vol", "_n", "_mx", "late_dropped")
+                 "_start", "_end", "_base", "_vol", "_n", "_mx", "_elsewhere", "late_dropped")
 
     def __init__(self, window_ms: int = DAY_MS, slots: int = DEFAULT_SLOTS) -> None:
         if slots < 1 or window_ms < slots or window_ms % slots:
@@ -90,11 +90,18 @@ class SymbolActivity:
         self._vol = 0.0
         self._n = 0
         self._mx = 0.0
+        self._elsewhere = 0  # writes outside the current slot's attributes (state() says why)
         self.late_dropped = 0  # trades older than the window: visible, so a clock problem shows
 
     @property
     def window_ms(self) -> int:
         return self.slot_ms * self.slots
+
+    def state(self) -> tuple[int, int, int]:
+        """A value that changes whenever the statistics do, without reading them: the current slot, its
+        trade count and the count of writes anywhere else (a trade for an older slot, a merge). The stats
+        publisher copies a symbol's image only when this moved, so quiet symbols cost nothing there."""
+        return self._epoch, self._n, self._elsewhere
 
     def add(self, ts_ms: int, usd: float) -> None:
         if ts_ms >= self._end or ts_ms < self._start:
@@ -132,6 +139,7 @@ class SymbolActivity:
             return True
         if held != e:
             self._reset(k, e)
+        self._elsewhere += 1
         self._volume[k] += usd
         self._count[k] += 1
         if usd > self._max[k]:
@@ -223,6 +231,7 @@ class SymbolActivity:
             a, b = k * NBUCKETS, (k + 1) * NBUCKETS
             self._hist[a:b] = array(sketch.TYPECODE, map(int.__add__, self._hist[a:b], other._hist[a:b]))
         self.late_dropped += other.late_dropped
+        self._elsewhere += 1
         self._sync_current()
 
     def _sync_current(self) -> None:

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from collector.runtime.worker_spec import WorkerSpec
     from collector.transport.link import WriterLink
 
-# How often the per-symbol statistics slots (23 KB activity image) are copied to shared memory:
-# ~90 µs for 62 symbols. (What a successor resumes from is in collector.runtime.checkpoints.)
+# How often the per-symbol statistics slots (23 KB activity image) are looked at; the images of symbols
+# whose statistics changed since their last copy are copied (SymbolActivity.state), all of them at the
+# heartbeat. (What a successor resumes from is in collector.runtime.checkpoints.)
 ACTIVITY_PUBLISH_S = 2.0
 # Counters that did not change are not copied again (collector.runtime.heartbeat), but at least this
 # often: the heartbeat. Well inside health's stats_silent_ms (10 s) and monitoring.heartbeat_timeout_s.
@@ -49,6 +50,8 @@ class StatsPublisher:
         self.clock = clock  # for the heartbeats: monotonic, a wall-clock step back must not silence the child
         self._counters = PublishPolicy(HEARTBEAT_S)
         self._activity = PublishPolicy(ACTIVITY_HEARTBEAT_S)
+        self._activity_trades: tuple[int, int] | None = None  # the trade counts at the last activity copy
+        self._images: dict[str, tuple[int, int, int]] = {}  # symbol -> SymbolActivity.state() at its last copy
         self.quiet = False
         self._trips = 0
         self._reconnects = 0
@@ -78,7 +81,9 @@ class StatsPublisher:
             # the images change only with the trades that feed them (SymbolActivity.add: live and backfilled)
             trades = (self.pipeline.received.get("trades", 0), self.pipeline.backfilled.get("trades", 0))
             if self._activity.check(mono, trades) or activity:
-                self._publish_activity(now)
+                # asked for, or the heartbeat (no trade since the last copy): every image; else the changed ones
+                self._publish_activity(now, every=activity or trades == self._activity_trades)
+                self._activity_trades = trades
 
     def _publish_counters(self, paused: bool, now: float) -> None:
         p, slot = self.pipeline, self.slot
@@ -108,12 +113,19 @@ class StatsPublisher:
         })
         slot.publish()
 
-    def _publish_activity(self, now: float) -> None:
+    def _publish_activity(self, now: float, every: bool) -> None:
+        """Copy the images of the symbols whose statistics changed since their last copy (`every`: all);
+        an unchanged image is the bytes its slot holds already."""
         self.slot.set("activity_published_ms", now * 1000)
+        slots, images = self.spec.symbol_slots, self._images
         for sym, act in self.pipeline.activity.items():
-            index = self.spec.symbol_slots.get(sym)
-            if index is not None:
+            index = slots.get(sym)
+            if index is None:
+                continue
+            state = act.state()
+            if every or images.get(sym) != state:
                 self.block.publish_activity(index, self.owner, act.to_bytes())
+                images[sym] = state
 
     def close(self) -> None:
         self.block.close()

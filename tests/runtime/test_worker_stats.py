@@ -13,7 +13,7 @@ from collector.pipeline.activity import SymbolActivity
 from collector.pipeline.router import Pipeline
 from collector.pipeline.trade_filter import FilterParams, TradeFilter
 from collector.runtime.shm import StatsBlock
-from collector.runtime.worker_stats import HEARTBEAT_S, StatsPublisher
+from collector.runtime.worker_stats import ACTIVITY_HEARTBEAT_S, HEARTBEAT_S, StatsPublisher
 
 SYM = "BTCUSDT"
 T0_MS = 1_700_000_000_000
@@ -21,7 +21,7 @@ T0_MS = 1_700_000_000_000
 
 @pytest.fixture
 def block() -> Iterator[StatsBlock]:
-    b = StatsBlock.create(process_slots=2, symbol_slots=1)
+    b = StatsBlock.create(process_slots=2, symbol_slots=2)
     yield b
     b.close()
 
@@ -111,6 +111,40 @@ def test_activity_images_are_copied_after_a_trade_or_when_asked(block: StatsBloc
     block.publish_activity(0, 1, _foreign_image())
     pipeline.activity[SYM].add(T0_MS, 1_000.0)
     pipeline.received["trades"] += 1
+    pub._next_activity = 0.0
+    pub.publish(False)
+    assert _image(block) == pipeline.activity[SYM].to_bytes()
+
+
+def test_only_the_images_of_symbols_that_traded_are_copied(block: StatsBlock, opened: list[StatsPublisher]) -> None:
+    """After a trade of one symbol only its image is copied again; the heartbeat and a request copy all."""
+    clock = [100.0]
+    pipeline = Pipeline([SYM, "ETHUSDT"], ["trades"], TradeFilter(FilterParams()), lambda batch: None,
+                        venue="binance")
+    spec: Any = SimpleNamespace(stats_name=block.name, index=0, symbols=[SYM, "ETHUSDT"],
+                                symbol_slots={SYM: 0, "ETHUSDT": 1})
+    link: Any = SimpleNamespace(sent_batches=0, unacked=[], unacked_bytes=0)
+    pub = StatsPublisher(spec, pipeline, SimpleNamespace(connections=[]), link,  # type: ignore[arg-type]
+                         SimpleNamespace(paused_until_ms=0.0), clock=lambda: clock[0])  # type: ignore[arg-type]
+    opened.append(pub)
+    pipeline.activity[SYM].add(T0_MS, 2_000.0)
+    pipeline.received["trades"] += 1
+    pub.publish(False)
+    for index in (0, 1):
+        block.publish_activity(index, 1, _foreign_image())
+    pipeline.activity["ETHUSDT"].add(T0_MS, 1_000.0)
+    pipeline.received["trades"] += 1
+    pub._next_activity = 0.0
+    pub.publish(False)
+    assert _image(block) == _foreign_image()  # BTCUSDT did not trade: its slot was not written
+    assert block.read_activity(1).data == pipeline.activity["ETHUSDT"].to_bytes()  # type: ignore[union-attr]
+    pipeline.activity[SYM].add(T0_MS - pipeline.activity[SYM].slot_ms, 5.0)  # an older slot (the current stays)
+    pipeline.received["trades"] += 1
+    pub._next_activity = 0.0
+    pub.publish(False)
+    assert _image(block) == pipeline.activity[SYM].to_bytes() != _foreign_image()
+    block.publish_activity(0, 1, _foreign_image())
+    clock[0] += ACTIVITY_HEARTBEAT_S  # no trade since, the heartbeat: every image again
     pub._next_activity = 0.0
     pub.publish(False)
     assert _image(block) == pipeline.activity[SYM].to_bytes()
