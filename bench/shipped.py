@@ -29,15 +29,17 @@ as a subprocess - so the medians over runs include start-up to start-up variatio
 naming the command, the product snapshot and the server.
 
 What the window covers: the workers' per-tick work (batch ageing, stats publication, control messages),
-the activity/resume-point publication (every 2 s), provisional-threshold refreshes (every 1 s while the
-warm-up lasts), the supervisor's loop (1 s) and stats log (monitoring.stats_interval), the writer's flushes
-and its job polls. It does NOT cover open interest (every filters.open_interest.interval_s = 300 s), tier
+the activity and checkpoint publication (every 2 s), provisional-threshold refreshes (every 1 s while the
+warm-up lasts: every session starts from a fresh database, so the window is inside the 10-minute tier
+warm-up unless --tier-warmup ends it first), the supervisor's loop (1 s) and stats log
+(monitoring.stats_interval), the writer's flushes and its job polls. It does NOT cover open interest (every filters.open_interest.interval_s = 300 s), tier
 recomputation (tier interval, an hour by default) nor the writer's hourly maintenance: use --window 600 or
 more, or bench/soak.py, for those.
 
     python bench/shipped.py                 # 3 runs x (loaded, idle, 2 peers), 30 s warm-up + 120 s window: ~33 min
     python bench/shipped.py --quick         # 1 run, 10 s warm-up + 20 s window, no idle: ~2 min
     python bench/shipped.py --runs 1 --window 60 --no-peer --no-idle --src .   # before/after a change
+    python bench/shipped.py --tier-warmup 15 ...   # the window past the provisional tiers (stored tiers' cost)
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: --src can win
 
 import psycopg
+import yaml
 
 from bench import common
 from bench.peer import VARIANTS, count_rows, exact_verdict, run_peer
@@ -116,8 +119,12 @@ def role(pid: int) -> str:
 
 
 def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: float, window_s: float,
-                symbols: int = SYMBOLS) -> dict:
-    """One whole session: start, warm up, one measured window, PSS at its end, stop. See the module doc."""
+                symbols: int = SYMBOLS, tier_warmup_s: float | None = None) -> dict:
+    """One whole session: start, warm up, one measured window, PSS at its end, stop. See the module doc.
+
+    `tier_warmup_s`: filters.trades.tier_warmup for the session (None: the shipped 10 minutes); shorter than
+    the warm-up, the window measures a collector past its provisional tiers (checked in its log), as one with
+    stored tiers runs."""
     dsn = common.new_database(admin, "shipped")
     prepare_database(dsn)
     tmp = Path(tempfile.mkdtemp(prefix="bench-shipped-"))
@@ -127,6 +134,10 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
         with common.simulator(rate, symbols) as sim:
             port = free_port()
             cfg = write_config(tmp, dsn, sim.rest_url, sim.ws_url, False, port)
+            if tier_warmup_s is not None:
+                doc = yaml.safe_load(cfg.read_text())
+                doc["filters"]["trades"]["tier_warmup"] = f"{tier_warmup_s:g}s"
+                cfg.write_text(yaml.safe_dump(doc))
             t_popen = time.time()
             sup = subprocess.Popen([sys.executable, str(src / "supervisor.py"), "--workers", str(workers),
                                     "--config", str(cfg)], cwd=tmp, stdout=subprocess.DEVNULL,
@@ -139,6 +150,12 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
                 first = common.wait_for(lambda: _first_commit(dsn), BOOT_TIMEOUT_S, "the first committed trade")
                 cold = float(first) - t_popen  # type: ignore[arg-type]
             time.sleep(max(0.0, warmup_s - (time.time() - t_connected)))
+            if tier_warmup_s is not None and rate > 0:
+                log = tmp / "logs" / "supervisor.log"
+                if "tiers recomputed from" not in log.read_text(errors="replace"):
+                    raise SystemExit(f"--tier-warmup {tier_warmup_s:g}: no tiers from live statistics in the "
+                                     f"supervisor's log after the {warmup_s:g} s warm-up; the window would not "
+                                     "be past the provisional tiers")
             tree = common.process_tree(sup.pid)
             c0 = {pid: common.cpu_seconds(pid) for pid in tree}
             bytes0 = common.table_bytes(dsn)
@@ -171,7 +188,7 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
             sup.wait()
         common.drop_database(admin, dsn)
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"rate": rate, "workers": workers, "window_s": round(dt, 1), "warmup_s": warmup_s,
+    return {"rate": rate, "workers": workers, "window_s": round(dt, 1), "warmup_s": warmup_s, "tier_warmup_s": tier_warmup_s,
             "cold_start_s": cold, "received_msgs_s": (r1 - r0) / dt,
             "cpu_cores": sum(p["cpu_cores"] for p in procs.values()), "pg_cores": common.cpu_delta(pg0, pg1) / dt,
             "table_bytes_start": bytes0, "table_bytes_end": bytes1,
@@ -221,11 +238,16 @@ def main() -> None:
     p.add_argument("--no-idle", action="store_true")
     p.add_argument("--src", default=None, help="run the product from this directory (default: a snapshot of HEAD)")
     p.add_argument("--quick", action="store_true", help="1 run, 10 s warm-up, 20 s window, no idle run")
+    p.add_argument("--tier-warmup", type=float, default=None, metavar="SECONDS",
+                   help="filters.trades.tier_warmup of the sessions (default: the shipped 10 min, so the window "
+                        "falls inside it); shorter than --warmup measures a collector past its provisional tiers")
     a = p.parse_args()
     if a.quick:
         a.runs, a.window, a.warmup, a.no_idle = 1, 20.0, 10.0, True
     if a.no_peer:
         a.peers = []
+    if a.tier_warmup is not None and not 0 < a.tier_warmup < a.warmup:
+        p.error(f"--tier-warmup must be > 0 and shorter than --warmup ({a.warmup:g} s), got {a.tier_warmup:g}")
     t_start = time.monotonic()
     out: dict[str, dict] = {}
     with common.product_source(a.src) as (src, what):
@@ -238,10 +260,12 @@ def main() -> None:
                 idle: list[dict] = []
                 peers: dict[str, list[dict]] = {v: [] for v in a.peers}
                 for i in range(a.runs):
-                    loaded.append(run_session(admin, src, a.rate, a.workers, a.warmup, a.window, a.symbols))
+                    loaded.append(run_session(admin, src, a.rate, a.workers, a.warmup, a.window, a.symbols,
+                                               a.tier_warmup))
                     print(f"  run {i + 1} loaded: {_line(loaded[-1])}", flush=True)
                     if not a.no_idle:
-                        idle.append(run_session(admin, src, 0.0, a.workers, a.warmup, a.window, a.symbols))
+                        idle.append(run_session(admin, src, 0.0, a.workers, a.warmup, a.window, a.symbols,
+                                                 a.tier_warmup))
                         print(f"  run {i + 1} idle:   {_line(idle[-1])}", flush=True)
                     for v in a.peers:
                         peers[v].append(run_peer(admin, a.rate, 1, a.window, a.warmup, a.symbols, v))
