@@ -388,6 +388,13 @@ class Pipeline:
             self._emit(b)
 
     @property
+    def trades_added(self) -> int:
+        """Trades given to the symbols' statistics (`activity`) so far, live and backfilled, plus live ones
+        rejected before them: it grows whenever any statistics change, so an unchanged count means none did
+        (the warm-up refresh and the stats publisher skip their work on it)."""
+        return self.received.get("trades", 0) + self.backfilled.get("trades", 0)
+
+    @property
     def flush_interval_ms(self) -> int:
         """The least time between two batches of one table, and so the longest a row waits here."""
         return self.flush_policy.hold_ms

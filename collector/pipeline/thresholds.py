@@ -227,11 +227,11 @@ class Warmup:
         worker's warm-up cost (bench/README)."""
         if self.ended:
             return {}
+        inputs = None
         if trades is not None and activity:
             inputs = (trades, now_ms // next(iter(activity.values())).slot_ms, len(activity))
             if inputs == self._last_inputs:
                 return {}
-            self._last_inputs = inputs
         observed: dict[str, Observed] = {}
         for s, act in activity.items():
             n = act.count(now_ms)
@@ -242,6 +242,7 @@ class Warmup:
                 n = o.count
             observed[s] = Observed(n, o.quantile)
         out = warm_thresholds(self.priors, observed, self.multipliers, self.default_tier, self.params)
+        self._last_inputs = inputs  # only once computed: a refresh that raised is not skipped next time
         own = sum(1 for o in observed.values() if o.count >= self.params.min_trades and _usable(o.quantile))
         none = sum(1 for t in out.values() if t == math.inf)
         self.sources = (own, len(out) - own - none, none)

@@ -261,8 +261,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         now = time.time()
         if warmup is not None and not warmup.ended and now >= next_warmup:
             next_warmup = now + WARMUP_REFRESH_S
-            trades = pipeline.received.get("trades", 0) + pipeline.backfilled.get("trades", 0)
-            trade_filter.set_thresholds(warmup.refresh(pipeline.activity, int(now * 1000), trades))
+            trade_filter.set_thresholds(warmup.refresh(pipeline.activity, int(now * 1000), pipeline.trades_added))
             if now >= next_warmup_log:
                 next_warmup_log = now + WARMUP_LOG_S
                 log.info("provisional tiers: large-trade thresholds from own trades %d, scaled ticker prior %d, "

@@ -50,7 +50,7 @@ class StatsPublisher:
         self.clock = clock  # for the heartbeats: monotonic, a wall-clock step back must not silence the child
         self._counters = PublishPolicy(HEARTBEAT_S)
         self._activity = PublishPolicy(ACTIVITY_HEARTBEAT_S)
-        self._activity_trades: tuple[int, int] | None = None  # the trade counts at the last activity copy
+        self._activity_trades: int | None = None  # Pipeline.trades_added at the last activity copy
         self._images: dict[str, tuple[int, int, int]] = {}  # symbol -> SymbolActivity.state() at its last copy
         self.quiet = False
         self._trips = 0
@@ -79,7 +79,7 @@ class StatsPublisher:
         if activity or now >= self._next_activity:
             self._next_activity = now + ACTIVITY_PUBLISH_S
             # the images change only with the trades that feed them (SymbolActivity.add: live and backfilled)
-            trades = (self.pipeline.received.get("trades", 0), self.pipeline.backfilled.get("trades", 0))
+            trades = self.pipeline.trades_added
             if self._activity.check(mono, trades) or activity:
                 # asked for, or the heartbeat (no trade since the last copy): every image; else the changed ones
                 self._publish_activity(now, every=activity or trades == self._activity_trades)
