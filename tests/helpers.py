@@ -54,6 +54,28 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float 
         time.sleep(poll)
 
 
+def miss_a_minute_close(rest_url: str) -> float:
+    """Make every stream connection of the simulator at `rest_url` miss a sim minute's close: stall them all
+    (nothing more is sent on them), wait until the sim clock is past the next minute boundary, then drop them
+    and wait until as many new ones are open. That minute's closed klines and the trades meanwhile were never
+    sent, however loaded the machine. (A drop timed from a truth read shortly before the boundary once came
+    late enough on a loaded CI machine for the worker to stream again before the close: no hole.) Returns the
+    wall time of the drop."""
+    def truth() -> dict:
+        return http_get(f"{rest_url}/_sim/truth?klines=0")[2]  # type: ignore[return-value]
+    live = {c["id"] for c in truth()["connections"] if not c["closed"]}
+    stall: dict = http_get(f"{rest_url}/_sim/fault/stall")[2]  # type: ignore[assignment]
+    assert set(stall["stalled"]) == live, (stall, live)
+    # the sim closes a minute's klines as its clock passes the boundary; 5 sim s of margin
+    closed_by = (stall["sim_ms"] // 60_000 + 1) * 60_000 + 5_000
+    wait_for(lambda: truth()["sim_ms"] >= closed_by, 30, "the stalled minute to close", poll=0.05)
+    dropped_at = time.time()
+    http_get(f"{rest_url}/_sim/fault/drop")
+    wait_for(lambda: len([c for c in truth()["connections"] if c["id"] not in live and not c["closed"]])
+             >= len(live), 30, "every connection back")
+    return dropped_at
+
+
 def is_healthy(port: int) -> bool:
     """True when the collector on this port answers /health with 200."""
     try:

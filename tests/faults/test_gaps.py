@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import SupervisorProcess, http_get, wait_for, write_config
+from helpers import SupervisorProcess, http_get, miss_a_minute_close, wait_for, write_config
 
 from collector.db.embedded import free_port
 from exchange_sim import SimConfig, run_in_thread
@@ -217,15 +217,8 @@ def test_mass_reconnect_fills_gaps_and_candles_within_budget(db_url: str, tmp_pa
     try:
         wait_for(lambda: all(s["kline_closed"].get("1m", 0) >= 2 for s in c.truth()["symbols"].values()), 60,
                  "two closed 1m klines per symbol")
-        before = {cn["id"] for cn in c.live_connections()}
-        # drop 5-20 sim seconds before a minute closes: the reconnect (>= 1 wall s = 30 sim s) then
-        # misses that minute's closed kline on every symbol, so candles must come from REST
-        wait_for(lambda: 40_000 <= c.truth()["sim_ms"] % 60_000 < 55_000, 10, "the end of a sim minute", poll=0.02)
-        dropped_at = time.time()
-        c.control("fault/drop")
-        wait_for(lambda: len([x for x in c.live_connections() if x["id"] not in before]) >= 2, 30,
-                 "both workers to reconnect")
-        # at speed 30 the reconnect (>= 1 s) costs >= 30 sim seconds: a closed kline or more per symbol
+        # every connection misses a minute's closed kline on every symbol, so candles must come from REST
+        dropped_at = miss_a_minute_close(c.sim.rest_url)
         wait_for(lambda: all(s["kline_closed"].get("1m", 0) >= 5 for s in c.truth()["symbols"].values()), 60,
                  "three more closed 1m klines per symbol")
         c.control("pause")

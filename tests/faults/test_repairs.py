@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import SupervisorProcess, wait_for
+from helpers import SupervisorProcess, miss_a_minute_close, wait_for
 from test_gaps import Collector, assert_every_id_once, ids_complete
 from test_worker_crash import _worker_pids
 
@@ -65,15 +65,9 @@ def slow_rest(c: Collector, on: bool) -> None:
 
 
 def drop_before_a_minute_closes(c: Collector) -> float:
-    """Drop every connection 5-20 sim seconds before a minute closes: the reconnect misses that minute's
-    closed kline on every symbol (a candle hole each) and the trades meanwhile (a trade gap each)."""
-    before = {cn["id"] for cn in c.live_connections()}
-    wait_for(lambda: 40_000 <= c.truth()["sim_ms"] % 60_000 < 55_000, 10, "the end of a sim minute", poll=0.02)
-    dropped_at = time.time()
-    c.control("fault/drop")
-    wait_for(lambda: len([x for x in c.live_connections() if x["id"] not in before]) >= 2, 30,
-             "both workers to reconnect")
-    return dropped_at
+    """Every connection misses a minute's close (helpers.miss_a_minute_close): a candle hole on every symbol
+    and the trades meanwhile (a trade gap each). Returns the wall time of the drop."""
+    return miss_a_minute_close(c.sim.rest_url)
 
 
 def stored_1m(c: Collector) -> set[tuple[str, int]]:

@@ -1,5 +1,5 @@
-"""`supervisor.py` with collection.exchanges [okx, bybit] against both simulators: every connection is dropped
-shortly before a sim minute closes, so each symbol misses that minute's closed candle (a hole the next closed
+"""`supervisor.py` with collection.exchanges [okx, bybit] against both simulators: every connection is stalled
+across a sim minute's close and then dropped, so each symbol misses that minute's closed candle (a hole the next closed
 candle shows) and the trades meanwhile. The workers repair the holes over each venue's REST history: every
 closed 1m candle ends up stored, equal value by value to what the simulator's stream sent (OKX: volume =
 volCcy in base units; both: NULL trade count and taker volumes, as live), every candle gap row `filled`;
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import SupervisorProcess, http_get, wait_for, write_config
+from helpers import SupervisorProcess, http_get, miss_a_minute_close, wait_for, write_config
 
 from collector.db.embedded import free_port
 from collector.feed.venue_universe import fetch_venue_universe
@@ -69,18 +69,6 @@ def _gaps(db_url: str, venue: str, kind: str) -> list[tuple]:
                venue, kind)
 
 
-def _drop_before_a_minute_closes(rest_url: str) -> None:
-    """Drop every connection 40-55 sim seconds into a minute: the reconnect (1 s wall = 20 sim s later) comes
-    after the minute closed, so its closed candle is never streamed to the worker."""
-    before = {c["id"] for c in _truth(rest_url)["connections"]}
-    live = len([c for c in _truth(rest_url)["connections"] if not c["closed"]])
-    wait_for(lambda: 40_000 <= _truth(rest_url)["sim_ms"] % 60_000 < 55_000, 10, "the end of a sim minute",
-             poll=0.02)
-    http_get(rest_url + "/_sim/fault/drop")
-    wait_for(lambda: len([c for c in _truth(rest_url)["connections"] if c["id"] not in before and not c["closed"]])
-             >= live, 30, "every connection back")
-
-
 @contextmanager
 def _venues(db_url: str, tmp_path: Path, seed: int) -> Iterator[tuple[dict, Path]]:
     """The OKX and Bybit simulators (4 symbols each) and a config collecting both on 2 workers; every
@@ -112,8 +100,8 @@ def _venues(db_url: str, tmp_path: Path, seed: int) -> Iterator[tuple[dict, Path
 
 
 def _wait_for_candles_and_drop(db_url: str, sims: dict) -> None:
-    """Once every symbol has a closed candle stored (the next closed one can show a hole), drop every
-    connection of both simulators shortly before a minute closes."""
+    """Once every symbol has a closed candle stored (the next closed one can show a hole), make every
+    connection of both simulators miss a minute's close."""
     def closed_candles(venue: str) -> int:
         if not _db(db_url, "SELECT to_regclass('candles_1m')")[0][0]:
             return 0
@@ -121,7 +109,7 @@ def _wait_for_candles_and_drop(db_url: str, sims: dict) -> None:
     for venue in sims:
         wait_for(lambda v=venue: closed_candles(v) == 4, 120, f"a closed {venue} candle of every symbol")
     for sim in sims.values():
-        _drop_before_a_minute_closes(sim.rest_url)
+        miss_a_minute_close(sim.rest_url)
 
 
 def _assert_candles_match_truth(db_url: str, venue: str, truth: dict) -> None:
