@@ -142,7 +142,7 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
              warmup_s: float, symbols: int = 496) -> dict:
     dsn = common.new_database(admin, "coll")
     prepare_database(dsn)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))  # kept on failure: the logs say why
+    tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))  # kept when the session fails or is not sustained
     postmaster = common.postmaster_pid(admin)
     sup: subprocess.Popen | None = None
     try:
@@ -184,7 +184,6 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             received, kept = logged_received(tmp / "logs"), logged_kept(tmp / "logs")
             # counted after the stop: what is in the spool or in flight is not in the database
             db_rows = count_rows(dsn, ("trades",))
-        shutil.rmtree(tmp, ignore_errors=True)
     finally:
         if sup is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -203,6 +202,11 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
                             totals.get("aggTrade", 0), keep_all, common.median([r["lat_p99_ms"] for r in results]))
     for r in results:
         r.pop("cpu_by_pid")
+    sustained = verdict["sustained"] and exit_code == 0
+    if sustained:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:  # the workers' logs say why (a connection cut, a stall, a repair still running)
+        print(f"  not sustained: the session's config and logs are kept in {tmp}")
     return {
         "who": "ours", "rate": rate, "workers": workers, "mode": "keep_all" if keep_all else "filtered",
         "offered_msgs_s": common.median([r["offered"] for r in results]),
@@ -221,7 +225,7 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
         "trades_sent": totals.get("aggTrade"), "trades_received_logged": received.get("trades"),
         "exit_code": exit_code, "per_process": per_proc, "windows": results,
         "span_ratio": span_ratio, "kept_logged": kept, "exact": verdict,
-        "sustained": verdict["sustained"] and exit_code == 0,
+        "sustained": sustained, "logs": None if sustained else str(tmp),
     }
 
 
