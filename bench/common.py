@@ -323,7 +323,25 @@ def timescaledb_available(admin_url: str) -> bool:
 
 def conditions(command: Sequence[str], product: str, server: str) -> str:
     """One line saying what produced the numbers that follow: printed beside every table."""
-    return f"command: {' '.join(command)} | product: {product} | server: {SERVERS.get(server, server)}"
+    return (f"command: {' '.join(command)} | product: {product} | server: {SERVERS.get(server, server)} | "
+            f"reference loop {speed_probe():.0f} ms CPU")
+
+
+def speed_probe(reps: int = 5) -> float:
+    """CPU milliseconds of a fixed pure-Python loop (median of `reps`): how fast this machine runs Python now.
+
+    Why: the 2 cores are virtual and report no steal time, so while the host is busy every process is charged
+    more CPU for the same work. On 2026-12-04 a loop five times this one took 700-1,270 ms minutes apart on an
+    otherwise quiet machine, and the same tree's CPU differed ~2x between sittings. Absolute CPU figures of
+    two sittings compare only beside this number (printed with each table's conditions at the start, and at
+    the end by write_results, which stores it); ratios measured in one invocation do not need it.
+    """
+    times = []
+    for _ in range(reps):
+        t = time.process_time()
+        sum(i * i for i in range(2_000_000))
+        times.append(time.process_time() - t)
+    return statistics.median(times) * 1000
 
 
 # --- numbers and output -------------------------------------------------------------------------------------
@@ -357,8 +375,11 @@ def machine() -> dict:
 def write_results(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{dt.date.today().isoformat()}.json"
+    end_probe = speed_probe()
+    print(f"reference loop at the end: {end_probe:.0f} ms CPU")
     path.write_text(json.dumps({"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                                "machine": machine(), **payload}, indent=2, default=str))
+                                "machine": machine(), "reference_loop_ms_end": round(end_probe),
+                                **payload}, indent=2, default=str))
     return path
 
 
