@@ -333,8 +333,9 @@ def speed_probe(reps: int = 5) -> float:
     Why: the 2 cores are virtual and report no steal time, so while the host is busy every process is charged
     more CPU for the same work. On 2026-12-04 a loop five times this one took 700-1,270 ms minutes apart on an
     otherwise quiet machine, and the same tree's CPU differed ~2x between sittings. Absolute CPU figures of
-    two sittings compare only beside this number (printed with each table's conditions at the start, and at
-    the end by write_results, which stores it); ratios measured in one invocation do not need it.
+    two sittings compare only beside this number (printed with each script's conditions line, which soak.py prints at the
+    start and the others with their final report, and again by write_results, which stores it); ratios
+    measured in one invocation do not need it.
     """
     times = []
     for _ in range(reps):
