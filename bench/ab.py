@@ -91,6 +91,7 @@ def main() -> None:
     p.add_argument("--server", default="fast", choices=list(common.SERVERS))
     p.add_argument("--profile", default=None, metavar="PREFIX")
     a = p.parse_args()
+    common.stop_on_signals()
     results: dict[str, list[dict]] = {t: [] for t in a.trees}
     with contextlib.ExitStack() as stack, common.throwaway_postgres(a.server) as admin:
         dirs = {t: stack.enter_context(tree(t)) for t in a.trees}

@@ -294,6 +294,7 @@ def main() -> None:
     p.add_argument("--formats-only", action="store_true", help="only the Arrow vs JSON comparison (no collector)")
     p.add_argument("--warmup", type=float, default=10.0, help="seconds of writing before measuring")
     args = p.parse_args()
+    common.stop_on_signals()
     if args.quick:
         args.symbols, args.days, args.rate, args.requests, args.warmup = 50, 1, 1000.0, 40, 3.0
         args.big_rows, args.format_runs = min(args.big_rows, 20_000), 3

@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--symbols", type=int, default=50)
     p.add_argument("--frame", choices=("polars", "pandas"), default="polars", help="the DataFrame made")
     args = p.parse_args()
+    common.stop_on_signals()
     trees = {"before": str(Path(args.before).resolve()), "after": str(Path(args.after).resolve())}
     with common.throwaway_postgres() as admin, tempfile.TemporaryDirectory(prefix="bench-api-pair-") as tmp:
         dsn = common.new_database(admin, "pair")

@@ -13,8 +13,10 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +40,28 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Memory/CPU sampling period: fine enough to catch a peak within a 5 s window, cheap enough (a few /proc
 # reads per process) not to show up in the 2-core machine's budget.
 SAMPLE_PERIOD_S = 0.5
+
+# --- signals ------------------------------------------------------------------------------------------------
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGHUP unwind the script like Ctrl-C, so its `finally` blocks stop what it started.
+
+    Why: Python's default SIGTERM (and a closed terminal's SIGHUP) ends the process at once, without running
+    `finally`, so a killed benchmark left its supervisor, workers, simulator and throwaway PostgreSQL running
+    (they are started in their own sessions to be measured apart, so nothing else stops them) and the next
+    run measured beside them. The first signal raises SystemExit(128 + signal) in the main thread; further ones
+    are ignored while the cleanup runs (SIGKILL still ends it, and then leaves the processes behind).
+    """
+    def _unwind(signum: int, _frame: object) -> None:
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        print(f"{signal.Signals(signum).name}: stopping what this run started", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _unwind)
+
 
 # --- /proc --------------------------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ def main() -> None:
     p.add_argument("--keep-all", action="store_true")
     p.add_argument("--server", default="fast", choices=list(common.SERVERS))
     a = p.parse_args()
+    common.stop_on_signals()
     points = [(float(r), int(n)) for r, n in (x.split(":") for x in a.points)]
     t0 = time.monotonic()
     rows: list[dict] = []

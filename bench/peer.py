@@ -356,6 +356,7 @@ def main() -> None:
     p.add_argument("--symbols", type=int, default=496)
     p.add_argument("--quick", action="store_true", help="one rate (5000), one window")
     a = p.parse_args()
+    common.stop_on_signals()
     if a.quick:
         a.rate, a.runs = [5000.0], 1
     out = []

@@ -245,6 +245,7 @@ def main() -> None:
                         "falls inside it); shorter than --warmup measures a collector past its provisional tiers, "
                         "whose tiers from seconds of statistics keep more trades than a day's")
     a = p.parse_args()
+    common.stop_on_signals()
     if a.quick:
         a.runs, a.window, a.warmup, a.no_idle = 1, 20.0, 10.0, True
     if a.no_peer:

@@ -232,6 +232,7 @@ def main() -> None:
     p.add_argument("--server", default="fast", choices=list(common.SERVERS))
     p.add_argument("--src", default=None, help="run the product from this directory (default: a snapshot of HEAD)")
     a = p.parse_args()
+    common.stop_on_signals()
     t_start = time.monotonic()
     with common.product_source(a.src) as (src, what), common.throwaway_postgres(a.server) as admin:
         cond = common.conditions(sys.argv, what, a.server)

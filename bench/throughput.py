@@ -306,6 +306,7 @@ def main() -> None:
     p.add_argument("--src", default=None, help="run the product from this directory (default: a snapshot of HEAD)")
     p.add_argument("--quick", action="store_true", help="smoke: N=2, 10,000 aggTrades/s, filtered + peer, 1 window")
     a = p.parse_args()
+    common.stop_on_signals()
     if a.quick:
         a.rates, a.scaling, a.modes, a.runs = [10000.0], [], ["filtered"], 1
     t_start = time.monotonic()

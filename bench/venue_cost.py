@@ -175,6 +175,7 @@ def main() -> int:
                      help="replay DIR/frames.json (made by --record; its market model overrides --symbols, "
                           "--rate, --seed, --messages) instead of recording")
     args = p.parse_args()
+    common.stop_on_signals()
     recording: dict[str, Any] | None = None
     if args.frames is not None:
         recording = json.loads((args.frames / "frames.json").read_text())

@@ -316,6 +316,7 @@ def main() -> int:
     p.add_argument("--server", default="fast", choices=sorted(common.SERVERS))
     p.add_argument("--src", default=None, help="product tree (default: a snapshot of HEAD)")
     args = p.parse_args()
+    common.stop_on_signals()
     with common.product_source(args.src) as (src, product), common.throwaway_postgres(args.server) as admin:
         rows, info = session(args, src, admin)
     print(common.conditions(sys.argv, product, common.SERVERS[args.server]))

@@ -154,6 +154,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS} rows, one run")
     p.add_argument("--src", default=None, help="product directory (default: a snapshot of HEAD)")
     a = p.parse_args()
+    common.stop_on_signals()
     if "BENCH_SRC" not in os.environ:  # re-run against the chosen product source (see common.product_source)
         with common.product_source(a.src) as (src, what):
             env = dict(os.environ, PYTHONPATH=str(src), BENCH_SRC=what, BENCH_RESULTS_DIR=str(common.RESULTS))

@@ -153,9 +153,11 @@ def main() -> None:
         print(json.dumps(uvloop.run(child(a.child, a.ws, a.symbols, a.warmup, a.seconds))), flush=True)
         return
 
+    from bench import common
     from exchange_sim.config import SimConfig
     from exchange_sim.runner import launch_subprocess
 
+    common.stop_on_signals()
     summary = []
     for rate in a.rates:
         sim = launch_subprocess(SimConfig(port=0, symbols=a.symbols, rate=rate, speed=1.0, seed=7,
