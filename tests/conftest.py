@@ -13,8 +13,16 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from helpers import STUB_TIMESCALEDB_VERSION, fresh_database
+from hypothesis import HealthCheck, settings
 
 from collector.db.embedded import EmbeddedPostgres
+
+# Hypothesis's too_slow health check fails a test when *generating* its examples takes long, which on this
+# 2-core VM depends on whatever else runs at the time (it failed tests while benchmarks ran beside them); it
+# says nothing of the code under test. Every other health check stays on. A test whose own @settings lists
+# suppress_health_check replaces this list, so it names too_slow itself (tests/pipeline/test_encode.py).
+settings.register_profile("collector", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("collector")
 
 
 @pytest.fixture(scope="session")

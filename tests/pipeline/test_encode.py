@@ -160,7 +160,7 @@ decimals = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(values=st.lists(decimals, min_size=1, max_size=20))
 def test_random_decimals_round_trip_through_postgres(db_url: str, values: list[str]) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:

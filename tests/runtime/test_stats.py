@@ -194,18 +194,30 @@ def test_two_processes_publish_while_the_parent_reads_without_torn_reads(block: 
             assert e.wait(30), "publisher did not start"
         pids = {p.pid for p in procs}
         seen = {0: set(), 1: set()}
-        reads = 0
+        reads = gave_up = 0
         deadline = time.monotonic() + 30
-        # Read until each slot has shown many different generations, i.e. reads overlapped writes.
+        # Read until each slot has shown many different generations, i.e. reads overlapped writes. The
+        # publishers rewrite back to back, so a reader may give up on a slot (stale: seq stuck odd for 50 ms
+        # while its publisher was descheduled mid-write, or never settled for 200 ms) when the machine is
+        # busy: that is the documented answer of a reader (collector.runtime.seqlock), not a torn read, so it
+        # is counted and read again; what must never happen is an accepted copy that mixes two generations.
         while min(len(v) for v in seen.values()) < 200:
-            assert time.monotonic() < deadline, f"publishers too slow: {[len(v) for v in seen.values()]}"
+            assert time.monotonic() < deadline, (f"publishers too slow: {[len(v) for v in seen.values()]} "
+                                                 f"generations, {gave_up} reads given up")
             for slot in (0, 1):
                 r = block.read(slot)
-                assert r is not None and not r.stale and r.pid in pids, (slot, r, seen)
+                assert r is not None and r.pid in pids, (slot, r, seen)
+                if r.stale:
+                    gave_up += 1
+                    continue
                 vals = set(r.values.values())
                 assert len(vals) == 1, f"torn read of slot {slot}: {sorted(vals)[:5]}"
                 seen[slot].add(vals.pop())
-                a = block.read_activity(slot)
+                try:
+                    a = block.read_activity(slot)
+                except StaleSlot:
+                    gave_up += 1
+                    continue
                 assert a is not None and a.owner == slot
                 assert a.data == a.data[:1] * len(a.data), "torn activity image"
                 reads += 1
