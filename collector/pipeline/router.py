@@ -387,6 +387,18 @@ class Pipeline:
         if n >= self.batch_rows:
             self._emit(b)
 
+    def set_stats_window(self, window_ms: int) -> int:
+        """Start afresh, over `window_ms`, the statistics of every symbol kept over another window; returns
+        how many. Why afresh: filters.trades.stats_window changed (SIGHUP), and the old window's slots
+        neither split into nor add up to the new one's, while statistics over a mix of two windows would
+        rank symbols on neither."""
+        changed = 0
+        for sym, act in self.activity.items():
+            if act.window_ms != window_ms:
+                self.activity[sym] = SymbolActivity(window_ms=window_ms)
+                changed += 1
+        return changed
+
     @property
     def trades_added(self) -> int:
         """Trades given to the symbols' statistics (`activity`) so far, live and backfilled, plus live ones

@@ -215,22 +215,36 @@ class AckedCheckpoints:
 def resume_activity(block: StatsBlock, slots: Mapping[str, int], pipeline: Pipeline) -> int:
     """Take over the rolling statistics (the tiers' input) a predecessor, crashed or replaced, left in
     these symbol slots of the statistics block instead of restarting them from zero; returns how many
-    symbols were resumed. Unlike the checkpoints above they decide nothing stored, only tiers later."""
+    symbols were resumed. Unlike the checkpoints above they decide nothing stored, only tiers later.
+
+    Skipped (the symbol starts afresh): a slot never written, a stale one (its owner died mid-write), an
+    image that is not one, and one kept over another window than the pipeline's (filters.trades.stats_window
+    changed since the predecessor started): resuming that would keep the old window for good."""
     from collector.pipeline.activity import SymbolActivity
 
-    resumed = 0
+    resumed = other_window = 0
     for sym, index in slots.items():
+        mine = pipeline.activity.get(sym)
+        if mine is None:
+            continue
         try:
             r = block.read_activity(index)
         except Exception:  # a stale slot (its owner died mid-write): start that symbol afresh
             continue
-        if r is None or sym not in pipeline.activity:
+        if r is None:
             continue
         try:
-            pipeline.activity[sym] = SymbolActivity.from_bytes(r.data)
+            act = SymbolActivity.from_bytes(r.data)
         except ValueError:
             continue
+        if (act.slot_ms, act.slots) != (mine.slot_ms, mine.slots):
+            other_window += 1
+            continue
+        pipeline.activity[sym] = act
         resumed += 1
+    if other_window:
+        log.info("the statistics of %d symbols were not resumed: their predecessor kept them over another "
+                 "filters.trades.stats_window; they start afresh", other_window)
     return resumed
 
 

@@ -23,14 +23,15 @@ def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[
 
     A symbol may map to several slots (e.g. its old and new owner's while it moves between workers): their
     images are merged with SymbolActivity.merge, which equals one process having seen both streams. Slots
-    never written or stale (owner died mid-write) are skipped; a symbol without any readable slot gets
+    never written or stale (owner died mid-write) are skipped, and so is an image over another window than the
+    symbol's newest one (filters.trades.stats_window changed meanwhile); a symbol without any readable slot gets
     EMPTY_SUMMARY, which compute_tiers ranks as trade-less. The written slots' pages are unmapped from
     this process's view afterwards (StatsBlock.release_symbol_pages).
     """
     out: dict[str, Summary] = {}
     read: list[int] = []
     for symbol, slots in symbol_slots.items():
-        merged: SymbolActivity | None = None
+        readings = []
         for index in _as_indices(slots):
             try:
                 reading = block.read_activity(index)
@@ -40,9 +41,17 @@ def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[
             if reading is None:
                 continue
             read.append(index)
+            readings.append(reading)
+        merged: SymbolActivity | None = None
+        # newest first: after a change of filters.trades.stats_window the newest image has the window now
+        # configured, and an older owner's image over the old window cannot be merged into it
+        for reading in sorted(readings, key=lambda r: r.updated_ms, reverse=True):
             act = SymbolActivity.from_bytes(reading.data)
             if merged is None:
                 merged = act
+            elif (act.slot_ms, act.slots) != (merged.slot_ms, merged.slots):
+                log.warning("activity of %s: an image over another window (%d ms slots, not %d) left out",
+                            symbol, act.slot_ms, merged.slot_ms)
             else:
                 merged.merge(act)
         out[symbol] = EMPTY_SUMMARY if merged is None else merged.summary(now_ms, quantile)

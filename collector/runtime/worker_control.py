@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from collector.config import Config
+from collector.pipeline.activity import window_ms
 from collector.pipeline.encode import numeric_cache_size
 from collector.pipeline.thresholds import Warmup
 from collector.pipeline.tiers import TierAssignment
@@ -87,11 +88,16 @@ def read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter
 
 
 def apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilter) -> None:
-    """What SIGHUP changes without a restart: filter parameters, flush settings, log level."""
+    """What SIGHUP changes without a restart: filter parameters (the statistics window too), flush settings,
+    log level."""
     params = filter_params(cfg)
     if params != trade_filter.params:
         trade_filter.set_params(params)
         pipeline.encoder.numerics.size = numeric_cache_size(params.keep_all)
+    if restarted := pipeline.set_stats_window(window_ms(cfg.filters.trades.stats_window_s)):
+        log.warning("filters.trades.stats_window is now %s: the statistics of %d symbols start afresh (the old "
+                    "window's slots do not fit the new one); tiers computed from then on use them",
+                    cfg.filters.trades.stats_window, restarted)
     pipeline.funding_gate.interval_ms = int(cfg.filters.funding.min_interval_s * 1000)
     pipeline.batch_rows = cfg.writer.batch_rows
     pipeline.flush_interval_ms = cfg.writer.flush_interval_ms
