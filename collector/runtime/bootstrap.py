@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from collector.runtime.coordinator import (
     record_universe,
     tier_params,
 )
+from collector.runtime.run_dir import make_run_dir
 from collector.runtime.shm import StatsBlock
 from collector.runtime.startup import StartupError, check_machine, prepare_database
 from collector.runtime.venue_shards import shard_venues
@@ -126,7 +126,7 @@ def bootstrap(res: Resources, cfg: Config, n_workers: int, simulate: bool, sim_o
     assert res.dsn is not None and res.endpoints is not None
     prepare_database(res.dsn, cfg.database.mode, cfg.retention.periods())
     _starting_universe(res, cfg, n_workers)
-    res.run_dir = tempfile.mkdtemp(prefix="collector-")  # short path: Unix socket names are <108 bytes
+    res.run_dir = make_run_dir()  # and removes those of supervisors that were killed (run_dir says why)
     res.socket_path = os.path.join(res.run_dir, "writer.sock")
     res.rest_budget_path = os.path.join(res.run_dir, "rest-budget")
     limit = WeightBudget.BINANCE_LIMIT_PER_MIN
