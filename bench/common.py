@@ -397,9 +397,21 @@ def machine() -> dict:
             "kernel": platform.release()}
 
 
-def write_results(name: str, payload: dict) -> Path:
+def results_stem(name: str) -> str:
+    """`<name>-<date>`, or `<name>-<date>-2`, -3... when a run of the same day already wrote that one: one
+    day's runs never overwrite each other's results (a figure quoted in a README keeps its file)."""
+    base = f"{name}-{dt.date.today().isoformat()}"
+    stem, n = base, 1
+    while any((RESULTS / f"{stem}{ext}").exists() for ext in (".json", ".png")):
+        n += 1
+        stem = f"{base}-{n}"
+    return stem
+
+
+def write_results(name: str, payload: dict, stem: str | None = None) -> Path:
+    """The results as bench/results/<stem>.json (default: a new results_stem(name))."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}-{dt.date.today().isoformat()}.json"
+    path = RESULTS / f"{stem or results_stem(name)}.json"
     end_probe = speed_probe()
     print(f"reference loop at the end: {end_probe:.0f} ms CPU")
     path.write_text(json.dumps({"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

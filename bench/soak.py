@@ -244,7 +244,7 @@ def main() -> None:
     title = (f"supervisor.py --workers {a.workers}, {a.rate:,.0f} aggTrades/s x {a.symbols} symbols, {mode}, "
              f"{a.duration:.0f} s, {common.SERVERS[a.server]}\n{what}")
     common.RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"soak-{time.strftime('%Y-%m-%d')}"
+    stem = common.results_stem("soak")  # the JSON below gets the same name
     png = common.RESULTS / f"{stem}.png"
     plot(points, title, png, a.settle)
     every = max(1, len(points) // 12)  # about a dozen rows on stdout; all of them in the JSON
@@ -269,9 +269,9 @@ def main() -> None:
     e = r["exact"]
     print(f"  exact count: {e['checks']} (trades rows {e['db_trades']}, kept {e['kept_trades']}, received "
           f"{e['received_trades']}, sent {e['sent_trades']}); supervisor exit {r['exit_code']}")
-    path = common.write_results("soak", {"command": " ".join(sys.argv), "product": what, "server": a.server,
-                                         "growth": g, "exact": e, "exit_code": r["exit_code"], "series": points,
-                                         "elapsed_s": round(time.monotonic() - t_start)})
+    path = common.write_results("soak", stem=stem, payload={
+        "command": " ".join(sys.argv), "product": what, "server": a.server, "growth": g, "exact": e,
+        "exit_code": r["exit_code"], "series": points, "elapsed_s": round(time.monotonic() - t_start)})
     print(f"wrote {path} and {png}")
 
 
