@@ -49,6 +49,10 @@ def test_killed_worker_gap_is_detected_and_backfilled(db_url: str, tmp_path: Pat
         wait_for(lambda: _worker_pids(c).get("1/2", victim) != victim, 60, "worker 1 restarted")
         wait_for(lambda: (c.logs / "worker-1.log").read_text().count("resumed the checkpoints of") >= 2, 60,
                  "the successor to resume from its predecessor's checkpoints")
+        # and its symbols' rolling statistics (the tiers' input), all 8 of which had traded and been published
+        # (logged just after the checkpoints' line)
+        wait_for(lambda: "resumed statistics of 8 symbols from a predecessor" in (c.logs / "worker-1.log").read_text(),
+                 30, "the successor to resume its predecessor's statistics of all 8 symbols")
         wait_for(lambda: c.query("SELECT count(*) FROM gaps WHERE filled_at IS NOT NULL")[0][0] > 0, 90,
                  "the crash gaps to be backfilled")
         c.control("pause")
