@@ -112,10 +112,11 @@ class SupervisorProcess:
 
     running: set[SupervisorProcess] = set()
 
-    def __init__(self, *args: str, cwd: Path) -> None:
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), *args], cwd=cwd,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+                                     start_new_session=True)
         SupervisorProcess.running.add(self)
 
     def signal(self, sig: int) -> None:

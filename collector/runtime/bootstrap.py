@@ -33,7 +33,7 @@ from collector.runtime.coordinator import (
     record_universe,
     tier_params,
 )
-from collector.runtime.run_dir import make_run_dir
+from collector.runtime.run_dir import make_run_dir, name_semaphores, shared_name
 from collector.runtime.shm import StatsBlock
 from collector.runtime.startup import StartupError, check_machine, prepare_database
 from collector.runtime.venue_shards import shard_venues
@@ -132,9 +132,13 @@ def bootstrap(res: Resources, cfg: Config, n_workers: int, simulate: bool, sim_o
     limit = WeightBudget.BINANCE_LIMIT_PER_MIN
     create_budget_file(res.rest_budget_path, time.time() * 1000, limit,
                        min(1.0, cfg.exchange.rest_weight_per_min / limit))
-    res.stats = StatsBlock.create(len(res.shards) + 1, SYMBOL_SLOT_FACTOR * len(res.universe))
+    # Shared memory and the children's semaphores are named after the run directory, so that the next start
+    # removes them too if this supervisor's whole process group is SIGKILLed (collector.runtime.run_dir).
+    name_semaphores(res.run_dir)
+    res.stats = StatsBlock.create(len(res.shards) + 1, SYMBOL_SLOT_FACTOR * len(res.universe),
+                                  name=shared_name(res.run_dir, "stats"))
     res.symbol_slots = {sym: i for i, sym in enumerate(res.universe)}
-    res.checkpoints = CheckpointBlock.create(res.stats.symbol_slots)
+    res.checkpoints = CheckpointBlock.create(res.stats.symbol_slots, name=shared_name(res.run_dir, "checkpoints"))
     _load_checkpoints(res)
 
 

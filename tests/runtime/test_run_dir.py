@@ -1,4 +1,5 @@
-"""Run directories a killed supervisor left behind are removed at the next start; nothing else is."""
+"""Run directories a killed supervisor left behind are removed at the next start, with the shared memory
+named after them; nothing else is."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from collector.runtime.run_dir import OWNER_FILE, make_run_dir, process_start, sweep_stale
+from collector.runtime.run_dir import (
+    OWNER_FILE,
+    make_run_dir,
+    process_start,
+    shared_name,
+    sweep_stale,
+    unlink_shared,
+)
 
 
 def _dead_pid() -> int:
@@ -47,3 +55,20 @@ def test_a_new_run_directory_records_its_owner_and_sweeps_first(tmp_path: Path) 
     assert oct(path.stat().st_mode & 0o777) == "0o700"
     assert not stale.exists()
     assert sweep_stale(tmp_path) == [] and path.exists()  # its own owner is alive
+
+
+def test_the_sweep_removes_the_shared_memory_named_after_a_dead_owners_directory(tmp_path: Path) -> None:
+    shm = tmp_path / "shm"  # stands for /dev/shm: blocks are `<name>`, semaphores `sem.<name>`
+    shm.mkdir()
+    dead = _run_dir(tmp_path, "collector-dead1", f"{_dead_pid()} 12345\n")
+    alive = _run_dir(tmp_path, "collector-alive1", f"{os.getpid()} {process_start(os.getpid())}\n")
+    names = [shared_name(dead, "stats"), shared_name(dead, "checkpoints"), "sem.collector-dead1-a1b2c3d4",
+             shared_name(alive, "stats"), "sem.collector-alive1-a1b2c3d4",
+             "collector-dead10-stats",  # another directory whose name merely starts alike
+             "psm_0123abcd", "sem.mp-0123abcd"]  # multiprocessing's own names: nobody's to judge
+    for n in names:
+        (shm / n).write_bytes(b"\0" * 32)
+
+    assert sweep_stale(tmp_path, shm) == [str(dead)]
+    assert sorted(p.name for p in shm.iterdir()) == sorted(names[3:])
+    assert unlink_shared("collector-alive1", tmp_path / "missing") == 0  # no such mount: nothing, no error
