@@ -208,6 +208,11 @@ class SymbolActivity:
             total = array(sketch.TYPECODE, map(int.__add__, total, hist[k * NBUCKETS:(k + 1) * NBUCKETS]))
         return total
 
+    def same_layout(self, other: SymbolActivity) -> bool:
+        """Whether `other` keeps its slots over the same window as this one: only then can the two be
+        merged, or one take the other's place (filters.trades.stats_window may have changed between them)."""
+        return other.slot_ms == self.slot_ms and other.slots == self.slots
+
     def merge(self, other: SymbolActivity) -> None:
         """Fold in another process's view of the same symbol.
 
@@ -215,7 +220,7 @@ class SymbolActivity:
         epochs -> the older one has aged out, so the newer wins. The result is what one process
         seeing both trade streams would hold.
         """
-        if (other.slot_ms, other.slots) != (self.slot_ms, self.slots):
+        if not self.same_layout(other):
             raise ValueError("cannot merge activity with a different slot layout")
         self._flush()
         other._flush()

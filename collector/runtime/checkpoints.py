@@ -221,6 +221,7 @@ def resume_activity(block: StatsBlock, slots: Mapping[str, int], pipeline: Pipel
     image that is not one, and one kept over another window than the pipeline's (filters.trades.stats_window
     changed since the predecessor started): resuming that would keep the old window for good."""
     from collector.pipeline.activity import SymbolActivity
+    from collector.runtime.seqlock import StaleSlot
 
     resumed = other_window = 0
     for sym, index in slots.items():
@@ -229,7 +230,7 @@ def resume_activity(block: StatsBlock, slots: Mapping[str, int], pipeline: Pipel
             continue
         try:
             r = block.read_activity(index)
-        except Exception:  # a stale slot (its owner died mid-write): start that symbol afresh
+        except StaleSlot:  # its owner died mid-write: start that symbol afresh
             continue
         if r is None:
             continue
@@ -237,7 +238,7 @@ def resume_activity(block: StatsBlock, slots: Mapping[str, int], pipeline: Pipel
             act = SymbolActivity.from_bytes(r.data)
         except ValueError:
             continue
-        if (act.slot_ms, act.slots) != (mine.slot_ms, mine.slots):
+        if not mine.same_layout(act):
             other_window += 1
             continue
         pipeline.activity[sym] = act

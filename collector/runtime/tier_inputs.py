@@ -23,9 +23,10 @@ def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[
 
     A symbol may map to several slots (e.g. its old and new owner's while it moves between workers): their
     images are merged with SymbolActivity.merge, which equals one process having seen both streams. Slots
-    never written or stale (owner died mid-write) are skipped, and so is an image over another window than the
-    symbol's newest one (filters.trades.stats_window changed meanwhile); a symbol without any readable slot gets
-    EMPTY_SUMMARY, which compute_tiers ranks as trade-less. The written slots' pages are unmapped from
+    never written or stale (owner died mid-write) are skipped, as are an image that is not one (logged) and
+    an image over another window than the symbol's newest one (filters.trades.stats_window changed
+    meanwhile); a symbol without any readable slot gets EMPTY_SUMMARY, which compute_tiers ranks as
+    trade-less. The written slots' pages are unmapped from
     this process's view afterwards (StatsBlock.release_symbol_pages).
     """
     out: dict[str, Summary] = {}
@@ -46,10 +47,14 @@ def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[
         # newest first: after a change of filters.trades.stats_window the newest image has the window now
         # configured, and an older owner's image over the old window cannot be merged into it
         for reading in sorted(readings, key=lambda r: r.updated_ms, reverse=True):
-            act = SymbolActivity.from_bytes(reading.data)
+            try:
+                act = SymbolActivity.from_bytes(reading.data)
+            except ValueError as e:  # not an image of this build: one symbol's input, not the tier computation
+                log.warning("activity of %s: an image that is not one left out (%s)", symbol, e)
+                continue
             if merged is None:
                 merged = act
-            elif (act.slot_ms, act.slots) != (merged.slot_ms, merged.slots):
+            elif not merged.same_layout(act):
                 log.warning("activity of %s: an image over another window (%d ms slots, not %d) left out",
                             symbol, act.slot_ms, merged.slot_ms)
             else:

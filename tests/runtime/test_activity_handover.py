@@ -203,3 +203,18 @@ def test_neither_a_successor_nor_the_merge_carries_the_old_window_on(block: Stat
     after = _pipeline(window_ms(6 * 3600))
     assert resume_activity(block, {"AUSDT": 0, "BUSDT": 1}, after) == 1
     assert after.activity["AUSDT"].count(NOW) == 0 and after.activity["BUSDT"].count(NOW) == 20
+
+
+def test_the_merge_leaves_out_an_image_that_is_not_one(block: StatsBlock, caplog: pytest.LogCaptureFixture) -> None:
+    """A slot holding bytes that are not an activity image costs its symbol that input, with a warning, not
+    the whole tier computation (SymbolActivity.from_bytes raised ValueError out of merge_activity)."""
+    good = _traded(SymbolActivity(), 25, seed=5)
+    block.publish_activity(0, 1, good.to_bytes(), now_ms=NOW - 2_000)
+    block.publish_activity(1, 2, bytes(block.activity_nbytes), now_ms=NOW - 1_000)  # newest, and garbage
+    seven = struct.pack("<qq", HOUR, 7) + bytes(block.activity_nbytes - 16)  # 7 slots: not this image's size
+    block.publish_activity(2, 1, seven, now_ms=NOW - 1_000)
+    with caplog.at_level(logging.WARNING, logger="collector.runtime.tier_inputs"):
+        got = merge_activity(block, {"AUSDT": [0, 1], "BUSDT": 2}, NOW)
+    assert got["AUSDT"] == good.summary(NOW)
+    assert got["BUSDT"].count == 0
+    assert caplog.text.count("an image that is not one left out") == 2
