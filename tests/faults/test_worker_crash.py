@@ -11,7 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import wait_for
+import yaml
+from helpers import wait_for, write_config
 from test_gaps import Collector, assert_every_id_once, ids_complete, trade_ids
 
 from collector.runtime.checkpoints import SNAPSHOT_EVERY_S
@@ -105,6 +106,43 @@ def test_kill_right_after_the_first_committed_row_loses_nothing(db_url: str, tmp
         assert_every_id_once(c, t, symbols)
         # repaired, not merely received: the successors' first trades each revealed a gap, filled over REST
         assert c.query("SELECT count(*) FROM gaps WHERE kind = 'trades' AND filled_at IS NOT NULL")[0][0] >= 2
+        code, out = c.stop()
+        assert code == 0, out[-3000:]
+    finally:
+        c.stop()
+
+
+@pytest.mark.timeout(240)
+def test_after_a_stats_window_sighup_a_successor_resumes_the_new_windows_statistics(db_url: str,
+                                                                                      tmp_path: Path) -> None:
+    """SIGHUP with a new filters.trades.stats_window, through the real supervisor: the running workers start
+    their statistics afresh over it and publish them, so a worker killed afterwards hands its successor (built
+    from the new file) images over the new window, all of which it resumes. Had the workers kept the old
+    window, the successor would leave every image out ("kept them over another window")."""
+    c = Collector(tmp_path, db_url, SimConfig(port=0, symbols=16, rate=80, speed=10, seed=14), workers=2)
+    try:
+        wait_for(lambda: c.query("SELECT count(*) FROM trades")[0][0] > 0, 60, "trades stored")
+        cfg = tmp_path / "main.yaml"
+        sections = yaml.safe_load(cfg.read_text())
+        sections["filters"] = {"trades": {"stats_window": "6h"}}
+        write_config(cfg, **sections)
+        assert c.sup is not None
+        c.sup.signal(signal.SIGHUP)
+        log1 = c.logs / "worker-1.log"
+        wait_for(lambda: "filters.trades.stats_window is now 6h: the statistics of 8 symbols start afresh"
+                 in log1.read_text(), 30, "worker 1 to restart its statistics over 6 h")
+        # every image changed with the window, so the next copy after this moment holds all 8 over 6 h
+        reloaded = datetime.now(UTC).isoformat()
+        wait_for(lambda: (c.stats()["workers"][0]["activity_published_at"] or "") > reloaded[:23], 30,
+                 "worker 1 to publish after the reload")
+        victim = _worker_pids(c)["1/2"]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: _worker_pids(c).get("1/2", victim) != victim, 60, "worker 1 restarted")
+        wait_for(lambda: "resumed statistics of" in log1.read_text().split("filters.trades.stats_window is now")[-1],
+                 60, "the successor to resume its predecessor's statistics")
+        after = log1.read_text().split("filters.trades.stats_window is now")[-1]
+        assert "resumed statistics of 8 symbols from a predecessor" in after
+        assert "over another filters.trades.stats_window" not in after
         code, out = c.stop()
         assert code == 0, out[-3000:]
     finally:
