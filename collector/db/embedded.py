@@ -22,6 +22,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# In a persistent data directory: the process that started the server there ("<pid> <kernel start time>",
+# collector.runtime.run_dir's owner record), so that a later start can tell a server whose starter was killed
+# from one a running collector uses.
+OWNER_FILE = "collector.owner"
+
 UNPRIVILEGED_USER = "postgres"
 
 
@@ -92,6 +97,28 @@ def _running_port(datadir: Path) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return port
+
+
+def _record_owner(datadir: Path) -> None:
+    from collector.runtime.run_dir import process_start  # noqa: PLC0415 - one rule for owner records
+
+    pid = os.getpid()
+    try:
+        (datadir / OWNER_FILE).write_text(f"{pid} {process_start(pid) or ''}\n")
+    except OSError as e:  # only the take-over after a kill needs it
+        log.warning("could not record the embedded server's owner in %s: %s", datadir, e)
+
+
+def _starter_gone(datadir: Path) -> bool:
+    """Whether the server running on `datadir` was started by a process that is gone; False without a record
+    (started by hand, or by an older version: not ours to stop)."""
+    from collector.runtime.run_dir import owner_alive  # noqa: PLC0415
+
+    try:
+        record = (datadir / OWNER_FILE).read_text()
+    except OSError:
+        return False
+    return not owner_alive(record)
 
 
 def _run_as() -> str | None:
@@ -220,14 +247,21 @@ class EmbeddedPostgres:
                        "-E", "UTF8", "--locale=C"])
         running = _running_port(datadir)
         if running is not None:
-            # Already up (e.g. the collector is running and `python -m collector check` attaches to it):
-            # use it, and leave it running on stop().
-            self.port, self._owned = running, False
+            # Already up: a running collector's (`python -m collector check` attaching to it), used and left
+            # running on stop(); or one whose starter was SIGKILLed (pg_ctl runs the server in its own session,
+            # so it outlives a killed process group), taken over so that this process stops it, else nobody would.
+            self.port = running
+            self._owned = _starter_gone(datadir)
+            if self._owned:
+                log.warning("embedded PostgreSQL on port %d was left running by a process that is gone: taken "
+                            "over (stopped when this one stops)", running)
+                _record_owner(datadir)
             return self.url
         if self.port is None:
             self.port = free_port()
         self._pg_ctl_start()
         self._owned = True
+        _record_owner(datadir)
         self._ensure_database()
         log.info("embedded PostgreSQL (%s) on 127.0.0.1:%s, data in %s%s", self._bindir, self.port, datadir,
                  ", TimescaleDB preloaded" if self.preload_timescaledb else "")

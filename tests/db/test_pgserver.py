@@ -1,5 +1,8 @@
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -107,3 +110,55 @@ def test_binaries_the_server_user_cannot_reach_are_run_from_a_copy(tmp_path: Pat
     finally:
         server.stop()
     assert not copy.exists()
+
+
+def _server_pid(datadir: Path) -> int | None:
+    from collector.db.embedded import _running_port
+
+    if _running_port(datadir) is None:
+        return None
+    return int((datadir / "postmaster.pid").read_text().splitlines()[0])
+
+
+def test_a_server_left_running_by_a_killed_starter_is_taken_over_and_stopped() -> None:
+    """pg_ctl runs the server in its own session, so a collector killed with -9 (its whole process group
+    too) leaves it running; the next start used it and left it running on stop, so nobody ever stopped it."""
+    base = Path(tempfile.mkdtemp(prefix="collector-test-"))
+    os.chmod(base, 0o755)
+    datadir = base / "pg"
+    starter = (f"from pathlib import Path; from collector.db.embedded import EmbeddedPostgres; "
+               f"EmbeddedPostgres(datadir=Path({str(datadir)!r}), durable=False).start(); import os; os._exit(0)")
+    try:
+        subprocess.run([sys.executable, "-c", starter], check=True, timeout=120)  # gone without stop()
+        orphan = _server_pid(datadir)
+        assert orphan is not None
+        server = EmbeddedPostgres(datadir=datadir, durable=False)
+        server.start()
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert _server_pid(datadir) == orphan  # used, not restarted
+        server.stop()
+        assert _server_pid(datadir) is None
+    finally:
+        if (pid := _server_pid(datadir)) is not None:
+            os.kill(pid, signal.SIGQUIT)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_server_a_live_process_started_is_used_and_left_running() -> None:
+    """`python -m collector check --embedded` attaching to a running collector's server must not stop it."""
+    base = Path(tempfile.mkdtemp(prefix="collector-test-"))
+    os.chmod(base, 0o755)
+    owner = EmbeddedPostgres(datadir=base / "pg", durable=False)
+    owner.start()
+    try:
+        pid = _server_pid(base / "pg")
+        attached = EmbeddedPostgres(datadir=base / "pg", durable=False)
+        attached.start()
+        attached.stop()
+        assert _server_pid(base / "pg") == pid
+        owner.stop()  # its starter, alive, still stops it
+        assert _server_pid(base / "pg") is None
+    finally:
+        owner.stop()
+        shutil.rmtree(base, ignore_errors=True)
