@@ -20,10 +20,16 @@ def test_fresh_database_is_empty_and_writable(db_url: str) -> None:
         assert conn.execute("SELECT x FROM t").fetchone() == (1,)
 
 
-def test_persistent_datadir_survives_restart() -> None:
-    # pytest's tmp_path is private to root; the server runs as an unprivileged user when we are root
+def _server_base() -> Path:
+    """A directory for a persistent data directory: pytest's tmp_path is private to root, and the server
+    runs as an unprivileged user when we are root."""
     base = Path(tempfile.mkdtemp(prefix="collector-test-"))
     os.chmod(base, 0o755)
+    return base
+
+
+def test_persistent_datadir_survives_restart() -> None:
+    base = _server_base()
     server = EmbeddedPostgres(datadir=base / "pg", durable=False)
     server.start()
     try:
@@ -123,8 +129,7 @@ def _server_pid(datadir: Path) -> int | None:
 def test_a_server_left_running_by_a_killed_starter_is_taken_over_and_stopped() -> None:
     """pg_ctl runs the server in its own session, so a collector killed with -9 (its whole process group
     too) leaves it running; the next start used it and left it running on stop, so nobody ever stopped it."""
-    base = Path(tempfile.mkdtemp(prefix="collector-test-"))
-    os.chmod(base, 0o755)
+    base = _server_base()
     datadir = base / "pg"
     starter = (f"from pathlib import Path; from collector.db.embedded import EmbeddedPostgres; "
                f"EmbeddedPostgres(datadir=Path({str(datadir)!r}), durable=False).start(); import os; os._exit(0)")
@@ -147,8 +152,7 @@ def test_a_server_left_running_by_a_killed_starter_is_taken_over_and_stopped() -
 
 def test_a_server_a_live_process_started_is_used_and_left_running() -> None:
     """`python -m collector check --embedded` attaching to a running collector's server must not stop it."""
-    base = Path(tempfile.mkdtemp(prefix="collector-test-"))
-    os.chmod(base, 0o755)
+    base = _server_base()
     owner = EmbeddedPostgres(datadir=base / "pg", durable=False)
     owner.start()
     try:

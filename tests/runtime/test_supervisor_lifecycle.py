@@ -24,7 +24,7 @@ from helpers import (
 
 from collector.db.embedded import free_port
 from collector.runtime.run_dir import SHM_DIR
-from exchange_sim import SimConfig, run_in_thread
+from exchange_sim import SimConfig, SimHandle, run_in_thread
 
 
 def test_broken_config_fails_with_one_line(tmp_path: Path) -> None:
@@ -37,14 +37,20 @@ def test_broken_config_fails_with_one_line(tmp_path: Path) -> None:
     assert lines == [f"error: {cfg}: monitoring.health_check_port: Expected `int`, got `str`"]
 
 
-@pytest.mark.timeout(180)
-def test_children_do_not_outlive_a_killed_supervisor(db_url: str, tmp_path: Path) -> None:
-    sim = run_in_thread(SimConfig(port=0, symbols=10, rate=20, speed=1, seed=2))
+def _config(tmp_path: Path, db_url: str, sim: SimHandle) -> tuple[Path, int]:
+    """A configuration for `sim` and the test's database, and its health port."""
     port = free_port()
     cfg = write_config(tmp_path / "main.yaml", database={"url": db_url},
                        exchange={"rest_url": sim.rest_url, "ws_url": sim.ws_url},
                        logging={"filename": str(tmp_path / "logs" / "supervisor.log")},
                        monitoring={"health_check_port": port})
+    return cfg, port
+
+
+@pytest.mark.timeout(180)
+def test_children_do_not_outlive_a_killed_supervisor(db_url: str, tmp_path: Path) -> None:
+    sim = run_in_thread(SimConfig(port=0, symbols=10, rate=20, speed=1, seed=2))
+    cfg, port = _config(tmp_path, db_url, sim)
     sup = SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path)
     try:
         def healthy() -> bool:
@@ -92,11 +98,7 @@ def test_a_sigkilled_process_group_leaves_nothing_behind_after_the_next_start(db
     run_tmp.mkdir()
     env = {"TMPDIR": str(run_tmp)}  # this test's supervisors alone sweep (and make) run directories here
     sim = run_in_thread(SimConfig(port=0, symbols=10, rate=20, speed=1, seed=2))
-    port = free_port()
-    cfg = write_config(tmp_path / "main.yaml", database={"url": db_url},
-                       exchange={"rest_url": sim.rest_url, "ws_url": sim.ws_url},
-                       logging={"filename": str(tmp_path / "logs" / "supervisor.log")},
-                       monitoring={"health_check_port": port})
+    cfg, port = _config(tmp_path, db_url, sim)
     first = SupervisorProcess("--workers", "2", "--config", str(cfg), cwd=tmp_path, env=env)
     second = None
     try:
