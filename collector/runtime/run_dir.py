@@ -6,7 +6,9 @@ supervisor removes it when it stops; a supervisor killed with SIGKILL (or by the
 over months of such restarts they pile up in the temporary directory. So each one records its owner (pid
 and the kernel's start time of that pid, which tells a reused pid apart) and every start removes the
 directories of owners that are gone. Directories of other users, and anything without an owner record (an
-embedded PostgreSQL's `collector-pg-*`, a directory of an older version), are left alone.
+embedded PostgreSQL's `collector-pg-*`, a directory of an older version), are left alone; so are copies of
+the PostgreSQL installation (`collector-pginstall-*`, whose record has another name): collector.db.embedded
+sweeps those, once no server runs from them.
 
 The same holds for what the supervisor keeps in shared memory: the stats and checkpoint blocks (~13 MB of
 resident pages for 496 symbols) and the named semaphores of its children's stop events and control queues
@@ -108,28 +110,43 @@ def unlink_shared(run_dir_name: str, shm_dir: str | Path = SHM_DIR) -> int:
     return removed
 
 
+def owner_record(pid: int | None = None) -> str:
+    """The owner record of this process (or `pid`): `<pid> <kernel start time>`, as owner_alive reads it."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid} {process_start(pid) or ''}\n"
+
+
+def stale_dirs(prefix: str, record_name: str, tmp: str | Path | None = None) -> list[os.DirEntry[str]]:
+    """This user's directories in `tmp` (default: the system's) named `prefix*` whose owner record, the file
+    `record_name` in them, names a process that is gone. One without a record is not listed (another
+    version's, or not ours); an unreadable `tmp` lists none."""
+    try:
+        entries = list(os.scandir(tmp or tempfile.gettempdir()))
+    except OSError:
+        return []
+    uid = os.getuid()
+    stale = []
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+            record = Path(entry.path, record_name).read_text()
+        except OSError:
+            continue
+        if not owner_alive(record):
+            stale.append(entry)
+    return stale
+
+
 def sweep_stale(tmp: str | Path | None = None, shm_dir: str | Path = SHM_DIR) -> list[str]:
     """Remove this user's run directories in `tmp` (default: the system's) whose supervisor is gone, with
     their shared memory in `shm_dir`; returns the directories' paths. Never raises: a directory that cannot
     be read or removed is left as it is."""
     removed: list[str] = []
     shared = 0
-    try:
-        entries = list(os.scandir(tmp or tempfile.gettempdir()))
-    except OSError:
-        return removed
-    uid = os.getuid()
-    for entry in entries:
-        if not entry.name.startswith(PREFIX):
-            continue
-        try:
-            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != uid:
-                continue
-            record = Path(entry.path, OWNER_FILE).read_text()
-        except OSError:  # no owner record: not a run directory (or another version's), not ours to judge
-            continue
-        if owner_alive(record):
-            continue
+    for entry in stale_dirs(PREFIX, OWNER_FILE, tmp):
         shared += unlink_shared(entry.name, shm_dir)  # first: the directory's name is what finds them
         shutil.rmtree(entry.path, ignore_errors=True)
         if not os.path.exists(entry.path):
@@ -144,6 +161,5 @@ def make_run_dir(tmp: str | Path | None = None, shm_dir: str | Path = SHM_DIR) -
     """A new private run directory with this process's owner record, after sweeping the stale ones."""
     sweep_stale(tmp, shm_dir)
     path = tempfile.mkdtemp(prefix=PREFIX, dir=tmp)
-    pid = os.getpid()
-    Path(path, OWNER_FILE).write_text(f"{pid} {process_start(pid) or ''}\n")
+    Path(path, OWNER_FILE).write_text(owner_record())
     return path
