@@ -2,9 +2,10 @@
 """The shipped configuration, measured from outside the process tree: `supervisor.py --workers 8`, filtered.
 
 What users run (`python supervisor.py --workers 8`) at the real market's rate: 1,260 aggTrades/s over 496
-symbols (the simulator adds ~500 markPrice and ~500 kline frames/s), trade filter on. Each *run* is a whole
-session - fresh simulator, fresh database on one throwaway PostgreSQL server, the real supervisor started
-as a subprocess - so the medians over runs include start-up to start-up variation, and every run yields:
+symbols (the simulator adds ~165 markPrice frames/s, one per symbol every 3 s, and ~460 kline updates),
+trade filter on. Each *run* is a whole session - fresh simulator, fresh database on one throwaway PostgreSQL
+server, the real supervisor started as a subprocess - so the medians over runs include start-up to start-up
+variation, and every run yields:
 
 - **cold start**: from `Popen` of the supervisor to the first row committed in `trades` (the bench-only
   `committed_at DEFAULT clock_timestamp()` column, see throughput.py), wall seconds;
@@ -16,7 +17,8 @@ as a subprocess - so the medians over runs include start-up to start-up variatio
   summed (shared pages split between the processes that map them: the real footprint; the shared-memory
   stats block is split among the supervisor and the children that map it, so it is counted once);
 - **idle**: the same with the simulator at 0 aggTrades/s (connections open, markPrice still pushed every
-  second per symbol, klines only updated by trades, so none), after the same warm-up;
+  3 s per symbol, klines only updated by trades, so none but the closed ones each minute), after the same
+  warm-up;
 - **peer**: bench/peer.py's session at the same rate, one window of the same length, in the same invocation:
   `stock` (cryptofeed + its Postgres backends, everything stored) and `filtered` (the same with the
   collector's own storage rules in its callbacks, bench/peer_filter.py: the like-for-like one); their PG cores
