@@ -184,9 +184,6 @@ class SupervisedConnection(ConnectionHandler):
         batch_handler = self._batch_handler
         deliver = getattr(connection, "deliver_batches", None)
         if batch_handler is not None and deliver is not None:
-            if not self.running:  # stopped while connecting: request_stop found nothing open to close
-                await cast(Any, connection).close()
-                return
             try:
                 await deliver(batch_handler)  # each read straight from the socket's callback; ends with it
             except Exception:
@@ -224,6 +221,10 @@ class SupervisedConnection(ConnectionHandler):
                 try:
                     async with self.conn.connect() as connection:
                         await cast(Any, self.subscribe)(connection)
+                        if not self.running or self._stop.is_set():
+                            # Stopped while this session was opening: request_stop() found nothing open to
+                            # close, and nothing would end it now (the watchdog stops with `running`).
+                            break
                         subscribed = True
                         delay = RECONNECT_DELAY_INITIAL
                         if self.timeout != -1:

@@ -196,6 +196,49 @@ def test_connection_that_never_delivers_is_noticed(sim) -> None:
     assert received == []
 
 
+@pytest.mark.parametrize(("client", "batched"), [("websockets", False), ("picows", False), ("picows", True)])
+def test_a_stop_while_connecting_ends_the_session_that_opens_afterwards(sim, client: str, batched: bool) -> None:
+    """request_stop() while a (re)connect is still opening finds nothing open to close; the session that
+    opens after it must end at once rather than wait on its streams: a silent one (here: a symbol the
+    server never serves) would hold the feed's stop forever, since the watchdog stops watching too."""
+    opening: list[asyncio.Event] = []
+    release: list[asyncio.Event] = []
+
+    class Gated(exchange.ws_connection_class(client)):  # type: ignore[misc]
+        async def _open(self) -> None:
+            opening[0].set()
+            await release[0].wait()
+            await super()._open()
+
+    async def handler(msg, conn, ts) -> None:  # noqa: ANN001
+        raise AssertionError("nothing is served on this stream")
+
+    def batch_handler(messages, conn, ts) -> None:  # noqa: ANN001
+        raise AssertionError("nothing is served on this stream")
+
+    async def subscribe(conn) -> None:  # noqa: ANN001
+        return None
+
+    async def main() -> Gated:
+        opening.append(asyncio.Event())
+        release.append(asyncio.Event())
+        stop = asyncio.Event()
+        conn = Gated(f"{sim.ws_url}/market/stream?streams=nosuchusdt@aggTrade", "TEST")
+        handler_ = SupervisedConnection(conn, subscribe, handler, timeout=60, timeout_interval=60, stop=stop,
+                                        batch_handler=batch_handler if batched else None)
+        task = asyncio.create_task(handler_.run())
+        await opening[0].wait()
+        stop.set()
+        await handler_.request_stop()
+        release[0].set()
+        await asyncio.wait_for(task, 10)
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.connects == 1  # the session did open (after the stop), and was not reconnected
+    assert not conn.is_open
+
+
 def test_reconnects_without_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """More failed attempts than cryptofeed's default 10 retries, then the exchange comes back."""
     monkeypatch.setattr(exchange, "RECONNECT_DELAY_CAP", 0.05)  # keep the test short; the cap is what is tested
