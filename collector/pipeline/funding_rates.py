@@ -62,10 +62,17 @@ class FundingRates:
         self.on_change = on_change
 
     def rate_of(self, symbol: str, rate: str, next_ms: int, event_ms: int) -> tuple[str, int]:
-        """(rate, next funding ms) to store with this event: its own if it has a rate (then remembered),
-        else the one known; either only while `event_ms` is at most RATE_STALE_MS past that rate's
-        settlement, else no rate ("", 0)."""
+        """(rate, next funding ms) to store with this event: its own if it has a rate (then remembered, when
+        it comes with its settlement), else the one known; either only while `event_ms` is at most
+        RATE_STALE_MS past that rate's settlement, else no rate ("", 0)."""
         known = self.known.get(symbol)
+        if rate and not next_ms:
+            # Sent without its settlement: stored as sent, but a rate that can never be judged stale is not
+            # carried into later rows, and it supersedes the one before it (a successor restoring a rate
+            # drops one without a settlement too: checkpoints.current_rate).
+            if self.known.pop(symbol, None) is not None and self.on_change is not None:
+                self.on_change(symbol)
+            return rate, next_ms
         if rate:
             if (known is None or known[0] != rate or known[1] != next_ms) and _usable(rate):
                 self.known[symbol] = (rate, next_ms)
@@ -75,11 +82,12 @@ class FundingRates:
             rate, next_ms = known
         else:
             return rate, next_ms
-        if next_ms and is_stale(next_ms, event_ms):
+        if is_stale(next_ms, event_ms):
             return "", 0
         return rate, next_ms
 
     def restore(self, symbol: str, rate: str, next_ms: int) -> None:
-        """A predecessor's last rate (from its checkpoint); a rate this pipeline was sent itself wins."""
-        if symbol not in self.known and _usable(rate):
+        """A predecessor's last rate (from its checkpoint); a rate this pipeline was sent itself wins. One
+        without its settlement is not taken (rate_of does not carry such a rate either)."""
+        if symbol not in self.known and next_ms and _usable(rate):
             self.known[symbol] = (rate, next_ms)

@@ -140,6 +140,27 @@ def test_a_bad_rate_is_not_carried_into_later_rows() -> None:
     assert snapshot(p, T0)[INST].funding_rate == ""
 
 
+def test_a_rate_without_its_settlement_is_stored_but_carried_by_no_path(block: CheckpointBlock) -> None:
+    """Such a rate can never be judged stale, so none of the three ways a rate reaches a later row carries
+    it: the live pipeline's merge, the shared-memory record a successor restores, the table a full restart
+    loads (before, the first two carried it for good while the third dropped it)."""
+    p = _pipeline([])
+    assert p.funding_rates is not None
+    assert p.funding_rates.rate_of(INST, "0.0003", NEXT, T0) == ("0.0003", NEXT)
+    assert p.funding_rates.rate_of(INST, "0.0004", 0, T0 + 1000) == ("0.0004", 0)  # its own row: as sent
+    assert p.funding_rates.rate_of(INST, "", 0, T0 + 2000) == ("", 0)  # neither it nor the older one carried
+    c = snapshot(p, T0 + 2000)[INST]
+    assert (c.funding_rate, c.next_funding_ms) == ("", None)
+    block.write(0, SymbolCheckpoint(updated_ms=T0, funding_rate="0.0004", next_funding_ms=0))
+    carried = block.read(0)
+    assert carried is not None
+    successor = _pipeline([])
+    restore(successor, {INST: carried})
+    assert successor.funding_rates is not None
+    assert successor.funding_rates.rate_of(INST, "", 0, T0 + 3000) == ("", 0)
+    assert checkpoints.current_rate(carried, T0 + 3000).funding_rate == ""
+
+
 def test_venues_that_send_the_rate_with_the_mark_price_carry_nothing() -> None:
     assert _pipeline([], "binance").funding_rates is None and _pipeline([], "bybit").funding_rates is None
 
