@@ -96,6 +96,13 @@ def process_tree() -> list[tuple[int, int, str]]:
     return out
 
 
+def dead_owner_record() -> str:
+    """An owner record (collector.runtime.run_dir.owner_record's format) naming a process that has exited."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return f"{p.pid} 12345\n"
+
+
 def write_config(path: Path, **sections: dict) -> Path:
     path.write_text(yaml.safe_dump(sections))
     return path

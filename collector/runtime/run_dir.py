@@ -110,9 +110,9 @@ def unlink_shared(run_dir_name: str, shm_dir: str | Path = SHM_DIR) -> int:
     return removed
 
 
-def owner_record(pid: int | None = None) -> str:
-    """The owner record of this process (or `pid`): `<pid> <kernel start time>`, as owner_alive reads it."""
-    pid = os.getpid() if pid is None else pid
+def owner_record() -> str:
+    """This process's owner record: `<pid> <kernel start time>`, as owner_alive reads it."""
+    pid = os.getpid()
     return f"{pid} {process_start(pid) or ''}\n"
 
 

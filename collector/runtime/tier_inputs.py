@@ -26,8 +26,8 @@ def merge_activity(block: StatsBlock, symbol_slots: Mapping[str, int | Sequence[
     never written or stale (owner died mid-write) are skipped, as are an image that is not one (logged) and
     an image over another window than the symbol's newest one (filters.trades.stats_window changed
     meanwhile); a symbol without any readable slot gets EMPTY_SUMMARY, which compute_tiers ranks as
-    trade-less. The written slots' pages are unmapped from
-    this process's view afterwards (StatsBlock.release_symbol_pages).
+    trade-less. The written slots' pages are unmapped from this process's view afterwards
+    (StatsBlock.release_symbol_pages).
     """
     out: dict[str, Summary] = {}
     read: list[int] = []

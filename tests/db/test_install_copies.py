@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from helpers import dead_owner_record
 
 from collector.db.embedded import INSTALL_PREFIX, OWNER_FILE, sweep_install_copies
 from collector.runtime.run_dir import owner_record, sweep_stale
-
-
-def _dead_record() -> str:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return f"{p.pid} 12345\n"
 
 
 def _copy(tmp: Path, name: str, record: str | None) -> Path:
@@ -34,13 +29,13 @@ def _run_from(copy: Path) -> subprocess.Popen[bytes]:
 
 
 def test_only_unused_copies_of_makers_that_are_gone_are_removed(tmp_path: Path) -> None:
-    dead = _copy(tmp_path, "dead", _dead_record())
-    in_use = _copy(tmp_path, "inuse", _dead_record())
+    dead = _copy(tmp_path, "dead", dead_owner_record())
+    in_use = _copy(tmp_path, "inuse", dead_owner_record())
     alive = _copy(tmp_path, "alive", owner_record())
     unrecorded = _copy(tmp_path, "old", None)  # an older version's copy: not ours to judge
     other = tmp_path / "elsewhere-pginstall-x"
     other.mkdir()
-    (other / OWNER_FILE).write_text(_dead_record())
+    (other / OWNER_FILE).write_text(dead_owner_record())
 
     server = _run_from(in_use)
     try:
@@ -53,7 +48,7 @@ def test_only_unused_copies_of_makers_that_are_gone_are_removed(tmp_path: Path) 
 
 
 def test_a_copy_is_removed_once_nothing_runs_from_it(tmp_path: Path) -> None:
-    d = _copy(tmp_path, "server", _dead_record())
+    d = _copy(tmp_path, "server", dead_owner_record())
     server = _run_from(d)
     try:
         assert sweep_install_copies(tmp_path) == []
@@ -66,6 +61,6 @@ def test_a_copy_is_removed_once_nothing_runs_from_it(tmp_path: Path) -> None:
 def test_the_supervisors_sweep_leaves_installation_copies_alone(tmp_path: Path) -> None:
     """Its record is not a run directory's: sweep_stale would remove it without asking whether a server runs
     from it."""
-    d = _copy(tmp_path, "dead", _dead_record())
+    d = _copy(tmp_path, "dead", dead_owner_record())
     assert sweep_stale(tmp_path, tmp_path / "shm") == []
     assert d.exists()

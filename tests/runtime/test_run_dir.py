@@ -4,9 +4,9 @@ named after them; nothing else is."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from helpers import dead_owner_record
 
 from collector.runtime.run_dir import (
     OWNER_FILE,
@@ -16,12 +16,6 @@ from collector.runtime.run_dir import (
     sweep_stale,
     unlink_shared,
 )
-
-
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
 
 
 def _run_dir(tmp: Path, name: str, record: str | None) -> Path:
@@ -35,12 +29,12 @@ def _run_dir(tmp: Path, name: str, record: str | None) -> Path:
 
 def test_only_the_directories_of_supervisors_that_are_gone_are_removed(tmp_path: Path) -> None:
     me = f"{os.getpid()} {process_start(os.getpid())}\n"
-    dead = _run_dir(tmp_path, "collector-dead", f"{_dead_pid()} 12345\n")
+    dead = _run_dir(tmp_path, "collector-dead", dead_owner_record())
     reused = _run_dir(tmp_path, "collector-reused", f"{os.getpid()} 1\n")  # this pid, another process's start
     alive = _run_dir(tmp_path, "collector-alive", me)
     no_owner = _run_dir(tmp_path, "collector-pg-abc", None)  # an embedded PostgreSQL's, an older version's
     garbled = _run_dir(tmp_path, "collector-garbled", "not a record")
-    other = _run_dir(tmp_path, "elsewhere-dead", f"{_dead_pid()} 12345\n")
+    other = _run_dir(tmp_path, "elsewhere-dead", dead_owner_record())
 
     assert sorted(sweep_stale(tmp_path)) == sorted([str(dead), str(reused)])
     assert not dead.exists() and not reused.exists()
@@ -48,7 +42,7 @@ def test_only_the_directories_of_supervisors_that_are_gone_are_removed(tmp_path:
 
 
 def test_a_new_run_directory_records_its_owner_and_sweeps_first(tmp_path: Path) -> None:
-    stale = _run_dir(tmp_path, "collector-stale", f"{_dead_pid()} 12345\n")
+    stale = _run_dir(tmp_path, "collector-stale", dead_owner_record())
     path = Path(make_run_dir(tmp_path))
     assert path.parent == tmp_path and path.name.startswith("collector-")
     assert (path / OWNER_FILE).read_text() == f"{os.getpid()} {process_start(os.getpid())}\n"
@@ -60,7 +54,7 @@ def test_a_new_run_directory_records_its_owner_and_sweeps_first(tmp_path: Path) 
 def test_the_sweep_removes_the_shared_memory_named_after_a_dead_owners_directory(tmp_path: Path) -> None:
     shm = tmp_path / "shm"  # stands for /dev/shm: blocks are `<name>`, semaphores `sem.<name>`
     shm.mkdir()
-    dead = _run_dir(tmp_path, "collector-dead1", f"{_dead_pid()} 12345\n")
+    dead = _run_dir(tmp_path, "collector-dead1", dead_owner_record())
     alive = _run_dir(tmp_path, "collector-alive1", f"{os.getpid()} {process_start(os.getpid())}\n")
     names = [shared_name(dead, "stats"), shared_name(dead, "checkpoints"), "sem.collector-dead1-a1b2c3d4",
              shared_name(alive, "stats"), "sem.collector-alive1-a1b2c3d4",
