@@ -201,13 +201,12 @@ def test_a_stop_while_connecting_ends_the_session_that_opens_afterwards(sim, cli
     """request_stop() while a (re)connect is still opening finds nothing open to close; the session that
     opens after it must end at once rather than wait on its streams: a silent one (here: a symbol the
     server never serves) would hold the feed's stop forever, since the watchdog stops watching too."""
-    opening: list[asyncio.Event] = []
-    release: list[asyncio.Event] = []
+    opening, release = asyncio.Event(), asyncio.Event()  # bound to the loop that first waits on them
 
     class Gated(exchange.ws_connection_class(client)):  # type: ignore[misc]
         async def _open(self) -> None:
-            opening[0].set()
-            await release[0].wait()
+            opening.set()
+            await release.wait()
             await super()._open()
 
     async def handler(msg, conn, ts) -> None:  # noqa: ANN001
@@ -220,17 +219,15 @@ def test_a_stop_while_connecting_ends_the_session_that_opens_afterwards(sim, cli
         return None
 
     async def main() -> Gated:
-        opening.append(asyncio.Event())
-        release.append(asyncio.Event())
         stop = asyncio.Event()
         conn = Gated(f"{sim.ws_url}/market/stream?streams=nosuchusdt@aggTrade", "TEST")
         handler_ = SupervisedConnection(conn, subscribe, handler, timeout=60, timeout_interval=60, stop=stop,
                                         batch_handler=batch_handler if batched else None)
         task = asyncio.create_task(handler_.run())
-        await opening[0].wait()
+        await opening.wait()
         stop.set()
         await handler_.request_stop()
-        release[0].set()
+        release.set()
         await asyncio.wait_for(task, 10)
         return conn
 

@@ -11,6 +11,7 @@ from helpers import dead_owner_record
 from collector.runtime.run_dir import (
     OWNER_FILE,
     make_run_dir,
+    owner_record,
     process_start,
     shared_name,
     sweep_stale,
@@ -28,10 +29,9 @@ def _run_dir(tmp: Path, name: str, record: str | None) -> Path:
 
 
 def test_only_the_directories_of_supervisors_that_are_gone_are_removed(tmp_path: Path) -> None:
-    me = f"{os.getpid()} {process_start(os.getpid())}\n"
     dead = _run_dir(tmp_path, "collector-dead", dead_owner_record())
     reused = _run_dir(tmp_path, "collector-reused", f"{os.getpid()} 1\n")  # this pid, another process's start
-    alive = _run_dir(tmp_path, "collector-alive", me)
+    alive = _run_dir(tmp_path, "collector-alive", owner_record())
     no_owner = _run_dir(tmp_path, "collector-pg-abc", None)  # an embedded PostgreSQL's, an older version's
     garbled = _run_dir(tmp_path, "collector-garbled", "not a record")
     other = _run_dir(tmp_path, "elsewhere-dead", dead_owner_record())
@@ -55,7 +55,7 @@ def test_the_sweep_removes_the_shared_memory_named_after_a_dead_owners_directory
     shm = tmp_path / "shm"  # stands for /dev/shm: blocks are `<name>`, semaphores `sem.<name>`
     shm.mkdir()
     dead = _run_dir(tmp_path, "collector-dead1", dead_owner_record())
-    alive = _run_dir(tmp_path, "collector-alive1", f"{os.getpid()} {process_start(os.getpid())}\n")
+    alive = _run_dir(tmp_path, "collector-alive1", owner_record())
     names = [shared_name(dead, "stats"), shared_name(dead, "checkpoints"), "sem.collector-dead1-a1b2c3d4",
              shared_name(alive, "stats"), "sem.collector-alive1-a1b2c3d4",
              "collector-dead10-stats",  # another directory whose name merely starts alike
