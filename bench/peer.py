@@ -102,7 +102,7 @@ def peer_feed_class(rest: str, ws: str) -> type:
     return PeerBinanceFutures
 
 
-async def child_main(dsn: str, rest: str, ws: str, variant: str = "stock") -> None:
+async def child_main(dsn: str, rest: str, ws: str, variant: str = "stock", tiers_file: str = "") -> None:
     from cryptofeed.backends.postgres import (
         CandlesPostgres,
         FundingPostgres,
@@ -133,14 +133,14 @@ async def child_main(dsn: str, rest: str, ws: str, variant: str = "stock") -> No
     stores: dict[str, object] = dict(backends)
     if variant == "filtered":
         # the collector's rules in front of the same backends (bench/peer_filter.py); tiers from the ticker
-        # read now, as the collector's supervisor reads it at start-up
-        from bench.peer_filter import Gate, PeerFilter
+        # read now, as the collector's supervisor reads it at start-up, or the stored ones it would resume
+        from bench.peer_filter import Gate, PeerFilter, load_tiers
 
         ticker = common.http_json(rest + "/fapi/v1/ticker/24hr")
         mapping = await cls.load_symbols()  # normalised -> exchange symbol, as the feed will map them
         to_std = {v: k for k, v in mapping.items()}
         gates = PeerFilter([r for r in ticker if r["symbol"] in to_std],  # type: ignore[union-attr]
-                           lambda s: to_std[s])
+                           lambda s: to_std[s], stored=load_tiers(tiers_file) if tiers_file else None)
         stores = {TRADES: Gate(backends[TRADES], gates.accept_trade),
                   FUNDING: Gate(backends[FUNDING], gates.accept_funding),
                   LIQUIDATIONS: Gate(backends[LIQUIDATIONS], gates.accept_liquidation),
@@ -182,13 +182,14 @@ class PeerProcess:
     rest: str
     ws: str
     variant: str = "stock"
+    tiers_file: str = ""  # filtered: stored tiers (JSON, bench.peer_filter.load_tiers) in place of the warm-up
     latest: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     _reader: threading.Thread | None = None
 
     def start(self) -> PeerProcess:
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", self.dsn,
-                                      self.rest, self.ws, self.variant], cwd=common.ROOT, stdout=subprocess.PIPE,
+                                      self.rest, self.ws, self.variant, self.tiers_file], cwd=common.ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -242,13 +243,14 @@ def exact_verdict(db_trades: int, kept_trades: int, received_trades: int, sent_t
 
 
 def run_peer(admin_url: str, rate: float, windows: int, window_s: float, warmup_s: float,
-             symbols: int = 496, variant: str = "stock") -> dict:
+             symbols: int = 496, variant: str = "stock", tiers_file: str = "") -> dict:
     """One peer session at `rate`: fresh sim + database, warm-up, `windows` measurement windows, pause,
     drain, stop, exact count.
 
     Received = frames the peer's message handler was given (exact counter), offered = frames the simulator
     says it wrote; PG cores = CPU of the whole PostgreSQL server's process tree (backends, WAL writer,
     checkpointer, autovacuum) in the window; rows/s per table are counted by event time after the run drained.
+    `tiers_file` (filtered only): the stored tiers the peer's filter starts on (bench/shipped.py --stored-tiers).
     """
     dsn = common.new_database(admin_url, "peer")
     create_peer_tables(dsn)
@@ -257,7 +259,7 @@ def run_peer(admin_url: str, rate: float, windows: int, window_s: float, warmup_
     try:
         with common.simulator(rate, symbols) as sim:
             offset = common.sim_clock_offset_ms(sim.rest_url)
-            peer = PeerProcess(dsn, sim.rest_url, sim.ws_url, variant).start()
+            peer = PeerProcess(dsn, sim.rest_url, sim.ws_url, variant, tiers_file).start()
             assert peer.proc is not None
             common.wait_for(lambda: peer.latest.get("frames", 0) > 0, CONNECT_TIMEOUT_S, "the peer's first frame")
             sampler = common.TreeSampler(peer.proc.pid).start()
@@ -341,7 +343,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         import uvloop
 
-        uvloop.run(child_main(*sys.argv[2:6]))
+        uvloop.run(child_main(*sys.argv[2:7]))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, nargs="+", default=[1260, 5000, 10000, 20000],

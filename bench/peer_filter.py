@@ -15,6 +15,9 @@ deciding with the collector's own pure classes and the collector's default confi
   statistics -> `TradeFilter.set_tiers` (the warm-up ends);
 - funding: `limits.MinInterval(filters.funding.min_interval_s)` per symbol; candles: closed ones only.
 
+Given `stored` tiers (bench/shipped.py --stored-tiers), the filter starts on them instead, as a collector
+restarting on stored tiers does: no ticker bootstrap, no warm-up, the next computation a tier interval away.
+
 One difference is structural, not a rule: the collector's warm-up runs per worker over its share of the
 symbols (calibrating the ticker prior within each worker's tier groups), the peer's single process over all
 symbols. Timers run on event time (the trades' own timestamps), so no extra task or wakeup is added.
@@ -22,6 +25,8 @@ symbols. Timers run on event time (the trades' own timestamps), so no extra task
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,7 +35,7 @@ from collector.config import Config, parse_duration
 from collector.pipeline.activity import SymbolActivity
 from collector.pipeline.limits import MinInterval
 from collector.pipeline.thresholds import Warmup
-from collector.pipeline.tiers import TierParams, bootstrap_from_ticker_24hr, compute_tiers
+from collector.pipeline.tiers import TierAssignment, TierParams, bootstrap_from_ticker_24hr, compute_tiers
 from collector.pipeline.trade_filter import FilterParams, TradeFilter
 
 # The worker's provisional-threshold refresh period (1 s, see collector.runtime.worker's housekeeping).
@@ -46,17 +51,19 @@ class PeerFilter:
     """Trade/funding/candle gates in front of cryptofeed backends; counts what it kept (the expected rows)."""
 
     def __init__(self, ticker_rows: list[Mapping[str, Any]], to_std: Callable[[str], str],
-                 cfg: Config | None = None) -> None:
+                 cfg: Config | None = None, stored: Mapping[str, TierAssignment] | None = None) -> None:
         tf = (cfg or Config()).filters.trades
         self.tier_params = TierParams(weights=tuple(tf.score_weights), cutoffs=tuple(tf.tier_cutoffs),  # type: ignore[arg-type]
                                       multipliers=tuple(tf.tier_multipliers), quantile=tf.threshold_quantile)
         self.filter = TradeFilter(FilterParams(price_change_pct=tf.price_change_pct,
                                                tier_intervals_s=tuple(tf.tier_intervals_s), keep_all=False))
         # keyed by cryptofeed's normalised symbol (BTC-USDT-PERP), which is what its callbacks carry
-        tiers = {to_std(s): a for s, a in bootstrap_from_ticker_24hr(ticker_rows, self.tier_params).items()}
+        known = {r["symbol"] for r in ticker_rows}
+        tiers = ({to_std(s): a for s, a in stored.items() if s in known} if stored is not None else
+                 {to_std(s): a for s, a in bootstrap_from_ticker_24hr(ticker_rows, self.tier_params).items()})
         self.filter.set_tiers(tiers)
-        self.warmup: Warmup | None = Warmup(tiers, self.tier_params.multipliers, self.filter.params.default_tier,
-                                            self.tier_params.quantile)
+        self.warmup: Warmup | None = None if stored is not None else Warmup(
+            tiers, self.tier_params.multipliers, self.filter.params.default_tier, self.tier_params.quantile)
         # every symbol from the start, as the collector's pipeline holds them: the first warm-up refresh then
         # replaces every ticker threshold (inf until the symbol or its tier is calibrated), not only those
         # of symbols that already traded
@@ -73,7 +80,8 @@ class PeerFilter:
         if self._start_ms is None:
             self._start_ms = now_ms
             self._next_refresh = now_ms  # the worker refreshes once before its first trade
-            self._next_tiers = now_ms + self.tier_warmup_ms
+            # stored tiers are fresh ones: the next computation is a tier interval away, as the collector's
+            self._next_tiers = now_ms + (self.tier_warmup_ms if self.warmup is not None else self.tier_interval_ms)
         if now_ms >= self._next_tiers:
             summaries = {s: a.summary(now_ms, self.tier_params.quantile) for s, a in self.activity.items()}
             self.filter.set_tiers(compute_tiers(summaries, self.tier_params))
@@ -115,6 +123,14 @@ class PeerFilter:
     def accept_liquidation(self, liq: Any) -> bool:  # noqa: ARG002 - every liquidation is stored
         self.kept["liquidations"] += 1
         return True
+
+
+def load_tiers(path: str) -> dict[str, TierAssignment]:
+    """Tiers written by bench/shipped.py (exchange symbol -> [tier, threshold, size quantile, score])."""
+    with open(path) as fp:
+        rows = json.load(fp)
+    return {s: TierAssignment(int(t), float(thr), math.nan if q is None else float(q),
+                              math.nan if score is None else float(score)) for s, (t, thr, q, score) in rows.items()}
 
 
 class Gate:

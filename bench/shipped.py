@@ -33,7 +33,7 @@ naming the command, the product snapshot and the server.
 What the window covers: the workers' per-tick work (batch ageing, stats publication, control messages),
 the activity and checkpoint publication (every 2 s), provisional-threshold refreshes (every 1 s while the
 warm-up lasts: every session starts from a fresh database, so the window is inside the 10-minute tier
-warm-up unless --tier-warmup ends it first), the supervisor's loop (1 s) and stats log
+warm-up unless --tier-warmup ends it first, or --stored-tiers starts it on stored tiers), the supervisor's loop (1 s) and stats log
 (monitoring.stats_interval), the writer's flushes and its job polls. It does NOT cover open interest (every filters.open_interest.interval_s = 300 s), tier
 recomputation (tier interval, an hour by default) nor the writer's hourly maintenance: use --window 600 or
 more, or bench/soak.py, for those.
@@ -42,12 +42,25 @@ more, or bench/soak.py, for those.
     python bench/shipped.py --quick         # 1 run, 10 s warm-up + 20 s window, no idle: ~2 min
     python bench/shipped.py --runs 1 --window 60 --no-peer --no-idle --src .   # before/after a change
     python bench/shipped.py --tier-warmup 15 ...   # the window past the provisional tiers (run_session says what differs)
+    python bench/shipped.py --stored-tiers ...     # every session starts on the tiers a first run stored (steady state)
+
+**Stored tiers** (`--stored-tiers [SECONDS]`): every session above starts from an empty database, so its window
+falls inside the fresh start's tier warm-up, which no collector runs for long: after `filters.trades.tier_warmup`
+(10 min) the supervisor stores tiers from live statistics, and every later start resumes stored ones. With this
+option the invocation first runs one *preparation* session (the shipped configuration at the loaded rate) until
+the supervisor has stored its first tiers from live statistics (SECONDS of statistics, default the shipped
+600), then seeds every measured session's fresh database with them (stamped at the session's start, so the next
+computation is a tier interval, 24 h, away): each loaded and idle session starts as a restart does, on stored
+tiers, with no warm-up (checked in its log). The filtered peer is given the same tiers in place of its ticker
+bootstrap and warm-up; the stock peer has no filter. Tiers from 10 minutes of statistics, not a day's: the
+collector's own first day runs on exactly these.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -55,6 +68,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -77,6 +93,8 @@ from bench.throughput import (
     write_config,
 )
 from collector.db.embedded import free_port
+from collector.db.tiers_repo import TierRow, load_latest_tiers, store_tiers
+from exchange_sim import SimProcess
 
 WORKERS = 8
 RATE = 1260.0
@@ -86,6 +104,9 @@ SYMBOLS = 496
 WARMUP_S = 30.0
 WINDOW_S = 120.0
 RUNS = 3
+# --stored-tiers without a value: the shipped filters.trades.tier_warmup (10 min), the tiers a real first start stores.
+STORED_TIERS_S = 600.0
+VENUE = "binance"
 # Targets from issue 12 (reported against, never asserted).
 TARGET_CORES = 0.045
 TARGET_PSS_MB = 200.0
@@ -120,33 +141,87 @@ def role(pid: int) -> str:
     return common.label(common.proc_name(pid))
 
 
+def _start(src: Path, cfg: Path, tmp: Path, workers: int) -> subprocess.Popen:
+    """The real supervisor as a subprocess of its own session (so a killpg takes its whole tree)."""
+    return subprocess.Popen([sys.executable, str(src / "supervisor.py"), "--workers", str(workers),
+                             "--config", str(cfg)], cwd=tmp, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(src)))
+
+
+def _config(tmp: Path, dsn: str, sim: SimProcess, port: int, tier_warmup_s: float | None) -> Path:
+    cfg = write_config(tmp, dsn, sim.rest_url, sim.ws_url, False, port)
+    if tier_warmup_s is not None:
+        doc = yaml.safe_load(cfg.read_text())
+        doc["filters"]["trades"]["tier_warmup"] = f"{tier_warmup_s:g}s"
+        cfg.write_text(yaml.safe_dump(doc))
+    return cfg
+
+
+def _kill(sup: subprocess.Popen | None) -> None:
+    if sup is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sup.pid, signal.SIGKILL)  # no-op after a clean stop; else writer and workers too
+        sup.wait()
+
+
+def first_live_tiers(admin: str, src: Path, rate: float, workers: int, symbols: int,
+                     statistics_s: float) -> dict[str, TierRow]:
+    """The tiers a fresh start stores after `statistics_s` of live statistics (its filters.trades.tier_warmup).
+
+    The preparation of --stored-tiers: the shipped configuration at `rate` on its own simulator (the same seed,
+    hence the same symbols, as the measured sessions) and database, run until symbol_tiers holds a computation,
+    which is read back as a restart reads it (tiers_repo.load_latest_tiers), then stopped and dropped."""
+    dsn = common.new_database(admin, "tiers")
+    prepare_database(dsn)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-shipped-"))
+    sup: subprocess.Popen | None = None
+
+    def stored() -> dict[str, TierRow]:
+        with psycopg.connect(dsn) as conn:
+            return load_latest_tiers(conn, VENUE)
+
+    try:
+        with common.simulator(rate, symbols) as sim:
+            sup = _start(src, _config(tmp, dsn, sim, free_port(), statistics_s), tmp, workers)
+            tiers: dict[str, TierRow] = common.wait_for(  # type: ignore[assignment]
+                stored, statistics_s + BOOT_TIMEOUT_S, "the first tiers from live statistics", poll=1.0)
+            sup.send_signal(signal.SIGTERM)
+            sup.wait(STOP_TIMEOUT_S)
+    finally:
+        _kill(sup)
+        common.drop_database(admin, dsn)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tiers
+
+
 def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: float, window_s: float,
-                symbols: int = SYMBOLS, tier_warmup_s: float | None = None) -> dict:
+                symbols: int = SYMBOLS, tier_warmup_s: float | None = None,
+                stored_tiers: Mapping[str, TierRow] | None = None) -> dict:
     """One whole session: start, warm up, one measured window, PSS at its end, stop. See the module doc.
 
     `tier_warmup_s`: filters.trades.tier_warmup for the session (None: the shipped 10 minutes); shorter than
     the warm-up, the window measures a collector past its provisional tiers (checked in its log): no
     once-a-second threshold refresh, as with stored tiers. Not the stored tiers' filter, though: tiers from
     seconds of statistics keep more trades than a day's do (~4.4% against ~0.7% at 15 s), so the writer's
-    share is above a steady state's."""
+    share is above a steady state's.
+
+    `stored_tiers`: stored into the fresh database before the supervisor starts (stamped now), so the session
+    starts as a restart on stored tiers does: no warm-up, no provisional thresholds (checked in its log)."""
     dsn = common.new_database(admin, "shipped")
     prepare_database(dsn)
+    if stored_tiers:
+        with psycopg.connect(dsn) as conn:
+            store_tiers(conn, VENUE, stored_tiers, datetime.now(UTC))
     tmp = Path(tempfile.mkdtemp(prefix="bench-shipped-"))
     postmaster = common.postmaster_pid(admin)
     sup: subprocess.Popen | None = None
     try:
         with common.simulator(rate, symbols) as sim:
             port = free_port()
-            cfg = write_config(tmp, dsn, sim.rest_url, sim.ws_url, False, port)
-            if tier_warmup_s is not None:
-                doc = yaml.safe_load(cfg.read_text())
-                doc["filters"]["trades"]["tier_warmup"] = f"{tier_warmup_s:g}s"
-                cfg.write_text(yaml.safe_dump(doc))
+            cfg = _config(tmp, dsn, sim, port, tier_warmup_s)
             t_popen = time.time()
-            sup = subprocess.Popen([sys.executable, str(src / "supervisor.py"), "--workers", str(workers),
-                                    "--config", str(cfg)], cwd=tmp, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True,
-                                   env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(src)))
+            sup = _start(src, cfg, tmp, workers)
             common.wait_for(lambda: open_connections(sim.rest_url) >= workers, BOOT_TIMEOUT_S, "workers to connect")
             t_connected = time.time()
             cold = None
@@ -160,6 +235,11 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
                     raise SystemExit(f"--tier-warmup {tier_warmup_s:g}: no tiers from live statistics in the "
                                      f"supervisor's log after the {warmup_s:g} s warm-up; the window would not "
                                      "be past the provisional tiers")
+            if stored_tiers:
+                log_text = (tmp / "logs" / "supervisor.log").read_text(errors="replace")
+                if f"resumed the tiers of {len(stored_tiers)} symbols" not in log_text:
+                    raise SystemExit(f"--stored-tiers: the supervisor did not resume the {len(stored_tiers)} "
+                                     "stored tiers (no 'resumed the tiers of' line in its log)")
             tree = common.process_tree(sup.pid)
             c0 = {pid: common.cpu_seconds(pid) for pid in tree}
             bytes0 = common.table_bytes(dsn)
@@ -186,13 +266,11 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
             verdict = exact_verdict(count_rows(dsn, ("trades",))["trades"], sum(kept.values()),
                                     received.get("trades", 0) if received else -1, totals.get("aggTrade", 0), False, None)
     finally:
-        if sup is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(sup.pid, signal.SIGKILL)  # no-op after a clean stop; else writer and workers too
-            sup.wait()
+        _kill(sup)
         common.drop_database(admin, dsn)
     shutil.rmtree(tmp, ignore_errors=True)
     return {"rate": rate, "workers": workers, "window_s": round(dt, 1), "warmup_s": warmup_s, "tier_warmup_s": tier_warmup_s,
+            "stored_tiers": len(stored_tiers) if stored_tiers else 0,
             "cold_start_s": cold, "received_msgs_s": (r1 - r0) / dt,
             "cpu_cores": sum(p["cpu_cores"] for p in procs.values()), "pg_cores": common.cpu_delta(pg0, pg1) / dt,
             "table_bytes_start": bytes0, "table_bytes_end": bytes1,
@@ -246,6 +324,10 @@ def main() -> None:
                    help="filters.trades.tier_warmup of the sessions (default: the shipped 10 min, so the window "
                         "falls inside it); shorter than --warmup measures a collector past its provisional tiers, "
                         "whose tiers from seconds of statistics keep more trades than a day's")
+    p.add_argument("--stored-tiers", type=float, nargs="?", const=STORED_TIERS_S, default=None, metavar="SECONDS",
+                   help="start every session on the tiers a preparation session stored after SECONDS of live "
+                        f"statistics (default {STORED_TIERS_S:g}: the shipped warm-up), as a restart does; the "
+                        "filtered peer gets the same tiers (see the module doc)")
     a = p.parse_args()
     common.stop_on_signals()
     if a.quick:
@@ -254,9 +336,13 @@ def main() -> None:
         a.peers = []
     if a.tier_warmup is not None and not 0 < a.tier_warmup < a.warmup:
         p.error(f"--tier-warmup must be > 0 and shorter than --warmup ({a.warmup:g} s), got {a.tier_warmup:g}")
+    if a.stored_tiers is not None and a.tier_warmup is not None:
+        p.error("--stored-tiers and --tier-warmup exclude each other: sessions on stored tiers have no warm-up")
+    if a.stored_tiers is not None and not a.stored_tiers > 0:
+        p.error(f"--stored-tiers must be > 0 seconds of statistics, got {a.stored_tiers:g}")
     t_start = time.monotonic()
     out: dict[str, dict] = {}
-    with common.product_source(a.src) as (src, what):
+    with common.product_source(a.src) as (src, what), tempfile.TemporaryDirectory(prefix="bench-tiers-") as tiers_dir:
         for server in a.server:
             with common.throwaway_postgres(server) as admin:
                 timescale = common.timescaledb_available(admin)
@@ -265,16 +351,27 @@ def main() -> None:
                 loaded: list[dict] = []
                 idle: list[dict] = []
                 peers: dict[str, list[dict]] = {v: [] for v in a.peers}
+                tiers: dict[str, TierRow] | None = None
+                tiers_file = ""
+                if a.stored_tiers is not None:
+                    t0 = time.monotonic()
+                    tiers = first_live_tiers(admin, src, a.rate, a.workers, a.symbols, a.stored_tiers)
+                    tiers_file = str(_write_tiers(tiers, tiers_dir))
+                    counts = sorted(Counter(t.tier for t in tiers.values()).items())
+                    print(f"  stored tiers: {len(tiers)} symbols from {a.stored_tiers:g} s of live statistics "
+                          f"({', '.join(f'tier {t}: {n}' for t, n in counts)}; preparation "
+                          f"{time.monotonic() - t0:.0f} s)", flush=True)
                 for i in range(a.runs):
                     loaded.append(run_session(admin, src, a.rate, a.workers, a.warmup, a.window, a.symbols,
-                                               a.tier_warmup))
+                                               a.tier_warmup, tiers))
                     print(f"  run {i + 1} loaded: {_line(loaded[-1])}", flush=True)
                     if not a.no_idle:
                         idle.append(run_session(admin, src, 0.0, a.workers, a.warmup, a.window, a.symbols,
-                                                 a.tier_warmup))
+                                                 a.tier_warmup, tiers))
                         print(f"  run {i + 1} idle:   {_line(idle[-1])}", flush=True)
                     for v in a.peers:
-                        peers[v].append(run_peer(admin, a.rate, 1, a.window, a.warmup, a.symbols, v))
+                        peers[v].append(run_peer(admin, a.rate, 1, a.window, a.warmup, a.symbols, v,
+                                                 tiers_file if v == "filtered" else ""))
                         r = peers[v][-1]
                         print(f"  run {i + 1} peer {v}: {common.fmt(r['cpu_frac'])} cores, PG "
                               f"{common.fmt(r['pg_cpu_frac'])} cores, {common.fmt(r['peak_pss_mb'])} MB PSS (peak), "
@@ -285,7 +382,7 @@ def main() -> None:
                                      "pss_mb": common.median([r["peak_pss_mb"] for r in rs]),
                                      "sustained": all(r["sustained"] for r in rs), "runs": len(rs)}
                                  for v, rs in peers.items() if rs},
-                       "timescaledb_available": timescale}
+                       "timescaledb_available": timescale, "stored_tiers_s": a.stored_tiers}
             out[server] = {"summary": summary, "loaded": loaded, "idle": idle, "peers": peers}
         for server, res in out.items():
             print(f"\n{common.conditions(sys.argv, what, server)}")
@@ -294,6 +391,14 @@ def main() -> None:
     path = common.write_results(name, {"command": " ".join(sys.argv), "product": what, "servers": out,
                                        "disk_method": DISK_METHOD, "elapsed_s": round(time.monotonic() - t_start)})
     print(f"\nwrote {path} ({time.monotonic() - t_start:.0f} s)")
+
+
+def _write_tiers(tiers: Mapping[str, TierRow], directory: str) -> Path:
+    """The tiers as JSON for the filtered peer's child process (bench.peer_filter.load_tiers reads it)."""
+    path = Path(directory) / "tiers.json"
+    # json writes an infinite threshold (a symbol without trades) as Infinity and reads it back
+    path.write_text(json.dumps({s: list(t) for s, t in tiers.items()}))
+    return path
 
 
 def _line(r: dict) -> str:
@@ -317,7 +422,8 @@ def report(s: dict, a: argparse.Namespace) -> None:
                               ("pg_cores", "PG cores"), ("pss_mb", "PSS MB"), ("cold_start_s", "cold start s"),
                               ("received_msgs_s", "recv msg/s"), ("sustained", "sustained"), ("target", "target")],
                        f"medians over runs (window {a.window:.0f} s after {a.warmup:.0f} s warm-up; a peer is one"
-                       " session per run)")
+                       " session per run" + (f"; every session on tiers stored after {a.stored_tiers:g} s of live "
+                                             "statistics" if a.stored_tiers else "") + ")")
     ratios = [{"peer": v, "cpu": pr["cpu_cores"] / s["loaded"]["cpu_cores"] if s["loaded"]["cpu_cores"] else None,
                "cpu_pg": ((pr["cpu_cores"] or 0) + (pr["pg_cores"] or 0))
                / ((s["loaded"]["cpu_cores"] or 0) + (s["loaded"]["pg_cores"] or 0) or float("nan")),
