@@ -33,10 +33,11 @@ naming the command, the product snapshot and the server.
 What the window covers: the workers' per-tick work (batch ageing, stats publication, control messages),
 the activity and checkpoint publication (every 2 s), provisional-threshold refreshes (every 1 s while the
 warm-up lasts: every session starts from a fresh database, so the window is inside the 10-minute tier
-warm-up unless --tier-warmup ends it first, or --stored-tiers starts it on stored tiers), the supervisor's loop (1 s) and stats log
-(monitoring.stats_interval), the writer's flushes and its job polls. It does NOT cover open interest (every filters.open_interest.interval_s = 300 s), tier
-recomputation (tier interval, an hour by default) nor the writer's hourly maintenance: use --window 600 or
-more, or bench/soak.py, for those.
+warm-up unless --tier-warmup ends it first, or --stored-tiers starts it on stored tiers), the supervisor's
+loop (1 s) and stats log (monitoring.stats_interval), the writer's flushes and its job polls. It does NOT cover
+open interest (every filters.open_interest.interval_s = 300 s), tier recomputation (filters.trades.tier_interval,
+24 h by default) nor the writer's hourly maintenance: use --window 600 or more, or bench/soak.py, for the
+first and the last.
 
     python bench/shipped.py                 # 3 runs x (loaded, idle, 2 peers), 30 s warm-up + 120 s window: ~33 min
     python bench/shipped.py --quick         # 1 run, 10 s warm-up + 20 s window, no idle: ~2 min
