@@ -89,6 +89,12 @@ def rss_kb(pid: int) -> int:
     return _status_kb(pid, "VmRSS:")
 
 
+def wakeups(pid: int) -> int:
+    """Voluntary context switches so far: each is the process going to sleep (in epoll, select, a lock) and
+    being woken again, so their rate is how often it wakes up, whatever woke it (a socket read, a timer)."""
+    return _status_kb(pid, "voluntary_ctxt_switches:")
+
+
 def pss_kb(pid: int) -> int:
     """Proportional set size: shared pages divided among the processes mapping them."""
     with open(f"/proc/{pid}/smaps_rollup") as fp:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from collector.config import Config, parse_duration
@@ -125,8 +126,17 @@ class PeerFilter:
         return True
 
 
+def write_tiers(tiers: Mapping[str, Sequence[float | None]], directory: str) -> Path:
+    """`tiers` (exchange symbol -> (tier, threshold, size quantile, score), as collector.db.tiers_repo stores
+    them) as `directory`/tiers.json, for the filtered peer's child process: load_tiers reads it back."""
+    path = Path(directory) / "tiers.json"
+    # json writes an infinite threshold (a symbol without trades) as Infinity and reads it back
+    path.write_text(json.dumps({s: list(t) for s, t in tiers.items()}))
+    return path
+
+
 def load_tiers(path: str) -> dict[str, TierAssignment]:
-    """Tiers written by bench/shipped.py (exchange symbol -> [tier, threshold, size quantile, score])."""
+    """Tiers written by write_tiers (exchange symbol -> [tier, threshold, size quantile, score])."""
     with open(path) as fp:
         rows = json.load(fp)
     return {s: TierAssignment(int(t), float(thr), math.nan if q is None else float(q),

@@ -13,6 +13,8 @@ variation, and every run yields:
   (supervisor, writer, workers, multiprocessing's helpers), summed, over a steady window after a warm-up,
   divided by the window's wall time; PostgreSQL's own CPU apart ("PG cores"); the simulator (this script's
   child, not the supervisor's) is in neither;
+- **wake-ups/s** (per role): the growth of `voluntary_ctxt_switches` in /proc/<pid>/status over the same
+  window: how often each process went to sleep and was woken (a socket read, a timer, an acknowledgement);
 - **PSS MB**: /proc/<pid>/smaps_rollup `Pss:` of every process of the tree at the end of the window,
   summed (shared pages split between the processes that map them: the real footprint; the shared-memory
   stats block is split among the supervisor and the children that map it, so it is counted once);
@@ -61,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -73,6 +74,7 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: --src can win
@@ -82,6 +84,7 @@ import yaml
 
 from bench import common
 from bench.peer import VARIANTS, count_rows, exact_verdict, run_peer
+from bench.peer_filter import write_tiers
 from bench.throughput import (
     BOOT_TIMEOUT_S,
     STOP_TIMEOUT_S,
@@ -243,6 +246,7 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
                                      "stored tiers (no 'resumed the tiers of' line in its log)")
             tree = common.process_tree(sup.pid)
             c0 = {pid: common.cpu_seconds(pid) for pid in tree}
+            v0 = {pid: common.wakeups(pid) for pid in tree}
             bytes0 = common.table_bytes(dsn)
             pg0, r0, w0 = common.tree_cpu(postmaster), workers_received(port), time.monotonic()
             time.sleep(window_s)
@@ -254,7 +258,8 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
                 with contextlib.suppress(OSError):
                     # a process born inside the window (a restart) is charged all its CPU
                     cpu = common.cpu_seconds(pid) - c0.get(pid, 0.0)
-                    procs[pid] = {"name": role(pid), "cpu_cores": cpu / dt,
+                    woke = common.wakeups(pid) - v0.get(pid, 0)
+                    procs[pid] = {"name": role(pid), "cpu_cores": cpu / dt, "wakeups_s": woke / dt,
                                   "pss_mb": common.pss_kb(pid) / 1024, "rss_mb": common.rss_kb(pid) / 1024}
             gone = sorted(set(tree) - set(procs))
             # the exact-count check (bench.peer.exact_verdict): pause, drain, stop, then count
@@ -282,26 +287,25 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
             "sustained": verdict["sustained"] and exit_code == 0}
 
 
-def summarise(runs: list[dict]) -> dict:
+def summarise(runs: list[dict]) -> dict[str, Any]:
     keys = ("cold_start_s", "received_msgs_s", "cpu_cores", "pg_cores", "pss_mb", "rss_mb")
-    out = {k: common.median([r[k] for r in runs]) for k in keys}
+    out: dict[str, Any] = {k: common.median([r[k] for r in runs]) for k in keys}
     out["runs"] = len(runs)
     out["sustained"] = all(r["sustained"] for r in runs)
     tables = sorted({t for r in runs for t in r.get("bytes_per_day", {})})
     out["bytes_per_day"] = {t: common.median([r["bytes_per_day"].get(t) for r in runs]) for t in tables}
-    # per role (workers summed), median over runs: where the cores and megabytes go
-    roles: dict[str, list[tuple[float, float]]] = {}
+    # per role (workers summed), median over runs: where the cores, wake-ups and megabytes go
+    measures = ("cpu_cores", "wakeups_s", "pss_mb")
+    roles: dict[str, list[dict[str, float]]] = {}
     for r in runs:
-        by: dict[str, list[float]] = {}
+        by: dict[str, dict[str, float]] = {}
         for p in r["processes"].values():
-            role = "workers" if p["name"].startswith("worker") else p["name"]
-            acc = by.setdefault(role, [0.0, 0.0])
-            acc[0] += p["cpu_cores"]
-            acc[1] += p["pss_mb"]
-        for role, (cpu, pss) in by.items():
-            roles.setdefault(role, []).append((cpu, pss))
-    out["by_role"] = {role: {"cpu_cores": common.median([v[0] for v in vals]),
-                             "pss_mb": common.median([v[1] for v in vals])} for role, vals in roles.items()}
+            acc = by.setdefault("workers" if p["name"].startswith("worker") else p["name"], dict.fromkeys(measures, 0.0))
+            for m in measures:
+                acc[m] += p.get(m, 0.0)  # results written before wakeups_s existed lack it
+        for name, acc in by.items():
+            roles.setdefault(name, []).append(acc)
+    out["by_role"] = {name: {m: common.median([v[m] for v in vals]) for m in measures} for name, vals in roles.items()}
     return out
 
 
@@ -357,7 +361,7 @@ def main() -> None:
                 if a.stored_tiers is not None:
                     t0 = time.monotonic()
                     tiers = first_live_tiers(admin, src, a.rate, a.workers, a.symbols, a.stored_tiers)
-                    tiers_file = str(_write_tiers(tiers, tiers_dir))
+                    tiers_file = str(write_tiers(tiers, tiers_dir))
                     counts = sorted(Counter(t.tier for t in tiers.values()).items())
                     print(f"  stored tiers: {len(tiers)} symbols from {a.stored_tiers:g} s of live statistics "
                           f"({', '.join(f'tier {t}: {n}' for t, n in counts)}; preparation "
@@ -392,14 +396,6 @@ def main() -> None:
     path = common.write_results(name, {"command": " ".join(sys.argv), "product": what, "servers": out,
                                        "disk_method": DISK_METHOD, "elapsed_s": round(time.monotonic() - t_start)})
     print(f"\nwrote {path} ({time.monotonic() - t_start:.0f} s)")
-
-
-def _write_tiers(tiers: Mapping[str, TierRow], directory: str) -> Path:
-    """The tiers as JSON for the filtered peer's child process (bench.peer_filter.load_tiers reads it)."""
-    path = Path(directory) / "tiers.json"
-    # json writes an infinite threshold (a symbol without trades) as Infinity and reads it back
-    path.write_text(json.dumps({s: list(t) for s, t in tiers.items()}))
-    return path
 
 
 def _line(r: dict) -> str:
@@ -438,7 +434,8 @@ def report(s: dict, a: argparse.Namespace) -> None:
     if s["idle"]:
         roles += [{"run": "idle", "role": k, **v} for k, v in s["idle"]["by_role"].items()]
     common.print_table(roles, [("run", "run"), ("role", "process"), ("cpu_cores", "CPU cores"),
-                               ("pss_mb", "PSS MB")], "by process role (workers summed), medians")
+                               ("wakeups_s", "wake-ups/s"), ("pss_mb", "PSS MB")],
+                       "by process role (workers summed), medians; wake-ups = voluntary context switches")
     disk = [{"table": t, "mb_day": b / 1e6 if b is not None else None}
             for t, b in s["loaded"]["bytes_per_day"].items()]
     common.print_table(disk, [("table", "table"), ("mb_day", "MB per day")],
