@@ -345,6 +345,9 @@ def main() -> None:
         p.error("--stored-tiers and --tier-warmup exclude each other: sessions on stored tiers have no warm-up")
     if a.stored_tiers is not None and not a.stored_tiers > 0:
         p.error(f"--stored-tiers must be > 0 seconds of statistics, got {a.stored_tiers:g}")
+    if a.stored_tiers is not None and not a.rate > 0:
+        p.error(f"--stored-tiers needs trades to tier on: its preparation runs at --rate, got {a.rate:g} "
+                "(the idle sessions run at 0 on their own)")
     t_start = time.monotonic()
     out: dict[str, dict] = {}
     with common.product_source(a.src) as (src, what), tempfile.TemporaryDirectory(prefix="bench-tiers-") as tiers_dir:
