@@ -302,7 +302,7 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
         for p in r["processes"].values():
             acc = by.setdefault("workers" if p["name"].startswith("worker") else p["name"], dict.fromkeys(measures, 0.0))
             for m in measures:
-                acc[m] += p.get(m, 0.0)  # results written before wakeups_s existed lack it
+                acc[m] += p[m]
         for name, acc in by.items():
             roles.setdefault(name, []).append(acc)
     out["by_role"] = {name: {m: common.median([v[m] for v in vals]) for m in measures} for name, vals in roles.items()}
