@@ -169,6 +169,16 @@ def _kill(sup: subprocess.Popen | None) -> None:
         sup.wait()
 
 
+def _leave(tmp: Path, ok: bool, what: str) -> None:
+    """A session's directory (its config and logs): removed when it went well, else kept and named, as
+    throughput.py does, since its logs say why (also after a signal: common.stop_on_signals unwinds to here)."""
+    if ok:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"  {what} failed or was not sustained: its config and logs are kept in {tmp}", file=sys.stderr,
+              flush=True)
+
+
 def first_live_tiers(admin: str, src: Path, rate: float, workers: int, symbols: int,
                      statistics_s: float) -> dict[str, TierRow]:
     """The tiers a fresh start stores after `statistics_s` of live statistics (its filters.trades.tier_warmup).
@@ -185,6 +195,7 @@ def first_live_tiers(admin: str, src: Path, rate: float, workers: int, symbols: 
         with psycopg.connect(dsn) as conn:
             return load_latest_tiers(conn, VENUE)
 
+    done = False
     try:
         with common.simulator(rate, symbols) as sim:
             sup = _start(src, _config(tmp, dsn, sim, free_port(), statistics_s), tmp, workers)
@@ -192,10 +203,11 @@ def first_live_tiers(admin: str, src: Path, rate: float, workers: int, symbols: 
                 stored, statistics_s + BOOT_TIMEOUT_S, "the first tiers from live statistics", poll=1.0)
             sup.send_signal(signal.SIGTERM)
             sup.wait(STOP_TIMEOUT_S)
+            done = True
     finally:
         _kill(sup)
         common.drop_database(admin, dsn)
-    shutil.rmtree(tmp, ignore_errors=True)
+        _leave(tmp, done, "the --stored-tiers preparation")
     return tiers
 
 
@@ -220,6 +232,7 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
     tmp = Path(tempfile.mkdtemp(prefix="bench-shipped-"))
     postmaster = common.postmaster_pid(admin)
     sup: subprocess.Popen | None = None
+    sustained = False
     try:
         with common.simulator(rate, symbols) as sim:
             port = free_port()
@@ -271,10 +284,11 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
             received, kept = logged_received(tmp / "logs"), logged_kept(tmp / "logs")
             verdict = exact_verdict(count_rows(dsn, ("trades",))["trades"], sum(kept.values()),
                                     received.get("trades", 0) if received else -1, totals.get("aggTrade", 0), False, None)
+            sustained = verdict["sustained"] and exit_code == 0
     finally:
         _kill(sup)
         common.drop_database(admin, dsn)
-    shutil.rmtree(tmp, ignore_errors=True)
+        _leave(tmp, sustained, "the session")
     return {"rate": rate, "workers": workers, "window_s": round(dt, 1), "warmup_s": warmup_s, "tier_warmup_s": tier_warmup_s,
             "stored_tiers": len(stored_tiers) if stored_tiers else 0,
             "cold_start_s": cold, "received_msgs_s": (r1 - r0) / dt,
@@ -284,7 +298,7 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
             "bytes_per_day": {t: (bytes1.get(t, 0) - bytes0.get(t, 0)) / dt * 86400 for t in bytes1},
             "pss_mb": sum(p["pss_mb"] for p in procs.values()), "rss_mb": sum(p["rss_mb"] for p in procs.values()),
             "processes": procs, "exited_in_window": gone, "exit_code": exit_code, "exact": verdict,
-            "sustained": verdict["sustained"] and exit_code == 0}
+            "sustained": sustained}
 
 
 def summarise(runs: list[dict]) -> dict[str, Any]:
