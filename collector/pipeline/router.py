@@ -342,11 +342,13 @@ class Pipeline:
         seen = self.last_event_ms
         return max((seen[k] for k in STREAM_KINDS if k in seen), default=None)
 
-    def liquidations_live_ms(self, symbol: str) -> int | None:
-        """Up to when `symbol`'s liquidations were received, for its checkpoint (LiquidationHoles.live_ms)."""
+    def liquidations_live_ms(self, symbol: str, stream_ms: int | None = None) -> int | None:
+        """Up to when `symbol`'s liquidations were received, for its checkpoint (LiquidationHoles.live_ms).
+        `stream_ms`: this pipeline's stream_ms(), passed by a caller asking for every symbol at once (None:
+        computed here)."""
         if not self._store_liquidations:
             return None
-        return self.liquidation_holes.live_ms(symbol, self.stream_ms())
+        return self.liquidation_holes.live_ms(symbol, self.stream_ms() if stream_ms is None else stream_ms)
 
     def stream_live(self, symbol: str, event_ms: int) -> None:
         """A stream event of `symbol` that is not processed here (a hand-over's trade the predecessor already

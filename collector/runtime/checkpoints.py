@@ -133,12 +133,13 @@ def snapshot(pipeline: Pipeline, now_ms: int = 0) -> dict[str, SymbolCheckpoint]
     tf, gate = pipeline.trade_filter, pipeline.funding_gate
     rates = pipeline.funding_rates.known if pipeline.funding_rates is not None else {}
     out = {}
+    stream_ms = pipeline.stream_ms()  # once, not per symbol: the same for all of them
     for sym in pipeline.symbols:
         price, ts = tf.symbol(sym).snapshot() if sym in tf else (math.nan, None)
         rate, next_ms = rates.get(sym, ("", None))
         out[sym] = SymbolCheckpoint(pipeline.last_trade_id.get(sym), pipeline.last_kline_open.get(sym),
                                     gate.last_accepted_ms(sym), price, ts, pipeline.last_oi_poll.get(sym), now_ms,
-                                    rate, next_ms, pipeline.liquidations_live_ms(sym))
+                                    rate, next_ms, pipeline.liquidations_live_ms(sym, stream_ms))
     return out
 
 
