@@ -36,6 +36,7 @@ from collector.runtime.children import (
     child_infos,
     join_or_kill,
     liveness_action,
+    request_stop,
     successor_ready,
 )
 from collector.runtime.coordinator import Command, Coordinator, Replace, Send
@@ -343,13 +344,13 @@ class Supervisor:
             c.control.put(("quiet", None))
         if self.res.checkpoints is not None:
             c.handover = True
-        self.retiring.append(Retiring(c.process, c.stop, time.monotonic(), successor=c))
+        self.retiring.append(Retiring(c.process, c.stop, time.monotonic(), successor=c, control=c.control))
         self._spawn(c)
 
     def _retire_predecessors(self, now: float) -> None:
         for r in list(self.retiring):
             if not r.stop_sent and (now - r.since >= RETIRE_AFTER_S or successor_ready(r, self.res.checkpoints)):
-                r.stop.set()
+                request_stop(r.stop, r.control)
                 r.stop_sent = True
             if r.process.exitcode is not None:
                 r.process.join(0)
@@ -363,11 +364,11 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         for r in self.retiring:
-            r.stop.set()
+            request_stop(r.stop, r.control)
         workers = [c for c in self.workers() if c.process is not None]
         for c in workers:
             if c.stop is not None:
-                c.stop.set()
+                request_stop(c.stop, c.control)
         for r in self.retiring:
             r.process.join(WORKER_STOP_TIMEOUT_S)
             if r.process.is_alive():

@@ -68,6 +68,19 @@ class Retiring:
     since: float
     stop_sent: bool = False
     successor: Child | None = None  # told ("handover") once this process has exited
+    control: Queue[Any] | None = None  # its own control queue (the successor has a new one): see request_stop
+
+
+def request_stop(stop: MpEvent, control: Queue[Any] | None) -> None:
+    """Ask a worker to stop: `stop` is the request; ("stop", None) on its control queue wakes it to read it.
+
+    Why both: the event is what the worker checks, at every round of its housekeeping; the message makes that
+    round happen now rather than at its next timer (up to collector.runtime.worker.MAX_SLEEP_S later), since
+    a worker wakes as soon as its control queue is readable (collector.runtime.worker_control.ControlWatch).
+    The event is set first, so the round the message causes sees it."""
+    stop.set()
+    if control is not None:
+        control.put(("stop", None))
 
 
 def successor_ready(r: Retiring, block: CheckpointBlock | None) -> bool:

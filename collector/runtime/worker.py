@@ -44,7 +44,7 @@ from collector.runtime.handover import HandoverBuffer
 from collector.runtime.stopping import sleep_unless_stopped
 from collector.runtime.venue_worker import VenueContracts, build_venue_feed, venue_rest_budget
 from collector.runtime.wakeups import coalesce
-from collector.runtime.worker_control import build_trade_filter, build_warmup, read_control
+from collector.runtime.worker_control import ControlWatch, build_trade_filter, build_warmup, read_control
 from collector.runtime.worker_spec import WorkerSpec
 from collector.runtime.worker_stats import StatsPublisher
 from collector.transport.link import WriterLink
@@ -57,15 +57,20 @@ log = logging.getLogger(__name__)
 # The worker's housekeeping (publish stats, read control messages, back-pressure) sleeps until its next
 # deadline instead of ticking: at the real market's rate a fixed 50 ms tick was most of an idle worker's
 # CPU, times 8 workers. Batches have their own timer (arm_flush_timer). Deadlines: the stats publication,
-# the provisional-threshold refresh, and at most MAX_SLEEP_S, which bounds how late a stop request or a
-# control message (tiers, REST pause, config) is noticed. Timers due within
-# collector.runtime.wakeups.TIMER_SLACK_S of each other share one wake-up.
-MAX_SLEEP_S = 1.0
+# the provisional-threshold refresh, and at most MAX_SLEEP_S. A control message (tiers, REST pause, config,
+# hand-over) and a stop request (sent with one: collector.runtime.children.request_stop) wake it at once
+# (worker_control.ControlWatch), so MAX_SLEEP_S only bounds what sends no message (a test's spec.stop) and
+# the retry after a failed round. Timers due within collector.runtime.wakeups.TIMER_SLACK_S of each other share one wake-up.
+MAX_SLEEP_S = 2.0
 # How often the stats are looked at; they are copied to shared memory only when they changed, and at
 # least every worker_stats.HEARTBEAT_S: the heartbeat the supervisor's liveness check reads (monitoring.
 # heartbeat_timeout_s, 120 s by default) and /stats' freshness (health's stats_silent_ms is 10 s). At the
 # real market's rate the counters change between any two looks, and at 0.5 s the copy was ~7% of a loaded
-# worker's CPU (bench/README).
+# worker's CPU (bench/README). Looked at when the worker is awake anyway, not on a timer of their own: by
+# its flush timer (the streams brought rows) and by every housekeeping round (at least every MAX_SLEEP_S,
+# with the checkpoint snapshot). So a busy worker's counters are at most STATS_PUBLISH_S old, a quiet one's
+# at most STATS_PUBLISH_S + MAX_SLEEP_S, and a quiet worker wakes once per 2 s instead of twice (bench/README,
+# 2026-12-05 evening).
 STATS_PUBLISH_S = 1.0
 # While paused by back-pressure the unacknowledged bytes are checked this often, so reading resumes promptly
 # once the writer catches up (acknowledgements arrive on the link, which does not wake the housekeeping).
@@ -189,11 +194,18 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     flush_timer_ms = 0  # when flush_timer is due
 
     def flush_pending() -> None:
-        """The flush timer: send the batches the policy lets go, re-arm for the next one."""
+        """The flush timer: send the batches the policy lets go, re-arm for the next one; and the stats, when
+        due (STATS_PUBLISH_S: awake anyway, so no wake-up of their own)."""
         nonlocal flush_timer
         flush_timer = None
-        pipeline.flush_due(int(time.time() * 1000))
+        now = time.time()
+        pipeline.flush_due(int(now * 1000))
         arm_flush_timer()
+        if now >= published_at + STATS_PUBLISH_S:
+            try:
+                publish_stats(now)
+            except Exception:  # as in the housekeeping: a bug here must not stop the flushes
+                log.exception("publishing the stats failed; carrying on")
 
     def arm_flush_timer() -> None:
         """A batch got its first row (or one was sent): one timer, for the earliest batch that may go.
@@ -212,30 +224,40 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         flush_timer = loop.call_later(max(0.0, due_ms / 1000 - time.time()), flush_pending)
 
     pipeline.on_first_row = arm_flush_timer
-    next_publish = 0.0
+    published_at = 0.0  # when publish_stats last ran (time.time())
+
+    def publish_stats(now: float) -> None:
+        nonlocal published_at
+        published_at = now
+        if publisher is not None and not publisher.quiet:
+            publisher.publish(paused)
 
     async def housekeeping() -> None:
-        while not stop.is_set():
-            if spec.stop.is_set():
-                stop.set()
-                break
-            wake.clear()
-            try:
-                delay = tick()
-            except Exception:  # a bug here must not take the feed (and its unacknowledged batches) down
-                log.exception("housekeeping failed; carrying on")
-                delay = MAX_SLEEP_S
-            if not wake.is_set():
-                await sleep_unless_stopped(wake, delay)
+        watch = ControlWatch(loop, spec.control, wake)  # a control message or stop request wakes it
+        try:
+            while not stop.is_set():
+                if spec.stop.is_set():
+                    stop.set()
+                    break
+                wake.clear()
+                try:
+                    delay = tick()
+                except Exception:  # a bug here must not take the feed (and its unacknowledged batches) down
+                    log.exception("housekeeping failed; carrying on")
+                    delay = MAX_SLEEP_S  # not re-armed: a message this round left unread waits for the next
+                else:
+                    watch.arm()  # tick() read the queue: wake on the next message
+                if not wake.is_set():
+                    await sleep_unless_stopped(wake, delay)
+        finally:
+            watch.close()
 
     def tick() -> float:
         """Everything due now; returns the seconds until the next deadline."""
-        nonlocal paused, pauses, next_warmup, next_warmup_log, next_publish
+        nonlocal paused, pauses, next_warmup, next_warmup_log
         now = time.time()
-        if now >= next_publish:
-            next_publish = now + STATS_PUBLISH_S
-            if publisher is not None and not publisher.quiet:
-                publisher.publish(paused)
+        if now >= published_at + STATS_PUBLISH_S:
+            publish_stats(now)
         pipeline.flush_due(int(now * 1000))  # the flush timer's job; here too, in case a callback raised
         arm_flush_timer()
         if checkpointer is not None:
@@ -266,7 +288,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
                 next_warmup_log = now + WARMUP_LOG_S
                 log.info("provisional tiers: large-trade thresholds from own trades %d, scaled ticker prior %d, "
                          "none yet %d", *warmup.sources)
-        timers = [next_publish, now + (PAUSED_CHECK_S if paused else MAX_SLEEP_S)]
+        timers = [now + (PAUSED_CHECK_S if paused else MAX_SLEEP_S)]  # the stats: no timer of their own
         if warmup is not None and not warmup.ended:
             timers.append(next_warmup)
         if checkpointer is not None:

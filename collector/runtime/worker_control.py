@@ -6,6 +6,7 @@ messages is plain logic over the pipeline's objects, testable without a process,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue as queue_mod
 import time
@@ -85,6 +86,47 @@ def read_control(spec: WorkerSpec, pipeline: Pipeline, trade_filter: TradeFilter
             apply_live_config(payload, pipeline, trade_filter)
         elif kind == "handover":
             handover = True
+        # "stop": only the wake-up for spec.stop (collector.runtime.children.request_stop), which the
+        # housekeeping checks on every round
+
+
+def control_fd(control: object) -> int | None:
+    """The file descriptor a multiprocessing queue's messages arrive on; None for any other queue (tests).
+
+    multiprocessing.Queue has no public one: its `_reader` end of the pipe is what the standard library's
+    concurrent.futures.process waits on too."""
+    fileno = getattr(getattr(control, "_reader", None), "fileno", None)
+    return fileno() if callable(fileno) else None
+
+
+class ControlWatch:
+    """Sets `wake` when a control message is readable, so the housekeeping applies it at once rather than at
+    its next timer (up to collector.runtime.worker.MAX_SLEEP_S later).
+
+    One-shot: it fires once and stops watching; `arm()` after the queue was read watches for the next
+    message. Why not a standing watch: the pipe stays readable until the queue is read, and a round that
+    failed before reading it (or a worker past its housekeeping) would have the loop call back on every turn.
+    Without a pipe to watch (not a multiprocessing queue: tests) nothing is watched and MAX_SLEEP_S bounds
+    the delay, as it always did."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, control: object, wake: asyncio.Event) -> None:
+        self.loop, self.wake, self.fd = loop, wake, control_fd(control)
+        self.armed = False
+
+    def arm(self) -> None:
+        """Watch for the next message (a no-op while watching already)."""
+        if self.fd is not None and not self.armed:
+            self.loop.add_reader(self.fd, self._fired)
+            self.armed = True
+
+    def close(self) -> None:
+        if self.fd is not None and self.armed:
+            self.loop.remove_reader(self.fd)
+            self.armed = False
+
+    def _fired(self) -> None:
+        self.close()
+        self.wake.set()
 
 
 def apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilter) -> None:

@@ -37,7 +37,8 @@ ACTIVITY_HEARTBEAT_S = 60.0
 class StatsPublisher:
     """Copies this worker's counters into its shared-memory slot (collector.runtime.shm).
 
-    Called every STATS_PUBLISH_S (collector.runtime.worker); copies only what changed, plus a heartbeat."""
+    Called when the worker is awake anyway, at most every STATS_PUBLISH_S (collector.runtime.worker); copies
+    only what changed, plus a heartbeat."""
 
     def __init__(self, spec: WorkerSpec, pipeline: Pipeline, feed: FastBinanceFutures | VenueFeed, link: WriterLink,
                  budget: WeightBudget | SharedWeightBudget, clock: Callable[[], float] = time.monotonic) -> None:
