@@ -40,6 +40,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Memory/CPU sampling period: fine enough to catch a peak within a 5 s window, cheap enough (a few /proc
 # reads per process) not to show up in the 2-core machine's budget.
 SAMPLE_PERIOD_S = 0.5
+# How long the workers' received counters (/stats) must stay unchanged before a drain counts as finished: a
+# quiet worker copies them into shared memory up to 3 s after they last changed (collector.runtime.worker.
+# STATS_PUBLISH_S + MAX_SLEEP_S), so a shorter look could see an old copy twice and call that the end.
+DRAIN_QUIET_S = 3.5
 
 # --- signals ------------------------------------------------------------------------------------------------
 

@@ -278,7 +278,7 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
             # the exact-count check (bench.peer.exact_verdict): pause, drain, stop, then count
             common.http_json(sim.rest_url + "/_sim/pause")
             totals = common.sent_totals_by_stream(sim.rest_url)
-            common.wait_for(lambda: stable(lambda: workers_received(port), 1.0), 60, "workers to drain")
+            common.wait_for(lambda: stable(lambda: workers_received(port), common.DRAIN_QUIET_S), 60, "workers to drain")
             sup.send_signal(signal.SIGTERM)
             exit_code = sup.wait(STOP_TIMEOUT_S)
             received, kept = logged_received(tmp / "logs"), logged_kept(tmp / "logs")

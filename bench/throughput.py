@@ -164,7 +164,7 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             results = [_window(sim.rest_url, sampler, postmaster, window_s, offset, port) for _ in range(windows)]
             common.http_json(sim.rest_url + "/_sim/pause")
             totals = common.sent_totals_by_stream(sim.rest_url)  # final: nothing is sent while paused
-            common.wait_for(lambda: stable(lambda: workers_received(port), 0.5), 60, "workers to drain")
+            common.wait_for(lambda: stable(lambda: workers_received(port), common.DRAIN_QUIET_S), 60, "workers to drain")
             # exact, unlike a window's ratio: from the first window's start to the pause, everything the
             # exchange sent against everything the workers had received once they drained
             span_ratio = ((workers_received(port) - first_received)
