@@ -56,11 +56,12 @@ log = logging.getLogger(__name__)
 
 # The worker's housekeeping (publish stats, read control messages, back-pressure) sleeps until its next
 # deadline instead of ticking: at the real market's rate a fixed 50 ms tick was most of an idle worker's
-# CPU, times 8 workers. Batches have their own timer (arm_flush_timer). Deadlines: the stats publication,
-# the provisional-threshold refresh, and at most MAX_SLEEP_S. A control message (tiers, REST pause, config,
-# hand-over) and a stop request (sent with one: collector.runtime.children.request_stop) wake it at once
-# (worker_control.ControlWatch), so MAX_SLEEP_S only bounds what sends no message (a test's spec.stop) and
-# the retry after a failed round. Timers due within collector.runtime.wakeups.TIMER_SLACK_S of each other share one wake-up.
+# CPU, times 8 workers. Batches have their own timer (arm_flush_timer). Deadlines: the checkpoint snapshot,
+# the provisional-threshold refresh, the tail checks, and at most MAX_SLEEP_S. A control message (tiers, REST
+# pause, config, hand-over) and a stop request (sent with one: collector.runtime.children.request_stop) wake
+# it at once (worker_control.ControlWatch), so MAX_SLEEP_S only bounds what sends no message (a test's
+# spec.stop) and the retry after a failed round. Timers due within collector.runtime.wakeups.TIMER_SLACK_S
+# of each other share one wake-up.
 MAX_SLEEP_S = 2.0
 # How often the stats are looked at; they are copied to shared memory only when they changed, and at
 # least every worker_stats.HEARTBEAT_S: the heartbeat the supervisor's liveness check reads (monitoring.
