@@ -70,8 +70,8 @@ MAX_SLEEP_S = 2.0
 # worker's CPU (bench/README). Looked at when the worker is awake anyway, not on a timer of their own: by
 # its flush timer (the streams brought rows) and by every housekeeping round (at least every MAX_SLEEP_S,
 # with the checkpoint snapshot). So a busy worker's counters are at most STATS_PUBLISH_S old, a quiet one's
-# at most STATS_PUBLISH_S + MAX_SLEEP_S, and a quiet worker wakes once per 2 s instead of twice (bench/README,
-# 2026-12-05 evening).
+# at most STATS_PUBLISH_S + MAX_SLEEP_S, and a quiet worker's housekeeping wakes once per 2 s instead of
+# twice (bench/README, 2026-12-05 evening).
 STATS_PUBLISH_S = 1.0
 # While paused by back-pressure the unacknowledged bytes are checked this often, so reading resumes promptly
 # once the writer catches up (acknowledgements arrive on the link, which does not wake the housekeeping).
