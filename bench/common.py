@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -44,6 +45,19 @@ SAMPLE_PERIOD_S = 0.5
 # quiet worker copies them into shared memory up to 3 s after they last changed (collector.runtime.worker.
 # STATS_PUBLISH_S + MAX_SLEEP_S), so a shorter look could see an old copy twice and call that the end.
 DRAIN_QUIET_S = 3.5
+
+# --- session directories ------------------------------------------------------------------------------------
+
+
+def leave_session_dir(tmp: Path, ok: bool, what: str) -> None:
+    """A session's directory (its config and logs): removed when the session went well, else kept and named,
+    since its logs say why (a connection cut, a stall, a repair still running, the signal that stopped it)."""
+    if ok:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"  {what} failed or was not sustained: its config and logs are kept in {tmp}", file=sys.stderr,
+              flush=True)
+
 
 # --- signals ------------------------------------------------------------------------------------------------
 

@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -169,16 +168,6 @@ def _kill(sup: subprocess.Popen | None) -> None:
         sup.wait()
 
 
-def _leave(tmp: Path, ok: bool, what: str) -> None:
-    """A session's directory (its config and logs): removed when it went well, else kept and named, as
-    throughput.py does, since its logs say why (also after a signal: common.stop_on_signals unwinds to here)."""
-    if ok:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        print(f"  {what} failed or was not sustained: its config and logs are kept in {tmp}", file=sys.stderr,
-              flush=True)
-
-
 def first_live_tiers(admin: str, src: Path, rate: float, workers: int, symbols: int,
                      statistics_s: float) -> dict[str, TierRow]:
     """The tiers a fresh start stores after `statistics_s` of live statistics (its filters.trades.tier_warmup).
@@ -207,7 +196,7 @@ def first_live_tiers(admin: str, src: Path, rate: float, workers: int, symbols: 
     finally:
         _kill(sup)
         common.drop_database(admin, dsn)
-        _leave(tmp, done, "the --stored-tiers preparation")
+        common.leave_session_dir(tmp, done, "the --stored-tiers preparation")  # also after a signal
     return tiers
 
 
@@ -288,7 +277,7 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
     finally:
         _kill(sup)
         common.drop_database(admin, dsn)
-        _leave(tmp, sustained, "the session")
+        common.leave_session_dir(tmp, sustained, "the session")
     return {"rate": rate, "workers": workers, "window_s": round(dt, 1), "warmup_s": warmup_s, "tier_warmup_s": tier_warmup_s,
             "stored_tiers": len(stored_tiers) if stored_tiers else 0,
             "cold_start_s": cold, "received_msgs_s": (r1 - r0) / dt,

@@ -42,7 +42,6 @@ import ast
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -218,10 +217,7 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
     for r in results:
         r.pop("cpu_by_pid")
     sustained = verdict["sustained"] and exit_code == 0
-    if sustained:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:  # the workers' logs say why (a connection cut, a stall, a repair still running)
-        print(f"  not sustained: the session's config and logs are kept in {tmp}")
+    common.leave_session_dir(tmp, sustained, "the session")
     return {
         "who": "ours", "rate": rate, "workers": workers, "mode": mode,
         "offered_msgs_s": common.median([r["offered"] for r in results]),
