@@ -11,6 +11,12 @@ transaction per batch each, table truncated before every run:
                  FROM unnest ... ON CONFLICT DO NOTHING, via asyncpg) on its own table layout, fed the dicts
                  its callback builds, in its default batches of 500.
 
+Then the writer's cost per COPY at the shipped configuration's size (`small`): the same Writer.add() + flush()
+of SMALL_FLUSHES batches of SMALL_ROWS rows each (a worker's batch of kept trades at the real market's rate is
+a few rows), reported as the writer's own CPU (process time: client side, PostgreSQL's not included) per COPY.
+Why: at 1,260 aggTrades/s the writer makes tens of small COPYs a second, where the fixed cost of a COPY (the
+statement, two round trips, the stats) is what it spends, not the rows.
+
     python bench/writer.py [--rows 200000 --runs 3] [--quick]
 """
 
@@ -46,11 +52,13 @@ BINANCE = RowEncoder("binance")  # rows as a Binance worker encodes them
 DEFAULT_ROWS = 200_000
 QUICK_ROWS = 60_000
 BATCH_ROWS = MAX_ROWS  # the writer's own flush size; the COPY paths use the same batches
+SMALL_ROWS = 3  # rows per COPY for `small`: a worker's batch of kept trades at the shipped configuration
+SMALL_FLUSHES = 3_000  # COPYs per `small` run (a few seconds)
 CRYPTOFEED_BATCH = 500  # cryptofeed's BackendQueue.batch_max default: what its users get
 SYMBOLS = 496
 SEED = 7  # fixed: every run and every path writes identical rows
 
-TRADE_TYPES = ["timestamptz", "text", "int8", "numeric", "numeric", "float8", "text", "text", "int8", "int8"]
+TRADE_TYPES = ["timestamptz", "text", "text", "int8", "numeric", "numeric", "float8", "text", "text", "int8", "int8"]
 
 
 def make_trades(n: int) -> list[tuple]:
@@ -67,11 +75,11 @@ def make_trades(n: int) -> list[tuple]:
     return out
 
 
-def encoded_batches(trades: list[tuple]) -> list:
+def encoded_batches(trades: list[tuple], size: int = BATCH_ROWS) -> list:
     batches = []
-    for start in range(0, len(trades), BATCH_ROWS):
+    for start in range(0, len(trades), size):
         b = BatchBuilder("trades")
-        for t, s, i, p, q, usd, side, reason in trades[start:start + BATCH_ROWS]:
+        for t, s, i, p, q, usd, side, reason in trades[start:start + size]:
             b.add(BINANCE.trade(t, s, i, p, q, usd, side, reason, i, i), t)
         batches.append(b.take())
     return batches
@@ -95,6 +103,19 @@ def run_writer(dsn: str, batches: list) -> float:
     return dt
 
 
+def run_writer_small(dsn: str, batches: list) -> float:
+    """The writer's own CPU seconds per COPY over `batches` of a few rows, one flush each."""
+    w = Writer(dsn, mode="postgres")
+    w.connection()
+    t0 = time.process_time()
+    for b in batches:
+        w.add(b)
+        assert w.flush(["trades"]), w.stats.last_error
+    dt = time.process_time() - t0
+    w.close()
+    return dt / len(batches)
+
+
 def run_copy_bytes(dsn: str, batches: list) -> float:
     cols = ", ".join(COLUMNS["trades"])
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -108,7 +129,7 @@ def run_copy_bytes(dsn: str, batches: list) -> float:
 
 def run_copy_write_row(dsn: str, trades: list[tuple]) -> float:
     cols = ", ".join(COLUMNS["trades"])
-    rows = [(datetime.fromtimestamp(t / 1000, UTC), s, i, Decimal(p), Decimal(q), usd, side, reason, i, i)
+    rows = [(datetime.fromtimestamp(t / 1000, UTC), "binance", s, i, Decimal(p), Decimal(q), usd, side, reason, i, i)
             for t, s, i, p, q, usd, side, reason in trades]
     with psycopg.connect(dsn, autocommit=True) as conn:
         t0 = time.perf_counter()
@@ -172,7 +193,9 @@ def main() -> None:
         "copy_write_row": lambda dsn: run_copy_write_row(dsn, trades),
         "cryptofeed": lambda dsn: asyncio.run(_cryptofeed(dsn, trades)),
     }
+    small = encoded_batches(make_trades(SMALL_ROWS * SMALL_FLUSHES), SMALL_ROWS)
     times: dict[str, list[float]] = {k: [] for k in paths}
+    small_cpu: list[float] = []
     with common.throwaway_postgres() as admin:
         dsn = common.new_database(admin, "writer")
         prepare(dsn)
@@ -180,6 +203,8 @@ def main() -> None:
             for name, fn in paths.items():  # interleaved, so drift (checkpoints, other load) hits every path
                 truncate(dsn, "cf_trades" if name == "cryptofeed" else "trades")
                 times[name].append(fn(dsn))
+            truncate(dsn, "trades")
+            small_cpu.append(run_writer_small(dsn, small))
     rows = []
     for name, ts in times.items():
         med = common.median(ts)
@@ -194,9 +219,14 @@ def main() -> None:
                        f"writer: {a.rows:,} trades rows, batches of {BATCH_ROWS:,} (cryptofeed {CRYPTOFEED_BATCH}), "
                        f"{a.runs} runs")
     print(f"  target: writer >= 90% of raw COPY (write_row): {by['writer'] / by['copy_write_row']:.0%}")
+    small_us = [round(x * 1e6, 1) for x in small_cpu]
+    print(f"  small: the writer's CPU per COPY of {SMALL_ROWS} rows ({SMALL_FLUSHES:,} COPYs per run): "
+          f"{common.median(small_us)} µs (median; runs {small_us})")
     name = "writer-quick" if a.quick else "writer"
     path = common.write_results(name, {"command": " ".join(sys.argv), "product": os.environ["BENCH_SRC"],
-                                           "rows": a.rows, "results": rows})
+                                       "rows": a.rows, "results": rows,
+                                       "small": {"rows_per_copy": SMALL_ROWS, "copies": SMALL_FLUSHES,
+                                                 "cpu_us_per_copy": small_us}})
     print(f"wrote {path}")
 
 
