@@ -15,6 +15,7 @@ statement timeout) raises Transient: the caller keeps the batches and retries la
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -52,6 +53,19 @@ class Transient(Exception):
 def ms_to_dt(ms: int) -> datetime:
     """Event-time milliseconds as an aware UTC datetime."""
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+@functools.cache
+def copy_statement(target: str, table: str) -> bytes:
+    """`COPY target (table's columns) FROM STDIN (FORMAT BINARY)`, quoted once and kept.
+
+    Why kept: composing and quoting it on every COPY (a dozen identifiers) was over a quarter of the writer's
+    CPU per small COPY (~180 against ~130 µs for 3 rows, `bench/writer.py`'s `small`, bench/README.md), and
+    at the real market's rate the writer makes tens of small COPYs a second. Targets and columns are the
+    schema's own names (collector.pipeline.encode.COLUMNS and their `_stage_` tables): a few dozen entries.
+    """
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(target), sql.SQL(", ").join(map(sql.Identifier, COLUMNS[table]))).as_bytes(None)
 
 
 def _is_no_partition(exc: BaseException) -> bool:
@@ -208,9 +222,7 @@ class Sink:
 
     @staticmethod
     def _copy(conn: psycopg.Connection, target: str, table: str, batches: list[Batch]) -> None:
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(target), sql.SQL(", ").join(map(sql.Identifier, COLUMNS[table])))
-        with conn.cursor() as cur, cur.copy(stmt) as copy:
+        with conn.cursor() as cur, cur.copy(copy_statement(target, table)) as copy:
             copy.write(COPY_HEADER)
             for b in batches:
                 copy.write(b.data)

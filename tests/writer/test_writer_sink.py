@@ -141,3 +141,27 @@ def test_a_stopped_repair_goes_back_to_detected(db_url: str) -> None:
     assert w.flush()
     assert gap_rows(db_url) == [("BTCUSDT", "trades", 10, 19, "detected", False)]
     w.close()
+
+
+def test_every_tables_kept_copy_statement_is_accepted_by_the_server(db_url: str) -> None:
+    # copy_statement quotes once and keeps the bytes (no connection at hand then): each table's, and a
+    # staging target's, must still be a COPY the server runs, column list and all.
+    from collector.db.schema import ensure_schema
+    from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER
+    from collector.writer.sink import copy_statement
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ensure_schema(conn, "postgres")
+        for table in COLUMNS:
+            assert copy_statement(table, table) is copy_statement(table, table)
+            with conn.cursor() as cur:
+                with cur.copy(copy_statement(table, table)) as copy:
+                    copy.write(COPY_HEADER)
+                    copy.write(COPY_TRAILER)
+                assert cur.rowcount == 0, table
+        with conn.transaction():
+            conn.execute("CREATE TEMP TABLE _stage_trades (LIKE trades) ON COMMIT DELETE ROWS")
+            with conn.cursor() as cur, cur.copy(copy_statement("_stage_trades", "trades")) as copy:
+                copy.write(COPY_HEADER)
+                copy.write(COPY_TRAILER)
+    assert copy_statement("_stage_trades", "trades").startswith(b'COPY "_stage_trades" ("time", "venue"')
