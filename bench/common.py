@@ -59,6 +59,30 @@ def leave_session_dir(tmp: Path, ok: bool, what: str) -> None:
               flush=True)
 
 
+# How long a supervisor still running when its session ends (the benchmark was interrupted, or failed midway)
+# gets to stop its own tree before the tree is killed: its own stop removes its shared memory and run directory,
+# which a kill leaves behind until the next collector's start sweeps them (collector.runtime.run_dir). A stop
+# drains the workers and flushes the writer: seconds, not tens of seconds.
+END_GRACE_S = 20.0
+
+
+def end_supervisor(sup: subprocess.Popen[bytes] | None, grace_s: float = END_GRACE_S) -> None:
+    """Make sure a supervisor started in a session of its own is gone, with its whole tree.
+
+    Still running: SIGTERM, as a user stops it, and up to `grace_s` for it to stop its children and remove what
+    it created; then (and after a clean stop, where it is a no-op) SIGKILL to the session's process group, so no
+    worker, writer or forkserver outlives the benchmark."""
+    if sup is None:
+        return
+    if sup.poll() is None:
+        sup.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            sup.wait(grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(sup.pid, signal.SIGKILL)
+    sup.wait()
+
+
 # --- signals ------------------------------------------------------------------------------------------------
 
 

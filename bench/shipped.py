@@ -162,10 +162,7 @@ def _config(tmp: Path, dsn: str, sim: SimProcess, port: int, tier_warmup_s: floa
 
 
 def _kill(sup: subprocess.Popen | None) -> None:
-    if sup is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(sup.pid, signal.SIGKILL)  # no-op after a clean stop; else writer and workers too
-        sup.wait()
+    common.end_supervisor(sup)
 
 
 def first_live_tiers(admin: str, src: Path, rate: float, workers: int, symbols: int,

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -208,15 +207,15 @@ def run(a: argparse.Namespace, admin: str, src: Path) -> dict:
             exit_code = sup.wait(STOP_TIMEOUT_S)
             received, kept = logged_received(tmp / "logs"), logged_kept(tmp / "logs")
             db_rows = count_rows(dsn, ("trades",))
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:  # interrupted or failed: the directory is kept (its logs say why) and named
+        common.leave_session_dir(tmp, False, "the soak")
+        raise
     finally:
-        if sup is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(sup.pid, signal.SIGKILL)  # no-op after a clean stop; else writer and workers too
-            sup.wait()
+        common.end_supervisor(sup)
         common.drop_database(admin, dsn)
     verdict = exact_verdict(db_rows["trades"], sum(kept.values()), received.get("trades", 0) if received else -1,
                             totals.get("aggTrade", 0), a.keep_all, None)
+    common.leave_session_dir(tmp, verdict["sustained"] and exit_code == 0, "the soak")
     return {"samples": samples, "exit_code": exit_code, "exact": verdict}
 
 

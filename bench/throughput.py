@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import os
 import re
 import signal
@@ -189,11 +188,11 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
         # wait_for ran out): at ~100,000 msgs/s the simulator's own loop saturates and stops answering. Not a
         # traceback that ends the whole invocation: this session is not sustained, the others still run.
         failure = f"{type(e).__name__}: {e}"
+    except BaseException:  # interrupted (SIGTERM, Ctrl-C) or a bug: the directory is kept (its logs say why) and named
+        common.leave_session_dir(tmp, False, "the session")
+        raise
     finally:
-        if sup is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(sup.pid, signal.SIGKILL)  # no-op after a clean stop; else writer and workers too
-            sup.wait()
+        common.end_supervisor(sup)
         common.drop_database(admin, dsn)
     mode = "keep_all" if keep_all else "filtered"
     if failure is not None:

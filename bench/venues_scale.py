@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -295,13 +293,13 @@ def session(args: argparse.Namespace, src: Path, admin: str) -> tuple[list[dict[
         info["exit_code"] = sup.wait(STOP_TIMEOUT_S)
         polls_due = int(info["wall_s"] // (0.8 * args.oi_interval))
         rows = compare(dsn, truths, args.oi_interval, polls_due)  # type: ignore[arg-type]
-        if info["exit_code"] == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
+        common.leave_session_dir(tmp, info["exit_code"] == 0, "the session")
         return rows, info
+    except BaseException:  # interrupted or failed: the directory is kept (its logs say why) and named
+        common.leave_session_dir(tmp, False, "the session")
+        raise
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(sup.pid, signal.SIGKILL)  # no-op after a clean stop; else the whole tree
-        sup.wait()
+        common.end_supervisor(sup)
         common.drop_database(admin, dsn)
 
 
