@@ -29,6 +29,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -91,29 +92,22 @@ def truncate(dsn: str, table: str) -> None:
         conn.execute(f"VACUUM ANALYZE {table}")
 
 
-def run_writer(dsn: str, batches: list) -> float:
+def run_writer(dsn: str, batches: list, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of `clock` (wall time by default) for Writer.add() + flush() of each batch, one flush each."""
     w = Writer(dsn, mode="postgres")
     w.connection()  # connect + schema check outside the timing, as in the long-running process
-    t0 = time.perf_counter()
+    t0 = clock()
     for b in batches:
         w.add(b)
         assert w.flush(["trades"]), w.stats.last_error
-    dt = time.perf_counter() - t0
+    dt = clock() - t0
     w.close()
     return dt
 
 
 def run_writer_small(dsn: str, batches: list) -> float:
-    """The writer's own CPU seconds per COPY over `batches` of a few rows, one flush each."""
-    w = Writer(dsn, mode="postgres")
-    w.connection()
-    t0 = time.process_time()
-    for b in batches:
-        w.add(b)
-        assert w.flush(["trades"]), w.stats.last_error
-    dt = time.process_time() - t0
-    w.close()
-    return dt / len(batches)
+    """The writer's own CPU seconds (process time) per COPY over `batches` of a few rows."""
+    return run_writer(dsn, batches, time.process_time) / len(batches)
 
 
 def run_copy_bytes(dsn: str, batches: list) -> float:
