@@ -61,8 +61,8 @@ def copy_statement(target: str, table: str) -> bytes:
 
     Why kept: composing and quoting it on every COPY (a dozen identifiers) was over a quarter of the writer's
     CPU per small COPY (~180 against ~130 µs for 3 rows, `bench/writer.py`'s `small`, bench/README.md), and
-    at the real market's rate the writer makes tens of small COPYs a second. Targets and columns are the
-    schema's own names (collector.pipeline.encode.COLUMNS and their `_stage_` tables): a few dozen entries.
+    the writer commits small COPYs several times a second (dozens at higher rates). Targets and columns are
+    the schema's own names (collector.pipeline.encode.COLUMNS and their `_stage_` tables): a few dozen entries.
     """
     return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(target), sql.SQL(", ").join(map(sql.Identifier, COLUMNS[table]))).as_bytes(None)
