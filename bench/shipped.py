@@ -161,10 +161,6 @@ def _config(tmp: Path, dsn: str, sim: SimProcess, port: int, tier_warmup_s: floa
     return cfg
 
 
-def _kill(sup: subprocess.Popen | None) -> None:
-    common.end_supervisor(sup)
-
-
 def first_live_tiers(admin: str, src: Path, rate: float, workers: int, symbols: int,
                      statistics_s: float) -> dict[str, TierRow]:
     """The tiers a fresh start stores after `statistics_s` of live statistics (its filters.trades.tier_warmup).
@@ -191,7 +187,7 @@ def first_live_tiers(admin: str, src: Path, rate: float, workers: int, symbols: 
             sup.wait(STOP_TIMEOUT_S)
             done = True
     finally:
-        _kill(sup)
+        common.end_supervisor(sup)
         common.drop_database(admin, dsn)
         common.leave_session_dir(tmp, done, "the --stored-tiers preparation")  # also after a signal
     return tiers
@@ -272,7 +268,7 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
                                     received.get("trades", 0) if received else -1, totals.get("aggTrade", 0), False, None)
             sustained = verdict["sustained"] and exit_code == 0
     finally:
-        _kill(sup)
+        common.end_supervisor(sup)
         common.drop_database(admin, dsn)
         common.leave_session_dir(tmp, sustained, "the session")
     return {"rate": rate, "workers": workers, "window_s": round(dt, 1), "warmup_s": warmup_s, "tier_warmup_s": tier_warmup_s,

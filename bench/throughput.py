@@ -196,7 +196,7 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
         common.drop_database(admin, dsn)
     mode = "keep_all" if keep_all else "filtered"
     if failure is not None:
-        print(f"  session failed ({failure}): not sustained; its config and logs are kept in {tmp}")
+        common.leave_session_dir(tmp, False, f"the session ({failure})")
         measured = ("offered_msgs_s", "received_msgs_s", "recv_ratio", "cpu_us_per_msg", "cpu_frac", "pg_cpu_frac",
                     "lat_p50_ms", "lat_p99_ms", "copies_s", "cpu_us_per_row", "peak_rss_mb", "peak_pss_mb",
                     "rows_per_s", "trades_sent", "trades_received_logged", "exit_code", "span_ratio", "kept_logged")
