@@ -42,7 +42,9 @@ class FrameReader:
         self.buf = bytearray()
         self.tables = tables
 
-    def feed(self, data: bytes) -> Iterator[tuple[int, Batch]]:
+    def feed(self, data: bytes | memoryview) -> Iterator[tuple[int, Batch]]:
+        """The batches `data` completes, in order. `data` is copied into the reader's buffer at the iteration's
+        first step, so a caller that takes the batches may reuse it afterwards (the writer's kept read buffer)."""
         tables = self.tables
         self.buf += data
         while len(self.buf) >= HEADER.size:

@@ -16,8 +16,11 @@ from collector.transport.frames import ACK, FrameError, FrameReader
 
 log = logging.getLogger(__name__)
 
-# Socket reads per wake-up on the writer side: large enough to take a whole burst of batches at once.
-READ_CHUNK = 1 << 20
+# Socket reads per wake-up on the writer side: large enough to take at once whatever a worker has queued (a
+# Unix stream socket holds at most the sender's send buffer, 208 KiB by default on Linux). Read into one kept
+# buffer: `recv(READ_CHUNK)` allocated a fresh READ_CHUNK per read, and a poll that read one worker's 451-byte
+# batch of 3 trades cost ~18 µs with 1 MiB fresh per read against ~5 µs now (the sender's send included).
+READ_CHUNK = 256 << 10
 
 
 class BatchServer:
@@ -36,6 +39,8 @@ class BatchServer:
         self.conns: dict[int, tuple[socket.socket, FrameReader]] = {}
         self._next_id = 0
         self.frame_errors = 0
+        self._rbuf = bytearray(READ_CHUNK)
+        self._rview = memoryview(self._rbuf)
 
     def poll(self, timeout: float, max_batches: int = 10_000) -> list[tuple[int, int, Batch]]:
         """Wait up to `timeout` for input; returns (connection id, seq, batch) in arrival order."""
@@ -47,16 +52,17 @@ class BatchServer:
             cid = key.data
             sock, reader = self.conns[cid]
             try:
-                data = sock.recv(READ_CHUNK)
+                n = sock.recv_into(self._rbuf)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
-                data = b""
-            if not data:
+                n = 0
+            if not n:
                 self._close(cid)
                 continue
             try:
-                out.extend((cid, seq, b) for seq, b in reader.feed(data))
+                # feed() copies what it is given before the next read reuses the buffer
+                out.extend((cid, seq, b) for seq, b in reader.feed(self._rview[:n]))
             except FrameError as e:
                 self.frame_errors += 1
                 log.error("dropping a connection that sent a bad frame: %s", e)
