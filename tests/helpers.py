@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +41,28 @@ def http_get(url: str, timeout: float = 30.0) -> tuple[int, dict, object]:
     except urllib.error.HTTPError as e:
         body = e.read()
         return e.code, dict(e.headers), json.loads(body) if body[:1] in b"[{" else body
+
+
+def thread_wakeups(thread: threading.Thread) -> int:
+    """How often `thread` has gone to sleep and been woken so far (its voluntary context switches, from
+    /proc/self/task/<tid>/status): a thread that waits for nothing does not add to it."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")))
+
+
+def settled_wakeups(thread: threading.Thread, quiet_s: float = 0.3, timeout: float = 10.0) -> int:
+    """thread_wakeups() once `thread` has gone `quiet_s` without one: whatever it was doing when asked (going
+    to sleep after a request counts once, waiting for the GIL too) is over before a window is measured."""
+    deadline = time.monotonic() + timeout
+    n = thread_wakeups(thread)
+    while True:
+        time.sleep(quiet_s)
+        m = thread_wakeups(thread)
+        if m == n:
+            return m
+        if time.monotonic() > deadline:
+            raise AssertionError(f"thread {thread.name} never went {quiet_s}s without waking in {timeout}s")
+        n = m
 
 
 def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float = 0.1):

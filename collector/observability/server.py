@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import selectors
 import threading
 from collections.abc import Callable
 from functools import cache
@@ -53,25 +55,47 @@ class HealthServer:
         self.thresholds = thresholds
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._wake: tuple[int, int] | None = None
 
     def start(self) -> None:
         handler = _make_handler(self)
         self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True  # a stuck client must not hold the supervisor's exit
+        self._server.timeout = 0  # handle_request() is called once a connection is waiting: never block in it
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
+        self._wake = os.pipe()
+        self._thread = threading.Thread(target=self._serve, args=(self._server, self._wake[0]), name="health-http",
+                                        daemon=True)
         self._thread.start()
         log.info("status page and health endpoints on http://%s:%d/{,health,stats,metrics}",
                  self.host, self.port)
 
+    @staticmethod
+    def _serve(server: ThreadingHTTPServer, wake_r: int) -> None:
+        """Accept until stop() writes to the wake pipe. Not serve_forever: it wakes every poll_interval
+        (0.5 s) to look for a shutdown request, two wake-ups a second of an otherwise idle supervisor for
+        as long as it runs; here the thread sleeps until a connection or the stop arrives."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(server, selectors.EVENT_READ)
+            sel.register(wake_r, selectors.EVENT_READ)
+            while True:
+                ready = sel.select()
+                if any(key.fileobj == wake_r for key, _ in ready):
+                    return
+                server.handle_request()
+
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        if self._wake is not None:
+            os.write(self._wake[1], b"x")
         if self._thread is not None:
             self._thread.join()
-        self._server = self._thread = None
+        self._server.server_close()
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+        self._server = self._thread = self._wake = None
 
     def respond(self, path: str) -> tuple[int, str, bytes]:
         """(status, content type, body) for a GET of path; pure apart from calling snapshot_fn."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 
 import pytest
+from helpers import settled_wakeups, thread_wakeups, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from test_health import _publish_healthy, _snap
 
@@ -93,3 +95,21 @@ def test_stop_releases_the_port(block: StatsBlock) -> None:
     again.stop()
 
 
+
+
+def test_the_server_thread_sleeps_until_a_request_or_the_stop(block: StatsBlock) -> None:
+    """An idle supervisor's HTTP thread must not wake on a timer (serve_forever's poll every 0.5 s did, two
+    wake-ups a second for as long as the collector runs); a request and the stop still wake it at once."""
+    srv = HealthServer(snapshot_fn=lambda: _snap(block))
+    srv.start()
+    thread = srv._thread
+    assert thread is not None
+    try:
+        wait_for(lambda: _get(srv.port, "/health")[0] in (200, 503), 10, "the first answer")
+        before = settled_wakeups(thread)
+        time.sleep(1.6)  # the window observed, not a synchronisation: serve_forever woke 3 times in it
+        assert thread_wakeups(thread) - before == 0
+        assert _get(srv.port, "/stats")[0] == 200
+    finally:
+        srv.stop()
+    assert not thread.is_alive()
