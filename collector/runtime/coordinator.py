@@ -53,7 +53,9 @@ FETCH_TIMEOUT_S = 30.0
 # A reachable database answers in milliseconds; an unreachable host must not hold a tier computation or a
 # checkpoint copy for the OS's TCP timeout.
 DB_CONNECT_TIMEOUT_S = 10
-# Both threads' period when nothing is due: bounds how late a REST pause is relayed and a job starts.
+# The relay thread's period: bounds how late a REST pause is relayed. Also the I/O thread's shortest sleep
+# between rounds (a round that failed is retried this much later, not in a tight loop); otherwise that thread
+# sleeps until its earliest job is due (or a SIGHUP or the stop wakes it).
 TICK_S = 1.0
 # When a tier computation finds no statistics yet (workers still starting), try again this much later.
 TIER_RETRY_S = 60.0
@@ -229,14 +231,23 @@ class Coordinator:
     # --- the threads -------------------------------------------------------------------------------------
 
     def _io_loop(self) -> None:
+        delay = max(TICK_S, self.io_due() - time.monotonic())
         while not self._stop.is_set():
-            self._refresh_now.wait(TICK_S)
+            self._refresh_now.wait(delay)
             if self._stop.is_set():
                 return
             try:
                 self.io_round(time.monotonic())
             except Exception:  # a bug here must not end the collector's tiers and universe for good
                 log.exception("coordinator: I/O round failed; carrying on")
+                delay = TICK_S
+            else:
+                delay = max(TICK_S, self.io_due() - time.monotonic())
+
+    def io_due(self) -> float:
+        """When the I/O thread next has a job (time.monotonic()): tiers, universe refresh or checkpoint copy.
+        Its jobs are minutes to hours apart, so it sleeps until then rather than waking every TICK_S."""
+        return min(self.next_tiers, self.next_universe, self.next_checkpoint_save)
 
     def _relay_loop(self) -> None:
         while not self._stop.wait(TICK_S):
