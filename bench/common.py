@@ -132,9 +132,19 @@ def rss_kb(pid: int) -> int:
 
 
 def wakeups(pid: int) -> int:
-    """Voluntary context switches so far: each is the process going to sleep (in epoll, select, a lock) and
-    being woken again, so their rate is how often it wakes up, whatever woke it (a socket read, a timer)."""
-    return _status_kb(pid, "voluntary_ctxt_switches:")
+    """Voluntary context switches so far, of every thread the process has now: each is a thread going to sleep
+    (in epoll, select, a lock) and being woken again, so their rate is how often it wakes up, whatever woke
+    it (a socket read, a timer). Every thread, not /proc/<pid>/status alone: that counts the main thread only,
+    and the supervisor's HTTP and coordinator threads wake on their own (a thread that ended is not counted)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            with open(f"/proc/{pid}/task/{tid}/status") as fp:
+                for line in fp:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+                        break
+    return total
 
 
 def pss_kb(pid: int) -> int:
