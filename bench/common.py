@@ -119,8 +119,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / CLK_TCK
 
 
-def _status_kb(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as fp:
+def _status_value(path: str, key: str) -> int:
+    """The number after `key` in a /proc status file (kB for sizes, a count for context switches); 0 if absent."""
+    with open(path) as fp:
         for line in fp:
             if line.startswith(key):
                 return int(line.split()[1])
@@ -128,7 +129,7 @@ def _status_kb(pid: int, key: str) -> int:
 
 
 def rss_kb(pid: int) -> int:
-    return _status_kb(pid, "VmRSS:")
+    return _status_value(f"/proc/{pid}/status", "VmRSS:")
 
 
 def wakeups(pid: int) -> int:
@@ -139,11 +140,7 @@ def wakeups(pid: int) -> int:
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            with open(f"/proc/{pid}/task/{tid}/status") as fp:
-                for line in fp:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-                        break
+            total += _status_value(f"/proc/{pid}/task/{tid}/status", "voluntary_ctxt_switches:")
     return total
 
 

@@ -231,18 +231,17 @@ class Coordinator:
     # --- the threads -------------------------------------------------------------------------------------
 
     def _io_loop(self) -> None:
-        delay = max(TICK_S, self.io_due() - time.monotonic())
+        failed = False
         while not self._stop.is_set():
-            self._refresh_now.wait(delay)
+            self._refresh_now.wait(TICK_S if failed else max(TICK_S, self.io_due() - time.monotonic()))
             if self._stop.is_set():
                 return
             try:
                 self.io_round(time.monotonic())
+                failed = False
             except Exception:  # a bug here must not end the collector's tiers and universe for good
                 log.exception("coordinator: I/O round failed; carrying on")
-                delay = TICK_S
-            else:
-                delay = max(TICK_S, self.io_due() - time.monotonic())
+                failed = True
 
     def io_due(self) -> float:
         """When the I/O thread next has a job (time.monotonic()): tiers, universe refresh or checkpoint copy.
