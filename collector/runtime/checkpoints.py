@@ -67,8 +67,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from collector.pipeline.funding_rates import MAX_RATE_CHARS, is_stale
 
@@ -104,9 +103,11 @@ MAX_WAITING = 120
 
 
 
-@dataclass(frozen=True, slots=True)
-class SymbolCheckpoint:
-    """What one symbol's steps need to continue; None (nan for the price) = nothing to resume."""
+class SymbolCheckpoint(NamedTuple):
+    """What one symbol's steps need to continue; None (nan for the price) = nothing to resume.
+
+    A NamedTuple, not a frozen dataclass: every checkpoint round (every 2 s, each symbol of the worker) builds
+    and compares these, and a tuple is built and compared in C. `c._replace(...)` makes a changed copy."""
 
     last_trade_id: int | None = None  # gap detection starts after it (collector.feed.backfill)
     last_kline_open_ms: int | None = None  # candle-hole detection starts after it
@@ -256,13 +257,13 @@ Packed = tuple[int, int, int, float, int, int, int, int, int, bytes]
 
 
 def pack(c: SymbolCheckpoint) -> Packed:
-    def v(x: int | None) -> int:
-        return NONE if x is None else x
-    rate = c.funding_rate
+    # inline, not a helper per field: the checkpoint round packs every symbol of the worker every 2 s
+    tid, kline, funding, price, ts, oi, updated, rate, next_ms, live = c
     # struct would cut a longer text to the field's width, another number: not carried instead
     text = rate.encode("ascii") if rate.isascii() and len(rate) <= MAX_RATE_CHARS else b""
-    return (v(c.last_trade_id), v(c.last_kline_open_ms), v(c.funding_ms), c.filter_price, v(c.filter_ts_ms),
-            v(c.oi_polled_ms), c.updated_ms, v(c.next_funding_ms), v(c.live_ms), text)
+    return (NONE if tid is None else tid, NONE if kline is None else kline, NONE if funding is None else funding,
+            price, NONE if ts is None else ts, NONE if oi is None else oi, updated,
+            NONE if next_ms is None else next_ms, NONE if live is None else live, text)
 
 
 def unpack(values: Packed) -> SymbolCheckpoint:
@@ -327,7 +328,7 @@ class Checkpointer:
         for sym, ms in handed.items():
             cur = self.published.get(sym, SymbolCheckpoint())
             if cur.funding_ms is None or ms > cur.funding_ms:
-                changed[sym] = replace(cur, funding_ms=ms)
+                changed[sym] = cur._replace(funding_ms=ms)
         self._write(changed)
 
     def rate_changed(self, sym: str) -> None:
@@ -336,8 +337,8 @@ class Checkpointer:
         if not self.active or rates is None or sym not in rates.known:
             return
         rate, next_ms = rates.known[sym]
-        self._write({sym: replace(self.published.get(sym, SymbolCheckpoint()), funding_rate=rate,
-                                  next_funding_ms=next_ms)})
+        cur = self.published.get(sym, SymbolCheckpoint())
+        self._write({sym: cur._replace(funding_rate=rate, next_funding_ms=next_ms)})
 
     def started(self, sym: str, last_trade_id: int | None, last_kline_open_ms: int | None) -> None:
         """A symbol's first trade or closed kline with no position to continue from: the position just before
@@ -348,12 +349,12 @@ class Checkpointer:
             return
         cur = self.published.get(sym, SymbolCheckpoint())
         if last_trade_id is not None and cur.last_trade_id is None:
-            cur = replace(cur, last_trade_id=last_trade_id)
+            cur = cur._replace(last_trade_id=last_trade_id)
         elif last_kline_open_ms is not None and cur.last_kline_open_ms is None:
-            cur = replace(cur, last_kline_open_ms=last_kline_open_ms)
+            cur = cur._replace(last_kline_open_ms=last_kline_open_ms)
         else:
             return
-        self._write({sym: replace(cur, updated_ms=int(self.clock() * 1000))})
+        self._write({sym: cur._replace(updated_ms=int(self.clock() * 1000))})
 
     def final(self) -> None:
         """At exit, with everything acknowledged: the exact state, for a successor or the next start."""
@@ -371,13 +372,13 @@ class Checkpointer:
             prev = self.published.get(sym)
             if prev is not None and prev.funding_ms is not None and (c.funding_ms is None or
                                                                    prev.funding_ms > c.funding_ms):
-                c = replace(c, funding_ms=prev.funding_ms)  # handed over already: never step back
+                c = c._replace(funding_ms=prev.funding_ms)  # handed over already: never step back
             if prev is not None and prev.funding_rate:  # written when it changed: newer than the snapshot's
-                c = replace(c, funding_rate=prev.funding_rate, next_funding_ms=prev.next_funding_ms)
+                c = c._replace(funding_rate=prev.funding_rate, next_funding_ms=prev.next_funding_ms)
             if prev is not None and c.last_trade_id is None and prev.last_trade_id is not None:
-                c = replace(c, last_trade_id=prev.last_trade_id)  # a session's start (started), not taken back
+                c = c._replace(last_trade_id=prev.last_trade_id)  # a session's start (started), not taken back
             if prev is not None and c.last_kline_open_ms is None and prev.last_kline_open_ms is not None:
-                c = replace(c, last_kline_open_ms=prev.last_kline_open_ms)
+                c = c._replace(last_kline_open_ms=prev.last_kline_open_ms)
             out[sym] = c
         self._write(out)
 
@@ -398,7 +399,7 @@ class Checkpointer:
         if max_ids_age_ms is not None:
             now_ms = int(self.clock() * 1000)
             found = {s: c if now_ms - c.updated_ms <= max_ids_age_ms else
-                     replace(c, last_trade_id=None, last_kline_open_ms=None) for s, c in found.items()}
+                     c._replace(last_trade_id=None, last_kline_open_ms=None) for s, c in found.items()}
         self.published = dict(found)
         return restore(self.pipeline, found, positions)
 
@@ -439,7 +440,7 @@ def current_rate(c: SymbolCheckpoint, now_ms: int) -> SymbolCheckpoint:
     (then it is a past period's rate: a successor's rows carry none until the venue's next push rather than
     that one)."""
     if c.funding_rate and (c.next_funding_ms is None or is_stale(c.next_funding_ms, now_ms)):
-        return replace(c, funding_rate="", next_funding_ms=None)
+        return c._replace(funding_rate="", next_funding_ms=None)
     return c
 
 

@@ -9,7 +9,6 @@ rate until it is sent one, exactly as after kill -9 or a SIGHUP hand-over.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
@@ -101,7 +100,7 @@ def test_a_successor_stores_the_rate_its_predecessor_was_sent(cut_sec: int, bloc
     # without the carried rate the successor's rows differ until the next push: the fault being fixed
     bare_out: list[Batch] = []
     bare = _pipeline(bare_out)
-    restore(bare, {INST: replace(snap, funding_rate="")})
+    restore(bare, {INST: snap._replace(funding_rate="")})
     _feed(_decoder(bare), frames[cut:])
     bare.flush_all()
     assert _funding_rows(bare_out) != _funding_rows(succ_out)
