@@ -43,11 +43,17 @@ def http_get(url: str, timeout: float = 30.0) -> tuple[int, dict, object]:
         return e.code, dict(e.headers), json.loads(body) if body[:1] in b"[{" else body
 
 
-def thread_wakeups(thread: threading.Thread) -> int:
-    """How often `thread` has gone to sleep and been woken so far (its voluntary context switches, from
-    /proc/self/task/<tid>/status): a thread that waits for nothing does not add to it."""
-    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+def task_wakeups(pid: int, tid: int) -> int:
+    """How often thread `tid` of process `pid` has gone to sleep and been woken so far (its voluntary context
+    switches, from /proc/<pid>/task/<tid>/status): a thread that waits for nothing does not add to it."""
+    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")))
+
+
+def thread_wakeups(thread: threading.Thread) -> int:
+    """task_wakeups() of a thread of this process."""
+    assert thread.native_id is not None
+    return task_wakeups(os.getpid(), thread.native_id)
 
 
 def settled_wakeups(thread: threading.Thread, quiet_s: float = 0.3, timeout: float = 10.0) -> int:

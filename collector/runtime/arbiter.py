@@ -36,6 +36,7 @@ from collector.runtime.children import (
     child_infos,
     join_or_kill,
     liveness_action,
+    loop_period,
     request_stop,
     successor_ready,
 )
@@ -50,8 +51,6 @@ from collector.runtime.startup import StartupError
 
 log = logging.getLogger(__name__)
 
-# Main loop wake-up period when nothing happens: bounds how late a restart or a liveness check runs.
-LOOP_TIMEOUT_S = 1.0
 # How long children get to flush and exit on shutdown before they are killed.
 WORKER_STOP_TIMEOUT_S = 40.0
 WRITER_STOP_TIMEOUT_S = 120.0
@@ -227,7 +226,9 @@ class Supervisor:
 
     def _wait(self, deadline: float | None) -> None:
         sentinels = [c.process.sentinel for c in self.children if c.process is not None and c.process.is_alive()]
-        timeout = LOOP_TIMEOUT_S if deadline is None else max(0.0, min(LOOP_TIMEOUT_S, deadline - time.monotonic()))
+        assert self.cfg is not None
+        period = loop_period(self.children, self.retiring, self.cfg.monitoring.heartbeat_timeout_s)
+        timeout = period if deadline is None else max(0.0, min(period, deadline - time.monotonic()))
         ready = multiprocessing.connection.wait([self._wake_r, *sentinels], timeout=timeout)
         if self._wake_r in ready:
             os.read(self._wake_r, 4096)

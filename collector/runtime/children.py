@@ -30,6 +30,13 @@ HEALTHY_AFTER_S = 60.0
 # stack to the child's stderr, so the hang can be diagnosed), and SIGKILL this long after if it is still
 # there: plenty for the dump, and SIGABRT does nothing at all to a stopped (SIGSTOP) process.
 ABORT_GRACE_S = 5.0
+# The supervisor's main loop wakes on a child's death (its sentinel), a signal and a coordinator command at
+# once; the period is for what is decided by time alone. While a hand-over, a restart's back-off or an abort's
+# grace runs, every LOOP_TIMEOUT_S: that bounds how late it ends. Otherwise only liveness is timed, judged
+# against monitoring.heartbeat_timeout_s (120 s by default): IDLE_LOOP_TIMEOUT_S, or a quarter of the
+# timeout if that is shorter, so a hung child is still caught within the timeout plus a quarter of it.
+LOOP_TIMEOUT_S = 1.0
+IDLE_LOOP_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -101,6 +108,13 @@ def liveness_action(silent_s: float, timeout_s: float, aborted_s: float | None, 
     if aborted_s is not None:
         return "kill" if aborted_s >= grace_s else None
     return "abort" if silent_s > timeout_s else None
+
+
+def loop_period(children: list[Child], retiring: list[Retiring], heartbeat_timeout_s: float) -> float:
+    """How long the supervisor's main loop may wait for an event before its timed checks are due."""
+    if retiring or any(c.restart_at is not None or c.aborted_at is not None for c in children):
+        return LOOP_TIMEOUT_S
+    return min(IDLE_LOOP_TIMEOUT_S, heartbeat_timeout_s / 4)
 
 
 def join_or_kill(c: Child, timeout: float) -> None:

@@ -6,15 +6,18 @@ boot exits with BOOT_ERROR and the supervisor stops with one line instead of res
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import shutil
+import time
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import SupervisorProcess, wait_for, write_config
+from helpers import SupervisorProcess, task_wakeups, wait_for, wait_healthy, write_config
 
 from collector.db.embedded import free_port
 from collector.runtime.arbiter import liveness_action
+from collector.runtime.children import IDLE_LOOP_TIMEOUT_S, LOOP_TIMEOUT_S, Child, Retiring, loop_period
 from collector.runtime.exitcodes import BOOT_ERROR
 from exchange_sim import SimConfig, run_in_thread
 
@@ -30,6 +33,18 @@ from exchange_sim import SimConfig, run_in_thread
 ])
 def test_liveness_action(silent: float, aborted: float | None, expected: str | None) -> None:
     assert liveness_action(silent, 120.0, aborted, 5.0) == expected
+
+
+def test_loop_period() -> None:
+    """The main loop turns every second while a timed step runs, every 5 s (or a quarter of the heartbeat
+    timeout) otherwise."""
+    idle = [Child("writer", 0), Child("worker", 0), Child("worker", 1)]
+    assert loop_period(idle, [], 120.0) == IDLE_LOOP_TIMEOUT_S == 5.0
+    assert loop_period(idle, [], 10.0) == 2.5  # a hung child is still caught by timeout + a quarter of it
+    assert loop_period([*idle, Child("worker", 2, restart_at=12.0)], [], 120.0) == LOOP_TIMEOUT_S  # back-off
+    assert loop_period([*idle, Child("worker", 2, aborted_at=3.0)], [], 120.0) == LOOP_TIMEOUT_S  # abort grace
+    retiring = Retiring(mp.get_context("spawn").Process(), mp.get_context("spawn").Event(), since=0.0)
+    assert loop_period(idle, [retiring], 120.0) == LOOP_TIMEOUT_S  # a hand-over
 
 
 def _start(tmp_path: Path, db_url: str, **sections: dict) -> tuple:
@@ -96,3 +111,25 @@ def test_a_worker_that_cannot_boot_stops_the_collector(db_url: str, tmp_path: Pa
     assert sum(out.count(f"started worker {i}") for i in (1, 2)) == 2  # none respawned
     log = (tmp_path / "logs").glob("worker-*.log")
     assert any("Traceback" in p.read_text() for p in log)  # the full story is in the worker's own log
+
+
+@pytest.mark.timeout(180)
+def test_an_idle_supervisor_wakes_on_events_not_every_second(db_url: str, tmp_path: Path) -> None:
+    """Nothing under way (no restart, hand-over or abort): the supervisor's main thread sleeps until an event
+    or the idle period, so in a 6 s window it wakes at most 3 times (the 1 s loop it had woke 6 times)."""
+    port = free_port()
+    sim, sup = _start(tmp_path, db_url, monitoring={"health_check_port": port})
+    try:
+        wait_healthy(port)
+        pid = sup.proc.pid
+        wait_for(lambda: sum(" ".join(p.cmdline()).startswith(("collector: writer", "collector: worker"))
+                             for p in psutil.Process(pid).children(recursive=True)) == 3, 60,
+                 "the writer and both workers")
+        before = task_wakeups(pid, pid)
+        time.sleep(6.0)  # the window measured, not a wait for something to happen
+        woke = task_wakeups(pid, pid) - before
+        assert sup.proc.poll() is None
+    finally:
+        sup.stop()
+        sim.stop()
+    assert woke <= 3, f"the supervisor's main thread woke {woke} times in 6 s"
