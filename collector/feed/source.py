@@ -27,6 +27,7 @@ from collector.feed.wire import (
     frame_decoder,
     open_interest_decoder,
 )
+from collector.runtime.stopping import StopEvent
 from collector.symbols import valid_symbol
 
 
@@ -47,7 +48,7 @@ class FastBinanceFutures(CollectorBinanceFutures):
         self._oi_ready = oi_ready
         self._oi_interval = oi_interval
         self._oi_gate = oi_gate
-        self._oi_stop = stop_event or asyncio.Event()
+        self._oi_stop = stop_event or StopEvent()
         self._dispatch = _dispatch(sink)
         super().__init__(*args, **kwargs)
 

@@ -41,7 +41,7 @@ from collector.pipeline.router import Pipeline
 from collector.runtime.checkpoint_block import CheckpointBlock
 from collector.runtime.checkpoints import RESUME_IDS_MAX_AGE_MS, Checkpointer, resume_activity
 from collector.runtime.handover import HandoverBuffer
-from collector.runtime.stopping import sleep_unless_stopped
+from collector.runtime.stopping import StopEvent, sleep_unless_stopped
 from collector.runtime.venue_worker import VenueContracts, build_venue_feed, venue_rest_budget
 from collector.runtime.wakeups import coalesce
 from collector.runtime.worker_control import ControlWatch, build_trade_filter, build_warmup, read_control
@@ -92,8 +92,9 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     """Build the worker (its boot: see collector.runtime.exitcodes), call `on_booted`, then run until stopped."""
     cfg = spec.config
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    wake = asyncio.Event()  # wakes the housekeeping early: a stop request
+    # StopEvents: every loop of the worker sleeps on one of these (collector.runtime.stopping says why)
+    stop = StopEvent()
+    wake = StopEvent()  # wakes the housekeeping early: a stop request
 
     def on_stop_signal() -> None:
         stop.set()
@@ -168,7 +169,7 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     paused = False
     pauses = 0
     max_unacked = cfg.writer.worker_max_unacked_mb << 20
-    link_stop = asyncio.Event()
+    link_stop = StopEvent()
 
     publisher = StatsPublisher(spec, pipeline, feed, link, budget) if spec.stats_name else None
     if publisher is not None and (resumed := resume_activity(publisher.block, spec.symbol_slots, pipeline)):
