@@ -27,6 +27,12 @@ OPEN_INTEREST_WEIGHT = 1
 # resumes each symbol's schedule from its checkpoint (collector.runtime.checkpoints), take over after a crash
 # and still poll every symbol within every `interval`. Costs 25% more weight: ~125/min for 500 symbols.
 OI_POLL_FRACTION = 0.8
+# The period is cut into this many slots; when a symbol is due, the worker polls it and every other symbol due
+# before the end of the current slot together (up to a slot early for those). After one period each symbol sits with
+# the others of its slot, so a worker wakes for open interest ~8 times a period (every 30 s at the default
+# 300 s interval) instead of once per symbol (every ~4 s for 62 symbols), its HTTP code runs warm, and its
+# rows reach the writer in one batch. A poll is never later for it; the weight per period is unchanged.
+OI_BURSTS_PER_PERIOD = 8
 # A poll that failed (network error, 5xx, 429) is tried again this much later rather than a period later,
 # so one failure does not cost the symbol its window; a 429/418 also pauses the weight gate meanwhile.
 OI_RETRY_S = 5.0
@@ -36,13 +42,15 @@ class PollPositions:
     """When each symbol's open interest is next due: one period after its last poll.
 
     Pure: times are passed in. Symbols never polled (a fresh start) are spread evenly over the first
-    period, which keeps the weight flat; a symbol restored from a checkpoint is due one period after
-    the poll its predecessor made, so a restart does not start again from the first symbol.
+    period; a symbol restored from a checkpoint is due one period after the poll its predecessor made,
+    so a restart does not start again from the first symbol. `burst` says which symbols are polled
+    together (OI_BURSTS_PER_PERIOD says why).
     """
 
     def __init__(self, symbols: list[str], period_ms: int, start_ms: int) -> None:
         n = max(len(symbols), 1)
         self.period_ms = period_ms
+        self.slot_ms = max(period_ms // OI_BURSTS_PER_PERIOD, 1)
         self._first = {s: start_ms + i * period_ms // n for i, s in enumerate(symbols)}
         self.last: dict[str, int] = {}  # symbol -> wall ms of its last request
 
@@ -61,6 +69,13 @@ class PollPositions:
             return None
         sym = min(self._first, key=self.due_ms)
         return sym, self.due_ms(sym)
+
+    def burst(self, now_ms: int) -> list[str]:
+        """The symbols to poll together now that the first is due: every symbol due before the end of the
+        current slot (the period cut into OI_BURSTS_PER_PERIOD slots from the epoch), overdue ones included,
+        oldest first."""
+        end = now_ms - now_ms % self.slot_ms + self.slot_ms
+        return sorted((s for s in self._first if self.due_ms(s) < end), key=self.due_ms)
 
     def polled(self, symbol: str, now_ms: int) -> None:
         self.last[symbol] = now_ms
@@ -112,28 +127,36 @@ class OpenInterestPoll(PolledConnection):
             nxt = self.positions.next()
             if nxt is None:
                 return
-            sym, due_ms = nxt
+            _, due_ms = nxt
             if await self._pause(due_ms / 1000 - time.time()):
                 return
-            while (wait_ms := self.gate.wait_time(OPEN_INTEREST_WEIGHT, time.time() * 1000)) > 0:
-                if await self._pause(wait_ms / 1000):
+            for sym in self.positions.burst(int(time.time() * 1000)):
+                if not await self._acquire():
                     return
-            if not self.gate.try_acquire(OPEN_INTEREST_WEIGHT, time.time() * 1000):
-                continue
-            self.positions.polled(sym, int(time.time() * 1000))
-            url = self.urls[sym]
-            try:
-                status, headers, body = await self.rest.get(url)
-                self.gate.on_response(status, headers, time.time() * 1000)
-            except (TimeoutError, OSError, Exception) as e:  # noqa: B014 - log every transport failure
-                self.failures += 1
-                self.positions.failed(sym, int(time.time() * 1000), int(OI_RETRY_S * 1000))
-                log.warning("%s: open interest request failed: %s: %s", self.id, type(e).__name__, e)
-                continue
-            self.message_received()
-            if status == 200:
-                yield body.decode("utf-8", "replace")
-            else:
-                self.failures += 1
-                self.positions.failed(sym, int(time.time() * 1000), int(OI_RETRY_S * 1000))
-                log.warning("%s: open interest answered %d: %r", self.id, status, body[:200])
+                self.positions.polled(sym, int(time.time() * 1000))
+                try:
+                    status, headers, body = await self.rest.get(self.urls[sym])
+                    self.gate.on_response(status, headers, time.time() * 1000)
+                except (TimeoutError, OSError, Exception) as e:  # noqa: B014 - log every transport failure
+                    self.failures += 1
+                    self.positions.failed(sym, int(time.time() * 1000), int(OI_RETRY_S * 1000))
+                    log.warning("%s: open interest request failed: %s: %s", self.id, type(e).__name__, e)
+                    continue
+                self.message_received()
+                if status == 200:
+                    yield body.decode("utf-8", "replace")
+                else:
+                    self.failures += 1
+                    self.positions.failed(sym, int(time.time() * 1000), int(OI_RETRY_S * 1000))
+                    log.warning("%s: open interest answered %d: %r", self.id, status, body[:200])
+
+    async def _acquire(self) -> bool:
+        """Take one request's weight from the gate, waiting while it has none; False when stopping."""
+        while True:
+            wait_ms = self.gate.wait_time(OPEN_INTEREST_WEIGHT, time.time() * 1000)
+            if wait_ms <= 0 and not self.stop.is_set() and self.gate.try_acquire(OPEN_INTEREST_WEIGHT,
+                                                                                 time.time() * 1000):
+                return True
+            # (another worker may take the weight between the two calls: the pause yields to the loop either way)
+            if await self._pause(max(wait_ms, 0.0) / 1000):
+                return False
