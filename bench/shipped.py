@@ -36,10 +36,11 @@ What the window covers: the workers' per-tick work (batch ageing, stats publicat
 the activity and checkpoint publication (every 2 s), provisional-threshold refreshes (every 1 s while the
 warm-up lasts: every session starts from a fresh database, so the window is inside the 10-minute tier
 warm-up unless --tier-warmup ends it first, or --stored-tiers starts it on stored tiers), the supervisor's
-loop (1 s) and stats log (monitoring.stats_interval), the writer's flushes and its job polls. It does NOT cover
-open interest (every filters.open_interest.interval_s = 300 s), tier recomputation (filters.trades.tier_interval,
-24 h by default) nor the writer's hourly maintenance: use --window 600 or more, or bench/soak.py, for the
-first and the last.
+loop (every 5 s when nothing is under way) and stats log (monitoring.stats_interval), the writer's flushes and
+its job polls, and the share of open-interest polls that falls in the window (each symbol every 0.8 x 300 s, a
+worker's symbols in 8 bursts per 240 s: a 60 s window holds about a quarter of them). It does NOT cover tier
+recomputation (filters.trades.tier_interval, 24 h by default) nor the writer's hourly maintenance: use
+bench/soak.py for those.
 
     python bench/shipped.py                 # 3 runs x (loaded, idle, 2 peers), 30 s warm-up + 120 s window: ~33 min
     python bench/shipped.py --quick         # 1 run, 10 s warm-up + 20 s window, no idle: ~2 min
