@@ -13,7 +13,7 @@ collector's CPU cores and, per role (supervisor, writer, the workers summed), co
 reference loop (`common.speed_probe`) is printed at the start and the end: absolute figures compare with other
 sittings only beside it; the trees compare with each other within the run.
 
-    python bench/idle_ab.py main HEAD                     # 3 rounds of 2 sessions after a preparation: ~15 min
+    python bench/idle_ab.py main HEAD                     # 3 rounds of 2 sessions after a preparation: ~11 min
     python bench/idle_ab.py 4087c8e main HEAD --pairs 3   # three trees
 """
 

@@ -23,6 +23,12 @@ class StopEvent(asyncio.Event):
         super().__init__()
         self._sleepers: set[asyncio.Future[bool]] = set()
 
+    @property
+    def sleeping(self) -> int:
+        """How many sleeps wait on this event now: a cancelled or finished sleep is no longer counted, so a
+        loop that cancels its sleepers leaves nothing behind (what the tests check)."""
+        return len(self._sleepers)
+
     def set(self) -> None:
         super().set()
         sleepers, self._sleepers = self._sleepers, set()

@@ -101,12 +101,13 @@ def test_a_cancelled_sleeper_leaves_nothing_behind() -> None:
         ev = StopEvent()
         sleeper = asyncio.create_task(ev.sleep(60.0))
         await asyncio.sleep(0)
+        assert ev.sleeping == 1  # the count can see a sleeper
         sleeper.cancel()
         try:
             await sleeper
         except asyncio.CancelledError:
             pass
-        left = len(ev._sleepers)
+        left = ev.sleeping
         ev.set()  # nothing to wake: no error
         return sleeper.cancelled(), left, await ev.sleep(60.0)
 
