@@ -3,7 +3,8 @@
 `run_ours` (simulator + supervisor + database, the exact-count "sustained" rule) alternating A, B, B, A, A, B...
 on one throwaway PostgreSQL server, so that load from others on a shared machine falls on both alike.
 
-Each tree is a git revision (snapshotted with `git archive`, like throughput.py's default) or a directory.
+Each tree is a git revision (snapshotted with `git archive`, like throughput.py's default), a revision with
+patches applied (`REV+bench/experiments/X.patch`: an experiment that was not kept) or a directory.
 Reported per tree: medians over `--reps` sessions of the CPU µs per received message of all collector
 processes, and of the workers alone (each session's own value is already a median of its `--runs` windows).
 `--profile PREFIX` also records the busiest worker of every session with py-spy (`pip install py-spy`; a
@@ -11,6 +12,7 @@ bench tool, not a dependency) as collapsed stacks, PREFIX-<tree>-<rep>.txt.
 
     python bench/ab.py lead HEAD --rate 20000 --reps 3
     python bench/ab.py lead . --rate 10000 --keep-all
+    python bench/ab.py HEAD HEAD+bench/experiments/sleep-after-read.patch --rate 1260 --workers 8
 """
 
 from __future__ import annotations
@@ -38,14 +40,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def tree(rev: str) -> Iterator[Path]:
-    """A directory holding `rev`: the directory itself if it is one, else a `git archive` snapshot."""
-    if Path(rev).is_dir():
-        yield Path(rev).resolve()
+def tree(spec: str) -> Iterator[Path]:
+    """A directory holding `spec`: the directory itself if it is one, else a `git archive` snapshot of a
+    revision, with the patches named after it applied: `REV+bench/experiments/X.patch[+...]` (paths from the
+    repository root, or absolute). Why patches: an experiment that was tried and not kept stays reproducible
+    from a clean clone (bench/experiments/README.md) without its code living in the product."""
+    if Path(spec).is_dir():
+        yield Path(spec).resolve()
         return
+    rev, *patches = spec.split("+")
+    missing = [p for p in patches if not (ROOT / p).is_file()]
+    if missing:
+        raise SystemExit(f"{spec}: no such patch file: {', '.join(missing)}")
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as d:
         archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", d], input=archive, check=True)
+        for patch in patches:
+            applied = subprocess.run(["git", "apply", str((ROOT / patch).resolve())], cwd=d, capture_output=True,
+                                     text=True)
+            if applied.returncode:
+                raise SystemExit(f"{spec}: {patch} does not apply to {rev}: {applied.stderr.strip()}")
         yield Path(d)
 
 
@@ -79,7 +93,7 @@ def profile_busiest_worker(settle: float, seconds: int, out: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("trees", nargs=2, help="git revisions or directories: before, after")
+    p.add_argument("trees", nargs=2, help="git revisions (REV+PATCH...: with patches applied) or directories: before, after")
     p.add_argument("--rate", type=float, default=20000.0, help="offered aggTrades/s")
     p.add_argument("--keep-all", action="store_true")
     p.add_argument("--workers", type=int, default=2)

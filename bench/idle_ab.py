@@ -4,7 +4,7 @@
 Why apart from bench/shipped.py: issue 12's idle bound (<= 0.01 cores) is a few thousandths of a core, less
 than what one sitting of this shared machine drifts from another (the same tree measured 0.029 and 0.015
 within 25 minutes), so two trees compare only in sessions that alternate within one invocation. Each tree is a
-git revision (`git archive`) or a directory. One preparation (`bench.shipped.first_live_tiers`, on the first
+git revision (`git archive`), a revision with patches (`REV+bench/experiments/X.patch`) or a directory. One preparation (`bench.shipped.first_live_tiers`, on the first
 tree: the shipped configuration at `--rate` until it stores tiers from `--stored-tiers` seconds of live
 statistics) gives every session the same stored tiers, so each starts as a restart does, past the warm-up; then
 `--pairs` rounds of one idle `bench.shipped.run_session` per tree (streams open, mark prices every 3 s, open
@@ -46,7 +46,7 @@ def roles(session: dict[str, Any]) -> dict[str, tuple[float, float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("trees", nargs="+", help="git revisions or directories (at least two)")
+    p.add_argument("trees", nargs="+", help="git revisions (REV+PATCH...: with patches applied, see bench/ab.py) or directories (at least two)")
     p.add_argument("--pairs", type=int, default=3, help="rounds of one session per tree")
     p.add_argument("--workers", type=int, default=shipped.WORKERS)
     p.add_argument("--symbols", type=int, default=shipped.SYMBOLS)
