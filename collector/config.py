@@ -172,6 +172,10 @@ class ExchangeConfig(_Section):
     # WebSocket client: picows (Cython frame parsing, ~7x cheaper per frame) when installed, else the
     # websockets library cryptofeed uses. "websockets" forces cryptofeed's own.
     ws_client: Literal["auto", "picows", "websockets"] = "auto"
+    # After a turn of light reads that came soon after the previous one, a worker rests this long, so that
+    # what arrives meanwhile is read in one go: on a VM each wake-up costs more than its frames (picows only;
+    # 0: never rest). A row waits at most this much longer to be read; collector.feed.pacing.
+    read_rest_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 40
     # OKX and Bybit endpoints (used when collection.exchanges names them): base URLs, e.g. a simulator's
     # http://127.0.0.1:PORT and ws://127.0.0.1:PORT; OKX's /ws/v5/public and /ws/v5/business and Bybit's
     # /v5/public/linear are appended by their feeds (collector.feed.venue_feed).

@@ -42,6 +42,7 @@ from picows import (
 )
 
 from collector.feed.cryptofeed_adapter import BatchHandler, ConnectionBase, ConnectionClosed
+from collector.feed.pacing import PACER
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ NORMAL_CLOSE_CODES = frozenset({WSCloseCode.OK.value, WSCloseCode.GOING_AWAY.val
 # websockets' options that have no meaning here (permessage-deflate is never offered, so never used;
 # our own queue bound replaces max_queue) and are accepted so that cryptofeed's defaults can be passed.
 IGNORED_OPTIONS = frozenset({"compression", "max_queue", "close_timeout"})
+
+_pace = PACER.read
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
@@ -216,6 +219,7 @@ class _Session(WSListener):
                 handler(batch, conn, now)
             except Exception as e:  # never into picows (it would drop the connection with its own story)
                 self._handler_failed(e)
+            _pace(len(batch))  # the worker may rest at the end of this turn (collector.feed.pacing)
             return
         self.queue.append((now, batch))
         self.queued += len(batch)

@@ -46,6 +46,10 @@ class FlushPolicy:
         last = self._last_sent.get(table)
         return started if last is None else max(started, last + self.hold_ms)
 
+    def pending(self) -> list[str]:
+        """Tables with a pending batch, due or not."""
+        return list(self._started)
+
     def due(self, now_ms: int) -> list[str]:
         """Tables whose pending batch may go at `now_ms`."""
         return [t for t in self._started if (at := self.due_at(t)) is not None and at <= now_ms]

@@ -439,6 +439,15 @@ class Pipeline:
         """When flush_due() next has something to emit (None: no batch is pending)."""
         return self.flush_policy.next_ms()
 
+    def flush_pending(self) -> None:
+        """Emit every batch that has rows, whatever flush_interval_ms says: the worker is about to rest
+        (collector.feed.pacing), which spaces its batches by itself, and a row must not wait the rest out here."""
+        pending = self.flush_policy.pending()
+        if pending:
+            now_ms = self.clock_ms()
+            for table in pending:
+                self._emit(self.builders[table], now_ms)
+
     def flush_all(self, now_ms: int | None = None) -> None:
         """Emit everything pending (shutdown)."""
         for b in self.builders.values():

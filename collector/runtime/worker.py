@@ -29,6 +29,7 @@ from collector.db import gaps_repo
 from collector.feed.backfill import Backfiller
 from collector.feed.cryptofeed_feed import bind_feed_class
 from collector.feed.open_interest import poll_positions
+from collector.feed.pacing import PACER
 from collector.feed.rest_budget import SharedWeightBudget
 from collector.feed.rest_client import RestClient
 from collector.feed.source import FastBinanceFutures, subscription_channels
@@ -121,6 +122,9 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
         batch_rows=cfg.writer.batch_rows, flush_interval_ms=cfg.writer.flush_interval_ms,
         stats_window_ms=window_ms(cfg.filters.trades.stats_window_s),
     )
+    # Between light reads the worker rests (collector.feed.pacing), after sending what it holds.
+    PACER.rest_s = cfg.exchange.read_rest_ms / 1000
+    PACER.before_rest = pipeline.flush_pending
     # One REST weight budget for every REST user of every worker (open-interest pollers and backfills),
     # shared through a file the supervisor created: a 429/418 reported by any of them pauses all.
     # Another venue's workers have their own budget (its limits are its own: a Binance 429 never pauses them).

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from collector.config import Config
+from collector.feed.pacing import PACER
 from collector.pipeline.activity import window_ms
 from collector.pipeline.encode import numeric_cache_size
 from collector.pipeline.thresholds import Warmup
@@ -143,5 +144,6 @@ def apply_live_config(cfg: Config, pipeline: Pipeline, trade_filter: TradeFilter
     pipeline.funding_gate.interval_ms = int(cfg.filters.funding.min_interval_s * 1000)
     pipeline.batch_rows = cfg.writer.batch_rows
     pipeline.flush_interval_ms = cfg.writer.flush_interval_ms
+    PACER.rest_s = cfg.exchange.read_rest_ms / 1000
     logging.getLogger().setLevel(cfg.logging.level)
     log.info("configuration reloaded")

@@ -240,3 +240,19 @@ def test_the_trade_numeric_cache_is_sized_by_keep_all_and_follows_a_reload() -> 
     assert pipe.encoder.numerics.size == KEEP_ALL_NUMERIC_CACHE
     apply_live_config(Config(), pipe, tf)
     assert pipe.encoder.numerics.size == FILTERED_NUMERIC_CACHE
+
+
+def test_flush_pending_sends_what_the_hold_would_keep(pipe: Pipeline, out: list[Batch]) -> None:
+    """Before a worker rests (collector.feed.pacing) every table with rows goes, due or not; a table without
+    rows sends nothing."""
+    pipe.on_trade(trade(1), RECEIPT)
+    pipe.flush_due(T0)
+    assert [(b.table, b.rows) for b in out] == [("trades", 1)]
+    pipe.on_trade(trade(2, q="101"), RECEIPT)  # large: kept; the table was sent at T0, so it is held 250 ms
+    pipe.flush_due(T0)
+    assert len(out) == 1 and pipe.next_flush_ms() == T0 + 250
+    pipe.flush_pending()
+    assert [(b.table, b.rows) for b in out] == [("trades", 1), ("trades", 1)]
+    assert pipe.next_flush_ms() is None
+    pipe.flush_pending()  # nothing pending: nothing sent
+    assert len(out) == 2

@@ -1,0 +1,81 @@
+"""A worker's rest between light reads: what arrives meanwhile waits in the kernel and is read in one go.
+
+Why: at the real market's rate a worker of `--workers 8` reads its WebSocket ~75 times a second, a few frames
+each, and on a virtual machine every wake-up costs far more than the frames it brings (bench/README.md,
+"Fewer wake-ups, measured again": the same frames cost the 8 workers ~40% less when each rests 50 ms after
+a read). Pausing only the socket does not buy that (the pause and the resume cost what the wake-up did);
+resting the whole process does, because every source of wake-ups (sockets, timers, the writer's
+acknowledgements) is then served in one turn of the event loop.
+
+So at the end of a turn of the event loop that read frames, the worker sends what it has kept (`before_rest`:
+no row waits the rest out in the worker) and sleeps `rest_s`, but only when the turn was light (fewer than
+`light_frames` frames: a busy worker is never slowed) and came less than `rest_s` after the previous turn
+ended (reads that come seldom, like an idle worker's mark prices every 3 s, cost nothing to take at once, and
+their rows are not delayed). A row then waits at most `rest_s` longer between the exchange and its read;
+`exchange.read_rest_ms` sets it (0: never rest), and issue 12's event-to-commit bound (150 ms) is what it
+is weighed against.
+
+The decision (`ReadPacer.rest_for`) is pure and tested directly; `ReadPacer.read` and the sleep are the edge,
+called by the picows connection (collector.feed.websocket) once per socket read. One pacer per process
+(`PACER`): the rest holds the whole event loop, so every connection of the worker shares it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+# A turn that read this many frames or more is busy: no rest after it. At a 40 ms rest a worker rests while
+# it reads fewer than ~6,400 frames a second; above that its reads fill up without help, and 256 frames are
+# ~80 KB, well inside one receive buffer (collector.feed.websocket.READ_BUFFER_INIT_SIZE).
+LIGHT_FRAMES = 256
+
+
+class ReadPacer:
+    """When a worker rests after a turn of reads, and how long (see the module doc)."""
+
+    __slots__ = ("rest_s", "light_frames", "before_rest", "frames", "turn_end", "scheduled", "rests", "rested_s")
+
+    def __init__(self, rest_s: float = 0.0, light_frames: int = LIGHT_FRAMES) -> None:
+        self.rest_s = rest_s
+        self.light_frames = light_frames
+        # Called just before a rest: the worker sends what it holds, so no row waits in it while it rests.
+        self.before_rest: Callable[[], None] | None = None
+        self.frames = 0  # frames read in the current turn
+        self.turn_end = float("-inf")  # time.monotonic() when the previous turn ended (after its rest)
+        self.scheduled = False  # the end of the current turn is scheduled (call_soon)
+        self.rests = 0  # how many times the worker rested, and for how long in all (observability, tests)
+        self.rested_s = 0.0
+
+    def rest_for(self, frames: int, now: float) -> float:
+        """Seconds to rest after a turn that read `frames` and ends at `now` (monotonic): `rest_s` when the turn
+        was light and began within `rest_s` of the previous turn's end, else 0."""
+        if self.rest_s <= 0.0 or frames >= self.light_frames or now - self.turn_end >= self.rest_s:
+            return 0.0
+        return self.rest_s
+
+    def read(self, frames: int) -> None:
+        """A socket read delivered `frames` frames (on the event loop): the turn's end is scheduled once, after
+        the callbacks already queued (the flush timers of the rows just read among them)."""
+        self.frames += frames
+        if not self.scheduled and self.rest_s > 0.0:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self.scheduled = False
+        frames, self.frames = self.frames, 0
+        now = time.monotonic()
+        rest = self.rest_for(frames, now)
+        if rest > 0.0:
+            if self.before_rest is not None:
+                self.before_rest()
+            time.sleep(rest)  # deliberately blocking: every wake-up source of the process waits, see the module doc
+            self.rests += 1
+            self.rested_s += rest
+            now = time.monotonic()
+        self.turn_end = now
+
+
+PACER = ReadPacer()  # the process's pacer: rest_s 0 (never rests) until the worker configures it

@@ -1,0 +1,80 @@
+"""collector.feed.pacing: when a worker rests between reads, decided directly; and over a real socket to the
+simulator through picows, that a resting worker's reads come a rest apart, lose nothing and keep order, and
+that what it holds is sent before each rest."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from helpers import wait_for
+from test_direct_batches import BatchRecorder, _run
+from test_wsfast import OPTIONS, _url
+
+from collector.feed.pacing import PACER, ReadPacer
+from collector.feed.websocket import PicowsConnection
+from exchange_sim import SimConfig, run_in_thread
+
+
+def test_rest_for() -> None:
+    p = ReadPacer(rest_s=0.04, light_frames=100)
+    assert p.rest_for(5, 10.0) == 0.0  # the first turn: no previous one to be close to
+    p.turn_end = 10.0
+    assert p.rest_for(5, 10.01) == 0.04  # light and soon after the previous turn: rest
+    assert p.rest_for(99, 10.039) == 0.04
+    assert p.rest_for(100, 10.01) == 0.0  # busy: never slowed
+    assert p.rest_for(5, 10.05) == 0.0  # seldom reads (an idle worker's mark prices): taken at once
+    assert ReadPacer(rest_s=0.0).rest_for(1, 0.0) == 0.0  # read_rest_ms 0: never
+
+
+@pytest.fixture
+def sim():
+    h = run_in_thread(SimConfig(port=0, symbols=12, rate=400, speed=1, seed=5))
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+def _gaps(receipts: list[float]) -> list[float]:
+    return [b - a for a, b in zip(receipts, receipts[1:], strict=False)]
+
+
+def _session(sim, reads: int) -> tuple[BatchRecorder, list[float]]:
+    conn = PicowsConnection(_url(sim), "T", **OPTIONS)
+    rec = BatchRecorder(conn)
+
+    async def body() -> None:
+        await asyncio.to_thread(wait_for, lambda: rec.calls > reads, 60, f"{reads} reads handed over")
+
+    asyncio.run(_run(conn, rec, body))
+    return rec, _gaps(rec.receipts[5:])  # past the subscription answers
+
+
+def test_a_light_stream_is_read_a_rest_apart_and_nothing_is_lost(sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[int] = []
+    monkeypatch.setattr(PACER, "rest_s", 0.0)
+    unpaced, gaps = _session(sim, 60)
+    assert PACER.rests == 0
+    fast = sum(g < 0.02 for g in gaps)
+    assert fast > len(gaps) / 2, gaps  # the control: ~400 frames/s arrive in reads a few ms apart
+
+    monkeypatch.setattr(PACER, "rest_s", 0.05)
+    monkeypatch.setattr(PACER, "rests", 0)
+    monkeypatch.setattr(PACER, "before_rest", lambda: sent.append(PACER.rests))
+    paced, gaps = _session(sim, 60)
+    assert PACER.rests >= 50
+    assert sent == list(range(PACER.rests))  # before every rest, and once
+    assert [g for g in gaps if g < 0.045] == []  # every read a rest after the previous one
+    assert paced.frames / paced.calls > 4 * unpaced.frames / unpaced.calls
+    for sym, ids in paced.ids.items():
+        assert ids == list(range(ids[0], ids[0] + len(ids))), sym  # in order, none lost, none twice
+
+
+def test_a_busy_stream_is_never_slowed(sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PACER, "rest_s", 0.05)
+    monkeypatch.setattr(PACER, "light_frames", 1)  # every read is busy
+    monkeypatch.setattr(PACER, "rests", 0)
+    _, gaps = _session(sim, 60)
+    assert PACER.rests == 0
+    assert sum(g < 0.02 for g in gaps) > len(gaps) / 2
