@@ -50,7 +50,17 @@ class WorkerSpec:
 
 
 def run_worker(spec: WorkerSpec) -> None:
-    """Process entry point: collector.runtime.worker.run_worker, imported here, in the child."""
-    from collector.runtime.worker import run_worker as run
+    """Process entry point: collector.runtime.worker.run_worker, imported here, in the child.
 
+    An import that fails (a broken or half-updated install) is a boot error with its reason, as any failure
+    before the worker has booted: the supervisor then stops with that reason in its log instead of
+    restarting, for ever, a worker whose only trace was "exit code 1" and a traceback on stderr."""
+    try:
+        from collector.runtime.worker import run_worker as run
+    except Exception as e:
+        from pathlib import Path
+
+        from collector.runtime.exitcodes import exit_boot_error
+
+        exit_boot_error(Path(spec.socket_path).parent, f"worker-{spec.index + 1}", e)
     run(spec)
