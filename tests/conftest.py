@@ -58,6 +58,17 @@ def _stop_leftover_supervisors() -> Iterator[None]:
         sup.stop(timeout=30)
 
 
+@pytest.fixture(autouse=True)
+def _pacer_as_it_was() -> Iterator[None]:
+    """collector.feed.pacing.PACER is one per process: a test that configures it (apply_live_config does, as
+    a worker's SIGHUP) must not make the connections of later tests in this process rest between reads."""
+    from collector.feed.pacing import PACER
+
+    saved = (PACER.rest_s, PACER.light_frames, PACER.before_rest)
+    yield
+    PACER.rest_s, PACER.light_frames, PACER.before_rest = saved
+
+
 @pytest.fixture(scope="session")
 def timescaledb_available(pg_server_url: str) -> bool:
     """True when the test server can give TimescaleDB: installed, preloaded and new enough (the decision

@@ -78,3 +78,22 @@ def test_a_busy_stream_is_never_slowed(sim, monkeypatch: pytest.MonkeyPatch) -> 
     _, gaps = _session(sim, 60)
     assert PACER.rests == 0
     assert sum(g < 0.02 for g in gaps) > len(gaps) / 2
+
+
+def test_sighup_sets_the_rest() -> None:
+    """exchange.read_rest_ms applies live (collector.runtime.worker_control.apply_live_config, a worker's SIGHUP)."""
+    import msgspec
+
+    from collector.config import Config
+    from collector.pipeline.router import Pipeline
+    from collector.pipeline.trade_filter import TradeFilter
+    from collector.runtime.worker_control import apply_live_config
+
+    tf = TradeFilter()
+    pipe = Pipeline(["BTCUSDT"], ["trades"], tf, lambda b: None, venue="binance")
+    cfg = Config()
+    apply_live_config(msgspec.structs.replace(cfg, exchange=msgspec.structs.replace(cfg.exchange, read_rest_ms=0)),
+                      pipe, tf)
+    assert PACER.rest_s == 0.0
+    apply_live_config(cfg, pipe, tf)
+    assert PACER.rest_s == 0.04  # the shipped default
