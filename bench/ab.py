@@ -135,10 +135,13 @@ def main() -> None:
     mode = "keep_all" if a.keep_all else "filtered"
     print(f"\n{mode}, {a.rate:,.0f} aggTrades/s, N={a.workers}; CPU µs per received message, medians of sessions")
     for name, rows in results.items():
-        if rows:
-            print(f"{name}: all processes {common.median([r['total'] for r in rows]):.2f}, workers "
-                  f"{common.median([r['workers'] for r in rows]):.2f}, sustained {sum(r['sustained'] for r in rows)}"
-                  f"/{len(rows)}")
+        measured = [r for r in rows if r["total"] is not None]  # a failed session has no CPU figure
+        if not measured:
+            print(f"{name}: no session measured ({len(rows)} failed: see their rows above)")
+            continue
+        print(f"{name}: all processes {common.median([r['total'] for r in measured]):.2f}, workers "
+              f"{common.median([r['workers'] for r in measured]):.2f}, sustained {sum(r['sustained'] for r in rows)}"
+              f"/{len(rows)}")
 
 
 if __name__ == "__main__":
