@@ -1,11 +1,11 @@
 """A worker's rest between light reads: what arrives meanwhile waits in the kernel and is read in one go.
 
 Why: at the real market's rate a worker of `--workers 8` reads its WebSocket ~75 times a second, a few frames
-each, and on a virtual machine every wake-up costs far more than the frames it brings (bench/README.md,
-"Fewer wake-ups, measured again": the same frames cost the 8 workers ~40% less when each rests 50 ms after
-a read). Pausing only the socket does not buy that (the pause and the resume cost what the wake-up did);
-resting the whole process does, because every source of wake-ups (sockets, timers, the writer's
-acknowledgements) is then served in one turn of the event loop.
+each, and on a virtual machine a wake-up can cost more than the frames it brings (bench/README.md, "A light
+worker rests between reads": on an AMD EPYC guest the same frames cost the 8 workers 39% less when each slept
+50 ms after a read). Pausing only the socket bought less there (25%), and nothing on an Intel machine, where
+the sleep bought ~15%: resting the whole process serves every source of wake-ups (sockets, timers, the
+writer's acknowledgements) in one turn of the event loop.
 
 So at the end of a turn of the event loop that read frames, the worker sends what it has kept (`before_rest`:
 no row waits the rest out in the worker) and sleeps `rest_s`, but only when the turn was light (fewer than
