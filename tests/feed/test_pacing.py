@@ -1,10 +1,11 @@
 """collector.feed.pacing: when a worker rests between reads, decided directly; and over a real socket to the
-simulator through picows, that a resting worker's reads come a rest apart, lose nothing and keep order, and
-that what it holds is sent before each rest."""
+simulator through picows, that a resting worker reads once per tick of the rest's grid, just after the tick,
+loses nothing and keeps order, and that what it holds is sent before each rest."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from helpers import wait_for
@@ -20,11 +21,24 @@ def test_rest_for() -> None:
     p = ReadPacer(rest_s=0.04, light_frames=100)
     assert p.rest_for(5, 10.0) == 0.0  # the first turn: no previous one to be close to
     p.turn_end = 10.0
-    assert p.rest_for(5, 10.01) == 0.04  # light and soon after the previous turn: rest
-    assert p.rest_for(99, 10.039) == 0.04
+    # light and soon after the previous turn: rest to the next tick of the 40 ms grid (10.04), not 40 ms
+    assert p.rest_for(5, 10.01) == pytest.approx(0.03)
+    assert p.rest_for(99, 10.039) == pytest.approx(0.001)
     assert p.rest_for(100, 10.01) == 0.0  # busy: never slowed
     assert p.rest_for(5, 10.05) == 0.0  # seldom reads (an idle worker's mark prices): taken at once
+    p.turn_end = 10.02
+    assert p.rest_for(99, 10.0401) == pytest.approx(0.0399)  # just past a tick: to the next one
     assert ReadPacer(rest_s=0.0).rest_for(1, 0.0) == 0.0  # read_rest_ms 0: never
+
+
+def test_every_rest_ends_on_the_shared_grid() -> None:
+    """Two pacers (two workers) whose turns end at unrelated times wake on the same ticks: the grid is the
+    clock's, not the pacer's."""
+    a, b = ReadPacer(rest_s=0.05), ReadPacer(rest_s=0.05)
+    a.turn_end = b.turn_end = 1000.0
+    for now_a, now_b in ((1000.003, 1000.021), (1000.017, 1000.049), (1000.0001, 1000.0449)):
+        wake_a, wake_b = now_a + a.rest_for(1, now_a), now_b + b.rest_for(1, now_b)
+        assert wake_a == pytest.approx(1000.05) and wake_b == pytest.approx(1000.05)
 
 
 @pytest.fixture
@@ -40,9 +54,21 @@ def _gaps(receipts: list[float]) -> list[float]:
     return [b - a for a, b in zip(receipts, receipts[1:], strict=False)]
 
 
-def _session(sim, reads: int) -> tuple[BatchRecorder, list[float]]:
+class _ClockedRecorder(BatchRecorder):
+    """Also notes each read's time.monotonic(), the clock the pacer's grid is drawn on."""
+
+    def __init__(self, conn: PicowsConnection) -> None:
+        super().__init__(conn)
+        self.monotonic: list[float] = []
+
+    def __call__(self, messages, conn, receipt) -> None:
+        self.monotonic.append(time.monotonic())
+        super().__call__(messages, conn, receipt)
+
+
+def _session(sim, reads: int) -> tuple[_ClockedRecorder, list[float]]:
     conn = PicowsConnection(_url(sim), "T", **OPTIONS)
-    rec = BatchRecorder(conn)
+    rec = _ClockedRecorder(conn)
 
     async def body() -> None:
         await asyncio.to_thread(wait_for, lambda: rec.calls > reads, 60, f"{reads} reads handed over")
@@ -62,10 +88,15 @@ def test_a_light_stream_is_read_a_rest_apart_and_nothing_is_lost(sim, monkeypatc
     monkeypatch.setattr(PACER, "rest_s", 0.05)
     monkeypatch.setattr(PACER, "rests", 0)
     monkeypatch.setattr(PACER, "before_rest", lambda: sent.append(PACER.rests))
-    paced, gaps = _session(sim, 60)
+    paced, _ = _session(sim, 60)
     assert PACER.rests >= 50
     assert sent == list(range(PACER.rests))  # before every rest, and once
-    assert [g for g in gaps if g < 0.045] == []  # every read a rest after the previous one
+    # one read per tick of the 50 ms grid: none in the tick of the one before it, and most just after a tick
+    # (each rest ends on one; a read sits later in its tick only when the machine was slow to wake the test)
+    ticks = [int(t // 0.05) for t in paced.monotonic[5:]]
+    assert all(b > a for a, b in zip(ticks, ticks[1:], strict=False)), ticks
+    phases = sorted(t % 0.05 for t in paced.monotonic[5:])
+    assert phases[len(phases) // 2] < 0.01, phases  # without the grid, spread over the whole 50 ms
     assert paced.frames / paced.calls > 4 * unpaced.frames / unpaced.calls
     for sym, ids in paced.ids.items():
         assert ids == list(range(ids[0], ids[0] + len(ids))), sym  # in order, none lost, none twice
@@ -96,4 +127,4 @@ def test_sighup_sets_the_rest() -> None:
                       pipe, tf)
     assert PACER.rest_s == 0.0
     apply_live_config(cfg, pipe, tf)
-    assert PACER.rest_s == 0.04  # the shipped default
+    assert PACER.rest_s == 0.08  # the shipped default
