@@ -64,9 +64,9 @@ def _pacer_as_it_was() -> Iterator[None]:
     a worker's SIGHUP) must not make the connections of later tests in this process rest between reads."""
     from collector.feed.pacing import PACER
 
-    saved = (PACER.rest_s, PACER.light_frames, PACER.before_rest)
+    saved = (PACER.rest_s, PACER.busy_rate, PACER.before_rest)
     yield
-    PACER.rest_s, PACER.light_frames, PACER.before_rest = saved
+    PACER.rest_s, PACER.busy_rate, PACER.before_rest = saved
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ writer's acknowledgements) in one turn of the event loop.
 
 So at the end of a turn of the event loop that read frames, the worker sends what it has kept (`before_rest`:
 no row waits the rest out in the worker) and sleeps until the next tick of a grid `rest_s` apart, but only
-when the turn was light (fewer than `light_frames` frames: a busy worker is never slowed) and came less than
+when the turn was light (fewer frames than `busy_rate` frames a second would bring in a rest: a busy worker is
+never slowed) and came less than
 `rest_s` after the previous turn ended (reads that come seldom, like an idle worker's mark prices every 3 s,
 cost nothing to take at once, and their rows are not delayed). A row then waits at most `rest_s` longer
 between the exchange and its read; `exchange.read_rest_ms` sets it (0: never rest), and issue 12's
@@ -34,20 +35,24 @@ import asyncio
 import time
 from collections.abc import Callable
 
-# A turn that read this many frames or more is busy: no rest after it. At the shipped 80 ms rest a worker rests
-# while it reads fewer than ~3,200 frames a second; above that its reads fill up without help, and 256 frames
-# are ~80 KB, well inside one receive buffer (collector.feed.websocket.READ_BUFFER_INIT_SIZE).
-LIGHT_FRAMES = 256
+# A worker reading this many frames a second or more is busy: no rest after a turn that read at least this rate
+# times the rest (256 frames at 40 ms, 512 at the shipped 80). Above it its reads fill up without help, and a
+# turn's frames (~320 bytes each: ~160 KB at 80 ms) fit the receive buffer
+# (collector.feed.websocket.READ_BUFFER_INIT_SIZE). A rate, not a count of frames, so that a longer rest does
+# not make busy the worker it would help most: a count of 256 at 80 ms stopped the rests of one keep_all
+# worker at 5,000 aggTrades/s (~6,200 frames a second), which cost it 7.5% more (bench/README.md, "The
+# workers rest on one grid").
+BUSY_RATE = 6400.0
 
 
 class ReadPacer:
     """When a worker rests after a turn of reads, and how long (see the module doc)."""
 
-    __slots__ = ("rest_s", "light_frames", "before_rest", "frames", "turn_end", "scheduled", "rests", "rested_s")
+    __slots__ = ("rest_s", "busy_rate", "before_rest", "frames", "turn_end", "scheduled", "rests", "rested_s")
 
-    def __init__(self, rest_s: float = 0.0, light_frames: int = LIGHT_FRAMES) -> None:
+    def __init__(self, rest_s: float = 0.0, busy_rate: float = BUSY_RATE) -> None:
         self.rest_s = rest_s
-        self.light_frames = light_frames
+        self.busy_rate = busy_rate
         # Called just before a rest: the worker sends what it holds, so no row waits in it while it rests.
         self.before_rest: Callable[[], None] | None = None
         self.frames = 0  # frames read in the current turn
@@ -61,7 +66,7 @@ class ReadPacer:
         of `rest_s` (at most `rest_s`) when the turn was light and began within `rest_s` of the previous turn's
         end, else 0."""
         rest_s = self.rest_s
-        if rest_s <= 0.0 or frames >= self.light_frames or now - self.turn_end >= rest_s:
+        if rest_s <= 0.0 or frames >= self.busy_rate * rest_s or now - self.turn_end >= rest_s:
             return 0.0
         return rest_s - now % rest_s
 

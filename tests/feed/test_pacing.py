@@ -18,7 +18,7 @@ from exchange_sim import SimConfig, run_in_thread
 
 
 def test_rest_for() -> None:
-    p = ReadPacer(rest_s=0.04, light_frames=100)
+    p = ReadPacer(rest_s=0.04, busy_rate=2500.0)  # busy from 100 frames a turn
     assert p.rest_for(5, 10.0) == 0.0  # the first turn: no previous one to be close to
     p.turn_end = 10.0
     # light and soon after the previous turn: rest to the next tick of the 40 ms grid (10.04), not 40 ms
@@ -29,6 +29,10 @@ def test_rest_for() -> None:
     p.turn_end = 10.02
     assert p.rest_for(99, 10.0401) == pytest.approx(0.0399)  # just past a tick: to the next one
     assert ReadPacer(rest_s=0.0).rest_for(1, 0.0) == 0.0  # read_rest_ms 0: never
+    longer = ReadPacer(rest_s=0.08, busy_rate=2500.0)  # busy is a rate: 200 frames a turn at an 80 ms rest
+    longer.turn_end = 10.0
+    assert longer.rest_for(150, 10.01) == pytest.approx(0.07)
+    assert longer.rest_for(200, 10.01) == 0.0
 
 
 def test_every_rest_ends_on_the_shared_grid() -> None:
@@ -104,7 +108,7 @@ def test_a_light_stream_is_read_a_rest_apart_and_nothing_is_lost(sim, monkeypatc
 
 def test_a_busy_stream_is_never_slowed(sim, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PACER, "rest_s", 0.05)
-    monkeypatch.setattr(PACER, "light_frames", 1)  # every read is busy
+    monkeypatch.setattr(PACER, "busy_rate", 1.0)  # every read is busy
     monkeypatch.setattr(PACER, "rests", 0)
     _, gaps = _session(sim, 60)
     assert PACER.rests == 0
