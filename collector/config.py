@@ -176,7 +176,7 @@ class ExchangeConfig(_Section):
     # a grid this many ms apart (one grid for every process of the machine, so the workers wake together), and
     # what arrives meanwhile is read in one go: on a VM each wake-up costs more than its frames (picows only;
     # 0: never rest). A row waits at most this much longer to be read; collector.feed.pacing.
-    read_rest_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 80
+    read_rest_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 40
     # OKX and Bybit endpoints (used when collection.exchanges names them): base URLs, e.g. a simulator's
     # http://127.0.0.1:PORT and ws://127.0.0.1:PORT; OKX's /ws/v5/public and /ws/v5/business and Bybit's
     # /v5/public/linear are appended by their feeds (collector.feed.venue_feed).
@@ -304,9 +304,7 @@ class WriterConfig(_Section):
     # The writer's hold: a table is committed once its oldest waiting batch is this old, counted from when
     # its worker sent it (0: at every writer turn). Batches arriving meanwhile share the COPY, so this bounds
     # COPYs per table per second at low rates; a row waits at most both holds plus one COPY.
-    # 20: the resting workers' batches of one tick (exchange.read_rest_ms) reach the writer within a few ms of
-    # each other, so a short hold still makes them one COPY, and the row's wait goes to the rest instead.
-    commit_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 20
+    commit_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 50
     spool_dir: str = "data/spool"
     spool_max_mb: PositiveInt = 2048
     # What each worker may hold in batches the writer has not acknowledged (committed or spooled) before it

@@ -18,11 +18,15 @@ event-to-commit bound (150 ms) is what it is weighed against.
 
 Why a grid rather than `rest_s` from the turn's end: the ticks are multiples of `rest_s` on CLOCK_MONOTONIC
 (`time.monotonic()`), one clock for every process of the machine, so the workers of one collector rest and
-wake together, their batches reach the writer together (one COPY for all of them: writer.commit_wait_ms is
-20 ms for it), and the machine is quiet in between. Measured on the AMD guest (bench/README.md, "The workers
-rest on one grid"): the same 40 ms rest cost 23% less CPU per message on the grid than from each turn's end,
-at the same event-to-commit p99; 80 ms on the grid with a 20 ms writer hold, a third less than 40 ms from the
-turn's end with a 50 ms hold.
+wake together, their batches reach the writer together, and the machine is quiet in between. Measured on the
+AMD guest (bench/README.md, "The workers rest on one grid"): the same 40 ms rest cost 23% less CPU per message
+on the grid than from each turn's end, at the same event-to-commit p99.
+
+Why not longer (80 ms with a 20 ms writer hold cost a third less than 40 ms from the turn's end, at the same
+p99): a rest holds every step of every coroutine of the worker, not only the stream. A REST answer takes a few
+turns of the loop to reach the code that awaits it, and each turn that also read frames rests, so at 80 ms a
+429 reached the poller ~0.4 s late (another request went out first) and repairs slowed past the fault tests'
+bounds on a loaded machine. Shipping that needs the rest skipped while a REST request is in flight.
 
 The decision (`ReadPacer.rest_for`) is pure and tested directly; `ReadPacer.read` and the sleep are the edge,
 called by the picows connection (collector.feed.websocket) once per socket read. One pacer per process
@@ -36,7 +40,7 @@ import time
 from collections.abc import Callable
 
 # A worker reading this many frames a second or more is busy: no rest after a turn that read at least this rate
-# times the rest (256 frames at 40 ms, 512 at the shipped 80). Above it its reads fill up without help, and a
+# times the rest (256 frames at the shipped 40 ms, 512 at 80). Above it its reads fill up without help, and a
 # turn's frames (~320 bytes each: ~160 KB at 80 ms) fit the receive buffer
 # (collector.feed.websocket.READ_BUFFER_INIT_SIZE). A rate, not a count of frames, so that a longer rest does
 # not make busy the worker it would help most: a count of 256 at 80 ms stopped the rests of one keep_all
