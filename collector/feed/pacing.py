@@ -10,11 +10,11 @@ writer's acknowledgements) in one turn of the event loop.
 So at the end of a turn of the event loop that read frames, the worker sends what it has kept (`before_rest`:
 no row waits the rest out in the worker) and sleeps until the next tick of a grid `rest_s` apart, but only
 when the turn was light (fewer frames than `busy_rate` frames a second would bring in a rest: a busy worker is
-never slowed) and came less than
-`rest_s` after the previous turn ended (reads that come seldom, like an idle worker's mark prices every 3 s,
-cost nothing to take at once, and their rows are not delayed). A row then waits at most `rest_s` longer
-between the exchange and its read; `exchange.read_rest_ms` sets it (0: never rest), and issue 12's
-event-to-commit bound (150 ms) is what it is weighed against.
+never slowed), came less than `rest_s` after the previous turn ended (reads that come seldom, like an idle
+worker's mark prices every 3 s, cost nothing to take at once, and their rows are not delayed), and no REST
+request of the worker is in flight (`requests`, counted by collector.feed.rest_client: see below). A row then
+waits at most `rest_s` longer between the exchange and its read; `exchange.read_rest_ms` sets it (0: never
+rest), and issue 12's event-to-commit bound (150 ms) is what it is weighed against.
 
 Why a grid rather than `rest_s` from the turn's end: the ticks are multiples of `rest_s` on CLOCK_MONOTONIC
 (`time.monotonic()`), one clock for every process of the machine, so the workers of one collector rest and
@@ -22,11 +22,12 @@ wake together, their batches reach the writer together, and the machine is quiet
 AMD guest (bench/README.md, "The workers rest on one grid"): the same 40 ms rest cost 23% less CPU per message
 on the grid than from each turn's end, at the same event-to-commit p99.
 
-Why not longer (80 ms with a 20 ms writer hold cost a third less than 40 ms from the turn's end, at the same
-p99): a rest holds every step of every coroutine of the worker, not only the stream. A REST answer takes a few
-turns of the loop to reach the code that awaits it, and each turn that also read frames rests, so at 80 ms a
-429 reached the poller ~0.4 s late (another request went out first) and repairs slowed past the fault tests'
-bounds on a loaded machine. Shipping that needs the rest skipped while a REST request is in flight.
+Why no rest while a REST request is in flight: a rest holds every step of every coroutine of the worker, not
+only the stream. A REST answer takes a few turns of the loop to reach the code that awaits it, and each turn
+that also read frames would rest: at an 80 ms rest a 429 reached the open-interest poller ~0.4 s late (the
+backfill sent a request first) and repairs slowed past the fault tests' bounds on a loaded machine. The
+requests are few (an open-interest round every 5 minutes, a backfill's pages), so the turns they leave
+un-rested cost little.
 
 The decision (`ReadPacer.rest_for`) is pure and tested directly; `ReadPacer.read` and the sleep are the edge,
 called by the picows connection (collector.feed.websocket) once per socket read. One pacer per process
@@ -52,13 +53,15 @@ BUSY_RATE = 6400.0
 class ReadPacer:
     """When a worker rests after a turn of reads, and how long (see the module doc)."""
 
-    __slots__ = ("rest_s", "busy_rate", "before_rest", "frames", "turn_end", "scheduled", "rests", "rested_s")
+    __slots__ = ("rest_s", "busy_rate", "before_rest", "requests", "frames", "turn_end", "scheduled", "rests",
+                 "rested_s")
 
     def __init__(self, rest_s: float = 0.0, busy_rate: float = BUSY_RATE) -> None:
         self.rest_s = rest_s
         self.busy_rate = busy_rate
         # Called just before a rest: the worker sends what it holds, so no row waits in it while it rests.
         self.before_rest: Callable[[], None] | None = None
+        self.requests = 0  # REST requests in flight (collector.feed.rest_client): no rest while any is
         self.frames = 0  # frames read in the current turn
         self.turn_end = float("-inf")  # time.monotonic() when the previous turn ended (after its rest)
         self.scheduled = False  # the end of the current turn is scheduled (call_soon)
@@ -67,10 +70,11 @@ class ReadPacer:
 
     def rest_for(self, frames: int, now: float) -> float:
         """Seconds to rest after a turn that read `frames` and ends at `now` (monotonic): to the next multiple
-        of `rest_s` (at most `rest_s`) when the turn was light and began within `rest_s` of the previous turn's
-        end, else 0."""
+        of `rest_s` (at most `rest_s`) when the turn was light, began within `rest_s` of the previous turn's
+        end and no REST request is in flight, else 0."""
         rest_s = self.rest_s
-        if rest_s <= 0.0 or frames >= self.busy_rate * rest_s or now - self.turn_end >= rest_s:
+        if (rest_s <= 0.0 or frames >= self.busy_rate * rest_s or now - self.turn_end >= rest_s
+                or self.requests):
             return 0.0
         return rest_s - now % rest_s
 

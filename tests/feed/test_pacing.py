@@ -1,18 +1,21 @@
 """collector.feed.pacing: when a worker rests between reads, decided directly; and over a real socket to the
 simulator through picows, that a resting worker reads once per tick of the rest's grid, just after the tick,
-loses nothing and keeps order, and that what it holds is sent before each rest."""
+loses nothing and keeps order, that what it holds is sent before each rest, and that it does not rest while
+a REST request of its RestClient is in flight."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+import aiohttp
 import pytest
 from helpers import wait_for
 from test_direct_batches import BatchRecorder, _run
 from test_wsfast import OPTIONS, _url
 
 from collector.feed.pacing import PACER, ReadPacer
+from collector.feed.rest_client import RestClient
 from collector.feed.websocket import PicowsConnection
 from exchange_sim import SimConfig, run_in_thread
 
@@ -33,6 +36,8 @@ def test_rest_for() -> None:
     longer.turn_end = 10.0
     assert longer.rest_for(150, 10.01) == pytest.approx(0.07)
     assert longer.rest_for(200, 10.01) == 0.0
+    longer.requests = 1  # a REST request in flight: its answer must not wait out rests
+    assert longer.rest_for(150, 10.01) == 0.0
 
 
 def test_every_rest_ends_on_the_shared_grid() -> None:
@@ -113,6 +118,43 @@ def test_a_busy_stream_is_never_slowed(sim, monkeypatch: pytest.MonkeyPatch) -> 
     _, gaps = _session(sim, 60)
     assert PACER.rests == 0
     assert sum(g < 0.02 for g in gaps) > len(gaps) / 2
+
+
+def test_no_rest_while_a_rest_request_is_in_flight(sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the exchange a second slow to answer, the worker reads its stream as it comes (no rest) until the
+    answer is in, and rests again after; a failed request is counted back too."""
+    monkeypatch.setattr(PACER, "rest_s", 0.05)
+    monkeypatch.setattr(PACER, "rests", 0)
+    sym = sorted(sim.truth(klines=False)["symbols"])[0]
+    conn = PicowsConnection(_url(sim), "T", **OPTIONS)
+    rec = _ClockedRecorder(conn)
+    seen: dict[str, float] = {}
+
+    async def body() -> None:
+        await asyncio.to_thread(wait_for, lambda: PACER.rests >= 10, 60, "ten rests before the request")
+        sim.set_rest_fault(delay_s=1.0, count=1)
+        rest = RestClient()
+        try:
+            t0, rests0 = time.monotonic(), PACER.rests
+            status, _, _ = await rest.get(f"{sim.rest_url}/fapi/v1/openInterest?symbol={sym}")
+            seen.update(t0=t0, t1=time.monotonic(), rests=PACER.rests - rests0, status=status,
+                        after=PACER.requests)
+            with pytest.raises(aiohttp.ClientError):
+                await rest.get("http://127.0.0.1:1/")  # refused
+            seen["after_failure"] = PACER.requests
+        finally:
+            await rest.close()
+        rests1 = PACER.rests
+        await asyncio.to_thread(wait_for, lambda: PACER.rests >= rests1 + 10, 60, "ten rests after the request")
+
+    asyncio.run(_run(conn, rec, body))
+    assert seen["status"] == 200
+    assert seen["t1"] - seen["t0"] >= 1.0  # the control: the request was in flight for the whole delay
+    assert seen["rests"] == 0
+    # ~400 frames/s read as they come: many reads in that second, not one per 50 ms tick (20)
+    assert sum(seen["t0"] < t < seen["t1"] for t in rec.monotonic) > 60
+    assert seen["after"] == 0 and seen["after_failure"] == 0
+    assert PACER.requests == 0
 
 
 def test_sighup_sets_the_rest() -> None:
