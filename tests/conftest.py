@@ -8,7 +8,9 @@ Each test gets its own fresh database so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
+from types import FrameType
 
 import psycopg
 import pytest
@@ -23,6 +25,17 @@ from collector.db.embedded import EmbeddedPostgres
 # suppress_health_check replaces this list, so it names too_slow itself (tests/pipeline/test_encode.py).
 settings.register_profile("collector", suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("collector")
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest ended by SIGTERM (`timeout`, a CI's cancel) tears its fixtures down as on Ctrl-C. Without this
+    it dies at once and the throwaway PostgreSQL and any collector a test started outlive it: one such pair
+    ran for half an hour beside the next CI run (tests/test_sigterm_cleanup.py)."""
+    signal.signal(signal.SIGTERM, _interrupted)
 
 
 @pytest.fixture(scope="session")
@@ -64,9 +77,9 @@ def _pacer_as_it_was() -> Iterator[None]:
     a worker's SIGHUP) must not make the connections of later tests in this process rest between reads."""
     from collector.feed.pacing import PACER
 
-    saved = (PACER.rest_s, PACER.busy_rate, PACER.before_rest)
+    saved = (PACER.rest_s, PACER.busy_rate, PACER.before_rest, PACER.requests)
     yield
-    PACER.rest_s, PACER.busy_rate, PACER.before_rest = saved
+    PACER.rest_s, PACER.busy_rate, PACER.before_rest, PACER.requests = saved
 
 
 @pytest.fixture(scope="session")
