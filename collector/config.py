@@ -175,8 +175,9 @@ class ExchangeConfig(_Section):
     # After a turn of light reads that came soon after the previous one, a worker rests until the next tick of
     # a grid this many ms apart (one grid for every process of the machine, so the workers wake together), and
     # what arrives meanwhile is read in one go: on a VM each wake-up costs more than its frames (picows only;
-    # 0: never rest). A row waits at most this much longer to be read; collector.feed.pacing.
-    read_rest_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 40
+    # 0: never rest). A row waits at most this much longer to be read; no rest while a REST request is in
+    # flight (its answer would wait out the rests); collector.feed.pacing.
+    read_rest_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 80
     # OKX and Bybit endpoints (used when collection.exchanges names them): base URLs, e.g. a simulator's
     # http://127.0.0.1:PORT and ws://127.0.0.1:PORT; OKX's /ws/v5/public and /ws/v5/business and Bybit's
     # /v5/public/linear are appended by their feeds (collector.feed.venue_feed).
@@ -303,8 +304,9 @@ class WriterConfig(_Section):
     flush_interval_ms: PositiveInt = 50
     # The writer's hold: a table is committed once its oldest waiting batch is this old, counted from when
     # its worker sent it (0: at every writer turn). Batches arriving meanwhile share the COPY, so this bounds
-    # COPYs per table per second at low rates; a row waits at most both holds plus one COPY.
-    commit_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 50
+    # COPYs per table per second at low rates; a row waits at most both holds plus one COPY. Short because the
+    # workers' batches of one rest's tick arrive within a few ms of each other (collector.feed.pacing).
+    commit_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 20
     spool_dir: str = "data/spool"
     spool_max_mb: PositiveInt = 2048
     # What each worker may hold in batches the writer has not acknowledged (committed or spooled) before it

@@ -20,13 +20,15 @@ Why a grid rather than `rest_s` from the turn's end: the ticks are multiples of 
 (`time.monotonic()`), one clock for every process of the machine, so the workers of one collector rest and
 wake together, their batches reach the writer together, and the machine is quiet in between. Measured on the
 AMD guest (bench/README.md, "The workers rest on one grid"): the same 40 ms rest cost 23% less CPU per message
-on the grid than from each turn's end, at the same event-to-commit p99.
+on the grid than from each turn's end, at the same event-to-commit p99. The shipped rest is 80 ms, with the
+writer's hold cut to 20 ms (`writer.commit_wait_ms`: one tick's batches reach it within a few ms): a third less
+than 40 ms from each turn's end, at about the same p99 (same section).
 
 Why no rest while a REST request is in flight: a rest holds every step of every coroutine of the worker, not
 only the stream. A REST answer takes a few turns of the loop to reach the code that awaits it, and each turn
 that also read frames would rest: at an 80 ms rest a 429 reached the open-interest poller ~0.4 s late (the
 backfill sent a request first) and repairs slowed past the fault tests' bounds on a loaded machine. The
-requests are few (an open-interest round every 5 minutes, a backfill's pages), so the turns they leave
+requests are few (open-interest bursts, a backfill's pages), so the turns they leave
 un-rested cost little.
 
 The decision (`ReadPacer.rest_for`) is pure and tested directly; `ReadPacer.read` and the sleep are the edge,
@@ -41,7 +43,7 @@ import time
 from collections.abc import Callable
 
 # A worker reading this many frames a second or more is busy: no rest after a turn that read at least this rate
-# times the rest (256 frames at the shipped 40 ms, 512 at 80). Above it its reads fill up without help, and a
+# times the rest (512 frames at the shipped 80 ms, 256 at 40). Above it its reads fill up without help, and a
 # turn's frames (~320 bytes each: ~160 KB at 80 ms) fit the receive buffer
 # (collector.feed.websocket.READ_BUFFER_INIT_SIZE). A rate, not a count of frames, so that a longer rest does
 # not make busy the worker it would help most: a count of 256 at 80 ms stopped the rests of one keep_all

@@ -173,4 +173,4 @@ def test_sighup_sets_the_rest() -> None:
                       pipe, tf)
     assert PACER.rest_s == 0.0
     apply_live_config(cfg, pipe, tf)
-    assert PACER.rest_s == 0.04  # the shipped default
+    assert PACER.rest_s == 0.08  # the shipped default
