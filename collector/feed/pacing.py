@@ -26,10 +26,9 @@ than 40 ms from each turn's end, at about the same p99 (same section).
 
 Why no rest while a REST request is in flight: a rest holds every step of every coroutine of the worker, not
 only the stream. A REST answer takes a few turns of the loop to reach the code that awaits it, and each turn
-that also read frames would rest: at an 80 ms rest a 429 reached the open-interest poller ~0.4 s late (the
-backfill sent a request first) and repairs slowed past the fault tests' bounds on a loaded machine. The
-requests are few (open-interest bursts, a backfill's pages), so the turns they leave
-un-rested cost little.
+that also read frames would rest: at an 80 ms rest a 429 reached the open-interest poller ~0.4 s late (another
+budgeted request went out first) and repairs slowed past the fault tests' bounds on a loaded machine. The
+requests are few (open-interest bursts, a backfill's pages), so the turns they leave un-rested cost little.
 
 The decision (`ReadPacer.rest_for`) is pure and tested directly; `ReadPacer.read` and the sleep are the edge,
 called by the picows connection (collector.feed.websocket) once per socket read. One pacer per process
