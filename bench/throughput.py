@@ -31,8 +31,18 @@ and p99 latency stayed under 1 s. The frames ratio from the first window to the 
 The peer each mode is compared with: filtered -> the filtered peer (same rules in its callbacks), keep_all ->
 the stock peer. --server fast|durable picks fsync off / on; the output says which.
 
+Every session starts from an empty database, so by default its windows fall inside the fresh start's tier
+warm-up (filters.trades.tier_warmup, 10 min), when each worker refreshes its provisional thresholds every
+second from its symbols' statistics: a cost no collector pays after its first ten minutes. `--stored-tiers
+[SECONDS]` measures the state a user runs in for months instead: one preparation session (bench.shipped's:
+the shipped `--workers 8` at the real market's 1,260/s) runs until the supervisor stores its first tiers from
+SECONDS of live statistics, and every measured session's database is seeded with them, so each starts as a
+restart does, on stored tiers, with no warm-up (checked in its log). The filtered peer gets the same tiers;
+the stock peer has no filter. The header of the results says which state was measured.
+
     python bench/throughput.py            # default matrix, < 10 min
     python bench/throughput.py --quick    # N=2, one rate, one window, filtered + peer: ~1.5 min
+    python bench/throughput.py --stored-tiers 60 ...   # every session on stored tiers (past the warm-up)
 """
 
 from __future__ import annotations
@@ -46,6 +56,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -56,8 +69,10 @@ import yaml
 
 from bench import common
 from bench.peer import PEER_COLS, count_rows, exact_verdict, run_peer
+from bench.peer_filter import write_tiers
 from collector.db.embedded import free_port
 from collector.db.schema import ensure_schema
+from collector.db.tiers_repo import TierRow, store_tiers
 
 # Default matrix: every rate in filtered and keep_all at N=2 (the 2-core machine's natural N), N scaling at
 # one mid rate; the peer at the same rates. Sized so the whole run stays under 10 minutes.
@@ -80,6 +95,9 @@ TARGET_P99_MS = 1000
 TARGET_US_PER_MSG = 12.0
 TARGET_PEER_RATIO = 3.0
 TARGET_PSS_MB = 600
+# --stored-tiers without a value: the shipped filters.trades.tier_warmup (10 min), the tiers a real first start stores.
+STORED_TIERS_S = 600.0
+VENUE = "binance"
 
 
 def prepare_database(dsn: str) -> None:
@@ -137,9 +155,14 @@ def _logged(log_dir: Path, pattern: str) -> dict[str, int]:
 
 
 def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, windows: int, window_s: float,
-             warmup_s: float, symbols: int = 496) -> dict:
+             warmup_s: float, symbols: int = 496, stored_tiers: Mapping[str, TierRow] | None = None) -> dict:
+    """One session (module doc). `stored_tiers`: seeded into the fresh database (stamped now) before the
+    supervisor starts, which must then log that it resumed them: the session runs past the tier warm-up."""
     dsn = common.new_database(admin, "coll")
     prepare_database(dsn)
+    if stored_tiers:
+        with psycopg.connect(dsn) as conn:
+            store_tiers(conn, VENUE, stored_tiers, datetime.now(UTC))
     tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))  # kept when the session fails or is not sustained
     postmaster = common.postmaster_pid(admin)
     sup: subprocess.Popen | None = None
@@ -157,6 +180,9 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
             sampler = common.TreeSampler(sup.pid).start()
             common.wait_for(lambda: open_connections(sim.rest_url) >= workers, BOOT_TIMEOUT_S, "workers to connect")
             time.sleep(warmup_s)
+            if stored_tiers and not resumed_tiers(tmp / "logs", len(stored_tiers)):
+                raise SystemExit(f"--stored-tiers: the supervisor did not resume the {len(stored_tiers)} stored "
+                                 f"tiers (no 'resumed the tiers of' line in its log); logs in {tmp}")
             sampler.sample()
             first_sent, first_received = common.sent_totals(sim.rest_url).frames, workers_received(port)
             results = [_window(sim.rest_url, sampler, postmaster, window_s, offset, port) for _ in range(windows)]
@@ -239,6 +265,11 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
     }
 
 
+def resumed_tiers(log_dir: Path, symbols: int) -> bool:
+    """Whether the supervisor's log says it started on `symbols` stored tiers (collector.runtime's wording)."""
+    return f"resumed the tiers of {symbols} symbols" in (log_dir / "supervisor.log").read_text(errors="replace")
+
+
 def stable(value: object, period: float) -> bool:
     """True when value() reads the same twice, `period` s apart: a drain/commit has come to rest."""
     a = value()  # type: ignore[operator]
@@ -300,32 +331,45 @@ def main() -> None:
     p.add_argument("--symbols", type=int, default=496)
     p.add_argument("--src", default=None, help="run the product from this directory (default: a snapshot of HEAD)")
     p.add_argument("--quick", action="store_true", help="smoke: N=2, 10,000 aggTrades/s, filtered + peer, 1 window")
+    p.add_argument("--stored-tiers", type=float, nargs="?", const=STORED_TIERS_S, default=None, metavar="SECONDS",
+                   help="start every session on the tiers a preparation session stored after SECONDS of live "
+                        f"statistics (default {STORED_TIERS_S:g}: the shipped warm-up), as a restart does; the "
+                        "filtered peer gets the same tiers (see the module doc)")
     a = p.parse_args()
     common.stop_on_signals()
     if a.quick:
         a.rates, a.scaling, a.modes, a.runs = [10000.0], [], ["filtered"], 1
+    if a.stored_tiers is not None and not a.stored_tiers > 0:
+        p.error(f"--stored-tiers must be > 0 seconds of statistics, got {a.stored_tiers:g}")
     t_start = time.monotonic()
     ours: list[dict] = []
     peers: list[dict] = []
-    with common.product_source(a.src) as (src, what):
+    with common.product_source(a.src) as (src, what), tempfile.TemporaryDirectory(prefix="bench-tiers-") as tiers_dir:
         for server in a.server:
             with common.throwaway_postgres(server) as admin:
-                print(f"product: {what}; server: {common.SERVERS[server]}")
+                print(f"product: {what}; server: {common.SERVERS[server]}; "
+                      + (f"every session on tiers stored after {a.stored_tiers:g} s of live statistics"
+                         if a.stored_tiers else "every session inside the fresh start's tier warm-up"), flush=True)
+                tiers, tiers_file = None, ""
+                if a.stored_tiers is not None:
+                    tiers = prepare_tiers(admin, src, a.symbols, a.stored_tiers)
+                    tiers_file = str(write_tiers(tiers, tiers_dir))
                 for mode in a.modes:
                     for rate in a.rates:
                         ours.append(run_ours(admin, src, rate, a.workers, mode == "keep_all", a.runs, a.window,
-                                             a.warmup, a.symbols) | {"server": server})
+                                             a.warmup, a.symbols, tiers) | {"server": server})
                         common.print_table(ours[-1:], COLS)
                 for n in a.scaling:
                     if n == a.workers and "filtered" in a.modes and a.scaling_rate in a.rates:
                         continue  # already measured in the ladder
                     ours.append(run_ours(admin, src, a.scaling_rate, n, False, a.runs, a.window, a.warmup,
-                                         a.symbols) | {"server": server})
+                                         a.symbols, tiers) | {"server": server})
                     common.print_table(ours[-1:], COLS)
                 if not a.no_peer:
                     for variant in sorted({PEER_FOR_MODE[m] for m in a.modes}):
                         for rate in a.rates:
-                            peers.append(run_peer(admin, rate, a.runs, a.window, a.warmup, a.symbols, variant)
+                            peers.append(run_peer(admin, rate, a.runs, a.window, a.warmup, a.symbols, variant,
+                                                  tiers_file if variant == "filtered" else "")
                                          | {"server": server})
                             common.print_table(peers[-1:], PEER_COLS)
         for server in a.server:
@@ -333,13 +377,32 @@ def main() -> None:
             report([r for r in ours if r["server"] == server], [r for r in peers if r["server"] == server], a)
         name = "throughput-quick" if a.quick else "throughput"
         path = common.write_results(name, {"command": " ".join(sys.argv), "product": what, "ours": ours,
-                                           "peer": peers, "elapsed_s": round(time.monotonic() - t_start)})
+                                           "peer": peers, "stored_tiers_s": a.stored_tiers,
+                                           "elapsed_s": round(time.monotonic() - t_start)})
     print(f"\nwrote {path} ({time.monotonic() - t_start:.0f} s)")
 
 
+def prepare_tiers(admin: str, src: Path, symbols: int, statistics_s: float) -> dict[str, TierRow]:
+    """--stored-tiers' preparation: the tiers the shipped configuration (bench.shipped: `--workers 8` at the real
+    market's rate) stores after `statistics_s` of live statistics, as its first start does. One preparation
+    serves every rate: the simulator scales every symbol's trade rate alike (the same seed), so its activity
+    ranking and trade sizes, hence the tiers, are those of any rate."""
+    from bench import shipped  # here, not at the top: bench.shipped imports this module
+
+    t0 = time.monotonic()
+    tiers = shipped.first_live_tiers(admin, src, shipped.RATE, shipped.WORKERS, symbols, statistics_s)
+    counts = sorted(Counter(t.tier for t in tiers.values()).items())
+    print(f"  stored tiers: {len(tiers)} symbols from {statistics_s:g} s of live statistics at "
+          f"{shipped.RATE:,.0f} aggTrades/s, --workers {shipped.WORKERS} ({', '.join(f'tier {t}: {n}' for t, n in counts)};"
+          f" preparation {time.monotonic() - t0:.0f} s)", flush=True)
+    return tiers
+
+
 def report(ours: list[dict], peers: list[dict], a: argparse.Namespace) -> None:
+    state = (f"every session on tiers stored after {a.stored_tiers:g} s of live statistics" if a.stored_tiers
+             else "every session inside the fresh start's tier warm-up")
     common.print_table(ours, COLS, f"collector (supervisor + writer + workers), medians over {a.runs} window(s)"
-                       f" of {a.window:.0f} s after {a.warmup:.0f} s warm-up")
+                       f" of {a.window:.0f} s after {a.warmup:.0f} s warm-up; {state}")
     for r in ours:
         e = r["exact"]
         if e is None:
