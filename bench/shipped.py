@@ -92,6 +92,7 @@ from bench.throughput import (
     logged_received,
     open_connections,
     prepare_database,
+    resumed_tiers,
     stable,
     workers_received,
     write_config,
@@ -235,11 +236,9 @@ def run_session(admin: str, src: Path, rate: float, workers: int, warmup_s: floa
                     raise SystemExit(f"--tier-warmup {tier_warmup_s:g}: no tiers from live statistics in the "
                                      f"supervisor's log after the {warmup_s:g} s warm-up; the window would not "
                                      "be past the provisional tiers")
-            if stored_tiers:
-                log_text = (tmp / "logs" / "supervisor.log").read_text(errors="replace")
-                if f"resumed the tiers of {len(stored_tiers)} symbols" not in log_text:
-                    raise SystemExit(f"--stored-tiers: the supervisor did not resume the {len(stored_tiers)} "
-                                     "stored tiers (no 'resumed the tiers of' line in its log)")
+            if stored_tiers and not resumed_tiers(tmp / "logs", len(stored_tiers)):
+                raise SystemExit(f"--stored-tiers: the supervisor did not resume the {len(stored_tiers)} "
+                                 "stored tiers (no 'resumed the tiers of' line in its log)")
             tree = common.process_tree(sup.pid)
             c0 = {pid: common.cpu_seconds(pid) for pid in tree}
             v0 = {pid: common.wakeups(pid) for pid in tree}
