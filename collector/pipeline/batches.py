@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 
 from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER
 
+# An empty builder's earliest and latest event time: after and before any real one (in ms, 2**63 - 1 is ~292
+# million years from 1970), so the first add() replaces both.
+_EMPTY_FIRST = 2**63 - 1
+_EMPTY_LAST = -(2**63)
+
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -40,9 +45,10 @@ class BatchBuilder:
 
     table: str
     _parts: list[bytes] = field(default_factory=list)
-    _nbytes: int = 0
-    _first: int | None = None
-    _last: int | None = None
+    # Earliest / latest event time added; _EMPTY_FIRST / _EMPTY_LAST while empty, so add() compares ints
+    # without a None test per row.
+    _first: int = field(default=_EMPTY_FIRST)
+    _last: int = field(default=_EMPTY_LAST)
 
     def __post_init__(self) -> None:
         if self.table not in COLUMNS:
@@ -52,10 +58,9 @@ class BatchBuilder:
         """Append one tuple; returns the number of rows now held (saves the caller a len() per row)."""
         parts = self._parts
         parts.append(row)
-        self._nbytes += len(row)
-        if self._first is None or event_ms < self._first:
+        if event_ms < self._first:
             self._first = event_ms
-        if self._last is None or event_ms > self._last:
+        if event_ms > self._last:
             self._last = event_ms
         return len(parts)
 
@@ -64,18 +69,17 @@ class BatchBuilder:
 
     @property
     def nbytes(self) -> int:
-        return self._nbytes
+        """Bytes of the tuples held (summed when asked: nothing in the hot path reads it)."""
+        return sum(map(len, self._parts))
 
     def take(self, now_ms: int | None = None) -> Batch | None:
         """The rows added so far as a Batch (None when empty); the builder is empty afterwards."""
         if not self._parts:
             return None
-        assert self._first is not None and self._last is not None
         batch = Batch(self.table, len(self._parts), b"".join(self._parts), self._first, self._last,
                       _now_ms() if now_ms is None else now_ms)
         self._parts = []
-        self._nbytes = 0
-        self._first = self._last = None
+        self._first, self._last = _EMPTY_FIRST, _EMPTY_LAST
         return batch
 
 

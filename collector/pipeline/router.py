@@ -112,6 +112,7 @@ class Pipeline:
         self._encode_trade = self.encoder.trade  # bound once: the per-kept-trade call skips two lookups
         self.data_types = set(data_types)
         self.trade_filter = trade_filter
+        self._filter_states = trade_filter.states
         self.emit = emit
         self.funding_gate = MinInterval(funding_interval_ms)
         # The last funding rate per symbol where the venue sends it apart from the mark price (OKX): a
@@ -131,6 +132,8 @@ class Pipeline:
         # Resumed symbols whose ids the worker checks over REST (collector.pipeline.tails), answered by on_tail.
         self.tails = TailChecks()
         self.builders: dict[str, BatchBuilder] = {}
+        # The trades builder, held apart from `builders` lookups: _keep_trade adds to it for every kept trade.
+        self._trades = self.builders["trades"] = BatchBuilder("trades")
         # Called when a builder gets its first row (after the batch's hold has started): the worker arms
         # its flush timer for next_flush_ms().
         self.on_first_row: Callable[[], None] | None = None
@@ -140,9 +143,11 @@ class Pipeline:
         # (collector.runtime.checkpoints.Checkpointer.started), so a successor killed in before the first
         # acknowledged checkpoint still repairs from here instead of losing what it missed silently.
         self.on_session_start: Callable[[str, int | None, int | None], None] | None = None
-        self.received: Counter[str] = Counter()  # events by type
+        # Events received, by type (`received`): trades, which every trade passes, as a plain int.
+        self.trades_received = 0
+        self._received: Counter[str] = Counter()
         self.kept: Counter[str] = Counter()  # trades kept, by save_reason
-        self.rows: Counter[str] = Counter()  # rows encoded for the writer, by table
+        self._rows_emitted: Counter[str] = Counter()  # rows handed to `emit`, by table (`rows` adds the pending)
         self.rejected: Counter[str] = Counter()  # bad input by kind
         self.last_event_ms: dict[str, int] = {}  # newest event time received, by type
         self.last_trade_id: dict[str, int] = {}  # empty where the venue's ids have no order (TRADE_ID_RULES)
@@ -166,7 +171,7 @@ class Pipeline:
     def on_trade(self, t: AggTrade, receipt: float) -> None:
         # Every trade passes here (~99% to be dropped): validation.check_trade is inlined (same checks, same
         # kinds, same order) because a call per trade costs as much as the checks.
-        self.received["trades"] += 1
+        self.trades_received += 1
         sym = t.s
         if sym not in self.symbols:
             return self._reject("unknown_symbol", t)
@@ -198,7 +203,8 @@ class Pipeline:
             last_ids[sym] = a
         usd = price * qty
         self.activity[sym].add(ts, usd)
-        reason = self.trade_filter.decide(sym, price, usd, ts)
+        f = self._filter_states.get(sym)  # TradeFilter.decide inlined: a call per trade saved
+        reason = (f if f is not None else self.trade_filter.symbol(sym)).decide(price, usd, ts)
         if reason is not None:
             self._keep_trade(t, usd, reason)
         return None
@@ -208,18 +214,25 @@ class Pipeline:
 
         A UuidTrade's id is computed here, for kept trades only (collector.feed.wire.UuidTrade): a malformed
         UUID is a bad_number skip, not counted as kept. An OkxTrade's E, l and m are made here too (its agg())."""
-        if type(t) is OkxTrade:
-            t = t.agg()
-        elif type(t) is UuidTrade:
-            try:
-                a = uuid_trade_id(t.u)
-            except ValueError:
-                return self._reject("bad_number", t)
-            t = AggTrade(t.E, t.s, a, t.p, t.q, a, a, t.T, t.m)
+        if type(t) is not AggTrade:  # one test for Binance's trades, the others' own fields resolved here
+            if type(t) is OkxTrade:
+                t = t.agg()
+            elif type(t) is UuidTrade:
+                try:
+                    a = uuid_trade_id(t.u)
+                except ValueError:
+                    return self._reject("bad_number", t)
+                t = AggTrade(t.E, t.s, a, t.p, t.q, a, a, t.T, t.m)
         self.kept[reason] += 1
-        if self._store_trades:
-            self._add("trades", self._encode_trade(t.T, t.s, t.a, t.p, t.q, usd, "sell" if t.m else "buy",
-                                                   reason, t.f, t.l), t.T)
+        if self._store_trades:  # _add inlined for the one table a kept trade goes to
+            ts = t.T
+            b = self._trades
+            n = b.add(self._encode_trade(ts, t.s, t.a, t.p, t.q, usd, "sell" if t.m else "buy", reason, t.f, t.l),
+                      ts)
+            if n == 1:
+                self._first_row("trades")
+            if n >= self.batch_rows:
+                self._emit(b)
         return None
 
     def on_mark_price(self, m: MarkPrice, receipt: float) -> None:
@@ -254,7 +267,7 @@ class Pipeline:
         return None
 
     def on_kline(self, k: Kline, receipt: float) -> None:
-        self.received["klines"] += 1
+        self._received["klines"] += 1
         b = k.k
         self.last_event_ms["klines"] = k.E
         if not b.x:
@@ -304,7 +317,7 @@ class Pipeline:
 
         (on_trade inlines the same checks: it runs for every trade, the others a few times a second.)
         """
-        self.received[kind] += 1
+        self._received[kind] += 1
         if symbol not in self.symbols:
             self._reject("unknown_symbol", event)
             return False
@@ -382,12 +395,33 @@ class Pipeline:
             b = self.builders[table] = BatchBuilder(table)
         n = b.add(row, event_ms)
         if n == 1:
-            self.flush_policy.started(table, self.clock_ms())
-            if self.on_first_row is not None:
-                self.on_first_row()
-        self.rows[table] += 1
+            self._first_row(table)
         if n >= self.batch_rows:
             self._emit(b)
+
+    def _first_row(self, table: str) -> None:
+        """`table`'s builder got its first row: its hold starts now, and the worker arms its flush timer."""
+        self.flush_policy.started(table, self.clock_ms())
+        if self.on_first_row is not None:
+            self.on_first_row()
+
+    @property
+    def received(self) -> Counter[str]:
+        """Events received, by type (trades counted apart: `trades_received`, one int add per trade)."""
+        received = self._received.copy()
+        if self.trades_received:
+            received["trades"] = self.trades_received
+        return received
+
+    @property
+    def rows(self) -> Counter[str]:
+        """Rows encoded for the writer, by table: those emitted and those still in a builder. Counted per batch,
+        not per row (the stats publisher reads it about once a second; rows are added up to ~25k/s)."""
+        rows = self._rows_emitted.copy()
+        for table, b in self.builders.items():
+            if len(b):
+                rows[table] += len(b)
+        return rows
 
     def set_stats_window(self, window_ms: int) -> int:
         """Start afresh, over `window_ms`, the statistics of every symbol kept over another window; returns
@@ -406,7 +440,7 @@ class Pipeline:
         """Trades given to the symbols' statistics (`activity`) so far, live and backfilled, plus live ones
         rejected before them: it grows whenever any statistics change, so an unchanged count means none did
         (the warm-up refresh and the stats publisher skip their work on it)."""
-        return self.received.get("trades", 0) + self.backfilled.get("trades", 0)
+        return self.trades_received + self.backfilled.get("trades", 0)
 
     @property
     def flush_interval_ms(self) -> int:
@@ -422,6 +456,7 @@ class Pipeline:
         self.flush_policy.sent(builder.table, now_ms)
         batch = builder.take(now_ms)
         if batch is not None:
+            self._rows_emitted[batch.table] += batch.rows
             self.emit(batch)
 
     def flush_due(self, now_ms: int) -> None:

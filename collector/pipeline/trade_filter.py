@@ -151,6 +151,9 @@ class TradeFilter:
     def __init__(self, params: FilterParams = FilterParams()) -> None:
         self.params = params
         self._symbols: dict[str, SymbolFilter] = {}
+        # The same dict, read-only to others and never replaced: the pipeline looks a trade's state up in it
+        # and calls its decide() itself, one Python call per trade instead of two (decide() below).
+        self.states: Mapping[str, SymbolFilter] = self._symbols
 
     def symbol(self, symbol: str) -> SymbolFilter:
         """The symbol's state (created with the default tier): hold it to skip the dict lookup."""

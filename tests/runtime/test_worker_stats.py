@@ -91,7 +91,7 @@ def test_a_changed_counter_is_copied_at_the_next_publish(block: StatsBlock, open
     pub, pipeline = _publisher(block, clock, opened)
     pub.publish(False)
     _overwrite_counters(block)
-    pipeline.received["trades"] += 1
+    pipeline.trades_received += 1
     clock[0] += 0.5
     pub.publish(False)
     assert _received(block) == 1
@@ -110,7 +110,7 @@ def test_activity_images_are_copied_after_a_trade_or_when_asked(block: StatsBloc
     assert _image(block) == own  # asked for (hand-over, exit): copied
     block.publish_activity(0, 1, _foreign_image())
     pipeline.activity[SYM].add(T0_MS, 1_000.0)
-    pipeline.received["trades"] += 1
+    pipeline.trades_received += 1
     pub._next_activity = 0.0
     pub.publish(False)
     assert _image(block) == pipeline.activity[SYM].to_bytes()
@@ -128,18 +128,18 @@ def test_only_the_images_of_symbols_that_traded_are_copied(block: StatsBlock, op
                          SimpleNamespace(paused_until_ms=0.0), clock=lambda: clock[0])  # type: ignore[arg-type]
     opened.append(pub)
     pipeline.activity[SYM].add(T0_MS, 2_000.0)
-    pipeline.received["trades"] += 1
+    pipeline.trades_received += 1
     pub.publish(False)
     for index in (0, 1):
         block.publish_activity(index, 1, _foreign_image())
     pipeline.activity["ETHUSDT"].add(T0_MS, 1_000.0)
-    pipeline.received["trades"] += 1
+    pipeline.trades_received += 1
     pub._next_activity = 0.0
     pub.publish(False)
     assert _image(block) == _foreign_image()  # BTCUSDT did not trade: its slot was not written
     assert block.read_activity(1).data == pipeline.activity["ETHUSDT"].to_bytes()  # type: ignore[union-attr]
     pipeline.activity[SYM].add(T0_MS - pipeline.activity[SYM].slot_ms, 5.0)  # an older slot (the current stays)
-    pipeline.received["trades"] += 1
+    pipeline.trades_received += 1
     pub._next_activity = 0.0
     pub.publish(False)
     assert _image(block) == pipeline.activity[SYM].to_bytes() != _foreign_image()
