@@ -14,7 +14,8 @@ OKX / Bybit the venue decoder behind VenueFeed's open-interest gate (`GatedSink`
 reads of --batch frames, as a socket read delivers them. CPU time (time.process_time) of the whole pass;
 us/msg = CPU / frames. Venues alternate within each run (load drifts on a shared machine); the table shows
 medians over --runs and each venue's ratio to Binance from the same invocation. --profile VENUE prints the
-cProfile of one pass.
+cProfile of one pass. --keep-all measures the pipelines keeping every trade (the encode and batch path that
+keep_all pays per trade, issue 12); the default filter keeps ~1%.
 
 Comparing two trees: the simulators run on the wall clock, so each recording has its own frame mix (which
 frames of which channel fall into the 30,000, where the minutes' candles close); that alone moved OKX's
@@ -55,7 +56,7 @@ from collector.feed.venue_feed import GatedSink, OpenInterestGate, subscriptions
 from collector.feed.venue_universe import fetch_venue_universe
 from collector.feed.venues import bybit, okx
 from collector.pipeline.router import Pipeline
-from collector.pipeline.trade_filter import TradeFilter
+from collector.pipeline.trade_filter import FilterParams, TradeFilter
 from exchange_sim import SimConfig, launch_subprocess
 
 VENUES = ("binance", "okx", "bybit")
@@ -103,29 +104,29 @@ class _Conn:
     uuid = "bench"
 
 
-def _pipeline(names: list[str], venue: str) -> Pipeline:
-    return Pipeline(names, DATA_TYPES, TradeFilter(), lambda batch: None, venue=venue)
+def _pipeline(names: list[str], venue: str, keep_all: bool) -> Pipeline:
+    return Pipeline(names, DATA_TYPES, TradeFilter(FilterParams(keep_all=keep_all)), lambda batch: None, venue=venue)
 
 
 def make_pass(venue: str, sim: Any, names: list[str], frames: list[str], batch: int,
-              receipt: float) -> Callable[[], None]:
+              receipt: float, keep_all: bool = False) -> Callable[[], None]:
     """One pass over the recorded frames through a fresh pipeline and the venue's lean path, every read
-    received at `receipt` (the recording's time)."""
+    received at `receipt` (the recording's time); `keep_all`: the pipeline keeps (encodes) every trade."""
     reads = [frames[i:i + batch] for i in range(0, len(frames), batch)]
     if venue == "binance":
         cls = bind_feed_class(Endpoints(sim.rest_url, sim.ws_url), FastBinanceFutures)
-        feed = cls(exchange_symbols=names, channels=subscription_channels(DATA_TYPES), sink=_pipeline(names, venue))
+        feed = cls(exchange_symbols=names, channels=subscription_channels(DATA_TYPES), sink=_pipeline(names, venue, keep_all))
         conn = _Conn()
 
         def run_binance() -> None:
-            feed.set_sink(_pipeline(names, venue))
+            feed.set_sink(_pipeline(names, venue, keep_all))
             for r in reads:
                 feed.handle_batch(r, conn, receipt)  # type: ignore[arg-type]
         return run_binance
     symbols = fetch_venue_universe(venue, sim.rest_url, common.http_json)
 
     def run_venue() -> None:
-        sink = GatedSink(_pipeline(names, venue), OpenInterestGate(300_000))
+        sink = GatedSink(_pipeline(names, venue, keep_all), OpenInterestGate(300_000))
         decoder = (okx.OkxDecoder(symbols, sink, venue, sink.gate) if venue == "okx"
                    else bybit.BybitDecoder(symbols, sink, venue, sink.gate))
         handle_batch = decoder.handle_batch
@@ -167,6 +168,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--batch", type=int, default=20, help="frames per simulated socket read")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep-all", action="store_true",
+                   help="the pipelines keep every trade (filters.trades.keep_all): the encode and batch path")
     p.add_argument("--profile", choices=VENUES, help="print the cProfile of one pass of this venue")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--record", type=Path, metavar="DIR",
@@ -210,8 +213,8 @@ def main() -> int:
                     "model": {"symbols": args.symbols, "rate": args.rate, "seed": args.seed,
                               "messages": args.messages},
                     "names": names, "receipt": receipt, "recorded_s": recorded_s, "frames": frames}))
-        passes = {v: make_pass(v, sims[v], names[v], frames[v], args.batch, receipt) for v in VENUES}
-        by_channel = {(v, ch): make_pass(v, sims[v], names[v], fs, args.batch, receipt)
+        passes = {v: make_pass(v, sims[v], names[v], frames[v], args.batch, receipt, args.keep_all) for v in VENUES}
+        by_channel = {(v, ch): make_pass(v, sims[v], names[v], fs, args.batch, receipt, args.keep_all)
                       for v in VENUES for ch, fs in _channels(v, frames[v]).items()}
     finally:
         for sim in sims.values():
@@ -234,7 +237,9 @@ def main() -> int:
     print(f"{args.symbols} symbols per venue, {args.rate:g} aggTrades/s sim time, seed {args.seed}; "
           f"{args.messages:,} frames per venue "
           + (f"replayed from {args.frames} " if args.frames else f"recorded in {recorded_s:.0f} s ")
-          + f"(sha256 {_fingerprint(frames)}); {args.runs} runs; load average "
+          + f"(sha256 {_fingerprint(frames)}); {args.runs} runs; "
+          + ("keep_all (every trade encoded); " if args.keep_all else "default filter; ")
+          + "load average "
           f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} -> {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     base = statistics.median(us["binance"])
     ratios = {v: [a / b for a, b in zip(us[v], us["binance"], strict=True)] for v in VENUES}
