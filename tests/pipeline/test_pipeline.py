@@ -54,6 +54,22 @@ def test_trades_kept_by_rule_and_batched(pipe: Pipeline, out: list[Batch]) -> No
     assert pipe.next_flush_ms() == T0
     pipe.flush_due(T0)
     assert [(b.table, b.rows) for b in out] == [("trades", 3)]
+    assert dict(pipe.rows) == {"trades": 3}  # emitted now: counted once, not again with the builder's
+
+
+def test_rows_and_received_count_what_is_pending_and_what_was_sent(pipe: Pipeline, out: list[Batch]) -> None:
+    """`rows` adds the rows still in a builder to those emitted, and `received` the plain trade count to the
+    other types' counter (both are kept apart for speed): every row and event counted exactly once."""
+    pipe.on_trade(trade(1), RECEIPT)
+    pipe.on_mark_price(MarkPrice(E=T0, s="BTCUSDT", p="100.0", i="100.0", r="0.0001", T=T0 + 8 * 3_600_000),
+                       RECEIPT)
+    pipe.flush_due(T0)
+    pipe.on_trade(trade(2, q="101"), RECEIPT)  # large_trade, pending
+    assert dict(pipe.rows) == {"trades": 2, "funding": 1}
+    assert [(b.table, b.rows) for b in out] == [("trades", 1), ("funding", 1)]
+    assert dict(pipe.received) == {"trades": 2, "funding": 1} and pipe.trades_added == 2
+    pipe.flush_all(T0 + 1_000)
+    assert dict(pipe.rows) == {"trades": 2, "funding": 1} and sum(b.rows for b in out) == 3
 
 
 def test_bad_input_is_counted_never_stored(pipe: Pipeline, out: list[Batch]) -> None:
