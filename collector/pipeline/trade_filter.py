@@ -165,7 +165,10 @@ class TradeFilter:
         return f
 
     def decide(self, symbol: str, price: float, usd: float, ts_ms: int) -> str | None:
-        f = self._symbols.get(symbol)  # symbol() inlined for the known symbol: this runs for every trade
+        """The save_reason of this trade of `symbol`, or None (dropped). The pipeline inlines this lookup
+        (`states`); the filtered peer (bench/peer_filter.py), bench/fresh_start.py, bench/filter_budget.py and
+        tests call it."""
+        f = self._symbols.get(symbol)  # symbol() inlined for the known symbol: the peer runs this for every trade
         return (f if f is not None else self.symbol(symbol)).decide(price, usd, ts_ms)
 
     def set_tiers(self, assignments: Mapping[str, Assignment]) -> None:
