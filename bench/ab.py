@@ -6,7 +6,8 @@ on one throwaway PostgreSQL server, so that load from others on a shared machine
 Each tree is a git revision (snapshotted with `git archive`, like throughput.py's default), a revision with
 patches applied (`REV+bench/experiments/X.patch`: an experiment that was not kept) or a directory.
 Reported per tree: medians over `--reps` sessions of the CPU µs per received message of all collector
-processes, and of the workers alone (each session's own value is already a median of its `--runs` windows).
+processes, and of the workers alone (each session's own value is already a median of its `--runs` windows), and
+of the workers' and the writer's wake-ups a second (voluntary context switches, `common.wakeups`).
 `--profile PREFIX` also records the busiest worker of every session with py-spy (`pip install py-spy`; a
 bench tool, not a dependency) as collapsed stacks, PREFIX-<tree>-<rep>.txt.
 
@@ -128,7 +129,10 @@ def main() -> None:
                     if prof is not None:
                         prof.join()
                 workers = sum(v["cpu_us_per_msg"] or 0.0 for k, v in r["per_process"].items() if "worker" in k)
-                row = {"total": r["cpu_us_per_msg"], "workers": workers, "recv": r["received_msgs_s"],
+                woke = {role: sum(v["wakeups_s"] or 0.0 for k, v in r["per_process"].items() if role in k)
+                        for role in ("worker", "writer")}
+                row = {"total": r["cpu_us_per_msg"], "workers": workers, "workers_wakeups_s": woke["worker"],
+                       "writer_wakeups_s": woke["writer"], "recv": r["received_msgs_s"],
                        "p99_ms": r["lat_p99_ms"], "sustained": r["sustained"], "exact": r["exact"]}
                 results[name].append(row)
                 print(f"{name}: {json.dumps(row)}", flush=True)
@@ -140,8 +144,10 @@ def main() -> None:
             print(f"{name}: no session measured ({len(rows)} failed: see their rows above)")
             continue
         print(f"{name}: all processes {common.median([r['total'] for r in measured]):.2f}, workers "
-              f"{common.median([r['workers'] for r in measured]):.2f}, sustained {sum(r['sustained'] for r in rows)}"
-              f"/{len(rows)}")
+              f"{common.median([r['workers'] for r in measured]):.2f}; wake-ups/s: workers "
+              f"{common.median([r['workers_wakeups_s'] for r in measured]):.1f}, writer "
+              f"{common.median([r['writer_wakeups_s'] for r in measured]):.1f}; sustained "
+              f"{sum(r['sustained'] for r in rows)}/{len(rows)}")
 
 
 if __name__ == "__main__":

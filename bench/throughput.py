@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import re
 import signal
@@ -236,11 +237,13 @@ def run_ours(admin: str, src: Path, rate: float, workers: int, keep_all: bool, w
         per_proc[f"{name} ({pid})"] = {
             "cpu_us_per_msg": common.median([r["cpu_by_pid"].get(pid, 0) / r["received_n"] * 1e6
                                              for r in results if r["received_n"]]),
+            "wakeups_s": common.median([r["wakeups_s_by_pid"][pid] for r in results if pid in r["wakeups_s_by_pid"]]),
             "peak_rss_mb": round(p.peak_rss_kb / 1024, 1), "peak_pss_mb": round(p.peak_pss_kb / 1024, 1)}
     verdict = exact_verdict(db_rows["trades"], sum(kept.values()), received.get("trades", 0) if received else -1,
                             totals.get("aggTrade", 0), keep_all, common.median([r["lat_p99_ms"] for r in results]))
     for r in results:
         r.pop("cpu_by_pid")
+        r.pop("wakeups_s_by_pid")
     sustained = verdict["sustained"] and exit_code == 0
     common.leave_session_dir(tmp, sustained, "the session")
     return {
@@ -285,8 +288,10 @@ def _last_commit(dsn: str) -> object:
 def _window(rest: str, sampler: common.TreeSampler, postmaster: int, window_s: float, offset: float,
             port: int) -> dict:
     s0, r0, c0, p0 = common.sent_totals(rest), workers_received(port), sampler.cpu_now(), common.tree_cpu(postmaster)
+    w0 = _wakeups(c0)
     time.sleep(window_s)
     s1, r1, c1, p1 = common.sent_totals(rest), workers_received(port), sampler.cpu_now(), common.tree_cpu(postmaster)
+    w1 = _wakeups(c1)
     dt = s1.wall - s0.wall
     sent = s1.frames - s0.frames
     got = r1 - r0
@@ -296,7 +301,17 @@ def _window(rest: str, sampler: common.TreeSampler, postmaster: int, window_s: f
     return {"offered": sent / dt, "received": got / dt, "received_n": got, "ratio": ratio, "dt": dt,
             "cpu_us_per_msg": cpu / got * 1e6 if got else None, "cpu_frac": cpu / dt,
             "pg_cpu_frac": common.cpu_delta(p0, p1) / dt, "cpu_by_pid": cpu_by_pid,
+            "wakeups_s_by_pid": {pid: (w1[pid] - w0[pid]) / dt for pid in w1 if pid in w0},
             "t0_sim": s0.wall * 1000 - offset, "t1_sim": s1.wall * 1000 - offset, "t0_wall": s0.wall}
+
+
+def _wakeups(pids: dict[int, float]) -> dict[int, int]:
+    """common.wakeups of each process still there."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out[pid] = common.wakeups(pid)
+    return out
 
 
 COLS = [("mode", "mode"), ("workers", "N"), ("rate", "aggTrades/s"), ("offered_msgs_s", "offered msg/s"),
@@ -415,7 +430,8 @@ def report(ours: list[dict], peers: list[dict], a: argparse.Namespace) -> None:
     procs = [{"run": f"{r['mode']} N={r['workers']} {r['rate']:,.0f}", "proc": k, **v}
              for r in ours for k, v in r["per_process"].items()]
     common.print_table(procs, [("run", "session"), ("proc", "process"), ("cpu_us_per_msg", "CPU us/msg"),
-                               ("peak_rss_mb", "peak RSS MB"), ("peak_pss_mb", "peak PSS MB")], "per process")
+                               ("wakeups_s", "wake-ups/s"), ("peak_rss_mb", "peak RSS MB"),
+                               ("peak_pss_mb", "peak PSS MB")], "per process (wake-ups: voluntary context switches)")
     if peers:
         common.print_table(peers, PEER_COLS, "peer (cryptofeed + its Postgres backends), medians over windows")
         for r in peers:
