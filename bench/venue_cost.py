@@ -64,6 +64,11 @@ DATA_TYPES = ["trades", "funding", "liquidations", "open_interest", "candles_1m"
 TARGET_RATIO = 1.2
 
 
+# Binance takes at most 1,024 streams on one connection (the simulator answers more with HTTP 400, as Binance
+# does): 4 per symbol, so 200 symbols a connection, the recording of --symbols 496 on three.
+BINANCE_SYMBOLS_PER_CONNECTION = 200
+
+
 def _is_data(venue: str, frame: str) -> bool:
     """A market-data frame, not an answer to a subscribe or a ping."""
     if venue == "binance":
@@ -74,9 +79,11 @@ def _is_data(venue: str, frame: str) -> bool:
 
 
 async def _record(venue: str, sim: Any, names: list[str], n: int) -> list[str]:
-    if venue == "binance":
-        streams = [f"{s.lower()}@{c}" for s in names for c in ("aggTrade", "markPrice", "forceOrder", "kline_1m")]
-        plan = {"/stream?streams=" + "/".join(streams): []}
+    if venue == "binance":  # combined streams, at most BINANCE_SYMBOLS_PER_CONNECTION symbols' worth per connection
+        step = BINANCE_SYMBOLS_PER_CONNECTION
+        plan = {"/stream?streams=" + "/".join(f"{s.lower()}@{c}" for s in names[i:i + step]
+                                              for c in ("aggTrade", "markPrice", "forceOrder", "kline_1m")): []
+                for i in range(0, len(names), step)}
     else:
         plan = subscriptions(venue, names, DATA_TYPES)
     frames: list[str] = []
