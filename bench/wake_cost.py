@@ -33,24 +33,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import common
+from venue_cost import DATA_TYPES, _Conn, _pipeline
 
 import collector
 from collector.feed.cryptofeed_feed import bind_feed_class
 from collector.feed.endpoints import Endpoints
 from collector.feed.source import FastBinanceFutures, subscription_channels
-from collector.pipeline.router import Pipeline
-from collector.pipeline.trade_filter import FilterParams, TradeFilter
 
-DATA_TYPES = ["trades", "funding", "liquidations", "open_interest", "candles_1m"]  # as venue_cost
 KINDS = ("keep_all", "filtered", "control")
 # Iterations of the control loop per frame: about keep_all's CPU per frame on the machine measured.
 CONTROL_ITERATIONS = 40
 
 Handler = Callable[[Sequence[str], object, float], None]
-
-
-class _Conn:
-    uuid = "bench"
 
 
 def _control(frames: Sequence[str], _conn: object, _receipt: float) -> None:
@@ -63,9 +57,8 @@ def _handler(kind: str, names: list[str]) -> Handler:
     if kind == "control":
         return _control
     cls = bind_feed_class(Endpoints("http://127.0.0.1:9", "ws://127.0.0.1:9"), FastBinanceFutures)
-    pipeline = Pipeline(names, DATA_TYPES, TradeFilter(FilterParams(keep_all=kind == "keep_all")),
-                        lambda batch: None, venue="binance")
-    return cls(exchange_symbols=names, channels=subscription_channels(DATA_TYPES), sink=pipeline).handle_batch
+    return cls(exchange_symbols=names, channels=subscription_channels(DATA_TYPES),
+               sink=_pipeline(names, "binance", kind == "keep_all")).handle_batch
 
 
 def one_pass(kind: str, names: list[str], reads: list[list[str]], receipt: float, short_s: float,
