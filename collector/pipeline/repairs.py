@@ -4,8 +4,8 @@ minutes repaired by collector.feed.backfill, and a resumed symbol's tail checked
 Why apart from collector.pipeline.router: the router decides about live events in arrival order; these
 answers come later, for ids and minutes before the live ones, and must neither move the live id sequence
 nor touch the live filter state (a gap's trades are filtered from the state it was detected in). They are
-plain functions of a Pipeline, bound as its methods (Pipeline.on_backfill_trade, ...), so the backfill
-still talks to one object (collector.feed.backfill_plan.BackfillSink). No I/O.
+plain functions of a Pipeline, called by its methods of the same names (Pipeline.on_backfill_trade, ...), so
+the backfill still talks to one object (collector.feed.backfill_plan.BackfillSink). No I/O.
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ stream missed, answered over REST, enters through collector.pipeline.repairs, bo
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from collector.feed.wire import (
     AggTrade,
@@ -380,12 +380,29 @@ class Pipeline:
                         REASONS.get(self.venue, f"no liquidation history on {self.venue}"), now)
 
     # --- REST answers for what the stream missed (collector.pipeline.repairs) --------------------------
+    # Methods that call repairs' functions, not the functions assigned as class attributes: a class compiled
+    # by mypyc (bench/compiled_tree.py) does not bind such attributes as methods.
 
-    tail_open = repairs.tail_open
-    on_tail = repairs.on_tail
-    on_backfill_trade = repairs.on_backfill_trade
-    on_backfill_kline = repairs.on_backfill_kline
-    record_gap = repairs.record_gap
+    def tail_open(self, symbol: str, after_id: int) -> bool:
+        """collector.pipeline.repairs.tail_open."""
+        return repairs.tail_open(self, symbol, after_id)
+
+    def on_tail(self, symbol: str, after_id: int, trades: Iterable[tuple[int, int]], receipt: float) -> None:
+        """collector.pipeline.repairs.on_tail."""
+        repairs.on_tail(self, symbol, after_id, trades, receipt)
+
+    def on_backfill_trade(self, t: AggTrade, gap: Gap, receipt: float) -> bool:
+        """collector.pipeline.repairs.on_backfill_trade."""
+        return repairs.on_backfill_trade(self, t, gap, receipt)
+
+    def on_backfill_kline(self, symbol: str, row: list[Any], receipt: float) -> bool:
+        """collector.pipeline.repairs.on_backfill_kline."""
+        return repairs.on_backfill_kline(self, symbol, row, receipt)
+
+    def record_gap(self, kind: str, symbol: str, from_id: int, to_id: int, detected_ms: int, state: str,
+                   reason: str, updated_ms: int, filled_ms: int | None = None) -> None:
+        """collector.pipeline.repairs.record_gap."""
+        repairs.record_gap(self, kind, symbol, from_id, to_id, detected_ms, state, reason, updated_ms, filled_ms)
 
     # --- batching ---------------------------------------------------------------------------------------
 
@@ -491,7 +508,7 @@ class Pipeline:
     # --- bad input --------------------------------------------------------------------------------------
 
     def _gap(self, symbol: str, from_id: int, to_id: int, ts: int) -> None:
-        gap = Gap(symbol, from_id, to_id, ts, copy.copy(self.trade_filter.symbol(symbol)))
+        gap = Gap(symbol, from_id, to_id, ts, self.trade_filter.symbol(symbol).copy())
         self.gaps.append(gap)
         self.rejected["gap"] += 1
         log.warning("%s: %s %d..%d missing (%d)", symbol, ID_WORDS[self.id_rule], from_id, to_id,
