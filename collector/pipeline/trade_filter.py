@@ -125,6 +125,19 @@ class SymbolFilter:
             self._lo = last_price - last_price * self._pc
             self._hi = last_price + last_price * self._pc
 
+    def copy(self) -> SymbolFilter:
+        """An independent state equal to this one: what a gap's trades are later filtered from
+        (collector.pipeline.router.Gap). Explicit rather than copy.copy, which a class compiled by mypyc
+        (bench/compiled_tree.py) cannot serve: it rebuilds the object without calling __init__."""
+        c = SymbolFilter(self.tier, self.threshold_usd, self.interval_ms, 0.0, self.keep_all)
+        c._pc = self._pc
+        c.last_price = self.last_price
+        c.last_ts = self.last_ts
+        c._lo = self._lo
+        c._hi = self._hi
+        c._due = self._due
+        return c
+
     def decide(self, price: float, usd: float, ts_ms: int) -> str | None:
         """Reason to keep this trade, or None to drop it. Allocates nothing on the drop path."""
         if usd > self.threshold_usd:

@@ -198,3 +198,24 @@ def test_set_params_applies_live_and_keeps_state() -> None:
     assert f.decide("BTCUSDT", 100.9, 10.0, 33_000) == "time_interval"
     f.set_params(FilterParams(keep_all=True))
     assert f.decide("BTCUSDT", 100.9, 10.0, 33_001) == "keep_all"
+
+
+@pytest.mark.parametrize(("keep_all", "expected"), [
+    (False, [None, "price_change", "large_trade", None, "time_interval"]),
+    # every trade kept, each keep moving the band and the due time
+    (True, ["keep_all", "keep_all", "large_trade", "keep_all", "keep_all"]),
+])
+def test_a_copy_decides_like_the_original_and_apart_from_it(keep_all: bool, expected: list[str | None]) -> None:
+    """What a gap's trades are filtered from (Pipeline._gap): the state at detection, not the live one."""
+    f = SymbolFilter(2, 1_000.0, 60_000, 0.5, keep_all)
+    assert f.decide(100.0, 10.0, 0) == "time_interval"  # first trade: sets price band and due time
+    c = f.copy()
+    assert (c.tier, c.threshold_usd, c.interval_ms, c.keep_all, c.snapshot()) == (
+        f.tier, f.threshold_usd, f.interval_ms, f.keep_all, f.snapshot())
+    trades = [(100.3, 10.0, 1_000), (100.6, 10.0, 2_000), (100.6, 5_000.0, 3_000), (100.6, 10.0, 62_999),
+              (100.6, 10.0, 63_000)]
+    before = f.snapshot()
+    got = [c.decide(*t) for t in trades]
+    assert f.snapshot() == before  # deciding on the copy leaves the original as it was
+    assert got == [f.decide(*t) for t in trades]
+    assert got == expected
