@@ -18,7 +18,7 @@ from collector.pipeline.tails import tail_gap
 from collector.pipeline.validation import MAX_EVENT_SKEW_MS, check_trade
 
 if TYPE_CHECKING:
-    from collector.pipeline.router import Gap, Pipeline
+    from collector.pipeline.router import GapToFill, Pipeline
 
 
 def tail_open(pipeline: Pipeline, symbol: str, after_id: int) -> bool:
@@ -38,7 +38,7 @@ def on_tail(pipeline: Pipeline, symbol: str, after_id: int, trades: Iterable[tup
         pipeline.last_trade_id[symbol] = span[1]
 
 
-def on_backfill_trade(pipeline: Pipeline, t: AggTrade, gap: Gap, receipt: float) -> bool:
+def on_backfill_trade(pipeline: Pipeline, t: AggTrade, gap: GapToFill, receipt: float) -> bool:
     """A trade of `gap` fetched over REST: validated and filtered like a live one; True if kept.
 
     Separate from on_trade because the live id sequence must stay as it is (these ids are older

@@ -14,7 +14,7 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from collector.feed.wire import (
     AggTrade,
@@ -87,6 +87,22 @@ class Gap:
 
     def __repr__(self) -> str:
         return f"Gap({self.symbol}, {self.from_id}..{self.to_id})"
+
+
+class GapToFill(Protocol):
+    """What a trade fetched over REST is checked and filtered against (Pipeline.on_backfill_trade): a Gap, or
+    a trade gap the backfill read back from the table after a restart (collector.feed.backfill_plan's
+    TakenOverGap), whose filter_state is None, so the live filter decides. A protocol, not Gap: a class
+    compiled by mypyc (bench/compiled_tree.py) checks an argument's declared class at run time."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def from_id(self) -> int: ...
+    @property
+    def to_id(self) -> int: ...
+    @property
+    def filter_state(self) -> SymbolFilter | None: ...
 
 
 class Pipeline:
@@ -391,7 +407,7 @@ class Pipeline:
         """collector.pipeline.repairs.on_tail."""
         repairs.on_tail(self, symbol, after_id, trades, receipt)
 
-    def on_backfill_trade(self, t: AggTrade, gap: Gap, receipt: float) -> bool:
+    def on_backfill_trade(self, t: AggTrade, gap: GapToFill, receipt: float) -> bool:
         """collector.pipeline.repairs.on_backfill_trade."""
         return repairs.on_backfill_trade(self, t, gap, receipt)
 

@@ -130,8 +130,9 @@ async def _worker_main(spec: WorkerSpec, on_booted: Callable[[], None] = lambda:
     # Another venue's workers have their own budget (its limits are its own: a Binance 429 never pauses them).
     budget = (rest_budget(cfg, spec.rest_weight_share, spec.rest_budget_path) if spec.venue == "binance"
               else venue_rest_budget(spec))
-    # cast: Pipeline.on_backfill_trade takes the pipeline's Gap, BackfillSink promises any GapLike; the
-    # backfiller only ever passes back the gaps the pipeline reported (pipeline.on_gap below)
+    # cast: Pipeline.on_backfill_trade takes a GapToFill (one with a filter_state), BackfillSink promises any
+    # GapLike; the backfiller only ever passes back the gaps the pipeline reported (pipeline.on_gap below) and
+    # the TakenOverGaps it read back from the table, which have one (None)
     rest = RestClient()  # the worker's one HTTP client: backfill, open interest and exchangeInfo
     contracts = VenueContracts()  # OKX's contract sizes for repaired trades, once the feed loaded them
     backfill = Backfiller(spec.endpoints.rest, cast("BackfillSink", pipeline), budget, stop, fetch=rest.get,
