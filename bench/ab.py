@@ -54,8 +54,7 @@ def tree(spec: str) -> Iterator[Path]:
     if missing:
         raise SystemExit(f"{spec}: no such patch file: {', '.join(missing)}")
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as d:
-        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", d], input=archive, check=True)
+        common.extract_revision(rev, Path(d))
         for patch in patches:
             applied = subprocess.run(["git", "apply", str((ROOT / patch).resolve())], cwd=d, capture_output=True,
                                      text=True)

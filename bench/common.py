@@ -557,6 +557,15 @@ def commits(dsn: str, tables: Iterable[str], wall_s: tuple[float, float]) -> tup
     return int(row[0]), int(row[1])
 
 
+def extract_revision(rev: str, dest: Path) -> None:
+    """Write the files of git revision `rev` into the directory `dest` (`git archive | tar -x`): what every
+    script that measures a committed tree runs. SystemExit with git's message for an unknown revision."""
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True)
+    if archive.returncode:
+        raise SystemExit(f"git archive {rev}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+
+
 @contextlib.contextmanager
 def product_source(src: str | None) -> Iterator[tuple[Path, str]]:
     """(directory to run supervisor.py from, what it is). Default: a snapshot of the committed HEAD
@@ -568,6 +577,5 @@ def product_source(src: str | None) -> Iterator[tuple[Path, str]]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="bench-src-") as d:
-        archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", d], input=archive, check=True)
+        extract_revision("HEAD", Path(d))
         yield Path(d), f"git HEAD {commit}"

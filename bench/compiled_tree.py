@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import common
+
 ROOT = Path(__file__).resolve().parents[1]
 # The Binance keep path: Pipeline.on_trade and _keep_trade, the row encoder, the filter, the activity windows
 # and the batch builder (bench/README.md "Compiling the pipeline with mypyc").
@@ -48,10 +50,7 @@ def main() -> int:
     if args.dir.exists() and any(args.dir.iterdir()):
         raise SystemExit(f"{args.dir}: exists and is not empty")
     args.dir.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "archive", args.rev], cwd=ROOT, capture_output=True)
-    if archive.returncode:
-        raise SystemExit(f"git archive {args.rev}: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(args.dir)], input=archive.stdout, check=True)
+    common.extract_revision(args.rev, args.dir)
     absent = [m for m in args.modules if not (args.dir / m).is_file()]
     if absent:
         raise SystemExit(f"not in {args.rev}: {', '.join(absent)}")
