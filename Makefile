@@ -10,7 +10,7 @@ ifeq ($(origin LINT),default)
 LINT := 1
 endif
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv native run test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 13), "Python 3.13+ is required (cryptofeed 3 needs it); found " + sys.version'
@@ -21,10 +21,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-run: venv
+# The hot pipeline modules compiled by mypyc (collector/native.py says why and when they run): rebuilt when a
+# source they cover changed. Without a C compiler it says so and the Python source runs.
+native: venv
+	$(PY) -m collector.native_build --if-stale --optional
+
+run: venv native
 	$(PY) supervisor.py --workers $(WORKERS) --simulate
 
-test: venv $(if $(filter 1,$(LINT)),lint)
+test: venv native $(if $(filter 1,$(LINT)),lint)
 	$(PY) -m pytest -q
 
 lint: venv
@@ -36,4 +41,4 @@ bench: venv
 	$(PY) bench/throughput.py
 
 clean:
-	rm -rf $(VENV) data logs
+	rm -rf $(VENV) data logs collector/.native

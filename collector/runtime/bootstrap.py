@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from collector import native
 from collector.config import Config, load_config
 from collector.feed.endpoints import Endpoints
 from collector.feed.rest_budget import create_budget_file
@@ -121,6 +122,7 @@ def database_dsn(cfg: Config) -> str:
 
 def bootstrap(res: Resources, cfg: Config, n_workers: int, simulate: bool, sim_options: dict[str, Any]) -> None:
     """Fill `res` (started pieces land in it at once, so `res.close()` can undo a failed start)."""
+    log.info("pipeline: %s", native.STATUS.detail)  # compiled or the Python source, and why (collector.native)
     _start_exchange(res, cfg, simulate, sim_options)
     _start_database(res, cfg)
     assert res.dsn is not None and res.endpoints is not None
