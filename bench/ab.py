@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def tree(spec: str) -> Iterator[Path]:
     """A directory holding `spec`: the directory itself if it is one, else a `git archive` snapshot of a
     revision, with the patches named after it applied: `REV+bench/experiments/X.patch[+...]` (paths from the
-    repository root, or absolute). Why patches: an experiment that was tried and not kept stays reproducible
+    repository root, or absolute), and its hot modules compiled as an install's are (common.build_native; a
+    directory is taken as it is, compiled or not). Why patches: an experiment that was tried and not kept stays reproducible
     from a clean clone (bench/experiments/README.md) without its code living in the product."""
     if Path(spec).is_dir():
         yield Path(spec).resolve()
@@ -60,6 +61,7 @@ def tree(spec: str) -> Iterator[Path]:
                                      text=True)
             if applied.returncode:
                 raise SystemExit(f"{spec}: {patch} does not apply to {rev}: {applied.stderr.strip()}")
+        print(f"{spec}: {common.build_native(Path(d))}", flush=True)
         yield Path(d)
 
 

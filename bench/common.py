@@ -566,16 +566,35 @@ def extract_revision(rev: str, dest: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
 
 
+def build_native(tree: Path) -> str:
+    """Compile a product tree's hot pipeline modules as `make native` does on a user's machine
+    (collector.native_build), so that a snapshot measures what an install runs; returns the tree's status line
+    (compiled, or why its Python source runs: no compiler, or a revision from before collector.native)."""
+    if not (tree / "collector" / "native_build.py").is_file():
+        return "pure Python (the revision predates collector.native)"
+    built = subprocess.run([sys.executable, "-m", "collector.native_build", "--optional"], cwd=tree,
+                           capture_output=True, text=True)
+    if built.returncode:
+        raise SystemExit(f"{tree}: collector.native_build failed: {(built.stderr or built.stdout).strip()[-2000:]}")
+    status = subprocess.run([sys.executable, "-c", "import collector; print(collector.native.STATUS.detail)"],
+                            cwd=tree, capture_output=True, text=True, check=True)
+    return status.stdout.strip()
+
+
 @contextlib.contextmanager
 def product_source(src: str | None) -> Iterator[tuple[Path, str]]:
     """(directory to run supervisor.py from, what it is). Default: a snapshot of the committed HEAD
     (`git archive`), because other engineers edit the working tree while benchmarks run and a half-edited
-    tree measures nothing reproducible; `--src .` measures the working tree as it is."""
+    tree measures nothing reproducible, with its hot modules compiled as `make native` does (build_native);
+    `--src .` measures the working tree as it is (compiled or not: collector.native decides, the line says)."""
     if src:
-        yield Path(src).resolve(), f"working tree {Path(src).resolve()}"
+        tree = Path(src).resolve()
+        status = subprocess.run([sys.executable, "-c", "import collector; print(collector.native.STATUS.detail)"],
+                                cwd=tree, capture_output=True, text=True)
+        yield tree, f"working tree {tree} ({status.stdout.strip() or 'pure Python'})"
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="bench-src-") as d:
         extract_revision("HEAD", Path(d))
-        yield Path(d), f"git HEAD {commit}"
+        yield Path(d), f"git HEAD {commit} ({build_native(Path(d))})"

@@ -50,13 +50,13 @@ def by_role(per_process: dict[str, dict]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def snapshot(ref: str) -> Iterator[tuple[Path, str]]:
-    """The product at git `ref`, extracted into a temp dir; (dir, "ref <short sha>")."""
+    """The product at git `ref`, extracted into a temp dir and compiled as an install is (common.build_native);
+    (dir, "ref <short sha> (status)")."""
     sha = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as d:
-        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", d], input=archive, check=True)
-        yield Path(d), f"{ref} {sha}"
+        common.extract_revision(ref, Path(d))
+        yield Path(d), f"{ref} {sha} ({common.build_native(Path(d))})"
 
 
 def main() -> None:
