@@ -25,15 +25,17 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-# The compiled group: the trade path per message (router's on_trade/_keep_trade, the filter, the symbol
-# statistics, the row encoder). Not batches.py (a compiled frozen dataclass cannot read the pickled spool files
-# of earlier releases) nor tiers.py (mypyc's float sum() is a plain loop where CPython's is compensated, and the
-# supervisor's tier scores would differ in the last bit).
+# The compiled group: what runs per message on the trade path (the feed's loop over a read's frames, router's
+# on_trade/_keep_trade, the filter, the symbol statistics, the row encoder, the batch builder). Not tiers.py:
+# mypyc's float sum() is a plain loop where CPython's is compensated, and the supervisor's tier scores would
+# differ in the last bit.
 MODULES = (
+    "collector.feed.frame_loop",
     "collector.pipeline.router",
     "collector.pipeline.encode",
     "collector.pipeline.trade_filter",
     "collector.pipeline.activity",
+    "collector.pipeline.batches",
 )
 # mypyc's shared library is the module f"{GROUP}__mypyc", found on collector's own search path.
 GROUP = "collector.native_lib"

@@ -17,6 +17,7 @@ import msgspec
 from collector.feed.cryptofeed_adapter import CANDLES, FUNDING, LIQUIDATIONS, TRADES, AsyncConnection
 from collector.feed.cryptofeed_feed import CollectorBinanceFutures
 from collector.feed.events import EventSink
+from collector.feed.frame_loop import handle_frames
 from collector.feed.open_interest import OpenInterestPoll, PollPositions
 from collector.feed.rest_budget import WeightGate
 from collector.feed.wire import (
@@ -64,30 +65,10 @@ class FastBinanceFutures(CollectorBinanceFutures):
     def handle_batch(self, messages: Sequence[str | bytes], conn: AsyncConnection, timestamp: float) -> None:
         """The hot path: every frame of one socket read, in order, with that read's receipt time.
 
-        Called once per read by SupervisedConnection (no coroutine per frame); per frame one decode, one
-        dict lookup, one call. Errors are counted per frame and never raised, so a bad frame costs neither
-        the rest of its batch nor the connection and its hundreds of streams.
-        """
-        decode = frame_decoder.decode
-        dispatch = self._dispatch
-        on_mark = self.sink.on_mark_price
-        for msg in messages:
-            try:
-                data = decode(msg).data
-            except msgspec.ValidationError as e:
-                self._bad(msg, conn, "unknown_event" if "Invalid value" in str(e) else "invalid_frame", e)
-                continue
-            except msgspec.DecodeError as e:
-                self._bad(msg, conn, "malformed_json", e)
-                continue
-            try:
-                if type(data) is list:
-                    for m in data:
-                        on_mark(m, timestamp)
-                else:
-                    dispatch[type(data)](data, timestamp)
-            except Exception as e:
-                self._bad(msg, conn, "handler_error", e)
+        Called once per read by SupervisedConnection (no coroutine per frame); the loop is
+        collector.feed.frame_loop's (compiled with the pipeline), errors counted per frame and never raised."""
+        handle_frames(messages, timestamp, self._dispatch, self.sink.on_mark_price,
+                      lambda msg, kind, exc: self._bad(msg, conn, kind, exc))
 
     async def message_handler(self, msg: str | bytes, conn: AsyncConnection, timestamp: float) -> None:
         """One message: connections without batches, and the open-interest poll's REST answers (which are

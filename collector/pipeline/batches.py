@@ -38,6 +38,11 @@ class Batch:
     last_event_ms: int
     created_ms: int
 
+    def __reduce__(self) -> tuple[type[Batch], tuple[str, int, bytes, int, int, int]]:
+        """Pickled as its constructor's arguments: one form whether this module runs compiled (collector.native:
+        a compiled frozen dataclass is not rebuilt attribute by attribute) or as Python."""
+        return Batch, (self.table, self.rows, self.data, self.first_event_ms, self.last_event_ms, self.created_ms)
+
 
 @dataclass(slots=True)
 class BatchBuilder:

@@ -38,6 +38,21 @@ SPOOL_MAX_BYTES = 2048 << 20
 _SPOOL_RE = re.compile(r"^pending-(?P<seq>\d+)-(?P<batches>\d+)\.(?:spool|pkl)$")
 
 
+class _LegacyBatch:
+    """A Batch as the previous release pickled it: created empty, then given its field values as one list, in
+    field order (two trailing fields since dropped). Read into this plain class and then made a Batch, not
+    unpickled as Batch itself: a compiled Batch (collector.native) is not created that way."""
+
+    state: list[Any]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        self.state = state
+
+    def batch(self) -> Batch:
+        table, rows, data, first_event_ms, last_event_ms, created_ms = self.state[:6]
+        return Batch(table, rows, data, first_event_ms, last_event_ms, created_ms)
+
+
 class _LegacyUnpickler(pickle.Unpickler):
     """Reads the previous release's pickled spool files: a list of Batch, nothing else. That release pickled
     Batch under its module of the time, collector.encode (now collector.pipeline.batches): the name is fixed in
@@ -45,7 +60,7 @@ class _LegacyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("collector.encode", "Batch"):
-            return Batch
+            return _LegacyBatch
         raise pickle.UnpicklingError(f"{module}.{name} has no place in a spool file")
 
 
@@ -164,9 +179,13 @@ class Spool:
         into the wrong columns."""
         data = f.path.read_bytes()
         if f.path.suffix == ".pkl":
-            batches = _LegacyUnpickler(io.BytesIO(data)).load()
-            if not isinstance(batches, list) or not all(isinstance(b, Batch) for b in batches):
+            loaded = _LegacyUnpickler(io.BytesIO(data)).load()
+            if not isinstance(loaded, list) or not all(isinstance(b, _LegacyBatch) for b in loaded):
                 raise pickle.UnpicklingError("a legacy spool file holds a list of batches")
+            try:
+                batches = [b.batch() for b in loaded]
+            except (AttributeError, ValueError, TypeError) as e:
+                raise pickle.UnpicklingError(f"a legacy spool file's batch is not one: {e}") from None
             # that release's tuples carried every column but those added since (the venue)
             return upgrade_batches(batches, {t: tuple(c for c in cols if c not in ADDED_COLUMNS)
                                              for t, cols in COLUMNS.items()})
