@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from helpers import SupervisorProcess, http_get, wait_for, write_config
 
+from collector import native
 from exchange_sim import SimConfig, launch_subprocess
 
 SYMBOLS = 40
@@ -105,6 +106,8 @@ def test_collector_matches_ground_truth(db_url: str, tmp_path: Path) -> None:
         # one log file per process
         logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
         assert {"supervisor.log", "writer.log", "worker-1.log", "worker-2.log"} <= set(logs)
+        # which pipeline ran, compiled or the source, says so at start (collector.native)
+        assert f"pipeline: {native.STATUS.detail}" in (tmp_path / "logs" / "supervisor.log").read_text()
     finally:
         if sup is not None:
             sup.stop()

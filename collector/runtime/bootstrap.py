@@ -122,7 +122,9 @@ def database_dsn(cfg: Config) -> str:
 
 def bootstrap(res: Resources, cfg: Config, n_workers: int, simulate: bool, sim_options: dict[str, Any]) -> None:
     """Fill `res` (started pieces land in it at once, so `res.close()` can undo a failed start)."""
-    log.info("pipeline: %s", native.STATUS.detail)  # compiled or the Python source, and why (collector.native)
+    # compiled or the Python source, and why (collector.native): a warning when a build would run and does not
+    (log.info if native.STATUS.compiled or os.environ.get(native.ENV) == "0" else log.warning)(
+        "pipeline: %s", native.STATUS.detail)
     _start_exchange(res, cfg, simulate, sim_options)
     _start_database(res, cfg)
     assert res.dsn is not None and res.endpoints is not None
