@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
-"""A snapshot of the product with its hot pipeline modules compiled by mypyc: an experiment, not what ships.
+"""A snapshot of the product with a chosen set of modules compiled by mypyc in place: for trying sets beyond
+the product's own.
 
-Why: issue 12's keep_all target (>= 3x less CPU per message than the stock peer at 5,000-20,000/s) is short by
-~20-30%, and the Python left on the keep path has been trimmed to where a trim saves ~1%. The product package
-already passes `mypy --strict`, which is what mypyc compiles from: this script measures what compiling it
-would give before anyone builds a release around it. The snapshot is a directory the other scripts take as a
-product tree:
+Why: the product compiles collector.native's MODULES (the per-trade path) into collector/.native/, which every
+benchmark snapshot gets (common.build_native). Whether another module is worth adding to that group is
+measured here first, without touching the product: this compiles exactly the `--modules` given, beside their
+sources, in a snapshot that has no collector/.native/ build (so collector.native leaves the search paths alone
+and Python imports the in-place extensions). The snapshot is a directory the other scripts take as a product
+tree:
 
-    python bench/compiled_tree.py /tmp/compiled
+    python bench/compiled_tree.py /tmp/compiled --modules collector/pipeline/router.py ... collector/pipeline/limits.py
     python bench/ab.py HEAD /tmp/compiled --rate 5000 --keep-all --workers 1 --reps 3
     python bench/throughput.py --src /tmp/compiled --rates 5000 20000 --workers 1 --modes keep_all
     PYTHONPATH=/tmp/compiled python bench/venue_cost.py --keep-all --frames DIR
 
 A compiled module's extension (`router.cpython-313-*.so` beside `router.py`) is what Python imports while it
-is there, so editing the snapshot's .py files changes nothing until this script is run again. Needs mypy (the
-dev extra), setuptools (the bench extra) and a C compiler.
+is there, so editing the snapshot's .py files changes nothing until this script is run again. Needs mypy and
+setuptools (the native extra, in dev) and a C compiler.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from pathlib import Path
 
 import common
 
+from collector import native
+
 ROOT = Path(__file__).resolve().parents[1]
-# The Binance keep path: Pipeline.on_trade and _keep_trade, the row encoder, the filter, the activity windows
-# and the batch builder (bench/README.md "Compiling the pipeline with mypyc").
-MODULES = ("collector/pipeline/router.py", "collector/pipeline/encode.py", "collector/pipeline/trade_filter.py",
-           "collector/pipeline/activity.py", "collector/pipeline/batches.py")
+# Default: the product's group (collector.native.MODULES), as paths from the repository root.
+MODULES = tuple(str(native.source_path(m).relative_to(ROOT)) for m in native.MODULES)
 
 
 def main() -> int:
@@ -40,11 +42,11 @@ def main() -> int:
     p.add_argument("dir", type=Path, help="where the snapshot goes (must not exist, or be empty)")
     p.add_argument("--rev", default="HEAD", help="git revision to snapshot (default %(default)s)")
     p.add_argument("--modules", nargs="+", default=list(MODULES), metavar="PATH",
-                   help="modules to compile, paths from the repository root (default: the keep path's five)")
+                   help="modules to compile, paths from the repository root (default: the product's group)")
     args = p.parse_args()
     missing = [m for m in ("mypyc", "setuptools") if importlib.util.find_spec(m) is None]
     if missing:
-        raise SystemExit(f"{' and '.join(missing)} not installed: pip install -e '.[dev,bench]'")
+        raise SystemExit(f"{' and '.join(missing)} not installed: pip install -e '.[native]'")
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         raise SystemExit("no C compiler (cc or gcc) on PATH: mypyc builds C extensions")
     if args.dir.exists() and any(args.dir.iterdir()):
