@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import sysconfig
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def digest(path: Path) -> str:
 
 
 def check(native_dir: Path = NATIVE_DIR, package_dir: Path = PACKAGE_DIR,
-          environ: dict[str, str] | os._Environ[str] = os.environ) -> Status:
+          environ: Mapping[str, str] = os.environ) -> Status:
     """Decide from what is on disk whether the compiled modules may run (reads the manifest and hashes its
     sources: a few milliseconds, once per process)."""
     pure = "pure Python"
