@@ -11,10 +11,13 @@ mapping, subscriptions), another part of cryptofeed with hooks of its own; the O
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import aiohttp
 from cryptofeed.connection import AsyncConnection, RestEndpoint, Routes, WebsocketEndpoint
 from cryptofeed.exchanges.binance_futures import BinanceFutures
 
@@ -26,9 +29,12 @@ from collector.feed.cryptofeed_adapter import (
 )
 from collector.feed.endpoints import Endpoints
 from collector.feed.events import FrameErrors
+from collector.feed.rest_budget import WeightGate
 from collector.feed.rest_client import RestClient
 
 log = logging.getLogger("collector.feed.cryptofeed_adapter")  # its lines keep the name they had before the split
+# GET /fapi/v1/exchangeInfo's request weight (Binance USDT-M futures documentation).
+EXCHANGE_INFO_WEIGHT = 1
 
 
 class CollectorFeed:
@@ -92,11 +98,43 @@ class CollectorFeed:
             ret.append((conn, me.subscribe, self.message_handler))
         return ret
 
-    async def _setup(self) -> None:
+    def symbols_gate(self) -> WeightGate | None:
+        """The REST weight budget exchangeInfo is fetched within (None: none; the lean feed has its workers')."""
+        return None
+
+    async def _load_symbols(self, stop_event: asyncio.Event) -> bool:
+        """exchangeInfo, within the REST budget: its weight taken first (so a start waits out a pause any worker
+        is in), and a 429/418 answer given to the budget, which pauses every worker (the limit is per IP) and
+        is waited out here before the next try. Without that, a worker started during a rate limit died on
+        the answer and was restarted a second later, asking again while the exchange said to wait.
+        Returns False when stopped while waiting."""
         me = cast(Any, self)
-        # Always re-read exchangeInfo from *this* class's endpoint: cryptofeed caches symbols per
-        # exchange id, process-wide, which would leak one endpoint's universe into another's.
-        await me.load_symbols(conn=me.http_conn, refresh=True)
+        gate = self.symbols_gate()
+        while True:
+            if gate is not None:
+                while not gate.try_acquire(EXCHANGE_INFO_WEIGHT, time.time() * 1000):
+                    wait_ms = gate.wait_time(EXCHANGE_INFO_WEIGHT, time.time() * 1000)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop_event.wait(), max(0.05, wait_ms / 1000))
+                    if stop_event.is_set():
+                        return False
+            try:
+                # Always re-read exchangeInfo from *this* class's endpoint: cryptofeed caches symbols per
+                # exchange id, process-wide, which would leak one endpoint's universe into another's.
+                await me.load_symbols(conn=me.http_conn, refresh=True)
+                return True
+            except aiohttp.ClientResponseError as e:
+                if gate is None or e.status not in (418, 429):
+                    raise
+                gate.on_response(e.status, e.headers or {}, time.time() * 1000)
+                log.warning("%s: exchangeInfo answered %d (%s): every worker pauses REST as the exchange asks, then "
+                            "this start tries again", me.id, e.status, e.message)
+
+    async def _prepare(self, stop_event: asyncio.Event) -> bool:
+        """exchangeInfo, the symbol mapping and the subscription; False when stopped first."""
+        me = cast(Any, self)
+        if not await self._load_symbols(stop_event):
+            return False
         me._apply_symbol_mapping()
         if self._exchange_symbols is not None:
             known = me.exchange_symbol_mapping
@@ -106,6 +144,7 @@ class CollectorFeed:
                             me.id, len(self.unknown_symbols), ", ".join(self.unknown_symbols[:20]))
             me._init_symbols = [known[s] for s in self._exchange_symbols if s in known]
         me._build_subscription()
+        return True
 
     async def run(self, stop_event: asyncio.Event) -> None:
         try:
@@ -117,7 +156,8 @@ class CollectorFeed:
     async def _run(self, stop_event: asyncio.Event) -> None:
         """Connections only: the collector does its own batching, so cryptofeed's backends are not used."""
         me = cast(Any, self)
-        await self._setup()
+        if not await self._prepare(stop_event):
+            return
         batch = getattr(self, "handle_batch", None)  # the lean feed's whole-read stand-in for message_handler
         self.connections = [
             SupervisedConnection(conn, sub, handler, stop=stop_event, timeout=me.timeout,

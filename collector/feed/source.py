@@ -53,6 +53,10 @@ class FastBinanceFutures(CollectorBinanceFutures):
         self._dispatch = _dispatch(sink)
         super().__init__(*args, **kwargs)
 
+    def symbols_gate(self) -> WeightGate | None:
+        """exchangeInfo is fetched within the workers' shared REST budget (the open-interest poll's)."""
+        return self._oi_gate
+
     def _connect_rest(self) -> list[tuple[AsyncConnection, Any, Any]]:
         if not self._oi_symbols or self._oi_gate is None:
             return []

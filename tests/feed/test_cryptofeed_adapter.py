@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import Counter
 
 import pytest
@@ -21,6 +22,7 @@ from collector.feed.cryptofeed_feed import CollectorBinanceFutures, bind_feed_cl
 from collector.feed.endpoints import Endpoints
 from collector.feed.source import FastBinanceFutures
 from collector.feed.wire import AggTrade
+from collector.pipeline.limits import WeightBudget
 from exchange_sim import SimConfig, run_in_thread
 
 
@@ -306,3 +308,50 @@ def test_one_rest_client_serves_every_http_connection_of_a_feed() -> None:
         assert session.closed
 
     asyncio.run(main())
+
+
+class FirstTradeSink(CountingSink):
+    """Also notes the receipt time (wall clock, s) of the first trade."""
+
+    first_receipt: float | None = None
+
+    def on_trade(self, t: AggTrade, receipt: float) -> None:
+        if self.first_receipt is None:
+            self.first_receipt = receipt
+        super().on_trade(t, receipt)
+
+
+def test_a_rate_limited_exchange_info_pauses_rest_and_the_start_waits_it_out(sim) -> None:
+    """A worker starting while the IP is rate limited: its exchangeInfo's 429 goes to the shared REST budget (which
+    every worker then honours) and the start asks again only once the Retry-After has passed; it used to die on
+    the answer and be restarted a second later, asking again."""
+    t0 = time.time() * 1000
+    budget = WeightBudget(t0)
+    sink = FirstTradeSink()
+    stop = asyncio.Event()
+    cls = bind_feed_class(Endpoints(sim.rest_url, sim.ws_url), FastBinanceFutures)
+    feed = cls(exchange_symbols=_symbols(sim), channels=[TRADES], sink=sink, stop_event=stop, oi_gate=budget)
+    sim.set_rest_fault(429, 1, 0.0, 0.0, 2)  # the next REST answer (this exchangeInfo): 429, Retry-After 2 s
+    asyncio.run(_run_until(feed, stop, lambda: sum(sink.trades.values()) > 50, 30, "trades after the pause"))
+    assert budget.paused_until_ms >= t0 + 2000
+    assert sink.first_receipt is not None and sink.first_receipt * 1000 >= budget.paused_until_ms
+
+
+def test_a_start_waiting_out_a_ban_stops_when_asked(sim) -> None:
+    budget = WeightBudget(time.time() * 1000)
+    stop = asyncio.Event()
+    cls = bind_feed_class(Endpoints(sim.rest_url, sim.ws_url), FastBinanceFutures)
+    feed = cls(exchange_symbols=_symbols(sim), channels=[TRADES], sink=CountingSink(), stop_event=stop,
+               oi_gate=budget)
+    sim.set_rest_fault(418, 1, 0.0, 0.0, 600)  # banned for 10 minutes
+
+    async def main() -> None:
+        task = asyncio.create_task(feed.run(stop))
+        await asyncio.to_thread(wait_for, lambda: budget.paused_until_ms > time.time() * 1000 + 500_000, 30,
+                                "the ban to reach the budget")
+        assert not task.done()
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert feed.connections == []  # it never subscribed

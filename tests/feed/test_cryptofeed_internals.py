@@ -45,7 +45,7 @@ def test_connection_handler_constructor_and_loop() -> None:
 
 
 def test_feed_subscription_hooks() -> None:
-    # CollectorFeed._setup sets _init_symbols after resolving names, then calls _build_subscription,
+    # CollectorFeed._prepare sets _init_symbols after resolving names, then calls _build_subscription,
     # which must read _init_symbols/_init_channels; _run, connect and _connect_rest are overridden.
     init = inspect.getsource(Feed.__init__)
     assert "self._init_symbols = symbols" in init and "self._init_channels = channels" in init
