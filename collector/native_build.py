@@ -1,6 +1,7 @@
 """Compile collector.native's MODULES with mypyc into collector/.native/: `python -m collector.native_build`.
 
-Run by `make venv` and `make native` (again whenever a source it covers changed). Needs mypy and setuptools (the
+Run by `make native`, which `make run` and `make test` run first (it builds again whenever a source the build
+covers changed). Needs mypy and setuptools (the
 `native` extra; `dev` has both) and a C compiler; without them it says so in one line and exits 1, and the
 collector runs its Python source, which does the same work at more CPU per message (collector.native).
 
@@ -39,8 +40,8 @@ from collector.native import (
 
 
 def covered_sources(modules: tuple[str, ...] = MODULES, package_dir: Path = PACKAGE_DIR) -> list[Path]:
-    """The compiled modules' files and every collector module they import, directly or not: what a change to
-    makes the build stale (compiled code was generated against their types)."""
+    """The compiled modules' files and every collector module they import, directly or not: the files whose
+    change makes the build stale (compiled code was generated against their types)."""
     seen: dict[str, Path] = {}
     todo = list(modules)
     while todo:
@@ -82,6 +83,9 @@ def build(native_dir: Path = NATIVE_DIR) -> str:
         raise SystemExit(f"no C compiler ({cc}) on PATH (mypyc builds C extensions; the collector runs its Python source)")
     started = time.monotonic()
     root = PACKAGE_DIR.parent
+    # Hashed before compiling: a source edited during the build must make the build stale, not be recorded as
+    # what the extensions were compiled from.
+    sources = {str(p.relative_to(root)): digest(p) for p in covered_sources()}
     with tempfile.TemporaryDirectory(prefix="collector-native-") as tmp:
         # A child process: setuptools and mypyc leave global state (distutils' compiler, mypy's caches) that a
         # long-lived caller should not inherit, and a compiler crash must not take the caller down.
@@ -109,7 +113,6 @@ def build(native_dir: Path = NATIVE_DIR) -> str:
             shutil.copy2(extension_path(module, lib), target)
         group_lib = GROUP.split(".", 1)[1] + "__mypyc" + sysconfig.get_config_var("EXT_SUFFIX")
         shutil.copy2(lib / group_lib, staging / group_lib)
-    sources = {str(p.relative_to(root)): digest(p) for p in covered_sources()}
     (staging / MANIFEST).write_text(json.dumps({
         "modules": list(MODULES), "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"), "sources": sources,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "python": sys.version.split()[0],
