@@ -25,7 +25,6 @@ worker; afterwards the database is compared with the simulator's truth value by 
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import random
@@ -119,7 +118,7 @@ def expected_kept(tape: list[tuple[int, int]], gaps: list[tuple[int, int]]) -> s
         if skip_to is not None and a <= skip_to:
             continue
         if a in starts:
-            fork = copy.copy(f)
+            fork = f.copy()  # as Pipeline._gap forks it (copy.copy cannot rebuild a compiled SymbolFilter)
             for b, tb in tape:
                 if a <= b <= starts[a] and fork.decide(1.0, 1.0, tb) is not None:
                     kept.add(b)
