@@ -566,6 +566,15 @@ def extract_revision(rev: str, dest: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
 
 
+def tree_status(tree: Path) -> str:
+    """Whether a product tree's pipeline runs compiled, and why not (collector.native's STATUS, read there)."""
+    status = subprocess.run([sys.executable, "-c", "import collector; print(collector.native.STATUS.detail)"],
+                            cwd=tree, capture_output=True, text=True)
+    if status.returncode:
+        return "pure Python (the tree predates collector.native)"
+    return status.stdout.strip()
+
+
 def build_native(tree: Path) -> str:
     """Compile a product tree's hot pipeline modules as `make native` does on a user's machine
     (collector.native_build), so that a snapshot measures what an install runs; returns the tree's status line
@@ -576,9 +585,7 @@ def build_native(tree: Path) -> str:
                            capture_output=True, text=True)
     if built.returncode:
         raise SystemExit(f"{tree}: collector.native_build failed: {(built.stderr or built.stdout).strip()[-2000:]}")
-    status = subprocess.run([sys.executable, "-c", "import collector; print(collector.native.STATUS.detail)"],
-                            cwd=tree, capture_output=True, text=True, check=True)
-    return status.stdout.strip()
+    return tree_status(tree)
 
 
 @contextlib.contextmanager
@@ -589,9 +596,7 @@ def product_source(src: str | None) -> Iterator[tuple[Path, str]]:
     `--src .` measures the working tree as it is (compiled or not: collector.native decides, the line says)."""
     if src:
         tree = Path(src).resolve()
-        status = subprocess.run([sys.executable, "-c", "import collector; print(collector.native.STATUS.detail)"],
-                                cwd=tree, capture_output=True, text=True)
-        yield tree, f"working tree {tree} ({status.stdout.strip() or 'pure Python'})"
+        yield tree, f"working tree {tree} ({tree_status(tree)})"
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout.strip()
