@@ -13,7 +13,8 @@ type's binary send format; the trailer is int16 -1.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Final
 
 from collector.symbols import valid_symbol, valid_venue
 
@@ -23,13 +24,14 @@ COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
 
 # 2000-01-01T00:00:00Z in Unix milliseconds: PostgreSQL's timestamp epoch.
-PG_EPOCH_MS = 946_684_800_000
+PG_EPOCH_MS: Final = 946_684_800_000
 
-_NULL = struct.pack(">i", -1)
-_I16 = struct.Struct(">h").pack
-_LEN_I64 = struct.Struct(">iq").pack
-_LEN_F64 = struct.Struct(">id").pack
-_LEN_I16 = struct.Struct(">ih").pack
+# Final: the compiled build (collector.native) reads Final module constants as C statics, not by name
+_NULL: Final = struct.pack(">i", -1)
+_I16: Final = struct.Struct(">h").pack
+_LEN_I64: Final = struct.Struct(">iq").pack
+_LEN_F64: Final = struct.Struct(">id").pack
+_LEN_I16: Final = struct.Struct(">ih").pack
 
 # Column order of every COPY target: the contract between the workers' encoders and the writer's COPY.
 # `venue` (the exchange a row came from: every table's key starts with it) follows `time` so that the
@@ -85,46 +87,90 @@ def enc_text(s: str) -> bytes:
 
 # Longer decimal strings than this are not prices or quantities; refusing them bounds the work per value
 # and keeps weight/dscale far inside NUMERIC's int16 limits.
-_MAX_NUMERIC_CHARS = 200
-_NUMERIC_NEG = 0x4000
+_MAX_NUMERIC_CHARS: Final = 200
+_NUMERIC_NEG: Final = 0x4000
 
 
-_NUMERIC_PACKS: dict[int, Callable[..., bytes]] = {}
+_NUMERIC_HEAD: Final = struct.Struct(">ihhhh").pack  # length, ndigits, weight, sign, dscale
 
 
-def _numeric_packer(ndigits: int) -> Callable[..., bytes]:
-    p = _NUMERIC_PACKS.get(ndigits)
-    if p is None:
-        p = _NUMERIC_PACKS[ndigits] = struct.Struct(f">ihhhh{ndigits}H").pack
-    return p
+def _not_decimal(s: object) -> ValueError:
+    return ValueError(f"not a decimal string: {s!r}")
 
 
 def _enc_numeric(s: str) -> bytes:
-    if not isinstance(s, str) or not s or len(s) > _MAX_NUMERIC_CHARS:
-        raise ValueError(f"not a decimal string: {s!r}")
-    neg = s[0] == "-"
-    body = s[1:] if neg or s[0] == "+" else s
-    ip, dot, fp = body.partition(".")
-    if not (ip.isdigit() and ip.isascii()) or (dot and not (fp.isdigit() and fp.isascii())):
-        raise ValueError(f"not a decimal string: {s!r}")
-    dscale = len(fp)
-    # The digits as one integer, the fraction padded on the right to whole base-10000 groups (groups are
-    # aligned on the decimal point); int() and divmod do in C what slicing 4-digit strings did per group.
-    fpad = -dscale % 4
-    n = int(ip + fp + "0" * fpad if fpad else ip + fp)
-    if not n:  # zero: PostgreSQL stores no digits, weight 0, positive sign; the scale is kept
-        return _numeric_packer(0)(8, 0, 0, 0, dscale)
-    groups = []  # least significant first
-    while n:
-        n, g = divmod(n, 10000)
-        groups.append(g)
-    weight = len(groups) - 1 - (dscale + fpad) // 4
+    """The digits read once, left to right, into base-10000 groups aligned on the decimal point, gathered in
+    one int as 16-bit words (`to_bytes` writes them in one call).
+
+    Why this shape: it runs for every trade price and amount the NumericCache has not seen (a third of them in
+    keep_all) and is written for the compiled build (collector.native), where indexing the ASCII bytes and
+    small-int arithmetic are C operations: 0.55 us a value against 1.38 us for the int()/divmod version it
+    replaced (which was the faster one as Python source). Leading zero groups only move the weight; trailing
+    zero groups are dropped (dscale keeps the displayed zeros), as PostgreSQL's numeric_send writes them."""
+    if not isinstance(s, str) or not s or len(s) > _MAX_NUMERIC_CHARS or not s.isascii():
+        raise _not_decimal(s)
+    b = s.encode()
+    n = len(b)
     i = 0
-    while not groups[i]:  # trailing zero groups are dropped (dscale keeps the displayed zeros)
-        i += 1
-    groups = groups[:i - 1:-1] if i else groups[::-1]
-    nd = len(groups)
-    return _numeric_packer(nd)(8 + 2 * nd, nd, weight, _NUMERIC_NEG if neg else 0, dscale, *groups)
+    c = b[0]
+    neg = c == 45  # "-"
+    if neg or c == 43:  # "+"
+        i = 1
+    dot = b.find(b".", i)
+    end = n if dot < 0 else dot
+    if end == i or dot == n - 1:  # no integer digits ("-", ".5"), or none after the point ("1.")
+        raise _not_decimal(s)
+    dscale = 0 if dot < 0 else n - dot - 1
+    j = i
+    while j < end and b[j] == 48:  # leading zeros of the integer part
+        j += 1
+    words = 0  # the groups so far, 16 bits each, most significant first
+    nd = 0  # groups in `words`
+    zeros = 0  # trailing zero groups in `words`
+    k = (end - j) % 4 or 4  # digits of the current group still to read: the first integer group may be short
+    g = 0
+    while j < end:
+        d = b[j] - 48
+        if d < 0 or d > 9:
+            raise _not_decimal(s)
+        g = g * 10 + d
+        j += 1
+        k -= 1
+        if k == 0:
+            words = (words << 16) | g
+            nd += 1
+            zeros = zeros + 1 if g == 0 else 0
+            g = 0
+            k = 4
+    weight = nd - 1  # the first integer group is non-zero (leading zeros skipped); -1 when there is none
+    if dot >= 0:
+        j = dot + 1
+        k = 4
+        while j < n or k != 4:  # the last fraction group is padded with zeros on the right
+            if j < n:
+                d = b[j] - 48
+                if d < 0 or d > 9:
+                    raise _not_decimal(s)
+                j += 1
+            else:
+                d = 0
+            g = g * 10 + d
+            k -= 1
+            if k == 0:
+                if nd == 0 and g == 0:  # a leading zero group of the fraction: not stored, one weight lower
+                    weight -= 1
+                else:
+                    words = (words << 16) | g
+                    nd += 1
+                    zeros = zeros + 1 if g == 0 else 0
+                g = 0
+                k = 4
+    if nd == 0:  # zero: PostgreSQL stores no digits, weight 0, positive sign; the scale is kept
+        return _NUMERIC_HEAD(8, 0, 0, 0, dscale)
+    if zeros:
+        words >>= 16 * zeros
+        nd -= zeros
+    return _NUMERIC_HEAD(8 + 2 * nd, nd, weight, _NUMERIC_NEG if neg else 0, dscale) + words.to_bytes(2 * nd)
 
 
 def enc_numeric(s: str) -> bytes:
@@ -160,7 +206,7 @@ class NumericCache:
     seen within the last `size` distinct ones stays a hit across the switch; at most 2 x size entries.
     """
 
-    __slots__ = ("size", "get", "_current", "_previous")
+    __slots__ = ("size", "_current", "_previous")
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -168,7 +214,10 @@ class NumericCache:
         self.size = size
         self._current: dict[str, bytes] = {}
         self._previous: dict[str, bytes] = {}
-        self.get = self._current.get  # the hit path, called inline: `cache.get(s) or cache.miss(s)`
+
+    def get(self, s: str) -> bytes | None:
+        """The encoded value if the current generation has it (RowEncoder.trade reads `_current` inline)."""
+        return self._current.get(s)
 
     def miss(self, s: str) -> bytes:
         b = self._previous.get(s)
@@ -176,7 +225,6 @@ class NumericCache:
             b = _enc_numeric(s)
         if len(self._current) >= self.size:
             self._previous, self._current = self._current, {}
-            self.get = self._current.get
         self._current[s] = b
         return b
 
@@ -194,12 +242,10 @@ def enc_timestamptz_or_null(ms: int | None) -> bytes:
 
 # Symbols and the few enum-like strings (side, save_reason, status...) repeat on every row; caching their
 # encoded form skips encode()+pack. Symbols are validated on the first miss only, so validation is free.
-_SYMBOL_CACHE: dict[str, bytes] = {}
-_WORD_CACHE: dict[str, bytes] = {}
+_SYMBOL_CACHE: Final[dict[str, bytes]] = {}
+_WORD_CACHE: Final[dict[str, bytes]] = {}
 # ~500 perpetuals today; the bound only protects against an unbounded stream of new names.
-_CACHE_LIMIT = 4096
-_symbol_cached = _SYMBOL_CACHE.get
-_word_cached = _WORD_CACHE.get
+_CACHE_LIMIT: Final = 4096
 
 
 def enc_symbol(s: str) -> bytes:
@@ -250,11 +296,11 @@ def encode_row(types: Sequence[str], values: Sequence[object]) -> bytes:
 # One method per table, its columns written out in order, alike by design (the duplicate finder pairs them):
 # these run for every row kept, and encode_row's loop over type names costs a lookup and a call per column.
 
-_ROW_HEAD = struct.Struct(">hiq").pack  # row header of every timed table: nfields, len(time), time (column 1)
-_TRADE_ID = struct.Struct(">iq").pack
-_TRADE_USD = struct.Struct(">id").pack
-_TRADE_TAIL = struct.Struct(">iqiq").pack  # first_trade_id, last_trade_id
-_CANDLE_TRADES = struct.Struct(">iq").pack
+_ROW_HEAD: Final = struct.Struct(">hiq").pack  # row header of every timed table: nfields, len(time), time (column 1)
+_TRADE_ID: Final = struct.Struct(">iq").pack
+_TRADE_USD: Final = struct.Struct(">id").pack
+_TRADE_TAIL: Final = struct.Struct(">iqiq").pack  # first_trade_id, last_trade_id
+_CANDLE_TRADES: Final = struct.Struct(">iq").pack
 
 
 class RowEncoder:
@@ -265,7 +311,7 @@ class RowEncoder:
     field pair: a row pays the same single dict lookup for venue + symbol that it paid for the symbol alone.
     """
 
-    __slots__ = ("_pairs", "_pair_cached", "_venue_field", "venue", "numerics")
+    __slots__ = ("_pairs", "_venue_field", "venue", "numerics")
 
     def __init__(self, venue: str, numeric_cache: int = FILTERED_NUMERIC_CACHE) -> None:
         if not valid_venue(venue):
@@ -274,7 +320,6 @@ class RowEncoder:
         self.numerics = NumericCache(numeric_cache)  # trade prices and amounts (generation size)
         self._venue_field = enc_text(venue)
         self._pairs: dict[str, bytes] = {}
-        self._pair_cached = self._pairs.get
 
     def __repr__(self) -> str:
         return f"RowEncoder({self.venue!r})"
@@ -291,17 +336,18 @@ class RowEncoder:
     def trade(self, time_ms: int, symbol: str, trade_id: int, price: str, amount: str, usd_value: float,
               side: str, save_reason: str, first_trade_id: int, last_trade_id: int) -> bytes:
         """One `trades` tuple. Hot path (every kept trade, up to ~50k/s in keep_all): keep it lean."""
-        # Cache lookups inline (encoded bytes are never empty, so `or` only calls the encoder on a miss).
+        # Cache lookups inline (encoded bytes are never empty, so `or` only calls the encoder on a miss); typed
+        # dicts, so that the compiled build calls PyDict_GetItem rather than a bound method.
         num = self.numerics
         return b"".join((
             _ROW_HEAD(11, 8, (time_ms - PG_EPOCH_MS) * 1000),
-            self._pair_cached(symbol) or self._venue_symbol(symbol),
+            self._pairs.get(symbol) or self._venue_symbol(symbol),
             _TRADE_ID(8, trade_id),
-            num.get(price) or num.miss(price),
-            num.get(amount) or num.miss(amount),
+            num._current.get(price) or num.miss(price),
+            num._current.get(amount) or num.miss(amount),
             _TRADE_USD(8, usd_value),
-            _word_cached(side) or _enc_word(side),
-            _word_cached(save_reason) or _enc_word(save_reason),
+            _WORD_CACHE.get(side) or _enc_word(side),
+            _WORD_CACHE.get(save_reason) or _enc_word(save_reason),
             _TRADE_TAIL(8, first_trade_id, 8, last_trade_id),
         ))
 

@@ -150,6 +150,13 @@ def test_numeric_wire_layout() -> None:
     # "-1.5": groups [1, 5000], weight 0, negative, dscale 1
     assert enc.enc_numeric("-1.5") == bytes.fromhex("0000000c" "0002" "0000" "4000" "0001" "0001" "1388")
     assert enc.enc_numeric("0") == bytes.fromhex("00000008" "0000" "0000" "0000" "0000")
+    # "10000": trailing zero groups are not sent: one group 1 at weight 1, dscale 0
+    assert enc.enc_numeric("10000") == bytes.fromhex("0000000a" "0001" "0001" "0000" "0000" "0001")
+    # "0.00000001": a leading zero group of the fraction only lowers the weight (-2), dscale 8
+    assert enc.enc_numeric("0.00000001") == bytes.fromhex("0000000a" "0001" "fffe" "0000" "0008" "0001")
+    # "+012345.67890": sign and leading zeros dropped; groups 1, 2345, 6789 at weight 1, dscale 5
+    assert enc.enc_numeric("+012345.67890") == bytes.fromhex("0000000e" "0003" "0001" "0000" "0005"
+                                                             "0001" "0929" "1a85")
 
 
 decimals = st.builds(
