@@ -20,7 +20,7 @@ import math
 import struct
 from array import array
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from collector.pipeline import sketch
 from collector.pipeline.sketch import MIN_VALUE, NBUCKETS, quantile_of_counts
@@ -29,15 +29,15 @@ DAY_MS = 86_400_000
 # 8 slots of 3 h over 24 h: see the module docstring for the memory trade-off.
 DEFAULT_SLOTS = 8
 # Larger than any real epoch difference and still an int64: marks a slot never written.
-_NEVER = -(2**62)
+_NEVER: Final = -(2**62)
 _HEADER = struct.Struct("<qq")  # slot_ms, slots: lets a reader check the layout it was given
 _ZERO_HIST = array(sketch.TYPECODE, bytes(sketch.NBYTES))
 
 # Bound locally: add() below inlines SizeSketch.add so a trade costs one call, not two.
-_log = math.log
-_INV = sketch._INV_LOG_GAMMA
-_SHIFT = sketch._SHIFT
-_LAST = NBUCKETS - 1
+_log: Final = math.log
+_INV: Final = sketch._INV_LOG_GAMMA
+_SHIFT: Final = sketch._SHIFT
+_LAST: Final = NBUCKETS - 1
 
 
 class Summary(NamedTuple):

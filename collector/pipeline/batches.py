@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from collector.pipeline.encode import COLUMNS, COPY_HEADER, COPY_TRAILER
 
 # An empty builder's earliest and latest event time: after and before any real one (in ms, 2**63 - 1 is ~292
 # million years from 1970), so the first add() replaces both.
-_EMPTY_FIRST = 2**63 - 1
-_EMPTY_LAST = -(2**63)
+_EMPTY_FIRST: Final = 2**63 - 1
+_EMPTY_LAST: Final = -(2**63)
 
 
 def _now_ms() -> int:

@@ -14,7 +14,7 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from collector.feed.wire import (
     AggTrade,
@@ -48,7 +48,7 @@ LOG_EVERY = 10_000
 MINUTE_MS = 60_000
 # Gaps kept in memory (Pipeline.gaps): a few days of reconnects; older ones are in the gaps table.
 RECENT_GAPS = 1000
-_INF = math.inf
+_INF: Final = math.inf
 # How a venue's trade ids run per symbol; gap detection and the duplicate check follow it.
 # 1: Binance's aggTrade id `a` goes up by one per event.
 # 2: OKX pushes the LAST fill id of `count` aggregated fills (the decoder sets f = tradeId - count + 1), and
@@ -125,7 +125,6 @@ class Pipeline:
         self.venue = venue
         # keep_all encodes every trade: a cache big enough to matter, full in seconds at those rates
         self.encoder = RowEncoder(venue, numeric_cache_size(trade_filter.params.keep_all))
-        self._encode_trade = self.encoder.trade  # bound once: the per-kept-trade call skips two lookups
         self.data_types = set(data_types)
         self.trade_filter = trade_filter
         self._filter_states = trade_filter.states
@@ -243,7 +242,7 @@ class Pipeline:
         if self._store_trades:  # _add inlined for the one table a kept trade goes to
             ts = t.T
             b = self._trades
-            n = b.add(self._encode_trade(ts, t.s, t.a, t.p, t.q, usd, "sell" if t.m else "buy", reason, t.f, t.l),
+            n = b.add(self.encoder.trade(ts, t.s, t.a, t.p, t.q, usd, "sell" if t.m else "buy", reason, t.f, t.l),
                       ts)
             if n == 1:
                 self._first_row("trades")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Final, Protocol
 
 LARGE_TRADE = "large_trade"
 PRICE_CHANGE = "price_change"
@@ -41,7 +41,7 @@ KEEP_ALL = "keep_all"
 REASONS = (LARGE_TRADE, PRICE_CHANGE, TIME_INTERVAL, KEEP_ALL)
 
 # Older than any event time: makes the first trade of a symbol pass the interval rule.
-_NEVER = -(2**62)
+_NEVER: Final = -(2**62)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,14 @@ the same order, because a call per trade costs as much as the checks) and a trad
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from collector.feed.wire import AggTrade
 
 # Event times further than this from the receipt clock are treated as corrupt, not stored. A day covers
 # any honest clock skew and the simulator's accelerated clock in tests, and still rejects garbage such as
 # seconds sent as milliseconds (1970) or a year 2100 timestamp.
-MAX_EVENT_SKEW_MS = 86_400_000
+MAX_EVENT_SKEW_MS: Final = 86_400_000
 _INF = math.inf
 
 
