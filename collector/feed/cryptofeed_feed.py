@@ -130,6 +130,13 @@ class CollectorFeed:
                 log.warning("%s: exchangeInfo answered %d (%s): every worker pauses REST as the exchange asks, then "
                             "this start tries again", me.id, e.status, e.message)
 
+    async def _setup(self) -> None:
+        """cryptofeed's own `Feed._run` prepares a feed through `_setup`: a class that runs it (bench/peer.py's
+        stock peer runs this feed class on cryptofeed's connections and backends) gets the same preparation.
+        Without it, cryptofeed's `_setup` loads the symbols without this class's mapping and subscription, and
+        the feed subscribes to nothing."""
+        await self._prepare(asyncio.Event())
+
     async def _prepare(self, stop_event: asyncio.Event) -> bool:
         """exchangeInfo, the symbol mapping and the subscription; False when stopped first."""
         me = cast(Any, self)

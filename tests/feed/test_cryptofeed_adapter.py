@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 from cryptofeed.defines import LIQUIDATIONS, TRADES
+from cryptofeed.feed import Feed
 from helpers import wait_for
 
 from collector.feed import cryptofeed_adapter as exchange
@@ -116,6 +117,24 @@ def test_stock_cryptofeed_path_also_survives_bad_frames(sim) -> None:
     assert feed.frame_errors.counts["RuntimeError"] >= 1  # the failing callback
     assert feed.frame_errors.total - feed.frame_errors.counts["RuntimeError"] >= 1  # the malformed frames
     assert feed.connections[0].conn.stats.connects == 1
+
+
+def test_cryptofeeds_own_run_prepares_the_collectors_feed_class(sim) -> None:
+    # bench/peer.py's stock peer: the collector's feed class on cryptofeed's own Feed._run (its connections
+    # and backends). Renaming the preparation once left that path subscribing to nothing.
+    got: Counter[str] = Counter()
+
+    async def on_trade(t, receipt) -> None:  # noqa: ANN001
+        got[t.symbol] += 1
+
+    bound = bind_feed_class(Endpoints(sim.rest_url, sim.ws_url), CollectorBinanceFutures, ws_client="websockets")
+
+    class OnCryptofeedsRun(bound):  # type: ignore[misc, valid-type]
+        _run = Feed._run
+
+    symbols = _symbols(sim)
+    feed = OnCryptofeedsRun(exchange_symbols=symbols, channels=[TRADES], callbacks={TRADES: [on_trade]})
+    asyncio.run(_run_until(feed, asyncio.Event(), lambda: len(got) == len(symbols), 30, "trades of every symbol"))
 
 
 def test_stalled_connection_is_restarted_and_data_resumes(sim) -> None:
