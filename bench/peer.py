@@ -37,11 +37,13 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: --src can win
@@ -185,12 +187,15 @@ class PeerProcess:
     tiers_file: str = ""  # filtered: stored tiers (JSON, bench.peer_filter.load_tiers) in place of the warm-up
     latest: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    # its stderr (cryptofeed's log): what a session that fails quotes (stderr_tail), removed with the process
+    _stderr: IO[bytes] | None = None
     _reader: threading.Thread | None = None
 
     def start(self) -> PeerProcess:
+        self._stderr = tempfile.NamedTemporaryFile(prefix="bench-peer-", suffix=".log")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", self.dsn,
                                       self.rest, self.ws, self.variant, self.tiers_file], cwd=common.ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+                                     stderr=self._stderr, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         return self
@@ -213,7 +218,17 @@ class PeerProcess:
                 self.proc.wait()
         if self._reader is not None:
             self._reader.join(5)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
         return self.proc.returncode if self.proc is not None else None
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        """The last lines the peer wrote to stderr (cryptofeed logs there): why a session failed."""
+        if self._stderr is None:
+            return ""
+        with open(self._stderr.name, errors="replace") as f:
+            return " | ".join(line.strip() for line in f.read().splitlines()[-lines:])
 
 
 def create_peer_tables(dsn: str) -> None:
@@ -261,7 +276,10 @@ def run_peer(admin_url: str, rate: float, windows: int, window_s: float, warmup_
             offset = common.sim_clock_offset_ms(sim.rest_url)
             peer = PeerProcess(dsn, sim.rest_url, sim.ws_url, variant, tiers_file).start()
             assert peer.proc is not None
-            common.wait_for(lambda: peer.latest.get("frames", 0) > 0, CONNECT_TIMEOUT_S, "the peer's first frame")
+            try:
+                common.wait_for(lambda: peer.latest.get("frames", 0) > 0, CONNECT_TIMEOUT_S, "the peer's first frame")
+            except TimeoutError as e:
+                raise TimeoutError(f"{e}; the peer's stderr ends: {peer.stderr_tail() or '(empty)'}") from e
             sampler = common.TreeSampler(peer.proc.pid).start()
             time.sleep(warmup_s)  # warm-up: connections settle, backends connect, queues reach steady state
             results = []
