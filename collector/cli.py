@@ -24,7 +24,7 @@ from collector.sim_options import EVERY_VENUE, per_venue
 # The scripts in the checkout's bench/ folder, by the name `collector bench NAME` takes (tests/test_cli.py
 # checks this list against bench/). bench/ is not a package and is not installed with the wheel.
 BENCH_SCRIPTS = ("throughput", "peer", "shipped", "writer", "filter-budget", "fresh-start", "ws-client", "api", "api-pair", "soak", "ab", "idle-ab", "latency",
-                 "venue-cost", "venues-scale", "wake-cost", "compiled-tree")
+                 "venue-cost", "venues-scale", "wake-cost", "compiled-tree", "numeric-cost")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -104,9 +104,10 @@ def _enc_numeric(s: str) -> bytes:
 
     Why this shape: it runs for every trade price and amount the NumericCache has not seen (a third of them in
     keep_all) and is written for the compiled build (collector.native), where indexing the ASCII bytes and
-    small-int arithmetic are C operations: 0.55 us a value against 1.38 us for the int()/divmod version it
-    replaced (which was the faster one as Python source). Leading zero groups only move the weight; trailing
-    zero groups are dropped (dscale keeps the displayed zeros), as PostgreSQL's numeric_send writes them."""
+    small-int arithmetic are C operations: about half the time a value of the int()/divmod version it replaced
+    (bench/numeric_cost.py, 0.51-0.58x); as Python source the two are within that script's noise. Leading zero
+    groups only move the weight; trailing zero groups are dropped (dscale keeps the displayed zeros), as
+    PostgreSQL's numeric_send writes them."""
     if not isinstance(s, str) or not s or len(s) > _MAX_NUMERIC_CHARS or not s.isascii():
         raise _not_decimal(s)
     b = s.encode()
@@ -184,7 +185,8 @@ def enc_numeric(s: str) -> bytes:
 # cache saves next to nothing, so it stays small (<= 1,024 entries, ~130 KB) and is full within minutes.
 # keep_all (up to ~25k trades/s per worker): on one of 2 workers' share of the simulator's 50k/s stream (60 s)
 # generations of 512 hit 50% of prices and amounts, 4,096 62%, 32,768 73%, the single 65,536-entry cache this
-# replaced 71% (a miss then cost ~1.3 us to encode; 0.6 us since, compiled); at those rates 2**15 fills within seconds.
+# replaced 71% (a miss costs about half as much to encode since 2026-12-07, compiled: bench/numeric_cost.py); at
+# those rates 2**15 fills within seconds.
 FILTERED_NUMERIC_CACHE = 1 << 9
 KEEP_ALL_NUMERIC_CACHE = 1 << 15
 
